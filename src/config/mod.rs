@@ -1,0 +1,369 @@
+//! `cyan.yaml`: the schema, loading, and validation with precise errors.
+//!
+//! Every value is validated while it is deserialized, so that a bad value is
+//! reported by the YAML parser with its exact line and column; `locate.rs` adds
+//! the key path. Nothing below the CLI sees a raw, unvalidated value.
+
+mod locate;
+mod values;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+pub use values::{Dur, Name, Ratio, StatusRange};
+
+/// Where the app runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformKind {
+    #[default]
+    Docker,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The app's name: container names, labels and routes derive from it.
+    pub app: Name,
+    /// Several environments of one app (staging, production) can share a host.
+    #[serde(default = "default_environment")]
+    pub environment: Name,
+    /// Image repository, without a tag: tags come from the version.
+    pub image: values::ImageRepo,
+    #[serde(default)]
+    pub build: BuildConfig,
+    #[serde(default)]
+    pub platform: PlatformKind,
+    #[serde(default = "one")]
+    pub replicas: NonZeroU32,
+    /// The port the app listens on inside its container.
+    pub port: u16,
+    pub proxy: ProxyConfig,
+    /// Plain environment variables for the app. Not for secrets.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names of variables passed through from cyan's own environment at deploy
+    /// time. Their values never reach labels, logs or state files.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Command override for the container.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Run an init process (docker --init) as PID 1, so SIGTERM reaches the app.
+    #[serde(default)]
+    pub init: bool,
+    /// How long a container gets after SIGTERM before SIGKILL.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: Dur,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub verify: Option<VerifyConfig>,
+    #[serde(default)]
+    pub require_approval: bool,
+    #[serde(default)]
+    pub keep: KeepConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// Build context, relative to the config file.
+    #[serde(default = "default_context")]
+    pub context: PathBuf,
+    /// Dockerfile path, relative to the context.
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            context: default_context(),
+            dockerfile: default_dockerfile(),
+            args: BTreeMap::new(),
+            target: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Host header the proxy routes to this app.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A listen address of the app's own; requests there need no Host match.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// How long in-flight requests on the old color may take to finish.
+    #[serde(default = "default_drain")]
+    pub drain_timeout: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Host header for the check; defaults to `proxy.host`.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub expect: StatusRange,
+    /// A substring the response body must contain.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+impl Default for HttpCheck {
+    fn default() -> Self {
+        HttpCheck {
+            path: default_health_path(),
+            host: None,
+            expect: StatusRange::default(),
+            body: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default)]
+    pub http: HttpCheck,
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Consecutive passes a replica needs.
+    #[serde(default = "two")]
+    pub healthy_threshold: NonZeroU32,
+    /// Consecutive failures, after a replica first answered, that fail the gate early.
+    #[serde(default)]
+    pub unhealthy_threshold: Option<NonZeroU32>,
+    /// The whole gate must pass within this time.
+    #[serde(default = "default_deadline")]
+    pub deadline: Dur,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            http: HttpCheck::default(),
+            interval: default_interval(),
+            timeout: default_timeout(),
+            healthy_threshold: two(),
+            unhealthy_threshold: None,
+            deadline: default_deadline(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    pub duration: Dur,
+    #[serde(default = "default_max_5xx")]
+    pub max_5xx_ratio: Ratio,
+    /// Below this many requests the ratio is not judged (1 error in 2 is noise).
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepConfig {
+    /// Previous colors kept running for instant rollback: 0 or 1.
+    #[serde(default = "default_hot", deserialize_with = "values::zero_or_one")]
+    pub hot: u32,
+    /// Releases whose images are kept for cold rollback.
+    #[serde(default = "default_retained")]
+    pub retained: u32,
+}
+
+impl Default for KeepConfig {
+    fn default() -> Self {
+        KeepConfig {
+            hot: default_hot(),
+            retained: default_retained(),
+        }
+    }
+}
+
+fn default_environment() -> Name {
+    Name::new("production")
+}
+fn one() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+fn two() -> NonZeroU32 {
+    NonZeroU32::new(2).expect("2 is not zero")
+}
+fn default_context() -> PathBuf {
+    PathBuf::from(".")
+}
+fn default_dockerfile() -> String {
+    "Dockerfile".into()
+}
+fn default_drain() -> Dur {
+    Dur::from_secs(30)
+}
+fn default_stop_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_interval() -> Dur {
+    Dur::from_millis(1000)
+}
+fn default_timeout() -> Dur {
+    Dur::from_secs(2)
+}
+fn default_deadline() -> Dur {
+    Dur::from_secs(60)
+}
+fn default_max_5xx() -> Ratio {
+    Ratio(0.01)
+}
+fn default_min_requests() -> u64 {
+    20
+}
+fn default_hot() -> u32 {
+    1
+}
+fn default_retained() -> u32 {
+    5
+}
+
+/// A config and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+}
+
+impl Loaded {
+    /// The folder relative paths in the config are resolved against.
+    pub fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    pub fn context_dir(&self) -> PathBuf {
+        self.dir().join(&self.config.build.context)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Errors name file:line:column and the key path.
+    pub fn load(path: &Path) -> Result<Loaded> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read config {}: {e}", path.display())))?;
+        let config = Self::parse(&text, &path.display().to_string())?;
+        Ok(Loaded {
+            config,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Parses config text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| locate::describe(&e, text, origin))?;
+        config.validate(text, origin)?;
+        Ok(config)
+    }
+
+    /// Checks that span several keys, reported at the first key involved.
+    fn validate(&self, text: &str, origin: &str) -> Result<()> {
+        let fail = |path: &[&str], msg: String| Err(locate::at_key(text, origin, path, &msg));
+        if self.proxy.host.is_none() && self.proxy.listen.is_none() {
+            return fail(
+                &["proxy"],
+                "set proxy.host, proxy.listen or both, so the proxy knows which requests are this app's".into(),
+            );
+        }
+        if self.health.timeout.0 > self.health.deadline.0 {
+            return fail(
+                &["health", "timeout"],
+                format!(
+                    "timeout {} is longer than the gate deadline {}",
+                    self.health.timeout, self.health.deadline
+                ),
+            );
+        }
+        if !self.health.http.path.starts_with('/') {
+            return fail(
+                &["health", "http", "path"],
+                format!("path {:?} must start with '/'", self.health.http.path),
+            );
+        }
+        for name in self.env.keys().chain(self.secrets.iter()) {
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                let key = if self.env.contains_key(name) { "env" } else { "secrets" };
+                return fail(&[key], format!("{name:?} is not a valid environment variable name"));
+            }
+        }
+        if self.platform == PlatformKind::Kubernetes {
+            return fail(
+                &["platform"],
+                "platform: kubernetes is driven through the BlueGreenDeployment operator, which this build does not include yet; use platform: docker".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The route name in the proxy: one per app and environment.
+    pub fn route(&self) -> String {
+        format!("{}-{}", self.app, self.environment)
+    }
+
+    /// The public URL the proxy serves the app on.
+    pub fn url(&self) -> String {
+        match (&self.proxy.host, &self.proxy.listen) {
+            (Some(host), Some(listen)) => format!("http://{host}:{}", listen.port()),
+            (Some(host), None) => format!("http://{host}"),
+            (None, Some(listen)) => format!("http://{listen}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// Hash of everything that changes what a container runs, besides the
+    /// image. Secret values are folded in (so a rotated secret makes a new
+    /// release) but cannot be read back from the hash.
+    pub fn runtime_hash(&self, secret_values: &BTreeMap<String, String>) -> String {
+        let mut h = Sha256::new();
+        let runtime = serde_json::json!({
+            "port": self.port,
+            "replicas": self.replicas,
+            "env": self.env,
+            "command": self.command,
+            "init": self.init,
+        });
+        h.update(runtime.to_string().as_bytes());
+        for (k, v) in secret_values {
+            h.update(format!("\0{}\0{k}\0{v}", self.app).as_bytes());
+        }
+        let digest = h.finalize();
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

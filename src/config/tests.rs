@@ -1,0 +1,84 @@
+use super::*;
+
+const GOOD: &str = "\
+app: web
+image: 127.0.0.1:5000/web
+port: 8080
+replicas: 2
+proxy: { host: web.localhost, listen: 127.0.0.1:8000 }
+health:
+  http: { path: /healthz, expect: 200-299 }
+  interval: 500ms
+  healthy_threshold: 3
+verify: { duration: 30s, max_5xx_ratio: 0.01 }
+keep: { hot: 1, retained: 5 }
+";
+
+fn err(text: &str) -> String {
+    Config::parse(text, "cyan.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn parses_the_design_sketch() {
+    let c = Config::parse(GOOD, "cyan.yaml").unwrap();
+    assert_eq!(c.app.as_str(), "web");
+    assert_eq!(c.environment.as_str(), "production");
+    assert_eq!(c.replicas.get(), 2);
+    assert_eq!(c.health.interval, Dur::from_millis(500));
+    assert_eq!(c.health.http.expect, StatusRange { low: 200, high: 299 });
+    assert_eq!(c.image.registry(), Some("127.0.0.1:5000"));
+    assert_eq!(c.route(), "web-production");
+    assert_eq!(c.url(), "http://web.localhost:8000");
+}
+
+#[test]
+fn unknown_key_names_file_line_column_and_path() {
+    let text = GOOD.replace("  healthy_threshold: 3", "  healthy_treshold: 3");
+    let e = err(&text);
+    assert!(e.starts_with("cyan.yaml:9:3: health.healthy_treshold: unknown field"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let e = err(&GOOD.replace("interval: 500ms", "interval: soon"));
+    assert!(e.starts_with("cyan.yaml:8:13: health.interval: invalid duration \"soon\""), "{e}");
+    let e = err(&GOOD.replace("replicas: 2", "replicas: 0"));
+    assert!(e.starts_with("cyan.yaml:4:1: replicas: invalid value: integer `0`, expected a nonzero u32\n"), "{e}");
+    let e = err(&GOOD.replace("hot: 1", "hot: 3"));
+    assert!(e.contains("keep") && e.contains("at most 1 previous color"), "{e}");
+    let e = err(&GOOD.replace("expect: 200-299", "expect: 299-200"));
+    assert!(e.contains("health.http") && e.contains("invalid status range"), "{e}");
+    let e = err(&GOOD.replace("127.0.0.1:5000/web", "Web:latest"));
+    assert!(e.starts_with("cyan.yaml:2:8: image: invalid image"), "{e}");
+}
+
+#[test]
+fn cross_field_checks_point_at_the_key() {
+    let text = GOOD.replace(
+        "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }",
+        "proxy: {}",
+    );
+    let e = err(&text);
+    assert!(e.starts_with("cyan.yaml:5:1: proxy: set proxy.host"), "{e}");
+    let e = err(&GOOD.replace("path: /healthz", "path: healthz"));
+    assert!(e.contains("health.http.path") && e.contains("must start with '/'"), "{e}");
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let e = err(&GOOD.replace("port: 8080\n", ""));
+    assert!(e.contains("port"), "{e}");
+}
+
+#[test]
+fn runtime_hash_changes_with_env_and_secrets_but_hides_them() {
+    let c = Config::parse(GOOD, "cyan.yaml").unwrap();
+    let none = BTreeMap::new();
+    let mut s = BTreeMap::new();
+    s.insert("DB_PASSWORD".to_string(), "hunter2".to_string());
+    let a = c.runtime_hash(&none);
+    let b = c.runtime_hash(&s);
+    assert_ne!(a, b);
+    assert_eq!(a, c.runtime_hash(&none), "hash must be stable");
+    assert!(!b.contains("hunter2"));
+}

@@ -1,0 +1,101 @@
+//! One error type for the whole crate, and the exit code each kind maps to.
+//!
+//! Exit codes are part of cyan's contract with pipelines: a CI job can tell a
+//! bad config from a failed health gate from a held lock without parsing text.
+//! They are documented in README.md; change them only with a major version.
+
+use std::process::ExitCode;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, grouped by what the user should do next.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file or a flag is wrong. Fix the input and run again.
+    #[error("{0}")]
+    Config(String),
+    /// The candidate never became healthy. Blue kept serving.
+    #[error("{0}")]
+    GateFailed(String),
+    /// Another cyan holds the app's deploy lock.
+    #[error("{0}")]
+    LockHeld(String),
+    /// The Docker engine, the proxy or the registry cannot be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The release was live but failed verification, and cyan switched back.
+    #[error("{0}")]
+    VerifyFailed(String),
+    /// The image build failed.
+    #[error("{0}")]
+    Build(String),
+    /// A push to the registry failed.
+    #[error("{0}")]
+    Push(String),
+    /// The request makes no sense in the current state (nothing to roll back to, ...).
+    #[error("{0}")]
+    Refused(String),
+    /// A platform call failed in a way that is not one of the above.
+    #[error("{0}")]
+    Platform(String),
+}
+
+/// Named process exit codes. See README.md, "Exit codes".
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const CONFIG: u8 = 2;
+    pub const GATE_FAILED: u8 = 3;
+    pub const LOCK_HELD: u8 = 4;
+    pub const UNREACHABLE: u8 = 5;
+    pub const VERIFY_FAILED: u8 = 6;
+    pub const BUILD_FAILED: u8 = 7;
+    pub const PUSH_FAILED: u8 = 8;
+    pub const REFUSED: u8 = 9;
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Error::Config(_) => exit::CONFIG,
+            Error::GateFailed(_) => exit::GATE_FAILED,
+            Error::LockHeld(_) => exit::LOCK_HELD,
+            Error::Unreachable(_) => exit::UNREACHABLE,
+            Error::VerifyFailed(_) => exit::VERIFY_FAILED,
+            Error::Build(_) => exit::BUILD_FAILED,
+            Error::Push(_) => exit::PUSH_FAILED,
+            Error::Refused(_) => exit::REFUSED,
+            Error::Platform(_) => exit::INTERNAL,
+        })
+    }
+
+    /// A short stable label, for JSON output and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::GateFailed(_) => "gate_failed",
+            Error::LockHeld(_) => "lock_held",
+            Error::Unreachable(_) => "unreachable",
+            Error::VerifyFailed(_) => "verify_failed",
+            Error::Build(_) => "build_failed",
+            Error::Push(_) => "push_failed",
+            Error::Refused(_) => "refused",
+            Error::Platform(_) => "platform",
+        }
+    }
+}
+
+impl From<bollard::errors::Error> for Error {
+    fn from(e: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as B;
+        match e {
+            B::HyperResponseError { .. }
+            | B::IOError { .. }
+            | B::SocketNotFoundError(_)
+            | B::RequestTimeoutError => Error::Unreachable(format!(
+                "cannot reach the Docker engine: {e}. Is dockerd running, and is DOCKER_HOST right?"
+            )),
+            other => Error::Platform(format!("docker: {other}")),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! cyan: a container-native blue/green deployer.
+//!
+//! The crate is a library with a thin binary (`main.rs`). The planner
+//! (`plan`) holds all deploy policy; platforms (`platform`) observe and act;
+//! the engine (`engine`) runs observe → plan → act; the proxy (`proxy`) is the
+//! atomic traffic switch on Docker hosts.
+
+pub mod config;
+pub mod error;
+pub mod plan;
+pub mod record;
+pub mod release;

@@ -1,0 +1,163 @@
+//! The planner: `plan(desired, observed) -> Step`, a pure function.
+//!
+//! It is the whole deploy policy. Platforms observe and act but decide
+//! nothing; the CLI loop and the operator's reconcile both ask this function
+//! for the next single step. Because it sees only what is on the platform, a
+//! cyan killed at any moment and run again gets the same answer and converges.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::record::DeployRecord;
+use crate::release::{Color, ReleaseKey};
+
+/// Why the user ran cyan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Intent {
+    /// Bring a new release live (stopping for approval if required).
+    Deploy,
+    /// Bring the gated candidate live: approval is given.
+    Promote,
+    /// Bring a previous release live again.
+    Rollback,
+}
+
+/// What the user wants, resolved from config and flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub intent: Intent,
+    pub target: ReleaseKey,
+    pub replicas: u32,
+    /// cyan may build the image when it is missing (false for rollback).
+    pub build: bool,
+    /// The image names a registry, so it must be pushed before launch.
+    pub push: bool,
+    pub require_approval: bool,
+    /// Keep the previous color running after a switch.
+    pub keep_hot: bool,
+}
+
+/// The target release's image, as the platform sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageState {
+    Missing,
+    Local,
+    Pushed,
+}
+
+/// One color's container set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetState {
+    /// The release all containers run; `None` when they disagree.
+    pub release: Option<ReleaseKey>,
+    pub total: u32,
+    pub running: u32,
+    /// Created but never started (cyan stopped between create and start).
+    pub created: u32,
+    /// Stopped or crashed.
+    pub exited: u32,
+}
+
+/// Who holds the app's deploy lock, as seen now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    Ours,
+    Other(String),
+}
+
+/// Everything the planner may look at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub image: ImageState,
+    pub live: Option<Color>,
+    pub sets: BTreeMap<Color, SetState>,
+    pub record: DeployRecord,
+    pub lock: LockState,
+    pub now_ms: u64,
+}
+
+/// The single next action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", content = "color", rename_all = "kebab-case")]
+pub enum Step {
+    Build,
+    Push,
+    /// Drain and remove a color's containers: a stale, mixed or decayed set.
+    Clear(Color),
+    /// Create and start the missing containers of the target in a color.
+    Launch(Color),
+    Gate(Color),
+    AwaitApproval(Color),
+    Switch(Color),
+    Verify(Color),
+    /// Stop the previous color after a switch (when `keep.hot` is 0).
+    Retire(Color),
+    Done,
+    Failed(String),
+    /// Another cyan took the lock: stop before acting.
+    Blocked(String),
+}
+
+pub fn plan(d: &Desired, o: &Observed) -> Step {
+    if let LockState::Other(holder) = &o.lock {
+        return Step::Blocked(holder.clone());
+    }
+    match o.image {
+        ImageState::Missing if d.build => return Step::Build,
+        ImageState::Missing => {
+            return Step::Failed(format!(
+                "the image of release {} is no longer on this host, so it cannot be started again",
+                d.target.version
+            ))
+        }
+        ImageState::Local if d.push => return Step::Push,
+        _ => {}
+    }
+
+    let holds_target = |c: &Color| o.sets.get(c).and_then(|s| s.release.as_ref()) == Some(&d.target);
+
+    if let Some(live) = o.live.filter(holds_target) {
+        if let Some(w) = &o.record.verify {
+            if w.color == live && w.release == d.target && o.now_ms < w.until_ms {
+                return Step::Verify(live);
+            }
+        }
+        if !d.keep_hot && o.sets.get(&live.other()).is_some_and(|s| s.total > 0) {
+            return Step::Retire(live.other());
+        }
+        return Step::Done;
+    }
+
+    // The target is not live. Bring it up in the color that already holds it,
+    // else in the color that is not live.
+    let color = Color::ALL
+        .into_iter()
+        .find(|c| Some(*c) != o.live && holds_target(c))
+        .unwrap_or_else(|| o.live.map_or(Color::Blue, Color::other));
+    let set = o.sets.get(&color).cloned().unwrap_or_default();
+    let gated = o.record.gated.get(&color) == Some(&d.target);
+
+    if set.total > 0 && set.release.as_ref() != Some(&d.target) {
+        return Step::Clear(color);
+    }
+    if set.exited > 0 && gated {
+        // A set that passed its gate and then lost containers is no longer
+        // known good: start it afresh rather than switch to it.
+        return Step::Clear(color);
+    }
+    if set.total < d.replicas || set.created > 0 {
+        return Step::Launch(color);
+    }
+    if !gated {
+        return Step::Gate(color);
+    }
+    if d.intent == Intent::Deploy && d.require_approval {
+        return Step::AwaitApproval(color);
+    }
+    Step::Switch(color)
+}
+
+#[cfg(test)]
+mod tests;

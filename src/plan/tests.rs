@@ -1,0 +1,341 @@
+//! Table tests for every transition of the planner, plus a walk that applies
+//! each step to a simulated platform and checks that deploys converge from
+//! any crash point.
+
+use super::*;
+use crate::record::VerifyWindow;
+use Color::{Blue, Green};
+
+fn key(v: &str) -> ReleaseKey {
+    ReleaseKey {
+        version: v.into(),
+        config_hash: "c0ffee".into(),
+    }
+}
+
+fn deploy(v: &str) -> Desired {
+    Desired {
+        intent: Intent::Deploy,
+        target: key(v),
+        replicas: 2,
+        build: true,
+        push: false,
+        require_approval: false,
+        keep_hot: true,
+    }
+}
+
+fn running(v: &str, n: u32) -> SetState {
+    SetState {
+        release: Some(key(v)),
+        total: n,
+        running: n,
+        ..SetState::default()
+    }
+}
+
+/// A fluent observed state: `world().live(Blue, "1").built()`.
+struct World(Observed);
+
+fn world() -> World {
+    World(Observed {
+        image: ImageState::Missing,
+        live: None,
+        sets: BTreeMap::new(),
+        record: DeployRecord::default(),
+        lock: LockState::Ours,
+        now_ms: 1_000,
+    })
+}
+
+impl World {
+    fn built(mut self) -> Self {
+        self.0.image = ImageState::Local;
+        self
+    }
+    fn pushed(mut self) -> Self {
+        self.0.image = ImageState::Pushed;
+        self
+    }
+    fn set(mut self, c: Color, s: SetState) -> Self {
+        self.0.sets.insert(c, s);
+        self
+    }
+    fn gated(mut self, c: Color, v: &str) -> Self {
+        self.0.record.gated.insert(c, key(v));
+        self
+    }
+    fn live(mut self, c: Color, v: &str) -> Self {
+        self.0.live = Some(c);
+        self.set(c, running(v, 2)).gated(c, v)
+    }
+    fn verifying(mut self, c: Color, v: &str, until_ms: u64) -> Self {
+        self.0.record.verify = Some(VerifyWindow {
+            color: c,
+            release: key(v),
+            until_ms,
+        });
+        self
+    }
+}
+
+#[test]
+fn fresh_deploy_walks_build_launch_gate_switch_done() {
+    let d = deploy("1");
+    assert_eq!(plan(&d, &world().0), Step::Build);
+    assert_eq!(plan(&d, &world().built().0), Step::Launch(Blue));
+    let w = world().built().set(Blue, running("1", 2));
+    assert_eq!(plan(&d, &w.0), Step::Gate(Blue), "the first deploy is gated too");
+    let w = world().built().set(Blue, running("1", 2)).gated(Blue, "1");
+    assert_eq!(plan(&d, &w.0), Step::Switch(Blue));
+    let w = world().built().live(Blue, "1");
+    assert_eq!(plan(&d, &w.0), Step::Done);
+}
+
+#[test]
+fn push_comes_before_launch_when_the_image_names_a_registry() {
+    let d = Desired { push: true, ..deploy("1") };
+    assert_eq!(plan(&d, &world().built().0), Step::Push);
+    assert_eq!(plan(&d, &world().pushed().0), Step::Launch(Blue));
+}
+
+#[test]
+fn redeploy_starts_the_other_color_beside_live() {
+    let d = deploy("2");
+    let w = world().built().live(Blue, "1");
+    assert_eq!(plan(&d, &w.0), Step::Launch(Green));
+    let w = world().built().live(Blue, "1").set(Green, running("2", 2));
+    assert_eq!(plan(&d, &w.0), Step::Gate(Green));
+    let w = w.gated(Green, "2");
+    assert_eq!(plan(&d, &w.0), Step::Switch(Green));
+}
+
+#[test]
+fn an_older_hot_color_is_cleared_before_a_new_launch() {
+    // blue=1 was the previous release, green=2 is live; deploy 3 goes to blue.
+    let d = deploy("3");
+    let w = world().built().live(Green, "2").set(Blue, running("1", 2)).gated(Blue, "1");
+    assert_eq!(plan(&d, &w.0), Step::Clear(Blue));
+}
+
+#[test]
+fn a_mixed_or_partial_set_is_finished_or_cleared() {
+    let d = deploy("2");
+    let mixed = SetState {
+        release: None,
+        total: 2,
+        running: 2,
+        ..SetState::default()
+    };
+    let w = world().built().live(Blue, "1").set(Green, mixed);
+    assert_eq!(plan(&d, &w.0), Step::Clear(Green));
+    // Killed between create and start: launch finishes the job.
+    let half = SetState {
+        release: Some(key("2")),
+        total: 2,
+        running: 1,
+        created: 1,
+        ..SetState::default()
+    };
+    let w = world().built().live(Blue, "1").set(Green, half);
+    assert_eq!(plan(&d, &w.0), Step::Launch(Green));
+    // Killed after one of two creates.
+    let w = world().built().live(Blue, "1").set(Green, running("2", 1));
+    assert_eq!(plan(&d, &w.0), Step::Launch(Green));
+}
+
+#[test]
+fn an_unhealthy_candidate_is_gated_not_switched() {
+    // A crashed candidate that never passed its gate goes to the gate, which
+    // fails with its logs; it is never switched to.
+    let crashed = SetState {
+        release: Some(key("2")),
+        total: 2,
+        running: 1,
+        exited: 1,
+        ..SetState::default()
+    };
+    let w = world().built().live(Blue, "1").set(Green, crashed.clone());
+    assert_eq!(plan(&deploy("2"), &w.0), Step::Gate(Green));
+    // A gated set that later lost a container is started afresh.
+    let w = w.gated(Green, "2");
+    assert_eq!(plan(&deploy("2"), &w.0), Step::Clear(Green));
+}
+
+#[test]
+fn approval_stops_before_the_switch_and_promote_continues() {
+    let d = Desired {
+        require_approval: true,
+        ..deploy("2")
+    };
+    let w = world().built().live(Blue, "1").set(Green, running("2", 2)).gated(Green, "2");
+    assert_eq!(plan(&d, &w.0), Step::AwaitApproval(Green));
+    let promote = Desired {
+        intent: Intent::Promote,
+        ..d.clone()
+    };
+    assert_eq!(plan(&promote, &w.0), Step::Switch(Green));
+    // Approval is never asked before the gate has passed.
+    let w = world().built().live(Blue, "1").set(Green, running("2", 2));
+    assert_eq!(plan(&d, &w.0), Step::Gate(Green));
+}
+
+#[test]
+fn verify_runs_until_its_window_closes() {
+    let d = deploy("2");
+    let w = world().built().live(Green, "2").set(Blue, running("1", 2)).verifying(Green, "2", 5_000);
+    assert_eq!(plan(&d, &w.0), Step::Verify(Green));
+    let mut after = w.0.clone();
+    after.now_ms = 5_000;
+    assert_eq!(plan(&d, &after), Step::Done);
+    // A window for another release does not hold this one.
+    let w = world().built().live(Green, "2").verifying(Green, "1", 5_000);
+    assert_eq!(plan(&d, &w.0), Step::Done);
+}
+
+#[test]
+fn verify_failure_state_redeploys_only_on_request() {
+    // After verify failed, traffic is back on blue=1 and green=2 is still up.
+    // Deploying 1 again (what status shows as live) is already done…
+    let w = world().built().live(Blue, "1").set(Green, running("2", 2)).gated(Green, "2");
+    assert_eq!(plan(&deploy("1"), &w.0), Step::Done);
+    // …and re-running deploy 2 retries the switch, which opens a new window.
+    assert_eq!(plan(&deploy("2"), &w.0), Step::Switch(Green));
+}
+
+#[test]
+fn previous_color_is_retired_only_when_keep_hot_is_zero() {
+    let w = world().built().live(Green, "2").set(Blue, running("1", 2)).gated(Blue, "1");
+    assert_eq!(plan(&deploy("2"), &w.0), Step::Done);
+    let cold = Desired {
+        keep_hot: false,
+        ..deploy("2")
+    };
+    assert_eq!(plan(&cold, &w.0), Step::Retire(Blue));
+}
+
+fn rollback_to(v: &str) -> Desired {
+    Desired {
+        intent: Intent::Rollback,
+        build: false,
+        ..deploy(v)
+    }
+}
+
+#[test]
+fn hot_rollback_is_a_single_switch() {
+    let w = world().built().live(Green, "2").set(Blue, running("1", 2)).gated(Blue, "1");
+    assert_eq!(plan(&rollback_to("1"), &w.0), Step::Switch(Blue));
+}
+
+#[test]
+fn cold_rollback_launches_and_gates_the_old_image() {
+    let w = world().built().live(Green, "2");
+    let d = rollback_to("1");
+    assert_eq!(plan(&d, &w.0), Step::Launch(Blue));
+    let w = w.set(Blue, running("1", 2));
+    assert_eq!(plan(&d, &w.0), Step::Gate(Blue));
+    // A rollback never waits for approval.
+    let d = Desired {
+        require_approval: true,
+        ..d
+    };
+    let w = w.gated(Blue, "1");
+    assert_eq!(plan(&d, &w.0), Step::Switch(Blue));
+}
+
+#[test]
+fn rollback_without_its_image_fails_clearly() {
+    let w = world().live(Green, "2");
+    match plan(&rollback_to("1"), &w.0) {
+        Step::Failed(why) => assert!(why.contains("no longer on this host"), "{why}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_concurrent_deploy_is_refused() {
+    let mut w = world().built().live(Blue, "1");
+    w.0.lock = LockState::Other("pid 42 on ci-7 since 10:00".into());
+    assert_eq!(plan(&deploy("2"), &w.0), Step::Blocked("pid 42 on ci-7 since 10:00".into()));
+}
+
+// ---- convergence: apply steps to a simulated platform, crash anywhere ----
+
+/// Applies a step the way a platform would, so a walk can be simulated.
+fn apply(d: &Desired, o: &mut Observed, step: &Step) {
+    match step {
+        Step::Build => o.image = ImageState::Local,
+        Step::Push => o.image = ImageState::Pushed,
+        Step::Clear(c) | Step::Retire(c) => {
+            o.sets.remove(c);
+            o.record.gated.remove(c);
+        }
+        Step::Launch(c) => {
+            o.sets.insert(*c, running(&d.target.version, d.replicas));
+        }
+        Step::Gate(c) => {
+            o.record.gated.insert(*c, d.target.clone());
+        }
+        Step::Switch(c) => o.live = Some(*c),
+        Step::Verify(_) => o.record.verify = None,
+        other => panic!("walk reached {other:?}"),
+    }
+}
+
+/// Runs plan/apply until Done, returning the steps taken.
+fn walk(d: &Desired, o: &mut Observed) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for _ in 0..20 {
+        let s = plan(d, o);
+        if s == Step::Done {
+            return steps;
+        }
+        if let Step::Clear(c) | Step::Retire(c) = &s {
+            assert_ne!(Some(*c), o.live, "never remove the live color");
+        }
+        apply(d, o, &s);
+        steps.push(s);
+    }
+    panic!("no convergence: {steps:?}");
+}
+
+#[test]
+fn every_crash_point_converges_to_the_same_end_state() {
+    let d = deploy("3");
+    let start = world().built().live(Green, "2").set(Blue, running("1", 2)).gated(Blue, "1").0;
+    let mut clean = start.clone();
+    let full = walk(&d, &mut clean);
+    assert_eq!(
+        full,
+        vec![Step::Clear(Blue), Step::Launch(Blue), Step::Gate(Blue), Step::Switch(Blue)]
+    );
+    // Crash after k steps: a fresh planner run sees only the platform state.
+    for k in 0..full.len() {
+        let mut o = start.clone();
+        for s in &full[..k] {
+            apply(&d, &mut o, s);
+        }
+        walk(&d, &mut o);
+        assert_eq!(o.live, Some(Blue));
+        assert_eq!(o.sets[&Blue].release, Some(key("3")));
+        assert_eq!(o.sets[&Green].release, Some(key("2")), "previous stays hot");
+        assert_eq!(o.live, clean.live);
+        assert_eq!(o.sets, clean.sets);
+    }
+}
+
+#[test]
+fn deploy_then_rollback_then_deploy_alternates_colors() {
+    let mut o = world().built().0;
+    walk(&deploy("1"), &mut o);
+    assert_eq!(o.live, Some(Blue));
+    walk(&deploy("2"), &mut o);
+    assert_eq!(o.live, Some(Green));
+    let steps = walk(&rollback_to("1"), &mut o);
+    assert_eq!(steps, vec![Step::Switch(Blue)], "hot rollback starts nothing");
+    let steps = walk(&deploy("3"), &mut o);
+    assert_eq!(steps[0], Step::Clear(Green));
+    assert_eq!(o.live, Some(Green));
+    assert_eq!(o.sets[&Blue].release, Some(key("1")));
+}

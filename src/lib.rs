@@ -10,3 +10,5 @@ pub mod error;
 pub mod plan;
 pub mod record;
 pub mod release;
+pub mod clock;
+pub mod proxy;

@@ -1,0 +1,206 @@
+//! The admin API server: JSON over a Unix socket (mode 0600, in a 0700 folder).
+//!
+//! It never listens on a network address, so only the socket's owner can
+//! switch traffic. Every change goes through `Router::change`, which persists
+//! before it publishes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::api::{ColorSpec, ErrorBody, Health, LockRequest, RouteSpec, SwitchRequest, SwitchResponse};
+use super::router::{normalize_host, ChangeError};
+use super::state::Lock;
+use super::Proxy;
+use crate::release::Color;
+
+type AdminResponse = Response<Full<Bytes>>;
+
+pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))),
+    };
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let resp = match (&method, segs.as_slice()) {
+        (&Method::GET, ["v1", "health"]) => json(
+            StatusCode::OK,
+            &Health {
+                ok: true,
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+        ),
+        (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &proxy.router.views()),
+        (&Method::GET, ["v1", "routes", name]) => match proxy.router.view(name) {
+            Some(v) => json(StatusCode::OK, &v),
+            None => error(StatusCode::NOT_FOUND, format!("no route named {name:?}")),
+        },
+        (&Method::PUT, ["v1", "routes", name]) => with_body(&body, |spec: RouteSpec| {
+            put_route(&proxy, name, spec)
+        }),
+        (&Method::PUT, ["v1", "routes", name, "colors", color]) => {
+            with_body(&body, |spec: ColorSpec| {
+                let color: Color = color.parse().map_err(|e| ChangeError::Invalid(format!("{e}")))?;
+                proxy.router.change(name, false, |r| {
+                    if r.live == Some(color) && spec.upstreams.is_empty() {
+                        return Err(ChangeError::Conflict(format!("{color} is live; it cannot be emptied")));
+                    }
+                    r.colors.insert(color, spec.upstreams);
+                    Ok(serde_json::json!({}))
+                })
+            })
+        }
+        (&Method::DELETE, ["v1", "routes", name, "colors", color]) => {
+            result(color.parse::<Color>().map_err(|e| ChangeError::Invalid(format!("{e}"))).and_then(|color| {
+                proxy.router.change(name, false, |r| {
+                    if r.live == Some(color) {
+                        return Err(ChangeError::Conflict(format!("{color} is live; switch away first")));
+                    }
+                    r.colors.remove(&color);
+                    Ok(serde_json::json!({}))
+                })
+            }))
+        }
+        (&Method::POST, ["v1", "routes", name, "switch"]) => with_body(&body, |req: SwitchRequest| {
+            proxy.router.change(name, false, |r| {
+                if let Some(ups) = req.upstreams {
+                    r.colors.insert(req.color, ups);
+                }
+                if r.colors.get(&req.color).is_none_or(|u| u.is_empty()) {
+                    return Err(ChangeError::Conflict(format!(
+                        "{} has no upstreams; refusing to switch to nothing",
+                        req.color
+                    )));
+                }
+                let previous = r.live.replace(req.color);
+                if let Some(record) = req.record {
+                    r.record = record;
+                }
+                Ok(SwitchResponse {
+                    previous,
+                    live: req.color,
+                })
+            })
+        }),
+        (&Method::PUT, ["v1", "routes", name, "record"]) => with_body(&body, |record: serde_json::Value| {
+            proxy.router.change(name, false, |r| {
+                r.record = record;
+                Ok(serde_json::json!({}))
+            })
+        }),
+        (&Method::POST, ["v1", "routes", name, "lock"]) => {
+            match serde_json::from_slice::<LockRequest>(&body) {
+                Ok(req) => take_lock(&proxy, name, req),
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+            }
+        }
+        (&Method::DELETE, ["v1", "routes", name, "lock", token]) => {
+            result(proxy.router.change(name, false, |r| {
+                if r.lock.as_ref().is_some_and(|l| l.token == *token) {
+                    r.lock = None;
+                }
+                Ok(serde_json::json!({}))
+            }))
+        }
+        (&Method::POST, ["v1", "shutdown"]) => {
+            proxy.shutdown();
+            json(StatusCode::OK, &serde_json::json!({"shutting_down": true}))
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {path}")),
+    };
+    Ok(resp)
+}
+
+fn put_route(proxy: &Arc<Proxy>, name: &str, spec: RouteSpec) -> Result<serde_json::Value, ChangeError> {
+    if let Some(addr) = spec.listen {
+        proxy
+            .ensure_listener(addr)
+            .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
+    }
+    proxy.router.change(name, true, |r| {
+        r.hosts = spec.hosts.iter().map(|h| normalize_host(h)).collect();
+        r.listen = spec.listen;
+        Ok(serde_json::json!({}))
+    })
+}
+
+fn take_lock(proxy: &Arc<Proxy>, name: &str, req: LockRequest) -> AdminResponse {
+    let now = crate::clock::now_ms();
+    let me = crate::clock::hostname();
+    let out = proxy.router.change(name, true, |r| {
+        if let Some(held) = &r.lock {
+            let expired = now > held.renewed_ms + held.ttl_ms;
+            let holder_dead = held.host == me && !crate::clock::pid_alive(held.pid);
+            if held.token != req.token && !expired && !holder_dead {
+                return Err(ChangeError::Locked(held.clone()));
+            }
+        }
+        let since = match &r.lock {
+            Some(l) if l.token == req.token => l.since.clone(),
+            _ => crate::clock::now_rfc3339(),
+        };
+        r.lock = Some(Lock {
+            token: req.token,
+            holder: req.holder,
+            pid: req.pid,
+            host: req.host,
+            since,
+            renewed_ms: now,
+            ttl_ms: req.ttl_ms,
+        });
+        Ok(r.lock.clone())
+    });
+    result(out)
+}
+
+fn with_body<T: DeserializeOwned, R: Serialize>(
+    body: &Bytes,
+    f: impl FnOnce(T) -> Result<R, ChangeError>,
+) -> AdminResponse {
+    match serde_json::from_slice::<T>(body) {
+        Ok(v) => result(f(v)),
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+    }
+}
+
+fn result<R: Serialize>(r: Result<R, ChangeError>) -> AdminResponse {
+    match r {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(ChangeError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
+        Err(ChangeError::Conflict(m)) => error(StatusCode::CONFLICT, m),
+        Err(ChangeError::Invalid(m)) => error(StatusCode::BAD_REQUEST, m),
+        Err(ChangeError::Io(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+        Err(ChangeError::Locked(held)) => json(
+            StatusCode::CONFLICT,
+            &ErrorBody {
+                error: format!("the deploy lock is held by {}", held.describe()),
+                lock: Some(held),
+            },
+        ),
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> AdminResponse {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(v).expect("serializable"),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: String) -> AdminResponse {
+    json(status, &ErrorBody { error: message, lock: None })
+}

@@ -1,0 +1,63 @@
+//! The admin API's request and response bodies, shared by server and client.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::Lock;
+use crate::release::Color;
+
+/// `PUT /v1/routes/{name}`: where the route's requests come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub hosts: Vec<String>,
+    pub listen: Option<SocketAddr>,
+}
+
+/// `PUT /v1/routes/{name}/colors/{color}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColorSpec {
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// `POST /v1/routes/{name}/switch`: make `color` live in one atomic step,
+/// optionally setting its upstreams and the deployer's record in the same step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchRequest {
+    pub color: Color,
+    #[serde(default)]
+    pub upstreams: Option<Vec<SocketAddr>>,
+    #[serde(default)]
+    pub record: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchResponse {
+    pub previous: Option<Color>,
+    pub live: Color,
+}
+
+/// `POST /v1/routes/{name}/lock`: take or renew the deploy lock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockRequest {
+    pub token: String,
+    pub holder: String,
+    pub pid: u32,
+    pub host: String,
+    pub ttl_ms: u64,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default)]
+    pub lock: Option<Lock>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub pid: u32,
+    pub version: String,
+}

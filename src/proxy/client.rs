@@ -1,0 +1,193 @@
+//! The admin API client, and starting a proxy when none is running.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use super::api::{ColorSpec, ErrorBody, Health, LockRequest, RouteSpec, SwitchRequest, SwitchResponse};
+use super::router::RouteView;
+use super::state::Lock;
+use super::Home;
+use crate::error::{Error, Result};
+use crate::release::Color;
+
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    socket: PathBuf,
+}
+
+impl AdminClient {
+    pub fn new(home: &Home) -> AdminClient {
+        AdminClient {
+            socket: home.socket(),
+        }
+    }
+
+    async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Error::Unreachable(format!(
+                "the cyan proxy is not answering on {}: {e}",
+                self.socket.display()
+            ))
+        };
+        let stream = UnixStream::connect(&self.socket).await.map_err(|e| unreachable(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "cyan-proxy")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("valid admin request");
+        let resp = sender.send_request(req).await.map_err(|e| unreachable(&e))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(&e))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T> {
+        let body = body.map(|b| serde_json::to_vec(b).expect("serializable"));
+        let (status, bytes) = self.request(method, path, body).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Platform(format!("unexpected answer from the proxy to {path}: {e}")));
+        }
+        let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
+            error: String::from_utf8_lossy(&bytes).into_owned(),
+            lock: None,
+        });
+        Err(match status {
+            StatusCode::CONFLICT if err.lock.is_some() => Error::LockHeld(err.error),
+            StatusCode::CONFLICT => Error::Refused(format!("proxy refused: {}", err.error)),
+            _ => Error::Platform(format!("proxy error on {path} ({status}): {}", err.error)),
+        })
+    }
+
+    pub async fn health(&self) -> Result<Health> {
+        self.call(Method::GET, "/v1/health", None::<&()>).await
+    }
+
+    pub async fn route(&self, name: &str) -> Result<Option<RouteView>> {
+        let (status, bytes) = self.request(Method::GET, &format!("/v1/routes/{name}"), None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Platform(format!("unexpected route answer: {e}"))),
+            s => Err(Error::Platform(format!(
+                "proxy error reading route {name} ({s}): {}",
+                String::from_utf8_lossy(&bytes)
+            ))),
+        }
+    }
+
+    pub async fn routes(&self) -> Result<Vec<RouteView>> {
+        self.call(Method::GET, "/v1/routes", None::<&()>).await
+    }
+
+    pub async fn put_route(&self, name: &str, spec: &RouteSpec) -> Result<()> {
+        self.call::<serde_json::Value>(Method::PUT, &format!("/v1/routes/{name}"), Some(spec))
+            .await
+            .map(drop)
+    }
+
+    pub async fn set_color(&self, name: &str, color: Color, upstreams: Vec<std::net::SocketAddr>) -> Result<()> {
+        let path = format!("/v1/routes/{name}/colors/{color}");
+        self.call::<serde_json::Value>(Method::PUT, &path, Some(&ColorSpec { upstreams }))
+            .await
+            .map(drop)
+    }
+
+    pub async fn remove_color(&self, name: &str, color: Color) -> Result<()> {
+        let path = format!("/v1/routes/{name}/colors/{color}");
+        self.call::<serde_json::Value>(Method::DELETE, &path, None::<&()>)
+            .await
+            .map(drop)
+    }
+
+    pub async fn switch(&self, name: &str, req: &SwitchRequest) -> Result<SwitchResponse> {
+        self.call(Method::POST, &format!("/v1/routes/{name}/switch"), Some(req)).await
+    }
+
+    pub async fn put_record(&self, name: &str, record: &serde_json::Value) -> Result<()> {
+        self.call::<serde_json::Value>(Method::PUT, &format!("/v1/routes/{name}/record"), Some(record))
+            .await
+            .map(drop)
+    }
+
+    pub async fn lock(&self, name: &str, req: &LockRequest) -> Result<Lock> {
+        self.call(Method::POST, &format!("/v1/routes/{name}/lock"), Some(req)).await
+    }
+
+    pub async fn unlock(&self, name: &str, token: &str) -> Result<()> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/routes/{name}/lock/{token}"), None::<&()>)
+            .await
+            .map(drop)
+    }
+
+    pub async fn shutdown(&self) -> Result<()> {
+        self.call::<serde_json::Value>(Method::POST, "/v1/shutdown", None::<&()>)
+            .await
+            .map(drop)
+    }
+}
+
+/// Returns a client for the proxy of `home`, starting `cyan proxy run` in the
+/// background first when none answers.
+pub async fn ensure_running(home: &Home) -> Result<AdminClient> {
+    let client = AdminClient::new(home);
+    if client.health().await.is_ok() {
+        return Ok(client);
+    }
+    home.create()
+        .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Platform(format!("cannot find the cyan binary to start the proxy: {e}")))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.log())
+        .map_err(|e| Error::Platform(format!("cannot open {}: {e}", home.log().display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| Error::Platform(format!("cannot open proxy log: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["proxy", "run", "--home"])
+        .arg(&home.dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // Its own process group: a Ctrl-C or a kill of this deploy leaves the proxy serving.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.spawn()
+        .map_err(|e| Error::Platform(format!("cannot start the cyan proxy: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if client.health().await.is_ok() {
+            return Ok(client);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tail = std::fs::read_to_string(home.log()).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+    Err(Error::Unreachable(format!(
+        "started the cyan proxy but it did not answer within 10s; last log lines:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )))
+}

@@ -1,0 +1,249 @@
+//! The request path: route, claim an upstream, forward, count.
+//!
+//! Kept short on purpose: one table load, one atomic claim, the hyper client's
+//! pooled keep-alive connection, and a response body that holds the claim
+//! until its last byte, so draining knows exactly what is still in flight.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use super::pool::Claim;
+use super::router::{normalize_host, Router};
+
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+/// Shared by every connection of every listener.
+pub struct Forwarder {
+    pub router: Arc<Router>,
+    client: UpstreamClient,
+}
+
+impl Forwarder {
+    pub fn new(router: Arc<Router>) -> Forwarder {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1024)
+            .build(http);
+        Forwarder { router, client }
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .map(normalize_host);
+        let pool = {
+            let table = self.router.table();
+            let Some(route) = table.route(host.as_deref(), local) else {
+                return Ok(text(
+                    StatusCode::NOT_FOUND,
+                    format!("cyan: no app is routed for host {:?}\n", host.unwrap_or_default()),
+                ));
+            };
+            match &route.live {
+                Some(pool) => pool.clone(),
+                None => {
+                    return Ok(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("cyan: {} has no live color yet\n", route.name),
+                    ))
+                }
+            }
+        };
+        let Some(claim) = pool.claim() else {
+            return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "cyan: no upstreams\n".into()));
+        };
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        prepare_upstream_headers(&mut parts.headers, host.as_deref(), peer);
+        parts.version = hyper::Version::HTTP_11;
+        // A request without a body can be sent again to another upstream if
+        // the first one refuses the connection (a container that just died).
+        let retry = body.is_end_stream().then(|| parts.clone());
+        let first = self.send(&claim, parts, body.boxed()).await;
+        let (claim, result) = match (first, retry) {
+            (Err(e), Some(parts)) if e.is_connect() => {
+                claim.pool().stats.record_failure(started.elapsed());
+                match pool.claim() {
+                    Some(next) if next.addr() != claim.addr() => {
+                        drop(claim);
+                        let r = self.send(&next, parts, empty()).await;
+                        (next, r)
+                    }
+                    _ => (claim, Err(e)),
+                }
+            }
+            (r, _) => (claim, r),
+        };
+        match result {
+            Ok(resp) => {
+                claim
+                    .pool()
+                    .stats
+                    .record(resp.status().as_u16(), started.elapsed());
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                let body = Tracked { inner: body, _claim: claim };
+                Ok(Response::from_parts(parts, body.boxed()))
+            }
+            Err(e) => {
+                claim.pool().stats.record_failure(started.elapsed());
+                tracing::warn!(upstream = %claim.addr(), error = %e, "upstream request failed");
+                Ok(text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("cyan: upstream {} failed: {e}\n", claim.addr()),
+                ))
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        claim: &Claim,
+        mut parts: hyper::http::request::Parts,
+        body: ProxyBody,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(claim.addr().to_string())
+            .path_and_query(path)
+            .build()
+            .expect("valid upstream uri");
+        self.client.request(Request::from_parts(parts, body)).await
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for h in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(h);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn prepare_upstream_headers(headers: &mut HeaderMap, host: Option<&str>, peer: SocketAddr) {
+    strip_hop_by_hop(headers);
+    let client_ip = peer.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, h.clone());
+        }
+        headers.insert("x-forwarded-host", h);
+    }
+}
+
+pub fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn empty() -> ProxyBody {
+    Empty::new().map_err(|n| match n {}).boxed()
+}
+
+/// A response body that keeps its upstream claimed until the last frame.
+struct Tracked {
+    inner: Incoming,
+    _claim: Claim,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        prepare_upstream_headers(&mut h, Some("web.localhost"), "127.0.0.9:5000".parse().unwrap());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("x-secret-hop").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert_eq!(h["x-app"], "kept");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(h["x-forwarded-host"], "web.localhost");
+        assert_eq!(h[header::HOST], "web.localhost");
+    }
+}

@@ -1,0 +1,279 @@
+//! Routing: the immutable table the request path reads, and the control side
+//! that changes routes and publishes a new table.
+//!
+//! Requests read the table through one `ArcSwap` load, with no lock. Every
+//! change (a switch included) builds a complete new table and stores it with
+//! one atomic pointer swap, so no request ever sees a half-made route or a
+//! moment with no upstreams. Pools are shared between table versions, so
+//! in-flight counts survive a swap and the old color can be drained.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use super::pool::{Pool, StatsView};
+use super::state::{ProxyState, RouteState};
+use crate::release::Color;
+
+/// What the request path needs of one route.
+pub struct RouteEntry {
+    pub name: String,
+    pub live: Option<Arc<Pool>>,
+}
+
+/// One immutable version of the routing table.
+#[derive(Default)]
+pub struct Table {
+    by_host: HashMap<String, Arc<RouteEntry>>,
+    by_listen: HashMap<SocketAddr, Arc<RouteEntry>>,
+}
+
+impl Table {
+    /// Host header match first, then the route owning the listen address.
+    pub fn route(&self, host: Option<&str>, local: SocketAddr) -> Option<&Arc<RouteEntry>> {
+        host.and_then(|h| self.by_host.get(h))
+            .or_else(|| self.by_listen.get(&local))
+    }
+}
+
+/// Lowercases a Host header and drops its port.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    without_port.to_ascii_lowercase()
+}
+
+/// A route with its live counters, as the admin API reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteView {
+    pub name: String,
+    #[serde(flatten)]
+    pub state: RouteState,
+    pub stats: std::collections::BTreeMap<Color, StatsView>,
+}
+
+/// The control side: owns the state, the pools and the published table.
+pub struct Router {
+    table: ArcSwap<Table>,
+    inner: Mutex<Control>,
+    state_path: PathBuf,
+}
+
+struct Control {
+    state: ProxyState,
+    pools: HashMap<(String, Color), Arc<Pool>>,
+}
+
+impl Router {
+    /// Restores routes from the state file and builds the first table.
+    pub fn restore(state_path: PathBuf) -> std::io::Result<Router> {
+        let state = ProxyState::load(&state_path)?;
+        let mut control = Control {
+            state,
+            pools: HashMap::new(),
+        };
+        control.sync_pools();
+        let table = control.build_table();
+        Ok(Router {
+            table: ArcSwap::from_pointee(table),
+            inner: Mutex::new(control),
+            state_path,
+        })
+    }
+
+    pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.table.load()
+    }
+
+    /// The listen addresses routes ask for.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        let c = self.inner.lock().expect("router lock");
+        c.state.routes.values().filter_map(|r| r.listen).collect()
+    }
+
+    /// Applies a change to one route, persists it, and publishes a new table.
+    /// The closure may refuse the change by returning an error; then nothing changes.
+    pub fn change<T>(
+        &self,
+        route: &str,
+        create: bool,
+        f: impl FnOnce(&mut RouteState) -> Result<T, ChangeError>,
+    ) -> Result<T, ChangeError> {
+        let mut c = self.inner.lock().expect("router lock");
+        let mut next = c.state.clone();
+        let entry = match next.routes.get_mut(route) {
+            Some(r) => r,
+            None if create => next.routes.entry(route.to_string()).or_default(),
+            None => return Err(ChangeError::NotFound(format!("no route named {route:?}"))),
+        };
+        let out = f(entry)?;
+        if next != c.state {
+            next.save(&self.state_path)
+                .map_err(|e| ChangeError::Io(format!("cannot write proxy state: {e}")))?;
+            c.state = next;
+            c.sync_pools();
+            self.table.store(Arc::new(c.build_table()));
+        }
+        Ok(out)
+    }
+
+    pub fn view(&self, route: &str) -> Option<RouteView> {
+        let c = self.inner.lock().expect("router lock");
+        c.state.routes.get(route).map(|r| c.view(route, r))
+    }
+
+    pub fn views(&self) -> Vec<RouteView> {
+        let c = self.inner.lock().expect("router lock");
+        c.state.routes.iter().map(|(n, r)| c.view(n, r)).collect()
+    }
+}
+
+impl Control {
+    /// Keeps one pool per (route, color) whose upstream list matches the
+    /// state; a pool whose list is unchanged is kept, with its counters.
+    fn sync_pools(&mut self) {
+        let mut pools = HashMap::new();
+        for (name, route) in &self.state.routes {
+            for (color, addrs) in &route.colors {
+                let k = (name.clone(), *color);
+                let pool = match self.pools.remove(&k) {
+                    Some(p) if p.addrs() == *addrs => p,
+                    _ => Pool::new(*color, addrs),
+                };
+                pools.insert(k, pool);
+            }
+        }
+        self.pools = pools;
+    }
+
+    fn build_table(&self) -> Table {
+        let mut t = Table::default();
+        for (name, route) in &self.state.routes {
+            let live = route
+                .live
+                .and_then(|c| self.pools.get(&(name.clone(), c)).cloned());
+            let entry = Arc::new(RouteEntry {
+                name: name.clone(),
+                live,
+            });
+            for h in &route.hosts {
+                t.by_host.insert(normalize_host(h), entry.clone());
+            }
+            if let Some(addr) = route.listen {
+                t.by_listen.insert(addr, entry.clone());
+            }
+        }
+        t
+    }
+
+    fn view(&self, name: &str, r: &RouteState) -> RouteView {
+        let stats = Color::ALL
+            .into_iter()
+            .filter_map(|c| {
+                let p = self.pools.get(&(name.to_string(), c))?;
+                Some((c, p.stats.snapshot(p.inflight())))
+            })
+            .collect();
+        RouteView {
+            name: name.to_string(),
+            state: r.clone(),
+            stats,
+        }
+    }
+}
+
+/// Why a route change was refused.
+#[derive(Debug)]
+pub enum ChangeError {
+    NotFound(String),
+    Conflict(String),
+    Invalid(String),
+    Io(String),
+    /// The deploy lock is held by someone else.
+    Locked(super::state::Lock),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> (Router, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "cyan-router-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.json");
+        let _ = std::fs::remove_file(&path);
+        (Router::restore(path.clone()).unwrap(), path)
+    }
+
+    #[test]
+    fn host_headers_are_normalized() {
+        assert_eq!(normalize_host("Web.Localhost:8000"), "web.localhost");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert_eq!(normalize_host("example.com"), "example.com");
+    }
+
+    #[test]
+    fn a_switch_publishes_a_new_table_and_keeps_pools() {
+        let (r, path) = router();
+        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        r.change("web", true, |s| {
+            s.hosts = vec!["web.localhost".into()];
+            s.colors.insert(Color::Blue, vec![a]);
+            s.colors.insert(Color::Green, vec![b]);
+            s.live = Some(Color::Blue);
+            Ok(())
+        })
+        .unwrap();
+        let before = r.table();
+        let blue = before.route(Some("web.localhost"), local).unwrap().live.clone().unwrap();
+        let held = blue.claim().unwrap();
+        r.change("web", false, |s| {
+            s.live = Some(Color::Green);
+            Ok(())
+        })
+        .unwrap();
+        let after = r.table();
+        let live = after.route(Some("web.localhost"), local).unwrap().live.clone().unwrap();
+        assert_eq!(live.color, Color::Green);
+        // The old table still routes to blue: requests that loaded it finish there.
+        assert_eq!(before.route(Some("web.localhost"), local).unwrap().live.as_ref().unwrap().color, Color::Blue);
+        // Blue's pool (and its in-flight count) is shared with the new table's state.
+        assert_eq!(r.view("web").unwrap().stats[&Color::Blue].inflight, 1);
+        drop(held);
+        assert_eq!(r.view("web").unwrap().stats[&Color::Blue].inflight, 0);
+        // Restored from disk, the route comes back as it was.
+        let again = Router::restore(path).unwrap();
+        assert_eq!(again.view("web").unwrap().state.live, Some(Color::Green));
+    }
+
+    #[test]
+    fn a_refused_change_changes_nothing() {
+        let (r, _) = router();
+        let out: Result<(), _> = r.change("web", true, |s| {
+            s.live = Some(Color::Blue);
+            Err(ChangeError::Conflict("no".into()))
+        });
+        assert!(out.is_err());
+        assert!(r.view("web").is_none());
+    }
+}

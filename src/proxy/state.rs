@@ -1,0 +1,121 @@
+//! The proxy's persistent state: routes, their color sets, the deployer's
+//! record and the deploy lock. Written atomically (temp file, fsync, rename,
+//! fsync of the folder) after every change, and read back before a restarted
+//! proxy accepts traffic.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::release::Color;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxyState {
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteState>,
+}
+
+/// One app (in one environment) as the proxy knows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteState {
+    /// Host headers routed here (lowercase, no port).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// A listen address whose requests all come here.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The color receiving traffic.
+    #[serde(default)]
+    pub live: Option<Color>,
+    /// Upstream addresses per color.
+    #[serde(default)]
+    pub colors: BTreeMap<Color, Vec<SocketAddr>>,
+    /// Opaque to the proxy: the deployer's record, stored verbatim.
+    #[serde(default)]
+    pub record: serde_json::Value,
+    #[serde(default)]
+    pub lock: Option<Lock>,
+}
+
+/// A deploy lock: a lease renewed by its holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub token: String,
+    /// Human description: "deploy 1.4.0 by alice".
+    pub holder: String,
+    pub pid: u32,
+    pub host: String,
+    /// RFC 3339.
+    pub since: String,
+    pub renewed_ms: u64,
+    pub ttl_ms: u64,
+}
+
+impl Lock {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (pid {} on {}, since {})",
+            self.holder, self.pid, self.host, self.since
+        )
+    }
+}
+
+impl ProxyState {
+    pub fn load(path: &Path) -> std::io::Result<ProxyState> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("corrupt state file {}: {e}", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProxyState::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the file atomically: a crash leaves the old or the new state, never half.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_through_the_file() {
+        let dir = std::env::temp_dir().join(format!("cyan-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.json");
+        assert_eq!(ProxyState::load(&path).unwrap(), ProxyState::default());
+        let mut s = ProxyState::default();
+        let mut r = RouteState {
+            hosts: vec!["web.localhost".into()],
+            live: Some(Color::Green),
+            record: serde_json::json!({"k": 1}),
+            ..RouteState::default()
+        };
+        r.colors.insert(Color::Green, vec!["127.0.0.1:9".parse().unwrap()]);
+        s.routes.insert("web-production".into(), r);
+        s.save(&path).unwrap();
+        assert_eq!(ProxyState::load(&path).unwrap(), s);
+        assert!(!path.with_extension("json.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,240 @@
+//! The command line: clap definitions, and one module per command.
+//!
+//! Flags are parsed here and resolved into plain values before any command
+//! logic runs; nothing below this layer sees clap types.
+
+mod converge;
+mod image;
+mod proxy;
+mod session;
+mod status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::output::{Format, Output};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cyan",
+    version,
+    about = "Blue/green deploys for containers: atomic switch, zero dropped requests, instant rollback",
+    long_about = "cyan builds your image, starts the new version (green) beside the live one (blue), \
+health-gates it, switches traffic atomically through the cyan proxy, and keeps blue running so a \
+rollback is one more atomic switch.\n\nA first deploy:\n  cyan deploy -c cyan.yaml --version 1.0.0\n\
+Then:\n  cyan status -c cyan.yaml\n  cyan rollback -c cyan.yaml",
+    after_help = "Exit codes: 0 ok, 1 internal, 2 config, 3 health gate failed, 4 lock held, \
+5 Docker/proxy/registry unreachable, 6 verification failed (rolled back), 7 build failed, \
+8 push failed, 9 refused (e.g. nothing to roll back to)."
+)]
+pub struct Cli {
+    /// Output format for results (progress always goes to stderr).
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Log format for diagnostics (RUST_LOG sets the level).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Folder of the cyan proxy (socket, state, log) [env: CYAN_HOME]
+    #[arg(long, global = true)]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// Path to the app's config.
+    #[arg(short, long, default_value = "cyan.yaml")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LockWait {
+    /// Wait this long for another deploy's lock instead of failing at once (e.g. 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build, launch beside live, health-gate, switch, verify. The main command.
+    ///
+    /// Re-running it after a crash or Ctrl-C continues where it stopped.
+    Deploy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Release version (default: VERSION file, then `git describe`).
+        #[arg(long = "version", value_name = "VERSION")]
+        release: Option<String>,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Switch back to the previous release: instant while it is still running.
+    Rollback {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Roll back to this version instead of the previous one.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Approve the gated candidate (require_approval: true) and switch to it.
+    Promote {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Remove the candidate that waits for approval; live is untouched.
+    Abort {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Show what is live, previous and candidate (`-o json` is a stable contract).
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show the release history, newest first.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Build and tag the image (VERSION and latest) only.
+    Build {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "version", value_name = "VERSION")]
+        release: Option<String>,
+    },
+    /// Push VERSION and latest to the image's registry only.
+    Push {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "version", value_name = "VERSION")]
+        release: Option<String>,
+    },
+    /// Work with cyan.yaml.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run or manage the cyan proxy (deploy starts one by itself when needed).
+    Proxy {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a config file; errors name file:line:column and the key.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProxyCommand {
+    /// Run the proxy in the foreground (systemd-friendly; SIGTERM drains).
+    Run {
+        /// Extra listen addresses for host-routed apps (repeatable).
+        #[arg(long)]
+        listen: Vec<std::net::SocketAddr>,
+        /// How long open connections get to finish at shutdown.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        drain_timeout: Duration,
+    },
+    /// Show the proxy's routes and counters.
+    Status,
+    /// Stop the proxy gracefully (open requests finish).
+    Stop,
+}
+
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m)"))
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let out = Output::new(cli.output);
+    let home = crate::proxy::Home::resolve(cli.home.as_deref());
+    match cli.command {
+        Command::Deploy { config, release, lock } => {
+            converge::deploy(&home, &config.config, release.as_deref(), lock.lock_wait, &out).await
+        }
+        Command::Rollback { config, to, lock } => {
+            converge::rollback(&home, &config.config, to.as_deref(), lock.lock_wait, &out).await
+        }
+        Command::Promote { config, lock } => converge::promote(&home, &config.config, lock.lock_wait, &out).await,
+        Command::Abort { config, lock } => converge::abort(&home, &config.config, lock.lock_wait, &out).await,
+        Command::Status { config } => status::status(&home, &config.config, &out).await,
+        Command::History { config } => status::history(&home, &config.config, &out).await,
+        Command::Build { config, release } => image::build(&config.config, release.as_deref(), &out).await,
+        Command::Push { config, release } => image::push(&config.config, release.as_deref(), &out).await,
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let loaded = crate::config::Config::load(&config.config)?;
+            out.result(&serde_json::json!({"valid": true, "config": loaded.config}), || {
+                format!("{}: ok ({} in {})", config.config.display(), loaded.config.app, loaded.config.environment)
+            });
+            Ok(())
+        }
+        Command::Proxy { command } => proxy::run(&home, command, &out).await,
+    }
+}
+
+/// Parses args, runs, and turns an error into its exit code after printing it once.
+pub fn main_with_args() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(crate::error::exit::INTERNAL);
+        }
+    };
+    let json = cli.output == Format::Json;
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e, json);
+            e.exit_code()
+        }
+    }
+}
+
+fn report(e: &Error, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": {"kind": e.kind(), "message": e.to_string()}})
+        );
+    }
+    eprintln!("error: {e}");
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

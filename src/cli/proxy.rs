@@ -1,0 +1,44 @@
+//! `cyan proxy run|status|stop`.
+
+use crate::error::Result;
+use crate::output::Output;
+use crate::proxy::client::AdminClient;
+use crate::proxy::{self, Home};
+
+use super::ProxyCommand;
+
+pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
+    match cmd {
+        ProxyCommand::Run { listen, drain_timeout } => proxy::run(home, &listen, drain_timeout).await,
+        ProxyCommand::Status => {
+            let routes = AdminClient::new(home).routes().await?;
+            out.result(&routes, || {
+                routes
+                    .iter()
+                    .map(|r| {
+                        let stats = r
+                            .stats
+                            .iter()
+                            .map(|(c, s)| format!("{c}: {} req, {} 5xx, {} in flight", s.requests, s.status_5xx, s.inflight))
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        format!(
+                            "{}: live {} hosts {:?} listen {} — {stats}",
+                            r.name,
+                            r.state.live.map_or("-".into(), |c| c.to_string()),
+                            r.state.hosts,
+                            r.state.listen.map_or("-".into(), |a| a.to_string())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        ProxyCommand::Stop => {
+            AdminClient::new(home).shutdown().await?;
+            out.result(&serde_json::json!({"stopping": true}), || "proxy is draining and will exit".into());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! What every app command sets up first: the config, the Docker engine, the
+//! proxy (started if needed) and the app's route in it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::{Config, Loaded};
+use crate::error::{Error, Result};
+use crate::output::Output;
+use crate::platform::docker::{self, DockerPlatform};
+use crate::proxy::api::RouteSpec;
+use crate::proxy::client;
+use crate::proxy::Home;
+
+/// Loads and checks config, secrets, engine and proxy, in that order, so the
+/// cheapest mistakes are reported first.
+pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<DockerPlatform<'a>> {
+    let secrets = read_secrets(&cfg.config)?;
+    let docker = docker::connect().await?;
+    let proxy = client::ensure_running(home).await?;
+    let c = &cfg.config;
+    let spec = RouteSpec {
+        hosts: c.proxy.host.iter().cloned().collect(),
+        listen: c.proxy.listen,
+    };
+    proxy.put_route(&c.route(), &spec).await?;
+    Ok(DockerPlatform {
+        docker,
+        proxy,
+        cfg,
+        secrets,
+        lock_token: String::new(),
+        out,
+    })
+}
+
+pub fn load(path: &Path) -> Result<Loaded> {
+    Config::load(path)
+}
+
+fn read_secrets(c: &Config) -> Result<BTreeMap<String, String>> {
+    c.secrets
+        .iter()
+        .map(|name| match std::env::var(name) {
+            Ok(v) => Ok((name.clone(), v)),
+            Err(_) => Err(Error::Config(format!(
+                "secret {name} is listed in cyan.yaml but not set in the environment"
+            ))),
+        })
+        .collect()
+}

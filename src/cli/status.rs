@@ -1,0 +1,169 @@
+//! `cyan status` and `cyan history`. The JSON of `status` is a stable
+//! contract (documented in README.md): add fields, never rename or remove.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::session;
+use crate::error::Result;
+use crate::output::Output;
+use crate::platform::docker::Managed;
+use crate::proxy::Home;
+use crate::record::HistoryEntry;
+use crate::release::Color;
+
+#[derive(Serialize)]
+pub struct Status {
+    pub app: String,
+    pub environment: String,
+    pub url: String,
+    /// not-deployed | progressing | awaiting-approval | verifying | live
+    pub phase: &'static str,
+    pub live: Option<ColorView>,
+    pub previous: Option<ColorView>,
+    pub candidate: Option<ColorView>,
+    pub lock: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ColorView {
+    pub color: Color,
+    pub version: String,
+    pub revision: u64,
+    pub digest: Option<String>,
+    pub image_id: String,
+    pub gated: bool,
+    pub containers: Vec<ContainerView>,
+}
+
+#[derive(Serialize)]
+pub struct ContainerView {
+    pub name: String,
+    pub id: String,
+    pub state: String,
+    pub address: Option<String>,
+}
+
+pub async fn status(home: &Home, config: &Path, out: &Output) -> Result<()> {
+    let cfg = session::load(config)?;
+    let p = session::open(home, &cfg, out).await?;
+    let c = &cfg.config;
+    let view = p.route_view().await?;
+    let live = view.as_ref().and_then(|v| v.state.live);
+    let record = p.record().await?;
+    let all = p.containers().await?;
+    let color_view = |col: Color| -> Option<ColorView> {
+        let set: Vec<&Managed> = all.iter().filter(|m| m.color == col).collect();
+        let first = set.first()?;
+        Some(ColorView {
+            color: col,
+            version: first.release.version.clone(),
+            revision: first.release.revision,
+            digest: first.release.digest.clone(),
+            image_id: first.release.image_id.clone(),
+            gated: record.gated.get(&col) == Some(&first.release.key()),
+            containers: set
+                .iter()
+                .map(|m| ContainerView {
+                    name: m.name.clone(),
+                    id: m.id.chars().take(12).collect(),
+                    state: m.state.clone(),
+                    address: m.addr.map(|a| a.to_string()),
+                })
+                .collect(),
+        })
+    };
+    let live_view = live.and_then(color_view);
+    let other = match live {
+        Some(l) => color_view(l.other()),
+        None => Color::ALL.into_iter().find_map(color_view),
+    };
+    let (previous, candidate) = match other {
+        Some(o) if record.was_live(&crate::release::ReleaseKey {
+            version: o.version.clone(),
+            config_hash: all.iter().find(|m| m.color == o.color).map(|m| m.release.config_hash.clone()).unwrap_or_default(),
+        }) => (Some(o), None),
+        Some(o) => (None, Some(o)),
+        None => (None, None),
+    };
+    let verifying = record.verify.as_ref().is_some_and(|w| w.until_ms > crate::clock::now_ms());
+    let phase = match (&live_view, &candidate) {
+        (_, Some(cand)) if cand.gated && c.require_approval => "awaiting-approval",
+        (_, Some(_)) => "progressing",
+        (Some(_), None) if verifying => "verifying",
+        (Some(_), None) => "live",
+        (None, None) => "not-deployed",
+    };
+    let status = Status {
+        app: c.app.to_string(),
+        environment: c.environment.to_string(),
+        url: c.url(),
+        phase,
+        live: live_view,
+        previous,
+        candidate,
+        lock: view.and_then(|v| v.state.lock).map(|l| l.describe()),
+    };
+    out.result(&status, || render(&status));
+    Ok(())
+}
+
+fn render(s: &Status) -> String {
+    let mut text = format!("{} ({}) — {}\nurl: {}\n", s.app, s.environment, s.phase, s.url);
+    for (label, v) in [("live", &s.live), ("previous", &s.previous), ("candidate", &s.candidate)] {
+        match v {
+            Some(v) => {
+                text += &format!(
+                    "{label:>9}: {} {} (revision {}, {} container(s){})\n",
+                    v.color,
+                    v.version,
+                    v.revision,
+                    v.containers.len(),
+                    if v.gated { ", gated" } else { "" }
+                );
+                for ct in &v.containers {
+                    text += &format!(
+                        "           {} {} {}\n",
+                        ct.name,
+                        ct.state,
+                        ct.address.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            None => text += &format!("{label:>9}: -\n"),
+        }
+    }
+    if let Some(l) = &s.lock {
+        text += &format!("     lock: {l}\n");
+    }
+    text.trim_end().to_string()
+}
+
+pub async fn history(home: &Home, config: &Path, out: &Output) -> Result<()> {
+    let cfg = session::load(config)?;
+    let p = session::open(home, &cfg, out).await?;
+    let mut entries: Vec<HistoryEntry> = p.record().await?.history;
+    entries.reverse();
+    out.result(&entries, || {
+        if entries.is_empty() {
+            return format!("{}: no releases yet", cfg.config.route());
+        }
+        entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}  r{:<4} {:<14} {:<6} {:?}  {}",
+                    e.at,
+                    e.release.revision,
+                    e.release.version,
+                    e.color,
+                    e.event,
+                    e.release.digest.as_deref().unwrap_or(&e.release.image_id)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Health gates (before the switch) and verification (after it).
+//!
+//! A gate probes every candidate replica directly, not through the proxy, so
+//! a replica is judged on its own. When it fails, the error says which
+//! replica, what the last probe saw, and what the container last logged:
+//! "target failed to become healthy" with no why is the complaint we fix.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{HealthConfig, VerifyConfig};
+use crate::output::{fmt_duration, Output};
+use crate::proxy::pool::StatsView;
+
+/// One replica to gate.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// What the gate asks the platform about a replica besides HTTP.
+pub trait Replicas {
+    /// `Some(why)` when the replica has stopped or restarted: it cannot pass.
+    fn stopped(&self, name: &str) -> impl Future<Output = Option<String>>;
+    /// The replica's last log lines.
+    fn log_tail(&self, name: &str) -> impl Future<Output = String>;
+}
+
+/// Why a replica failed its gate.
+#[derive(Debug, Clone)]
+pub struct GateFailure {
+    pub replica: String,
+    pub reason: String,
+    pub logs: String,
+}
+
+type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Runs the gate over all replicas at once; all must pass.
+pub async fn gate(
+    cfg: &HealthConfig,
+    host: Option<&str>,
+    targets: &[Target],
+    replicas: &impl Replicas,
+    out: &Output,
+) -> Result<(), GateFailure> {
+    let client: ProbeClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let started = Instant::now();
+    let runs = targets
+        .iter()
+        .map(|t| gate_one(cfg, host, t, replicas, &client, started, out));
+    let results = futures_util::future::join_all(runs).await;
+    match results.into_iter().find_map(Result::err) {
+        None => Ok(()),
+        Some(mut f) => {
+            f.logs = replicas.log_tail(&f.replica).await;
+            Err(f)
+        }
+    }
+}
+
+async fn gate_one(
+    cfg: &HealthConfig,
+    host: Option<&str>,
+    t: &Target,
+    replicas: &impl Replicas,
+    client: &ProbeClient,
+    started: Instant,
+    out: &Output,
+) -> Result<(), GateFailure> {
+    let threshold = cfg.healthy_threshold.get();
+    let bar = out.gate_bar(&t.name, threshold);
+    let (mut passes, mut fails, mut answered) = (0u32, 0u32, false);
+    let mut last = "not probed yet".to_string();
+    let fail = |reason: String| GateFailure {
+        replica: t.name.clone(),
+        reason,
+        logs: String::new(),
+    };
+    let result = loop {
+        if let Some(why) = replicas.stopped(&t.name).await {
+            break Err(fail(format!("{why}; last probe: {last}")));
+        }
+        let probe = probe(client, cfg, host, t.addr).await;
+        match &probe {
+            Ok(()) => {
+                passes += 1;
+                fails = 0;
+                answered = true;
+            }
+            Err(ProbeError::Answered(_)) => {
+                passes = 0;
+                fails += 1;
+                answered = true;
+            }
+            Err(ProbeError::NoAnswer(_)) => {
+                passes = 0;
+                fails += u32::from(answered);
+            }
+        }
+        last = match probe {
+            Ok(()) => format!("GET {} -> ok", cfg.http.path),
+            Err(ProbeError::Answered(s) | ProbeError::NoAnswer(s)) => format!("GET {} -> {s}", cfg.http.path),
+        };
+        bar.update(out, passes, &last);
+        if passes >= threshold {
+            break Ok(());
+        }
+        if let Some(limit) = cfg.unhealthy_threshold {
+            if fails >= limit.get() {
+                break Err(fail(format!("{last} ({fails} failures in a row)")));
+            }
+        }
+        if started.elapsed() >= cfg.deadline.0 {
+            break Err(fail(format!(
+                "{last} after {} (deadline {})",
+                fmt_duration(started.elapsed()),
+                cfg.deadline
+            )));
+        }
+        tokio::time::sleep(cfg.interval.0).await;
+    };
+    bar.finish();
+    result
+}
+
+enum ProbeError {
+    /// The app answered, but not as expected.
+    Answered(String),
+    /// No HTTP answer at all (refused, reset, timeout).
+    NoAnswer(String),
+}
+
+async fn probe(client: &ProbeClient, cfg: &HealthConfig, host: Option<&str>, addr: SocketAddr) -> Result<(), ProbeError> {
+    let uri = format!("http://{addr}{}", cfg.http.path);
+    let mut req = Request::get(uri);
+    if let Some(h) = cfg.http.host.as_deref().or(host) {
+        req = req.header(hyper::header::HOST, h);
+    }
+    let req = req.body(Empty::new()).expect("valid probe request");
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| ProbeError::NoAnswer(describe_error(&e)))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, ProbeError>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(cfg.timeout.0, exchange)
+        .await
+        .map_err(|_| ProbeError::NoAnswer(format!("timeout after {}", cfg.timeout)))??;
+    if !cfg.http.expect.contains(status) {
+        let snippet: String = String::from_utf8_lossy(&body).chars().take(120).collect();
+        return Err(ProbeError::Answered(format!(
+            "{status} (expected {}): {}",
+            cfg.http.expect,
+            snippet.trim()
+        )));
+    }
+    if let Some(needle) = &cfg.http.body {
+        if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
+            return Err(ProbeError::Answered(format!("{status} but the body lacks {needle:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn describe_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s = format!("{s}: {cause}");
+        src = cause.source();
+    }
+    s
+}
+
+/// Judges the live color's counters against the verify thresholds.
+/// `Some(why)` means roll back.
+pub fn verify_breach(stats: &StatsView, cfg: &VerifyConfig) -> Option<String> {
+    if stats.requests < cfg.min_requests.max(1) {
+        return None;
+    }
+    let ratio = stats.status_5xx as f64 / stats.requests as f64;
+    (ratio > cfg.max_5xx_ratio.0).then(|| {
+        format!(
+            "5xx ratio {:.1}% ({} of {} requests) exceeds {:.1}%",
+            ratio * 100.0,
+            stats.status_5xx,
+            stats.requests,
+            cfg.max_5xx_ratio.0 * 100.0
+        )
+    })
+}
+
+/// How often verification reads the counters.
+pub const VERIFY_POLL: Duration = Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Dur, Ratio};
+
+    #[test]
+    fn verify_needs_enough_requests_and_a_real_breach() {
+        let cfg = VerifyConfig {
+            duration: Dur::from_secs(10),
+            max_5xx_ratio: Ratio(0.05),
+            min_requests: 20,
+        };
+        let stats = |requests, status_5xx| StatsView {
+            requests,
+            status_5xx,
+            ..StatsView::default()
+        };
+        assert_eq!(verify_breach(&stats(10, 10), &cfg), None, "too few requests to judge");
+        assert_eq!(verify_breach(&stats(100, 5), &cfg), None, "5% is not above 5%");
+        let why = verify_breach(&stats(100, 6), &cfg).unwrap();
+        assert!(why.contains("6 of 100"), "{why}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The build context: a tar of the context folder minus what `.dockerignore`
+//! leaves out. Headers are deterministic (fixed owner and time), so an
+//! unchanged context hits the build cache.
+
+use std::path::Path;
+
+use super::dockerignore::DockerIgnore;
+use crate::error::{Error, Result};
+
+/// Tars `dir` for a build of `dockerfile` (relative to `dir`).
+pub fn tar_context(dir: &Path, dockerfile: &str) -> Result<Vec<u8>> {
+    let ignore_text = std::fs::read_to_string(dir.join(".dockerignore")).unwrap_or_default();
+    let ignore = DockerIgnore::parse(&ignore_text).map_err(Error::Config)?;
+    if !dir.join(dockerfile).is_file() {
+        return Err(Error::Config(format!(
+            "no Dockerfile at {}: set build.context and build.dockerfile in cyan.yaml",
+            dir.join(dockerfile).display()
+        )));
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.follow_symlinks(false);
+    let always = [dockerfile, ".dockerignore"];
+    add_dir(&mut tar, dir, "", &ignore, &always)
+        .map_err(|e| Error::Build(format!("cannot read build context {}: {e}", dir.display())))?;
+    tar.into_inner()
+        .map_err(|e| Error::Build(format!("cannot finish build context: {e}")))
+}
+
+fn add_dir(
+    tar: &mut tar::Builder<Vec<u8>>,
+    root: &Path,
+    rel: &str,
+    ignore: &DockerIgnore,
+    always: &[&str],
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let kind = entry.file_type()?;
+        let excluded = ignore.excludes(&path) && !always.contains(&path.as_str());
+        if kind.is_dir() {
+            // An excluded folder may still hold a re-included file.
+            if excluded && !ignore.has_exceptions() {
+                continue;
+            }
+            if !excluded {
+                tar.append_path_with_name(entry.path(), &path)?;
+            }
+            add_dir(tar, root, &path, ignore, always)?;
+        } else if !excluded {
+            tar.append_path_with_name(entry.path(), &path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_honours_dockerignore_and_keeps_the_exec_bit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("cyan-ctx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("target/debug")).unwrap();
+        std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.join(".dockerignore"), "target\n*.md\nDockerfile\n").unwrap();
+        std::fs::write(dir.join("app"), "bin").unwrap();
+        std::fs::set_permissions(dir.join("app"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("README.md"), "x").unwrap();
+        std::fs::write(dir.join("target/debug/big"), "x").unwrap();
+        let bytes = tar_context(&dir, "Dockerfile").unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut names = Vec::new();
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            if name == "app" {
+                assert_eq!(e.header().mode().unwrap() & 0o111, 0o111, "exec bit kept");
+            }
+            names.push(name);
+        }
+        assert_eq!(names, vec![".dockerignore", "Dockerfile", "app"]);
+        assert!(tar_context(&dir, "Nope").unwrap_err().to_string().contains("no Dockerfile"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,166 @@
+//! Building, tagging and pushing release images through the Engine API.
+//!
+//! An image is built once per version and tagged `IMAGE:VERSION` and
+//! `IMAGE:latest`; containers run it by content address (image id), and the
+//! registry digest is recorded when it is pushed.
+
+mod context;
+pub mod credentials;
+mod dockerignore;
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use crate::config::Loaded;
+use crate::error::{Error, Result};
+use crate::output::Output;
+
+/// What the engine knows of an image tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    /// `repo@sha256:…` when the image was pushed to `repo`.
+    pub digest: Option<String>,
+}
+
+/// Looks up `repo:tag`; `None` if the engine does not have it.
+pub async fn inspect(docker: &Docker, repo: &str, tag: &str) -> Result<Option<ImageInfo>> {
+    match docker.inspect_image(&format!("{repo}:{tag}")).await {
+        Ok(img) => Ok(Some(ImageInfo {
+            id: img.id.unwrap_or_default(),
+            digest: img
+                .repo_digests
+                .unwrap_or_default()
+                .into_iter()
+                .find(|d| d.split_once('@').is_some_and(|(r, _)| r == repo)),
+        })),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Builds the app's image for `version` and tags it `version` and `latest`.
+pub async fn build(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) -> Result<String> {
+    let c = &cfg.config;
+    let ctx_dir = cfg.context_dir();
+    let tar = context::tar_context(&ctx_dir, &c.build.dockerfile)?;
+    out.detail(format!("context {} ({} KiB)", ctx_dir.display(), tar.len() / 1024));
+    let mut args: HashMap<String, String> = c.build.args.clone().into_iter().collect();
+    args.insert("VERSION".into(), version.into());
+    let mut labels = HashMap::new();
+    labels.insert("org.opencontainers.image.version".to_string(), version.to_string());
+    labels.insert("org.opencontainers.image.created".to_string(), crate::clock::now_rfc3339());
+    labels.insert("org.opencontainers.image.title".to_string(), c.app.to_string());
+    if let Some(rev) = git(&ctx_dir, &["rev-parse", "HEAD"]) {
+        labels.insert("org.opencontainers.image.revision".to_string(), rev);
+    }
+    if let Some(src) = git(&ctx_dir, &["config", "--get", "remote.origin.url"]) {
+        labels.insert("org.opencontainers.image.source".to_string(), src);
+    }
+    let tag = c.image.tag(version);
+    let mut opts = BuildImageOptionsBuilder::default()
+        .dockerfile(&c.build.dockerfile)
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&args)
+        .labels(&labels);
+    if let Some(target) = &c.build.target {
+        opts = opts.target(target);
+    }
+    let mut stream = docker.build_image(opts.build(), None, Some(bollard::body_full(tar.into())));
+    let mut id = None;
+    let mut tail: Vec<String> = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(line) = info.stream.as_deref().map(str::trim_end).filter(|l| !l.is_empty()) {
+                    out.detail(line);
+                    tail.push(line.to_string());
+                    if tail.len() > 15 {
+                        tail.remove(0);
+                    }
+                }
+                if let Some(aux) = info.aux.and_then(|a| a.id) {
+                    id = Some(aux);
+                }
+            }
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                return Err(Error::Build(format!(
+                    "image build failed: {error}\nlast build output:\n{}",
+                    tail.join("\n")
+                )))
+            }
+            Err(e) => return Err(Error::from(e)),
+        }
+    }
+    let id = match id {
+        Some(id) => id,
+        None => inspect(docker, c.image.as_str(), version)
+            .await?
+            .map(|i| i.id)
+            .ok_or_else(|| Error::Build(format!("the build of {tag} produced no image")))?,
+    };
+    let latest = TagImageOptionsBuilder::default()
+        .repo(c.image.as_str())
+        .tag("latest")
+        .build();
+    docker.tag_image(&id, Some(latest)).await?;
+    Ok(id)
+}
+
+/// Pushes `version` and `latest` to the image's registry; returns the digest.
+pub async fn push(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) -> Result<String> {
+    let c = &cfg.config;
+    let registry = c.image.registry().unwrap_or_default();
+    let creds = credentials::for_registry(registry);
+    for tag in [version, "latest"] {
+        let opts = PushImageOptionsBuilder::default().tag(tag).build();
+        let mut stream = docker.push_image(c.image.as_str(), Some(opts), creds.clone());
+        let mut last_status = String::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(status) = info.status {
+                        if status != last_status {
+                            out.detail(format!("{tag}: {status}"));
+                            last_status = status;
+                        }
+                    }
+                    if let Some(err) = info.error_detail.and_then(|e| e.message) {
+                        return Err(push_error(registry, &err));
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(push_error(registry, &error))
+                }
+                Err(e) => return Err(push_error(registry, &e.to_string())),
+            }
+        }
+    }
+    inspect(docker, c.image.as_str(), version)
+        .await?
+        .and_then(|i| i.digest)
+        .ok_or_else(|| Error::Push(format!("pushed {} but the engine reports no digest for it", c.image.tag(version))))
+}
+
+fn push_error(registry: &str, message: &str) -> Error {
+    Error::Push(format!(
+        "push to {registry} failed: {message}. Nothing was switched; check the registry is up and the credentials (CYAN_REGISTRY_USERNAME/PASSWORD or docker login)"
+    ))
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,610 @@
+//! The Docker platform: containers through bollard, traffic through the cyan proxy.
+//!
+//! What it knows is on the engine and in the proxy: container labels say
+//! which app, environment, color and release a container belongs to; the
+//! proxy holds the live color, the upstreams and the deploy record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::Platform;
+use crate::config::Loaded;
+use crate::error::{Error, Result};
+use crate::health::{self, Replicas, Target};
+use crate::image;
+use crate::output::Output;
+use crate::plan::{Desired, ImageState, Intent, LockState, Observed, SetState, Step};
+use crate::proxy::api::SwitchRequest;
+use crate::proxy::client::AdminClient;
+use crate::proxy::router::RouteView;
+use crate::record::{DeployRecord, Event, HistoryEntry, VerifyWindow};
+use crate::release::{Color, Release, ReleaseKey};
+
+/// Container labels. `cyan.app` + `cyan.env` select an app's containers.
+pub mod label {
+    pub const MANAGED: &str = "cyan.managed";
+    pub const APP: &str = "cyan.app";
+    pub const ENV: &str = "cyan.env";
+    pub const COLOR: &str = "cyan.color";
+    pub const VERSION: &str = "cyan.version";
+    pub const REVISION: &str = "cyan.revision";
+    pub const CONFIG_HASH: &str = "cyan.config-hash";
+    pub const IMAGE_ID: &str = "cyan.image-id";
+    pub const DIGEST: &str = "cyan.digest";
+    pub const REPLICA: &str = "cyan.replica";
+}
+
+/// The network app containers join, so a containerized proxy can reach them too.
+pub const NETWORK: &str = "cyan";
+
+/// Connects to the engine named by `DOCKER_HOST` (or the local socket) and
+/// agrees on an API version both sides speak.
+pub async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_defaults().map_err(|e| {
+        Error::Unreachable(format!("cannot reach the Docker engine: {e}. Is DOCKER_HOST right?"))
+    })?;
+    docker.negotiate_version().await.map_err(|e| {
+        Error::Unreachable(format!(
+            "cannot reach the Docker engine: {e}. Is dockerd running, and is DOCKER_HOST right?"
+        ))
+    })
+}
+
+/// One container cyan manages, as read from the engine.
+#[derive(Debug, Clone)]
+pub struct Managed {
+    pub id: String,
+    pub name: String,
+    pub color: Color,
+    pub release: Release,
+    pub replica: u32,
+    pub state: String,
+    pub addr: Option<SocketAddr>,
+}
+
+pub struct DockerPlatform<'a> {
+    pub docker: Docker,
+    pub proxy: AdminClient,
+    pub cfg: &'a Loaded,
+    /// Values of `secrets`, read from cyan's environment.
+    pub secrets: BTreeMap<String, String>,
+    pub lock_token: String,
+    pub out: &'a Output,
+}
+
+impl<'a> DockerPlatform<'a> {
+    pub fn route(&self) -> String {
+        self.cfg.config.route()
+    }
+
+    /// All of this app's containers, sorted by color and replica.
+    pub async fn containers(&self) -> Result<Vec<Managed>> {
+        let c = &self.cfg.config;
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_string(),
+            vec![format!("{}={}", label::APP, c.app), format!("{}={}", label::ENV, c.environment)],
+        );
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list = self.docker.list_containers(Some(opts)).await?;
+        let mut out: Vec<Managed> = list
+            .into_iter()
+            .filter_map(|s| {
+                let labels = s.labels.unwrap_or_default();
+                let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+                let color: Color = get(label::COLOR).parse().ok()?;
+                let addr = s.ports.unwrap_or_default().into_iter().find_map(|p| {
+                    let ip = p.ip.as_deref()?;
+                    let port = p.public_port?;
+                    (p.private_port == c.port && ip == "127.0.0.1").then(|| SocketAddr::new([127, 0, 0, 1].into(), port))
+                });
+                Some(Managed {
+                    id: s.id.unwrap_or_default(),
+                    name: s
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    color,
+                    release: Release {
+                        version: get(label::VERSION),
+                        revision: get(label::REVISION).parse().unwrap_or(0),
+                        image_id: get(label::IMAGE_ID),
+                        digest: labels.get(label::DIGEST).cloned().filter(|d| !d.is_empty()),
+                        config_hash: get(label::CONFIG_HASH),
+                    },
+                    replica: get(label::REPLICA).parse().unwrap_or(0),
+                    state: s.state.unwrap_or(ContainerSummaryStateEnum::EMPTY).to_string(),
+                    addr,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (a.color, a.replica, &a.name).cmp(&(b.color, b.replica, &b.name)));
+        Ok(out)
+    }
+
+    /// The app's route in the proxy, if it has one yet.
+    pub async fn route_view(&self) -> Result<Option<RouteView>> {
+        self.proxy.route(&self.route()).await
+    }
+
+    pub async fn record(&self) -> Result<DeployRecord> {
+        Ok(self.route_view().await?.map(|v| parse_record(&v.state.record)).unwrap_or_default())
+    }
+
+    async fn put_record(&self, record: &DeployRecord) -> Result<()> {
+        let value = serde_json::to_value(record).expect("record serializes");
+        self.proxy.put_record(&self.route(), &value).await
+    }
+
+    /// Makes sure the `cyan` network exists.
+    pub async fn ensure_network(&self) -> Result<()> {
+        if self.docker.inspect_network(NETWORK, None).await.is_ok() {
+            return Ok(());
+        }
+        let mut labels = HashMap::new();
+        labels.insert(label::MANAGED.to_string(), "true".to_string());
+        let req = NetworkCreateRequest {
+            name: NETWORK.into(),
+            driver: Some("bridge".into()),
+            labels: Some(labels),
+            ..NetworkCreateRequest::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Another cyan created it at the same moment.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn launch(&self, color: Color, d: &Desired) -> Result<()> {
+        self.ensure_network().await?;
+        let c = &self.cfg.config;
+        let existing: Vec<Managed> = self.containers().await?.into_iter().filter(|m| m.color == color).collect();
+        let info = image::inspect(&self.docker, c.image.as_str(), &d.target.version)
+            .await?
+            .ok_or_else(|| Error::Refused(format!("image {} is gone", c.image.tag(&d.target.version))))?;
+        let revision = match existing.first() {
+            Some(m) => m.release.revision,
+            None => self.next_revision().await?,
+        };
+        let release = Release {
+            version: d.target.version.clone(),
+            revision,
+            image_id: info.id,
+            digest: info.digest,
+            config_hash: d.target.config_hash.clone(),
+        };
+        self.out.detail(format!(
+            "{} × {} (revision {revision}, image {})",
+            d.replicas,
+            c.image.tag(&release.version),
+            short_id(&release.image_id)
+        ));
+        for replica in 0..d.replicas {
+            let found = existing.iter().find(|m| m.replica == replica);
+            let id = match found {
+                Some(m) if m.state != "created" => continue,
+                Some(m) => m.id.clone(),
+                None => self.create(color, &release, replica).await?,
+            };
+            self.docker.start_container(&id, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, color: Color, release: &Release, replica: u32) -> Result<String> {
+        let c = &self.cfg.config;
+        let name = format!("{}-{}-{color}-{}-{replica}", c.app, c.environment, release.revision);
+        let mut labels = HashMap::new();
+        for (k, v) in [
+            (label::MANAGED, "true".to_string()),
+            (label::APP, c.app.to_string()),
+            (label::ENV, c.environment.to_string()),
+            (label::COLOR, color.to_string()),
+            (label::VERSION, release.version.clone()),
+            (label::REVISION, release.revision.to_string()),
+            (label::CONFIG_HASH, release.config_hash.clone()),
+            (label::IMAGE_ID, release.image_id.clone()),
+            (label::DIGEST, release.digest.clone().unwrap_or_default()),
+            (label::REPLICA, replica.to_string()),
+        ] {
+            labels.insert(k.to_string(), v);
+        }
+        let mut env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.extend(self.secrets.iter().map(|(k, v)| format!("{k}={v}")));
+        env.push(format!("CYAN_COLOR={color}"));
+        env.push(format!("CYAN_VERSION={}", release.version));
+        let port = format!("{}/tcp", c.port);
+        let mut bindings = HashMap::new();
+        bindings.insert(
+            port.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(String::new()),
+            }]),
+        );
+        let body = ContainerCreateBody {
+            image: Some(release.image_id.clone()),
+            env: Some(env),
+            cmd: c.command.clone(),
+            labels: Some(labels),
+            exposed_ports: Some(vec![port]),
+            stop_timeout: Some(c.stop_timeout.0.as_secs() as i64),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                network_mode: Some(NETWORK.into()),
+                init: Some(c.init),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        match self.docker.create_container(Some(opts), body).await {
+            Ok(r) => Ok(r.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message }) => {
+                Err(Error::Platform(format!("container {name} exists but is not labeled for this release: {message}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn next_revision(&self) -> Result<u64> {
+        let record = self.record().await?;
+        let from_history = record.history.iter().map(|e| e.release.revision).max().unwrap_or(0);
+        let from_containers = self.containers().await?.iter().map(|m| m.release.revision).max().unwrap_or(0);
+        Ok(from_history.max(from_containers) + 1)
+    }
+
+    fn targets(set: &[Managed]) -> Result<Vec<Target>> {
+        set.iter()
+            .map(|m| {
+                m.addr
+                    .map(|addr| Target {
+                        name: m.name.clone(),
+                        addr,
+                    })
+                    .ok_or_else(|| Error::Platform(format!("container {} has no published port", m.name)))
+            })
+            .collect()
+    }
+
+    async fn color_set(&self, color: Color) -> Result<Vec<Managed>> {
+        Ok(self.containers().await?.into_iter().filter(|m| m.color == color).collect())
+    }
+
+    async fn gate(&self, color: Color, d: &Desired) -> Result<()> {
+        let c = &self.cfg.config;
+        let set = self.color_set(color).await?;
+        let targets = Self::targets(&set)?;
+        let outcome = health::gate(&c.health, c.proxy.host.as_deref(), &targets, self, self.out).await;
+        if let Err(f) = outcome {
+            let ok = targets.len() - 1;
+            return Err(Error::GateFailed(format!(
+                "health gate failed for {} {color} ({ok}/{} replicas healthy): {}: {}\nlast log lines of {}:\n{}",
+                c.app,
+                targets.len(),
+                f.replica,
+                f.reason,
+                f.replica,
+                indent(&f.logs)
+            )));
+        }
+        // Register the set with the proxy (not live) and mark it gated.
+        self.proxy
+            .set_color(&self.route(), color, targets.iter().map(|t| t.addr).collect())
+            .await?;
+        let mut record = self.record().await?;
+        record.gated.insert(color, d.target.clone());
+        self.put_record(&record).await
+    }
+
+    async fn switch(&self, color: Color, d: &Desired) -> Result<()> {
+        let set = self.color_set(color).await?;
+        let upstreams: Vec<SocketAddr> = Self::targets(&set)?.iter().map(|t| t.addr).collect();
+        let release = set
+            .first()
+            .map(|m| m.release.clone())
+            .ok_or_else(|| Error::Platform(format!("{color} has no containers to switch to")))?;
+        let mut record = self.record().await?;
+        let verify = self.cfg.config.verify.as_ref().filter(|_| d.intent != Intent::Rollback);
+        record.verify = verify.map(|v| VerifyWindow {
+            color,
+            release: d.target.clone(),
+            until_ms: crate::clock::now_ms() + v.duration.0.as_millis() as u64,
+        });
+        record.push_history(HistoryEntry {
+            event: if d.intent == Intent::Rollback {
+                Event::RolledBack
+            } else {
+                Event::Promoted
+            },
+            color,
+            release,
+            at: crate::clock::now_rfc3339(),
+        });
+        let req = SwitchRequest {
+            color,
+            upstreams: Some(upstreams),
+            record: Some(serde_json::to_value(&record).expect("record serializes")),
+        };
+        let started = Instant::now();
+        let resp = self.proxy.switch(&self.route(), &req).await?;
+        self.out.detail(format!(
+            "switched {}: {} -> {color} ({}) in {}",
+            self.route(),
+            resp.previous.map_or("none".into(), |c| c.to_string()),
+            d.target.version,
+            crate::output::fmt_duration(started.elapsed())
+        ));
+        Ok(())
+    }
+
+    async fn verify(&self, color: Color) -> Result<()> {
+        let Some(cfg) = &self.cfg.config.verify else {
+            return self.close_verify().await;
+        };
+        loop {
+            let record = self.record().await?;
+            let Some(window) = record.verify.clone() else { return Ok(()) };
+            let view = self
+                .route_view()
+                .await?
+                .ok_or_else(|| Error::Platform("the app's route vanished from the proxy".into()))?;
+            let stats = view.stats.get(&color).cloned().unwrap_or_default();
+            if let Some(why) = health::verify_breach(&stats, cfg) {
+                return self.fail_verify(color, window, &view, record, why).await;
+            }
+            let left = window.until_ms.saturating_sub(crate::clock::now_ms());
+            if left == 0 {
+                self.out.detail(format!("verified: {} requests, {} 5xx", stats.requests, stats.status_5xx));
+                return self.close_verify().await;
+            }
+            self.out.detail(format!(
+                "{} requests, {} 5xx; {}s left",
+                stats.requests,
+                stats.status_5xx,
+                left.div_ceil(1000)
+            ));
+            tokio::time::sleep(health::VERIFY_POLL.min(Duration::from_millis(left))).await;
+        }
+    }
+
+    async fn close_verify(&self) -> Result<()> {
+        let mut record = self.record().await?;
+        record.verify = None;
+        self.put_record(&record).await
+    }
+
+    /// Switches back to the previous color (if it is still running and
+    /// gated) and records the failure.
+    async fn fail_verify(
+        &self,
+        color: Color,
+        window: VerifyWindow,
+        view: &RouteView,
+        mut record: DeployRecord,
+        why: String,
+    ) -> Result<()> {
+        let back = color.other();
+        let can_return = view.state.colors.get(&back).is_some_and(|u| !u.is_empty()) && record.gated.contains_key(&back);
+        let failed = self.color_set(color).await?.first().map(|m| m.release.clone());
+        record.verify = None;
+        if let Some(release) = failed {
+            record.push_history(HistoryEntry {
+                event: Event::VerifyFailed,
+                color,
+                release,
+                at: crate::clock::now_rfc3339(),
+            });
+        }
+        let value = serde_json::to_value(&record).expect("record serializes");
+        if !can_return {
+            self.proxy.put_record(&self.route(), &value).await?;
+            return Err(Error::VerifyFailed(format!(
+                "verification of {} failed: {why}; there is no previous color to return to, so {color} stays live",
+                window.release.version
+            )));
+        }
+        let req = SwitchRequest {
+            color: back,
+            upstreams: None,
+            record: Some(value),
+        };
+        self.proxy.switch(&self.route(), &req).await?;
+        Err(Error::VerifyFailed(format!(
+            "verification of {} failed: {why}; traffic is back on {back}. {color} is kept for inspection (cyan status)",
+            window.release.version
+        )))
+    }
+
+    /// Drains a color in the proxy, then stops and removes its containers.
+    pub async fn clear(&self, color: Color) -> Result<()> {
+        let route = self.route();
+        let mut record = self.record().await?;
+        if record.gated.remove(&color).is_some() {
+            self.put_record(&record).await?;
+        }
+        if let Some(view) = self.route_view().await? {
+            if view.state.live == Some(color) {
+                return Err(Error::Platform(format!("refusing to remove {color}: it is live")));
+            }
+            self.drain(color).await?;
+            if view.state.colors.contains_key(&color) {
+                self.proxy.remove_color(&route, color).await?;
+            }
+        }
+        let set = self.color_set(color).await?;
+        let c = &self.cfg.config;
+        let stops = set.iter().map(|m| async move {
+            let opts = StopContainerOptionsBuilder::default()
+                .t(c.stop_timeout.0.as_secs() as i32)
+                .build();
+            let _ = self.docker.stop_container(&m.id, Some(opts)).await;
+            let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+            match self.docker.remove_container(&m.id, Some(rm)).await {
+                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+                Err(e) => Err(Error::from(e)),
+            }
+        });
+        for r in futures_util::future::join_all(stops).await {
+            r?;
+        }
+        self.out.detail(format!("removed {} {color} container(s)", set.len()));
+        Ok(())
+    }
+
+    /// Waits until no request is in flight on `color`, up to the drain timeout.
+    async fn drain(&self, color: Color) -> Result<()> {
+        let deadline = Instant::now() + self.cfg.config.proxy.drain_timeout.0;
+        loop {
+            let inflight = self
+                .route_view()
+                .await?
+                .and_then(|v| v.stats.get(&color).map(|s| s.inflight))
+                .unwrap_or(0);
+            if inflight == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.out.warn(format!(
+                    "drain deadline {} reached with {inflight} request(s) still on {color}",
+                    self.cfg.config.proxy.drain_timeout
+                ));
+                return Ok(());
+            }
+            self.out.detail(format!("draining {color}: {inflight} in flight"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Platform for DockerPlatform<'_> {
+    async fn observe(&self, d: &Desired) -> Result<Observed> {
+        let c = &self.cfg.config;
+        let image = match image::inspect(&self.docker, c.image.as_str(), &d.target.version).await? {
+            None => ImageState::Missing,
+            Some(i) if i.digest.is_some() => ImageState::Pushed,
+            Some(_) => ImageState::Local,
+        };
+        let mut sets: BTreeMap<Color, SetState> = BTreeMap::new();
+        for m in self.containers().await? {
+            let s = sets.entry(m.color).or_insert_with(|| SetState {
+                release: Some(m.release.key()),
+                ..SetState::default()
+            });
+            if s.release.as_ref() != Some(&m.release.key()) {
+                s.release = None;
+            }
+            s.total += 1;
+            match m.state.as_str() {
+                "running" => s.running += 1,
+                "created" => s.created += 1,
+                _ => s.exited += 1,
+            }
+        }
+        let view = self.route_view().await?;
+        let (live, record, lock) = match &view {
+            Some(v) => (
+                v.state.live,
+                parse_record(&v.state.record),
+                match &v.state.lock {
+                    Some(l) if l.token != self.lock_token => LockState::Other(l.describe()),
+                    _ => LockState::Ours,
+                },
+            ),
+            None => (None, DeployRecord::default(), LockState::Ours),
+        };
+        Ok(Observed {
+            image,
+            live,
+            sets,
+            record,
+            lock,
+            now_ms: crate::clock::now_ms(),
+        })
+    }
+
+    async fn act(&self, step: &Step, d: &Desired) -> Result<()> {
+        let version = &d.target.version;
+        match step {
+            Step::Build => image::build(&self.docker, self.cfg, version, self.out).await.map(drop),
+            Step::Push => image::push(&self.docker, self.cfg, version, self.out).await.map(drop),
+            Step::Clear(c) | Step::Retire(c) => self.clear(*c).await,
+            Step::Launch(c) => self.launch(*c, d).await,
+            Step::Gate(c) => self.gate(*c, d).await,
+            Step::Switch(c) => self.switch(*c, d).await,
+            Step::Verify(c) => self.verify(*c).await,
+            Step::AwaitApproval(_) | Step::Done | Step::Failed(_) | Step::Blocked(_) => Ok(()),
+        }
+    }
+}
+
+impl Replicas for DockerPlatform<'_> {
+    async fn stopped(&self, name: &str) -> Option<String> {
+        let info = self.docker.inspect_container(name, None).await.ok()?;
+        let state = info.state?;
+        let restarts = info.restart_count.unwrap_or(0);
+        if state.running == Some(true) && restarts == 0 {
+            return None;
+        }
+        let code = state.exit_code.unwrap_or_default();
+        Some(if state.oom_killed == Some(true) {
+            "container was killed for using too much memory (OOM)".into()
+        } else if restarts > 0 {
+            format!("container restarted {restarts} time(s) (last exit code {code})")
+        } else {
+            format!("container exited with code {code}")
+        })
+    }
+
+    async fn log_tail(&self, name: &str) -> String {
+        let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("20").build();
+        let mut stream = self.docker.logs(name, Some(opts));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&chunk.to_string());
+        }
+        if text.trim().is_empty() {
+            "(no output)".into()
+        } else {
+            text
+        }
+    }
+}
+
+pub fn parse_record(v: &serde_json::Value) -> DeployRecord {
+    if v.is_null() {
+        return DeployRecord::default();
+    }
+    serde_json::from_value(v.clone()).unwrap_or_default()
+}
+
+pub fn short_id(id: &str) -> &str {
+    let id = id.trim_start_matches("sha256:");
+    &id[..id.len().min(12)]
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Keys of the releases a color's containers run (for messages and status).
+pub fn release_of(set: &[Managed]) -> Option<ReleaseKey> {
+    set.first().map(|m| m.release.key())
+}

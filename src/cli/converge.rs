@@ -54,8 +54,9 @@ pub async fn deploy(home: &Home, config: &Path, version: Option<&str>, wait: Dur
 pub async fn promote(home: &Home, config: &Path, wait: Duration, out: &Output) -> Result<()> {
     let cfg = session::load(config)?;
     let mut p = session::open(home, &cfg, out).await?;
-    let (live, candidate) = sides(&p).await?;
-    let Some(set) = candidate else {
+    let (live, other) = sides(&p).await?;
+    let record = p.record().await?;
+    let Some(set) = other.filter(|s| !record.was_live(&s[0].release.key())) else {
         return Err(Error::Refused(format!(
             "nothing is waiting for approval for {} (live: {})",
             cfg.config.route(),
@@ -126,8 +127,9 @@ pub async fn abort(home: &Home, config: &Path, wait: Duration, out: &Output) -> 
     let lock = DeployLock::acquire(&p.proxy, &cfg.config.route(), "abort", wait, out).await?;
     p.lock_token = lock.token.clone();
     let result = async {
-        let (_, candidate) = sides(&p).await?;
-        let Some(set) = candidate else {
+        let (_, other) = sides(&p).await?;
+        let record = p.record().await?;
+        let Some(set) = other.filter(|s| !record.was_live(&s[0].release.key())) else {
             return Err(Error::Refused(format!("{} has no candidate to abort", cfg.config.route())));
         };
         let (color, version) = (set[0].color, set[0].release.version.clone());
@@ -144,11 +146,10 @@ pub async fn abort(home: &Home, config: &Path, wait: Duration, out: &Output) -> 
     result
 }
 
-/// The live set and the other color's set (if any), with the other set
-/// classified: `None` when it is a previous release rather than a candidate.
+/// The live set and the other color's set, if they exist. The other set is
+/// a previous release if its release was ever live, else a candidate.
 async fn sides(p: &DockerPlatform<'_>) -> Result<(Option<Vec<Managed>>, Option<Vec<Managed>>)> {
     let live = p.route_view().await?.and_then(|v| v.state.live);
-    let record = p.record().await?;
     let all = p.containers().await?;
     let set = |c: Color| Some(all.iter().filter(|m| m.color == c).cloned().collect::<Vec<_>>()).filter(|s| !s.is_empty());
     let live_set = live.and_then(set);
@@ -156,8 +157,7 @@ async fn sides(p: &DockerPlatform<'_>) -> Result<(Option<Vec<Managed>>, Option<V
         Some(l) => set(l.other()),
         None => Color::ALL.into_iter().find_map(set),
     };
-    let candidate = other.filter(|s| !record.was_live(&s[0].release.key()));
-    Ok((live_set, candidate))
+    Ok((live_set, other))
 }
 
 fn desired_for(c: &crate::config::Config, set: &[Managed], keep_hot: bool) -> Desired {

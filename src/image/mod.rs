@@ -78,7 +78,10 @@ pub async fn build(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) -
         match item {
             Ok(info) => {
                 if let Some(line) = info.stream.as_deref().map(str::trim_end).filter(|l| !l.is_empty()) {
-                    out.detail(line);
+                    // Step lines tell the story; the engine's bookkeeping lines do not.
+                    if !line.starts_with(" --->") && !line.starts_with("Removing intermediate") {
+                        out.detail(line);
+                    }
                     tail.push(line.to_string());
                     if tail.len() > 15 {
                         tail.remove(0);

@@ -27,7 +27,7 @@ use crate::proxy::api::SwitchRequest;
 use crate::proxy::client::AdminClient;
 use crate::proxy::router::RouteView;
 use crate::record::{DeployRecord, Event, HistoryEntry, VerifyWindow};
-use crate::release::{Color, Release, ReleaseKey};
+use crate::release::{Color, Release};
 
 /// Container labels. `cyan.app` + `cyan.env` select an app's containers.
 pub mod label {
@@ -359,6 +359,7 @@ impl<'a> DockerPlatform<'a> {
         let Some(cfg) = &self.cfg.config.verify else {
             return self.close_verify().await;
         };
+        let mut said_left = u64::MAX;
         loop {
             let record = self.record().await?;
             let Some(window) = record.verify.clone() else { return Ok(()) };
@@ -375,12 +376,10 @@ impl<'a> DockerPlatform<'a> {
                 self.out.detail(format!("verified: {} requests, {} 5xx", stats.requests, stats.status_5xx));
                 return self.close_verify().await;
             }
-            self.out.detail(format!(
-                "{} requests, {} 5xx; {}s left",
-                stats.requests,
-                stats.status_5xx,
-                left.div_ceil(1000)
-            ));
+            if left.div_ceil(1000) != said_left {
+                said_left = left.div_ceil(1000);
+                self.out.detail(format!("{} requests, {} 5xx; {said_left}s left", stats.requests, stats.status_5xx));
+            }
             tokio::time::sleep(health::VERIFY_POLL.min(Duration::from_millis(left))).await;
         }
     }
@@ -602,9 +601,4 @@ pub fn short_id(id: &str) -> &str {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
-}
-
-/// Keys of the releases a color's containers run (for messages and status).
-pub fn release_of(set: &[Managed]) -> Option<ReleaseKey> {
-    set.first().map(|m| m.release.key())
 }

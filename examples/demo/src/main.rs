@@ -1,1 +1,151 @@
-fn main(){}
+//! The cyan demo app: a tiny HTTP/1.1 server with keep-alive, standard
+//! library only, so it builds into a static binary for a `FROM scratch` image.
+//!
+//! `GET /` answers `<hostname> <instance-uuid> <version>`: the uuid is new for
+//! every process, so a restarted or replaced instance is visible in responses.
+//! `GET /healthz` is the health check.
+//!
+//! Fault knobs (environment):
+//! - `FAIL_HEALTH=1`: /healthz answers 503;
+//! - `START_DELAY_MS=N`: sleep before listening;
+//! - `RESPONSE_DELAY_MS=N`: sleep before each answer to `/`;
+//! - `CRASH_AFTER=N`: exit(1) after N requests to `/`;
+//! - `FAIL_RATE=N`: answer 500 to every Nth request to `/`;
+//! - `PORT` (default 8080).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct App {
+    identity: String,
+    fail_health: bool,
+    response_delay: Duration,
+    crash_after: Option<u64>,
+    fail_rate: Option<u64>,
+    served: AtomicU64,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn instance_uuid() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    } else {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = (t ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn main() {
+    if let Some(ms) = env_u64("START_DELAY_MS") {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let version = std::env::var("VERSION").unwrap_or_else(|_| "dev".into());
+    let app = Arc::new(App {
+        identity: format!("{hostname} {} {version}", instance_uuid()),
+        fail_health: std::env::var("FAIL_HEALTH").is_ok_and(|v| v == "1"),
+        response_delay: Duration::from_millis(env_u64("RESPONSE_DELAY_MS").unwrap_or(0)),
+        crash_after: env_u64("CRASH_AFTER"),
+        fail_rate: env_u64("FAIL_RATE").filter(|n| *n > 0),
+        served: AtomicU64::new(0),
+    });
+    let port = env_u64("PORT").unwrap_or(8080);
+    let listener = TcpListener::bind(("0.0.0.0", port as u16)).expect("bind");
+    eprintln!("cyan-demo {} listening on :{port}", app.identity);
+    for stream in listener.incoming().flatten() {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            let _ = serve(stream, &app);
+        });
+    }
+}
+
+/// Serves requests on one connection until the client closes it.
+fn serve(stream: TcpStream, app: &App) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        let http10 = parts.next() == Some("HTTP/1.0");
+        let (mut length, mut close) = (0usize, http10);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+                if k == "content-length" {
+                    length = v.parse().unwrap_or(0);
+                } else if k == "connection" {
+                    close = v.eq_ignore_ascii_case("close");
+                }
+            }
+        }
+        std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
+        let (status, body) = respond(method, path, app);
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" }
+        );
+        writer.write_all(head.as_bytes())?;
+        if method != "HEAD" {
+            writer.write_all(body.as_bytes())?;
+        }
+        writer.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn respond(method: &str, path: &str, app: &App) -> (&'static str, String) {
+    match (method, path.split('?').next().unwrap_or("/")) {
+        (_, "/healthz") if app.fail_health => ("503 Service Unavailable", "unhealthy (FAIL_HEALTH=1)\n".into()),
+        (_, "/healthz") => ("200 OK", "ok\n".into()),
+        ("GET" | "HEAD", "/") => {
+            let n = app.served.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(limit) = app.crash_after {
+                if n > limit {
+                    eprintln!("CRASH_AFTER={limit} reached; exiting");
+                    std::process::exit(1);
+                }
+            }
+            if !app.response_delay.is_zero() {
+                std::thread::sleep(app.response_delay);
+            }
+            if app.fail_rate.is_some_and(|r| n % r == 0) {
+                return ("500 Internal Server Error", format!("{} injected failure\n", app.identity));
+            }
+            ("200 OK", format!("{}\n", app.identity))
+        }
+        _ => ("404 Not Found", "not found\n".into()),
+    }
+}

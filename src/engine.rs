@@ -57,7 +57,9 @@ pub async fn converge(p: &impl Platform, d: &Desired, out: &Output) -> Result<Ou
         }
         last = Some(step);
     }
-    Err(Error::Platform(format!("no convergence after {MAX_STEPS} steps")))
+    Err(Error::Platform(format!(
+        "no convergence after {MAX_STEPS} steps"
+    )))
 }
 
 /// A step in words, for progress lines.
@@ -70,7 +72,9 @@ pub fn describe(step: &Step, d: &Desired) -> String {
         Step::Launch(c) => format!("launch {v} as {c}"),
         Step::Gate(c) => format!("health-gate {c} ({v})"),
         Step::AwaitApproval(c) => format!("await approval for {c} ({v})"),
-        Step::Switch(c) if d.intent == Intent::Rollback => format!("roll back: switch traffic to {c} ({v})"),
+        Step::Switch(c) if d.intent == Intent::Rollback => {
+            format!("roll back: switch traffic to {c} ({v})")
+        }
         Step::Switch(c) => format!("switch traffic to {c} ({v})"),
         Step::Verify(c) => format!("verify {c} ({v})"),
         Step::Retire(c) => format!("retire previous {c} set"),

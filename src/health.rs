@@ -108,7 +108,9 @@ async fn gate_one(
         }
         last = match probe {
             Ok(()) => format!("GET {} -> ok", cfg.http.path),
-            Err(ProbeError::Answered(s) | ProbeError::NoAnswer(s)) => format!("GET {} -> {s}", cfg.http.path),
+            Err(ProbeError::Answered(s) | ProbeError::NoAnswer(s)) => {
+                format!("GET {} -> {s}", cfg.http.path)
+            }
         };
         bar.update(out, passes, &last);
         if passes >= threshold {
@@ -139,7 +141,12 @@ enum ProbeError {
     NoAnswer(String),
 }
 
-async fn probe(client: &ProbeClient, cfg: &HealthConfig, host: Option<&str>, addr: SocketAddr) -> Result<(), ProbeError> {
+async fn probe(
+    client: &ProbeClient,
+    cfg: &HealthConfig,
+    host: Option<&str>,
+    addr: SocketAddr,
+) -> Result<(), ProbeError> {
     let uri = format!("http://{addr}{}", cfg.http.path);
     let mut req = Request::get(uri);
     if let Some(h) = cfg.http.host.as_deref().or(host) {
@@ -147,7 +154,10 @@ async fn probe(client: &ProbeClient, cfg: &HealthConfig, host: Option<&str>, add
     }
     let req = req.body(Empty::new()).expect("valid probe request");
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| ProbeError::NoAnswer(describe_error(&e)))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| ProbeError::NoAnswer(describe_error(&e)))?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), 64 * 1024)
             .collect()
@@ -169,7 +179,9 @@ async fn probe(client: &ProbeClient, cfg: &HealthConfig, host: Option<&str>, add
     }
     if let Some(needle) = &cfg.http.body {
         if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
-            return Err(ProbeError::Answered(format!("{status} but the body lacks {needle:?}")));
+            return Err(ProbeError::Answered(format!(
+                "{status} but the body lacks {needle:?}"
+            )));
         }
     }
     Ok(())
@@ -223,8 +235,16 @@ mod tests {
             status_5xx,
             ..StatsView::default()
         };
-        assert_eq!(verify_breach(&stats(10, 10), &cfg), None, "too few requests to judge");
-        assert_eq!(verify_breach(&stats(100, 5), &cfg), None, "5% is not above 5%");
+        assert_eq!(
+            verify_breach(&stats(10, 10), &cfg),
+            None,
+            "too few requests to judge"
+        );
+        assert_eq!(
+            verify_breach(&stats(100, 5), &cfg),
+            None,
+            "5% is not above 5%"
+        );
         let why = verify_breach(&stats(100, 6), &cfg).unwrap();
         assert!(why.contains("6 of 100"), "{why}");
     }

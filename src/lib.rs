@@ -5,17 +5,17 @@
 //! the engine (`engine`) runs observe → plan → act; the proxy (`proxy`) is the
 //! atomic traffic switch on Docker hosts.
 
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod error;
+pub mod health;
+pub mod image;
+pub mod lock;
+pub mod output;
 pub mod plan;
+pub mod platform;
+pub mod proxy;
 pub mod record;
 pub mod release;
-pub mod clock;
-pub mod proxy;
-pub mod image;
-pub mod output;
-pub mod health;
-pub mod platform;
-pub mod engine;
-pub mod lock;
-pub mod cli;

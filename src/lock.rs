@@ -24,7 +24,13 @@ pub struct DeployLock {
 
 impl DeployLock {
     /// Takes the lock for `route`, waiting up to `wait` for another holder.
-    pub async fn acquire(client: &AdminClient, route: &str, what: &str, wait: Duration, out: &Output) -> Result<DeployLock> {
+    pub async fn acquire(
+        client: &AdminClient,
+        route: &str,
+        what: &str,
+        wait: Duration,
+        out: &Output,
+    ) -> Result<DeployLock> {
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         let req = LockRequest {
             token: crate::clock::random_token(),

@@ -63,13 +63,17 @@ impl Output {
         let text = text.to_string();
         if self.fancy {
             let bar = self.multi.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}").expect("template"));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+                    .expect("template"),
+            );
             bar.set_message(text);
             bar.enable_steady_tick(Duration::from_millis(100));
             *self.current.lock().expect("output lock") = Some((bar, Instant::now()));
         } else {
             self.line(&format!("▸ {text}"));
-            *self.current.lock().expect("output lock") = Some((ProgressBar::hidden(), Instant::now()));
+            *self.current.lock().expect("output lock") =
+                Some((ProgressBar::hidden(), Instant::now()));
         }
     }
 
@@ -78,7 +82,11 @@ impl Output {
         let text = text.to_string();
         if self.fancy {
             if let Some((bar, _)) = &*self.current.lock().expect("output lock") {
-                bar.set_message(format!("{} — {}", bar.message().split(" — ").next().unwrap_or(""), text));
+                bar.set_message(format!(
+                    "{} — {}",
+                    bar.message().split(" — ").next().unwrap_or(""),
+                    text
+                ));
             }
         } else {
             self.line(&format!("  │ {text}"));
@@ -111,7 +119,8 @@ impl Output {
         let bar = if self.fancy {
             let b = self.multi.add(ProgressBar::new(u64::from(threshold)));
             b.set_style(
-                ProgressStyle::with_template("    {prefix} [{bar:12.cyan/blue}] {pos}/{len} {msg}").expect("template"),
+                ProgressStyle::with_template("    {prefix} [{bar:12.cyan/blue}] {pos}/{len} {msg}")
+                    .expect("template"),
             );
             b.set_prefix(name.to_string());
             b
@@ -130,7 +139,10 @@ impl Output {
     pub fn result<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         self.finish_current(None);
         match self.format {
-            Format::Json => println!("{}", serde_json::to_string_pretty(value).expect("serializable")),
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("serializable")
+            ),
             Format::Text => {
                 let t = text();
                 if !t.is_empty() {
@@ -156,7 +168,10 @@ impl GateBar {
         let mut prev = self.last.lock().expect("gate lock");
         let now = (passes, last.to_string());
         if !out.fancy && prev.as_ref() != Some(&now) {
-            out.line(&format!("  │ {}: {passes}/{} {last}", self.name, self.threshold));
+            out.line(&format!(
+                "  │ {}: {passes}/{} {last}",
+                self.name, self.threshold
+            ));
         }
         *prev = Some(now);
     }

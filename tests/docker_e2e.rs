@@ -45,8 +45,15 @@ fn zero_downtime_across_deploy_rollback_deploy() {
     let switched_to_1 = rollback.wait_for("switched ", Duration::from_secs(30));
     let (code, _, log) = rollback.finish();
     assert_eq!(code, 0, "{log}");
-    assert!(!log.contains("launch"), "a hot rollback launches nothing:\n{log}");
-    assert_eq!(app.containers(), before_rollback, "rollback started or removed a container");
+    assert!(
+        !log.contains("launch"),
+        "a hot rollback launches nothing:\n{log}"
+    );
+    assert_eq!(
+        app.containers(),
+        before_rollback,
+        "rollback started or removed a container"
+    );
     pause();
 
     let deploy3_started = Instant::now();
@@ -58,19 +65,38 @@ fn zero_downtime_across_deploy_rollback_deploy() {
 
     let samples = rt.block_on(load.finish());
     let failed = failures(&samples);
-    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), samples.len(), &failed[..failed.len().min(5)]);
-    assert!(samples.len() > 300, "too little load to prove anything: {}", samples.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        samples.len() > 300,
+        "too little load to prove anything: {}",
+        samples.len()
+    );
 
     let (mut on_2, mut on_1, mut on_3) = (0, 0, 0);
     for s in &samples {
         let (uuid, version) = identity(s.outcome.as_ref().unwrap());
         if s.start > switched_to_2 && s.end < rollback_started {
-            assert_eq!(version, "2", "a request started after the switch to 2 was answered by {version}");
+            assert_eq!(
+                version, "2",
+                "a request started after the switch to 2 was answered by {version}"
+            );
             on_2 += 1;
         }
         if s.start > switched_to_1 && s.end < deploy3_started {
-            assert_eq!(version, "1", "a request started after the rollback was answered by {version}");
-            assert!(blue.contains(&uuid), "rollback answered from a new instance {uuid}: blue was not kept hot");
+            assert_eq!(
+                version, "1",
+                "a request started after the rollback was answered by {version}"
+            );
+            assert!(
+                blue.contains(&uuid),
+                "rollback answered from a new instance {uuid}: blue was not kept hot"
+            );
             on_1 += 1;
         }
         if s.start > switched_to_3 {
@@ -78,7 +104,10 @@ fn zero_downtime_across_deploy_rollback_deploy() {
             on_3 += 1;
         }
     }
-    assert!(on_2 > 20 && on_1 > 20 && on_3 > 20, "each window needs traffic: {on_2} {on_1} {on_3}");
+    assert!(
+        on_2 > 20 && on_1 > 20 && on_3 > 20,
+        "each window needs traffic: {on_2} {on_1} {on_3}"
+    );
 }
 
 #[test]
@@ -99,7 +128,11 @@ fn a_failing_green_never_touches_blue() {
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
-    assert_eq!(app.containers(), blue, "green must be removed and blue left as it was");
+    assert_eq!(
+        app.containers(),
+        blue,
+        "green must be removed and blue left as it was"
+    );
     assert_eq!(identity(&app.get("/").1).1, "1");
 }
 
@@ -111,21 +144,39 @@ fn a_killed_deploy_converges_when_run_again() {
     let _ctx = rt.enter();
     let load = Load::start(app.port, &format!("{}.localhost", app.name), 3, 1);
     // Kill with SIGKILL in the middle of each phase, then run the same deploy again.
-    for (version, phase) in [("2", " × "), ("3", "1/2 GET /healthz"), ("4", "▸ switch traffic")] {
+    for (version, phase) in [
+        ("2", " × "),
+        ("3", "1/2 GET /healthz"),
+        ("4", "▸ switch traffic"),
+    ] {
         let mut deploy = app.spawn(&["deploy", "--version", version]);
         deploy.wait_for(phase, Duration::from_secs(120));
         deploy.kill9();
         app.deploy(version);
         let status = app.status_json();
         assert_eq!(status["live"]["version"], version, "{status:#}");
-        assert_eq!(status["live"]["containers"].as_array().unwrap().len(), 2, "{status:#}");
-        assert_eq!(app.containers().len(), 4, "exactly live + previous remain: {status:#}");
+        assert_eq!(
+            status["live"]["containers"].as_array().unwrap().len(),
+            2,
+            "{status:#}"
+        );
+        assert_eq!(
+            app.containers().len(),
+            4,
+            "exactly live + previous remain: {status:#}"
+        );
         assert!(status["lock"].is_null(), "the lock is released: {status:#}");
         assert_eq!(identity(&app.get("/").1).1, version);
     }
     let samples = rt.block_on(load.finish());
     let failed = failures(&samples);
-    assert!(failed.is_empty(), "{} of {} failed: {:?}", failed.len(), samples.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(5)]
+    );
 }
 
 #[test]
@@ -136,7 +187,10 @@ fn a_concurrent_deploy_is_refused_and_lock_wait_queues() {
     let out = app.cyan(&["deploy", "--version", "1"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(4), "{all}");
-    assert!(all.contains("lock is held by deploy 1 by") && all.contains("pid"), "{all}");
+    assert!(
+        all.contains("lock is held by deploy 1 by") && all.contains("pid"),
+        "{all}"
+    );
     let queued = app.spawn(&["deploy", "--version", "1", "--lock-wait", "2m"]);
     let (code, _, log) = first.finish();
     assert_eq!(code, 0, "{log}");
@@ -159,7 +213,11 @@ fn approval_holds_green_until_promote_or_abort() {
     app.deploy("2");
     let status = app.status_json();
     assert_eq!(status["candidate"]["version"], "2", "{status:#}");
-    assert_eq!(identity(&app.get("/").1).1, "1", "live is untouched while 2 waits");
+    assert_eq!(
+        identity(&app.get("/").1).1,
+        "1",
+        "live is untouched while 2 waits"
+    );
     app.cyan_ok(&["abort"]);
     assert!(app.status_json()["candidate"].is_null());
     assert_eq!(app.containers().len(), 2);
@@ -168,7 +226,12 @@ fn approval_holds_green_until_promote_or_abort() {
     app.cyan_ok(&["promote"]);
     assert_eq!(identity(&app.get("/").1).1, "2");
     let out = app.cyan(&["promote"]);
-    assert_eq!(out.status.code(), Some(9), "nothing left to promote: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "nothing left to promote: {}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -184,13 +247,24 @@ fn failed_verification_switches_back_on_its_own() {
     let samples = rt.block_on(load.finish());
     let all = text(&out);
     assert_eq!(out.status.code(), Some(6), "{all}");
-    assert!(all.contains("verification of 2 failed") && all.contains("traffic is back on blue"), "{all}");
+    assert!(
+        all.contains("verification of 2 failed") && all.contains("traffic is back on blue"),
+        "{all}"
+    );
     assert_eq!(identity(&app.get("/").1).1, "1");
-    let history: serde_json::Value = serde_json::from_str(&app.cyan_ok(&["history", "-o", "json"])).unwrap();
+    let history: serde_json::Value =
+        serde_json::from_str(&app.cyan_ok(&["history", "-o", "json"])).unwrap();
     assert_eq!(history[0]["event"], "verify-failed", "{history:#}");
     // Only the bad release answered with errors; they stop after the switch back.
-    let injected = failures(&samples).iter().filter(|f| f.contains("injected failure")).count();
-    assert!(injected > 0 && injected == failures(&samples).len(), "{:?}", failures(&samples));
+    let injected = failures(&samples)
+        .iter()
+        .filter(|f| f.contains("injected failure"))
+        .count();
+    assert!(
+        injected > 0 && injected == failures(&samples).len(),
+        "{:?}",
+        failures(&samples)
+    );
 }
 
 #[test]
@@ -200,7 +274,10 @@ fn bad_config_and_unreachable_docker_stop_before_anything_changes() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let file = app.config.display().to_string();
-    assert!(all.contains(&format!("{file}:")) && all.contains(": helth: unknown field `helth`"), "{all}");
+    assert!(
+        all.contains(&format!("{file}:")) && all.contains(": helth: unknown field `helth`"),
+        "{all}"
+    );
 
     app.write_config("");
     let out = app
@@ -233,11 +310,18 @@ fn push_records_the_registry_digest_for_both_tags() {
     app.deploy("1");
     let status = app.status_json();
     let digest = status["live"]["digest"].as_str().unwrap().to_string();
-    assert!(digest.starts_with(&format!("{image}@sha256:")), "{status:#}");
+    assert!(
+        digest.starts_with(&format!("{image}@sha256:")),
+        "{status:#}"
+    );
     let repo = image.trim_start_matches(&format!("{registry}/"));
     for tag in ["1", "latest"] {
         let served = manifest_digest(registry, repo, tag);
-        assert_eq!(format!("{image}@{served}"), digest, "tag {tag} in the registry is another image");
+        assert_eq!(
+            format!("{image}@{served}"),
+            digest,
+            "tag {tag} in the registry is another image"
+        );
     }
 }
 
@@ -253,6 +337,10 @@ fn manifest_digest(registry: &str, repo: &str, tag: &str) -> String {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     resp.lines()
-        .find_map(|l| l.to_ascii_lowercase().starts_with("docker-content-digest:").then(|| l[22..].trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("docker-content-digest:")
+                .then(|| l[22..].trim().to_string())
+        })
         .unwrap_or_else(|| panic!("no digest for {repo}:{tag}: {resp}"))
 }

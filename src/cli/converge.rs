@@ -31,7 +31,13 @@ struct ConvergeResult {
     previous_version: Option<String>,
 }
 
-pub async fn deploy(home: &Home, config: &Path, version: Option<&str>, wait: Duration, out: &Output) -> Result<()> {
+pub async fn deploy(
+    home: &Home,
+    config: &Path,
+    version: Option<&str>,
+    wait: Duration,
+    out: &Output,
+) -> Result<()> {
     let cfg = session::load(config)?;
     let version = release::resolve_version(version, &cfg.dir())?;
     let mut p = session::open(home, &cfg, out).await?;
@@ -67,18 +73,33 @@ pub async fn promote(home: &Home, config: &Path, wait: Duration, out: &Output) -
         intent: Intent::Promote,
         ..desired_for(&cfg.config, &set, true)
     };
-    run(&mut p, &desired, &format!("promote {}", desired.target.version), wait, out).await
+    run(
+        &mut p,
+        &desired,
+        &format!("promote {}", desired.target.version),
+        wait,
+        out,
+    )
+    .await
 }
 
-pub async fn rollback(home: &Home, config: &Path, to: Option<&str>, wait: Duration, out: &Output) -> Result<()> {
+pub async fn rollback(
+    home: &Home,
+    config: &Path,
+    to: Option<&str>,
+    wait: Duration,
+    out: &Output,
+) -> Result<()> {
     let cfg = session::load(config)?;
     let mut p = session::open(home, &cfg, out).await?;
     let record = p.record().await?;
     let (live, other) = sides(&p).await?;
-    let live_key = live
-        .as_ref()
-        .map(|s| s[0].release.key())
-        .ok_or_else(|| Error::Refused(format!("nothing is live for {}; there is nothing to roll back", cfg.config.route())))?;
+    let live_key = live.as_ref().map(|s| s[0].release.key()).ok_or_else(|| {
+        Error::Refused(format!(
+            "nothing is live for {}; there is nothing to roll back",
+            cfg.config.route()
+        ))
+    })?;
     // A running set of the wanted release is used as it is (instant); else
     // the release comes from history (cold: started from its image).
     let hot = other.filter(|s| match to {
@@ -92,16 +113,29 @@ pub async fn rollback(home: &Home, config: &Path, to: Option<&str>, wait: Durati
             .into_iter()
             .find(|r| r.version == v)
             .map(|r| r.key())
-            .ok_or_else(|| Error::Refused(format!("version {v} is not in the history of {}; see `cyan history`", cfg.config.route())))?,
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "version {v} is not in the history of {}; see `cyan history`",
+                    cfg.config.route()
+                ))
+            })?,
         (None, None) => record
             .live_releases()
             .into_iter()
             .map(|r| r.key())
             .find(|k| *k != live_key)
-            .ok_or_else(|| Error::Refused(format!("{} has no previous release to roll back to", cfg.config.route())))?,
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "{} has no previous release to roll back to",
+                    cfg.config.route()
+                ))
+            })?,
     };
     if target == live_key {
-        return Err(Error::Refused(format!("{} is already live", target.version)));
+        return Err(Error::Refused(format!(
+            "{} is already live",
+            target.version
+        )));
     }
     if hot.is_none() {
         out.warn(format!(
@@ -112,13 +146,22 @@ pub async fn rollback(home: &Home, config: &Path, to: Option<&str>, wait: Durati
     let desired = Desired {
         intent: Intent::Rollback,
         target,
-        replicas: hot.as_ref().map_or(cfg.config.replicas.get(), |s| s.len() as u32),
+        replicas: hot
+            .as_ref()
+            .map_or(cfg.config.replicas.get(), |s| s.len() as u32),
         build: false,
         push: false,
         require_approval: false,
         keep_hot: true,
     };
-    run(&mut p, &desired, &format!("rollback to {}", desired.target.version), wait, out).await
+    run(
+        &mut p,
+        &desired,
+        &format!("rollback to {}", desired.target.version),
+        wait,
+        out,
+    )
+    .await
 }
 
 pub async fn abort(home: &Home, config: &Path, wait: Duration, out: &Output) -> Result<()> {
@@ -130,15 +173,19 @@ pub async fn abort(home: &Home, config: &Path, wait: Duration, out: &Output) -> 
         let (_, other) = sides(&p).await?;
         let record = p.record().await?;
         let Some(set) = other.filter(|s| !record.was_live(&s[0].release.key())) else {
-            return Err(Error::Refused(format!("{} has no candidate to abort", cfg.config.route())));
+            return Err(Error::Refused(format!(
+                "{} has no candidate to abort",
+                cfg.config.route()
+            )));
         };
         let (color, version) = (set[0].color, set[0].release.version.clone());
         out.phase(format!("remove candidate {color} ({version})"));
         p.clear(color).await?;
         out.done(format!("removed candidate {color} ({version})"));
-        out.result(&serde_json::json!({"aborted": version, "color": color}), || {
-            format!("aborted {version}; live traffic was not touched")
-        });
+        out.result(
+            &serde_json::json!({"aborted": version, "color": color}),
+            || format!("aborted {version}; live traffic was not touched"),
+        );
         Ok(())
     }
     .await;
@@ -151,7 +198,15 @@ pub async fn abort(home: &Home, config: &Path, wait: Duration, out: &Output) -> 
 async fn sides(p: &DockerPlatform<'_>) -> Result<(Option<Vec<Managed>>, Option<Vec<Managed>>)> {
     let live = p.route_view().await?.and_then(|v| v.state.live);
     let all = p.containers().await?;
-    let set = |c: Color| Some(all.iter().filter(|m| m.color == c).cloned().collect::<Vec<_>>()).filter(|s| !s.is_empty());
+    let set = |c: Color| {
+        Some(
+            all.iter()
+                .filter(|m| m.color == c)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+        .filter(|s| !s.is_empty())
+    };
     let live_set = live.and_then(set);
     let other = match live {
         Some(l) => set(l.other()),
@@ -172,11 +227,22 @@ fn desired_for(c: &crate::config::Config, set: &[Managed], keep_hot: bool) -> De
     }
 }
 
-async fn run(p: &mut DockerPlatform<'_>, desired: &Desired, what: &str, wait: Duration, out: &Output) -> Result<()> {
+async fn run(
+    p: &mut DockerPlatform<'_>,
+    desired: &Desired,
+    what: &str,
+    wait: Duration,
+    out: &Output,
+) -> Result<()> {
     let c = &p.cfg.config;
     let lock = DeployLock::acquire(&p.proxy, &c.route(), what, wait, out).await?;
     p.lock_token = lock.token.clone();
-    let previous = p.record().await?.live_releases().first().map(|r| r.version.clone());
+    let previous = p
+        .record()
+        .await?
+        .live_releases()
+        .first()
+        .map(|r| r.version.clone());
     let outcome = engine::converge(&*p, desired, out).await;
     lock.release().await;
     let outcome = outcome?;
@@ -186,7 +252,12 @@ async fn run(p: &mut DockerPlatform<'_>, desired: &Desired, what: &str, wait: Du
         Outcome::AwaitingApproval(c) => Some(c),
     };
     let release = match color {
-        Some(col) => p.containers().await?.into_iter().find(|m| m.color == col).map(|m| m.release),
+        Some(col) => p
+            .containers()
+            .await?
+            .into_iter()
+            .find(|m| m.color == col)
+            .map(|m| m.release),
         None => None,
     };
     let result = ConvergeResult {

@@ -16,8 +16,13 @@ pub async fn build(config: &Path, version: Option<&str>, out: &Output) -> Result
     let tag = cfg.config.image.tag(&version);
     out.phase(format!("build {tag}"));
     let id = image::build(&d, &cfg, &version, out).await?;
-    out.done(format!("built {tag} and {}", cfg.config.image.tag("latest")));
-    out.result(&serde_json::json!({"image": tag, "image_id": id}), || format!("{tag} {id}"));
+    out.done(format!(
+        "built {tag} and {}",
+        cfg.config.image.tag("latest")
+    ));
+    out.result(&serde_json::json!({"image": tag, "image_id": id}), || {
+        format!("{tag} {id}")
+    });
     Ok(())
 }
 
@@ -32,12 +37,19 @@ pub async fn push(config: &Path, version: Option<&str>, out: &Output) -> Result<
     }
     let d = docker::connect().await?;
     let tag = cfg.config.image.tag(&version);
-    if image::inspect(&d, cfg.config.image.as_str(), &version).await?.is_none() {
-        return Err(Error::Refused(format!("{tag} is not built yet; run `cyan build` first")));
+    if image::inspect(&d, cfg.config.image.as_str(), &version)
+        .await?
+        .is_none()
+    {
+        return Err(Error::Refused(format!(
+            "{tag} is not built yet; run `cyan build` first"
+        )));
     }
     out.phase(format!("push {tag}"));
     let digest = image::push(&d, &cfg, &version, out).await?;
     out.done(format!("pushed {tag} and latest"));
-    out.result(&serde_json::json!({"image": tag, "digest": digest}), || digest.clone());
+    out.result(&serde_json::json!({"image": tag, "digest": digest}), || {
+        digest.clone()
+    });
     Ok(())
 }

@@ -173,25 +173,52 @@ pub async fn run(cli: Cli) -> Result<()> {
     let out = Output::new(cli.output);
     let home = crate::proxy::Home::resolve(cli.home.as_deref());
     match cli.command {
-        Command::Deploy { config, release, lock } => {
-            converge::deploy(&home, &config.config, release.as_deref(), lock.lock_wait, &out).await
+        Command::Deploy {
+            config,
+            release,
+            lock,
+        } => {
+            converge::deploy(
+                &home,
+                &config.config,
+                release.as_deref(),
+                lock.lock_wait,
+                &out,
+            )
+            .await
         }
         Command::Rollback { config, to, lock } => {
             converge::rollback(&home, &config.config, to.as_deref(), lock.lock_wait, &out).await
         }
-        Command::Promote { config, lock } => converge::promote(&home, &config.config, lock.lock_wait, &out).await,
-        Command::Abort { config, lock } => converge::abort(&home, &config.config, lock.lock_wait, &out).await,
+        Command::Promote { config, lock } => {
+            converge::promote(&home, &config.config, lock.lock_wait, &out).await
+        }
+        Command::Abort { config, lock } => {
+            converge::abort(&home, &config.config, lock.lock_wait, &out).await
+        }
         Command::Status { config } => status::status(&home, &config.config, &out).await,
         Command::History { config } => status::history(&home, &config.config, &out).await,
-        Command::Build { config, release } => image::build(&config.config, release.as_deref(), &out).await,
-        Command::Push { config, release } => image::push(&config.config, release.as_deref(), &out).await,
+        Command::Build { config, release } => {
+            image::build(&config.config, release.as_deref(), &out).await
+        }
+        Command::Push { config, release } => {
+            image::push(&config.config, release.as_deref(), &out).await
+        }
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
             let loaded = crate::config::Config::load(&config.config)?;
-            out.result(&serde_json::json!({"valid": true, "config": loaded.config}), || {
-                format!("{}: ok ({} in {})", config.config.display(), loaded.config.app, loaded.config.environment)
-            });
+            out.result(
+                &serde_json::json!({"valid": true, "config": loaded.config}),
+                || {
+                    format!(
+                        "{}: ok ({} in {})",
+                        config.config.display(),
+                        loaded.config.app,
+                        loaded.config.environment
+                    )
+                },
+            );
             Ok(())
         }
         Command::Proxy { command } => proxy::run(&home, command, &out).await,
@@ -232,7 +259,9 @@ fn report(e: &Error, json: bool) {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -9,7 +9,10 @@ use super::ProxyCommand;
 
 pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
     match cmd {
-        ProxyCommand::Run { listen, drain_timeout } => proxy::run(home, &listen, drain_timeout).await,
+        ProxyCommand::Run {
+            listen,
+            drain_timeout,
+        } => proxy::run(home, &listen, drain_timeout).await,
         ProxyCommand::Status => {
             let routes = AdminClient::new(home).routes().await?;
             out.result(&routes, || {
@@ -19,7 +22,12 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                         let stats = r
                             .stats
                             .iter()
-                            .map(|(c, s)| format!("{c}: {} req, {} 5xx, {} in flight", s.requests, s.status_5xx, s.inflight))
+                            .map(|(c, s)| {
+                                format!(
+                                    "{c}: {} req, {} 5xx, {} in flight",
+                                    s.requests, s.status_5xx, s.inflight
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join("; ");
                         format!(
@@ -37,7 +45,9 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
         }
         ProxyCommand::Stop => {
             AdminClient::new(home).shutdown().await?;
-            out.result(&serde_json::json!({"stopping": true}), || "proxy is draining and will exit".into());
+            out.result(&serde_json::json!({"stopping": true}), || {
+                "proxy is draining and will exit".into()
+            });
             Ok(())
         }
     }

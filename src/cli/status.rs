@@ -80,14 +80,25 @@ pub async fn status(home: &Home, config: &Path, out: &Output) -> Result<()> {
         None => Color::ALL.into_iter().find_map(color_view),
     };
     let (previous, candidate) = match other {
-        Some(o) if record.was_live(&crate::release::ReleaseKey {
-            version: o.version.clone(),
-            config_hash: all.iter().find(|m| m.color == o.color).map(|m| m.release.config_hash.clone()).unwrap_or_default(),
-        }) => (Some(o), None),
+        Some(o)
+            if record.was_live(&crate::release::ReleaseKey {
+                version: o.version.clone(),
+                config_hash: all
+                    .iter()
+                    .find(|m| m.color == o.color)
+                    .map(|m| m.release.config_hash.clone())
+                    .unwrap_or_default(),
+            }) =>
+        {
+            (Some(o), None)
+        }
         Some(o) => (None, Some(o)),
         None => (None, None),
     };
-    let verifying = record.verify.as_ref().is_some_and(|w| w.until_ms > crate::clock::now_ms());
+    let verifying = record
+        .verify
+        .as_ref()
+        .is_some_and(|w| w.until_ms > crate::clock::now_ms());
     let phase = match (&live_view, &candidate) {
         (_, Some(cand)) if cand.gated && c.require_approval => "awaiting-approval",
         (_, Some(_)) => "progressing",
@@ -110,8 +121,15 @@ pub async fn status(home: &Home, config: &Path, out: &Output) -> Result<()> {
 }
 
 fn render(s: &Status) -> String {
-    let mut text = format!("{} ({}) — {}\nurl: {}\n", s.app, s.environment, s.phase, s.url);
-    for (label, v) in [("live", &s.live), ("previous", &s.previous), ("candidate", &s.candidate)] {
+    let mut text = format!(
+        "{} ({}) — {}\nurl: {}\n",
+        s.app, s.environment, s.phase, s.url
+    );
+    for (label, v) in [
+        ("live", &s.live),
+        ("previous", &s.previous),
+        ("candidate", &s.candidate),
+    ] {
         match v {
             Some(v) => {
                 text += &format!(

@@ -13,7 +13,11 @@ pub(super) fn describe(e: &serde_saphyr::Error, text: &str, origin: &str) -> Err
         Some(loc) if loc.line() > 0 => {
             let line = loc.line() as usize;
             let path = key_path_at(text, line);
-            let key = if path.is_empty() { String::new() } else { format!("{path}: ") };
+            let key = if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
             Error::Config(format!(
                 "{origin}:{line}:{}: {key}{message}\n{}",
                 loc.column(),
@@ -110,6 +114,7 @@ pub(super) fn key_path_at(text: &str, line: usize) -> String {
 fn find_key(text: &str, path: &[&str]) -> Option<(usize, usize)> {
     text.lines().enumerate().find_map(|(i, l)| {
         let (indent, key) = key_on(l)?;
-        (key == *path.last()? && key_path_at(text, i + 1) == path.join(".")).then_some((i + 1, indent + 1))
+        (key == *path.last()? && key_path_at(text, i + 1) == path.join("."))
+            .then_some((i + 1, indent + 1))
     })
 }

@@ -282,7 +282,8 @@ impl Config {
 
     /// Parses config text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        let config: Config = serde_saphyr::from_str(text).map_err(|e| locate::describe(&e, text, origin))?;
+        let config: Config =
+            serde_saphyr::from_str(text).map_err(|e| locate::describe(&e, text, origin))?;
         config.validate(text, origin)?;
         Ok(config)
     }
@@ -316,8 +317,15 @@ impl Config {
                 && !name.starts_with(|c: char| c.is_ascii_digit())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                let key = if self.env.contains_key(name) { "env" } else { "secrets" };
-                return fail(&[key], format!("{name:?} is not a valid environment variable name"));
+                let key = if self.env.contains_key(name) {
+                    "env"
+                } else {
+                    "secrets"
+                };
+                return fail(
+                    &[key],
+                    format!("{name:?} is not a valid environment variable name"),
+                );
             }
         }
         if self.platform == PlatformKind::Kubernetes {

@@ -25,7 +25,13 @@ fn parses_the_design_sketch() {
     assert_eq!(c.environment.as_str(), "production");
     assert_eq!(c.replicas.get(), 2);
     assert_eq!(c.health.interval, Dur::from_millis(500));
-    assert_eq!(c.health.http.expect, StatusRange { low: 200, high: 299 });
+    assert_eq!(
+        c.health.http.expect,
+        StatusRange {
+            low: 200,
+            high: 299
+        }
+    );
     assert_eq!(c.image.registry(), Some("127.0.0.1:5000"));
     assert_eq!(c.route(), "web-production");
     assert_eq!(c.url(), "http://web.localhost:8000");
@@ -35,19 +41,36 @@ fn parses_the_design_sketch() {
 fn unknown_key_names_file_line_column_and_path() {
     let text = GOOD.replace("  healthy_threshold: 3", "  healthy_treshold: 3");
     let e = err(&text);
-    assert!(e.starts_with("cyan.yaml:9:3: health.healthy_treshold: unknown field"), "{e}");
+    assert!(
+        e.starts_with("cyan.yaml:9:3: health.healthy_treshold: unknown field"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_values_name_their_key() {
     let e = err(&GOOD.replace("interval: 500ms", "interval: soon"));
-    assert!(e.starts_with("cyan.yaml:8:13: health.interval: invalid duration \"soon\""), "{e}");
+    assert!(
+        e.starts_with("cyan.yaml:8:13: health.interval: invalid duration \"soon\""),
+        "{e}"
+    );
     let e = err(&GOOD.replace("replicas: 2", "replicas: 0"));
-    assert!(e.starts_with("cyan.yaml:4:1: replicas: invalid value: integer `0`, expected a nonzero u32\n"), "{e}");
+    assert!(
+        e.starts_with(
+            "cyan.yaml:4:1: replicas: invalid value: integer `0`, expected a nonzero u32\n"
+        ),
+        "{e}"
+    );
     let e = err(&GOOD.replace("hot: 1", "hot: 3"));
-    assert!(e.contains("keep") && e.contains("at most 1 previous color"), "{e}");
+    assert!(
+        e.contains("keep") && e.contains("at most 1 previous color"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("expect: 200-299", "expect: 299-200"));
-    assert!(e.contains("health.http") && e.contains("invalid status range"), "{e}");
+    assert!(
+        e.contains("health.http") && e.contains("invalid status range"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("127.0.0.1:5000/web", "Web:latest"));
     assert!(e.starts_with("cyan.yaml:2:8: image: invalid image"), "{e}");
 }
@@ -61,7 +84,10 @@ fn cross_field_checks_point_at_the_key() {
     let e = err(&text);
     assert!(e.starts_with("cyan.yaml:5:1: proxy: set proxy.host"), "{e}");
     let e = err(&GOOD.replace("path: /healthz", "path: healthz"));
-    assert!(e.contains("health.http.path") && e.contains("must start with '/'"), "{e}");
+    assert!(
+        e.contains("health.http.path") && e.contains("must start with '/'"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -58,7 +58,8 @@ impl Name {
     fn check(s: &str) -> Result<(), String> {
         let ok = !s.is_empty()
             && s.len() <= 40
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if ok {
@@ -121,7 +122,9 @@ impl<'de> Deserialize<'de> for ImageRepo {
                 "invalid image {s:?}: give the repository only (e.g. 127.0.0.1:5000/web); cyan adds the version and latest tags"
             )));
         }
-        if s.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace()) {
+        if s.chars()
+            .any(|c| c.is_ascii_uppercase() || c.is_whitespace())
+        {
             return Err(de::Error::custom(format!(
                 "invalid image {s:?}: repositories are lowercase, with no spaces"
             )));
@@ -162,7 +165,10 @@ impl StatusRange {
 
 impl Default for StatusRange {
     fn default() -> Self {
-        StatusRange { low: 200, high: 399 }
+        StatusRange {
+            low: 200,
+            high: 399,
+        }
     }
 }
 
@@ -195,9 +201,16 @@ impl<'de> Deserialize<'de> for StatusRange {
             Raw::N(n) => n.to_string(),
             Raw::S(s) => s,
         };
-        let parse = |p: &str| p.trim().parse::<u16>().ok().filter(|n| (100..=599).contains(n));
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (100..=599).contains(n))
+        };
         let range = match text.split_once('-') {
-            Some((a, b)) => parse(a).zip(parse(b)).map(|(low, high)| StatusRange { low, high }),
+            Some((a, b)) => parse(a)
+                .zip(parse(b))
+                .map(|(low, high)| StatusRange { low, high }),
             None => parse(&text).map(|n| StatusRange { low: n, high: n }),
         };
         match range {

@@ -38,7 +38,11 @@ fn add_dir(
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let kind = entry.file_type()?;
         let excluded = ignore.excludes(&path) && !always.contains(&path.as_str());
         if kind.is_dir() {
@@ -85,7 +89,10 @@ mod tests {
             names.push(name);
         }
         assert_eq!(names, vec![".dockerignore", "Dockerfile", "app"]);
-        assert!(tar_context(&dir, "Nope").unwrap_err().to_string().contains("no Dockerfile"));
+        assert!(tar_context(&dir, "Nope")
+            .unwrap_err()
+            .to_string()
+            .contains("no Dockerfile"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -37,7 +37,9 @@ fn from_config_json(text: &str, registry: &str) -> Option<DockerCredentials> {
         (host == registry).then_some(v)
     })?;
     let auth = entry.get("auth")?.as_str()?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(auth).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
     let (user, pass) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
     Some(DockerCredentials {
         username: Some(user.to_string()),

@@ -64,9 +64,15 @@ mod tests {
 
     #[test]
     fn matches_like_the_docker_cli() {
-        let d = DockerIgnore::parse("# comment\ntarget\n*.log\n**/*.tmp\n/secrets/\n!secrets/public.pem\n").unwrap();
+        let d = DockerIgnore::parse(
+            "# comment\ntarget\n*.log\n**/*.tmp\n/secrets/\n!secrets/public.pem\n",
+        )
+        .unwrap();
         assert!(d.excludes("target"));
-        assert!(d.excludes("target/debug/app"), "a folder excludes its contents");
+        assert!(
+            d.excludes("target/debug/app"),
+            "a folder excludes its contents"
+        );
         assert!(d.excludes("build.log"));
         assert!(!d.excludes("logs/build.log"), "* does not cross '/'");
         assert!(d.excludes("a/b/c.tmp"));

@@ -10,7 +10,9 @@ mod dockerignore;
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -37,7 +39,9 @@ pub async fn inspect(docker: &Docker, repo: &str, tag: &str) -> Result<Option<Im
                 .into_iter()
                 .find(|d| d.split_once('@').is_some_and(|(r, _)| r == repo)),
         })),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -47,13 +51,26 @@ pub async fn build(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) -
     let c = &cfg.config;
     let ctx_dir = cfg.context_dir();
     let tar = context::tar_context(&ctx_dir, &c.build.dockerfile)?;
-    out.detail(format!("context {} ({} KiB)", ctx_dir.display(), tar.len() / 1024));
+    out.detail(format!(
+        "context {} ({} KiB)",
+        ctx_dir.display(),
+        tar.len() / 1024
+    ));
     let mut args: HashMap<String, String> = c.build.args.clone().into_iter().collect();
     args.insert("VERSION".into(), version.into());
     let mut labels = HashMap::new();
-    labels.insert("org.opencontainers.image.version".to_string(), version.to_string());
-    labels.insert("org.opencontainers.image.created".to_string(), crate::clock::now_rfc3339());
-    labels.insert("org.opencontainers.image.title".to_string(), c.app.to_string());
+    labels.insert(
+        "org.opencontainers.image.version".to_string(),
+        version.to_string(),
+    );
+    labels.insert(
+        "org.opencontainers.image.created".to_string(),
+        crate::clock::now_rfc3339(),
+    );
+    labels.insert(
+        "org.opencontainers.image.title".to_string(),
+        c.app.to_string(),
+    );
     if let Some(rev) = git(&ctx_dir, &["rev-parse", "HEAD"]) {
         labels.insert("org.opencontainers.image.revision".to_string(), rev);
     }
@@ -77,7 +94,12 @@ pub async fn build(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) -
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
-                if let Some(line) = info.stream.as_deref().map(str::trim_end).filter(|l| !l.is_empty()) {
+                if let Some(line) = info
+                    .stream
+                    .as_deref()
+                    .map(str::trim_end)
+                    .filter(|l| !l.is_empty())
+                {
                     // Step lines tell the story; the engine's bookkeeping lines do not.
                     if !line.starts_with(" --->") && !line.starts_with("Removing intermediate") {
                         out.detail(line);
@@ -147,7 +169,12 @@ pub async fn push(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) ->
     inspect(docker, c.image.as_str(), version)
         .await?
         .and_then(|i| i.digest)
-        .ok_or_else(|| Error::Push(format!("pushed {} but the engine reports no digest for it", c.image.tag(version))))
+        .ok_or_else(|| {
+            Error::Push(format!(
+                "pushed {} but the engine reports no digest for it",
+                c.image.tag(version)
+            ))
+        })
 }
 
 fn push_error(registry: &str, message: &str) -> Error {

@@ -116,7 +116,8 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
         _ => {}
     }
 
-    let holds_target = |c: &Color| o.sets.get(c).and_then(|s| s.release.as_ref()) == Some(&d.target);
+    let holds_target =
+        |c: &Color| o.sets.get(c).and_then(|s| s.release.as_ref()) == Some(&d.target);
 
     if let Some(live) = o.live.filter(holds_target) {
         if let Some(w) = &o.record.verify {

@@ -85,7 +85,11 @@ fn fresh_deploy_walks_build_launch_gate_switch_done() {
     assert_eq!(plan(&d, &world().0), Step::Build);
     assert_eq!(plan(&d, &world().built().0), Step::Launch(Blue));
     let w = world().built().set(Blue, running("1", 2));
-    assert_eq!(plan(&d, &w.0), Step::Gate(Blue), "the first deploy is gated too");
+    assert_eq!(
+        plan(&d, &w.0),
+        Step::Gate(Blue),
+        "the first deploy is gated too"
+    );
     let w = world().built().set(Blue, running("1", 2)).gated(Blue, "1");
     assert_eq!(plan(&d, &w.0), Step::Switch(Blue));
     let w = world().built().live(Blue, "1");
@@ -94,7 +98,10 @@ fn fresh_deploy_walks_build_launch_gate_switch_done() {
 
 #[test]
 fn push_comes_before_launch_when_the_image_names_a_registry() {
-    let d = Desired { push: true, ..deploy("1") };
+    let d = Desired {
+        push: true,
+        ..deploy("1")
+    };
     assert_eq!(plan(&d, &world().built().0), Step::Push);
     assert_eq!(plan(&d, &world().pushed().0), Step::Launch(Blue));
 }
@@ -114,7 +121,11 @@ fn redeploy_starts_the_other_color_beside_live() {
 fn an_older_hot_color_is_cleared_before_a_new_launch() {
     // blue=1 was the previous release, green=2 is live; deploy 3 goes to blue.
     let d = deploy("3");
-    let w = world().built().live(Green, "2").set(Blue, running("1", 2)).gated(Blue, "1");
+    let w = world()
+        .built()
+        .live(Green, "2")
+        .set(Blue, running("1", 2))
+        .gated(Blue, "1");
     assert_eq!(plan(&d, &w.0), Step::Clear(Blue));
 }
 
@@ -168,7 +179,11 @@ fn approval_stops_before_the_switch_and_promote_continues() {
         require_approval: true,
         ..deploy("2")
     };
-    let w = world().built().live(Blue, "1").set(Green, running("2", 2)).gated(Green, "2");
+    let w = world()
+        .built()
+        .live(Blue, "1")
+        .set(Green, running("2", 2))
+        .gated(Green, "2");
     assert_eq!(plan(&d, &w.0), Step::AwaitApproval(Green));
     let promote = Desired {
         intent: Intent::Promote,
@@ -183,13 +198,20 @@ fn approval_stops_before_the_switch_and_promote_continues() {
 #[test]
 fn verify_runs_until_its_window_closes() {
     let d = deploy("2");
-    let w = world().built().live(Green, "2").set(Blue, running("1", 2)).verifying(Green, "2", 5_000);
+    let w = world()
+        .built()
+        .live(Green, "2")
+        .set(Blue, running("1", 2))
+        .verifying(Green, "2", 5_000);
     assert_eq!(plan(&d, &w.0), Step::Verify(Green));
     let mut after = w.0.clone();
     after.now_ms = 5_000;
     assert_eq!(plan(&d, &after), Step::Done);
     // A window for another release does not hold this one.
-    let w = world().built().live(Green, "2").verifying(Green, "1", 5_000);
+    let w = world()
+        .built()
+        .live(Green, "2")
+        .verifying(Green, "1", 5_000);
     assert_eq!(plan(&d, &w.0), Step::Done);
 }
 
@@ -197,7 +219,11 @@ fn verify_runs_until_its_window_closes() {
 fn verify_failure_state_redeploys_only_on_request() {
     // After verify failed, traffic is back on blue=1 and green=2 is still up.
     // Deploying 1 again (what status shows as live) is already done…
-    let w = world().built().live(Blue, "1").set(Green, running("2", 2)).gated(Green, "2");
+    let w = world()
+        .built()
+        .live(Blue, "1")
+        .set(Green, running("2", 2))
+        .gated(Green, "2");
     assert_eq!(plan(&deploy("1"), &w.0), Step::Done);
     // …and re-running deploy 2 retries the switch, which opens a new window.
     assert_eq!(plan(&deploy("2"), &w.0), Step::Switch(Green));
@@ -205,7 +231,11 @@ fn verify_failure_state_redeploys_only_on_request() {
 
 #[test]
 fn previous_color_is_retired_only_when_keep_hot_is_zero() {
-    let w = world().built().live(Green, "2").set(Blue, running("1", 2)).gated(Blue, "1");
+    let w = world()
+        .built()
+        .live(Green, "2")
+        .set(Blue, running("1", 2))
+        .gated(Blue, "1");
     assert_eq!(plan(&deploy("2"), &w.0), Step::Done);
     let cold = Desired {
         keep_hot: false,
@@ -224,7 +254,11 @@ fn rollback_to(v: &str) -> Desired {
 
 #[test]
 fn hot_rollback_is_a_single_switch() {
-    let w = world().built().live(Green, "2").set(Blue, running("1", 2)).gated(Blue, "1");
+    let w = world()
+        .built()
+        .live(Green, "2")
+        .set(Blue, running("1", 2))
+        .gated(Blue, "1");
     assert_eq!(plan(&rollback_to("1"), &w.0), Step::Switch(Blue));
 }
 
@@ -257,7 +291,10 @@ fn rollback_without_its_image_fails_clearly() {
 fn a_concurrent_deploy_is_refused() {
     let mut w = world().built().live(Blue, "1");
     w.0.lock = LockState::Other("pid 42 on ci-7 since 10:00".into());
-    assert_eq!(plan(&deploy("2"), &w.0), Step::Blocked("pid 42 on ci-7 since 10:00".into()));
+    assert_eq!(
+        plan(&deploy("2"), &w.0),
+        Step::Blocked("pid 42 on ci-7 since 10:00".into())
+    );
 }
 
 // ---- convergence: apply steps to a simulated platform, crash anywhere ----
@@ -303,12 +340,22 @@ fn walk(d: &Desired, o: &mut Observed) -> Vec<Step> {
 #[test]
 fn every_crash_point_converges_to_the_same_end_state() {
     let d = deploy("3");
-    let start = world().built().live(Green, "2").set(Blue, running("1", 2)).gated(Blue, "1").0;
+    let start = world()
+        .built()
+        .live(Green, "2")
+        .set(Blue, running("1", 2))
+        .gated(Blue, "1")
+        .0;
     let mut clean = start.clone();
     let full = walk(&d, &mut clean);
     assert_eq!(
         full,
-        vec![Step::Clear(Blue), Step::Launch(Blue), Step::Gate(Blue), Step::Switch(Blue)]
+        vec![
+            Step::Clear(Blue),
+            Step::Launch(Blue),
+            Step::Gate(Blue),
+            Step::Switch(Blue)
+        ]
     );
     // Crash after k steps: a fresh planner run sees only the platform state.
     for k in 0..full.len() {
@@ -333,7 +380,11 @@ fn deploy_then_rollback_then_deploy_alternates_colors() {
     walk(&deploy("2"), &mut o);
     assert_eq!(o.live, Some(Green));
     let steps = walk(&rollback_to("1"), &mut o);
-    assert_eq!(steps, vec![Step::Switch(Blue)], "hot rollback starts nothing");
+    assert_eq!(
+        steps,
+        vec![Step::Switch(Blue)],
+        "hot rollback starts nothing"
+    );
     let steps = walk(&deploy("3"), &mut o);
     assert_eq!(steps[0], Step::Clear(Green));
     assert_eq!(o.live, Some(Green));

@@ -8,10 +8,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -50,7 +53,9 @@ pub const NETWORK: &str = "cyan";
 /// agrees on an API version both sides speak.
 pub async fn connect() -> Result<Docker> {
     let docker = Docker::connect_with_defaults().map_err(|e| {
-        Error::Unreachable(format!("cannot reach the Docker engine: {e}. Is DOCKER_HOST right?"))
+        Error::Unreachable(format!(
+            "cannot reach the Docker engine: {e}. Is DOCKER_HOST right?"
+        ))
     })?;
     docker.negotiate_version().await.map_err(|e| {
         Error::Unreachable(format!(
@@ -92,9 +97,15 @@ impl<'a> DockerPlatform<'a> {
         let mut filters = HashMap::new();
         filters.insert(
             "label".to_string(),
-            vec![format!("{}={}", label::APP, c.app), format!("{}={}", label::ENV, c.environment)],
+            vec![
+                format!("{}={}", label::APP, c.app),
+                format!("{}={}", label::ENV, c.environment),
+            ],
         );
-        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
         let list = self.docker.list_containers(Some(opts)).await?;
         let mut out: Vec<Managed> = list
             .into_iter()
@@ -105,7 +116,8 @@ impl<'a> DockerPlatform<'a> {
                 let addr = s.ports.unwrap_or_default().into_iter().find_map(|p| {
                     let ip = p.ip.as_deref()?;
                     let port = p.public_port?;
-                    (p.private_port == c.port && ip == "127.0.0.1").then(|| SocketAddr::new([127, 0, 0, 1].into(), port))
+                    (p.private_port == c.port && ip == "127.0.0.1")
+                        .then(|| SocketAddr::new([127, 0, 0, 1].into(), port))
                 });
                 Some(Managed {
                     id: s.id.unwrap_or_default(),
@@ -124,7 +136,10 @@ impl<'a> DockerPlatform<'a> {
                         config_hash: get(label::CONFIG_HASH),
                     },
                     replica: get(label::REPLICA).parse().unwrap_or(0),
-                    state: s.state.unwrap_or(ContainerSummaryStateEnum::EMPTY).to_string(),
+                    state: s
+                        .state
+                        .unwrap_or(ContainerSummaryStateEnum::EMPTY)
+                        .to_string(),
                     addr,
                 })
             })
@@ -139,7 +154,11 @@ impl<'a> DockerPlatform<'a> {
     }
 
     pub async fn record(&self) -> Result<DeployRecord> {
-        Ok(self.route_view().await?.map(|v| parse_record(&v.state.record)).unwrap_or_default())
+        Ok(self
+            .route_view()
+            .await?
+            .map(|v| parse_record(&v.state.record))
+            .unwrap_or_default())
     }
 
     async fn put_record(&self, record: &DeployRecord) -> Result<()> {
@@ -163,7 +182,9 @@ impl<'a> DockerPlatform<'a> {
         match self.docker.create_network(req).await {
             Ok(_) => Ok(()),
             // Another cyan created it at the same moment.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -171,10 +192,17 @@ impl<'a> DockerPlatform<'a> {
     async fn launch(&self, color: Color, d: &Desired) -> Result<()> {
         self.ensure_network().await?;
         let c = &self.cfg.config;
-        let existing: Vec<Managed> = self.containers().await?.into_iter().filter(|m| m.color == color).collect();
+        let existing: Vec<Managed> = self
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|m| m.color == color)
+            .collect();
         let info = image::inspect(&self.docker, c.image.as_str(), &d.target.version)
             .await?
-            .ok_or_else(|| Error::Refused(format!("image {} is gone", c.image.tag(&d.target.version))))?;
+            .ok_or_else(|| {
+                Error::Refused(format!("image {} is gone", c.image.tag(&d.target.version)))
+            })?;
         let revision = match existing.first() {
             Some(m) => m.release.revision,
             None => self.next_revision().await?,
@@ -206,7 +234,10 @@ impl<'a> DockerPlatform<'a> {
 
     async fn create(&self, color: Color, release: &Release, replica: u32) -> Result<String> {
         let c = &self.cfg.config;
-        let name = format!("{}-{}-{color}-{}-{replica}", c.app, c.environment, release.revision);
+        let name = format!(
+            "{}-{}-{color}-{}-{replica}",
+            c.app, c.environment, release.revision
+        );
         let mut labels = HashMap::new();
         for (k, v) in [
             (label::MANAGED, "true".to_string()),
@@ -257,17 +288,31 @@ impl<'a> DockerPlatform<'a> {
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         match self.docker.create_container(Some(opts), body).await {
             Ok(r) => Ok(r.id),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message }) => {
-                Err(Error::Platform(format!("container {name} exists but is not labeled for this release: {message}")))
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Err(Error::Platform(format!(
+                "container {name} exists but is not labeled for this release: {message}"
+            ))),
             Err(e) => Err(e.into()),
         }
     }
 
     async fn next_revision(&self) -> Result<u64> {
         let record = self.record().await?;
-        let from_history = record.history.iter().map(|e| e.release.revision).max().unwrap_or(0);
-        let from_containers = self.containers().await?.iter().map(|m| m.release.revision).max().unwrap_or(0);
+        let from_history = record
+            .history
+            .iter()
+            .map(|e| e.release.revision)
+            .max()
+            .unwrap_or(0);
+        let from_containers = self
+            .containers()
+            .await?
+            .iter()
+            .map(|m| m.release.revision)
+            .max()
+            .unwrap_or(0);
         Ok(from_history.max(from_containers) + 1)
     }
 
@@ -279,20 +324,28 @@ impl<'a> DockerPlatform<'a> {
                         name: m.name.clone(),
                         addr,
                     })
-                    .ok_or_else(|| Error::Platform(format!("container {} has no published port", m.name)))
+                    .ok_or_else(|| {
+                        Error::Platform(format!("container {} has no published port", m.name))
+                    })
             })
             .collect()
     }
 
     async fn color_set(&self, color: Color) -> Result<Vec<Managed>> {
-        Ok(self.containers().await?.into_iter().filter(|m| m.color == color).collect())
+        Ok(self
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|m| m.color == color)
+            .collect())
     }
 
     async fn gate(&self, color: Color, d: &Desired) -> Result<()> {
         let c = &self.cfg.config;
         let set = self.color_set(color).await?;
         let targets = Self::targets(&set)?;
-        let outcome = health::gate(&c.health, c.proxy.host.as_deref(), &targets, self, self.out).await;
+        let outcome =
+            health::gate(&c.health, c.proxy.host.as_deref(), &targets, self, self.out).await;
         if let Err(f) = outcome {
             let ok = targets.len() - 1;
             return Err(Error::GateFailed(format!(
@@ -307,7 +360,11 @@ impl<'a> DockerPlatform<'a> {
         }
         // Register the set with the proxy (not live) and mark it gated.
         self.proxy
-            .set_color(&self.route(), color, targets.iter().map(|t| t.addr).collect())
+            .set_color(
+                &self.route(),
+                color,
+                targets.iter().map(|t| t.addr).collect(),
+            )
             .await?;
         let mut record = self.record().await?;
         record.gated.insert(color, d.target.clone());
@@ -322,7 +379,12 @@ impl<'a> DockerPlatform<'a> {
             .map(|m| m.release.clone())
             .ok_or_else(|| Error::Platform(format!("{color} has no containers to switch to")))?;
         let mut record = self.record().await?;
-        let verify = self.cfg.config.verify.as_ref().filter(|_| d.intent != Intent::Rollback);
+        let verify = self
+            .cfg
+            .config
+            .verify
+            .as_ref()
+            .filter(|_| d.intent != Intent::Rollback);
         record.verify = verify.map(|v| VerifyWindow {
             color,
             release: d.target.clone(),
@@ -362,7 +424,9 @@ impl<'a> DockerPlatform<'a> {
         let mut said_left = u64::MAX;
         loop {
             let record = self.record().await?;
-            let Some(window) = record.verify.clone() else { return Ok(()) };
+            let Some(window) = record.verify.clone() else {
+                return Ok(());
+            };
             let view = self
                 .route_view()
                 .await?
@@ -373,12 +437,18 @@ impl<'a> DockerPlatform<'a> {
             }
             let left = window.until_ms.saturating_sub(crate::clock::now_ms());
             if left == 0 {
-                self.out.detail(format!("verified: {} requests, {} 5xx", stats.requests, stats.status_5xx));
+                self.out.detail(format!(
+                    "verified: {} requests, {} 5xx",
+                    stats.requests, stats.status_5xx
+                ));
                 return self.close_verify().await;
             }
             if left.div_ceil(1000) != said_left {
                 said_left = left.div_ceil(1000);
-                self.out.detail(format!("{} requests, {} 5xx; {said_left}s left", stats.requests, stats.status_5xx));
+                self.out.detail(format!(
+                    "{} requests, {} 5xx; {said_left}s left",
+                    stats.requests, stats.status_5xx
+                ));
             }
             tokio::time::sleep(health::VERIFY_POLL.min(Duration::from_millis(left))).await;
         }
@@ -401,8 +471,13 @@ impl<'a> DockerPlatform<'a> {
         why: String,
     ) -> Result<()> {
         let back = color.other();
-        let can_return = view.state.colors.get(&back).is_some_and(|u| !u.is_empty()) && record.gated.contains_key(&back);
-        let failed = self.color_set(color).await?.first().map(|m| m.release.clone());
+        let can_return = view.state.colors.get(&back).is_some_and(|u| !u.is_empty())
+            && record.gated.contains_key(&back);
+        let failed = self
+            .color_set(color)
+            .await?
+            .first()
+            .map(|m| m.release.clone());
         record.verify = None;
         if let Some(release) = failed {
             record.push_history(HistoryEntry {
@@ -441,7 +516,9 @@ impl<'a> DockerPlatform<'a> {
         }
         if let Some(view) = self.route_view().await? {
             if view.state.live == Some(color) {
-                return Err(Error::Platform(format!("refusing to remove {color}: it is live")));
+                return Err(Error::Platform(format!(
+                    "refusing to remove {color}: it is live"
+                )));
             }
             self.drain(color).await?;
             if view.state.colors.contains_key(&color) {
@@ -457,14 +534,18 @@ impl<'a> DockerPlatform<'a> {
             let _ = self.docker.stop_container(&m.id, Some(opts)).await;
             let rm = RemoveContainerOptionsBuilder::default().force(true).build();
             match self.docker.remove_container(&m.id, Some(rm)).await {
-                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
                 Err(e) => Err(Error::from(e)),
             }
         });
         for r in futures_util::future::join_all(stops).await {
             r?;
         }
-        self.out.detail(format!("removed {} {color} container(s)", set.len()));
+        self.out
+            .detail(format!("removed {} {color} container(s)", set.len()));
         Ok(())
     }
 
@@ -487,7 +568,8 @@ impl<'a> DockerPlatform<'a> {
                 ));
                 return Ok(());
             }
-            self.out.detail(format!("draining {color}: {inflight} in flight"));
+            self.out
+                .detail(format!("draining {color}: {inflight} in flight"));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -542,8 +624,12 @@ impl Platform for DockerPlatform<'_> {
     async fn act(&self, step: &Step, d: &Desired) -> Result<()> {
         let version = &d.target.version;
         match step {
-            Step::Build => image::build(&self.docker, self.cfg, version, self.out).await.map(drop),
-            Step::Push => image::push(&self.docker, self.cfg, version, self.out).await.map(drop),
+            Step::Build => image::build(&self.docker, self.cfg, version, self.out)
+                .await
+                .map(drop),
+            Step::Push => image::push(&self.docker, self.cfg, version, self.out)
+                .await
+                .map(drop),
             Step::Clear(c) | Step::Retire(c) => self.clear(*c).await,
             Step::Launch(c) => self.launch(*c, d).await,
             Step::Gate(c) => self.gate(*c, d).await,
@@ -573,7 +659,11 @@ impl Replicas for DockerPlatform<'_> {
     }
 
     async fn log_tail(&self, name: &str) -> String {
-        let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail("20").build();
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("20")
+            .build();
         let mut stream = self.docker.logs(name, Some(opts));
         let mut text = String::new();
         while let Some(Ok(chunk)) = stream.next().await {
@@ -600,5 +690,8 @@ pub fn short_id(id: &str) -> &str {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

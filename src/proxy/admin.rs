@@ -14,7 +14,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::api::{ColorSpec, ErrorBody, Health, LockRequest, RouteSpec, SwitchRequest, SwitchResponse};
+use super::api::{
+    ColorSpec, ErrorBody, Health, LockRequest, RouteSpec, SwitchRequest, SwitchResponse,
+};
 use super::router::{normalize_host, ChangeError};
 use super::state::Lock;
 use super::Proxy;
@@ -22,12 +24,20 @@ use crate::release::Color;
 
 type AdminResponse = Response<Full<Bytes>>;
 
-pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<AdminResponse, Infallible> {
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+) -> Result<AdminResponse, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))),
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read body: {e}"),
+            ))
+        }
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resp = match (&method, segs.as_slice()) {
@@ -44,59 +54,72 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<AdminRe
             Some(v) => json(StatusCode::OK, &v),
             None => error(StatusCode::NOT_FOUND, format!("no route named {name:?}")),
         },
-        (&Method::PUT, ["v1", "routes", name]) => with_body(&body, |spec: RouteSpec| {
-            put_route(&proxy, name, spec)
-        }),
+        (&Method::PUT, ["v1", "routes", name]) => {
+            with_body(&body, |spec: RouteSpec| put_route(&proxy, name, spec))
+        }
         (&Method::PUT, ["v1", "routes", name, "colors", color]) => {
             with_body(&body, |spec: ColorSpec| {
-                let color: Color = color.parse().map_err(|e| ChangeError::Invalid(format!("{e}")))?;
+                let color: Color = color
+                    .parse()
+                    .map_err(|e| ChangeError::Invalid(format!("{e}")))?;
                 proxy.router.change(name, false, |r| {
                     if r.live == Some(color) && spec.upstreams.is_empty() {
-                        return Err(ChangeError::Conflict(format!("{color} is live; it cannot be emptied")));
+                        return Err(ChangeError::Conflict(format!(
+                            "{color} is live; it cannot be emptied"
+                        )));
                     }
                     r.colors.insert(color, spec.upstreams);
                     Ok(serde_json::json!({}))
                 })
             })
         }
-        (&Method::DELETE, ["v1", "routes", name, "colors", color]) => {
-            result(color.parse::<Color>().map_err(|e| ChangeError::Invalid(format!("{e}"))).and_then(|color| {
+        (&Method::DELETE, ["v1", "routes", name, "colors", color]) => result(
+            color
+                .parse::<Color>()
+                .map_err(|e| ChangeError::Invalid(format!("{e}")))
+                .and_then(|color| {
+                    proxy.router.change(name, false, |r| {
+                        if r.live == Some(color) {
+                            return Err(ChangeError::Conflict(format!(
+                                "{color} is live; switch away first"
+                            )));
+                        }
+                        r.colors.remove(&color);
+                        Ok(serde_json::json!({}))
+                    })
+                }),
+        ),
+        (&Method::POST, ["v1", "routes", name, "switch"]) => {
+            with_body(&body, |req: SwitchRequest| {
                 proxy.router.change(name, false, |r| {
-                    if r.live == Some(color) {
-                        return Err(ChangeError::Conflict(format!("{color} is live; switch away first")));
+                    if let Some(ups) = req.upstreams {
+                        r.colors.insert(req.color, ups);
                     }
-                    r.colors.remove(&color);
+                    if r.colors.get(&req.color).is_none_or(|u| u.is_empty()) {
+                        return Err(ChangeError::Conflict(format!(
+                            "{} has no upstreams; refusing to switch to nothing",
+                            req.color
+                        )));
+                    }
+                    let previous = r.live.replace(req.color);
+                    if let Some(record) = req.record {
+                        r.record = record;
+                    }
+                    Ok(SwitchResponse {
+                        previous,
+                        live: req.color,
+                    })
+                })
+            })
+        }
+        (&Method::PUT, ["v1", "routes", name, "record"]) => {
+            with_body(&body, |record: serde_json::Value| {
+                proxy.router.change(name, false, |r| {
+                    r.record = record;
                     Ok(serde_json::json!({}))
                 })
-            }))
+            })
         }
-        (&Method::POST, ["v1", "routes", name, "switch"]) => with_body(&body, |req: SwitchRequest| {
-            proxy.router.change(name, false, |r| {
-                if let Some(ups) = req.upstreams {
-                    r.colors.insert(req.color, ups);
-                }
-                if r.colors.get(&req.color).is_none_or(|u| u.is_empty()) {
-                    return Err(ChangeError::Conflict(format!(
-                        "{} has no upstreams; refusing to switch to nothing",
-                        req.color
-                    )));
-                }
-                let previous = r.live.replace(req.color);
-                if let Some(record) = req.record {
-                    r.record = record;
-                }
-                Ok(SwitchResponse {
-                    previous,
-                    live: req.color,
-                })
-            })
-        }),
-        (&Method::PUT, ["v1", "routes", name, "record"]) => with_body(&body, |record: serde_json::Value| {
-            proxy.router.change(name, false, |r| {
-                r.record = record;
-                Ok(serde_json::json!({}))
-            })
-        }),
         (&Method::POST, ["v1", "routes", name, "lock"]) => {
             match serde_json::from_slice::<LockRequest>(&body) {
                 Ok(req) => take_lock(&proxy, name, req),
@@ -115,12 +138,19 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Result<AdminRe
             proxy.shutdown();
             json(StatusCode::OK, &serde_json::json!({"shutting_down": true}))
         }
-        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {method} {path}"),
+        ),
     };
     Ok(resp)
 }
 
-fn put_route(proxy: &Arc<Proxy>, name: &str, spec: RouteSpec) -> Result<serde_json::Value, ChangeError> {
+fn put_route(
+    proxy: &Arc<Proxy>,
+    name: &str,
+    spec: RouteSpec,
+) -> Result<serde_json::Value, ChangeError> {
     if let Some(addr) = spec.listen {
         proxy
             .ensure_listener(addr)
@@ -202,5 +232,11 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> AdminResponse {
 }
 
 fn error(status: StatusCode, message: String) -> AdminResponse {
-    json(status, &ErrorBody { error: message, lock: None })
+    json(
+        status,
+        &ErrorBody {
+            error: message,
+            lock: None,
+        },
+    )
 }

@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use super::api::{ColorSpec, ErrorBody, Health, LockRequest, RouteSpec, SwitchRequest, SwitchResponse};
+use super::api::{
+    ColorSpec, ErrorBody, Health, LockRequest, RouteSpec, SwitchRequest, SwitchResponse,
+};
 use super::router::RouteView;
 use super::state::Lock;
 use super::Home;
@@ -31,14 +33,21 @@ impl AdminClient {
         }
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes)> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::Unreachable(format!(
                 "the cyan proxy is not answering on {}: {e}",
                 self.socket.display()
             ))
         };
-        let stream = UnixStream::connect(&self.socket).await.map_err(|e| unreachable(&e))?;
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(&e))?;
@@ -50,7 +59,10 @@ impl AdminClient {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .expect("valid admin request");
-        let resp = sender.send_request(req).await.map_err(|e| unreachable(&e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -61,12 +73,18 @@ impl AdminClient {
         Ok((status, bytes))
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
         let body = body.map(|b| serde_json::to_vec(b).expect("serializable"));
         let (status, bytes) = self.request(method, path, body).await?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Platform(format!("unexpected answer from the proxy to {path}: {e}")));
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Platform(format!("unexpected answer from the proxy to {path}: {e}"))
+            });
         }
         let err: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
             error: String::from_utf8_lossy(&bytes).into_owned(),
@@ -84,7 +102,9 @@ impl AdminClient {
     }
 
     pub async fn route(&self, name: &str) -> Result<Option<RouteView>> {
-        let (status, bytes) = self.request(Method::GET, &format!("/v1/routes/{name}"), None).await?;
+        let (status, bytes) = self
+            .request(Method::GET, &format!("/v1/routes/{name}"), None)
+            .await?;
         match status {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => serde_json::from_slice(&bytes)
@@ -107,7 +127,12 @@ impl AdminClient {
             .map(drop)
     }
 
-    pub async fn set_color(&self, name: &str, color: Color, upstreams: Vec<std::net::SocketAddr>) -> Result<()> {
+    pub async fn set_color(
+        &self,
+        name: &str,
+        color: Color,
+        upstreams: Vec<std::net::SocketAddr>,
+    ) -> Result<()> {
         let path = format!("/v1/routes/{name}/colors/{color}");
         self.call::<serde_json::Value>(Method::PUT, &path, Some(&ColorSpec { upstreams }))
             .await
@@ -122,23 +147,37 @@ impl AdminClient {
     }
 
     pub async fn switch(&self, name: &str, req: &SwitchRequest) -> Result<SwitchResponse> {
-        self.call(Method::POST, &format!("/v1/routes/{name}/switch"), Some(req)).await
+        self.call(
+            Method::POST,
+            &format!("/v1/routes/{name}/switch"),
+            Some(req),
+        )
+        .await
     }
 
     pub async fn put_record(&self, name: &str, record: &serde_json::Value) -> Result<()> {
-        self.call::<serde_json::Value>(Method::PUT, &format!("/v1/routes/{name}/record"), Some(record))
-            .await
-            .map(drop)
+        self.call::<serde_json::Value>(
+            Method::PUT,
+            &format!("/v1/routes/{name}/record"),
+            Some(record),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn lock(&self, name: &str, req: &LockRequest) -> Result<Lock> {
-        self.call(Method::POST, &format!("/v1/routes/{name}/lock"), Some(req)).await
+        self.call(Method::POST, &format!("/v1/routes/{name}/lock"), Some(req))
+            .await
     }
 
     pub async fn unlock(&self, name: &str, token: &str) -> Result<()> {
-        self.call::<serde_json::Value>(Method::DELETE, &format!("/v1/routes/{name}/lock/{token}"), None::<&()>)
-            .await
-            .map(drop)
+        self.call::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/v1/routes/{name}/lock/{token}"),
+            None::<&()>,
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn shutdown(&self) -> Result<()> {
@@ -157,8 +196,11 @@ pub async fn ensure_running(home: &Home) -> Result<AdminClient> {
     }
     home.create()
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Platform(format!("cannot find the cyan binary to start the proxy: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        Error::Platform(format!(
+            "cannot find the cyan binary to start the proxy: {e}"
+        ))
+    })?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

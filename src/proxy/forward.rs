@@ -60,7 +60,10 @@ impl Forwarder {
             let Some(route) = table.route(host.as_deref(), local) else {
                 return Ok(text(
                     StatusCode::NOT_FOUND,
-                    format!("cyan: no app is routed for host {:?}\n", host.unwrap_or_default()),
+                    format!(
+                        "cyan: no app is routed for host {:?}\n",
+                        host.unwrap_or_default()
+                    ),
                 ));
             };
             match &route.live {
@@ -74,7 +77,10 @@ impl Forwarder {
             }
         };
         let Some(claim) = pool.claim() else {
-            return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "cyan: no upstreams\n".into()));
+            return Ok(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cyan: no upstreams\n".into(),
+            ));
         };
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
@@ -106,7 +112,10 @@ impl Forwarder {
                     .record(resp.status().as_u16(), started.elapsed());
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let body = Tracked { inner: body, _claim: claim };
+                let body = Tracked {
+                    inner: body,
+                    _claim: claim,
+                };
                 Ok(Response::from_parts(parts, body.boxed()))
             }
             Err(e) => {
@@ -232,12 +241,19 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-app", HeaderValue::from_static("kept"));
-        prepare_upstream_headers(&mut h, Some("web.localhost"), "127.0.0.9:5000".parse().unwrap());
+        prepare_upstream_headers(
+            &mut h,
+            Some("web.localhost"),
+            "127.0.0.9:5000".parse().unwrap(),
+        );
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get("keep-alive").is_none());

@@ -112,7 +112,9 @@ impl Proxy {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
-        let Ok(local) = listener.local_addr() else { return };
+        let Ok(local) = listener.local_addr() else {
+            return;
+        };
         let mut stop = self.stop.subscribe();
         loop {
             let (stream, peer) = tokio::select! {
@@ -128,7 +130,13 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let forwarder = self.forwarder.clone();
-            let Some(watcher) = self.graceful.lock().expect("graceful lock").as_ref().map(|g| g.watcher()) else {
+            let Some(watcher) = self
+                .graceful
+                .lock()
+                .expect("graceful lock")
+                .as_ref()
+                .map(|g| g.watcher())
+            else {
                 break;
             };
             tokio::spawn(async move {
@@ -173,7 +181,12 @@ pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> R
         stop,
     });
     // Routes come back before any listener accepts: no request sees an empty table.
-    for addr in proxy.router.listen_addrs().into_iter().chain(extra_listen.iter().copied()) {
+    for addr in proxy
+        .router
+        .listen_addrs()
+        .into_iter()
+        .chain(extra_listen.iter().copied())
+    {
         proxy
             .ensure_listener(addr)
             .map_err(|e| Error::Platform(format!("cannot listen on {addr}: {e}")))?;
@@ -209,8 +222,9 @@ pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> R
 fn bind_admin(path: &Path) -> Result<UnixListener> {
     // A socket file left by a dead proxy is stale: the process lock proves it.
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .map_err(|e| Error::Platform(format!("cannot bind admin socket {}: {e}", path.display())))?;
+    let listener = UnixListener::bind(path).map_err(|e| {
+        Error::Platform(format!("cannot bind admin socket {}: {e}", path.display()))
+    })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::Platform(format!("cannot chmod admin socket: {e}")))?;
     Ok(listener)

@@ -62,7 +62,10 @@ impl Pool {
 
     /// Requests on this pool that have not finished.
     pub fn inflight(&self) -> u64 {
-        self.upstreams.iter().map(|u| u.inflight.load(Relaxed)).sum()
+        self.upstreams
+            .iter()
+            .map(|u| u.inflight.load(Relaxed))
+            .sum()
     }
 }
 
@@ -172,7 +175,10 @@ mod tests {
         s.record(503, Duration::from_millis(4));
         s.record_failure(Duration::from_millis(6));
         let v = s.snapshot(0);
-        assert_eq!((v.requests, v.status_2xx, v.status_5xx, v.upstream_failures), (3, 1, 2, 1));
+        assert_eq!(
+            (v.requests, v.status_2xx, v.status_5xx, v.upstream_failures),
+            (3, 1, 2, 1)
+        );
         assert!((v.mean_latency_ms - 4.0).abs() < 0.01);
     }
 }

@@ -245,7 +245,12 @@ mod tests {
         })
         .unwrap();
         let before = r.table();
-        let blue = before.route(Some("web.localhost"), local).unwrap().live.clone().unwrap();
+        let blue = before
+            .route(Some("web.localhost"), local)
+            .unwrap()
+            .live
+            .clone()
+            .unwrap();
         let held = blue.claim().unwrap();
         r.change("web", false, |s| {
             s.live = Some(Color::Green);
@@ -253,10 +258,24 @@ mod tests {
         })
         .unwrap();
         let after = r.table();
-        let live = after.route(Some("web.localhost"), local).unwrap().live.clone().unwrap();
+        let live = after
+            .route(Some("web.localhost"), local)
+            .unwrap()
+            .live
+            .clone()
+            .unwrap();
         assert_eq!(live.color, Color::Green);
         // The old table still routes to blue: requests that loaded it finish there.
-        assert_eq!(before.route(Some("web.localhost"), local).unwrap().live.as_ref().unwrap().color, Color::Blue);
+        assert_eq!(
+            before
+                .route(Some("web.localhost"), local)
+                .unwrap()
+                .live
+                .as_ref()
+                .unwrap()
+                .color,
+            Color::Blue
+        );
         // Blue's pool (and its in-flight count) is shared with the new table's state.
         assert_eq!(r.view("web").unwrap().stats[&Color::Blue].inflight, 1);
         drop(held);

@@ -111,7 +111,8 @@ mod tests {
             record: serde_json::json!({"k": 1}),
             ..RouteState::default()
         };
-        r.colors.insert(Color::Green, vec!["127.0.0.1:9".parse().unwrap()]);
+        r.colors
+            .insert(Color::Green, vec!["127.0.0.1:9".parse().unwrap()]);
         s.routes.insert("web-production".into(), r);
         s.save(&path).unwrap();
         assert_eq!(ProxyState::load(&path).unwrap(), s);

@@ -43,24 +43,37 @@ impl Load {
             workers.push(tokio::spawn(async move {
                 let began = Instant::now();
                 let mut samples = Vec::new();
-                while !stop.load(Ordering::Relaxed) && began.elapsed() < MAX_TIME && samples.len() < MAX_REQUESTS_PER_WORKER {
+                while !stop.load(Ordering::Relaxed)
+                    && began.elapsed() < MAX_TIME
+                    && samples.len() < MAX_REQUESTS_PER_WORKER
+                {
                     let req = hyper::Request::get(format!("http://127.0.0.1:{port}/"))
                         .header("host", &host)
                         .body(Empty::new())
                         .unwrap();
                     let start = Instant::now();
-                    let outcome = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-                        Err(_) => Err("timeout".to_string()),
-                        Ok(Err(e)) => Err(format!("request error: {e:?}")),
-                        Ok(Ok(resp)) => {
-                            let status = resp.status();
-                            match resp.into_body().collect().await {
-                                Ok(b) if status == 200 => Ok(String::from_utf8_lossy(&b.to_bytes()).trim().to_string()),
-                                Ok(b) => Err(format!("{status}: {}", String::from_utf8_lossy(&b.to_bytes()))),
-                                Err(e) => Err(format!("body error: {e}")),
+                    let outcome =
+                        match tokio::time::timeout(Duration::from_secs(10), client.request(req))
+                            .await
+                        {
+                            Err(_) => Err("timeout".to_string()),
+                            Ok(Err(e)) => Err(format!("request error: {e:?}")),
+                            Ok(Ok(resp)) => {
+                                let status = resp.status();
+                                match resp.into_body().collect().await {
+                                    Ok(b) if status == 200 => {
+                                        Ok(String::from_utf8_lossy(&b.to_bytes())
+                                            .trim()
+                                            .to_string())
+                                    }
+                                    Ok(b) => Err(format!(
+                                        "{status}: {}",
+                                        String::from_utf8_lossy(&b.to_bytes())
+                                    )),
+                                    Err(e) => Err(format!("body error: {e}")),
+                                }
                             }
-                        }
-                    };
+                        };
                     samples.push(Sample {
                         start,
                         end: Instant::now(),
@@ -87,5 +100,8 @@ impl Load {
 
 /// Requests that did not get a 200, with what they got.
 pub fn failures(samples: &[Sample]) -> Vec<String> {
-    samples.iter().filter_map(|s| s.outcome.clone().err()).collect()
+    samples
+        .iter()
+        .filter_map(|s| s.outcome.clone().err())
+        .collect()
 }

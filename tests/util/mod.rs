@@ -27,7 +27,11 @@ fn demo_binary_present() {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct TestApp {
@@ -99,7 +103,11 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
     /// Runs cyan and panics with its output unless it succeeds.
     pub fn cyan_ok(&self, args: &[&str]) -> String {
         let out = self.cyan(args);
-        assert!(out.status.success(), "cyan {args:?} failed:\n{}", text(&out));
+        assert!(
+            out.status.success(),
+            "cyan {args:?} failed:\n{}",
+            text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -109,7 +117,12 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
 
     /// Starts cyan in the background, watching its progress lines.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut child = self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let lines = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = lines.clone();
@@ -127,7 +140,11 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
 
     /// GET through the proxy: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        http_get(&format!("127.0.0.1:{}", self.port), &format!("{}.localhost", self.name), path)
+        http_get(
+            &format!("127.0.0.1:{}", self.port),
+            &format!("{}.localhost", self.name),
+            path,
+        )
     }
 
     /// IDs of this app's containers, running or not, sorted.
@@ -137,7 +154,10 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
             .arg(format!("label=cyan.app={}", self.name))
             .output()
             .unwrap();
-        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
         ids.sort();
         ids
     }
@@ -148,7 +168,10 @@ impl Drop for TestApp {
         let _ = self.cyan(&["proxy", "stop"]);
         let ids = self.containers();
         if !ids.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
         }
         let images = Command::new("docker")
             .args(["images", "-q", "--filter"])
@@ -158,7 +181,10 @@ impl Drop for TestApp {
             .unwrap_or_default();
         let images: Vec<&str> = images.lines().collect();
         if !images.is_empty() {
-            let _ = Command::new("docker").args(["rmi", "-f"]).args(&images).output();
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&images)
+                .output();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -175,14 +201,27 @@ impl Running {
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Instant {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((at, _)) = self.lines.lock().unwrap().iter().find(|(_, l)| l.contains(needle)) {
+            if let Some((at, _)) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, l)| l.contains(needle))
+            {
                 return *at;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("cyan exited ({status}) before printing {needle:?}:\n{}", self.log());
+                panic!(
+                    "cyan exited ({status}) before printing {needle:?}:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "no {needle:?} within {timeout:?}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {timeout:?}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -195,14 +234,25 @@ impl Running {
     /// Waits for exit; returns (exit code, stdout, progress log).
     pub fn finish(mut self) -> (i32, String, String) {
         let mut stdout = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
         let status = self.child.wait().unwrap();
         std::thread::sleep(Duration::from_millis(50));
         (status.code().unwrap_or(-1), stdout, self.log())
     }
 
     pub fn log(&self) -> String {
-        self.lines.lock().unwrap().iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -219,11 +269,22 @@ pub fn text(out: &Output) -> String {
 pub fn http_get(addr: &str, host: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 

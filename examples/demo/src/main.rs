@@ -45,7 +45,14 @@ fn instance_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn main() {
@@ -128,7 +135,10 @@ fn serve(stream: TcpStream, app: &App) -> std::io::Result<()> {
 
 fn respond(method: &str, path: &str, app: &App) -> (&'static str, String) {
     match (method, path.split('?').next().unwrap_or("/")) {
-        (_, "/healthz") if app.fail_health => ("503 Service Unavailable", "unhealthy (FAIL_HEALTH=1)\n".into()),
+        (_, "/healthz") if app.fail_health => (
+            "503 Service Unavailable",
+            "unhealthy (FAIL_HEALTH=1)\n".into(),
+        ),
         (_, "/healthz") => ("200 OK", "ok\n".into()),
         ("GET" | "HEAD", "/") => {
             let n = app.served.fetch_add(1, Ordering::SeqCst) + 1;
@@ -141,8 +151,11 @@ fn respond(method: &str, path: &str, app: &App) -> (&'static str, String) {
             if !app.response_delay.is_zero() {
                 std::thread::sleep(app.response_delay);
             }
-            if app.fail_rate.is_some_and(|r| n % r == 0) {
-                return ("500 Internal Server Error", format!("{} injected failure\n", app.identity));
+            if app.fail_rate.is_some_and(|r| n.is_multiple_of(r)) {
+                return (
+                    "500 Internal Server Error",
+                    format!("{} injected failure\n", app.identity),
+                );
             }
             ("200 OK", format!("{}\n", app.identity))
         }

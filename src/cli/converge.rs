@@ -69,9 +69,15 @@ pub async fn promote(home: &Home, config: &Path, wait: Duration, out: &Output) -
             live.map_or("none".into(), |s| s[0].release.version.clone())
         )));
     };
+    let c = &cfg.config;
     let desired = Desired {
         intent: Intent::Promote,
-        ..desired_for(&cfg.config, &set, true)
+        target: set[0].release.key(),
+        replicas: set.len() as u32,
+        build: false,
+        push: false,
+        require_approval: c.require_approval,
+        keep_hot: c.keep.hot == 1,
     };
     run(
         &mut p,
@@ -213,18 +219,6 @@ async fn sides(p: &DockerPlatform<'_>) -> Result<(Option<Vec<Managed>>, Option<V
         None => Color::ALL.into_iter().find_map(set),
     };
     Ok((live_set, other))
-}
-
-fn desired_for(c: &crate::config::Config, set: &[Managed], keep_hot: bool) -> Desired {
-    Desired {
-        intent: Intent::Deploy,
-        target: set[0].release.key(),
-        replicas: set.len() as u32,
-        build: false,
-        push: false,
-        require_approval: c.require_approval,
-        keep_hot: keep_hot && c.keep.hot == 1,
-    }
 }
 
 async fn run(

@@ -187,17 +187,11 @@ pub struct KeepConfig {
     /// Previous colors kept running for instant rollback: 0 or 1.
     #[serde(default = "default_hot", deserialize_with = "values::zero_or_one")]
     pub hot: u32,
-    /// Releases whose images are kept for cold rollback.
-    #[serde(default = "default_retained")]
-    pub retained: u32,
 }
 
 impl Default for KeepConfig {
     fn default() -> Self {
-        KeepConfig {
-            hot: default_hot(),
-            retained: default_retained(),
-        }
+        KeepConfig { hot: default_hot() }
     }
 }
 
@@ -242,9 +236,6 @@ fn default_min_requests() -> u64 {
 }
 fn default_hot() -> u32 {
     1
-}
-fn default_retained() -> u32 {
-    5
 }
 
 /// A config and where it came from.

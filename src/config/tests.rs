@@ -11,7 +11,7 @@ health:
   interval: 500ms
   healthy_threshold: 3
 verify: { duration: 30s, max_5xx_ratio: 0.01 }
-keep: { hot: 1, retained: 5 }
+keep: { hot: 1 }
 ";
 
 fn err(text: &str) -> String {

@@ -108,6 +108,12 @@ fn zero_downtime_across_deploy_rollback_deploy() {
         on_2 > 20 && on_1 > 20 && on_3 > 20,
         "each window needs traffic: {on_2} {on_1} {on_3}"
     );
+    eprintln!(
+        "zero-downtime: {} requests, 0 failed; {on_2} after the switch to 2, all v2; {on_1} after the rollback, \
+         all v1 from the same instances (switch printed {:?} after the rollback began); {on_3} after the switch to 3, all v3",
+        samples.len(),
+        switched_to_1 - rollback_started
+    );
 }
 
 #[test]

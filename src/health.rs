@@ -40,6 +40,8 @@ pub struct GateFailure {
     pub replica: String,
     pub reason: String,
     pub logs: String,
+    /// Replicas that passed.
+    pub healthy: usize,
 }
 
 type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
@@ -58,10 +60,12 @@ pub async fn gate(
         .iter()
         .map(|t| gate_one(cfg, host, t, replicas, &client, started, out));
     let results = futures_util::future::join_all(runs).await;
+    let healthy = results.iter().filter(|r| r.is_ok()).count();
     match results.into_iter().find_map(Result::err) {
         None => Ok(()),
         Some(mut f) => {
             f.logs = replicas.log_tail(&f.replica).await;
+            f.healthy = healthy;
             Err(f)
         }
     }
@@ -84,6 +88,7 @@ async fn gate_one(
         replica: t.name.clone(),
         reason,
         logs: String::new(),
+        healthy: 0,
     };
     let result = loop {
         if let Some(why) = replicas.stopped(&t.name).await {

@@ -127,6 +127,7 @@ fn a_failing_green_never_touches_blue() {
     assert_eq!(out.status.code(), Some(3), "{all}");
     for needle in [
         "health gate failed for",
+        "(0/2 replicas healthy)",
         "GET /healthz -> 503",
         "unhealthy (FAIL_HEALTH=1)",
         "last log lines of",

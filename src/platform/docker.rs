@@ -347,10 +347,10 @@ impl<'a> DockerPlatform<'a> {
         let outcome =
             health::gate(&c.health, c.proxy.host.as_deref(), &targets, self, self.out).await;
         if let Err(f) = outcome {
-            let ok = targets.len() - 1;
             return Err(Error::GateFailed(format!(
-                "health gate failed for {} {color} ({ok}/{} replicas healthy): {}: {}\nlast log lines of {}:\n{}",
+                "health gate failed for {} {color} ({}/{} replicas healthy): {}: {}\nlast log lines of {}:\n{}",
                 c.app,
+                f.healthy,
                 targets.len(),
                 f.replica,
                 f.reason,

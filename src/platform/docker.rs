@@ -423,14 +423,14 @@ impl<'a> DockerPlatform<'a> {
         };
         let mut said_left = u64::MAX;
         loop {
-            let record = self.record().await?;
-            let Some(window) = record.verify.clone() else {
-                return Ok(());
-            };
             let view = self
                 .route_view()
                 .await?
                 .ok_or_else(|| Error::Platform("the app's route vanished from the proxy".into()))?;
+            let record = parse_record(&view.state.record);
+            let Some(window) = record.verify.clone() else {
+                return Ok(());
+            };
             let stats = view.stats.get(&color).cloned().unwrap_or_default();
             if let Some(why) = health::verify_breach(&stats, cfg) {
                 return self.fail_verify(color, window, &view, record, why).await;

@@ -69,6 +69,22 @@ impl Error {
         })
     }
 
+    /// The same kind of error with a note appended to its message.
+    pub fn annotate(&self, note: &str) -> Error {
+        let text = format!("{self}; {note}");
+        match self {
+            Error::Config(_) => Error::Config(text),
+            Error::GateFailed(_) => Error::GateFailed(text),
+            Error::LockHeld(_) => Error::LockHeld(text),
+            Error::Unreachable(_) => Error::Unreachable(text),
+            Error::VerifyFailed(_) => Error::VerifyFailed(text),
+            Error::Build(_) => Error::Build(text),
+            Error::Push(_) => Error::Push(text),
+            Error::Refused(_) => Error::Refused(text),
+            Error::Platform(_) => Error::Platform(text),
+        }
+    }
+
     /// A short stable label, for JSON output and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -135,7 +135,7 @@ async fn gate_one(
         }
         tokio::time::sleep(cfg.interval.0).await;
     };
-    bar.finish();
+    bar.finish(out);
     result
 }
 

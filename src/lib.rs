@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod github;
 pub mod health;
 pub mod image;
 pub mod lock;

@@ -3,7 +3,9 @@
 //! Progress goes to stderr: spinners and per-replica bars (indicatif) when
 //! stderr is a terminal, plain timestamped lines otherwise, so CI logs stay
 //! readable. Results go to stdout, as text or as one JSON document
-//! (`--output json`), so they can be piped.
+//! (`--output json`), so they can be piped. `--output github` is for
+//! `action.yml`: phases become collapsible log groups, the result becomes
+//! step outputs and a job summary, and a failure becomes an annotation.
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -12,19 +14,33 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::error::Error;
+use crate::github::{self, StepTiming};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
     #[default]
     Text,
     Json,
+    /// GitHub Actions: log groups, step outputs, job summary, annotations.
+    Github,
 }
 
 pub struct Output {
     format: Format,
     fancy: bool,
     multi: MultiProgress,
-    current: Mutex<Option<(ProgressBar, Instant)>>,
+    current: Mutex<Option<Phase>>,
     started: Instant,
+    /// Finished phases and gate results, for the GitHub job summary.
+    steps: Mutex<Vec<StepTiming>>,
+    gates: Mutex<Vec<String>>,
+}
+
+struct Phase {
+    bar: ProgressBar,
+    name: String,
+    since: Instant,
 }
 
 impl Output {
@@ -41,11 +57,17 @@ impl Output {
             multi,
             current: Mutex::new(None),
             started: Instant::now(),
+            steps: Mutex::new(Vec::new()),
+            gates: Mutex::new(Vec::new()),
         }
     }
 
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    fn github(&self) -> bool {
+        self.format == Format::Github
     }
 
     fn line(&self, text: &str) {
@@ -60,33 +82,36 @@ impl Output {
     /// Starts a phase; the previous one, if any, is finished.
     pub fn phase(&self, text: impl std::fmt::Display) {
         self.finish_current(None);
-        let text = text.to_string();
-        if self.fancy {
+        let name = text.to_string();
+        let bar = if self.fancy {
             let bar = self.multi.add(ProgressBar::new_spinner());
             bar.set_style(
                 ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
                     .expect("template"),
             );
-            bar.set_message(text);
+            bar.set_message(name.clone());
             bar.enable_steady_tick(Duration::from_millis(100));
-            *self.current.lock().expect("output lock") = Some((bar, Instant::now()));
+            bar
         } else {
-            self.line(&format!("▸ {text}"));
-            *self.current.lock().expect("output lock") =
-                Some((ProgressBar::hidden(), Instant::now()));
-        }
+            if self.github() {
+                eprintln!("::group::{}", github::escape_data(&name));
+            }
+            self.line(&format!("▸ {name}"));
+            ProgressBar::hidden()
+        };
+        *self.current.lock().expect("output lock") = Some(Phase {
+            bar,
+            name,
+            since: Instant::now(),
+        });
     }
 
     /// A detail of the current phase (a build line, a pushed layer).
     pub fn detail(&self, text: impl std::fmt::Display) {
         let text = text.to_string();
         if self.fancy {
-            if let Some((bar, _)) = &*self.current.lock().expect("output lock") {
-                bar.set_message(format!(
-                    "{} — {}",
-                    bar.message().split(" — ").next().unwrap_or(""),
-                    text
-                ));
+            if let Some(p) = &*self.current.lock().expect("output lock") {
+                p.bar.set_message(format!("{} — {text}", p.name));
             }
         } else {
             self.line(&format!("  │ {text}"));
@@ -98,12 +123,22 @@ impl Output {
         self.finish_current(Some(text.to_string()));
     }
 
+    /// Ends the current phase: done with a summary line, or cut short
+    /// (`None`: a warning, a result, or the error that stopped the run).
     fn finish_current(&self, summary: Option<String>) {
-        let Some((bar, since)) = self.current.lock().expect("output lock").take() else {
+        let Some(p) = self.current.lock().expect("output lock").take() else {
             return;
         };
-        let took = since.elapsed();
-        bar.finish_and_clear();
+        let took = p.since.elapsed();
+        p.bar.finish_and_clear();
+        if self.github() {
+            eprintln!("::endgroup::");
+        }
+        self.steps.lock().expect("output lock").push(StepTiming {
+            name: p.name,
+            took,
+            ok: summary.is_some(),
+        });
         if let Some(s) = summary {
             self.line(&format!("✓ {s} ({})", fmt_duration(took)));
         }
@@ -135,7 +170,8 @@ impl Output {
         }
     }
 
-    /// Prints a command's result: text for people, or one JSON document.
+    /// Prints a command's result: text for people, or one JSON document;
+    /// under GitHub Actions also its step outputs and the job summary.
     pub fn result<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         self.finish_current(None);
         match self.format {
@@ -143,13 +179,84 @@ impl Output {
                 "{}",
                 serde_json::to_string_pretty(value).expect("serializable")
             ),
-            Format::Text => {
+            Format::Text | Format::Github => {
                 let t = text();
                 if !t.is_empty() {
                     println!("{t}");
                 }
+                if self.github() {
+                    let value = serde_json::to_value(value).expect("serializable");
+                    let outputs = github::outputs(&value);
+                    let summary = github::Summary {
+                        ok: true,
+                        headline: &t,
+                        detail: None,
+                        fields: &outputs,
+                        gates: &[],
+                        steps: &[],
+                    };
+                    self.publish(summary, &outputs);
+                }
             }
         }
+    }
+
+    /// Reports the error that ends the run, once, in the chosen format.
+    pub fn error(&self, e: &Error) {
+        self.finish_current(None);
+        match self.format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({"error": {"kind": e.kind(), "message": e.to_string()}})
+            ),
+            Format::Github => {
+                println!(
+                    "::error title={}::{}",
+                    github::escape_property(&format!("cyan: {}", e.kind())),
+                    github::escape_data(&e.to_string())
+                );
+                let outputs = [
+                    ("phase".to_string(), "failed".to_string()),
+                    ("error".to_string(), e.to_string()),
+                ];
+                self.publish(
+                    github::Summary {
+                        ok: false,
+                        headline: &format!("cyan failed: {}", e.kind()),
+                        detail: Some(&e.to_string()),
+                        fields: &[],
+                        gates: &[],
+                        steps: &[],
+                    },
+                    &outputs,
+                );
+            }
+            Format::Text => {}
+        }
+        eprintln!("error: {e}");
+    }
+
+    /// Writes step outputs and the job summary (completed with this run's
+    /// gate results and timings) to the files GitHub names.
+    fn publish(&self, summary: github::Summary, outputs: &[(String, String)]) {
+        let write = |var: &str, f: &dyn Fn(&std::path::Path) -> std::io::Result<()>| {
+            if let Some(path) = std::env::var_os(var) {
+                if let Err(e) = f(std::path::Path::new(&path)) {
+                    eprintln!("::warning::cannot write {var}: {e}");
+                }
+            }
+        };
+        write("GITHUB_OUTPUT", &|p| github::write_outputs(p, outputs));
+        let steps = self.steps.lock().expect("output lock").clone();
+        let gates = self.gates.lock().expect("output lock").clone();
+        let summary = github::Summary {
+            gates: &gates,
+            steps: &steps,
+            ..summary
+        };
+        write("GITHUB_STEP_SUMMARY", &|p| {
+            github::append(p, &summary.markdown())
+        });
     }
 }
 
@@ -176,8 +283,15 @@ impl GateBar {
         *prev = Some(now);
     }
 
-    pub fn finish(&self) {
+    /// Ends the bar and keeps the replica's final state for the summary.
+    pub fn finish(&self, out: &Output) {
         self.bar.finish_and_clear();
+        if let Some((passes, last)) = &*self.last.lock().expect("gate lock") {
+            out.gates
+                .lock()
+                .expect("output lock")
+                .push(format!("{}: {passes}/{} {last}", self.name, self.threshold));
+        }
     }
 }
 

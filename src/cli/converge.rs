@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::session;
+use crate::config::Loaded;
 use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::lock::DeployLock;
@@ -26,21 +27,26 @@ struct ConvergeResult {
     version: String,
     color: Option<Color>,
     url: String,
+    /// `repository:version`
+    image: String,
     digest: Option<String>,
     image_id: Option<String>,
     previous_version: Option<String>,
+    previous_color: Option<Color>,
+    /// How to undo this, when the previous release is still running.
+    rollback_command: Option<String>,
 }
 
-pub async fn deploy(
-    home: &Home,
-    config: &Path,
-    version: Option<&str>,
-    wait: Duration,
-    out: &Output,
-) -> Result<()> {
-    let cfg = session::load(config)?;
-    let version = release::resolve_version(version, &cfg.dir())?;
-    let mut p = session::open(home, &cfg, out).await?;
+/// What `cyan deploy` was asked for beyond the config.
+pub struct DeployOptions {
+    pub version: Option<String>,
+    pub rollback_on_failure: bool,
+    pub lock_wait: Duration,
+}
+
+pub async fn deploy(home: &Home, cfg: &Loaded, o: &DeployOptions, out: &Output) -> Result<()> {
+    let version = release::resolve_version(o.version.as_deref(), &cfg.dir())?;
+    let mut p = session::open(home, cfg, out).await?;
     let c = &cfg.config;
     let desired = Desired {
         intent: Intent::Deploy,
@@ -54,12 +60,16 @@ pub async fn deploy(
         require_approval: c.require_approval,
         keep_hot: c.keep.hot == 1,
     };
-    run(&mut p, &desired, &format!("deploy {version}"), wait, out).await
+    let run = Run {
+        what: format!("deploy {version}"),
+        lock_wait: o.lock_wait,
+        rollback_on_failure: o.rollback_on_failure,
+    };
+    run.go(&mut p, &desired, out).await
 }
 
-pub async fn promote(home: &Home, config: &Path, wait: Duration, out: &Output) -> Result<()> {
-    let cfg = session::load(config)?;
-    let mut p = session::open(home, &cfg, out).await?;
+pub async fn promote(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> Result<()> {
+    let mut p = session::open(home, cfg, out).await?;
     let (live, other) = sides(&p).await?;
     let record = p.record().await?;
     let Some(set) = other.filter(|s| !record.was_live(&s[0].release.key())) else {
@@ -79,25 +89,19 @@ pub async fn promote(home: &Home, config: &Path, wait: Duration, out: &Output) -
         require_approval: c.require_approval,
         keep_hot: c.keep.hot == 1,
     };
-    run(
-        &mut p,
-        &desired,
-        &format!("promote {}", desired.target.version),
-        wait,
-        out,
-    )
-    .await
+    Run::plain(format!("promote {}", desired.target.version), wait)
+        .go(&mut p, &desired, out)
+        .await
 }
 
 pub async fn rollback(
     home: &Home,
-    config: &Path,
+    cfg: &Loaded,
     to: Option<&str>,
     wait: Duration,
     out: &Output,
 ) -> Result<()> {
-    let cfg = session::load(config)?;
-    let mut p = session::open(home, &cfg, out).await?;
+    let mut p = session::open(home, cfg, out).await?;
     let record = p.record().await?;
     let (live, other) = sides(&p).await?;
     let live_key = live.as_ref().map(|s| s[0].release.key()).ok_or_else(|| {
@@ -160,14 +164,9 @@ pub async fn rollback(
         require_approval: false,
         keep_hot: true,
     };
-    run(
-        &mut p,
-        &desired,
-        &format!("rollback to {}", desired.target.version),
-        wait,
-        out,
-    )
-    .await
+    Run::plain(format!("rollback to {}", desired.target.version), wait)
+        .go(&mut p, &desired, out)
+        .await
 }
 
 pub async fn abort(home: &Home, config: &Path, wait: Duration, out: &Output) -> Result<()> {
@@ -221,69 +220,139 @@ async fn sides(p: &DockerPlatform<'_>) -> Result<(Option<Vec<Managed>>, Option<V
     Ok((live_set, other))
 }
 
-async fn run(
-    p: &mut DockerPlatform<'_>,
-    desired: &Desired,
-    what: &str,
-    wait: Duration,
-    out: &Output,
-) -> Result<()> {
-    let c = &p.cfg.config;
-    let lock = DeployLock::acquire(&p.proxy, &c.route(), what, wait, out).await?;
-    p.lock_token = lock.token.clone();
-    let previous = p
-        .record()
-        .await?
-        .live_releases()
-        .first()
-        .map(|r| r.version.clone());
-    let outcome = engine::converge(&*p, desired, out).await;
-    lock.release().await;
-    let outcome = outcome?;
-    let observed = p.observe(desired).await?;
-    let color = match outcome {
-        Outcome::Done => observed.live,
-        Outcome::AwaitingApproval(c) => Some(c),
+/// One converge under the app's lock, and the result it prints.
+struct Run {
+    what: String,
+    lock_wait: Duration,
+    rollback_on_failure: bool,
+}
+
+impl Run {
+    fn plain(what: String, lock_wait: Duration) -> Run {
+        Run {
+            what,
+            lock_wait,
+            rollback_on_failure: false,
+        }
+    }
+
+    async fn go(&self, p: &mut DockerPlatform<'_>, desired: &Desired, out: &Output) -> Result<()> {
+        let c = &p.cfg.config;
+        let lock =
+            DeployLock::acquire(&p.proxy, &c.route(), &self.what, self.lock_wait, out).await?;
+        p.lock_token = lock.token.clone();
+        let previous = p.record().await?.live_releases().first().map(|r| r.key());
+        let mut outcome = engine::converge(&*p, desired, out).await;
+        if let (Err(e), true) = (&outcome, self.rollback_on_failure) {
+            if let Some(note) = switch_back(p, desired, out).await {
+                outcome = Err(e.annotate(&note));
+            }
+        }
+        lock.release().await;
+        let outcome = outcome?;
+        let observed = p.observe(desired).await?;
+        let color = match outcome {
+            Outcome::Done => observed.live,
+            Outcome::AwaitingApproval(c) => Some(c),
+        };
+        let containers = p.containers().await?;
+        let release_in = |col: Option<Color>| {
+            containers
+                .iter()
+                .find(|m| Some(m.color) == col)
+                .map(|m| m.release.clone())
+        };
+        let release = release_in(color);
+        let previous = previous.filter(|k| *k != desired.target);
+        // The previous release is hot when the other color still runs it.
+        let previous_color = color.map(Color::other).filter(|col| {
+            previous.is_some() && release_in(Some(*col)).map(|r| r.key()) == previous
+        });
+        let config_path = p.cfg.path.display().to_string();
+        let result = ConvergeResult {
+            app: c.app.to_string(),
+            environment: c.environment.to_string(),
+            intent: desired.intent,
+            phase: match outcome {
+                Outcome::Done => "live",
+                Outcome::AwaitingApproval(_) => "awaiting-approval",
+            },
+            version: desired.target.version.clone(),
+            color,
+            url: c.url(),
+            image: c.image.tag(&desired.target.version),
+            digest: release.as_ref().and_then(|r| r.digest.clone()),
+            image_id: release.map(|r| r.image_id),
+            previous_version: previous.map(|k| k.version),
+            previous_color,
+            rollback_command: (outcome == Outcome::Done && previous_color.is_some())
+                .then(|| format!("cyan rollback -c {config_path}")),
+        };
+        out.result(&result, || match outcome {
+            Outcome::Done => format!(
+                "{} {} is live on {} at {}",
+                c.app,
+                desired.target.version,
+                color.map_or("?".into(), |c| c.to_string()),
+                c.url()
+            ),
+            Outcome::AwaitingApproval(col) => format!(
+                "{} {} is up on {col} and passed its health gate; live traffic is untouched.\n\
+                 Approve with: cyan promote -c {config_path}\n\
+                 Or remove it: cyan abort -c {config_path}",
+                c.app, desired.target.version
+            ),
+        });
+        Ok(())
+    }
+}
+
+/// `--rollback-on-failure`: the deploy failed; if traffic is on the new
+/// release, converge back to the release that was live before. Returns what
+/// it did, for the error message; `None` when traffic never moved (a failed
+/// gate, or a verify breach that already switched back).
+async fn switch_back(p: &DockerPlatform<'_>, failed: &Desired, out: &Output) -> Option<String> {
+    let on_target = match p.observe(failed).await {
+        Ok(o) => {
+            o.live
+                .and_then(|l| o.sets.get(&l))
+                .and_then(|s| s.release.clone())
+                == Some(failed.target.clone())
+        }
+        Err(e) => return Some(format!("could not check where traffic is: {e}")),
     };
-    let release = match color {
-        Some(col) => p
-            .containers()
-            .await?
+    if !on_target {
+        return None;
+    }
+    let previous = match p.record().await {
+        Ok(r) => r
+            .live_releases()
             .into_iter()
-            .find(|m| m.color == col)
-            .map(|m| m.release),
-        None => None,
+            .map(|r| r.key())
+            .find(|k| *k != failed.target),
+        Err(e) => return Some(format!("could not read the history: {e}")),
     };
-    let result = ConvergeResult {
-        app: c.app.to_string(),
-        environment: c.environment.to_string(),
-        intent: desired.intent,
-        phase: match outcome {
-            Outcome::Done => "live",
-            Outcome::AwaitingApproval(_) => "awaiting-approval",
-        },
-        version: desired.target.version.clone(),
-        color,
-        url: c.url(),
-        digest: release.as_ref().and_then(|r| r.digest.clone()),
-        image_id: release.map(|r| r.image_id),
-        previous_version: previous.filter(|v| *v != desired.target.version),
+    let Some(target) = previous else {
+        return Some("there is no previous release to roll back to".into());
     };
-    let config_path = p.cfg.path.display().to_string();
-    out.result(&result, || match outcome {
-        Outcome::Done => format!(
-            "{} {} is live on {} at {}",
-            c.app,
-            desired.target.version,
-            color.map_or("?".into(), |c| c.to_string()),
-            c.url()
-        ),
-        Outcome::AwaitingApproval(col) => format!(
-            "{} {} is up on {col} and passed its health gate; live traffic is untouched.\n\
-             Approve with: cyan promote -c {config_path}\n\
-             Or remove it: cyan abort -c {config_path}",
-            c.app, desired.target.version
-        ),
-    });
-    Ok(())
+    out.warn(format!(
+        "deploy failed after the switch; rolling back to {}",
+        target.version
+    ));
+    let back = Desired {
+        intent: Intent::Rollback,
+        target: target.clone(),
+        build: false,
+        push: false,
+        require_approval: false,
+        keep_hot: true,
+        ..failed.clone()
+    };
+    match engine::converge(p, &back, out).await {
+        Ok(_) => Some(format!("rolled back: {} is live again", target.version)),
+        Err(e) => Some(format!(
+            "the rollback to {} failed too: {e}",
+            target.version
+        )),
+    }
 }

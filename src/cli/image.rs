@@ -1,21 +1,18 @@
 //! `cyan build` and `cyan push`: the first steps of a deploy, alone.
 
-use std::path::Path;
-
-use super::session;
+use crate::config::Loaded;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::output::Output;
 use crate::platform::docker;
 use crate::release;
 
-pub async fn build(config: &Path, version: Option<&str>, out: &Output) -> Result<()> {
-    let cfg = session::load(config)?;
+pub async fn build(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result<()> {
     let version = release::resolve_version(version, &cfg.dir())?;
     let d = docker::connect().await?;
     let tag = cfg.config.image.tag(&version);
     out.phase(format!("build {tag}"));
-    let id = image::build(&d, &cfg, &version, out).await?;
+    let id = image::build(&d, cfg, &version, out).await?;
     out.done(format!(
         "built {tag} and {}",
         cfg.config.image.tag("latest")
@@ -26,8 +23,7 @@ pub async fn build(config: &Path, version: Option<&str>, out: &Output) -> Result
     Ok(())
 }
 
-pub async fn push(config: &Path, version: Option<&str>, out: &Output) -> Result<()> {
-    let cfg = session::load(config)?;
+pub async fn push(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result<()> {
     let version = release::resolve_version(version, &cfg.dir())?;
     if cfg.config.image.registry().is_none() {
         return Err(Error::Config(format!(
@@ -46,7 +42,7 @@ pub async fn push(config: &Path, version: Option<&str>, out: &Output) -> Result<
         )));
     }
     out.phase(format!("push {tag}"));
-    let digest = image::push(&d, &cfg, &version, out).await?;
+    let digest = image::push(&d, cfg, &version, out).await?;
     out.done(format!("pushed {tag} and latest"));
     out.result(&serde_json::json!({"image": tag, "digest": digest}), || {
         digest.clone()

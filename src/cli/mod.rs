@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{Error, Result};
+use crate::config::ImageRepo;
+use crate::error::Result;
 use crate::output::{Format, Output};
 
 #[derive(Parser, Debug)]
@@ -57,6 +58,17 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// Where the image goes, when it is not where cyan.yaml says.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ImageOverride {
+    /// Image repository to use instead of cyan.yaml's `image` (e.g. ghcr.io/acme/web).
+    #[arg(long, value_name = "REPO", value_parser = ImageRepo::parse)]
+    pub image: Option<ImageRepo>,
+    /// Registry host to push to, replacing the image's own (e.g. ghcr.io, 127.0.0.1:5000).
+    #[arg(long, value_name = "HOST")]
+    pub registry: Option<String>,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct LockWait {
     /// Wait this long for another deploy's lock instead of failing at once (e.g. 5m).
@@ -76,6 +88,16 @@ pub enum Command {
         #[arg(long = "version", value_name = "VERSION")]
         release: Option<String>,
         #[command(flatten)]
+        image: ImageOverride,
+        /// Stop at the gated candidate until `cyan promote` (overrides require_approval).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        require_approval: Option<bool>,
+        /// If the deploy fails after traffic moved to the new release (a lost
+        /// proxy during verify, say), switch back to the previous one. A
+        /// verify breach always switches back.
+        #[arg(long)]
+        rollback_on_failure: bool,
+        #[command(flatten)]
         lock: LockWait,
     },
     /// Switch back to the previous release: instant while it is still running.
@@ -86,12 +108,16 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
         #[command(flatten)]
+        image: ImageOverride,
+        #[command(flatten)]
         lock: LockWait,
     },
     /// Approve the gated candidate (require_approval: true) and switch to it.
     Promote {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        image: ImageOverride,
         #[command(flatten)]
         lock: LockWait,
     },
@@ -118,6 +144,8 @@ pub enum Command {
         config: ConfigArg,
         #[arg(long = "version", value_name = "VERSION")]
         release: Option<String>,
+        #[command(flatten)]
+        image: ImageOverride,
     },
     /// Push VERSION and latest to the image's registry only.
     Push {
@@ -125,6 +153,8 @@ pub enum Command {
         config: ConfigArg,
         #[arg(long = "version", value_name = "VERSION")]
         release: Option<String>,
+        #[command(flatten)]
+        image: ImageOverride,
     },
     /// Work with cyan.yaml.
     Config {
@@ -169,40 +199,65 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 /// Runs a parsed command line.
-pub async fn run(cli: Cli) -> Result<()> {
-    let out = Output::new(cli.output);
+pub async fn run(cli: Cli, out: &Output) -> Result<()> {
     let home = crate::proxy::Home::resolve(cli.home.as_deref());
     match cli.command {
         Command::Deploy {
             config,
             release,
+            image,
+            require_approval,
+            rollback_on_failure,
             lock,
         } => {
-            converge::deploy(
-                &home,
-                &config.config,
-                release.as_deref(),
-                lock.lock_wait,
-                &out,
-            )
-            .await
+            let mut cfg = session::load_with(&config.config, &image)?;
+            if let Some(required) = require_approval {
+                cfg.config.require_approval = required;
+            }
+            let options = converge::DeployOptions {
+                version: release,
+                rollback_on_failure,
+                lock_wait: lock.lock_wait,
+            };
+            converge::deploy(&home, &cfg, &options, out).await
         }
-        Command::Rollback { config, to, lock } => {
-            converge::rollback(&home, &config.config, to.as_deref(), lock.lock_wait, &out).await
+        Command::Rollback {
+            config,
+            to,
+            image,
+            lock,
+        } => {
+            let cfg = session::load_with(&config.config, &image)?;
+            converge::rollback(&home, &cfg, to.as_deref(), lock.lock_wait, out).await
         }
-        Command::Promote { config, lock } => {
-            converge::promote(&home, &config.config, lock.lock_wait, &out).await
+        Command::Promote {
+            config,
+            image,
+            lock,
+        } => {
+            let cfg = session::load_with(&config.config, &image)?;
+            converge::promote(&home, &cfg, lock.lock_wait, out).await
         }
         Command::Abort { config, lock } => {
-            converge::abort(&home, &config.config, lock.lock_wait, &out).await
+            converge::abort(&home, &config.config, lock.lock_wait, out).await
         }
-        Command::Status { config } => status::status(&home, &config.config, &out).await,
-        Command::History { config } => status::history(&home, &config.config, &out).await,
-        Command::Build { config, release } => {
-            image::build(&config.config, release.as_deref(), &out).await
+        Command::Status { config } => status::status(&home, &config.config, out).await,
+        Command::History { config } => status::history(&home, &config.config, out).await,
+        Command::Build {
+            config,
+            release,
+            image,
+        } => {
+            let cfg = session::load_with(&config.config, &image)?;
+            image::build(&cfg, release.as_deref(), out).await
         }
-        Command::Push { config, release } => {
-            image::push(&config.config, release.as_deref(), &out).await
+        Command::Push {
+            config,
+            release,
+            image,
+        } => {
+            let cfg = session::load_with(&config.config, &image)?;
+            image::push(&cfg, release.as_deref(), out).await
         }
         Command::Config {
             command: ConfigCommand::Check { config },
@@ -221,7 +276,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Proxy { command } => proxy::run(&home, command, &out).await,
+        Command::Proxy { command } => proxy::run(&home, command, out).await,
     }
 }
 
@@ -236,24 +291,14 @@ pub fn main_with_args() -> std::process::ExitCode {
             return std::process::ExitCode::from(crate::error::exit::INTERNAL);
         }
     };
-    let json = cli.output == Format::Json;
-    match runtime.block_on(run(cli)) {
+    let out = Output::new(cli.output);
+    match runtime.block_on(run(cli, &out)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            report(&e, json);
+            out.error(&e);
             e.exit_code()
         }
     }
-}
-
-fn report(e: &Error, json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"error": {"kind": e.kind(), "message": e.to_string()}})
-        );
-    }
-    eprintln!("error: {e}");
 }
 
 fn init_tracing(format: LogFormat) {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::ImageOverride;
 use crate::config::{Config, Loaded};
 use crate::error::{Error, Result};
 use crate::output::Output;
@@ -36,6 +37,22 @@ pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<D
 
 pub fn load(path: &Path) -> Result<Loaded> {
     Config::load(path)
+}
+
+/// Loads config with `--image` / `--registry` applied over its `image`.
+pub fn load_with(path: &Path, o: &ImageOverride) -> Result<Loaded> {
+    let mut cfg = Config::load(path)?;
+    if let Some(image) = &o.image {
+        cfg.config.image = image.clone();
+    }
+    if let Some(registry) = &o.registry {
+        cfg.config.image = cfg
+            .config
+            .image
+            .in_registry(registry)
+            .map_err(|e| Error::Config(format!("--registry: {e}")))?;
+    }
+    Ok(cfg)
 }
 
 fn read_secrets(c: &Config) -> Result<BTreeMap<String, String>> {

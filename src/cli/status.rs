@@ -20,6 +20,12 @@ pub struct Status {
     pub url: String,
     /// not-deployed | progressing | awaiting-approval | verifying | live
     pub phase: &'static str,
+    /// Copies of `live.version`, the live image and `live.digest`, and
+    /// `previous.version`, at the top level for scripts and step outputs.
+    pub version: Option<String>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
+    pub previous_version: Option<String>,
     pub live: Option<ColorView>,
     pub previous: Option<ColorView>,
     pub candidate: Option<ColorView>,
@@ -111,6 +117,10 @@ pub async fn status(home: &Home, config: &Path, out: &Output) -> Result<()> {
         environment: c.environment.to_string(),
         url: c.url(),
         phase,
+        version: live_view.as_ref().map(|l| l.version.clone()),
+        image: live_view.as_ref().map(|l| c.image.tag(&l.version)),
+        digest: live_view.as_ref().and_then(|l| l.digest.clone()),
+        previous_version: previous.as_ref().map(|p| p.version.clone()),
         live: live_view,
         previous,
         candidate,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-pub use values::{Dur, Name, Ratio, StatusRange};
+pub use values::{Dur, ImageRepo, Name, Ratio, StatusRange};
 
 /// Where the app runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -108,3 +108,20 @@ fn runtime_hash_changes_with_env_and_secrets_but_hides_them() {
     assert_eq!(a, c.runtime_hash(&none), "hash must be stable");
     assert!(!b.contains("hunter2"));
 }
+
+#[test]
+fn image_moves_to_another_registry() {
+    let moved = |image: &str, registry: &str| {
+        ImageRepo::parse(image)
+            .unwrap()
+            .in_registry(registry)
+            .map(|r| r.to_string())
+    };
+    assert_eq!(moved("acme/web", "ghcr.io").unwrap(), "ghcr.io/acme/web");
+    assert_eq!(
+        moved("127.0.0.1:5000/web", "ghcr.io/").unwrap(),
+        "ghcr.io/web"
+    );
+    assert!(moved("web", "not a host").is_err());
+    assert!(moved("web", "plainword").unwrap_err().contains("registry"));
+}

@@ -113,23 +113,46 @@ impl fmt::Display for ImageRepo {
     }
 }
 
-impl<'de> Deserialize<'de> for ImageRepo {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+impl ImageRepo {
+    /// Checks a repository name as written in cyan.yaml or on the command line.
+    pub fn parse(s: &str) -> Result<ImageRepo, String> {
         let last = s.rsplit('/').next().unwrap_or_default();
         if s.is_empty() || s.contains('@') || last.contains(':') {
-            return Err(de::Error::custom(format!(
+            return Err(format!(
                 "invalid image {s:?}: give the repository only (e.g. 127.0.0.1:5000/web); cyan adds the version and latest tags"
-            )));
+            ));
         }
         if s.chars()
             .any(|c| c.is_ascii_uppercase() || c.is_whitespace())
         {
-            return Err(de::Error::custom(format!(
+            return Err(format!(
                 "invalid image {s:?}: repositories are lowercase, with no spaces"
-            )));
+            ));
         }
-        Ok(ImageRepo(s))
+        Ok(ImageRepo(s.to_string()))
+    }
+
+    /// The same repository path in another registry (`ghcr.io` + `web` or
+    /// `old.example:5000/web` → `ghcr.io/web`).
+    pub fn in_registry(&self, registry: &str) -> Result<ImageRepo, String> {
+        let registry = registry.trim_end_matches('/');
+        let path = match self.registry() {
+            Some(old) => &self.0[old.len() + 1..],
+            None => &self.0,
+        };
+        let repo = ImageRepo::parse(&format!("{registry}/{path}"))?;
+        if repo.registry() != Some(registry) {
+            return Err(format!(
+                "invalid registry {registry:?}: give a host such as ghcr.io or 127.0.0.1:5000"
+            ));
+        }
+        Ok(repo)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageRepo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ImageRepo::parse(&String::deserialize(d)?).map_err(de::Error::custom)
     }
 }
 

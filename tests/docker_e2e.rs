@@ -330,6 +330,20 @@ fn push_records_the_registry_digest_for_both_tags() {
             "tag {tag} in the registry is another image"
         );
     }
+
+    // Another environment deploying the same version pulls that image
+    // instead of building its own: the same digest everywhere.
+    let untag = std::process::Command::new("docker")
+        .args(["rmi", &format!("{image}:1")])
+        .output()
+        .unwrap();
+    assert!(untag.status.success(), "{}", text(&untag));
+    let prod = TestApp::with_image("push-prod", "", Some(image.clone()));
+    let out = prod.cyan(&["deploy", "--version", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("pulled, not rebuilt"), "{log}");
+    assert_eq!(prod.status_json()["live"]["digest"], digest.as_str());
 }
 
 /// Asks the registry which manifest digest a tag names.

@@ -11,7 +11,8 @@ mod dockerignore;
 use std::collections::HashMap;
 
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, CreateImageOptionsBuilder, PushImageOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -175,6 +176,52 @@ pub async fn push(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) ->
                 c.image.tag(version)
             ))
         })
+}
+
+/// Pulls `version` when the registry already has it: a version is immutable,
+/// so an image pushed by another environment's deploy is this release, and
+/// every environment then runs the same digest. `None` when the registry
+/// does not have the tag (build it); an unreachable registry is an error.
+pub async fn pull(
+    docker: &Docker,
+    cfg: &Loaded,
+    version: &str,
+    out: &Output,
+) -> Result<Option<ImageInfo>> {
+    let c = &cfg.config;
+    let Some(registry) = c.image.registry() else {
+        return Ok(None);
+    };
+    let opts = CreateImageOptionsBuilder::default()
+        .from_image(c.image.as_str())
+        .tag(version)
+        .build();
+    let creds = credentials::for_registry(registry);
+    let mut stream = docker.create_image(Some(opts), None, creds);
+    while let Some(item) = stream.next().await {
+        let message = match item {
+            Ok(info) => match info.error_detail.and_then(|e| e.message) {
+                Some(err) => err,
+                None => continue,
+            },
+            Err(bollard::errors::Error::DockerStreamError { error }) => error,
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => message,
+            Err(e) => e.to_string(),
+        };
+        let lower = message.to_lowercase();
+        if lower.contains("not found") || lower.contains("manifest unknown") {
+            return Ok(None);
+        }
+        return Err(Error::Unreachable(format!(
+            "cannot ask {registry} for {}: {message}. Nothing was switched",
+            c.image.tag(version)
+        )));
+    }
+    out.detail(format!(
+        "{} is in {registry} already: pulled, not rebuilt",
+        c.image.tag(version)
+    ));
+    inspect(docker, c.image.as_str(), version).await
 }
 
 fn push_error(registry: &str, message: &str) -> Error {

@@ -648,9 +648,15 @@ impl Platform for DockerPlatform<'_> {
     async fn act(&self, step: &Step, d: &Desired) -> Result<()> {
         let version = &d.target.version;
         match step {
-            Step::Build => image::build(&self.docker, self.cfg, version, self.out)
-                .await
-                .map(drop),
+            Step::Build => {
+                if image::pull(&self.docker, self.cfg, version, self.out)
+                    .await?
+                    .is_none()
+                {
+                    image::build(&self.docker, self.cfg, version, self.out).await?;
+                }
+                Ok(())
+            }
             Step::Push => image::push(&self.docker, self.cfg, version, self.out)
                 .await
                 .map(drop),

@@ -172,3 +172,37 @@ fn action_deploys_rolls_back_and_fails_a_bad_green_under_act() {
     assert_eq!(s["live"]["version"], "1.0.0");
     assert!(s["candidate"].is_null(), "{s}");
 }
+
+/// The example workflows use only inputs that action.yml declares, so a
+/// renamed input cannot leave the docs behind.
+#[test]
+fn example_workflows_use_only_declared_inputs() {
+    let yaml = |p: &Path| -> serde_json::Value {
+        serde_saphyr::from_str(&std::fs::read_to_string(p).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let action = yaml(&repo_root().join("action.yml"));
+    let declared = action["inputs"].as_object().unwrap();
+    let dir = repo_root().join("examples/github");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let workflow = yaml(&path);
+        for job in workflow["jobs"].as_object().unwrap().values() {
+            for step in job["steps"].as_array().unwrap() {
+                if !step["uses"].as_str().is_some_and(|u| u.contains("/cyan@")) {
+                    continue;
+                }
+                for input in step["with"].as_object().unwrap().keys() {
+                    assert!(
+                        declared.contains_key(input),
+                        "{}: input {input} is not in action.yml",
+                        path.display()
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3, "only {checked} cyan steps found in {dir:?}");
+}

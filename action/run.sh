@@ -30,17 +30,20 @@ cyan_binary() {
     echo "$INPUT_CYAN_BINARY"
     return
   fi
-  local src="$GITHUB_ACTION_PATH" key cache
+  local src="$GITHUB_ACTION_PATH" key root cache
   command -v cargo >/dev/null ||
     fail "cargo is not installed: set up Rust (e.g. dtolnay/rust-toolchain) or pass cyan-binary"
   key=$(cd "$src" && find Cargo.toml Cargo.lock src -type f -print0 | sort -z |
     xargs -0 sha256sum | sha256sum | cut -c1-16)
-  cache="${RUNNER_TOOL_CACHE:-$HOME/.cache}/cyan/$key"
+  root="${RUNNER_TOOL_CACHE:-$HOME/.cache}/cyan"
+  cache="$root/$key"
   if [ ! -x "$cache/cyan" ]; then
     echo "::group::build cyan from source (cargo build --locked --release)" >&2
+    # One target folder for every version: a new source rebuilds incrementally.
     cargo build --locked --release --bin cyan \
-      --manifest-path "$src/Cargo.toml" --target-dir "$cache/target" >&2
-    cp "$cache/target/release/cyan" "$cache/cyan"
+      --manifest-path "$src/Cargo.toml" --target-dir "$root/target" >&2
+    mkdir -p "$cache"
+    cp "$root/target/release/cyan" "$cache/cyan"
     echo "::endgroup::" >&2
   fi
   echo "$cache/cyan"

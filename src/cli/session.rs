@@ -23,6 +23,8 @@ pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<D
     let spec = RouteSpec {
         hosts: c.proxy.host.iter().cloned().collect(),
         listen: c.proxy.listen,
+        path_prefix: c.proxy.path_prefix.clone(),
+        policy: c.proxy.policy(),
     };
     proxy.put_route(&c.route(), &spec).await?;
     Ok(DockerPlatform {

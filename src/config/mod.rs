@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+pub use crate::proxy::state::Balance;
+use crate::proxy::state::RoutePolicy;
 pub use values::{Dur, ImageRepo, Name, Ratio, StatusRange};
 
 /// Where the app runs.
@@ -106,9 +108,53 @@ pub struct ProxyConfig {
     /// A listen address of the app's own; requests there need no Host match.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
-    /// How long in-flight requests on the old color may take to finish.
+    /// Only requests under this path are the app's (e.g. `/api`); not stripped.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// How long in-flight requests and WebSockets on the old color may go on.
     #[serde(default = "default_drain")]
     pub drain_timeout: Dur,
+    /// `round-robin` or `least-connections`.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Time to the app's response head before the client gets a 504.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Dur,
+    #[serde(default)]
+    pub passive_health: PassiveHealth,
+}
+
+/// Upstreams that fail `failures` times in a row (connect errors and
+/// timeouts) get no traffic for `cooloff`, unless all of them are out.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    #[serde(default = "default_eject_after")]
+    pub failures: NonZeroU32,
+    #[serde(default = "default_cooloff")]
+    pub cooloff: Dur,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            failures: default_eject_after(),
+            cooloff: default_cooloff(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The route's policy as the proxy stores it.
+    pub fn policy(&self) -> RoutePolicy {
+        RoutePolicy {
+            balance: self.balance,
+            drain_timeout_ms: self.drain_timeout.0.as_millis() as u64,
+            response_timeout_ms: self.response_timeout.0.as_millis() as u64,
+            eject_after: self.passive_health.failures.get(),
+            eject_for_ms: self.passive_health.cooloff.0.as_millis() as u64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -213,6 +259,15 @@ fn default_dockerfile() -> String {
 fn default_drain() -> Dur {
     Dur::from_secs(30)
 }
+fn default_response_timeout() -> Dur {
+    Dur::from_secs(60)
+}
+fn default_eject_after() -> NonZeroU32 {
+    NonZeroU32::new(3).expect("nonzero")
+}
+fn default_cooloff() -> Dur {
+    Dur::from_secs(10)
+}
 fn default_stop_timeout() -> Dur {
     Dur::from_secs(10)
 }
@@ -296,6 +351,14 @@ impl Config {
                     self.health.timeout, self.health.deadline
                 ),
             );
+        }
+        if let Some(prefix) = self.proxy.path_prefix.as_deref() {
+            if !prefix.starts_with('/') {
+                return fail(
+                    &["proxy", "path_prefix"],
+                    format!("path prefix {prefix:?} must start with '/'"),
+                );
+            }
         }
         if !self.health.http.path.starts_with('/') {
             return fail(

@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, LockRequest, RouteSpec, SwitchRequest, SwitchResponse,
+    ColorSpec, ErrorBody, Health, LockRequest, MaintenanceSpec, RouteSpec, SwitchRequest,
+    SwitchResponse,
 };
 use super::router::{normalize_host, ChangeError};
 use super::state::Lock;
@@ -112,6 +113,14 @@ pub async fn handle(
                 })
             })
         }
+        (&Method::PUT, ["v1", "routes", name, "maintenance"]) => {
+            with_body(&body, |spec: MaintenanceSpec| {
+                proxy.router.change(name, false, |r| {
+                    r.maintenance = spec.maintenance;
+                    Ok(serde_json::json!({}))
+                })
+            })
+        }
         (&Method::PUT, ["v1", "routes", name, "record"]) => {
             with_body(&body, |record: serde_json::Value| {
                 proxy.router.change(name, false, |r| {
@@ -156,9 +165,16 @@ fn put_route(
             .ensure_listener(addr)
             .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
     }
+    if let Some(p) = spec.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
+        return Err(ChangeError::Invalid(format!(
+            "path prefix {p:?} must start with '/'"
+        )));
+    }
     proxy.router.change(name, true, |r| {
         r.hosts = spec.hosts.iter().map(|h| normalize_host(h)).collect();
         r.listen = spec.listen;
+        r.path_prefix = spec.path_prefix.filter(|p| p != "/");
+        r.policy = spec.policy;
         Ok(serde_json::json!({}))
     })
 }

@@ -4,14 +4,25 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::Lock;
+use super::state::{Lock, Maintenance, RoutePolicy};
 use crate::release::Color;
 
-/// `PUT /v1/routes/{name}`: where the route's requests come from.
+/// `PUT /v1/routes/{name}`: where the route's requests come from, and how
+/// they are balanced and drained.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouteSpec {
     pub hosts: Vec<String>,
     pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub policy: RoutePolicy,
+}
+
+/// `PUT /v1/routes/{name}/maintenance`: on with `Some`, off with `None`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceSpec {
+    pub maintenance: Option<Maintenance>,
 }
 
 /// `PUT /v1/routes/{name}/colors/{color}`.

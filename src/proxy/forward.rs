@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,18 +22,22 @@ use hyper_util::rt::TokioExecutor;
 
 use super::pool::Claim;
 use super::router::{normalize_host, Router};
+use super::state::Maintenance;
+use super::tunnel;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 type UpstreamClient = Client<HttpConnector, ProxyBody>;
 
-/// Shared by every connection of every listener.
+/// Shared by every connection of a listener.
 pub struct Forwarder {
     pub router: Arc<Router>,
     client: UpstreamClient,
+    /// `http`, or `https` behind TLS: what `X-Forwarded-Proto` says.
+    scheme: &'static str,
 }
 
 impl Forwarder {
-    pub fn new(router: Arc<Router>) -> Forwarder {
+    pub fn new(router: Arc<Router>, scheme: &'static str) -> Forwarder {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -40,12 +45,16 @@ impl Forwarder {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1024)
             .build(http);
-        Forwarder { router, client }
+        Forwarder {
+            router,
+            client,
+            scheme,
+        }
     }
 
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         local: SocketAddr,
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
@@ -55,9 +64,10 @@ impl Forwarder {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .map(normalize_host);
-        let pool = {
+        let request_id = request_id(req.headers());
+        let (pool, policy) = {
             let table = self.router.table();
-            let Some(route) = table.route(host.as_deref(), local) else {
+            let Some(route) = table.route(host.as_deref(), local, req.uri().path()) else {
                 return Ok(text(
                     StatusCode::NOT_FOUND,
                     format!(
@@ -66,8 +76,11 @@ impl Forwarder {
                     ),
                 ));
             };
+            if let Some(m) = &route.maintenance {
+                return Ok(maintenance(m));
+            }
             match &route.live {
-                Some(pool) => pool.clone(),
+                Some(pool) => (pool.clone(), route.policy.clone()),
                 None => {
                     return Ok(text(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -76,57 +89,93 @@ impl Forwarder {
                 }
             }
         };
-        let Some(claim) = pool.claim() else {
+        let Some(claim) = pool.claim(&policy) else {
             return Ok(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cyan: no upstreams\n".into(),
             ));
         };
         let started = Instant::now();
+        let upgrade = upgrade_protocol(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
-        prepare_upstream_headers(&mut parts.headers, host.as_deref(), peer);
+        prepare_upstream_headers(&mut parts.headers, host.as_deref(), peer, self.scheme);
+        if let Some((protocol, _)) = &upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+        }
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
         parts.version = hyper::Version::HTTP_11;
+        let timeout = Duration::from_millis(policy.response_timeout_ms);
         // A request without a body can be sent again to another upstream if
         // the first one refuses the connection (a container that just died).
-        let retry = body.is_end_stream().then(|| parts.clone());
-        let first = self.send(&claim, parts, body.boxed()).await;
+        let retry = (body.is_end_stream() && upgrade.is_none()).then(|| parts.clone());
+        let first = self.send(&claim, parts, body.boxed(), timeout).await;
         let (claim, result) = match (first, retry) {
-            (Err(e), Some(parts)) if e.is_connect() => {
+            (Err(Failure::Connect(e)), Some(parts)) => {
+                claim.failed(&policy);
                 claim.pool().stats.record_failure(started.elapsed());
-                match pool.claim() {
+                match pool.claim(&policy) {
                     Some(next) if next.addr() != claim.addr() => {
                         drop(claim);
-                        let r = self.send(&next, parts, empty()).await;
+                        let r = self.send(&next, parts, empty(), timeout).await;
                         (next, r)
                     }
-                    _ => (claim, Err(e)),
+                    _ => (claim, Err(Failure::Connect(e))),
                 }
             }
             (r, _) => (claim, r),
         };
-        match result {
-            Ok(resp) => {
-                claim
-                    .pool()
-                    .stats
-                    .record(resp.status().as_u16(), started.elapsed());
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                let body = Tracked {
-                    inner: body,
-                    _claim: claim,
-                };
-                Ok(Response::from_parts(parts, body.boxed()))
-            }
-            Err(e) => {
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(failure) => {
                 claim.pool().stats.record_failure(started.elapsed());
-                tracing::warn!(upstream = %claim.addr(), error = %e, "upstream request failed");
-                Ok(text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("cyan: upstream {} failed: {e}\n", claim.addr()),
-                ))
+                let (status, why) = match &failure {
+                    Failure::Timeout => {
+                        claim.failed(&policy);
+                        (StatusCode::GATEWAY_TIMEOUT, format!("no response within {timeout:?}"))
+                    }
+                    Failure::Connect(e) => {
+                        claim.failed(&policy);
+                        (StatusCode::BAD_GATEWAY, e.to_string())
+                    }
+                    Failure::Other(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+                };
+                tracing::warn!(upstream = %claim.addr(), %status, error = %why, "upstream request failed");
+                let mut r = text(status, format!("cyan: upstream {} failed: {why}\n", claim.addr()));
+                r.headers_mut().insert(X_REQUEST_ID, request_id);
+                return Ok(r);
+            }
+        };
+        claim.answered();
+        claim
+            .pool()
+            .stats
+            .record(resp.status().as_u16(), started.elapsed());
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some((protocol, client_side)) = upgrade {
+                let upstream_side = hyper::upgrade::on(&mut resp);
+                let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_side, upstream_side) {
+                        Ok((client, upstream)) => {
+                            tunnel::run(client, upstream, websocket, claim).await
+                        }
+                        Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+                    }
+                });
+                let (mut parts, _) = resp.into_parts();
+                parts.headers.insert(X_REQUEST_ID, request_id);
+                return Ok(Response::from_parts(parts, empty()));
             }
         }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(X_REQUEST_ID, request_id);
+        let body = Tracked {
+            inner: body,
+            _claim: claim,
+        };
+        Ok(Response::from_parts(parts, body.boxed()))
     }
 
     async fn send(
@@ -134,7 +183,8 @@ impl Forwarder {
         claim: &Claim,
         mut parts: hyper::http::request::Parts,
         body: ProxyBody,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, Failure> {
         let path = parts
             .uri
             .path_and_query()
@@ -146,8 +196,70 @@ impl Forwarder {
             .path_and_query(path)
             .build()
             .expect("valid upstream uri");
-        self.client.request(Request::from_parts(parts, body)).await
+        let sent = self.client.request(Request::from_parts(parts, body));
+        match tokio::time::timeout(timeout, sent).await {
+            Err(_) => Err(Failure::Timeout),
+            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(e)),
+            Ok(Err(e)) => Err(Failure::Other(e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
     }
+}
+
+/// Why no upstream response came.
+enum Failure {
+    /// Refused or unreachable: counts toward passive health; retryable.
+    Connect(hyper_util::client::legacy::Error),
+    /// No response head within the route's response timeout: a 504.
+    Timeout,
+    Other(hyper_util::client::legacy::Error),
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client's `X-Request-Id` when it sent a sane one, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        if !v.is_empty() && v.len() <= 128 {
+            return v.clone();
+        }
+    }
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{seed:016x}{n:08x}")).expect("hex is a valid header")
+}
+
+/// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` plus
+/// `Upgrade: X`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// The maintenance page: 503 with `Retry-After`.
+fn maintenance(m: &Maintenance) -> Response<ProxyBody> {
+    let message = m
+        .message
+        .clone()
+        .unwrap_or_else(|| "This service is down for maintenance. Please try again shortly.".into());
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n"));
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(m.retry_after_s),
+    );
+    r
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -175,7 +287,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-fn prepare_upstream_headers(headers: &mut HeaderMap, host: Option<&str>, peer: SocketAddr) {
+fn prepare_upstream_headers(
+    headers: &mut HeaderMap,
+    host: Option<&str>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) {
     strip_hop_by_hop(headers);
     let client_ip = peer.ip().to_string();
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -185,7 +302,7 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, host: Option<&str>, peer: S
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
     if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
         if !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, h.clone());
@@ -253,6 +370,7 @@ mod tests {
             &mut h,
             Some("web.localhost"),
             "127.0.0.9:5000".parse().unwrap(),
+            "http",
         );
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("x-secret-hop").is_none());

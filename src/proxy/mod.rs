@@ -15,6 +15,7 @@ pub mod forward;
 pub mod pool;
 pub mod router;
 pub mod state;
+pub mod tunnel;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -174,7 +175,7 @@ pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> R
     );
     let (stop, _) = watch::channel(false);
     let proxy = Arc::new(Proxy {
-        forwarder: Arc::new(Forwarder::new(router.clone())),
+        forwarder: Arc::new(Forwarder::new(router.clone(), "http")),
         router,
         listeners: Mutex::new(HashMap::new()),
         graceful: Mutex::new(Some(GracefulShutdown::new())),

@@ -1,22 +1,30 @@
-//! Upstreams and the pool of one color: round-robin picking, in-flight
-//! counting, and per-color counters.
+//! Upstreams and the pool of one color: picking (round-robin or least
+//! connections, skipping ejected upstreams), in-flight counting, passive
+//! health, the closing deadline of its tunnels, and per-color counters.
 //!
 //! A request *claims* an upstream before it is proxied and releases the claim
-//! when its response body ends. So every request is counted on exactly one
-//! color, and "the old color has drained" is a simple sum of claims.
+//! when its response body (or its tunnel) ends. So every request is counted on
+//! exactly one color, and "the old color has drained" is a sum of claims.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
+use super::state::{Balance, RoutePolicy};
 use crate::release::Color;
 
 pub struct Upstream {
     pub addr: SocketAddr,
     inflight: AtomicU64,
+    /// Connect failures and timeouts in a row.
+    failures: AtomicU32,
+    /// Ejected until this many ms after the pool's epoch (0: not ejected).
+    ejected_until_ms: AtomicU64,
 }
 
 /// The live (or standby) set of one color of one route.
@@ -24,6 +32,9 @@ pub struct Pool {
     pub color: Color,
     upstreams: Vec<Upstream>,
     next: AtomicUsize,
+    epoch: Instant,
+    /// When this color's tunnels (WebSockets) must close; `None` while live.
+    closing: watch::Sender<Option<Instant>>,
     pub stats: ColorStats,
 }
 
@@ -36,9 +47,13 @@ impl Pool {
                 .map(|&addr| Upstream {
                     addr,
                     inflight: AtomicU64::new(0),
+                    failures: AtomicU32::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            closing: watch::channel(None).0,
             stats: ColorStats::default(),
         })
     }
@@ -47,17 +62,68 @@ impl Pool {
         self.upstreams.iter().map(|u| u.addr).collect()
     }
 
-    /// Claims the next upstream in round-robin order; `None` if the pool is empty.
-    pub fn claim(self: &Arc<Self>) -> Option<Claim> {
-        if self.upstreams.is_empty() {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Claims an upstream by the route's balance, skipping ejected ones
+    /// (unless all are ejected: then some traffic is better than none).
+    /// `None` if the pool is empty.
+    pub fn claim(self: &Arc<Self>, policy: &RoutePolicy) -> Option<Claim> {
+        let n = self.upstreams.len();
+        if n == 0 {
             return None;
         }
-        let idx = self.next.fetch_add(1, Relaxed) % self.upstreams.len();
+        let start = self.next.fetch_add(1, Relaxed);
+        let now = self.now_ms();
+        let order = (0..n).map(|i| (start + i) % n);
+        let healthy = |&i: &usize| self.upstreams[i].ejected_until_ms.load(Relaxed) <= now;
+        let idx = match policy.balance {
+            Balance::RoundRobin => order.clone().find(healthy),
+            Balance::LeastConnections => order
+                .clone()
+                .filter(healthy)
+                .min_by_key(|&i| self.upstreams[i].inflight.load(Relaxed)),
+        }
+        .unwrap_or(start % n);
         self.upstreams[idx].inflight.fetch_add(1, Relaxed);
         Some(Claim {
             pool: self.clone(),
             idx,
         })
+    }
+
+    /// Upstreams currently ejected by passive health.
+    pub fn ejected(&self) -> Vec<SocketAddr> {
+        let now = self.now_ms();
+        self.upstreams
+            .iter()
+            .filter(|u| u.ejected_until_ms.load(Relaxed) > now)
+            .map(|u| u.addr)
+            .collect()
+    }
+
+    /// The color is live again: its tunnels stay open.
+    pub fn keep_open(&self) {
+        self.closing.send_if_modified(|c| c.take().is_some());
+    }
+
+    /// The color is no longer live: its tunnels close by `now + grace`
+    /// (an earlier deadline already set stands).
+    pub fn close_by(&self, grace: Duration) {
+        let at = Instant::now() + grace;
+        self.closing.send_if_modified(|c| match c {
+            Some(t) if *t <= at => false,
+            _ => {
+                *c = Some(at);
+                true
+            }
+        });
+    }
+
+    /// Watches the closing deadline.
+    pub fn closing(&self) -> watch::Receiver<Option<Instant>> {
+        self.closing.subscribe()
     }
 
     /// Requests on this pool that have not finished.
@@ -81,6 +147,24 @@ impl Claim {
     }
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The upstream answered: its failure streak ends.
+    pub fn answered(&self) {
+        self.pool.upstreams[self.idx].failures.store(0, Relaxed);
+    }
+
+    /// The upstream refused the connection or timed out. At the policy's
+    /// streak length it is ejected for the cool-off period.
+    pub fn failed(&self, policy: &RoutePolicy) {
+        let u = &self.pool.upstreams[self.idx];
+        let streak = u.failures.fetch_add(1, Relaxed) + 1;
+        if streak >= policy.eject_after {
+            u.failures.store(0, Relaxed);
+            u.ejected_until_ms
+                .store(self.pool.now_ms() + policy.eject_for_ms.max(1), Relaxed);
+            tracing::warn!(upstream = %u.addr, streak, cooloff_ms = policy.eject_for_ms, "upstream ejected");
+        }
     }
 }
 
@@ -156,16 +240,83 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let pool = Pool::new(Color::Blue, &[a, b]);
-        let c1 = pool.claim().unwrap();
-        let c2 = pool.claim().unwrap();
-        let c3 = pool.claim().unwrap();
+        let rr = RoutePolicy::default();
+        let c1 = pool.claim(&rr).unwrap();
+        let c2 = pool.claim(&rr).unwrap();
+        let c3 = pool.claim(&rr).unwrap();
         assert_eq!([c1.addr(), c2.addr(), c3.addr()], [a, b, a]);
         assert_eq!(pool.inflight(), 3);
         drop((c1, c2));
         assert_eq!(pool.inflight(), 1);
         drop(c3);
         assert_eq!(pool.inflight(), 0);
-        assert!(Pool::new(Color::Green, &[]).claim().is_none());
+        assert!(Pool::new(Color::Green, &[]).claim(&rr).is_none());
+    }
+
+    #[test]
+    fn least_connections_picks_the_idlest_upstream() {
+        let addrs: Vec<SocketAddr> = (1..=3)
+            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+            .collect();
+        let pool = Pool::new(Color::Blue, &addrs);
+        let lc = RoutePolicy {
+            balance: Balance::LeastConnections,
+            ..RoutePolicy::default()
+        };
+        let held: Vec<Claim> = (0..3).map(|_| pool.claim(&lc).unwrap()).collect();
+        let mut got: Vec<_> = held.iter().map(Claim::addr).collect();
+        got.sort();
+        assert_eq!(got, addrs, "one claim each before any doubles up");
+        drop(held.into_iter().nth(1));
+        for _ in 0..4 {
+            let c = pool.claim(&lc).unwrap();
+            assert_eq!(c.addr(), addrs[1], "the only idle upstream");
+        }
+    }
+
+    #[test]
+    fn a_failure_streak_ejects_until_cooloff_and_all_ejected_fails_open() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let pool = Pool::new(Color::Blue, &[a, b]);
+        let p = RoutePolicy {
+            eject_after: 2,
+            eject_for_ms: 60_000,
+            ..RoutePolicy::default()
+        };
+        let fail_on = |addr| loop {
+            let c = pool.claim(&p).unwrap();
+            if c.addr() == addr {
+                c.failed(&p);
+                return;
+            }
+        };
+        fail_on(a);
+        assert!(pool.ejected().is_empty(), "one failure is not a streak");
+        fail_on(a);
+        assert_eq!(pool.ejected(), [a]);
+        for _ in 0..6 {
+            assert_eq!(pool.claim(&p).unwrap().addr(), b);
+        }
+        fail_on(b);
+        fail_on(b);
+        assert_eq!(pool.ejected().len(), 2);
+        assert!(pool.claim(&p).is_some(), "all ejected: still routes");
+    }
+
+    #[tokio::test]
+    async fn closing_deadline_is_set_on_leaving_live_and_cleared_on_return() {
+        let pool = Pool::new(Color::Blue, &["127.0.0.1:1".parse().unwrap()]);
+        let rx = pool.closing();
+        assert!(rx.borrow().is_none());
+        pool.close_by(Duration::from_secs(30));
+        let first = rx.borrow().unwrap();
+        pool.close_by(Duration::from_secs(60));
+        assert_eq!(rx.borrow().unwrap(), first, "a later deadline does not extend");
+        pool.close_by(Duration::ZERO);
+        assert!(rx.borrow().unwrap() < first, "an earlier one wins");
+        pool.keep_open();
+        assert!(rx.borrow().is_none());
     }
 
     #[test]

@@ -11,32 +11,50 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use super::pool::{Pool, StatsView};
-use super::state::{ProxyState, RouteState};
+use super::state::{Maintenance, ProxyState, RouteState, RoutePolicy};
 use crate::release::Color;
 
 /// What the request path needs of one route.
 pub struct RouteEntry {
     pub name: String,
     pub live: Option<Arc<Pool>>,
+    pub path_prefix: Option<String>,
+    pub policy: RoutePolicy,
+    pub maintenance: Option<Maintenance>,
 }
 
-/// One immutable version of the routing table.
+impl RouteEntry {
+    fn matches(&self, path: &str) -> bool {
+        self.path_prefix.as_deref().is_none_or(|p| {
+            path.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.ends_with('/'))
+        })
+    }
+}
+
+/// One immutable version of the routing table. Each key holds its routes
+/// longest path prefix first, so `/api` wins over the host's catch-all.
 #[derive(Default)]
 pub struct Table {
-    by_host: HashMap<String, Arc<RouteEntry>>,
-    by_listen: HashMap<SocketAddr, Arc<RouteEntry>>,
+    by_host: HashMap<String, Vec<Arc<RouteEntry>>>,
+    by_listen: HashMap<SocketAddr, Vec<Arc<RouteEntry>>>,
 }
 
 impl Table {
-    /// Host header match first, then the route owning the listen address.
-    pub fn route(&self, host: Option<&str>, local: SocketAddr) -> Option<&Arc<RouteEntry>> {
-        host.and_then(|h| self.by_host.get(h))
-            .or_else(|| self.by_listen.get(&local))
+    /// Host header match first, then the routes owning the listen address;
+    /// within each, the longest matching path prefix.
+    pub fn route(&self, host: Option<&str>, local: SocketAddr, path: &str) -> Option<&Arc<RouteEntry>> {
+        fn pick<'t>(routes: Option<&'t Vec<Arc<RouteEntry>>>, path: &str) -> Option<&'t Arc<RouteEntry>> {
+            routes.and_then(|rs| rs.iter().find(|r| r.matches(path)))
+        }
+        pick(host.and_then(|h| self.by_host.get(h)), path)
+            .or_else(|| pick(self.by_listen.get(&local), path))
     }
 }
 
@@ -145,6 +163,10 @@ impl Router {
 impl Control {
     /// Keeps one pool per (route, color) whose upstream list matches the
     /// state; a pool whose list is unchanged is kept, with its counters.
+    ///
+    /// A pool that is not live gets a closing deadline (now + the route's
+    /// drain timeout) for its long-lived connections; a live one has none, so
+    /// a rollback to a color that is still draining keeps its WebSockets.
     fn sync_pools(&mut self) {
         let mut pools = HashMap::new();
         for (name, route) in &self.state.routes {
@@ -154,8 +176,17 @@ impl Control {
                     Some(p) if p.addrs() == *addrs => p,
                     _ => Pool::new(*color, addrs),
                 };
+                if route.live == Some(*color) {
+                    pool.keep_open();
+                } else {
+                    pool.close_by(Duration::from_millis(route.policy.drain_timeout_ms));
+                }
                 pools.insert(k, pool);
             }
+        }
+        // Pools of removed colors close their tunnels now.
+        for (_, gone) in self.pools.drain() {
+            gone.close_by(Duration::ZERO);
         }
         self.pools = pools;
     }
@@ -169,14 +200,25 @@ impl Control {
             let entry = Arc::new(RouteEntry {
                 name: name.clone(),
                 live,
+                path_prefix: route.path_prefix.clone(),
+                policy: route.policy.clone(),
+                maintenance: route.maintenance.clone(),
             });
             for h in &route.hosts {
-                t.by_host.insert(normalize_host(h), entry.clone());
+                t.by_host
+                    .entry(normalize_host(h))
+                    .or_default()
+                    .push(entry.clone());
             }
             if let Some(addr) = route.listen {
-                t.by_listen.insert(addr, entry.clone());
+                t.by_listen.entry(addr).or_default().push(entry.clone());
             }
         }
+        let longest_first = |rs: &mut Vec<Arc<RouteEntry>>| {
+            rs.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.as_ref().map_or(0, String::len)))
+        };
+        t.by_host.values_mut().for_each(longest_first);
+        t.by_listen.values_mut().for_each(longest_first);
         t
     }
 
@@ -246,7 +288,7 @@ mod tests {
         .unwrap();
         let before = r.table();
         let blue = before
-            .route(Some("web.localhost"), local)
+            .route(Some("web.localhost"), local, "/")
             .unwrap()
             .live
             .clone()
@@ -259,7 +301,7 @@ mod tests {
         .unwrap();
         let after = r.table();
         let live = after
-            .route(Some("web.localhost"), local)
+            .route(Some("web.localhost"), local, "/")
             .unwrap()
             .live
             .clone()
@@ -268,7 +310,7 @@ mod tests {
         // The old table still routes to blue: requests that loaded it finish there.
         assert_eq!(
             before
-                .route(Some("web.localhost"), local)
+                .route(Some("web.localhost"), local, "/")
                 .unwrap()
                 .live
                 .as_ref()

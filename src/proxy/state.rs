@@ -38,6 +38,57 @@ pub struct RouteState {
     pub record: serde_json::Value,
     #[serde(default)]
     pub lock: Option<Lock>,
+    /// Only requests whose path starts with this are the route's (`/api`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub policy: RoutePolicy,
+    /// While set, every request gets a 503 with `Retry-After`.
+    #[serde(default)]
+    pub maintenance: Option<Maintenance>,
+}
+
+/// How a route's requests are balanced, timed and drained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoutePolicy {
+    pub balance: Balance,
+    /// How long the old color's requests, and its WebSockets, may go on after a switch.
+    pub drain_timeout_ms: u64,
+    /// Time to the upstream's response head before the client gets a 504.
+    pub response_timeout_ms: u64,
+    /// Consecutive connect failures or timeouts that eject an upstream...
+    pub eject_after: u32,
+    /// ...for this long, unless every upstream of the color is ejected.
+    pub eject_for_ms: u64,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        RoutePolicy {
+            balance: Balance::RoundRobin,
+            drain_timeout_ms: 30_000,
+            response_timeout_ms: 60_000,
+            eject_after: 3,
+            eject_for_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+}
+
+/// A route's maintenance page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    pub retry_after_s: u64,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// A deploy lock: a lease renewed by its holder.

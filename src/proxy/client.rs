@@ -13,10 +13,11 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, LockRequest, RouteSpec, SwitchRequest, SwitchResponse,
+    ColorSpec, ErrorBody, Health, LockRequest, MaintenanceSpec, RouteSpec, SwitchRequest,
+    SwitchResponse,
 };
 use super::router::RouteView;
-use super::state::Lock;
+use super::state::{Lock, Maintenance};
 use super::Home;
 use crate::error::{Error, Result};
 use crate::release::Color;
@@ -135,6 +136,18 @@ impl AdminClient {
     ) -> Result<()> {
         let path = format!("/v1/routes/{name}/colors/{color}");
         self.call::<serde_json::Value>(Method::PUT, &path, Some(&ColorSpec { upstreams }))
+            .await
+            .map(drop)
+    }
+
+    /// Turns the route's maintenance page on (`Some`) or off (`None`).
+    pub async fn set_maintenance(
+        &self,
+        name: &str,
+        maintenance: Option<Maintenance>,
+    ) -> Result<()> {
+        let path = format!("/v1/routes/{name}/maintenance");
+        self.call::<serde_json::Value>(Method::PUT, &path, Some(&MaintenanceSpec { maintenance }))
             .await
             .map(drop)
     }

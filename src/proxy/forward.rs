@@ -100,7 +100,9 @@ impl Forwarder {
         let (mut parts, body) = req.into_parts();
         prepare_upstream_headers(&mut parts.headers, host.as_deref(), peer, self.scheme);
         if let Some((protocol, _)) = &upgrade {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol.clone());
         }
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
@@ -132,7 +134,10 @@ impl Forwarder {
                 let (status, why) = match &failure {
                     Failure::Timeout => {
                         claim.failed(&policy);
-                        (StatusCode::GATEWAY_TIMEOUT, format!("no response within {timeout:?}"))
+                        (
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!("no response within {timeout:?}"),
+                        )
                     }
                     Failure::Connect(e) => {
                         claim.failed(&policy);
@@ -141,7 +146,10 @@ impl Forwarder {
                     Failure::Other(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
                 };
                 tracing::warn!(upstream = %claim.addr(), %status, error = %why, "upstream request failed");
-                let mut r = text(status, format!("cyan: upstream {} failed: {why}\n", claim.addr()));
+                let mut r = text(
+                    status,
+                    format!("cyan: upstream {} failed: {why}\n", claim.addr()),
+                );
                 r.headers_mut().insert(X_REQUEST_ID, request_id);
                 return Ok(r);
             }
@@ -245,20 +253,18 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// The maintenance page: 503 with `Retry-After`.
 fn maintenance(m: &Maintenance) -> Response<ProxyBody> {
-    let message = m
-        .message
-        .clone()
-        .unwrap_or_else(|| "This service is down for maintenance. Please try again shortly.".into());
+    let message = m.message.clone().unwrap_or_else(|| {
+        "This service is down for maintenance. Please try again shortly.".into()
+    });
     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n"));
-    r.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(m.retry_after_s),
-    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(m.retry_after_s));
     r
 }
 

@@ -198,7 +198,7 @@ impl ColorStats {
         self.record(502, latency);
     }
 
-    pub fn snapshot(&self, inflight: u64) -> StatsView {
+    pub fn snapshot(&self, inflight: u64, ejected: Vec<SocketAddr>) -> StatsView {
         let requests = self.requests.load(Relaxed);
         let total = self.latency_us_total.load(Relaxed);
         StatsView {
@@ -214,6 +214,7 @@ impl ColorStats {
                 total as f64 / requests as f64 / 1000.0
             },
             inflight,
+            ejected,
         }
     }
 }
@@ -229,6 +230,9 @@ pub struct StatsView {
     pub upstream_failures: u64,
     pub mean_latency_ms: f64,
     pub inflight: u64,
+    /// Upstreams passive health has taken out of rotation for now.
+    #[serde(default)]
+    pub ejected: Vec<SocketAddr>,
 }
 
 #[cfg(test)]
@@ -312,7 +316,11 @@ mod tests {
         pool.close_by(Duration::from_secs(30));
         let first = rx.borrow().unwrap();
         pool.close_by(Duration::from_secs(60));
-        assert_eq!(rx.borrow().unwrap(), first, "a later deadline does not extend");
+        assert_eq!(
+            rx.borrow().unwrap(),
+            first,
+            "a later deadline does not extend"
+        );
         pool.close_by(Duration::ZERO);
         assert!(rx.borrow().unwrap() < first, "an earlier one wins");
         pool.keep_open();
@@ -325,7 +333,7 @@ mod tests {
         s.record(200, Duration::from_millis(2));
         s.record(503, Duration::from_millis(4));
         s.record_failure(Duration::from_millis(6));
-        let v = s.snapshot(0);
+        let v = s.snapshot(0, Vec::new());
         assert_eq!(
             (v.requests, v.status_2xx, v.status_5xx, v.upstream_failures),
             (3, 1, 2, 1)

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use super::pool::{Pool, StatsView};
-use super::state::{Maintenance, ProxyState, RouteState, RoutePolicy};
+use super::state::{Maintenance, ProxyState, RoutePolicy, RouteState};
 use crate::release::Color;
 
 /// What the request path needs of one route.
@@ -49,8 +49,16 @@ pub struct Table {
 impl Table {
     /// Host header match first, then the routes owning the listen address;
     /// within each, the longest matching path prefix.
-    pub fn route(&self, host: Option<&str>, local: SocketAddr, path: &str) -> Option<&Arc<RouteEntry>> {
-        fn pick<'t>(routes: Option<&'t Vec<Arc<RouteEntry>>>, path: &str) -> Option<&'t Arc<RouteEntry>> {
+    pub fn route(
+        &self,
+        host: Option<&str>,
+        local: SocketAddr,
+        path: &str,
+    ) -> Option<&Arc<RouteEntry>> {
+        fn pick<'t>(
+            routes: Option<&'t Vec<Arc<RouteEntry>>>,
+            path: &str,
+        ) -> Option<&'t Arc<RouteEntry>> {
             routes.and_then(|rs| rs.iter().find(|r| r.matches(path)))
         }
         pick(host.and_then(|h| self.by_host.get(h)), path)
@@ -227,7 +235,7 @@ impl Control {
             .into_iter()
             .filter_map(|c| {
                 let p = self.pools.get(&(name.to_string(), c))?;
-                Some((c, p.stats.snapshot(p.inflight())))
+                Some((c, p.stats.snapshot(p.inflight(), p.ejected())))
             })
             .collect();
         RouteView {
@@ -293,7 +301,7 @@ mod tests {
             .live
             .clone()
             .unwrap();
-        let held = blue.claim().unwrap();
+        let held = blue.claim(&RoutePolicy::default()).unwrap();
         r.change("web", false, |s| {
             s.live = Some(Color::Green);
             Ok(())

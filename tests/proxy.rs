@@ -1,0 +1,553 @@
+//! The cyan proxy on its own: the real `cyan proxy run` process, driven
+//! through its admin socket, in front of small in-test backends on 127.0.0.1
+//! that answer with their color. Every load is bounded.
+
+mod util;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cyan::proxy::api::{RouteSpec, SwitchRequest};
+use cyan::proxy::client::AdminClient;
+use cyan::proxy::state::{Maintenance, RoutePolicy};
+use cyan::proxy::Home;
+use cyan::release::Color;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use util::load::{failures, Load};
+
+/// A `cyan proxy run` process with its own home and listen port.
+struct TestProxy {
+    home: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl TestProxy {
+    async fn start(tag: &str) -> TestProxy {
+        let home = std::env::temp_dir().join(format!("cyan-proxy-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = spawn_proxy(&home);
+        let p = TestProxy { home, port, child };
+        p.wait_ready().await;
+        p
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.admin().health().await.is_err() {
+            assert!(Instant::now() < deadline, "proxy did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn admin(&self) -> AdminClient {
+        AdminClient::new(&Home {
+            dir: self.home.clone(),
+        })
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Route `app` on this proxy's port: blue and green upstreams, blue live.
+    async fn route(
+        &self,
+        app: &str,
+        policy: RoutePolicy,
+        blue: Vec<SocketAddr>,
+        green: Vec<SocketAddr>,
+    ) {
+        let admin = self.admin();
+        let spec = RouteSpec {
+            hosts: vec![format!("{app}.localhost")],
+            listen: Some(self.addr().parse().unwrap()),
+            path_prefix: None,
+            policy,
+        };
+        admin.put_route(app, &spec).await.unwrap();
+        admin.set_color(app, Color::Green, green).await.unwrap();
+        self.switch(app, Color::Blue, Some(blue)).await;
+    }
+
+    async fn switch(&self, app: &str, color: Color, upstreams: Option<Vec<SocketAddr>>) {
+        let req = SwitchRequest {
+            color,
+            upstreams,
+            record: None,
+        };
+        self.admin().switch(app, &req).await.unwrap();
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+fn spawn_proxy(home: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(["proxy", "run", "--drain-timeout", "5s", "--home"])
+        .arg(home)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A backend answering `GET /` with its name, `/slow` after 3 s, `/echo-headers`
+/// with the request's headers, and WebSocket upgrades with an echo that
+/// prefixes each message with its name.
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| answer(name, req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn answer(
+    name: &'static str,
+    mut req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if req.headers().contains_key(hyper::header::UPGRADE) {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                echo_frames(name, TokioIo::new(upgraded)).await;
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", "test")
+            .body(Full::default())
+            .unwrap());
+    }
+    let body = match req.uri().path() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            name.to_string()
+        }
+        "/echo-headers" => req
+            .headers()
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+            .collect(),
+        _ => name.to_string(),
+    };
+    Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+/// Server side of the test WebSocket: small masked frames in, unmasked out.
+async fn echo_frames(name: &str, mut io: TokioIo<hyper::upgrade::Upgraded>) {
+    loop {
+        let mut head = [0u8; 2];
+        if io.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = usize::from(head[1] & 0x7f);
+        let mut mask = [0u8; 4];
+        if head[1] & 0x80 != 0 && io.read_exact(&mut mask).await.is_err() {
+            return;
+        }
+        let mut payload = vec![0u8; len];
+        if io.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+        if head[0] & 0x0f == 0x8 {
+            return; // close
+        }
+        let reply = format!("{name}:{}", String::from_utf8_lossy(&payload));
+        let mut frame = vec![0x81, reply.len() as u8];
+        frame.extend_from_slice(reply.as_bytes());
+        if io.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A raw HTTP/1.1 exchange: the whole response as text.
+async fn raw(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn get(addr: &str, host: &str, path: &str) -> String {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+fn body(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// A WebSocket client over the proxy.
+struct Ws(TcpStream);
+
+impl Ws {
+    async fn open(addr: &str, host: &str) -> Ws {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let hello = format!(
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        s.write_all(hello.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        Ws(s)
+    }
+
+    async fn send(&mut self, text: &str) {
+        let mut f = vec![0x81, 0x80 | text.len() as u8, 9, 8, 7, 6];
+        f.extend(
+            text.bytes()
+                .enumerate()
+                .map(|(i, b)| b ^ [9, 8, 7, 6][i % 4]),
+        );
+        self.0.write_all(&f).await.unwrap();
+    }
+
+    /// The next frame: (opcode, payload).
+    async fn recv(&mut self) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        self.0.read_exact(&mut head).await.unwrap();
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+        self.0.read_exact(&mut payload).await.unwrap();
+        (head[0] & 0x0f, payload)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_on_blue_survives_a_switch_until_the_drain_deadline() {
+    let proxy = TestProxy::start("ws").await;
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    let drain = Duration::from_millis(2000);
+    let policy = RoutePolicy {
+        drain_timeout_ms: drain.as_millis() as u64,
+        ..RoutePolicy::default()
+    };
+    proxy.route("ws", policy, vec![blue], vec![green]).await;
+    let mut ws = Ws::open(&proxy.addr(), "ws.localhost").await;
+    ws.send("hi").await;
+    assert_eq!(ws.recv().await, (1, b"blue:hi".to_vec()));
+
+    proxy.switch("ws", Color::Green, None).await;
+    let switched = Instant::now();
+    assert_eq!(
+        body(&get(&proxy.addr(), "ws.localhost", "/").await),
+        "green"
+    );
+    // Still open on blue, well into the drain window.
+    tokio::time::sleep(drain / 2).await;
+    ws.send("still").await;
+    assert_eq!(ws.recv().await, (1, b"blue:still".to_vec()));
+
+    // At the deadline: a close frame with 1001 (going away), not a reset.
+    let (op, payload) = tokio::time::timeout(drain * 2, ws.recv())
+        .await
+        .expect("closed by the deadline");
+    let closed = switched.elapsed();
+    assert_eq!(op, 0x8, "a close frame");
+    assert_eq!(payload, [0x03, 0xE9], "status 1001");
+    assert!(
+        closed >= drain,
+        "closed after {closed:?}, before the {drain:?} deadline"
+    );
+    assert!(
+        closed < drain + Duration::from_secs(2),
+        "closed late: {closed:?}"
+    );
+    // A new WebSocket lands on green.
+    let mut ws = Ws::open(&proxy.addr(), "ws.localhost").await;
+    ws.send("new").await;
+    assert_eq!(ws.recv().await, (1, b"green:new".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_inside_the_drain_window_keeps_blues_websockets() {
+    let proxy = TestProxy::start("wsback").await;
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    let policy = RoutePolicy {
+        drain_timeout_ms: 800,
+        ..RoutePolicy::default()
+    };
+    proxy.route("wsback", policy, vec![blue], vec![green]).await;
+    let mut ws = Ws::open(&proxy.addr(), "wsback.localhost").await;
+    proxy.switch("wsback", Color::Green, None).await;
+    proxy.switch("wsback", Color::Blue, None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ws.send("kept").await;
+    assert_eq!(ws.recv().await, (1, b"blue:kept".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_switches_under_load_fail_nothing_and_order_holds() {
+    let proxy = TestProxy::start("flip").await;
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    proxy
+        .route("flip", RoutePolicy::default(), vec![blue], vec![green])
+        .await;
+    let load = Load::start(proxy.port, "flip.localhost", 4, 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut switches = Vec::new();
+    for i in 0..60 {
+        let color = if i % 2 == 0 {
+            Color::Green
+        } else {
+            Color::Blue
+        };
+        let began = Instant::now();
+        proxy.switch("flip", color, None).await;
+        switches.push((began, Instant::now(), color));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let samples = load.finish().await;
+    let failed = failures(&samples);
+    assert!(samples.len() > 500, "only {} requests", samples.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // Ordering: a request that started after a switch call returned, and
+    // ended before the next call began, is answered by the color switched to.
+    let mut checked = 0;
+    for s in &samples {
+        let Some(i) = switches.iter().rposition(|(_, done, _)| *done < s.start) else {
+            continue;
+        };
+        if switches
+            .get(i + 1)
+            .is_some_and(|(next, _, _)| *next < s.end)
+        {
+            continue; // the next switch began while it ran
+        }
+        checked += 1;
+        let want = switches[i].2.to_string();
+        assert_eq!(
+            s.outcome.as_ref().unwrap(),
+            &want,
+            "request started {:?} after switch {i} returned, took {:?}",
+            s.start - switches[i].1,
+            s.end - s.start
+        );
+    }
+    assert!(
+        checked > samples.len() / 3,
+        "only {checked} requests fell between switches"
+    );
+    eprintln!(
+        "{} requests across {} switches, 0 failed; {checked} checked for ordering",
+        samples.len(),
+        switches.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_and_never_fatal() {
+    let proxy = TestProxy::start("bad").await;
+    let good = backend("blue").await;
+    let dead: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }; // closed again: connections are refused
+    let policy = RoutePolicy {
+        response_timeout_ms: 500,
+        eject_after: 2,
+        eject_for_ms: 60_000,
+        ..RoutePolicy::default()
+    };
+    proxy
+        .route("bad", policy.clone(), vec![good], vec![dead])
+        .await;
+    let addr = proxy.addr();
+
+    let r = raw(&addr, b"THIS IS NOT HTTP\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: bad.localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(512 * 1024)
+    );
+    let r = raw(&addr, huge.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(200)]);
+    let r = get(&addr, "bad.localhost", "/slow").await;
+    assert!(r.starts_with("HTTP/1.1 504"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("x-request-id:"), "{r}");
+
+    // Only the dead upstream: 502.
+    proxy.switch("bad", Color::Green, None).await;
+    let r = get(&addr, "bad.localhost", "/").await;
+    assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+
+    // Blue with a dead replica beside the good one: the retry hides it from
+    // clients, and passive health takes it out of rotation.
+    proxy
+        .switch("bad", Color::Blue, Some(vec![good, dead]))
+        .await;
+    for _ in 0..10 {
+        let r = get(&addr, "bad.localhost", "/").await;
+        assert_eq!(body(&r), "blue", "{r}");
+    }
+    let view = proxy.admin().route("bad").await.unwrap().unwrap();
+    assert_eq!(view.stats[&Color::Blue].ejected, vec![dead], "{view:?}");
+
+    // Maintenance: 503 with Retry-After, then back.
+    let m = Maintenance {
+        retry_after_s: 120,
+        message: Some("back soon".into()),
+    };
+    proxy.admin().set_maintenance("bad", Some(m)).await.unwrap();
+    let r = get(&addr, "bad.localhost", "/").await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 120"), "{r}");
+    assert!(body(&r).starts_with("back soon"), "{r}");
+    proxy.admin().set_maintenance("bad", None).await.unwrap();
+    assert_eq!(body(&get(&addr, "bad.localhost", "/").await), "blue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_request_ids_path_prefixes_and_h2c() {
+    let proxy = TestProxy::start("hdr").await;
+    let (web, api) = (backend("web").await, backend("api").await);
+    proxy
+        .route("hdr", RoutePolicy::default(), vec![web], vec![])
+        .await;
+    let admin = proxy.admin();
+    let spec = RouteSpec {
+        hosts: vec!["hdr.localhost".into()],
+        listen: None,
+        path_prefix: Some("/api".into()),
+        policy: RoutePolicy::default(),
+    };
+    admin.put_route("hdr-api", &spec).await.unwrap();
+    proxy.switch("hdr-api", Color::Blue, Some(vec![api])).await;
+    let addr = proxy.addr();
+    assert_eq!(body(&get(&addr, "hdr.localhost", "/").await), "web");
+    assert_eq!(body(&get(&addr, "hdr.localhost", "/apix").await), "web");
+    assert_eq!(body(&get(&addr, "hdr.localhost", "/api").await), "api");
+    assert_eq!(
+        body(&get(&addr, "hdr.localhost", "/api/users").await),
+        "api"
+    );
+
+    let r = raw(
+        &addr,
+        b"GET /echo-headers HTTP/1.1\r\nHost: hdr.localhost\r\nX-Request-Id: abc-123\r\n\
+          Connection: close, x-hop\r\nX-Hop: secret\r\n\r\n",
+    )
+    .await;
+    let seen = body(&r);
+    assert!(seen.contains("x-request-id: abc-123"), "{seen}");
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1"), "{seen}");
+    assert!(seen.contains("x-forwarded-proto: http"), "{seen}");
+    assert!(seen.contains("x-forwarded-host: hdr.localhost"), "{seen}");
+    assert!(!seen.contains("x-hop"), "hop-by-hop header leaked: {seen}");
+    assert!(
+        r.to_ascii_lowercase().contains("x-request-id: abc-123"),
+        "{r}"
+    );
+
+    // HTTP/2 with prior knowledge (h2c).
+    let stream = TcpStream::connect(&addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://hdr.localhost:{}/api/x", proxy.port))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&b[..], b"api");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_survive_kill_9_of_the_proxy() {
+    let mut proxy = TestProxy::start("k9").await;
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    proxy
+        .route("k9", RoutePolicy::default(), vec![blue], vec![green])
+        .await;
+    proxy.switch("k9", Color::Green, None).await;
+    proxy.kill9();
+    proxy.child = spawn_proxy(&proxy.home);
+    proxy.wait_ready().await;
+    let view = proxy.admin().route("k9").await.unwrap().unwrap();
+    assert_eq!(view.state.live, Some(Color::Green));
+    assert_eq!(
+        body(&get(&proxy.addr(), "k9.localhost", "/").await),
+        "green"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_socket_is_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let proxy = TestProxy::start("perm").await;
+    let socket = Home {
+        dir: proxy.home.clone(),
+    }
+    .socket();
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    let dir_mode = std::fs::metadata(&proxy.home).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "home mode {dir_mode:o}");
+}

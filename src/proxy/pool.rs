@@ -267,15 +267,16 @@ mod tests {
             balance: Balance::LeastConnections,
             ..RoutePolicy::default()
         };
-        let held: Vec<Claim> = (0..3).map(|_| pool.claim(&lc).unwrap()).collect();
+        let mut held: Vec<Claim> = (0..3).map(|_| pool.claim(&lc).unwrap()).collect();
         let mut got: Vec<_> = held.iter().map(Claim::addr).collect();
         got.sort();
         assert_eq!(got, addrs, "one claim each before any doubles up");
-        drop(held.into_iter().nth(1));
+        let idle = held.remove(1).addr();
         for _ in 0..4 {
             let c = pool.claim(&lc).unwrap();
-            assert_eq!(c.addr(), addrs[1], "the only idle upstream");
+            assert_eq!(c.addr(), idle, "the only idle upstream");
         }
+        assert_eq!(held.len(), 2);
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl TestProxy {
 
 impl Drop for TestProxy {
     fn drop(&mut self) {
+        // Stops whichever process serves now (an upgrade's successor too).
+        let _ = Command::new(env!("CARGO_BIN_EXE_cyan"))
+            .args(["proxy", "stop", "--home"])
+            .arg(&self.home)
+            .output();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.home);
@@ -517,6 +522,72 @@ async fn forwarding_headers_request_ids_path_prefixes_and_h2c() {
     assert_eq!(resp.version(), hyper::Version::HTTP_2);
     let b = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&b[..], b"api");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_under_load_fails_nothing() {
+    let mut proxy = TestProxy::start("upg").await;
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    proxy
+        .route("upg", RoutePolicy::default(), vec![blue], vec![green])
+        .await;
+    let load = Load::start(proxy.port, "upg.localhost", 4, 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old_pid = proxy.child.id();
+    let r = proxy
+        .admin()
+        .upgrade(std::path::Path::new(env!("CARGO_BIN_EXE_cyan")))
+        .await
+        .unwrap();
+    assert_eq!(r.old_pid, old_pid);
+    assert_ne!(r.new_pid, old_pid);
+    // The old process drains its keep-alive connections and exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the old proxy did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The successor serves and accepts route changes.
+    assert_eq!(proxy.admin().health().await.unwrap().pid, r.new_pid);
+    proxy.switch("upg", Color::Green, None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let samples = load.finish().await;
+    let failed = failures(&samples);
+    assert!(samples.len() > 200, "only {} requests", samples.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed across the upgrade: {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(samples.last().unwrap().outcome.as_deref(), Ok("green"));
+    eprintln!(
+        "{} requests across a proxy upgrade, 0 failed",
+        samples.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_changes_nothing() {
+    let proxy = TestProxy::start("upgfail").await;
+    let blue = backend("blue").await;
+    proxy
+        .route("upgfail", RoutePolicy::default(), vec![blue], vec![])
+        .await;
+    let e = proxy
+        .admin()
+        .upgrade(std::path::Path::new("/bin/false"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("exited at start"), "{e}");
+    assert_eq!(proxy.admin().health().await.unwrap().pid, proxy.child.id());
+    proxy.switch("upgfail", Color::Blue, None).await;
+    assert_eq!(
+        body(&get(&proxy.addr(), "upgfail.localhost", "/").await),
+        "blue"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

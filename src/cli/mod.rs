@@ -190,6 +190,13 @@ pub enum ProxyCommand {
     },
     /// Show the proxy's routes and counters.
     Status,
+    /// Replace the running proxy with a new process, with no gap: it takes
+    /// over the listening sockets, then the old one drains and exits.
+    Upgrade {
+        /// The cyan binary the new proxy runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
     /// Stop the proxy gracefully (open requests finish).
     Stop,
 }

@@ -1,6 +1,6 @@
 //! `cyan proxy run|status|stop`.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::proxy::client::AdminClient;
 use crate::proxy::{self, Home};
@@ -40,6 +40,29 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
+            });
+            Ok(())
+        }
+        ProxyCommand::Upgrade { binary } => {
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe()
+                    .map_err(|e| Error::Platform(format!("cannot find this cyan binary: {e}")))?,
+            };
+            let binary = binary
+                .canonicalize()
+                .map_err(|e| Error::Config(format!("--binary {}: {e}", binary.display())))?;
+            out.phase(format!("hand the proxy over to {}", binary.display()));
+            let r = AdminClient::new(home).upgrade(&binary).await?;
+            out.done(format!(
+                "pid {} took over from pid {}",
+                r.new_pid, r.old_pid
+            ));
+            out.result(&r, || {
+                format!(
+                    "proxy upgraded: pid {} serves; pid {} drains and exits",
+                    r.new_pid, r.old_pid
+                )
             });
             Ok(())
         }

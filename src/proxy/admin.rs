@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::api::{
     ColorSpec, ErrorBody, Health, LockRequest, MaintenanceSpec, RouteSpec, SwitchRequest,
-    SwitchResponse,
+    SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 use super::router::{normalize_host, ChangeError};
 use super::state::Lock;
@@ -142,6 +142,21 @@ pub async fn handle(
                 }
                 Ok(serde_json::json!({}))
             }))
+        }
+        (&Method::POST, ["v1", "upgrade"]) => {
+            match serde_json::from_slice::<UpgradeRequest>(&body) {
+                Ok(req) => match super::handoff::upgrade(&proxy, &req.binary).await {
+                    Ok(new_pid) => json(
+                        StatusCode::OK,
+                        &UpgradeResponse {
+                            old_pid: std::process::id(),
+                            new_pid,
+                        },
+                    ),
+                    Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                },
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+            }
         }
         (&Method::POST, ["v1", "shutdown"]) => {
             proxy.shutdown();

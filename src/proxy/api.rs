@@ -72,3 +72,15 @@ pub struct Health {
     pub pid: u32,
     pub version: String,
 }
+
+/// `POST /v1/upgrade`: hand over to a new proxy process running `binary`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeRequest {
+    pub binary: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeResponse {
+    pub old_pid: u32,
+    pub new_pid: u32,
+}

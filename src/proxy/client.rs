@@ -14,7 +14,7 @@ use tokio::net::UnixStream;
 
 use super::api::{
     ColorSpec, ErrorBody, Health, LockRequest, MaintenanceSpec, RouteSpec, SwitchRequest,
-    SwitchResponse,
+    SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 use super::router::RouteView;
 use super::state::{Lock, Maintenance};
@@ -191,6 +191,14 @@ impl AdminClient {
         )
         .await
         .map(drop)
+    }
+
+    /// Hands the proxy over to a new process running `binary`.
+    pub async fn upgrade(&self, binary: &std::path::Path) -> Result<UpgradeResponse> {
+        let req = UpgradeRequest {
+            binary: binary.to_path_buf(),
+        };
+        self.call(Method::POST, "/v1/upgrade", Some(&req)).await
     }
 
     pub async fn shutdown(&self) -> Result<()> {

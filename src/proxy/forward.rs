@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -34,6 +34,10 @@ pub struct Forwarder {
     client: UpstreamClient,
     /// `http`, or `https` behind TLS: what `X-Forwarded-Proto` says.
     scheme: &'static str,
+    /// Set at shutdown or handoff: each HTTP/1 connection is closed after its
+    /// next response (`Connection: close`), so a keep-alive client moves to
+    /// a new connection instead of racing an idle close.
+    pub closing: AtomicBool,
 }
 
 impl Forwarder {
@@ -49,6 +53,7 @@ impl Forwarder {
             router,
             client,
             scheme,
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -65,6 +70,7 @@ impl Forwarder {
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .map(normalize_host);
         let request_id = request_id(req.headers());
+        let http1 = req.version() < hyper::Version::HTTP_2;
         let (pool, policy) = {
             let table = self.router.table();
             let Some(route) = table.route(host.as_deref(), local, req.uri().path()) else {
@@ -179,6 +185,11 @@ impl Forwarder {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert(X_REQUEST_ID, request_id);
+        if http1 && self.closing.load(Ordering::Relaxed) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let body = Tracked {
             inner: body,
             _claim: claim,

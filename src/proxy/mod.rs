@@ -6,12 +6,15 @@
 //! - `pool`: upstreams, claims (in-flight counting) and per-color counters;
 //! - `forward`: the request path;
 //! - `admin` / `api` / `client`: the admin API on a Unix socket;
-//! - `state`: the state file, written atomically, restored before listening.
+//! - `state`: the state file, written atomically, restored before listening;
+//! - `tunnel`: upgraded connections (WebSocket) and their drain deadline;
+//! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets.
 
 pub mod admin;
 pub mod api;
 pub mod client;
 pub mod forward;
+pub mod handoff;
 pub mod pool;
 pub mod router;
 pub mod state;
@@ -86,27 +89,55 @@ fn default_home() -> PathBuf {
     home.join(".local/state/cyan")
 }
 
+/// How long shutdown lets busy keep-alive connections end on their own.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// A running proxy: what the admin API and the listeners share.
 pub struct Proxy {
     pub router: Arc<Router>,
     forwarder: Arc<Forwarder>,
-    listeners: Mutex<HashMap<SocketAddr, ()>>,
+    /// Clones of the listening sockets, kept to hand them to a successor.
+    listeners: Mutex<HashMap<SocketAddr, std::net::TcpListener>>,
     /// Tracks open connections for the drain at shutdown; `None` once draining.
     graceful: Mutex<Option<GracefulShutdown>>,
     stop: watch::Sender<bool>,
+    /// Bumped to stop the admin loop (during a handoff).
+    admin_generation: watch::Sender<u64>,
+    home: Home,
+    drain: Duration,
+    /// The flock that makes this the home's only proxy.
+    process_lock: Mutex<Option<std::fs::File>>,
+    /// A successor took over: leave the admin socket alone at exit.
+    handed_off: std::sync::atomic::AtomicBool,
 }
 
 impl Proxy {
     /// Binds `addr` unless it is already served.
     pub fn ensure_listener(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<()> {
-        let mut listeners = self.listeners.lock().expect("listeners lock");
-        if listeners.contains_key(&addr) {
+        if self
+            .listeners
+            .lock()
+            .expect("listeners lock")
+            .contains_key(&addr)
+        {
             return Ok(());
         }
-        let std_listener = std::net::TcpListener::bind(addr)?;
+        self.adopt_listener(addr, std::net::TcpListener::bind(addr)?)
+    }
+
+    /// Serves a bound socket: a new one, or one inherited from a predecessor.
+    fn adopt_listener(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        std_listener: std::net::TcpListener,
+    ) -> std::io::Result<()> {
         std_listener.set_nonblocking(true)?;
+        let kept = std_listener.try_clone()?;
         let listener = TcpListener::from_std(std_listener)?;
-        listeners.insert(addr, ());
+        self.listeners
+            .lock()
+            .expect("listeners lock")
+            .insert(addr, kept);
         tokio::spawn(self.clone().accept_loop(listener));
         tracing::info!(%addr, "listening");
         Ok(())
@@ -157,18 +188,13 @@ impl Proxy {
 }
 
 /// Runs the proxy until SIGTERM, SIGINT or an admin shutdown, then drains
-/// open connections for up to `drain`.
+/// open connections for up to `drain`. Listening sockets named in
+/// `CYAN_PROXY_LISTEN_FDS` (set by a predecessor's `upgrade`) are served as
+/// they are instead of being bound again.
 pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> Result<()> {
     home.create()
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
-    let lock_file = std::fs::File::create(home.process_lock())
-        .map_err(|e| Error::Platform(format!("cannot open proxy lock: {e}")))?;
-    if lock_file.try_lock().is_err() {
-        return Err(Error::Refused(format!(
-            "another cyan proxy is already running with home {}",
-            home.dir.display()
-        )));
-    }
+    let lock_file = lock_process(home)?;
     let router = Arc::new(
         Router::restore(home.state())
             .map_err(|e| Error::Platform(format!("cannot restore proxy state: {e}")))?,
@@ -180,7 +206,17 @@ pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> R
         listeners: Mutex::new(HashMap::new()),
         graceful: Mutex::new(Some(GracefulShutdown::new())),
         stop,
+        admin_generation: watch::channel(0).0,
+        home: home.clone(),
+        drain,
+        process_lock: Mutex::new(Some(lock_file)),
+        handed_off: Default::default(),
     });
+    for (addr, listener) in handoff::inherited_listeners()? {
+        proxy
+            .adopt_listener(addr, listener)
+            .map_err(|e| Error::Platform(format!("cannot serve inherited {addr}: {e}")))?;
+    }
     // Routes come back before any listener accepts: no request sees an empty table.
     for addr in proxy
         .router
@@ -192,8 +228,7 @@ pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> R
             .ensure_listener(addr)
             .map_err(|e| Error::Platform(format!("cannot listen on {addr}: {e}")))?;
     }
-    let admin = bind_admin(&home.socket())?;
-    tokio::spawn(admin_loop(proxy.clone(), admin));
+    proxy.start_admin()?;
     tracing::info!(socket = %home.socket().display(), "cyan proxy ready");
 
     let mut stop = proxy.stop.subscribe();
@@ -206,18 +241,72 @@ pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> R
     }
     proxy.shutdown();
     tracing::info!(?drain, "draining connections");
-    let _ = std::fs::remove_file(home.socket());
+    if !proxy.handed_off.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = std::fs::remove_file(home.socket());
+    }
+    // Busy keep-alive connections close after their next response; what is
+    // left after the linger (idle ones, HTTP/2) gets hyper's graceful close.
+    proxy
+        .forwarder
+        .closing
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let graceful = proxy.graceful.lock().expect("graceful lock").take();
+    let started = tokio::time::Instant::now();
+    let linger = drain.min(LINGER);
+    if let Some(g) = &graceful {
+        while g.count() > 0 && started.elapsed() < linger {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // WebSockets get the rest of the drain time (less a moment to send
+    // their close frames), then a clean 1001 close.
+    proxy.router.close_all(
+        drain
+            .saturating_sub(started.elapsed())
+            .saturating_sub(Duration::from_millis(500)),
+    );
+    let router = proxy.router.clone();
     let drained = async {
         if let Some(g) = graceful {
             g.shutdown().await;
         }
+        while router.inflight() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     };
-    if tokio::time::timeout(drain, drained).await.is_err() {
+    if tokio::time::timeout(drain.saturating_sub(started.elapsed()), drained)
+        .await
+        .is_err()
+    {
         tracing::warn!("drain deadline reached; closing remaining connections");
     }
-    drop(lock_file);
     Ok(())
+}
+
+fn lock_process(home: &Home) -> Result<std::fs::File> {
+    let lock_file = std::fs::File::create(home.process_lock())
+        .map_err(|e| Error::Platform(format!("cannot open proxy lock: {e}")))?;
+    if lock_file.try_lock().is_err() {
+        return Err(Error::Refused(format!(
+            "another cyan proxy is already running with home {}",
+            home.dir.display()
+        )));
+    }
+    Ok(lock_file)
+}
+
+impl Proxy {
+    /// Binds the admin socket and serves it until the next `stop_admin`.
+    fn start_admin(self: &Arc<Self>) -> Result<()> {
+        let listener = bind_admin(&self.home.socket())?;
+        let generation = *self.admin_generation.borrow();
+        tokio::spawn(admin_loop(self.clone(), listener, generation));
+        Ok(())
+    }
+
+    fn stop_admin(&self) {
+        self.admin_generation.send_modify(|g| *g += 1);
+    }
 }
 
 fn bind_admin(path: &Path) -> Result<UnixListener> {
@@ -231,8 +320,9 @@ fn bind_admin(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-async fn admin_loop(proxy: Arc<Proxy>, listener: UnixListener) {
+async fn admin_loop(proxy: Arc<Proxy>, listener: UnixListener, generation: u64) {
     let mut stop = proxy.stop.subscribe();
+    let mut paused = proxy.admin_generation.subscribe();
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -240,6 +330,7 @@ async fn admin_loop(proxy: Arc<Proxy>, listener: UnixListener) {
                 Err(_) => continue,
             },
             _ = stop.changed() => break,
+            _ = paused.wait_for(|g| *g != generation) => break,
         };
         let proxy = proxy.clone();
         tokio::spawn(async move {

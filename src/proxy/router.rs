@@ -97,6 +97,8 @@ pub struct Router {
     table: ArcSwap<Table>,
     inner: Mutex<Control>,
     state_path: PathBuf,
+    /// Set while a successor process takes over: the state file is theirs.
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 struct Control {
@@ -118,6 +120,7 @@ impl Router {
             table: ArcSwap::from_pointee(table),
             inner: Mutex::new(control),
             state_path,
+            frozen: Default::default(),
         })
     }
 
@@ -140,6 +143,11 @@ impl Router {
         f: impl FnOnce(&mut RouteState) -> Result<T, ChangeError>,
     ) -> Result<T, ChangeError> {
         let mut c = self.inner.lock().expect("router lock");
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ChangeError::Conflict(
+                "the proxy is handing over to an upgraded process; try again".into(),
+            ));
+        }
         let mut next = c.state.clone();
         let entry = match next.routes.get_mut(route) {
             Some(r) => r,
@@ -155,6 +163,26 @@ impl Router {
             self.table.store(Arc::new(c.build_table()));
         }
         Ok(out)
+    }
+
+    /// At shutdown: every color's tunnels close (cleanly) by `now + grace`.
+    pub fn close_all(&self, grace: Duration) {
+        let c = self.inner.lock().expect("router lock");
+        c.pools.values().for_each(|p| p.close_by(grace));
+    }
+
+    /// Requests and tunnels still in flight, over every route and color.
+    pub fn inflight(&self) -> u64 {
+        let c = self.inner.lock().expect("router lock");
+        c.pools.values().map(|p| p.inflight()).sum()
+    }
+
+    /// Refuses (`true`) or allows changes. Taking the control lock makes
+    /// sure no change is half-way when it returns.
+    pub fn freeze(&self, frozen: bool) {
+        let _c = self.inner.lock().expect("router lock");
+        self.frozen
+            .store(frozen, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn view(&self, route: &str) -> Option<RouteView> {

@@ -1,0 +1,202 @@
+//! `cyan proxy upgrade`: a new proxy process takes over with no gap.
+//!
+//! The running proxy hands its listening sockets to a successor as inherited
+//! file descriptors. Both then hold the *same* sockets, with one accept
+//! queue, so no connection attempt is refused or reset at any moment (unlike
+//! `SO_REUSEPORT`, where closing one of the sockets drops the connections
+//! waiting in its own queue). In order:
+//!
+//! 1. freeze route changes and stop the admin socket (the state file now
+//!    belongs to whoever serves it next), and let go of the process lock;
+//! 2. start the successor, which restores the state and serves the inherited
+//!    sockets and a fresh admin socket;
+//! 3. once it answers on the admin socket as itself, stop accepting and drain
+//!    open connections as at any shutdown.
+//!
+//! If the successor does not come up, it is killed and this process takes
+//! its lock and admin socket back: a failed upgrade changes nothing.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::client::AdminClient;
+use super::Proxy;
+use crate::error::{Error, Result};
+
+/// `addr=fd,addr=fd`: the sockets a successor inherits.
+const LISTEN_FDS: &str = "CYAN_PROXY_LISTEN_FDS";
+
+/// How long a successor gets to answer on the admin socket.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Hands over to `binary` (`cyan proxy run`); returns the successor's pid.
+pub async fn upgrade(proxy: &Arc<Proxy>, binary: &Path) -> Result<u32> {
+    proxy.router.freeze(true);
+    proxy.stop_admin();
+    if let Some(lock) = proxy.process_lock.lock().expect("lock").as_ref() {
+        let _ = lock.unlock();
+    }
+    let outcome = match start_successor(proxy, binary) {
+        Ok(child) => await_ready(proxy, child).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(pid) => {
+            tracing::info!(pid, "successor is serving; draining and exiting");
+            proxy.handed_off.store(true, Ordering::SeqCst);
+            // A moment for this answer to reach the caller before the
+            // process starts draining (and may exit).
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                proxy.shutdown();
+            });
+            Ok(pid)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "upgrade failed; this proxy keeps serving");
+            if let Some(lock) = proxy.process_lock.lock().expect("lock").as_ref() {
+                let _ = lock.try_lock();
+            }
+            proxy.router.freeze(false);
+            proxy.start_admin()?;
+            Err(e)
+        }
+    }
+}
+
+fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
+    let listeners = proxy.listeners.lock().expect("listeners lock");
+    let fds: Vec<(SocketAddr, RawFd)> = listeners
+        .iter()
+        .map(|(addr, l)| (*addr, l.as_raw_fd()))
+        .collect();
+    let spec = fds
+        .iter()
+        .map(|(a, fd)| format!("{a}={fd}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let log = |what| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(proxy.home.log())
+            .map_err(|e| Error::Platform(format!("cannot open the proxy log for {what}: {e}")))
+    };
+    let mut cmd = Command::new(binary);
+    cmd.args(["proxy", "run", "--home"])
+        .arg(&proxy.home.dir)
+        .arg("--drain-timeout")
+        .arg(humantime::format_duration(proxy.drain).to_string())
+        .env(LISTEN_FDS, spec)
+        .stdin(Stdio::null())
+        .stdout(log("stdout")?)
+        .stderr(log("stderr")?)
+        .process_group(0);
+    let inherit: Vec<RawFd> = fds.iter().map(|(_, fd)| *fd).collect();
+    // SAFETY: between fork and exec only async-signal-safe calls are made:
+    // fcntl on descriptors this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &inherit {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| {
+        Error::Platform(format!(
+            "cannot start the new proxy {}: {e}",
+            binary.display()
+        ))
+    })
+}
+
+async fn await_ready(proxy: &Proxy, mut child: Child) -> Result<u32> {
+    let pid = child.id();
+    let client = AdminClient::new(&proxy.home);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::Platform(format!(
+                "the new proxy exited at start ({status}); see {}",
+                proxy.home.log().display()
+            )));
+        }
+        if client.health().await.is_ok_and(|h| h.pid == pid) {
+            return Ok(pid);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Platform(format!(
+                "the new proxy did not answer within {READY_TIMEOUT:?}; see {}",
+                proxy.home.log().display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The listening sockets a predecessor handed over, if this process is a
+/// successor.
+pub fn inherited_listeners() -> Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+    let Ok(spec) = std::env::var(LISTEN_FDS) else {
+        return Ok(Vec::new());
+    };
+    parse(&spec)?
+        .into_iter()
+        .map(|(addr, fd)| {
+            // SAFETY: the predecessor passed this descriptor for exactly this
+            // purpose; nothing else in this process owns it.
+            let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            match listener.local_addr() {
+                Ok(local) if local == addr => Ok((addr, listener)),
+                other => Err(Error::Platform(format!(
+                    "{LISTEN_FDS}: fd {fd} is not a socket listening on {addr} ({other:?})"
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn parse(spec: &str) -> Result<Vec<(SocketAddr, RawFd)>> {
+    spec.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let bad = || Error::Platform(format!("{LISTEN_FDS}: bad entry {item:?}"));
+            let (addr, fd) = item.rsplit_once('=').ok_or_else(bad)?;
+            Ok((
+                addr.parse().map_err(|_| bad())?,
+                fd.parse().map_err(|_| bad())?,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fd_list_round_trips_and_rejects_garbage() {
+        assert_eq!(
+            parse("127.0.0.1:8000=5,[::1]:80=6").unwrap(),
+            [
+                ("127.0.0.1:8000".parse().unwrap(), 5),
+                ("[::1]:80".parse().unwrap(), 6)
+            ]
+        );
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("127.0.0.1:8000").is_err());
+        assert!(parse("nope=5").is_err());
+    }
+}

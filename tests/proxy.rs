@@ -32,6 +32,10 @@ struct TestProxy {
 
 impl TestProxy {
     async fn start(tag: &str) -> TestProxy {
+        Self::start_with(tag, &[]).await
+    }
+
+    async fn start_with(tag: &str, extra: &[&str]) -> TestProxy {
         let home = std::env::temp_dir().join(format!("cyan-proxy-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -39,7 +43,7 @@ impl TestProxy {
             .local_addr()
             .unwrap()
             .port();
-        let child = spawn_proxy(&home);
+        let child = spawn_proxy(&home, extra);
         let p = TestProxy { home, port, child };
         p.wait_ready().await;
         p
@@ -111,10 +115,11 @@ impl Drop for TestProxy {
     }
 }
 
-fn spawn_proxy(home: &std::path::Path) -> Child {
+fn spawn_proxy(home: &std::path::Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cyan"))
         .args(["proxy", "run", "--drain-timeout", "5s", "--home"])
         .arg(home)
+        .args(extra)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -599,7 +604,7 @@ async fn routes_survive_kill_9_of_the_proxy() {
         .await;
     proxy.switch("k9", Color::Green, None).await;
     proxy.kill9();
-    proxy.child = spawn_proxy(&proxy.home);
+    proxy.child = spawn_proxy(&proxy.home, &[]);
     proxy.wait_ready().await;
     let view = proxy.admin().route("k9").await.unwrap().unwrap();
     assert_eq!(view.state.live, Some(Color::Green));
@@ -621,4 +626,44 @@ async fn the_admin_socket_is_the_owners_only() {
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
     let dir_mode = std::fs::metadata(&proxy.home).unwrap().permissions().mode();
     assert_eq!(dir_mode & 0o777, 0o700, "home mode {dir_mode:o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_count_per_app_and_color() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let proxy = TestProxy::start_with("metrics", &["--metrics", &metrics]).await;
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    proxy
+        .route("m", RoutePolicy::default(), vec![blue], vec![green])
+        .await;
+    for _ in 0..5 {
+        assert_eq!(body(&get(&proxy.addr(), "m.localhost", "/").await), "blue");
+    }
+    let r = get(&metrics, "localhost", "/metrics").await;
+    let text = body(&r);
+    for line in [
+        r#"cyan_proxy_requests_total{app="m",color="blue",class="2xx"} 5"#,
+        r#"cyan_proxy_requests_total{app="m",color="green",class="2xx"} 0"#,
+        r#"cyan_proxy_request_duration_seconds_count{app="m",color="blue"} 5"#,
+        r#"cyan_proxy_request_duration_seconds_bucket{le="+Inf",app="m",color="blue"} 5"#,
+        r#"cyan_proxy_live{app="m",color="blue"} 1"#,
+        r#"cyan_proxy_live{app="m",color="green"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing {line}:\n{text}");
+    }
+    let view = proxy.admin().route("m").await.unwrap().unwrap();
+    assert!(view.stats[&Color::Blue].p99_latency_ms > 0.0, "{view:?}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(["proxy", "run", "--metrics", "0.0.0.0:9464", "--home"])
+        .arg(proxy.home.join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }

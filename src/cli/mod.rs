@@ -187,6 +187,9 @@ pub enum ProxyCommand {
         /// How long open connections get to finish at shutdown.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         drain_timeout: Duration,
+        /// Serve Prometheus metrics at http://ADDR/metrics (loopback only, e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Show the proxy's routes and counters.
     Status,

@@ -12,7 +12,15 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
         ProxyCommand::Run {
             listen,
             drain_timeout,
-        } => proxy::run(home, &listen, drain_timeout).await,
+            metrics,
+        } => {
+            let opts = proxy::RunOptions {
+                listen,
+                drain: drain_timeout,
+                metrics,
+            };
+            proxy::run(home, &opts).await
+        }
         ProxyCommand::Status => {
             let routes = AdminClient::new(home).routes().await?;
             out.result(&routes, || {

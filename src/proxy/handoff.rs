@@ -93,7 +93,14 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
     cmd.args(["proxy", "run", "--home"])
         .arg(&proxy.home.dir)
         .arg("--drain-timeout")
-        .arg(humantime::format_duration(proxy.drain).to_string())
+        .arg(humantime::format_duration(proxy.opts.drain).to_string())
+        .args(
+            proxy
+                .opts
+                .metrics
+                .iter()
+                .flat_map(|m| ["--metrics".to_string(), m.to_string()]),
+        )
         .env(LISTEN_FDS, spec)
         .stdin(Stdio::null())
         .stdout(log("stdout")?)

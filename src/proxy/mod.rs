@@ -8,13 +8,15 @@
 //! - `admin` / `api` / `client`: the admin API on a Unix socket;
 //! - `state`: the state file, written atomically, restored before listening;
 //! - `tunnel`: upgraded connections (WebSocket) and their drain deadline;
-//! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets.
+//! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets;
+//! - `metrics`: Prometheus `/metrics` on a loopback port.
 
 pub mod admin;
 pub mod api;
 pub mod client;
 pub mod forward;
 pub mod handoff;
+pub mod metrics;
 pub mod pool;
 pub mod router;
 pub mod state;
@@ -89,6 +91,17 @@ fn default_home() -> PathBuf {
     home.join(".local/state/cyan")
 }
 
+/// `cyan proxy run`'s flags, kept to start a successor the same way.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Listen addresses beyond those the routes ask for.
+    pub listen: Vec<SocketAddr>,
+    /// How long open connections get at shutdown.
+    pub drain: Duration,
+    /// Where to serve Prometheus `/metrics` (loopback only).
+    pub metrics: Option<SocketAddr>,
+}
+
 /// How long shutdown lets busy keep-alive connections end on their own.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -104,7 +117,7 @@ pub struct Proxy {
     /// Bumped to stop the admin loop (during a handoff).
     admin_generation: watch::Sender<u64>,
     home: Home,
-    drain: Duration,
+    opts: RunOptions,
     /// The flock that makes this the home's only proxy.
     process_lock: Mutex<Option<std::fs::File>>,
     /// A successor took over: leave the admin socket alone at exit.
@@ -191,7 +204,8 @@ impl Proxy {
 /// open connections for up to `drain`. Listening sockets named in
 /// `CYAN_PROXY_LISTEN_FDS` (set by a predecessor's `upgrade`) are served as
 /// they are instead of being bound again.
-pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> Result<()> {
+pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
+    let drain = opts.drain;
     home.create()
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
     let lock_file = lock_process(home)?;
@@ -208,7 +222,7 @@ pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> R
         stop,
         admin_generation: watch::channel(0).0,
         home: home.clone(),
-        drain,
+        opts: opts.clone(),
         process_lock: Mutex::new(Some(lock_file)),
         handed_off: Default::default(),
     });
@@ -222,11 +236,14 @@ pub async fn run(home: &Home, extra_listen: &[SocketAddr], drain: Duration) -> R
         .router
         .listen_addrs()
         .into_iter()
-        .chain(extra_listen.iter().copied())
+        .chain(opts.listen.iter().copied())
     {
         proxy
             .ensure_listener(addr)
             .map_err(|e| Error::Platform(format!("cannot listen on {addr}: {e}")))?;
+    }
+    if let Some(addr) = opts.metrics {
+        metrics::serve(addr, proxy.router.clone(), proxy.stop.subscribe())?;
     }
     proxy.start_admin()?;
     tracing::info!(socket = %home.socket().display(), "cyan proxy ready");

@@ -174,6 +174,12 @@ impl Drop for Claim {
     }
 }
 
+/// Upper bounds (ms) of the latency histogram's buckets; a last, open
+/// bucket counts the rest.
+pub const LATENCY_BUCKETS_MS: [f64; 14] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
 /// Counters of one color since its set was last replaced.
 #[derive(Default)]
 pub struct ColorStats {
@@ -181,6 +187,8 @@ pub struct ColorStats {
     status: [AtomicU64; 5],
     failed: AtomicU64,
     latency_us_total: AtomicU64,
+    /// Per bucket, not cumulative; one more than the bounds for the rest.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
 }
 
 impl ColorStats {
@@ -188,8 +196,14 @@ impl ColorStats {
         self.requests.fetch_add(1, Relaxed);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.status[class].fetch_add(1, Relaxed);
-        self.latency_us_total
-            .fetch_add(latency.as_micros() as u64, Relaxed);
+        let us = latency.as_micros() as u64;
+        self.latency_us_total.fetch_add(us, Relaxed);
+        let ms = us as f64 / 1000.0;
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|le| ms <= *le)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency_buckets[bucket].fetch_add(1, Relaxed);
     }
 
     /// The proxy could not get a response from an upstream (counted as a 502 too).
@@ -201,6 +215,24 @@ impl ColorStats {
     pub fn snapshot(&self, inflight: u64, ejected: Vec<SocketAddr>) -> StatsView {
         let requests = self.requests.load(Relaxed);
         let total = self.latency_us_total.load(Relaxed);
+        let mut cumulative = 0;
+        let latency_buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.latency_buckets)
+            .map(|(le, n)| {
+                cumulative += n.load(Relaxed);
+                (le, cumulative)
+            })
+            .collect();
+        let quantile = |q: f64| {
+            let rank = (q * cumulative as f64).ceil() as u64;
+            latency_buckets
+                .iter()
+                .find(|(_, n)| *n >= rank.max(1))
+                .map_or(0.0, |(le, _)| *le)
+        };
         StatsView {
             requests,
             status_2xx: self.status[1].load(Relaxed),
@@ -213,6 +245,13 @@ impl ColorStats {
             } else {
                 total as f64 / requests as f64 / 1000.0
             },
+            p50_latency_ms: if cumulative == 0 { 0.0 } else { quantile(0.5) },
+            p99_latency_ms: if cumulative == 0 { 0.0 } else { quantile(0.99) },
+            latency_sum_ms: total as f64 / 1000.0,
+            latency_buckets: latency_buckets
+                .into_iter()
+                .filter(|(le, _)| le.is_finite())
+                .collect(),
             inflight,
             ejected,
         }
@@ -229,6 +268,17 @@ pub struct StatsView {
     pub status_5xx: u64,
     pub upstream_failures: u64,
     pub mean_latency_ms: f64,
+    /// Upper bound of the histogram bucket holding the median (and p99).
+    #[serde(default)]
+    pub p50_latency_ms: f64,
+    #[serde(default)]
+    pub p99_latency_ms: f64,
+    #[serde(default)]
+    pub latency_sum_ms: f64,
+    /// Cumulative `(le_ms, count)`; requests over the last bound are in
+    /// `requests` only.
+    #[serde(default)]
+    pub latency_buckets: Vec<(f64, u64)>,
     pub inflight: u64,
     /// Upstreams passive health has taken out of rotation for now.
     #[serde(default)]
@@ -340,5 +390,9 @@ mod tests {
             (3, 1, 2, 1)
         );
         assert!((v.mean_latency_ms - 4.0).abs() < 0.01);
+        assert_eq!(v.p50_latency_ms, 5.0, "the bucket holding 4 ms");
+        assert_eq!(v.p99_latency_ms, 10.0, "the bucket holding 6 ms");
+        assert_eq!(v.latency_buckets[2], (2.5, 1), "cumulative counts");
+        assert_eq!(v.latency_buckets[4], (10.0, 3));
     }
 }

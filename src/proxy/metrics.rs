@@ -110,6 +110,9 @@ impl std::fmt::Debug for Routes {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// How a gauge reads its value off a color's counters.
+type GaugeOf = fn(&StatsView) -> i64;
+
 impl Collector for Routes {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
         let views = self.0.views();
@@ -181,7 +184,7 @@ impl Collector for Routes {
                 )?;
             }
         }
-        let gauges: [(&str, &str, fn(&StatsView) -> i64); 2] = [
+        let gauges: [(&str, &str, GaugeOf); 2] = [
             (
                 "cyan_proxy_inflight",
                 "Requests and WebSockets in flight, by app and color",

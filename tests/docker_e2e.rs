@@ -365,3 +365,30 @@ fn manifest_digest(registry: &str, repo: &str, tag: &str) -> String {
         })
         .unwrap_or_else(|| panic!("no digest for {repo}:{tag}: {resp}"))
 }
+
+#[test]
+fn maintenance_mode_from_the_cli() {
+    let app = TestApp::new("maint", "");
+    app.deploy("1");
+    app.cyan_ok(&[
+        "maintenance",
+        "on",
+        "--retry-after",
+        "30s",
+        "--message",
+        "upgrading the db",
+    ]);
+    let (status, body) = app.get("/");
+    assert_eq!(status, 503);
+    assert!(body.starts_with("upgrading the db"), "{body}");
+    let containers = app.containers();
+    app.cyan_ok(&["maintenance", "off"]);
+    let (status, body) = app.get("/");
+    assert_eq!(status, 200);
+    assert_eq!(identity(&body).1, "1");
+    assert_eq!(
+        app.containers(),
+        containers,
+        "maintenance touches no container"
+    );
+}

@@ -156,6 +156,11 @@ pub enum Command {
         #[command(flatten)]
         image: ImageOverride,
     },
+    /// Serve a 503 maintenance page (with Retry-After) instead of the app, or stop.
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Work with cyan.yaml.
     Config {
         #[command(subcommand)]
@@ -172,6 +177,26 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate a config file; errors name file:line:column and the key.
     Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MaintenanceCommand {
+    /// Answer every request with 503 and Retry-After; the app keeps running.
+    On {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What Retry-After tells clients.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        retry_after: Duration,
+        /// The page's text.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Send traffic to the live color again.
+    Off {
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -286,6 +311,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             );
             Ok(())
         }
+        Command::Maintenance { command } => proxy::maintenance(&home, command, out).await,
         Command::Proxy { command } => proxy::run(&home, command, out).await,
     }
 }

@@ -1,11 +1,44 @@
-//! `cyan proxy run|status|stop`.
+//! `cyan proxy run|status|upgrade|stop` and `cyan maintenance on|off`.
 
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::proxy::client::AdminClient;
 use crate::proxy::{self, Home};
 
-use super::ProxyCommand;
+use super::{session, MaintenanceCommand, ProxyCommand};
+use crate::proxy::state::Maintenance;
+
+pub async fn maintenance(home: &Home, cmd: MaintenanceCommand, out: &Output) -> Result<()> {
+    let (config, page) = match cmd {
+        MaintenanceCommand::On {
+            config,
+            retry_after,
+            message,
+        } => {
+            let page = Maintenance {
+                retry_after_s: retry_after.as_secs().max(1),
+                message,
+            };
+            (config, Some(page))
+        }
+        MaintenanceCommand::Off { config } => (config, None),
+    };
+    let cfg = session::load(&config.config)?;
+    let route = cfg.config.route();
+    let on = page.is_some();
+    AdminClient::new(home).set_maintenance(&route, page).await?;
+    out.result(
+        &serde_json::json!({"app": route, "maintenance": on}),
+        || {
+            if on {
+                format!("{route}: maintenance page on (503); `cyan maintenance off` ends it")
+            } else {
+                format!("{route}: maintenance off; traffic goes to the live color")
+            }
+        },
+    );
+    Ok(())
+}
 
 pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
     match cmd {

@@ -615,9 +615,29 @@ async fn routes_survive_kill_9_of_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_socket_is_the_owners_only() {
+async fn admin_access_is_the_owners_socket_or_a_bearer_token() {
     use std::os::unix::fs::PermissionsExt;
-    let proxy = TestProxy::start("perm").await;
+    let token_dir = std::env::temp_dir().join(format!("cyan-token-{}", std::process::id()));
+    std::fs::create_dir_all(&token_dir).unwrap();
+    let token_file = token_dir.join("token");
+    let token = "t0ken-for-the-admin-api-0123";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let proxy = TestProxy::start_with(
+        "perm",
+        &[
+            "--admin-listen",
+            &admin_addr,
+            "--admin-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    )
+    .await;
     let socket = Home {
         dir: proxy.home.clone(),
     }
@@ -626,6 +646,29 @@ async fn the_admin_socket_is_the_owners_only() {
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
     let dir_mode = std::fs::metadata(&proxy.home).unwrap().permissions().mode();
     assert_eq!(dir_mode & 0o777, 0o700, "home mode {dir_mode:o}");
+
+    let health = |auth: &str| {
+        format!("GET /v1/health HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let r = raw(&admin_addr, health("").as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "no token: {r}");
+    let r = raw(
+        &admin_addr,
+        health("Authorization: Bearer wrong-token-000000000\r\n").as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 401"), "wrong token: {r}");
+    let r = raw(
+        &admin_addr,
+        health(&format!("Authorization: Bearer {token}\r\n")).as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "right token: {r}");
+    assert!(
+        body(&r).contains(&format!("\"pid\":{}", proxy.child.id())),
+        "{r}"
+    );
+    std::fs::remove_dir_all(token_dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,6 +215,12 @@ pub enum ProxyCommand {
         /// Serve Prometheus metrics at http://ADDR/metrics (loopback only, e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Also serve the admin API on this loopback address (needs --admin-token-file).
+        #[arg(long, value_name = "ADDR", requires = "admin_token_file")]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// File holding the bearer token TCP admin requests must carry (16+ characters).
+        #[arg(long, value_name = "FILE", requires = "admin_listen")]
+        admin_token_file: Option<PathBuf>,
     },
     /// Show the proxy's routes and counters.
     Status,

@@ -6,6 +6,7 @@ use crate::proxy::client::AdminClient;
 use crate::proxy::{self, Home};
 
 use super::{session, MaintenanceCommand, ProxyCommand};
+use crate::proxy::admin_listen::TcpAdmin;
 use crate::proxy::state::Maintenance;
 
 pub async fn maintenance(home: &Home, cmd: MaintenanceCommand, out: &Output) -> Result<()> {
@@ -46,11 +47,18 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             listen,
             drain_timeout,
             metrics,
+            admin_listen,
+            admin_token_file,
         } => {
+            let admin_tcp = match (admin_listen, admin_token_file) {
+                (Some(addr), Some(file)) => Some(TcpAdmin::new(addr, file)?),
+                _ => None,
+            };
             let opts = proxy::RunOptions {
                 listen,
                 drain: drain_timeout,
                 metrics,
+                admin_tcp,
             };
             proxy::run(home, &opts).await
         }

@@ -101,6 +101,14 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
                 .iter()
                 .flat_map(|m| ["--metrics".to_string(), m.to_string()]),
         )
+        .args(proxy.opts.admin_tcp.iter().flat_map(|a| {
+            [
+                "--admin-listen".into(),
+                a.addr.to_string(),
+                "--admin-token-file".into(),
+                a.token_file.display().to_string(),
+            ]
+        }))
         .env(LISTEN_FDS, spec)
         .stdin(Stdio::null())
         .stdout(log("stdout")?)

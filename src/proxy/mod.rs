@@ -5,13 +5,15 @@
 //! - `router`: the ArcSwap'd table and the control side that changes it;
 //! - `pool`: upstreams, claims (in-flight counting) and per-color counters;
 //! - `forward`: the request path;
-//! - `admin` / `api` / `client`: the admin API on a Unix socket;
+//! - `admin` / `api` / `client`: the admin API; `admin_listen`: its Unix
+//!   socket and optional token-guarded loopback TCP listener;
 //! - `state`: the state file, written atomically, restored before listening;
 //! - `tunnel`: upgraded connections (WebSocket) and their drain deadline;
 //! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets;
 //! - `metrics`: Prometheus `/metrics` on a loopback port.
 
 pub mod admin;
+pub mod admin_listen;
 pub mod api;
 pub mod client;
 pub mod forward;
@@ -24,7 +26,7 @@ pub mod tunnel;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +35,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -100,6 +102,8 @@ pub struct RunOptions {
     pub drain: Duration,
     /// Where to serve Prometheus `/metrics` (loopback only).
     pub metrics: Option<SocketAddr>,
+    /// The admin API on loopback TCP too, with a bearer token.
+    pub admin_tcp: Option<admin_listen::TcpAdmin>,
 }
 
 /// How long shutdown lets busy keep-alive connections end on their own.
@@ -315,46 +319,16 @@ fn lock_process(home: &Home) -> Result<std::fs::File> {
 impl Proxy {
     /// Binds the admin socket and serves it until the next `stop_admin`.
     fn start_admin(self: &Arc<Self>) -> Result<()> {
-        let listener = bind_admin(&self.home.socket())?;
         let generation = *self.admin_generation.borrow();
-        tokio::spawn(admin_loop(self.clone(), listener, generation));
+        let unix = admin_listen::bind_socket(&self.home.socket())?;
+        tokio::spawn(admin_listen::serve_socket(self.clone(), unix, generation));
+        if let Some(tcp) = &self.opts.admin_tcp {
+            admin_listen::spawn_tcp(self.clone(), tcp.clone(), generation)?;
+        }
         Ok(())
     }
 
     fn stop_admin(&self) {
         self.admin_generation.send_modify(|g| *g += 1);
-    }
-}
-
-fn bind_admin(path: &Path) -> Result<UnixListener> {
-    // A socket file left by a dead proxy is stale: the process lock proves it.
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|e| {
-        Error::Platform(format!("cannot bind admin socket {}: {e}", path.display()))
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::Platform(format!("cannot chmod admin socket: {e}")))?;
-    Ok(listener)
-}
-
-async fn admin_loop(proxy: Arc<Proxy>, listener: UnixListener, generation: u64) {
-    let mut stop = proxy.stop.subscribe();
-    let mut paused = proxy.admin_generation.subscribe();
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
-            _ = stop.changed() => break,
-            _ = paused.wait_for(|g| *g != generation) => break,
-        };
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| admin::handle(proxy.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
     }
 }

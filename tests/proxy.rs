@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cyan::proxy::api::{RouteSpec, SwitchRequest};
 use cyan::proxy::client::AdminClient;
-use cyan::proxy::state::{Maintenance, RoutePolicy};
+use cyan::proxy::state::{Maintenance, RoutePolicy, TlsFiles};
 use cyan::proxy::Home;
 use cyan::release::Color;
 use http_body_util::{BodyExt, Full};
@@ -81,6 +81,7 @@ impl TestProxy {
             listen: Some(self.addr().parse().unwrap()),
             path_prefix: None,
             policy,
+            tls: None,
         };
         admin.put_route(app, &spec).await.unwrap();
         admin.set_color(app, Color::Green, green).await.unwrap();
@@ -482,6 +483,7 @@ async fn forwarding_headers_request_ids_path_prefixes_and_h2c() {
         listen: None,
         path_prefix: Some("/api".into()),
         policy: RoutePolicy::default(),
+        tls: None,
     };
     admin.put_route("hdr-api", &spec).await.unwrap();
     proxy.switch("hdr-api", Color::Blue, Some(vec![api])).await;
@@ -709,4 +711,105 @@ async fn prometheus_metrics_count_per_app_and_color() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+/// A self-signed certificate for `host`, made by the openssl command.
+fn self_signed(dir: &std::path::Path, host: &str) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={host}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    TlsFiles { cert, key }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_with_h2_over_alpn() {
+    use rustls::pki_types::pem::PemObject;
+    let proxy = TestProxy::start("tls").await;
+    let files = self_signed(&proxy.home.join("certs"), "tls.localhost");
+    let app = backend("blue").await;
+    let spec = RouteSpec {
+        hosts: vec!["tls.localhost".into()],
+        listen: Some(proxy.addr().parse().unwrap()),
+        path_prefix: None,
+        policy: RoutePolicy::default(),
+        tls: Some(files.clone()),
+    };
+    proxy.admin().put_route("tls", &spec).await.unwrap();
+    proxy.switch("tls", Color::Blue, Some(vec![app])).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&files.cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("tls.localhost").unwrap();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("handshake with the route's certificate");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "h2 by ALPN"
+    );
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("https://tls.localhost:{}/echo-headers", proxy.port))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.contains("x-forwarded-proto: https"), "{seen}");
+
+    // A route whose files are missing is refused with the file named.
+    let mut bad = spec.clone();
+    bad.listen = None;
+    bad.tls = Some(TlsFiles {
+        cert: proxy.home.join("nope.pem"),
+        key: files.key.clone(),
+    });
+    let e = proxy
+        .admin()
+        .put_route("tls2", &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope.pem"), "{e}");
 }

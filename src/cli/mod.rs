@@ -209,6 +209,10 @@ pub enum ProxyCommand {
         /// Extra listen addresses for host-routed apps (repeatable).
         #[arg(long)]
         listen: Vec<std::net::SocketAddr>,
+        /// TLS listen addresses for host-routed apps, certificates chosen by
+        /// SNI from the apps' `proxy.tls` (repeatable, e.g. 0.0.0.0:443).
+        #[arg(long)]
+        tls_listen: Vec<std::net::SocketAddr>,
         /// How long open connections get to finish at shutdown.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         drain_timeout: Duration,

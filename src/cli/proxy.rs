@@ -45,6 +45,7 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
     match cmd {
         ProxyCommand::Run {
             listen,
+            tls_listen,
             drain_timeout,
             metrics,
             admin_listen,
@@ -56,6 +57,7 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             };
             let opts = proxy::RunOptions {
                 listen,
+                tls_listen,
                 drain: drain_timeout,
                 metrics,
                 admin_tcp,

@@ -11,6 +11,7 @@ use crate::output::Output;
 use crate::platform::docker::{self, DockerPlatform};
 use crate::proxy::api::RouteSpec;
 use crate::proxy::client;
+use crate::proxy::state::TlsFiles;
 use crate::proxy::Home;
 
 /// Loads and checks config, secrets, engine and proxy, in that order, so the
@@ -25,6 +26,10 @@ pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<D
         listen: c.proxy.listen,
         path_prefix: c.proxy.path_prefix.clone(),
         policy: c.proxy.policy(),
+        tls: c.proxy.tls.as_ref().map(|t| TlsFiles {
+            cert: absolute(&cfg.dir().join(&t.cert)),
+            key: absolute(&cfg.dir().join(&t.key)),
+        }),
     };
     proxy.put_route(&c.route(), &spec).await?;
     Ok(DockerPlatform {
@@ -35,6 +40,11 @@ pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<D
         lock_token: String::new(),
         out,
     })
+}
+
+/// The proxy runs in another folder: it gets absolute paths.
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 pub fn load(path: &Path) -> Result<Loaded> {

@@ -122,6 +122,19 @@ pub struct ProxyConfig {
     pub response_timeout: Dur,
     #[serde(default)]
     pub passive_health: PassiveHealth,
+    /// Terminate TLS for `host` (SNI on the proxy's `--tls-listen`) and on
+    /// `listen`, which then speaks TLS. Paths are relative to cyan.yaml.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// Upstreams that fail `failures` times in a row (connect errors and

@@ -175,9 +175,12 @@ fn put_route(
     name: &str,
     spec: RouteSpec,
 ) -> Result<serde_json::Value, ChangeError> {
+    if let Some(files) = &spec.tls {
+        super::tls::load(files).map_err(ChangeError::Invalid)?;
+    }
     if let Some(addr) = spec.listen {
         proxy
-            .ensure_listener(addr)
+            .ensure_listener(addr, spec.tls.is_some())
             .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
     }
     if let Some(p) = spec.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
@@ -190,6 +193,7 @@ fn put_route(
         r.listen = spec.listen;
         r.path_prefix = spec.path_prefix.filter(|p| p != "/");
         r.policy = spec.policy;
+        r.tls = spec.tls;
         Ok(serde_json::json!({}))
     })
 }

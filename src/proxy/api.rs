@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{Lock, Maintenance, RoutePolicy};
+use super::state::{Lock, Maintenance, RoutePolicy, TlsFiles};
 use crate::release::Color;
 
 /// `PUT /v1/routes/{name}`: where the route's requests come from, and how
@@ -17,6 +17,8 @@ pub struct RouteSpec {
     pub path_prefix: Option<String>,
     #[serde(default)]
     pub policy: RoutePolicy,
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 /// `PUT /v1/routes/{name}/maintenance`: on with `Some`, off with `None`.

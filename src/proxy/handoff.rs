@@ -29,8 +29,10 @@ use super::client::AdminClient;
 use super::Proxy;
 use crate::error::{Error, Result};
 
-/// `addr=fd,addr=fd`: the sockets a successor inherits.
+/// `addr=fd,tls+addr=fd`: the sockets a successor inherits.
 const LISTEN_FDS: &str = "CYAN_PROXY_LISTEN_FDS";
+/// Marks a socket that speaks TLS.
+const TLS_MARK: &str = "tls+";
 
 /// How long a successor gets to answer on the admin socket.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -73,13 +75,13 @@ pub async fn upgrade(proxy: &Arc<Proxy>, binary: &Path) -> Result<u32> {
 
 fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
     let listeners = proxy.listeners.lock().expect("listeners lock");
-    let fds: Vec<(SocketAddr, RawFd)> = listeners
+    let fds: Vec<(SocketAddr, RawFd, bool)> = listeners
         .iter()
-        .map(|(addr, l)| (*addr, l.as_raw_fd()))
+        .map(|(addr, l)| (*addr, l.socket.as_raw_fd(), l.tls))
         .collect();
     let spec = fds
         .iter()
-        .map(|(a, fd)| format!("{a}={fd}"))
+        .map(|(a, fd, tls)| format!("{}{a}={fd}", if *tls { TLS_MARK } else { "" }))
         .collect::<Vec<_>>()
         .join(",");
     let log = |what| {
@@ -101,6 +103,13 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
                 .iter()
                 .flat_map(|m| ["--metrics".to_string(), m.to_string()]),
         )
+        .args(
+            proxy
+                .opts
+                .tls_listen
+                .iter()
+                .flat_map(|a| ["--tls-listen".to_string(), a.to_string()]),
+        )
         .args(proxy.opts.admin_tcp.iter().flat_map(|a| {
             [
                 "--admin-listen".into(),
@@ -114,7 +123,7 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
         .stdout(log("stdout")?)
         .stderr(log("stderr")?)
         .process_group(0);
-    let inherit: Vec<RawFd> = fds.iter().map(|(_, fd)| *fd).collect();
+    let inherit: Vec<RawFd> = fds.iter().map(|(_, fd, _)| *fd).collect();
     // SAFETY: between fork and exec only async-signal-safe calls are made:
     // fcntl on descriptors this process owns.
     unsafe {
@@ -163,18 +172,18 @@ async fn await_ready(proxy: &Proxy, mut child: Child) -> Result<u32> {
 
 /// The listening sockets a predecessor handed over, if this process is a
 /// successor.
-pub fn inherited_listeners() -> Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+pub fn inherited_listeners() -> Result<Vec<(SocketAddr, std::net::TcpListener, bool)>> {
     let Ok(spec) = std::env::var(LISTEN_FDS) else {
         return Ok(Vec::new());
     };
     parse(&spec)?
         .into_iter()
-        .map(|(addr, fd)| {
+        .map(|(addr, fd, tls)| {
             // SAFETY: the predecessor passed this descriptor for exactly this
             // purpose; nothing else in this process owns it.
             let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
             match listener.local_addr() {
-                Ok(local) if local == addr => Ok((addr, listener)),
+                Ok(local) if local == addr => Ok((addr, listener, tls)),
                 other => Err(Error::Platform(format!(
                     "{LISTEN_FDS}: fd {fd} is not a socket listening on {addr} ({other:?})"
                 ))),
@@ -183,15 +192,20 @@ pub fn inherited_listeners() -> Result<Vec<(SocketAddr, std::net::TcpListener)>>
         .collect()
 }
 
-fn parse(spec: &str) -> Result<Vec<(SocketAddr, RawFd)>> {
+fn parse(spec: &str) -> Result<Vec<(SocketAddr, RawFd, bool)>> {
     spec.split(',')
         .filter(|s| !s.is_empty())
         .map(|item| {
             let bad = || Error::Platform(format!("{LISTEN_FDS}: bad entry {item:?}"));
-            let (addr, fd) = item.rsplit_once('=').ok_or_else(bad)?;
+            let (tls, rest) = match item.strip_prefix(TLS_MARK) {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            let (addr, fd) = rest.rsplit_once('=').ok_or_else(bad)?;
             Ok((
                 addr.parse().map_err(|_| bad())?,
                 fd.parse().map_err(|_| bad())?,
+                tls,
             ))
         })
         .collect()
@@ -204,10 +218,10 @@ mod tests {
     #[test]
     fn the_fd_list_round_trips_and_rejects_garbage() {
         assert_eq!(
-            parse("127.0.0.1:8000=5,[::1]:80=6").unwrap(),
+            parse("127.0.0.1:8000=5,tls+[::1]:443=6").unwrap(),
             [
-                ("127.0.0.1:8000".parse().unwrap(), 5),
-                ("[::1]:80".parse().unwrap(), 6)
+                ("127.0.0.1:8000".parse().unwrap(), 5, false),
+                ("[::1]:443".parse().unwrap(), 6, true)
             ]
         );
         assert!(parse("").unwrap().is_empty());

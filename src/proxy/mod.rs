@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pool;
 pub mod router;
 pub mod state;
+pub mod tls;
 pub mod tunnel;
 
 use std::collections::HashMap;
@@ -98,6 +99,8 @@ fn default_home() -> PathBuf {
 pub struct RunOptions {
     /// Listen addresses beyond those the routes ask for.
     pub listen: Vec<SocketAddr>,
+    /// TLS listen addresses for host-routed apps (certificates by SNI).
+    pub tls_listen: Vec<SocketAddr>,
     /// How long open connections get at shutdown.
     pub drain: Duration,
     /// Where to serve Prometheus `/metrics` (loopback only).
@@ -106,15 +109,21 @@ pub struct RunOptions {
     pub admin_tcp: Option<admin_listen::TcpAdmin>,
 }
 
+/// How long a client gets to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long shutdown lets busy keep-alive connections end on their own.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// A running proxy: what the admin API and the listeners share.
 pub struct Proxy {
     pub router: Arc<Router>,
+    /// One per scheme, for `X-Forwarded-Proto`.
     forwarder: Arc<Forwarder>,
-    /// Clones of the listening sockets, kept to hand them to a successor.
-    listeners: Mutex<HashMap<SocketAddr, std::net::TcpListener>>,
+    forwarder_tls: Arc<Forwarder>,
+    /// Clones of the listening sockets (and whether they speak TLS), kept to
+    /// hand them to a successor.
+    listeners: Mutex<HashMap<SocketAddr, Listening>>,
     /// Tracks open connections for the drain at shutdown; `None` once draining.
     graceful: Mutex<Option<GracefulShutdown>>,
     stop: watch::Sender<bool>,
@@ -128,18 +137,29 @@ pub struct Proxy {
     handed_off: std::sync::atomic::AtomicBool,
 }
 
+/// A socket the proxy accepts on.
+struct Listening {
+    socket: std::net::TcpListener,
+    tls: bool,
+}
+
 impl Proxy {
-    /// Binds `addr` unless it is already served.
-    pub fn ensure_listener(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<()> {
-        if self
-            .listeners
-            .lock()
-            .expect("listeners lock")
-            .contains_key(&addr)
-        {
+    /// Binds `addr` unless it is already served (the same way: plain HTTP
+    /// and TLS cannot share a port).
+    pub fn ensure_listener(self: &Arc<Self>, addr: SocketAddr, tls: bool) -> std::io::Result<()> {
+        if let Some(l) = self.listeners.lock().expect("listeners lock").get(&addr) {
+            if l.tls != tls {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "{addr} already serves {}",
+                        if l.tls { "TLS" } else { "plain HTTP" }
+                    ),
+                ));
+            }
             return Ok(());
         }
-        self.adopt_listener(addr, std::net::TcpListener::bind(addr)?)
+        self.adopt_listener(addr, std::net::TcpListener::bind(addr)?, tls)
     }
 
     /// Serves a bound socket: a new one, or one inherited from a predecessor.
@@ -147,20 +167,28 @@ impl Proxy {
         self: &Arc<Self>,
         addr: SocketAddr,
         std_listener: std::net::TcpListener,
+        tls: bool,
     ) -> std::io::Result<()> {
         std_listener.set_nonblocking(true)?;
-        let kept = std_listener.try_clone()?;
+        let socket = std_listener.try_clone()?;
         let listener = TcpListener::from_std(std_listener)?;
         self.listeners
             .lock()
             .expect("listeners lock")
-            .insert(addr, kept);
-        tokio::spawn(self.clone().accept_loop(listener));
-        tracing::info!(%addr, "listening");
+            .insert(addr, Listening { socket, tls });
+        let acceptor = tls.then(|| {
+            tokio_rustls::TlsAcceptor::from(tls::server_config(self.router.clone(), addr))
+        });
+        tokio::spawn(self.clone().accept_loop(listener, acceptor));
+        tracing::info!(%addr, tls, "listening");
         Ok(())
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
         let Ok(local) = listener.local_addr() else {
             return;
         };
@@ -178,7 +206,11 @@ impl Proxy {
                 _ = stop.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let forwarder = self.forwarder.clone();
+            let forwarder = match tls {
+                Some(_) => self.forwarder_tls.clone(),
+                None => self.forwarder.clone(),
+            };
+            let tls = tls.clone();
             let Some(watcher) = self
                 .graceful
                 .lock()
@@ -191,8 +223,28 @@ impl Proxy {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| forwarder.clone().handle(req, local, peer));
                 let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                if let Err(e) = watcher.watch(conn).await {
+                let served = match tls {
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        watcher.watch(conn).await
+                    }
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        let stream = match handshake.await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                return tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                        };
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        watcher.watch(conn).await
+                    }
+                };
+                if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             });
@@ -220,6 +272,7 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
     let (stop, _) = watch::channel(false);
     let proxy = Arc::new(Proxy {
         forwarder: Arc::new(Forwarder::new(router.clone(), "http")),
+        forwarder_tls: Arc::new(Forwarder::new(router.clone(), "https")),
         router,
         listeners: Mutex::new(HashMap::new()),
         graceful: Mutex::new(Some(GracefulShutdown::new())),
@@ -230,20 +283,23 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
         process_lock: Mutex::new(Some(lock_file)),
         handed_off: Default::default(),
     });
-    for (addr, listener) in handoff::inherited_listeners()? {
+    for (addr, listener, tls) in handoff::inherited_listeners()? {
         proxy
-            .adopt_listener(addr, listener)
+            .adopt_listener(addr, listener, tls)
             .map_err(|e| Error::Platform(format!("cannot serve inherited {addr}: {e}")))?;
     }
     // Routes come back before any listener accepts: no request sees an empty table.
-    for addr in proxy
+    let flags = opts.listen.iter().map(|a| (*a, false));
+    let tls_flags = opts.tls_listen.iter().map(|a| (*a, true));
+    for (addr, tls) in proxy
         .router
         .listen_addrs()
         .into_iter()
-        .chain(opts.listen.iter().copied())
+        .chain(flags)
+        .chain(tls_flags)
     {
         proxy
-            .ensure_listener(addr)
+            .ensure_listener(addr, tls)
             .map_err(|e| Error::Platform(format!("cannot listen on {addr}: {e}")))?;
     }
     if let Some(addr) = opts.metrics {

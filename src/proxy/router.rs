@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
 use super::pool::{Pool, StatsView};
@@ -44,9 +45,19 @@ impl RouteEntry {
 pub struct Table {
     by_host: HashMap<String, Vec<Arc<RouteEntry>>>,
     by_listen: HashMap<SocketAddr, Vec<Arc<RouteEntry>>>,
+    certs_by_host: HashMap<String, Arc<CertifiedKey>>,
+    certs_by_listen: HashMap<SocketAddr, Arc<CertifiedKey>>,
 }
 
 impl Table {
+    pub fn cert_for_host(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.certs_by_host.get(host).cloned()
+    }
+
+    pub fn cert_for_listen(&self, local: SocketAddr) -> Option<Arc<CertifiedKey>> {
+        self.certs_by_listen.get(&local).cloned()
+    }
+
     /// Host header match first, then the routes owning the listen address;
     /// within each, the longest matching path prefix.
     pub fn route(
@@ -129,9 +140,14 @@ impl Router {
     }
 
     /// The listen addresses routes ask for.
-    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+    /// The listen addresses routes ask for, and whether each is TLS.
+    pub fn listen_addrs(&self) -> Vec<(SocketAddr, bool)> {
         let c = self.inner.lock().expect("router lock");
-        c.state.routes.values().filter_map(|r| r.listen).collect()
+        c.state
+            .routes
+            .values()
+            .filter_map(|r| r.listen.map(|a| (a, r.tls.is_some())))
+            .collect()
     }
 
     /// Applies a change to one route, persists it, and publishes a new table.
@@ -245,6 +261,20 @@ impl Control {
                     .entry(normalize_host(h))
                     .or_default()
                     .push(entry.clone());
+            }
+            // Files were checked when the route was put; one that broke
+            // since is logged and its hosts get no certificate.
+            match route.tls.as_ref().map(super::tls::load) {
+                Some(Ok(cert)) => {
+                    for h in &route.hosts {
+                        t.certs_by_host.insert(normalize_host(h), cert.clone());
+                    }
+                    if let Some(addr) = route.listen {
+                        t.certs_by_listen.insert(addr, cert);
+                    }
+                }
+                Some(Err(e)) => tracing::error!(route = %name, error = %e, "cannot load TLS files"),
+                None => {}
             }
             if let Some(addr) = route.listen {
                 t.by_listen.entry(addr).or_default().push(entry.clone());

@@ -46,6 +46,17 @@ pub struct RouteState {
     /// While set, every request gets a 503 with `Retry-After`.
     #[serde(default)]
     pub maintenance: Option<Maintenance>,
+    /// Certificate and key for the route's hosts (and its own listener,
+    /// which is then TLS).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files, by absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// How a route's requests are balanced, timed and drained.

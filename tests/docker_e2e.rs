@@ -392,3 +392,82 @@ fn maintenance_mode_from_the_cli() {
         "maintenance touches no container"
     );
 }
+
+/// Removes the proxy container when the test ends, however it ends.
+struct ProxyContainer(String);
+
+impl Drop for ProxyContainer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn the_proxy_runs_as_a_container_and_survives_a_crash() {
+    let static_cyan = util::repo_root().join("target/x86_64-unknown-linux-gnu/debug/cyan");
+    assert!(
+        static_cyan.exists(),
+        "{} is missing: run scripts/build-static first (the README's test command does)",
+        static_cyan.display()
+    );
+    let app = TestApp::new("boot", "");
+    let boot = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
+            .args(["proxy", "boot", "-o", "json", "--binary"])
+            .arg(&static_cyan)
+            .env("CYAN_HOME", &app.home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let booted = boot();
+    let name = booted["container"].as_str().unwrap().to_string();
+    let _cleanup = ProxyContainer(name.clone());
+    assert_eq!(booted["action"], "started", "{booted}");
+    let inspect = |format: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", format, &name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        inspect("{{.HostConfig.RestartPolicy.Name}}"),
+        "unless-stopped"
+    );
+    assert_eq!(inspect("{{.HostConfig.NetworkMode}}"), "host");
+
+    app.deploy("1");
+    app.deploy("2");
+    assert_eq!(identity(&app.get("/").1).1, "2");
+
+    // A crash (SIGKILL of the proxy process): Docker restarts it, and the
+    // routes come back from the state in the mounted home.
+    let pid = inspect("{{.State.Pid}}");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = app.cyan(&["status", "-o", "json"]);
+        if out.status.success() && inspect("{{.State.Pid}}") != pid && app.get("/").0 == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy container did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(identity(&app.get("/").1).1, "2");
+    app.cyan_ok(&["rollback"]);
+    assert_eq!(identity(&app.get("/").1).1, "1");
+
+    // Booting again with the same binary leaves it alone.
+    assert_eq!(boot()["action"], "running");
+}

@@ -228,6 +228,19 @@ pub enum ProxyCommand {
     },
     /// Show the proxy's routes and counters.
     Status,
+    /// Run the proxy as a container (FROM scratch, restart unless-stopped,
+    /// state in the home folder, mounted) instead of a host process.
+    Boot {
+        /// The static cyan binary the container runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Extra listen addresses for host-routed apps (repeatable).
+        #[arg(long)]
+        listen: Vec<std::net::SocketAddr>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+    },
     /// Replace the running proxy with a new process, with no gap: it takes
     /// over the listening sockets, then the old one drains and exits.
     Upgrade {

@@ -9,6 +9,18 @@ use super::{session, MaintenanceCommand, ProxyCommand};
 use crate::proxy::admin_listen::TcpAdmin;
 use crate::proxy::state::Maintenance;
 
+/// `--binary`, else the running cyan, as an absolute path.
+fn binary_or_this(binary: Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
+    let binary = match binary {
+        Some(b) => b,
+        None => std::env::current_exe()
+            .map_err(|e| Error::Platform(format!("cannot find this cyan binary: {e}")))?,
+    };
+    binary
+        .canonicalize()
+        .map_err(|e| Error::Config(format!("--binary {}: {e}", binary.display())))
+}
+
 pub async fn maintenance(home: &Home, cmd: MaintenanceCommand, out: &Output) -> Result<()> {
     let (config, page) = match cmd {
         MaintenanceCommand::On {
@@ -94,15 +106,36 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             });
             Ok(())
         }
+        ProxyCommand::Boot {
+            binary,
+            listen,
+            metrics,
+        } => {
+            let binary = binary_or_this(binary)?;
+            let mut args: Vec<String> = listen
+                .iter()
+                .flat_map(|a| ["--listen".to_string(), a.to_string()])
+                .collect();
+            args.extend(
+                metrics
+                    .iter()
+                    .flat_map(|m| ["--metrics".to_string(), m.to_string()]),
+            );
+            let docker = crate::platform::docker::connect().await?;
+            let b = crate::proxy::boot::boot(&docker, home, &binary, &args, out).await?;
+            out.result(&b, || {
+                format!(
+                    "{} {} ({}); state in {}",
+                    b.container,
+                    b.action,
+                    b.image,
+                    home.dir.display()
+                )
+            });
+            Ok(())
+        }
         ProxyCommand::Upgrade { binary } => {
-            let binary = match binary {
-                Some(b) => b,
-                None => std::env::current_exe()
-                    .map_err(|e| Error::Platform(format!("cannot find this cyan binary: {e}")))?,
-            };
-            let binary = binary
-                .canonicalize()
-                .map_err(|e| Error::Config(format!("--binary {}: {e}", binary.display())))?;
+            let binary = binary_or_this(binary)?;
             out.phase(format!("hand the proxy over to {}", binary.display()));
             let r = AdminClient::new(home).upgrade(&binary).await?;
             out.done(format!(

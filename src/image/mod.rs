@@ -89,7 +89,31 @@ pub async fn build(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) -
     if let Some(target) = &c.build.target {
         opts = opts.target(target);
     }
-    let mut stream = docker.build_image(opts.build(), None, Some(bollard::body_full(tar.into())));
+    let id = run_build(docker, opts.build(), tar, out).await?;
+    let id = match id {
+        Some(id) => id,
+        None => inspect(docker, c.image.as_str(), version)
+            .await?
+            .map(|i| i.id)
+            .ok_or_else(|| Error::Build(format!("the build of {tag} produced no image")))?,
+    };
+    let latest = TagImageOptionsBuilder::default()
+        .repo(c.image.as_str())
+        .tag("latest")
+        .build();
+    docker.tag_image(&id, Some(latest)).await?;
+    Ok(id)
+}
+
+/// Runs one build on the engine, showing its step lines as progress; the
+/// built image's id when the engine reports it.
+pub async fn run_build(
+    docker: &Docker,
+    opts: bollard::query_parameters::BuildImageOptions,
+    tar: Vec<u8>,
+    out: &Output,
+) -> Result<Option<String>> {
+    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
     let mut id = None;
     let mut tail: Vec<String> = Vec::new();
     while let Some(item) = stream.next().await {
@@ -123,18 +147,6 @@ pub async fn build(docker: &Docker, cfg: &Loaded, version: &str, out: &Output) -
             Err(e) => return Err(Error::from(e)),
         }
     }
-    let id = match id {
-        Some(id) => id,
-        None => inspect(docker, c.image.as_str(), version)
-            .await?
-            .map(|i| i.id)
-            .ok_or_else(|| Error::Build(format!("the build of {tag} produced no image")))?,
-    };
-    let latest = TagImageOptionsBuilder::default()
-        .repo(c.image.as_str())
-        .tag("latest")
-        .build();
-    docker.tag_image(&id, Some(latest)).await?;
     Ok(id)
 }
 

@@ -215,6 +215,14 @@ pub async fn ensure_running(home: &Home) -> Result<AdminClient> {
     if client.health().await.is_ok() {
         return Ok(client);
     }
+    // A proxy container (`cyan proxy boot`) that is restarting owns this
+    // home: wait for it rather than start a host process beside it.
+    if let Ok(docker) = crate::platform::docker::connect().await {
+        let name = super::boot::container_name(home);
+        if docker.inspect_container(&name, None).await.is_ok() {
+            return wait_healthy(client, &format!("the proxy container {name}")).await;
+        }
+    }
     home.create()
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
     let exe = std::env::current_exe().map_err(|e| {
@@ -240,17 +248,26 @@ pub async fn ensure_running(home: &Home) -> Result<AdminClient> {
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.spawn()
         .map_err(|e| Error::Platform(format!("cannot start the cyan proxy: {e}")))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_healthy(client, "the cyan proxy").await.map_err(|e| {
+        let tail = std::fs::read_to_string(home.log()).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+        Error::Unreachable(format!(
+            "{e}; last log lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    })
+}
+
+async fn wait_healthy(client: AdminClient, what: &str) -> Result<AdminClient> {
+    let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if client.health().await.is_ok() {
             return Ok(client);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let tail = std::fs::read_to_string(home.log()).unwrap_or_default();
-    let tail: Vec<&str> = tail.lines().rev().take(10).collect();
     Err(Error::Unreachable(format!(
-        "started the cyan proxy but it did not answer within 10s; last log lines:\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        "{what} did not answer on {} within 15s",
+        client.socket.display()
     )))
 }

@@ -10,11 +10,13 @@
 //! - `state`: the state file, written atomically, restored before listening;
 //! - `tunnel`: upgraded connections (WebSocket) and their drain deadline;
 //! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets;
-//! - `metrics`: Prometheus `/metrics` on a loopback port.
+//! - `metrics`: Prometheus `/metrics` on a loopback port;
+//! - `boot`: the proxy as a container (`cyan proxy boot`).
 
 pub mod admin;
 pub mod admin_listen;
 pub mod api;
+pub mod boot;
 pub mod client;
 pub mod forward;
 pub mod handoff;

@@ -21,7 +21,7 @@ fn demo_binary_present() {
     let bin = repo_root().join("examples/demo/build/cyan-demo");
     assert!(
         bin.exists(),
-        "{} is missing: run scripts/build-demo before the tests (the README's test command does)",
+        "{} is missing: run scripts/build-static before the tests (the README's test command does)",
         bin.display()
     );
 }

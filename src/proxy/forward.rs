@@ -237,7 +237,7 @@ enum Failure {
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The client's `X-Request-Id` when it sent a sane one, else a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         if !v.is_empty() && v.len() <= 128 {
             return v.clone();
@@ -257,7 +257,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` plus
 /// `Upgrade: X`).
-fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -304,7 +304,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-fn prepare_upstream_headers(
+pub(crate) fn prepare_upstream_headers(
     headers: &mut HeaderMap,
     host: Option<&str>,
     peer: SocketAddr,

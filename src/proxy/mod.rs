@@ -19,6 +19,7 @@ pub mod api;
 pub mod boot;
 pub mod client;
 pub mod forward;
+pub mod fuzz;
 pub mod handoff;
 pub mod metrics;
 pub mod pool;

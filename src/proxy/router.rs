@@ -77,21 +77,19 @@ impl Table {
     }
 }
 
-/// Lowercases a Host header and drops its port.
+/// Lowercases a Host header and drops its port. A normalized host is a
+/// fixed point (the fuzz target checks it).
 pub fn normalize_host(host: &str) -> String {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
     } else {
-        host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        })
+        match host.rsplit_once(':') {
+            Some((h, port)) if !h.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        }
     };
-    without_port.to_ascii_lowercase()
+    without_port.trim().to_ascii_lowercase()
 }
 
 /// A route with its live counters, as the admin API reports it.

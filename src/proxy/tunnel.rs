@@ -126,13 +126,13 @@ async fn deadline(closing: &mut watch::Receiver<Option<Instant>>) -> Instant {
 /// Tracks where WebSocket frames begin and end in a byte stream (RFC 6455
 /// §5.2), without buffering: only header bytes are looked at.
 #[derive(Default)]
-struct FrameCursor {
+pub(crate) struct FrameCursor {
     header: Vec<u8>,
     remaining: u64,
 }
 
 impl FrameCursor {
-    fn advance(&mut self, mut data: &[u8]) {
+    pub(crate) fn advance(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             if self.remaining > 0 {
                 let n = self.remaining.min(data.len() as u64);
@@ -149,7 +149,7 @@ impl FrameCursor {
         }
     }
 
-    fn at_boundary(&self) -> bool {
+    pub(crate) fn at_boundary(&self) -> bool {
         self.remaining == 0 && self.header.is_empty()
     }
 }

@@ -32,7 +32,11 @@ fn args() -> Args {
     let mut a = std::env::args().skip(2);
     let mut get = |name: &str| -> PathBuf {
         let flag = a.next().unwrap_or_default();
-        assert_eq!(flag, format!("--{name}"), "usage: bench tables --cyan P --home P --out P --overhead P --nginx-prefix P --demo P");
+        assert_eq!(
+            flag,
+            format!("--{name}"),
+            "usage: bench tables --cyan P --home P --out P --overhead P --nginx-prefix P --demo P"
+        );
         PathBuf::from(a.next().expect("a value"))
     };
     Args {
@@ -78,7 +82,10 @@ fn overhead_table(file: &Path) -> String {
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
     let rps = |r: &[&str]| r[1].parse::<f64>().unwrap_or(0.0);
     let us = |s: &str| s.parse::<f64>().unwrap_or(0.0) / 1000.0;
-    let nginx = rows.iter().find(|r| r[0].starts_with("nginx")).expect("nginx row");
+    let nginx = rows
+        .iter()
+        .find(|r| r[0].starts_with("nginx"))
+        .expect("nginx row");
     let mut md = String::from(
         "### 1. Proxy overhead (wrk, 64 connections, same backend)\n\n\
          | path | requests/s | vs nginx | p50 ms | p99 ms | p99 vs nginx | p99.9 ms | errors | peak RSS |\n\
@@ -125,7 +132,12 @@ fn analyse(name: &str, samples: &[Sample], switches: &[Switch]) -> SwitchStats {
     let mut stale = 0;
     for (i, (t0, t1, want)) in switches.iter().enumerate() {
         let next = switches.get(i + 1).map(|s| s.0);
-        let answered_by = |s: &Sample| s.outcome.as_ref().ok().map(|b| b.split_whitespace().last().unwrap_or("").to_string());
+        let answered_by = |s: &Sample| {
+            s.outcome
+                .as_ref()
+                .ok()
+                .map(|b| b.split_whitespace().last().unwrap_or("").to_string())
+        };
         if let Some(first) = samples
             .iter()
             .filter(|s| s.end > *t0 && answered_by(s).as_deref() == Some(want.as_str()))
@@ -157,7 +169,11 @@ async fn switches_cyan(home: &Path) -> SwitchStats {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut switches = Vec::new();
     for i in 0..100 {
-        let color = if i % 2 == 0 { Color::Green } else { Color::Blue };
+        let color = if i % 2 == 0 {
+            Color::Green
+        } else {
+            Color::Blue
+        };
         let t0 = Instant::now();
         let req = SwitchRequest {
             color,
@@ -178,9 +194,17 @@ async fn switches_nginx(prefix: &Path) -> SwitchStats {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut switches = Vec::new();
     for i in 0..20 {
-        let (port, color) = if i % 2 == 0 { (18082, "green") } else { (18081, "blue") };
+        let (port, color) = if i % 2 == 0 {
+            (18082, "green")
+        } else {
+            (18081, "blue")
+        };
         let t0 = Instant::now();
-        std::fs::write(prefix.join("upstream.conf"), format!("server 127.0.0.1:{port};\n")).unwrap();
+        std::fs::write(
+            prefix.join("upstream.conf"),
+            format!("server 127.0.0.1:{port};\n"),
+        )
+        .unwrap();
         let ok = Command::new("nginx")
             .arg("-p")
             .arg(prefix)
@@ -193,12 +217,20 @@ async fn switches_nginx(prefix: &Path) -> SwitchStats {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let samples = load.finish().await;
-    analyse("nginx: rewrite upstream + `nginx -s reload`", &samples, &switches)
+    analyse(
+        "nginx: rewrite upstream + `nginx -s reload`",
+        &samples,
+        &switches,
+    )
 }
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("docker");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -211,8 +243,15 @@ async fn naive_redeploys(demo: &Path) -> SwitchStats {
     let _ = Command::new("docker").args(["rm", "-f", name]).output();
     let run = |version: &str| {
         docker(&[
-            "run", "-d", "--name", name, "-p", &format!("127.0.0.1:{NAIVE_PORT}:8080"),
-            "-e", &format!("VERSION={version}"), image,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            &format!("127.0.0.1:{NAIVE_PORT}:8080"),
+            "-e",
+            &format!("VERSION={version}"),
+            image,
         ]);
     };
     run("1");
@@ -320,7 +359,11 @@ fn write_app_config(a: &Args) -> PathBuf {
 
 fn cyan_cmd(a: &Args, cfg: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(&a.cyan);
-    c.args(args).arg("-c").arg(cfg).env("CYAN_HOME", &a.home).env("CI", "1");
+    c.args(args)
+        .arg("-c")
+        .arg(cfg)
+        .env("CYAN_HOME", &a.home)
+        .env("CI", "1");
     c
 }
 
@@ -328,10 +371,15 @@ fn cyan_cmd(a: &Args, cfg: &Path, args: &[&str]) -> Command {
 fn version_now() -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", APP_PORT)).ok()?;
-    write!(s, "GET / HTTP/1.1\r\nHost: bench-app.localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: bench-app.localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut r = String::new();
     s.read_to_string(&mut r).ok()?;
-    r.starts_with("HTTP/1.1 200").then(|| r.split_whitespace().last().unwrap_or("").to_string())
+    r.starts_with("HTTP/1.1 200")
+        .then(|| r.split_whitespace().last().unwrap_or("").to_string())
 }
 
 async fn cli_timings(a: &Args, nginx: &SwitchStats) -> String {
@@ -340,8 +388,14 @@ async fn cli_timings(a: &Args, nginx: &SwitchStats) -> String {
     let mut deploys = Vec::new();
     for v in 1..=4 {
         let t = Instant::now();
-        let out = cyan_cmd(a, &cfg, &["deploy", "--version", &v.to_string()]).output().unwrap();
-        assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cyan_cmd(a, &cfg, &["deploy", "--version", &v.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "deploy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if v > 1 {
             deploys.push(t.elapsed().as_secs_f64() - gate_waits);
         }
@@ -350,13 +404,20 @@ async fn cli_timings(a: &Args, nginx: &SwitchStats) -> String {
     for _ in 0..20 {
         let before = version_now().expect("app answers");
         let t = Instant::now();
-        let mut child = cyan_cmd(a, &cfg, &["rollback"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = cyan_cmd(a, &cfg, &["rollback"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         loop {
             if version_now().is_some_and(|v| v != before) {
                 rollbacks.push(t.elapsed().as_secs_f64() * 1000.0);
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "rollback did not switch");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "rollback did not switch"
+            );
         }
         assert!(child.wait().unwrap().success());
     }
@@ -420,9 +481,21 @@ async fn memory(a: &Args) -> String {
             tls: None,
         };
         admin.put_route(&name, &spec).await.unwrap();
-        let ups = |p: u16| vec![format!("127.0.0.1:{p}").parse().unwrap(), format!("127.0.0.1:{}", p + 1).parse().unwrap()];
-        admin.set_color(&name, Color::Green, ups(20000 + i * 4)).await.unwrap();
-        let req = SwitchRequest { color: Color::Blue, upstreams: Some(ups(20002 + i * 4)), record: None };
+        let ups = |p: u16| {
+            vec![
+                format!("127.0.0.1:{p}").parse().unwrap(),
+                format!("127.0.0.1:{}", p + 1).parse().unwrap(),
+            ]
+        };
+        admin
+            .set_color(&name, Color::Green, ups(20000 + i * 4))
+            .await
+            .unwrap();
+        let req = SwitchRequest {
+            color: Color::Blue,
+            upstreams: Some(ups(20002 + i * 4)),
+            record: None,
+        };
         admin.switch(&name, &req).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

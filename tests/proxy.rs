@@ -813,3 +813,47 @@ async fn tls_termination_with_h2_over_alpn() {
         .to_string();
     assert!(e.contains("nope.pem"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_requests_wait_for_the_switch_and_go_to_the_new_color() {
+    let proxy = TestProxy::start("hold").await;
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    proxy
+        .route("hold", RoutePolicy::default(), vec![blue], vec![green])
+        .await;
+    let admin = proxy.admin();
+    admin
+        .hold("hold", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let addr = proxy.addr();
+    let started = Instant::now();
+    let held: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move { (get(&addr, "hold.localhost", "/").await, Instant::now()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let switched = Instant::now();
+    proxy.switch("hold", Color::Green, None).await;
+    for h in held {
+        let (resp, done) = h.await.unwrap();
+        assert_eq!(body(&resp), "green", "{resp}");
+        assert!(done >= switched, "answered before the switch");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A hold with no switch ends at its deadline: requests go to what is live.
+    admin
+        .hold("hold", Some(Duration::from_millis(400)))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(body(&get(&addr, "hold.localhost", "/").await), "green");
+    assert!(
+        t.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -161,6 +161,13 @@ pub enum Command {
         #[command(subcommand)]
         command: MaintenanceCommand,
     },
+    /// Hold the app's new requests (they wait, they do not fail) until the
+    /// next switch releases them to the new color, e.g. around a migration:
+    /// `cyan hold on --for 30s; ./migrate; cyan deploy` (or `cyan promote`).
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
     /// Work with cyan.yaml.
     Config {
         #[command(subcommand)]
@@ -196,6 +203,22 @@ pub enum MaintenanceCommand {
         message: Option<String>,
     },
     /// Send traffic to the live color again.
+    Off {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Start holding new requests; at most `--for` (capped at 60s), then they go on.
+    On {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "for", value_parser = parse_duration, default_value = "30s")]
+        duration: Duration,
+    },
+    /// Release the held requests to the live color now.
     Off {
         #[command(flatten)]
         config: ConfigArg,
@@ -335,6 +358,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             Ok(())
         }
         Command::Maintenance { command } => proxy::maintenance(&home, command, out).await,
+        Command::Hold { command } => proxy::hold(&home, command, out).await,
         Command::Proxy { command } => proxy::run(&home, command, out).await,
     }
 }

@@ -5,9 +5,27 @@ use crate::output::Output;
 use crate::proxy::client::AdminClient;
 use crate::proxy::{self, Home};
 
-use super::{session, MaintenanceCommand, ProxyCommand};
+use super::{session, HoldCommand, MaintenanceCommand, ProxyCommand};
 use crate::proxy::admin_listen::TcpAdmin;
 use crate::proxy::state::Maintenance;
+
+pub async fn hold(home: &Home, cmd: HoldCommand, out: &Output) -> Result<()> {
+    let (config, duration) = match cmd {
+        HoldCommand::On { config, duration } => (config, Some(duration)),
+        HoldCommand::Off { config } => (config, None),
+    };
+    let cfg = session::load(&config.config)?;
+    let route = cfg.config.route();
+    AdminClient::new(home).hold(&route, duration).await?;
+    out.result(&serde_json::json!({"app": route, "held": duration.is_some()}), || match duration {
+        Some(d) => format!(
+            "{route}: new requests wait for the next switch (at most {}); `cyan hold off` releases them",
+            humantime::format_duration(d)
+        ),
+        None => format!("{route}: released; requests go to the live color"),
+    });
+    Ok(())
+}
 
 /// `--binary`, else the running cyan, as an absolute path.
 fn binary_or_this(binary: Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {

@@ -15,9 +15,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, LockRequest, MaintenanceSpec, RouteSpec, SwitchRequest,
-    SwitchResponse, UpgradeRequest, UpgradeResponse,
+    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, RouteSpec,
+    SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
+
+/// A hold is bounded: requests never wait longer than this.
+const MAX_HOLD_MS: u64 = 60_000;
 use super::router::{normalize_host, ChangeError};
 use super::state::Lock;
 use super::Proxy;
@@ -103,6 +106,8 @@ pub async fn handle(
                         )));
                     }
                     let previous = r.live.replace(req.color);
+                    // A switch releases held requests, to the new color.
+                    r.hold_until_ms = None;
                     if let Some(record) = req.record {
                         r.record = record;
                     }
@@ -112,6 +117,19 @@ pub async fn handle(
                     })
                 })
             })
+        }
+        (&Method::POST, ["v1", "routes", name, "hold"]) => with_body(&body, |req: HoldRequest| {
+            let timeout = req.timeout_ms.min(MAX_HOLD_MS);
+            proxy.router.change(name, false, |r| {
+                r.hold_until_ms = Some(crate::clock::now_ms() + timeout);
+                Ok(serde_json::json!({"held_ms": timeout}))
+            })
+        }),
+        (&Method::DELETE, ["v1", "routes", name, "hold"]) => {
+            result(proxy.router.change(name, false, |r| {
+                r.hold_until_ms = None;
+                Ok(serde_json::json!({}))
+            }))
         }
         (&Method::PUT, ["v1", "routes", name, "maintenance"]) => {
             with_body(&body, |spec: MaintenanceSpec| {

@@ -21,6 +21,13 @@ pub struct RouteSpec {
     pub tls: Option<TlsFiles>,
 }
 
+/// `POST /v1/routes/{name}/hold`: new requests wait until the next switch
+/// (or `DELETE .../hold`), at most `timeout_ms` (capped at 60 s).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldRequest {
+    pub timeout_ms: u64,
+}
+
 /// `PUT /v1/routes/{name}/maintenance`: on with `Some`, off with `None`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MaintenanceSpec {

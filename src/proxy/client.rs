@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, LockRequest, MaintenanceSpec, RouteSpec, SwitchRequest,
-    SwitchResponse, UpgradeRequest, UpgradeResponse,
+    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, RouteSpec,
+    SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 use super::router::RouteView;
 use super::state::{Lock, Maintenance};
@@ -138,6 +138,25 @@ impl AdminClient {
         self.call::<serde_json::Value>(Method::PUT, &path, Some(&ColorSpec { upstreams }))
             .await
             .map(drop)
+    }
+
+    /// Holds the route's new requests for up to `timeout` (`None`: release).
+    pub async fn hold(&self, name: &str, timeout: Option<std::time::Duration>) -> Result<()> {
+        let path = format!("/v1/routes/{name}/hold");
+        match timeout {
+            Some(t) => {
+                let req = HoldRequest {
+                    timeout_ms: t.as_millis() as u64,
+                };
+                self.call::<serde_json::Value>(Method::POST, &path, Some(&req))
+                    .await
+            }
+            None => {
+                self.call::<serde_json::Value>(Method::DELETE, &path, None::<&()>)
+                    .await
+            }
+        }
+        .map(drop)
     }
 
     /// Turns the route's maintenance page on (`Some`) or off (`None`).

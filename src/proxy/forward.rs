@@ -71,7 +71,9 @@ impl Forwarder {
             .map(normalize_host);
         let request_id = request_id(req.headers());
         let http1 = req.version() < hyper::Version::HTTP_2;
-        let (pool, policy) = {
+        let mut published = self.router.published();
+        let mut hold_expired = false;
+        let (pool, policy) = loop {
             let table = self.router.table();
             let Some(route) = table.route(host.as_deref(), local, req.uri().path()) else {
                 return Ok(text(
@@ -85,8 +87,21 @@ impl Forwarder {
             if let Some(m) = &route.maintenance {
                 return Ok(maintenance(m));
             }
+            // Held: wait for the next table (the switch releases the hold)
+            // or the deadline, then route again.
+            if let Some(until) = route.hold_until_ms.filter(|_| !hold_expired) {
+                let left = until.saturating_sub(crate::clock::now_ms());
+                if left > 0 {
+                    drop(table);
+                    let waited =
+                        tokio::time::timeout(Duration::from_millis(left), published.changed())
+                            .await;
+                    hold_expired = waited.is_err();
+                    continue;
+                }
+            }
             match &route.live {
-                Some(pool) => (pool.clone(), route.policy.clone()),
+                Some(pool) => break (pool.clone(), route.policy.clone()),
                 None => {
                     return Ok(text(
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -28,6 +28,7 @@ pub struct RouteEntry {
     pub path_prefix: Option<String>,
     pub policy: RoutePolicy,
     pub maintenance: Option<Maintenance>,
+    pub hold_until_ms: Option<u64>,
 }
 
 impl RouteEntry {
@@ -108,6 +109,8 @@ pub struct Router {
     state_path: PathBuf,
     /// Set while a successor process takes over: the state file is theirs.
     frozen: std::sync::atomic::AtomicBool,
+    /// Bumped after each new table: held requests wait on it.
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 struct Control {
@@ -130,11 +133,17 @@ impl Router {
             inner: Mutex::new(control),
             state_path,
             frozen: Default::default(),
+            published: tokio::sync::watch::channel(0).0,
         })
     }
 
     pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
         self.table.load()
+    }
+
+    /// Changes whenever a new table is published.
+    pub fn published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The listen addresses routes ask for.
@@ -175,6 +184,7 @@ impl Router {
             c.state = next;
             c.sync_pools();
             self.table.store(Arc::new(c.build_table()));
+            self.published.send_modify(|n| *n += 1);
         }
         Ok(out)
     }
@@ -253,6 +263,7 @@ impl Control {
                 path_prefix: route.path_prefix.clone(),
                 policy: route.policy.clone(),
                 maintenance: route.maintenance.clone(),
+                hold_until_ms: route.hold_until_ms,
             });
             for h in &route.hosts {
                 t.by_host

@@ -50,6 +50,10 @@ pub struct RouteState {
     /// which is then TLS).
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// New requests wait (up to this wall-clock time, in ms since the
+    /// epoch) until the next switch releases them to the new color.
+    #[serde(default)]
+    pub hold_until_ms: Option<u64>,
 }
 
 /// PEM files, by absolute path.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cyan::proxy::api::{RouteSpec, SwitchRequest};
 use cyan::proxy::client::AdminClient;
-use cyan::proxy::state::{Maintenance, RoutePolicy, TlsFiles};
+use cyan::proxy::state::{ActiveCheck, Maintenance, RoutePolicy, TlsFiles};
 use cyan::proxy::Home;
 use cyan::release::Color;
 use http_body_util::{BodyExt, Full};
@@ -169,6 +169,11 @@ async fn answer(
             .header("sec-websocket-accept", "test")
             .body(Full::default())
             .unwrap());
+    }
+    if req.uri().path() == "/healthz" && name.starts_with("sick") {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"sick")));
+        *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        return Ok(r);
     }
     let body = match req.uri().path() {
         "/slow" => {
@@ -856,4 +861,35 @@ async fn held_requests_wait_for_the_switch_and_go_to_the_new_color() {
         "{:?}",
         t.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_take_a_sick_replica_out_of_rotation() {
+    let proxy = TestProxy::start("active").await;
+    let (good, sick) = (backend("good").await, backend("sick").await);
+    let policy = RoutePolicy {
+        active_check: Some(ActiveCheck {
+            path: "/healthz".into(),
+            interval_ms: 1000,
+        }),
+        ..RoutePolicy::default()
+    };
+    proxy
+        .route("active", policy, vec![good, sick], vec![])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = proxy.admin().route("active").await.unwrap().unwrap();
+        if view.stats[&Color::Blue].ejected == vec![sick] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ejected: {view:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            body(&get(&proxy.addr(), "active.localhost", "/").await),
+            "good"
+        );
+    }
 }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 pub use crate::proxy::state::Balance;
-use crate::proxy::state::RoutePolicy;
+use crate::proxy::state::{ActiveCheck, RoutePolicy};
 pub use values::{Dur, ImageRepo, Name, Ratio, StatusRange};
 
 /// Where the app runs.
@@ -122,10 +122,26 @@ pub struct ProxyConfig {
     pub response_timeout: Dur,
     #[serde(default)]
     pub passive_health: PassiveHealth,
+    /// Optional: the proxy probes the live replicas itself.
+    #[serde(default)]
+    pub active_check: Option<ActiveCheckConfig>,
     /// Terminate TLS for `host` (SNI on the proxy's `--tls-listen`) and on
     /// `listen`, which then speaks TLS. Paths are relative to cyan.yaml.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveCheckConfig {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_active_interval")]
+    pub interval: Dur,
+}
+
+fn default_active_interval() -> Dur {
+    Dur::from_secs(5)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -166,6 +182,10 @@ impl ProxyConfig {
             response_timeout_ms: self.response_timeout.0.as_millis() as u64,
             eject_after: self.passive_health.failures.get(),
             eject_for_ms: self.passive_health.cooloff.0.as_millis() as u64,
+            active_check: self.active_check.as_ref().map(|a| ActiveCheck {
+                path: a.path.clone(),
+                interval_ms: a.interval.0.as_millis() as u64,
+            }),
         }
     }
 }

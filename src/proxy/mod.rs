@@ -11,8 +11,10 @@
 //! - `tunnel`: upgraded connections (WebSocket) and their drain deadline;
 //! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets;
 //! - `metrics`: Prometheus `/metrics` on a loopback port;
-//! - `boot`: the proxy as a container (`cyan proxy boot`).
+//! - `boot`: the proxy as a container (`cyan proxy boot`);
+//! - `active`: optional active health checks of live upstreams.
 
+pub mod active;
 pub mod admin;
 pub mod admin_listen;
 pub mod api;
@@ -308,6 +310,7 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
     if let Some(addr) = opts.metrics {
         metrics::serve(addr, proxy.router.clone(), proxy.stop.subscribe())?;
     }
+    active::spawn(proxy.router.clone(), proxy.stop.subscribe());
     proxy.start_admin()?;
     tracing::info!(socket = %home.socket().display(), "cyan proxy ready");
 

@@ -93,6 +93,19 @@ impl Pool {
         })
     }
 
+    /// Takes `addr` out of rotation for `for_ms` (an active check failed),
+    /// or puts it back (`0`: it passed).
+    pub fn set_ejected(&self, addr: SocketAddr, for_ms: u64) {
+        let until = if for_ms == 0 {
+            0
+        } else {
+            self.now_ms() + for_ms
+        };
+        for u in self.upstreams.iter().filter(|u| u.addr == addr) {
+            u.ejected_until_ms.store(until, Relaxed);
+        }
+    }
+
     /// Upstreams currently ejected by passive health.
     pub fn ejected(&self) -> Vec<SocketAddr> {
         let now = self.now_ms();

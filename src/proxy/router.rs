@@ -195,6 +195,20 @@ impl Router {
         c.pools.values().for_each(|p| p.close_by(grace));
     }
 
+    /// Each live pool with its route's active check, if it has one.
+    pub fn actively_checked(&self) -> Vec<(Arc<Pool>, super::state::ActiveCheck, Vec<String>)> {
+        let c = self.inner.lock().expect("router lock");
+        c.state
+            .routes
+            .iter()
+            .filter_map(|(name, r)| {
+                let check = r.policy.active_check.clone()?;
+                let pool = c.pools.get(&(name.clone(), r.live?))?.clone();
+                Some((pool, check, r.hosts.clone()))
+            })
+            .collect()
+    }
+
     /// Requests and tunnels still in flight, over every route and color.
     pub fn inflight(&self) -> u64 {
         let c = self.inner.lock().expect("router lock");

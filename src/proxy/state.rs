@@ -76,6 +76,16 @@ pub struct RoutePolicy {
     pub eject_after: u32,
     /// ...for this long, unless every upstream of the color is ejected.
     pub eject_for_ms: u64,
+    /// Optional active checks of the live color's upstreams.
+    pub active_check: Option<ActiveCheck>,
+}
+
+/// `GET path` on every live upstream each `interval_ms`; one that does not
+/// answer 2xx/3xx is out of rotation until it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveCheck {
+    pub path: String,
+    pub interval_ms: u64,
 }
 
 impl Default for RoutePolicy {
@@ -86,6 +96,7 @@ impl Default for RoutePolicy {
             response_timeout_ms: 60_000,
             eject_after: 3,
             eject_for_ms: 10_000,
+            active_check: None,
         }
     }
 }

@@ -273,12 +273,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` plus
 /// `Upgrade: X`).
 pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let asks = connection_named(headers).contains(&header::UPGRADE);
     asks.then(|| headers.get(header::UPGRADE).cloned())
         .flatten()
 }
@@ -305,14 +300,19 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The headers a `Connection` header names as hop-by-hop.
+pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+        .collect()
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named = connection_named(headers);
     for h in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(h);
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::forward::{prepare_upstream_headers, request_id, upgrade_protocol};
+use super::forward::{connection_named, prepare_upstream_headers, request_id, upgrade_protocol};
 use super::router::normalize_host;
 use super::tunnel::FrameCursor;
 
@@ -44,13 +44,7 @@ pub fn request_path(data: &[u8]) {
 
     // Nothing hop-by-hop reaches the upstream; the client's address is last
     // in X-Forwarded-For.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    let named = connection_named(&headers);
     let peer: SocketAddr = "192.0.2.7:1234".parse().expect("address");
     let h = (!host.is_empty()).then_some(host.as_str());
     prepare_upstream_headers(&mut headers, h, peer, "http");

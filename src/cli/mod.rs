@@ -242,6 +242,9 @@ pub enum ProxyCommand {
         /// Serve Prometheus metrics at http://ADDR/metrics (loopback only, e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Serving threads, each with its own event loop (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Also serve the admin API on this loopback address (needs --admin-token-file).
         #[arg(long, value_name = "ADDR", requires = "admin_token_file")]
         admin_listen: Option<std::net::SocketAddr>,

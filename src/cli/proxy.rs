@@ -78,6 +78,7 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             tls_listen,
             drain_timeout,
             metrics,
+            threads,
             admin_listen,
             admin_token_file,
         } => {
@@ -91,6 +92,7 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                 drain: drain_timeout,
                 metrics,
                 admin_tcp,
+                threads,
             };
             proxy::run(home, &opts).await
         }

@@ -1,8 +1,9 @@
 //! The request path: route, claim an upstream, forward, count.
 //!
-//! Kept short on purpose: one table load, one atomic claim, the hyper client's
-//! pooled keep-alive connection, and a response body that holds the claim
-//! until its last byte, so draining knows exactly what is still in flight.
+//! Kept short on purpose: one table load, one atomic claim, a pooled
+//! keep-alive connection to the upstream (`upstream`), and a response body
+//! that holds the claim until its last byte, so draining knows exactly what
+//! is still in flight.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,26 +13,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::pool::Claim;
+use super::router::{normalize_host, Router};
+use super::state::Maintenance;
+use super::tunnel;
+use super::upstream::{SendError, Sender};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
-
-use super::pool::Claim;
-use super::router::{normalize_host, Router};
-use super::state::Maintenance;
-use super::tunnel;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-type UpstreamClient = Client<HttpConnector, ProxyBody>;
 
 /// Shared by every connection of a listener.
 pub struct Forwarder {
     pub router: Arc<Router>,
-    client: UpstreamClient,
     /// `http`, or `https` behind TLS: what `X-Forwarded-Proto` says.
     scheme: &'static str,
     /// Set at shutdown or handoff: each HTTP/1 connection is closed after its
@@ -42,16 +39,8 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(router: Arc<Router>, scheme: &'static str) -> Forwarder {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1024)
-            .build(http);
         Forwarder {
             router,
-            client,
             scheme,
             closing: AtomicBool::new(false),
         }
@@ -129,27 +118,27 @@ impl Forwarder {
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         parts.version = hyper::Version::HTTP_11;
         let timeout = Duration::from_millis(policy.response_timeout_ms);
-        // A request without a body can be sent again to another upstream if
-        // the first one refuses the connection (a container that just died).
-        let retry = (body.is_end_stream() && upgrade.is_none()).then(|| parts.clone());
-        let first = self.send(&claim, parts, body.boxed(), timeout).await;
-        let (claim, result) = match (first, retry) {
-            (Err(Failure::Connect(e)), Some(parts)) => {
+        origin_form(&mut parts.uri);
+        let req = Request::from_parts(parts, body.boxed());
+        // A refused connection gives the request back unsent: it goes to the
+        // next replica once (a container that just died costs no request).
+        let (claim, result) = match send(&claim, req, timeout).await {
+            Err(Failure::Connect(e, Some(req))) => {
                 claim.failed(&policy);
                 claim.pool().stats.record_failure(started.elapsed());
                 match pool.claim(&policy) {
                     Some(next) if next.addr() != claim.addr() => {
                         drop(claim);
-                        let r = self.send(&next, parts, empty(), timeout).await;
+                        let r = send(&next, req, timeout).await;
                         (next, r)
                     }
-                    _ => (claim, Err(Failure::Connect(e))),
+                    _ => (claim, Err(Failure::Connect(e, None))),
                 }
             }
-            (r, _) => (claim, r),
+            r => (claim, r),
         };
-        let mut resp = match result {
-            Ok(resp) => resp,
+        let (mut resp, sender) = match result {
+            Ok(sent) => sent,
             Err(failure) => {
                 claim.pool().stats.record_failure(started.elapsed());
                 let (status, why) = match &failure {
@@ -160,7 +149,7 @@ impl Forwarder {
                             format!("no response within {timeout:?}"),
                         )
                     }
-                    Failure::Connect(e) => {
+                    Failure::Connect(e, _) => {
                         claim.failed(&policy);
                         (StatusCode::BAD_GATEWAY, e.to_string())
                     }
@@ -207,46 +196,49 @@ impl Forwarder {
         }
         let body = Tracked {
             inner: body,
-            _claim: claim,
+            sender: Some(sender),
+            claim,
         };
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
 
-    async fn send(
-        &self,
-        claim: &Claim,
-        mut parts: hyper::http::request::Parts,
-        body: ProxyBody,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, Failure> {
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(claim.addr().to_string())
-            .path_and_query(path)
-            .build()
-            .expect("valid upstream uri");
-        let sent = self.client.request(Request::from_parts(parts, body));
-        match tokio::time::timeout(timeout, sent).await {
-            Err(_) => Err(Failure::Timeout),
-            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(e)),
-            Ok(Err(e)) => Err(Failure::Other(e)),
-            Ok(Ok(resp)) => Ok(resp),
-        }
+/// Sends on the claimed upstream's connections, within the response timeout.
+async fn send(
+    claim: &Claim,
+    req: Request<ProxyBody>,
+    timeout: Duration,
+) -> Result<(Response<Incoming>, Sender), Failure> {
+    match tokio::time::timeout(timeout, claim.conns().send(req)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Ok(sent)) => Ok(sent),
+        Ok(Err(SendError::Connect(e, req))) => Err(Failure::Connect(e, Some(req))),
+        Ok(Err(SendError::Failed(e))) => Err(Failure::Other(e)),
+    }
+}
+
+/// Upstreams get the origin form (`/path?query`); an HTTP/2 client's
+/// request carries the absolute form.
+fn origin_form(uri: &mut Uri) {
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        let mut parts = hyper::http::uri::Parts::default();
+        parts.path_and_query = Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+        );
+        *uri = Uri::from_parts(parts).expect("a path is a valid uri");
     }
 }
 
 /// Why no upstream response came.
 enum Failure {
-    /// Refused or unreachable: counts toward passive health; retryable.
-    Connect(hyper_util::client::legacy::Error),
+    /// Refused or unreachable: counts toward passive health; the request
+    /// comes back unsent the first time, for another replica.
+    Connect(std::io::Error, Option<Request<ProxyBody>>),
     /// No response head within the route's response timeout: a 504.
     Timeout,
-    Other(hyper_util::client::legacy::Error),
+    Other(hyper::Error),
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -357,10 +349,20 @@ fn empty() -> ProxyBody {
     Empty::new().map_err(|n| match n {}).boxed()
 }
 
-/// A response body that keeps its upstream claimed until the last frame.
+/// A response body that keeps its upstream claimed until the last frame,
+/// and returns the connection to the pool when it was read to the end.
 struct Tracked {
     inner: Incoming,
-    _claim: Claim,
+    sender: Option<Sender>,
+    claim: Claim,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take().filter(|_| self.inner.is_end_stream()) {
+            self.claim.conns().checkin(sender);
+        }
+    }
 }
 
 impl Body for Tracked {

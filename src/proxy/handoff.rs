@@ -106,6 +106,13 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
         .args(
             proxy
                 .opts
+                .threads
+                .iter()
+                .flat_map(|n| ["--threads".to_string(), n.to_string()]),
+        )
+        .args(
+            proxy
+                .opts
                 .tls_listen
                 .iter()
                 .flat_map(|a| ["--tls-listen".to_string(), a.to_string()]),

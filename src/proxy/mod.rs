@@ -12,7 +12,8 @@
 //! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets;
 //! - `metrics`: Prometheus `/metrics` on a loopback port;
 //! - `boot`: the proxy as a container (`cyan proxy boot`);
-//! - `active`: optional active health checks of live upstreams.
+//! - `active`: optional active health checks of live upstreams;
+//! - `workers`: thread-per-core serving runtimes.
 
 pub mod active;
 pub mod admin;
@@ -29,6 +30,8 @@ pub mod router;
 pub mod state;
 pub mod tls;
 pub mod tunnel;
+pub mod upstream;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -112,6 +115,8 @@ pub struct RunOptions {
     pub metrics: Option<SocketAddr>,
     /// The admin API on loopback TCP too, with a bearer token.
     pub admin_tcp: Option<admin_listen::TcpAdmin>,
+    /// Serving threads (default: one per core).
+    pub threads: Option<usize>,
 }
 
 /// How long a client gets to finish its TLS handshake.
@@ -140,6 +145,8 @@ pub struct Proxy {
     process_lock: Mutex<Option<std::fs::File>>,
     /// A successor took over: leave the admin socket alone at exit.
     handed_off: std::sync::atomic::AtomicBool,
+    /// The serving threads' runtimes.
+    workers: Vec<tokio::runtime::Handle>,
 }
 
 /// A socket the proxy accepts on.
@@ -175,16 +182,28 @@ impl Proxy {
         tls: bool,
     ) -> std::io::Result<()> {
         std_listener.set_nonblocking(true)?;
-        let socket = std_listener.try_clone()?;
-        let listener = TcpListener::from_std(std_listener)?;
-        self.listeners
-            .lock()
-            .expect("listeners lock")
-            .insert(addr, Listening { socket, tls });
         let acceptor = tls.then(|| {
             tokio_rustls::TlsAcceptor::from(tls::server_config(self.router.clone(), addr))
         });
-        tokio::spawn(self.clone().accept_loop(listener, acceptor));
+        // Every serving thread accepts on a duplicate of the socket (one
+        // accept queue); the original is kept for a successor.
+        for worker in &self.workers {
+            let dup = std_listener.try_clone()?;
+            let (proxy, acceptor) = (self.clone(), acceptor.clone());
+            worker.spawn(async move {
+                match TcpListener::from_std(dup) {
+                    Ok(listener) => proxy.accept_loop(listener, acceptor).await,
+                    Err(e) => tracing::error!(%addr, error = %e, "cannot serve listener"),
+                }
+            });
+        }
+        self.listeners.lock().expect("listeners lock").insert(
+            addr,
+            Listening {
+                socket: std_listener,
+                tls,
+            },
+        );
         tracing::info!(%addr, tls, "listening");
         Ok(())
     }
@@ -270,6 +289,11 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
     home.create()
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
     let lock_file = lock_process(home)?;
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = workers::start(threads)
+        .map_err(|e| Error::Platform(format!("cannot start serving threads: {e}")))?;
     let router = Arc::new(
         Router::restore(home.state())
             .map_err(|e| Error::Platform(format!("cannot restore proxy state: {e}")))?,
@@ -287,6 +311,7 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
         opts: opts.clone(),
         process_lock: Mutex::new(Some(lock_file)),
         handed_off: Default::default(),
+        workers,
     });
     for (addr, listener, tls) in handoff::inherited_listeners()? {
         proxy

@@ -16,10 +16,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::state::{Balance, RoutePolicy};
+use super::upstream::Conns;
 use crate::release::Color;
 
 pub struct Upstream {
     pub addr: SocketAddr,
+    pub conns: Conns,
     inflight: AtomicU64,
     /// Connect failures and timeouts in a row.
     failures: AtomicU32,
@@ -46,6 +48,7 @@ impl Pool {
                 .iter()
                 .map(|&addr| Upstream {
                     addr,
+                    conns: Conns::new(addr),
                     inflight: AtomicU64::new(0),
                     failures: AtomicU32::new(0),
                     ejected_until_ms: AtomicU64::new(0),
@@ -160,6 +163,11 @@ impl Claim {
     }
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The claimed upstream's connections.
+    pub fn conns(&self) -> &Conns {
+        &self.pool.upstreams[self.idx].conns
     }
 
     /// The upstream answered: its failure streak ends.

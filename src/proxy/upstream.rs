@@ -1,0 +1,128 @@
+//! Keep-alive connections to one upstream, pooled per upstream.
+//!
+//! A thin layer over hyper's HTTP/1 client connections instead of
+//! hyper-util's general-purpose client: a connection is checked out before
+//! the request is handed over, so a refused connection gives the request
+//! back untouched (it can go to another replica, body and all, with nothing
+//! cloned), and a pooled connection that the upstream closed meanwhile gives
+//! it back too (it is sent again on a fresh one). The connection returns to
+//! the pool when its response body has been read to the end.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::forward::ProxyBody;
+
+/// Idle connections kept per upstream; more are closed when returned.
+const MAX_IDLE: usize = 512;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub type Sender = SendRequest<ProxyBody>;
+
+/// Why a request could not be sent.
+pub enum SendError {
+    /// No connection could be made; the request comes back unsent.
+    Connect(std::io::Error, Request<ProxyBody>),
+    /// The connection failed after the request was (maybe) sent.
+    Failed(hyper::Error),
+}
+
+/// One idle list per serving thread: a connection's task runs on the
+/// thread that opened it, so it is only reused there.
+pub struct Conns {
+    addr: SocketAddr,
+    idle: Box<[Mutex<Vec<Sender>>]>,
+}
+
+impl Conns {
+    pub fn new(addr: SocketAddr) -> Conns {
+        Conns {
+            addr,
+            idle: (0..super::workers::count())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+        }
+    }
+
+    fn idle(&self) -> &Mutex<Vec<Sender>> {
+        &self.idle[super::workers::index() % self.idle.len()]
+    }
+
+    /// Sends `req` on a pooled connection, or a new one. On success the
+    /// connection comes back with the response, to be returned with
+    /// `checkin` once the response body has ended.
+    pub async fn send(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Sender), SendError> {
+        // A pooled connection may have been closed by the upstream; then the
+        // request comes back unsent and goes out once more on a new one.
+        for pooled in [true, false] {
+            let reused = if pooled { self.pooled().await } else { None };
+            let mut sender = match reused {
+                Some(s) => s,
+                None => match self.connect().await {
+                    Ok(s) => s,
+                    Err(e) => return Err(SendError::Connect(e, req)),
+                },
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if pooled => req = back,
+                    _ => return Err(SendError::Failed(e.into_error())),
+                },
+            }
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    /// Returns a connection whose response has been read to the end.
+    pub fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle().lock().expect("idle lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+
+    /// The most recently used idle connection that is still open.
+    async fn pooled(&self) -> Option<Sender> {
+        loop {
+            let mut sender = self.idle().lock().expect("idle lock").pop()?;
+            if sender.is_closed() {
+                continue;
+            }
+            // Ready once the connection has finished the previous exchange.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<Sender> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}

@@ -129,7 +129,7 @@ impl Forwarder {
                 match pool.claim(&policy) {
                     Some(next) if next.addr() != claim.addr() => {
                         drop(claim);
-                        let r = send(&next, req, timeout).await;
+                        let r = send(&next, *req, timeout).await;
                         (next, r)
                     }
                     _ => (claim, Err(Failure::Connect(e, None))),
@@ -235,7 +235,7 @@ fn origin_form(uri: &mut Uri) {
 enum Failure {
     /// Refused or unreachable: counts toward passive health; the request
     /// comes back unsent the first time, for another replica.
-    Connect(std::io::Error, Option<Request<ProxyBody>>),
+    Connect(std::io::Error, Option<Box<Request<ProxyBody>>>),
     /// No response head within the route's response timeout: a 504.
     Timeout,
     Other(hyper::Error),

@@ -28,7 +28,7 @@ pub type Sender = SendRequest<ProxyBody>;
 /// Why a request could not be sent.
 pub enum SendError {
     /// No connection could be made; the request comes back unsent.
-    Connect(std::io::Error, Request<ProxyBody>),
+    Connect(std::io::Error, Box<Request<ProxyBody>>),
     /// The connection failed after the request was (maybe) sent.
     Failed(hyper::Error),
 }
@@ -69,7 +69,7 @@ impl Conns {
                 Some(s) => s,
                 None => match self.connect().await {
                     Ok(s) => s,
-                    Err(e) => return Err(SendError::Connect(e, req)),
+                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
                 },
             };
             match sender.try_send_request(req).await {

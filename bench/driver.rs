@@ -347,7 +347,7 @@ fn write_app_config(a: &Args) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "app: bench-app\nimage: cyan-bench-app\nbuild:\n  context: {}\nreplicas: 2\nport: 8080\n\
+            "app: bench-app\nimage: cyan-bench-app\nbuild:\n  context: {}\nreplicas: 2\nport: 8080\ninit: true\nstop_timeout: 2s\n\
              proxy:\n  host: bench-app.localhost\n  listen: 127.0.0.1:{APP_PORT}\n  drain_timeout: 5s\n\
              health:\n  http: {{ path: /healthz }}\n  interval: 100ms\n  healthy_threshold: 2\n",
             a.demo.display()

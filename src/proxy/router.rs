@@ -3,7 +3,8 @@
 //!
 //! Requests read the table through one `ArcSwap` load, with no lock. Every
 //! change (a switch included) builds a complete new table and stores it with
-//! one atomic pointer swap, so no request ever sees a half-made route or a
+//! one atomic pointer swap (before the state file's fsync, which the caller's
+//! answer waits for), so no request ever sees a half-made route or a
 //! moment with no upstreams. Pools are shared between table versions, so
 //! in-flight counts survive a swap and the old color can be drained.
 
@@ -179,14 +180,25 @@ impl Router {
         };
         let out = f(entry)?;
         if next != c.state {
-            next.save(&self.state_path)
-                .map_err(|e| ChangeError::Io(format!("cannot write proxy state: {e}")))?;
-            c.state = next;
-            c.sync_pools();
-            self.table.store(Arc::new(c.build_table()));
-            self.published.send_modify(|n| *n += 1);
+            // Traffic moves first; the caller hears back only once the state
+            // is on disk. If it cannot be written, the old routes come back
+            // and the caller gets the error (a crash in between restores the
+            // old routes too: the unacknowledged change is simply redone).
+            let previous = std::mem::replace(&mut c.state, next);
+            self.publish(&mut c);
+            if let Err(e) = c.state.save(&self.state_path) {
+                c.state = previous;
+                self.publish(&mut c);
+                return Err(ChangeError::Io(format!("cannot write proxy state: {e}")));
+            }
         }
         Ok(out)
+    }
+
+    fn publish(&self, c: &mut Control) {
+        c.sync_pools();
+        self.table.store(Arc::new(c.build_table()));
+        self.published.send_modify(|n| *n += 1);
     }
 
     /// At shutdown: every color's tunnels close (cleanly) by `now + grace`.
@@ -414,6 +426,32 @@ mod tests {
         // Restored from disk, the route comes back as it was.
         let again = Router::restore(path).unwrap();
         assert_eq!(again.view("web").unwrap().state.live, Some(Color::Green));
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_saved_is_undone() {
+        let (r, path) = router();
+        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        r.change("web", true, |s| {
+            s.hosts = vec!["web.localhost".into()];
+            s.colors
+                .insert(Color::Blue, vec!["127.0.0.1:1".parse().unwrap()]);
+            s.colors
+                .insert(Color::Green, vec!["127.0.0.1:2".parse().unwrap()]);
+            s.live = Some(Color::Blue);
+            Ok(())
+        })
+        .unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        let out = r.change("web", false, |s| {
+            s.live = Some(Color::Green);
+            Ok(())
+        });
+        assert!(matches!(out, Err(ChangeError::Io(_))));
+        let table = r.table();
+        let live = table.route(Some("web.localhost"), local, "/").unwrap();
+        assert_eq!(live.live.as_ref().unwrap().color, Color::Blue);
+        assert_eq!(r.view("web").unwrap().state.live, Some(Color::Blue));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! `cyan proxy upgrade`: a new proxy process takes over with no gap.
 //!
 //! The running proxy hands its listening sockets to a successor as inherited
-//! file descriptors. Both then hold the *same* sockets, with one accept
-//! queue, so no connection attempt is refused or reset at any moment (unlike
-//! `SO_REUSEPORT`, where closing one of the sockets drops the connections
-//! waiting in its own queue). In order:
+//! file descriptors. Both then hold the *same* sockets, with the same accept
+//! queues, so no connection attempt is refused or reset at any moment. (The
+//! sockets of one address form a `SO_REUSEPORT` group, one per serving
+//! thread; none of them is ever closed while it has a queue, which is what
+//! resets connections when a new process merely binds beside an old one.)
+//! In order:
 //!
 //! 1. freeze route changes and stop the admin socket (the state file now
 //!    belongs to whoever serves it next), and let go of the process lock;
@@ -16,6 +18,7 @@
 //! If the successor does not come up, it is killed and this process takes
 //! its lock and admin socket back: a failed upgrade changes nothing.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -77,7 +80,7 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
     let listeners = proxy.listeners.lock().expect("listeners lock");
     let fds: Vec<(SocketAddr, RawFd, bool)> = listeners
         .iter()
-        .map(|(addr, l)| (*addr, l.socket.as_raw_fd(), l.tls))
+        .flat_map(|(addr, l)| l.sockets.iter().map(move |s| (*addr, s.as_raw_fd(), l.tls)))
         .collect();
     let spec = fds
         .iter()
@@ -177,26 +180,34 @@ async fn await_ready(proxy: &Proxy, mut child: Child) -> Result<u32> {
     }
 }
 
-/// The listening sockets a predecessor handed over, if this process is a
-/// successor.
-pub fn inherited_listeners() -> Result<Vec<(SocketAddr, std::net::TcpListener, bool)>> {
+/// Inherited sockets of one address, and whether they speak TLS.
+pub type Inherited = BTreeMap<SocketAddr, (Vec<std::net::TcpListener>, bool)>;
+
+/// The listening sockets a predecessor handed over (several per address:
+/// one per serving thread), if this process is a successor.
+pub fn inherited_listeners() -> Result<Inherited> {
+    let mut out = Inherited::new();
     let Ok(spec) = std::env::var(LISTEN_FDS) else {
-        return Ok(Vec::new());
+        return Ok(out);
     };
-    parse(&spec)?
-        .into_iter()
-        .map(|(addr, fd, tls)| {
-            // SAFETY: the predecessor passed this descriptor for exactly this
-            // purpose; nothing else in this process owns it.
-            let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-            match listener.local_addr() {
-                Ok(local) if local == addr => Ok((addr, listener, tls)),
-                other => Err(Error::Platform(format!(
+    for (addr, fd, tls) in parse(&spec)? {
+        // SAFETY: the predecessor passed this descriptor for exactly this
+        // purpose; nothing else in this process owns it.
+        let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        match listener.local_addr() {
+            Ok(local) if local == addr => out
+                .entry(addr)
+                .or_insert((Vec::new(), tls))
+                .0
+                .push(listener),
+            other => {
+                return Err(Error::Platform(format!(
                     "{LISTEN_FDS}: fd {fd} is not a socket listening on {addr} ({other:?})"
-                ))),
+                )))
             }
-        })
-        .collect()
+        }
+    }
+    Ok(out)
 }
 
 fn parse(spec: &str) -> Result<Vec<(SocketAddr, RawFd, bool)>> {

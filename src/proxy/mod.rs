@@ -149,9 +149,12 @@ pub struct Proxy {
     workers: Vec<tokio::runtime::Handle>,
 }
 
-/// A socket the proxy accepts on.
+/// The sockets of one listen address: one per serving thread, bound with
+/// `SO_REUSEPORT` so the kernel spreads new connections evenly over the
+/// threads (one shared socket lets whichever thread wakes first take a whole
+/// burst: measured 36k-53k req/s run to run, against a steady ~53k).
 struct Listening {
-    socket: std::net::TcpListener,
+    sockets: Vec<std::net::TcpListener>,
     tls: bool,
 }
 
@@ -171,39 +174,42 @@ impl Proxy {
             }
             return Ok(());
         }
-        self.adopt_listener(addr, std::net::TcpListener::bind(addr)?, tls)
+        // A plain bind first: if anything listens there (another proxy
+        // too), this fails instead of quietly joining its group.
+        drop(std::net::TcpListener::bind(addr)?);
+        let sockets = (0..self.workers.len())
+            .map(|_| bind_reuseport(addr))
+            .collect::<std::io::Result<_>>()?;
+        self.adopt_listeners(addr, sockets, tls)
     }
 
-    /// Serves a bound socket: a new one, or one inherited from a predecessor.
-    fn adopt_listener(
+    /// Serves bound sockets, new or inherited from a predecessor: each on
+    /// one serving thread, in turn (every socket is served, whatever the
+    /// number of threads, so no queued connection is left behind).
+    fn adopt_listeners(
         self: &Arc<Self>,
         addr: SocketAddr,
-        std_listener: std::net::TcpListener,
+        sockets: Vec<std::net::TcpListener>,
         tls: bool,
     ) -> std::io::Result<()> {
-        std_listener.set_nonblocking(true)?;
         let acceptor = tls.then(|| {
             tokio_rustls::TlsAcceptor::from(tls::server_config(self.router.clone(), addr))
         });
-        // Every serving thread accepts on a duplicate of the socket (one
-        // accept queue); the original is kept for a successor.
-        for worker in &self.workers {
-            let dup = std_listener.try_clone()?;
+        for (i, socket) in sockets.iter().enumerate() {
+            socket.set_nonblocking(true)?;
+            let dup = socket.try_clone()?;
             let (proxy, acceptor) = (self.clone(), acceptor.clone());
-            worker.spawn(async move {
+            self.workers[i % self.workers.len()].spawn(async move {
                 match TcpListener::from_std(dup) {
                     Ok(listener) => proxy.accept_loop(listener, acceptor).await,
                     Err(e) => tracing::error!(%addr, error = %e, "cannot serve listener"),
                 }
             });
         }
-        self.listeners.lock().expect("listeners lock").insert(
-            addr,
-            Listening {
-                socket: std_listener,
-                tls,
-            },
-        );
+        self.listeners
+            .lock()
+            .expect("listeners lock")
+            .insert(addr, Listening { sockets, tls });
         tracing::info!(%addr, tls, "listening");
         Ok(())
     }
@@ -313,9 +319,9 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
         handed_off: Default::default(),
         workers,
     });
-    for (addr, listener, tls) in handoff::inherited_listeners()? {
+    for (addr, (sockets, tls)) in handoff::inherited_listeners()? {
         proxy
-            .adopt_listener(addr, listener, tls)
+            .adopt_listeners(addr, sockets, tls)
             .map_err(|e| Error::Platform(format!("cannot serve inherited {addr}: {e}")))?;
     }
     // Routes come back before any listener accepts: no request sees an empty table.
@@ -389,6 +395,21 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
         tracing::warn!("drain deadline reached; closing remaining connections");
     }
     Ok(())
+}
+
+/// A listening socket that shares its address with its siblings
+/// (`SO_REUSEPORT`; the kernel only lets the same user join the group).
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 fn lock_process(home: &Home) -> Result<std::fs::File> {

@@ -77,32 +77,85 @@ async fn main() {
 
 // ---------------------------------------------------------------- overhead
 
+/// One wrk run of one path: name, requests/s, p50/p99/p99.9 (µs), errors, RSS.
+struct Run {
+    name: String,
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    errors: u64,
+    rss: String,
+}
+
 fn overhead_table(file: &Path) -> String {
     let text = std::fs::read_to_string(file).expect("overhead results");
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
-    let rps = |r: &[&str]| r[1].parse::<f64>().unwrap_or(0.0);
-    let us = |s: &str| s.parse::<f64>().unwrap_or(0.0) / 1000.0;
-    let nginx = rows
-        .iter()
-        .find(|r| r[0].starts_with("nginx"))
-        .expect("nginx row");
-    let mut md = String::from(
-        "### 1. Proxy overhead (wrk, 64 connections, same backend)\n\n\
-         | path | requests/s | vs nginx | p50 ms | p99 ms | p99 vs nginx | p99.9 ms | errors | peak RSS |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    let runs: Vec<Run> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            let num = |i: usize| {
+                f.get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            Run {
+                name: f[0].to_string(),
+                rps: num(1),
+                p50: num(2),
+                p99: num(3),
+                p999: num(4),
+                errors: num(5) as u64,
+                rss: f.get(6).unwrap_or(&"-").to_string(),
+            }
+        })
+        .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for r in &runs {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
+    // Each path's median round by requests/s, with that round's latencies.
+    let median = |name: &str| -> &Run {
+        let mut rs: Vec<&Run> = runs.iter().filter(|r| r.name == name).collect();
+        rs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        rs[rs.len() / 2]
+    };
+    let nginx = median(
+        names
+            .iter()
+            .find(|n| n.starts_with("nginx"))
+            .expect("nginx row"),
     );
-    for r in &rows {
+    let rounds = runs.len() / names.len().max(1);
+    let mut md = format!(
+        "### 1. Proxy overhead (wrk, 64 connections, same backend; median of {rounds} interleaved rounds)\n\n\
+         | path | requests/s | vs nginx | p50 ms | p99 ms | p99 vs nginx | p99.9 ms | errors | peak RSS | every round's requests/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    );
+    for name in &names {
+        let r = median(name);
+        let all: Vec<String> = runs
+            .iter()
+            .filter(|x| x.name == *name)
+            .map(|x| format!("{:.0}", x.rps))
+            .collect();
         md += &format!(
-            "| {} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {} | {} |\n",
-            r[0],
-            rps(r),
-            rps(r) / rps(nginx),
-            us(r[2]),
-            us(r[3]),
-            us(r[3]) / us(nginx[3]),
-            us(r[4]),
-            r[5],
-            r[6]
+            "| {} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {} | {} | {} |\n",
+            r.name,
+            r.rps,
+            r.rps / nginx.rps,
+            r.p50 / 1000.0,
+            r.p99 / 1000.0,
+            r.p99 / nginx.p99,
+            r.p999 / 1000.0,
+            runs.iter()
+                .filter(|x| x.name == *name)
+                .map(|x| x.errors)
+                .sum::<u64>(),
+            r.rss,
+            all.join(", ")
         );
     }
     md + "\n"

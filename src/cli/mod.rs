@@ -370,7 +370,22 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
 pub fn main_with_args() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The proxy serves traffic on threads of its own (one per core); its
+    // main runtime only runs the admin API, so one thread is plenty.
+    let proxy = matches!(
+        cli.command,
+        Command::Proxy {
+            command: ProxyCommand::Run { .. }
+        }
+    );
+    let runtime = if proxy {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -60,7 +60,9 @@ impl Forwarder {
             .map(normalize_host);
         let request_id = request_id(req.headers());
         let http1 = req.version() < hyper::Version::HTTP_2;
-        let mut published = self.router.published();
+        // Subscribed only once a hold is seen (then the route is looked up
+        // again, so no switch can slip between the look-up and the wait).
+        let mut published: Option<tokio::sync::watch::Receiver<u64>> = None;
         let mut hold_expired = false;
         let (pool, policy) = loop {
             let table = self.router.table();
@@ -82,9 +84,12 @@ impl Forwarder {
                 let left = until.saturating_sub(crate::clock::now_ms());
                 if left > 0 {
                     drop(table);
+                    let Some(changes) = published.as_mut() else {
+                        published = Some(self.router.published());
+                        continue;
+                    };
                     let waited =
-                        tokio::time::timeout(Duration::from_millis(left), published.changed())
-                            .await;
+                        tokio::time::timeout(Duration::from_millis(left), changes.changed()).await;
                     hold_expired = waited.is_err();
                     continue;
                 }

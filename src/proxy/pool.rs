@@ -201,9 +201,16 @@ pub const LATENCY_BUCKETS_MS: [f64; 14] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
 
-/// Counters of one color since its set was last replaced.
-#[derive(Default)]
+/// Counters of one color since its set was last replaced: one shard per
+/// serving thread, so requests on different cores never write the same
+/// cache line; readers add the shards up.
 pub struct ColorStats {
+    shards: Box<[Shard]>,
+}
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Shard {
     requests: AtomicU64,
     status: [AtomicU64; 5],
     failed: AtomicU64,
@@ -212,38 +219,57 @@ pub struct ColorStats {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
 }
 
+impl Default for ColorStats {
+    fn default() -> Self {
+        ColorStats {
+            shards: (0..super::workers::count())
+                .map(|_| Shard::default())
+                .collect(),
+        }
+    }
+}
+
 impl ColorStats {
+    fn shard(&self) -> &Shard {
+        &self.shards[super::workers::index() % self.shards.len()]
+    }
+
+    fn sum(&self, f: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| f(s).load(Relaxed)).sum()
+    }
+
     pub fn record(&self, status: u16, latency: Duration) {
-        self.requests.fetch_add(1, Relaxed);
+        let shard = self.shard();
+        shard.requests.fetch_add(1, Relaxed);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.status[class].fetch_add(1, Relaxed);
+        shard.status[class].fetch_add(1, Relaxed);
         let us = latency.as_micros() as u64;
-        self.latency_us_total.fetch_add(us, Relaxed);
+        shard.latency_us_total.fetch_add(us, Relaxed);
         let ms = us as f64 / 1000.0;
         let bucket = LATENCY_BUCKETS_MS
             .iter()
             .position(|le| ms <= *le)
             .unwrap_or(LATENCY_BUCKETS_MS.len());
-        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+        shard.latency_buckets[bucket].fetch_add(1, Relaxed);
     }
 
     /// The proxy could not get a response from an upstream (counted as a 502 too).
     pub fn record_failure(&self, latency: Duration) {
-        self.failed.fetch_add(1, Relaxed);
+        self.shard().failed.fetch_add(1, Relaxed);
         self.record(502, latency);
     }
 
     pub fn snapshot(&self, inflight: u64, ejected: Vec<SocketAddr>) -> StatsView {
-        let requests = self.requests.load(Relaxed);
-        let total = self.latency_us_total.load(Relaxed);
+        let requests = self.sum(|s| &s.requests);
+        let total = self.sum(|s| &s.latency_us_total);
         let mut cumulative = 0;
         let latency_buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
             .iter()
             .copied()
             .chain([f64::INFINITY])
-            .zip(&self.latency_buckets)
-            .map(|(le, n)| {
-                cumulative += n.load(Relaxed);
+            .enumerate()
+            .map(|(i, le)| {
+                cumulative += self.sum(|s| &s.latency_buckets[i]);
                 (le, cumulative)
             })
             .collect();
@@ -256,11 +282,11 @@ impl ColorStats {
         };
         StatsView {
             requests,
-            status_2xx: self.status[1].load(Relaxed),
-            status_3xx: self.status[2].load(Relaxed),
-            status_4xx: self.status[3].load(Relaxed),
-            status_5xx: self.status[4].load(Relaxed),
-            upstream_failures: self.failed.load(Relaxed),
+            status_2xx: self.sum(|s| &s.status[1]),
+            status_3xx: self.sum(|s| &s.status[2]),
+            status_4xx: self.sum(|s| &s.status[3]),
+            status_5xx: self.sum(|s| &s.status[4]),
+            upstream_failures: self.sum(|s| &s.failed),
             mean_latency_ms: if requests == 0 {
                 0.0
             } else {

@@ -7,8 +7,9 @@ use std::path::Path;
 use super::dockerignore::DockerIgnore;
 use crate::error::{Error, Result};
 
-/// Tars `dir` for a build of `dockerfile` (relative to `dir`).
-pub fn tar_context(dir: &Path, dockerfile: &str) -> Result<Vec<u8>> {
+/// Tars `dir` for a build of `dockerfile` (relative to `dir`), with
+/// `append` added as the Dockerfile's last line when given.
+pub fn tar_context(dir: &Path, dockerfile: &str, append: Option<&str>) -> Result<Vec<u8>> {
     let ignore_text = std::fs::read_to_string(dir.join(".dockerignore")).unwrap_or_default();
     let ignore = DockerIgnore::parse(&ignore_text).map_err(Error::Config)?;
     if !dir.join(dockerfile).is_file() {
@@ -21,8 +22,10 @@ pub fn tar_context(dir: &Path, dockerfile: &str) -> Result<Vec<u8>> {
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
     let always = [dockerfile, ".dockerignore"];
-    add_dir(&mut tar, dir, "", &ignore, &always)
-        .map_err(|e| Error::Build(format!("cannot read build context {}: {e}", dir.display())))?;
+    let read_error = |e: std::io::Error| {
+        Error::Build(format!("cannot read build context {}: {e}", dir.display()))
+    };
+    add_dir(&mut tar, dir, "", &ignore, &always, dockerfile, append).map_err(read_error)?;
     tar.into_inner()
         .map_err(|e| Error::Build(format!("cannot finish build context: {e}")))
 }
@@ -33,6 +36,8 @@ fn add_dir(
     rel: &str,
     ignore: &DockerIgnore,
     always: &[&str],
+    dockerfile: &str,
+    append: Option<&str>,
 ) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
@@ -53,7 +58,14 @@ fn add_dir(
             if !excluded {
                 tar.append_path_with_name(entry.path(), &path)?;
             }
-            add_dir(tar, root, &path, ignore, always)?;
+            add_dir(tar, root, &path, ignore, always, dockerfile, append)?;
+        } else if let (true, Some(line)) = (path == dockerfile, append) {
+            let mut text = std::fs::read(entry.path())?;
+            text.extend_from_slice(format!("\n{line}\n").as_bytes());
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&entry.metadata()?, tar::HeaderMode::Deterministic);
+            header.set_size(text.len() as u64);
+            tar.append_data(&mut header, &path, text.as_slice())?;
         } else if !excluded {
             tar.append_path_with_name(entry.path(), &path)?;
         }
@@ -77,19 +89,24 @@ mod tests {
         std::fs::set_permissions(dir.join("app"), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(dir.join("README.md"), "x").unwrap();
         std::fs::write(dir.join("target/debug/big"), "x").unwrap();
-        let bytes = tar_context(&dir, "Dockerfile").unwrap();
+        let bytes = tar_context(&dir, "Dockerfile", Some("LABEL a=\"1\"")).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut names = Vec::new();
         for e in archive.entries().unwrap() {
-            let e = e.unwrap();
+            let mut e = e.unwrap();
             let name = e.path().unwrap().to_string_lossy().into_owned();
             if name == "app" {
                 assert_eq!(e.header().mode().unwrap() & 0o111, 0o111, "exec bit kept");
             }
+            if name == "Dockerfile" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+                assert_eq!(text, "FROM scratch\n\nLABEL a=\"1\"\n", "labels appended");
+            }
             names.push(name);
         }
         assert_eq!(names, vec![".dockerignore", "Dockerfile", "app"]);
-        assert!(tar_context(&dir, "Nope")
+        assert!(tar_context(&dir, "Nope", None)
             .unwrap_err()
             .to_string()
             .contains("no Dockerfile"));

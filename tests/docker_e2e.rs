@@ -6,7 +6,7 @@ mod util;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use util::load::{failures, Load};
+use util::load::{assert_none_failed, failures, Load};
 use util::{identity, text, TestApp};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -64,14 +64,7 @@ fn zero_downtime_across_deploy_rollback_deploy() {
     pause();
 
     let samples = rt.block_on(load.finish());
-    let failed = failures(&samples);
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        samples.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_none_failed(&samples, "across deploy, rollback and deploy");
     assert!(
         samples.len() > 300,
         "too little load to prove anything: {}",
@@ -176,14 +169,7 @@ fn a_killed_deploy_converges_when_run_again() {
         assert_eq!(identity(&app.get("/").1).1, version);
     }
     let samples = rt.block_on(load.finish());
-    let failed = failures(&samples);
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {:?}",
-        failed.len(),
-        samples.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_none_failed(&samples, "across the killed deploys");
 }
 
 #[test]

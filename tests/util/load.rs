@@ -105,3 +105,15 @@ pub fn failures(samples: &[Sample]) -> Vec<String> {
         .filter_map(|s| s.outcome.clone().err())
         .collect()
 }
+
+/// Panics unless every request got a 200, naming the first failures.
+pub fn assert_none_failed(samples: &[Sample], during: &str) {
+    let failed = failures(samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed {during}: {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(5)]
+    );
+}

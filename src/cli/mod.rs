@@ -69,6 +69,18 @@ pub struct ImageOverride {
     pub registry: Option<String>,
 }
 
+/// What `build` and `push` act on.
+#[derive(Args, Debug, Clone)]
+pub struct ImageStep {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Release version (default: VERSION file, then `git describe`).
+    #[arg(long = "version", value_name = "VERSION")]
+    release: Option<String>,
+    #[command(flatten)]
+    image: ImageOverride,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct LockWait {
     /// Wait this long for another deploy's lock instead of failing at once (e.g. 5m).
@@ -139,23 +151,9 @@ pub enum Command {
         config: ConfigArg,
     },
     /// Build and tag the image (VERSION and latest) only.
-    Build {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long = "version", value_name = "VERSION")]
-        release: Option<String>,
-        #[command(flatten)]
-        image: ImageOverride,
-    },
+    Build(ImageStep),
     /// Push VERSION and latest to the image's registry only.
-    Push {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long = "version", value_name = "VERSION")]
-        release: Option<String>,
-        #[command(flatten)]
-        image: ImageOverride,
-    },
+    Push(ImageStep),
     /// Serve a 503 maintenance page (with Retry-After) instead of the app, or stop.
     Maintenance {
         #[command(subcommand)]
@@ -327,21 +325,13 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Status { config } => status::status(&home, &config.config, out).await,
         Command::History { config } => status::history(&home, &config.config, out).await,
-        Command::Build {
-            config,
-            release,
-            image,
-        } => {
-            let cfg = session::load_with(&config.config, &image)?;
-            image::build(&cfg, release.as_deref(), out).await
+        Command::Build(step) => {
+            let cfg = session::load_with(&step.config.config, &step.image)?;
+            image::build(&cfg, step.release.as_deref(), out).await
         }
-        Command::Push {
-            config,
-            release,
-            image,
-        } => {
-            let cfg = session::load_with(&config.config, &image)?;
-            image::push(&cfg, release.as_deref(), out).await
+        Command::Push(step) => {
+            let cfg = session::load_with(&step.config.config, &step.image)?;
+            image::push(&cfg, step.release.as_deref(), out).await
         }
         Command::Config {
             command: ConfigCommand::Check { config },

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
@@ -97,17 +96,12 @@ pub async fn boot(
     }
     create(docker, &name, &image, home, args).await?;
     docker.start_container(&name, None).await?;
-    let admin = AdminClient::new(home);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while admin.health().await.is_err() {
-        if Instant::now() > deadline {
-            return Err(Error::Platform(format!(
-                "{name} did not answer on {} within 15s; see `docker logs {name}`",
-                home.socket().display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::client::wait_healthy(
+        AdminClient::new(home),
+        &format!("the proxy container {name}"),
+    )
+    .await
+    .map_err(|e| Error::Platform(format!("{e}; see `docker logs {name}`")))?;
     out.done(format!("{name} serves {}", home.dir.display()));
     Ok(Booted {
         container: name,

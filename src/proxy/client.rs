@@ -277,7 +277,8 @@ pub async fn ensure_running(home: &Home) -> Result<AdminClient> {
     })
 }
 
-async fn wait_healthy(client: AdminClient, what: &str) -> Result<AdminClient> {
+/// Polls the proxy's health for up to 15 s.
+pub(crate) async fn wait_healthy(client: AdminClient, what: &str) -> Result<AdminClient> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if client.health().await.is_ok() {

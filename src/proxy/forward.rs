@@ -64,7 +64,7 @@ impl Forwarder {
         // again, so no switch can slip between the look-up and the wait).
         let mut published: Option<tokio::sync::watch::Receiver<u64>> = None;
         let mut hold_expired = false;
-        let (pool, policy) = loop {
+        let (pool, route) = loop {
             let table = self.router.table();
             let Some(route) = table.route(host.as_deref(), local, req.uri().path()) else {
                 return Ok(text(
@@ -95,7 +95,7 @@ impl Forwarder {
                 }
             }
             match &route.live {
-                Some(pool) => break (pool.clone(), route.policy.clone()),
+                Some(pool) => break (pool.clone(), route.clone()),
                 None => {
                     return Ok(text(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -104,7 +104,8 @@ impl Forwarder {
                 }
             }
         };
-        let Some(claim) = pool.claim(&policy) else {
+        let policy = &route.policy;
+        let Some(claim) = pool.claim(policy) else {
             return Ok(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cyan: no upstreams\n".into(),
@@ -129,9 +130,9 @@ impl Forwarder {
         // next replica once (a container that just died costs no request).
         let (claim, result) = match send(&claim, req, timeout).await {
             Err(Failure::Connect(e, Some(req))) => {
-                claim.failed(&policy);
+                claim.failed(policy);
                 claim.pool().stats.record_failure(started.elapsed());
-                match pool.claim(&policy) {
+                match pool.claim(policy) {
                     Some(next) if next.addr() != claim.addr() => {
                         drop(claim);
                         let r = send(&next, *req, timeout).await;
@@ -148,14 +149,14 @@ impl Forwarder {
                 claim.pool().stats.record_failure(started.elapsed());
                 let (status, why) = match &failure {
                     Failure::Timeout => {
-                        claim.failed(&policy);
+                        claim.failed(policy);
                         (
                             StatusCode::GATEWAY_TIMEOUT,
                             format!("no response within {timeout:?}"),
                         )
                     }
                     Failure::Connect(e, _) => {
-                        claim.failed(&policy);
+                        claim.failed(policy);
                         (StatusCode::BAD_GATEWAY, e.to_string())
                     }
                     Failure::Other(e) => (StatusCode::BAD_GATEWAY, e.to_string()),

@@ -26,6 +26,14 @@ pub struct DeployRecord {
     /// Newest last.
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// Unix milliseconds of the last switch (for a delayed retire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at_ms: Option<u64>,
+    /// A release that was stopped and must not be started again on its own
+    /// (Kubernetes: a failed gate deadline, abort or verify; the operator
+    /// would otherwise retry it forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<ReleaseKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

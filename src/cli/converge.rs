@@ -59,6 +59,7 @@ pub async fn deploy(home: &Home, cfg: &Loaded, o: &DeployOptions, out: &Output) 
         push: c.image.registry().is_some(),
         require_approval: c.require_approval,
         keep_hot: c.keep.hot == 1,
+        retire_delay_ms: 0,
     };
     let run = Run {
         what: format!("deploy {version}"),
@@ -88,6 +89,7 @@ pub async fn promote(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) ->
         push: false,
         require_approval: c.require_approval,
         keep_hot: c.keep.hot == 1,
+        retire_delay_ms: 0,
     };
     Run::plain(format!("promote {}", desired.target.version), wait)
         .go(&mut p, &desired, out)
@@ -163,6 +165,7 @@ pub async fn rollback(
         push: false,
         require_approval: false,
         keep_hot: true,
+        retire_delay_ms: 0,
     };
     Run::plain(format!("rollback to {}", desired.target.version), wait)
         .go(&mut p, &desired, out)
@@ -346,6 +349,7 @@ async fn switch_back(p: &DockerPlatform<'_>, failed: &Desired, out: &Output) -> 
         push: false,
         require_approval: false,
         keep_hot: true,
+        retire_delay_ms: 0,
         ..failed.clone()
     };
     match engine::converge(p, &back, out).await {

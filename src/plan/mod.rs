@@ -37,6 +37,9 @@ pub struct Desired {
     pub require_approval: bool,
     /// Keep the previous color running after a switch.
     pub keep_hot: bool,
+    /// When not kept hot, how long after the switch the previous color is
+    /// retired (Kubernetes: `scaleDownDelaySeconds`; Docker: 0).
+    pub retire_delay_ms: u64,
 }
 
 /// The target release's image, as the platform sees it.
@@ -58,6 +61,9 @@ pub struct SetState {
     pub created: u32,
     /// Stopped or crashed.
     pub exited: u32,
+    /// Running but not (yet) available: not ready, or ready for less than
+    /// `minReadySeconds` (Kubernetes). A gated set with any must be gated again.
+    pub unavailable: u32,
 }
 
 /// Who holds the app's deploy lock, as seen now.
@@ -104,6 +110,17 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
     if let LockState::Other(holder) = &o.lock {
         return Step::Blocked(holder.clone());
     }
+    let live_holds_target = o
+        .live
+        .and_then(|c| o.sets.get(&c))
+        .and_then(|s| s.release.as_ref())
+        == Some(&d.target);
+    if o.record.halted.as_ref() == Some(&d.target) && !live_holds_target {
+        return Step::Failed(format!(
+            "release {} was stopped (failed gate, verify or abort); change it or retry",
+            d.target.version
+        ));
+    }
     match o.image {
         ImageState::Missing if d.build => return Step::Build,
         ImageState::Missing => {
@@ -126,7 +143,10 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
             }
         }
         if !d.keep_hot && o.sets.get(&live.other()).is_some_and(|s| s.total > 0) {
-            return Step::Retire(live.other());
+            let due = o.record.switched_at_ms.map_or(0, |t| t + d.retire_delay_ms);
+            if o.now_ms >= due {
+                return Step::Retire(live.other());
+            }
         }
         return Step::Done;
     }
@@ -151,7 +171,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
     if set.total < d.replicas || set.created > 0 {
         return Step::Launch(color);
     }
-    if !gated {
+    if !gated || set.unavailable > 0 {
         return Step::Gate(color);
     }
     if d.intent == Intent::Deploy && d.require_approval {

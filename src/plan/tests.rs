@@ -22,6 +22,7 @@ fn deploy(v: &str) -> Desired {
         push: false,
         require_approval: false,
         keep_hot: true,
+        retire_delay_ms: 0,
     }
 }
 
@@ -242,6 +243,52 @@ fn previous_color_is_retired_only_when_keep_hot_is_zero() {
         ..deploy("2")
     };
     assert_eq!(plan(&cold, &w.0), Step::Retire(Blue));
+}
+
+#[test]
+fn a_delayed_retire_waits_for_its_time_after_the_switch() {
+    let mut w = world()
+        .pushed()
+        .live(Green, "2")
+        .set(Blue, running("1", 2))
+        .gated(Blue, "1");
+    w.0.record.switched_at_ms = Some(1_000);
+    let d = Desired {
+        keep_hot: false,
+        retire_delay_ms: 30_000,
+        ..deploy("2")
+    };
+    w.0.now_ms = 30_999;
+    assert_eq!(plan(&d, &w.0), Step::Done, "blue stays hot for the delay");
+    w.0.now_ms = 31_000;
+    assert_eq!(plan(&d, &w.0), Step::Retire(Blue));
+}
+
+#[test]
+fn a_halted_release_is_not_started_again_until_it_changes() {
+    let mut w = world().pushed().live(Blue, "1");
+    w.0.record.halted = Some(key("2"));
+    assert!(matches!(plan(&deploy("2"), &w.0), Step::Failed(_)));
+    assert_eq!(plan(&deploy("3"), &w.0), Step::Launch(Green));
+    assert_eq!(
+        plan(&deploy("1"), &w.0),
+        Step::Done,
+        "a halt never stops the live release"
+    );
+}
+
+#[test]
+fn a_gated_set_that_lost_availability_is_gated_again_not_switched() {
+    let lame = SetState {
+        unavailable: 1,
+        ..running("2", 2)
+    };
+    let w = world()
+        .pushed()
+        .live(Blue, "1")
+        .set(Green, lame)
+        .gated(Green, "2");
+    assert_eq!(plan(&deploy("2"), &w.0), Step::Gate(Green));
 }
 
 fn rollback_to(v: &str) -> Desired {

@@ -115,3 +115,35 @@ impl From<bollard::errors::Error> for Error {
         }
     }
 }
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        match &e {
+            kube::Error::Api(s) if matches!(s.code, 401 | 403) => Error::Config(format!(
+                "the Kubernetes API refused cyan ({} {}): {}. Check the kubeconfig context and RBAC (manifests/rbac.yaml)",
+                s.code, s.reason, s.message
+            )),
+            kube::Error::Api(s) if s.code == 422 => Error::Config(format!(
+                "the Kubernetes API rejected an object as invalid: {}",
+                s.message
+            )),
+            kube::Error::Api(s) if s.code == 429 || s.code >= 500 => Error::Unreachable(format!(
+                "the Kubernetes API is failing ({} {}): {}",
+                s.code, s.reason, s.message
+            )),
+            kube::Error::Api(s) => Error::Platform(format!(
+                "Kubernetes API: {} {}: {}",
+                s.code, s.reason, s.message
+            )),
+            kube::Error::HyperError(_) | kube::Error::Service(_) => Error::Unreachable(format!(
+                "cannot reach the Kubernetes API: {e}. Is the cluster up, and is KUBECONFIG right?"
+            )),
+            _ => Error::Platform(format!("kubernetes: {e}")),
+        }
+    }
+}
+
+/// Whether an error is the API's optimistic-concurrency conflict (409).
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}

@@ -44,8 +44,6 @@ pub struct GateFailure {
     pub healthy: usize,
 }
 
-type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
-
 /// Runs the gate over all replicas at once; all must pass.
 pub async fn gate(
     cfg: &HealthConfig,
@@ -54,7 +52,7 @@ pub async fn gate(
     replicas: &impl Replicas,
     out: &Output,
 ) -> Result<(), GateFailure> {
-    let client: ProbeClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let client = probe_client();
     let started = Instant::now();
     let runs = targets
         .iter()
@@ -152,34 +150,15 @@ async fn probe(
     host: Option<&str>,
     addr: SocketAddr,
 ) -> Result<(), ProbeError> {
-    let uri = format!("http://{addr}{}", cfg.http.path);
-    let mut req = Request::get(uri);
-    if let Some(h) = cfg.http.host.as_deref().or(host) {
-        req = req.header(hyper::header::HOST, h);
-    }
-    let req = req.body(Empty::new()).expect("valid probe request");
-    let exchange = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| ProbeError::NoAnswer(describe_error(&e)))?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Ok::<_, ProbeError>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(cfg.timeout.0, exchange)
+    let url = format!("http://{addr}{}", cfg.http.path);
+    let (status, body) = http_get(client, &url, cfg.http.host.as_deref().or(host), cfg.timeout.0)
         .await
-        .map_err(|_| ProbeError::NoAnswer(format!("timeout after {}", cfg.timeout)))??;
+        .map_err(ProbeError::NoAnswer)?;
     if !cfg.http.expect.contains(status) {
-        let snippet: String = String::from_utf8_lossy(&body).chars().take(120).collect();
         return Err(ProbeError::Answered(format!(
             "{status} (expected {}): {}",
             cfg.http.expect,
-            snippet.trim()
+            snippet(&body)
         )));
     }
     if let Some(needle) = &cfg.http.body {
@@ -190,6 +169,49 @@ async fn probe(
         }
     }
     Ok(())
+}
+
+/// The start of a body, for an error message.
+pub fn snippet(body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(body).chars().take(120).collect();
+    text.trim().to_string()
+}
+
+/// An HTTP/1.1 client for probes (gates, verification, queries).
+pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn probe_client() -> ProbeClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// One GET: the status and up to 64 KiB of body, or why nothing answered
+/// (refused, reset, timeout).
+pub async fn http_get(
+    client: &ProbeClient,
+    url: &str,
+    host: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    let mut req = Request::get(url);
+    if let Some(h) = host {
+        req = req.header(hyper::header::HOST, h);
+    }
+    let req = req
+        .body(Empty::new())
+        .map_err(|e| format!("bad URL {url:?}: {e}"))?;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| describe_error(&e))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("timeout after {}", humantime::format_duration(timeout)))?
 }
 
 fn describe_error(e: &hyper_util::client::legacy::Error) -> String {

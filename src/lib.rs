@@ -14,6 +14,7 @@ pub mod github;
 pub mod health;
 pub mod image;
 pub mod lock;
+pub mod operator;
 pub mod output;
 pub mod plan;
 pub mod platform;

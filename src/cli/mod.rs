@@ -176,6 +176,25 @@ pub enum Command {
         #[command(subcommand)]
         command: ProxyCommand,
     },
+    /// Print the BlueGreenDeployment CustomResourceDefinition (YAML), for
+    /// `cyan crd | kubectl apply -f -`.
+    Crd,
+    /// Run the Kubernetes operator that reconciles BlueGreenDeployments
+    /// (in the cluster: see manifests/operator.yaml).
+    Operator {
+        /// Where /metrics, /healthz and /readyz listen.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// Watch only this namespace (default: all).
+        #[arg(long, env = "CYAN_WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "cyan-system")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -353,6 +372,24 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Maintenance { command } => proxy::maintenance(&home, command, out).await,
         Command::Hold { command } => proxy::hold(&home, command, out).await,
         Command::Proxy { command } => proxy::run(&home, command, out).await,
+        Command::Crd => {
+            print!("{}", crate::operator::crd::crd_yaml());
+            Ok(())
+        }
+        Command::Operator {
+            listen,
+            namespace,
+            lease_namespace,
+            identity,
+        } => {
+            crate::operator::run(crate::operator::OperatorOptions {
+                listen,
+                namespace,
+                lease_namespace,
+                identity: identity.unwrap_or_else(crate::clock::hostname),
+            })
+            .await
+        }
     }
 }
 

@@ -1,0 +1,345 @@
+//! The reconcile: observe, plan, act one step, write the status, requeue.
+//!
+//! It is level-triggered and idempotent: everything it knows comes from the
+//! cluster (the CR, its status, the Deployments and Services), so an operator
+//! restarted at any instant picks up where the last one stopped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+
+use super::crd::{annotation, BlueGreenDeployment, BlueGreenDeploymentStatus, Phase};
+use super::metrics::Metrics;
+use crate::error::{is_conflict, Error, Result};
+use crate::plan::{plan, Desired, Intent, Observed, Step};
+use crate::platform::kube::{objects, KubePlatform};
+use crate::platform::Platform;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Unix milliseconds; tests move it.
+    pub clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Failures in a row per object, for the error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Self {
+        Context {
+            client,
+            recorder,
+            metrics,
+            clock,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+fn key(bgd: &BlueGreenDeployment) -> String {
+    format!("{}/{}", bgd.namespace().unwrap_or_default(), bgd.name_any())
+}
+
+pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_once(&bgd, &ctx).await;
+    ctx.metrics.reconciled(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.lock().expect("failures lock").remove(&key(&bgd));
+    }
+    result
+}
+
+/// Failed reconciles back off exponentially per object (1 s doubling to
+/// 5 min, with jitter), and are counted by kind.
+pub fn error_policy(bgd: Arc<BlueGreenDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(err.kind());
+    let n = {
+        let mut failures = ctx.failures.lock().expect("failures lock");
+        let n = failures.entry(key(&bgd)).or_insert(0);
+        *n += 1;
+        *n
+    };
+    tracing::warn!(object = %key(&bgd), failures = n, error = %err, "reconcile failed");
+    let delay = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(n as usize - 1)
+        .unwrap_or(Duration::from_secs(300));
+    Action::requeue(delay)
+}
+
+async fn reconcile_once(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Action> {
+    let now = (ctx.clock)();
+    let api: Api<BlueGreenDeployment> = Api::namespaced(
+        ctx.client.clone(),
+        &bgd.namespace().unwrap_or_else(|| "default".into()),
+    );
+    let before = bgd.status.clone().unwrap_or_default();
+    let p = KubePlatform::new(ctx.client.clone(), bgd.clone(), now);
+    p.edit(|s| s.observed_generation = bgd.metadata.generation);
+
+    if let Err(why) = objects::validate(bgd) {
+        p.edit(|s| {
+            s.phase = Some(Phase::Degraded);
+            s.message = Some(format!("invalid spec: {why}"));
+        });
+        finish(&api, bgd, ctx, &before, &p.status()).await?;
+        return Ok(Action::await_change());
+    }
+    if bgd.spec.paused {
+        p.edit(|s| s.message = Some("paused: set spec.paused to false to continue".into()));
+        finish(&api, bgd, ctx, &before, &p.status()).await?;
+        return Ok(Action::await_change());
+    }
+
+    let d = p.desired();
+    begin_rollout(&p, bgd, &d, now);
+    match step(&p, bgd, &d, ctx).await {
+        Ok(action) => {
+            finish(&api, bgd, ctx, &before, &p.status()).await?;
+            Ok(action)
+        }
+        Err(e @ Error::Config(_)) => {
+            p.edit(|s| {
+                s.phase = Some(Phase::Degraded);
+                s.message = Some(e.to_string());
+            });
+            finish(&api, bgd, ctx, &before, &p.status()).await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A new template starts a new rollout (its own deadline, no halt); a new
+/// retry token lifts the halt of the current one.
+fn begin_rollout(p: &KubePlatform, bgd: &BlueGreenDeployment, d: &Desired, now: u64) {
+    let hash = d.target.config_hash.clone();
+    let retry = bgd.annotations().get(annotation::RETRY).cloned();
+    p.edit(|s| {
+        if s.current_hash.as_deref() != Some(hash.as_str()) {
+            s.current_hash = Some(hash.clone());
+            s.progress_started_ms = Some(now);
+            s.gated_at_ms = None;
+            s.candidate_revision = None;
+            s.halted_hash = None;
+        }
+        if retry.is_some() && s.observed_retry_token != retry {
+            s.observed_retry_token = retry;
+            if s.halted_hash.as_deref() == Some(hash.as_str()) {
+                s.halted_hash = None;
+                s.progress_started_ms = Some(now);
+            }
+        }
+    });
+}
+
+async fn step(
+    p: &KubePlatform,
+    bgd: &BlueGreenDeployment,
+    d: &Desired,
+    ctx: &Context,
+) -> Result<Action> {
+    let observed = p.observe(d).await?;
+    let status = p.status();
+    let abort = bgd.annotations().get(annotation::ABORT) == Some(&d.target.config_hash);
+    if abort && status.halted_hash.as_ref() != Some(&d.target.config_hash) {
+        p.abort(&observed, d).await?;
+        if p.status().phase == Some(Phase::RolledBack) {
+            ctx.metrics.rolled_back();
+        }
+        conditions(p, &observed, d, bgd.metadata.generation);
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let step = plan(d, &observed);
+    tracing::debug!(object = %key(bgd), ?step, "planned");
+    p.edit(|s| {
+        s.phase = Some(phase_of(&step, s, d));
+        match &step {
+            Step::AwaitApproval(c) => {
+                s.message = Some(format!(
+                    "{c} ({}) passed its gates and waits for approval: cyan promote",
+                    d.target.version
+                ))
+            }
+            Step::Failed(why) if s.message.is_none() => s.message = Some(why.clone()),
+            _ => {}
+        }
+    });
+    p.act(&step, d).await?;
+    if matches!(step, Step::Switch(_)) && p.status().switched_at_ms == Some(p.now_ms()) {
+        match d.intent {
+            Intent::Rollback => ctx.metrics.rolled_back(),
+            _ => ctx.metrics.switched(),
+        }
+    }
+    if p.status().phase == Some(Phase::RolledBack) && matches!(step, Step::Verify(_)) {
+        ctx.metrics.rolled_back();
+    }
+    conditions(p, &observed, d, bgd.metadata.generation);
+    Ok(requeue_after(&step, bgd, &p.status(), &observed))
+}
+
+fn phase_of(step: &Step, s: &BlueGreenDeploymentStatus, d: &Desired) -> Phase {
+    let halted = s.halted_hash.as_ref() == Some(&d.target.config_hash);
+    match step {
+        Step::Launch(_) | Step::Clear(_) => Phase::Progressing,
+        Step::Gate(_) => Phase::Gating,
+        Step::AwaitApproval(_) => Phase::AwaitingApproval,
+        Step::Switch(_) => Phase::Switching,
+        Step::Verify(_) => Phase::Verifying,
+        Step::Retire(_) | Step::Done if !halted => Phase::Healthy,
+        _ if s.phase == Some(Phase::RolledBack) => Phase::RolledBack,
+        _ => Phase::Degraded,
+    }
+}
+
+fn requeue_after(
+    step: &Step,
+    bgd: &BlueGreenDeployment,
+    s: &BlueGreenDeploymentStatus,
+    o: &Observed,
+) -> Action {
+    let secs = |n: u64| Action::requeue(Duration::from_secs(n));
+    match step {
+        Step::Verify(_) => secs(bgd.spec.verify.as_ref().map_or(5, |v| u64::from(v.interval_seconds.max(1)))),
+        Step::AwaitApproval(_) => match (bgd.spec.auto_promote_seconds, s.gated_at_ms) {
+            (Some(auto), Some(at)) => {
+                let due = at + u64::from(auto) * 1000;
+                Action::requeue(Duration::from_millis(due.saturating_sub(o.now_ms).max(500)))
+            }
+            _ => secs(60),
+        },
+        Step::Done => match s.switched_at_ms {
+            Some(at) if o.live.is_some_and(|l| o.sets.get(&l.other()).is_some_and(|x| x.total > 0)) => {
+                let due = at + u64::from(bgd.spec.scale_down_delay_seconds) * 1000;
+                Action::requeue(Duration::from_millis(due.saturating_sub(o.now_ms).max(500)))
+            }
+            _ => secs(300),
+        },
+        Step::Failed(_) | Step::Blocked(_) => secs(300),
+        _ => secs(2),
+    }
+}
+
+/// Available, Progressing and Promoted, each changing its transition time
+/// only when its status changes.
+fn conditions(p: &KubePlatform, o: &Observed, d: &Desired, generation: Option<i64>) {
+    let s = p.status();
+    let live_set = o.live.and_then(|c| o.sets.get(&c));
+    let available = live_set.is_some_and(|set| set.total > 0 && set.unavailable == 0);
+    let phase = s.phase.unwrap_or(Phase::Progressing);
+    let progressing = matches!(
+        phase,
+        Phase::Progressing | Phase::Gating | Phase::AwaitingApproval | Phase::Switching | Phase::Verifying
+    );
+    let promoted = s.history.last().is_some_and(|h| {
+        h.template_hash == d.target.config_hash && h.outcome != super::crd::Outcome::VerifyFailed
+    }) && s.live_color.is_some();
+    let message = s.message.clone().unwrap_or_default();
+    p.edit(|s| {
+        set_condition(&mut s.conditions, "Available", available, if available { "LiveColorAvailable" } else { "NoAvailableLiveColor" }, &message, generation);
+        set_condition(&mut s.conditions, "Progressing", progressing, &format!("{phase:?}"), &message, generation);
+        set_condition(&mut s.conditions, "Promoted", promoted, if promoted { "TemplateLive" } else { "TemplateNotLive" }, &message, generation);
+    });
+}
+
+fn set_condition(
+    all: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status = if ok { "True" } else { "False" };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    match all.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+                c.status = status.into();
+            }
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = generation;
+        }
+        None => all.push(Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: generation,
+            last_transition_time: now,
+        }),
+    }
+}
+
+/// Writes the status (retrying optimistic-concurrency conflicts) and
+/// publishes an Event when the phase changed.
+async fn finish(
+    api: &Api<BlueGreenDeployment>,
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    before: &BlueGreenDeploymentStatus,
+    after: &BlueGreenDeploymentStatus,
+) -> Result<()> {
+    if before != after {
+        write_status(api, &bgd.name_any(), after).await?;
+    }
+    if before.phase != after.phase {
+        let phase = after.phase.unwrap_or(Phase::Progressing);
+        let warning = matches!(phase, Phase::Degraded | Phase::RolledBack);
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: format!("{phase:?}"),
+            note: after.message.clone().map(|m| m.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &bgd.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
+    Ok(())
+}
+
+pub async fn write_status(
+    api: &Api<BlueGreenDeployment>,
+    name: &str,
+    status: &BlueGreenDeploymentStatus,
+) -> Result<()> {
+    let attempt = || async {
+        let mut obj = api.get_status(name).await?;
+        obj.status = Some(status.clone());
+        api.replace_status(name, &PostParams::default(), &obj)
+            .await
+            .map(drop)
+    };
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(20))
+                .with_max_times(5),
+        )
+        .when(is_conflict)
+        .await?;
+    Ok(())
+}

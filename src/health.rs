@@ -151,9 +151,14 @@ async fn probe(
     addr: SocketAddr,
 ) -> Result<(), ProbeError> {
     let url = format!("http://{addr}{}", cfg.http.path);
-    let (status, body) = http_get(client, &url, cfg.http.host.as_deref().or(host), cfg.timeout.0)
-        .await
-        .map_err(ProbeError::NoAnswer)?;
+    let (status, body) = http_get(
+        client,
+        &url,
+        cfg.http.host.as_deref().or(host),
+        cfg.timeout.0,
+    )
+    .await
+    .map_err(ProbeError::NoAnswer)?;
     if !cfg.http.expect.contains(status) {
         return Err(ProbeError::Answered(format!(
             "{status} (expected {}): {}",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -58,7 +58,10 @@ pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resu
     let result = reconcile_once(&bgd, &ctx).await;
     ctx.metrics.reconciled(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.failures.lock().expect("failures lock").remove(&key(&bgd));
+        ctx.failures
+            .lock()
+            .expect("failures lock")
+            .remove(&key(&bgd));
     }
     result
 }
@@ -114,6 +117,17 @@ async fn reconcile_once(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Acti
     match step(&p, bgd, &d, ctx).await {
         Ok(action) => {
             finish(&api, bgd, ctx, &before, &p.status()).await?;
+            if bgd.annotations().contains_key(annotation::ABORT) {
+                // An abort is a one-shot command: consumed once the halt it
+                // caused is written, so a later retry is not aborted again.
+                let patch = serde_json::json!({ "metadata": { "annotations": { annotation::ABORT: null } } });
+                api.patch(
+                    &bgd.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            }
             Ok(action)
         }
         Err(e @ Error::Config(_)) => {
@@ -219,7 +233,12 @@ fn requeue_after(
 ) -> Action {
     let secs = |n: u64| Action::requeue(Duration::from_secs(n));
     match step {
-        Step::Verify(_) => secs(bgd.spec.verify.as_ref().map_or(5, |v| u64::from(v.interval_seconds.max(1)))),
+        Step::Verify(_) => secs(
+            bgd.spec
+                .verify
+                .as_ref()
+                .map_or(5, |v| u64::from(v.interval_seconds.max(1))),
+        ),
         Step::AwaitApproval(_) => match (bgd.spec.auto_promote_seconds, s.gated_at_ms) {
             (Some(auto), Some(at)) => {
                 let due = at + u64::from(auto) * 1000;
@@ -228,7 +247,10 @@ fn requeue_after(
             _ => secs(60),
         },
         Step::Done => match s.switched_at_ms {
-            Some(at) if o.live.is_some_and(|l| o.sets.get(&l.other()).is_some_and(|x| x.total > 0)) => {
+            Some(at)
+                if o.live
+                    .is_some_and(|l| o.sets.get(&l.other()).is_some_and(|x| x.total > 0)) =>
+            {
                 let due = at + u64::from(bgd.spec.scale_down_delay_seconds) * 1000;
                 Action::requeue(Duration::from_millis(due.saturating_sub(o.now_ms).max(500)))
             }
@@ -248,16 +270,49 @@ fn conditions(p: &KubePlatform, o: &Observed, d: &Desired, generation: Option<i6
     let phase = s.phase.unwrap_or(Phase::Progressing);
     let progressing = matches!(
         phase,
-        Phase::Progressing | Phase::Gating | Phase::AwaitingApproval | Phase::Switching | Phase::Verifying
+        Phase::Progressing
+            | Phase::Gating
+            | Phase::AwaitingApproval
+            | Phase::Switching
+            | Phase::Verifying
     );
     let promoted = s.history.last().is_some_and(|h| {
         h.template_hash == d.target.config_hash && h.outcome != super::crd::Outcome::VerifyFailed
     }) && s.live_color.is_some();
     let message = s.message.clone().unwrap_or_default();
     p.edit(|s| {
-        set_condition(&mut s.conditions, "Available", available, if available { "LiveColorAvailable" } else { "NoAvailableLiveColor" }, &message, generation);
-        set_condition(&mut s.conditions, "Progressing", progressing, &format!("{phase:?}"), &message, generation);
-        set_condition(&mut s.conditions, "Promoted", promoted, if promoted { "TemplateLive" } else { "TemplateNotLive" }, &message, generation);
+        set_condition(
+            &mut s.conditions,
+            "Available",
+            available,
+            if available {
+                "LiveColorAvailable"
+            } else {
+                "NoAvailableLiveColor"
+            },
+            &message,
+            generation,
+        );
+        set_condition(
+            &mut s.conditions,
+            "Progressing",
+            progressing,
+            &format!("{phase:?}"),
+            &message,
+            generation,
+        );
+        set_condition(
+            &mut s.conditions,
+            "Promoted",
+            promoted,
+            if promoted {
+                "TemplateLive"
+            } else {
+                "TemplateNotLive"
+            },
+            &message,
+            generation,
+        );
     });
 }
 
@@ -308,9 +363,16 @@ async fn finish(
         let phase = after.phase.unwrap_or(Phase::Progressing);
         let warning = matches!(phase, Phase::Degraded | Phase::RolledBack);
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: format!("{phase:?}"),
-            note: after.message.clone().map(|m| m.chars().take(1000).collect()),
+            note: after
+                .message
+                .clone()
+                .map(|m| m.chars().take(1000).collect()),
             action: "Reconcile".into(),
             secondary: None,
         };

@@ -44,10 +44,10 @@ pub mod label {
     shortname = "bgd",
     status = "BlueGreenDeploymentStatus",
     doc = "A blue/green deployed app: two Deployments behind one atomic Service selector switch",
-    printcolumn(name = "Live", type_ = "string", json_path = ".status.liveColor"),
-    printcolumn(name = "Version", type_ = "string", json_path = ".status.liveVersion"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Live","type":"string","jsonPath":".status.liveColor"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.liveVersion"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreenDeploymentSpec {

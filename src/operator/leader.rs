@@ -22,7 +22,13 @@ pub struct LeaseLock {
 }
 
 impl LeaseLock {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration_secs: i32) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration_secs: i32,
+    ) -> Self {
         LeaseLock {
             api: Api::namespaced(client, namespace),
             name: name.into(),
@@ -70,7 +76,11 @@ impl LeaseLock {
             now
         };
         lease.spec = Some(self.spec(acquired, now, transitions));
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             // Someone else wrote the Lease since we read it: they won.
             Err(e) if is_conflict(&e) => Ok(false),
@@ -85,7 +95,11 @@ impl LeaseLock {
             if spec.holder_identity.as_deref() == Some(self.identity.as_str()) {
                 spec.holder_identity = None;
                 spec.renew_time = None;
-                match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                match self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if is_conflict(&e) => {}
                     Err(e) => return Err(e.into()),

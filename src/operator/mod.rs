@@ -95,7 +95,11 @@ pub async fn run(o: OperatorOptions) -> Result<()> {
             Api::<Deployment>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
     };
     let controller = Controller::new(bgds, watcher::Config::default());
     let store = controller.store();
@@ -141,9 +145,16 @@ pub async fn run(o: OperatorOptions) -> Result<()> {
 }
 
 /// Polls the Lease until this replica holds it; `false` when asked to stop first.
-async fn wait_to_lead(lock: &LeaseLock, ready: &AtomicBool, mut stop: watch::Receiver<bool>) -> bool {
+async fn wait_to_lead(
+    lock: &LeaseLock,
+    ready: &AtomicBool,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
     loop {
-        match lock.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()).await {
+        match lock
+            .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
+            .await
+        {
             Ok(leading) => {
                 ready.store(true, Ordering::Relaxed);
                 if leading {
@@ -170,7 +181,10 @@ fn keep_leading(lock: Arc<LeaseLock>) -> watch::Receiver<bool> {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(period).await;
-            match lock.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()).await {
+            match lock
+                .try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now())
+                .await
+            {
                 Ok(true) => last_renewed = tokio::time::Instant::now(),
                 Ok(false) => break,
                 Err(e) => tracing::warn!(error = %e, "could not renew the Lease"),

@@ -16,9 +16,11 @@ use super::metrics::Metrics;
 use crate::error::{Error, Result};
 
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {addr} for metrics and probes: {e}")))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        Error::Config(format!(
+            "cannot listen on {addr} for metrics and probes: {e}"
+        ))
+    })?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -41,7 +43,10 @@ fn answer(path: &str, metrics: &Metrics, ready: &AtomicBool) -> Response<Full<By
         "/metrics" => (StatusCode::OK, metrics.render()),
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/readyz" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ok\n".to_string()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not connected to the API yet\n".to_string()),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not connected to the API yet\n".to_string(),
+        ),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
     Response::builder()

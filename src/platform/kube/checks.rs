@@ -52,10 +52,7 @@ pub async fn prometheus(client: &ProbeClient, check: &PrometheusCheck) -> Result
     let value = first_value(&body)
         .ok_or_else(|| format!("Prometheus returned no value for {:?}", check.query))?;
     if value > check.max || value.is_nan() {
-        return Err(format!(
-            "{} = {value} exceeds {}",
-            check.query, check.max
-        ));
+        return Err(format!("{} = {value} exceeds {}", check.query, check.max));
     }
     Ok(())
 }
@@ -91,7 +88,8 @@ mod tests {
     fn prometheus_answers_are_read_as_vector_or_scalar() {
         let vector = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"0.25"]}]}}"#;
         assert_eq!(first_value(vector), Some(0.25));
-        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}"#;
+        let scalar =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}"#;
         assert_eq!(first_value(scalar), Some(3.0));
         let empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
         assert_eq!(first_value(empty), None);

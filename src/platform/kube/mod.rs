@@ -24,8 +24,7 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::health::{probe_client, ProbeClient};
 use crate::operator::crd::{
-    annotation, label, BlueGreenDeployment, BlueGreenDeploymentStatus, HistoryEntry, Outcome,
-    Phase,
+    annotation, label, BlueGreenDeployment, BlueGreenDeploymentStatus, HistoryEntry, Outcome, Phase,
 };
 use crate::plan::{Desired, ImageState, Intent, LockState, Observed, Step};
 use crate::platform::Platform;
@@ -167,7 +166,10 @@ impl KubePlatform {
         self.preview(color).await?;
         self.edit(|s| {
             s.candidate_revision = Some(revision);
-            s.message = Some(format!("{name} runs revision {revision} ({})", d.target.version));
+            s.message = Some(format!(
+                "{name} runs revision {revision} ({})",
+                d.target.version
+            ));
         });
         Ok(())
     }
@@ -270,15 +272,18 @@ impl KubePlatform {
 
     async fn switch(&self, color: Color, d: &Desired) -> Result<()> {
         let Some(dep) = self.deployment(color).await? else {
-            return Err(Error::Platform(format!("{color} has no Deployment to switch to")));
+            return Err(Error::Platform(format!(
+                "{color} has no Deployment to switch to"
+            )));
         };
         if !objects::fully_available(&dep) {
             // Never switch to a color that is not fully available: gate again.
             self.edit(|s| s.gated.remove(&color));
             return Ok(());
         }
-        let (key, revision) = objects::release_of(&dep)
-            .ok_or_else(|| Error::Platform(format!("{} lost its cyan annotations", dep.name_any())))?;
+        let (key, revision) = objects::release_of(&dep).ok_or_else(|| {
+            Error::Platform(format!("{} lost its cyan annotations", dep.name_any()))
+        })?;
         // The preview moves off first, so it never selects the live color.
         self.preview(color.other()).await?;
         self.select(&self.bgd.spec.active_service, "activeService", color)
@@ -307,7 +312,10 @@ impl KubePlatform {
             s.live_color = Some(color);
             s.live_revision = Some(revision);
             s.live_version = Some(key.version.clone());
-            s.message = Some(format!("switched {} to {color} ({})", self.bgd.spec.active_service, key.version));
+            s.message = Some(format!(
+                "switched {} to {color} ({})",
+                self.bgd.spec.active_service, key.version
+            ));
         });
         self.prune().await
     }
@@ -316,7 +324,12 @@ impl KubePlatform {
     async fn prune(&self) -> Result<()> {
         let mut keep = Vec::new();
         for color in Color::ALL {
-            if let Some((k, _)) = self.deployment(color).await?.as_ref().and_then(objects::release_of) {
+            if let Some((k, _)) = self
+                .deployment(color)
+                .await?
+                .as_ref()
+                .and_then(objects::release_of)
+            {
                 keep.push(k.config_hash);
             }
         }
@@ -351,21 +364,40 @@ impl KubePlatform {
             result = checks::prometheus(&self.probe, check).await;
         }
         let failures = self.edit(|s| {
-            s.verify_failures = if result.is_ok() { 0 } else { s.verify_failures + 1 };
+            s.verify_failures = if result.is_ok() {
+                0
+            } else {
+                s.verify_failures + 1
+            };
             s.verify_failures
         });
         match result {
             Err(why) if failures >= v.failure_threshold.max(1) => {
-                self.roll_back_live(color, d, &format!("verification failed {failures} times in a row: {why}"))
-                    .await
+                self.roll_back_live(
+                    color,
+                    d,
+                    &format!("verification failed {failures} times in a row: {why}"),
+                )
+                .await
             }
             Err(why) => {
-                self.edit(|s| s.message = Some(format!("verify check failed ({failures}/{}): {why}", v.failure_threshold)));
+                self.edit(|s| {
+                    s.message = Some(format!(
+                        "verify check failed ({failures}/{}): {why}",
+                        v.failure_threshold
+                    ))
+                });
                 Ok(())
             }
             Ok(()) => {
-                let left = self.status().verify_until_ms.unwrap_or(0).saturating_sub(self.now_ms);
-                self.edit(|s| s.message = Some(format!("verifying: {}s left", left.div_ceil(1000))));
+                let left = self
+                    .status()
+                    .verify_until_ms
+                    .unwrap_or(0)
+                    .saturating_sub(self.now_ms);
+                self.edit(|s| {
+                    s.message = Some(format!("verifying: {}s left", left.div_ceil(1000)))
+                });
                 Ok(())
             }
         }
@@ -433,7 +465,8 @@ impl KubePlatform {
         match o.live {
             Some(live) if holds(live) => match &o.record.verify {
                 Some(w) if o.now_ms < w.until_ms => {
-                    self.roll_back_live(live, d, "aborted while verifying").await
+                    self.roll_back_live(live, d, "aborted while verifying")
+                        .await
                 }
                 _ => {
                     self.edit(|s| {
@@ -446,7 +479,10 @@ impl KubePlatform {
                 }
             },
             live => {
-                for color in Color::ALL.into_iter().filter(|c| Some(*c) != live && holds(*c)) {
+                for color in Color::ALL
+                    .into_iter()
+                    .filter(|c| Some(*c) != live && holds(*c))
+                {
                     self.scale_down(color).await?;
                 }
                 let hash = d.target.config_hash.clone();

@@ -64,7 +64,10 @@ fn colored(mut labels: BTreeMap<String, String>, color: Color) -> BTreeMap<Strin
 
 /// A label selector string (`k=v,k=v`) for the color's pods.
 pub fn pod_selector(bgd: &BlueGreenDeployment, color: Color) -> String {
-    let labels = colored(bgd.spec.selector.match_labels.clone().unwrap_or_default(), color);
+    let labels = colored(
+        bgd.spec.selector.match_labels.clone().unwrap_or_default(),
+        color,
+    );
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))

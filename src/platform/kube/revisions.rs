@@ -45,7 +45,9 @@ pub async fn ensure(
             owner_references: bgd.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
-        data: Some(RawExtension(serde_json::json!({ "template": bgd.spec.template }))),
+        data: Some(RawExtension(
+            serde_json::json!({ "template": bgd.spec.template }),
+        )),
         revision,
     };
     match api.create(&PostParams::default(), &cr).await {
@@ -57,14 +59,23 @@ pub async fn ensure(
 }
 
 pub fn hash_of(r: &ControllerRevision) -> Option<&str> {
-    r.metadata.labels.as_ref()?.get(label::TEMPLATE_HASH).map(String::as_str)
+    r.metadata
+        .labels
+        .as_ref()?
+        .get(label::TEMPLATE_HASH)
+        .map(String::as_str)
 }
 
 /// The pod template a revision holds.
 pub fn template_of(r: &ControllerRevision) -> Result<PodTemplateSpec> {
     let data = r.data.as_ref().map(|d| d.0["template"].clone());
     data.and_then(|t| serde_json::from_value(t).ok())
-        .ok_or_else(|| Error::Platform(format!("ControllerRevision {} holds no pod template", r.name_any())))
+        .ok_or_else(|| {
+            Error::Platform(format!(
+                "ControllerRevision {} holds no pod template",
+                r.name_any()
+            ))
+        })
 }
 
 /// Deletes the oldest revisions beyond `limit`, never one in `keep`

@@ -1,0 +1,964 @@
+//! The operator's reconcile against the in-memory API server
+//! (`tests/apiserver`): every phase, approval, abort, rollback, verify, the
+//! progress deadline, unavailable Deployments, missing Services, API errors
+//! and conflicts, a restart mid-rollout, and leader election. HTTP gates and
+//! verify checks hit real loopback servers.
+
+mod apiserver;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use apiserver::ApiServer;
+use bytes::Bytes;
+use cyan::operator::controller::{self, Context};
+use cyan::operator::crd::BlueGreenDeployment;
+use cyan::operator::leader::LeaseLock;
+use cyan::operator::metrics::Metrics;
+use http::Method;
+use http_body_util::Full;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{json, Value};
+
+const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
+const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
+const SVCS: &str = "/api/v1/namespaces/default/services";
+const REVS: &str = "/apis/apps/v1/namespaces/default/controllerrevisions";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+const T0: u64 = 1_800_000_000_000;
+
+struct Cluster {
+    api: ApiServer,
+    now: Arc<AtomicU64>,
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    /// Every phase a reconcile wrote, in order, without repeats.
+    phases: Mutex<Vec<String>>,
+}
+
+fn service(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": { "selector": { "app": "web" }, "ports": [{ "port": 80 }] },
+    })
+}
+
+fn bgd(image: &str) -> Value {
+    json!({
+        "apiVersion": "cyan.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": "web", "namespace": "default" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "web", "image": image }] },
+            },
+            "activeService": "web",
+            "previewService": "web-preview",
+            "scaleDownDelaySeconds": 30,
+            "progressDeadlineSeconds": 120,
+        },
+    })
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let api = ApiServer::new();
+        api.put(SVCS, service("web"));
+        api.put(SVCS, service("web-preview"));
+        Self::attach(api, Arc::new(AtomicU64::new(T0)))
+    }
+
+    /// A fresh operator (new client, context and metrics) on the same cluster.
+    fn attach(api: ApiServer, now: Arc<AtomicU64>) -> Self {
+        let client = api.client();
+        let metrics = Arc::new(Metrics::default());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "cyan-operator".into(),
+                instance: Some("test".into()),
+            },
+        );
+        let clock = now.clone();
+        let ctx = Arc::new(Context::new(
+            client,
+            recorder,
+            metrics.clone(),
+            Box::new(move || clock.load(Ordering::SeqCst)),
+        ));
+        Cluster {
+            api,
+            now,
+            ctx,
+            metrics,
+            phases: Mutex::default(),
+        }
+    }
+
+    fn create(&self, spec: Value) {
+        self.api.put(BGDS, spec);
+    }
+
+    /// Changes the BGD's spec or annotations as `kubectl` would.
+    fn edit(&self, f: impl FnOnce(&mut Value)) {
+        self.api.edit(BGDS, "web", |o| {
+            let before = o["spec"].clone();
+            f(o);
+            if o["spec"] != before {
+                let g = o["metadata"]["generation"].as_i64().unwrap() + 1;
+                o["metadata"]["generation"] = json!(g);
+            }
+        });
+    }
+
+    fn set_image(&self, image: &str) {
+        self.edit(|o| o["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image));
+    }
+
+    fn annotate(&self, key: &str, value: &str) {
+        self.edit(|o| o["metadata"]["annotations"][key] = json!(value));
+    }
+
+    fn advance(&self, secs: u64) {
+        self.now.fetch_add(secs * 1000, Ordering::SeqCst);
+    }
+
+    async fn reconcile(&self) -> cyan::error::Result<()> {
+        let api: Api<BlueGreenDeployment> = Api::namespaced(self.ctx.client.clone(), "default");
+        let obj = api.get("web").await.expect("the BlueGreenDeployment");
+        let result = controller::reconcile(Arc::new(obj), self.ctx.clone()).await;
+        if let Err(e) = &result {
+            let obj = Arc::new(api.get("web").await.unwrap());
+            controller::error_policy(obj, e, self.ctx.clone());
+        }
+        if let Some(p) = self.status()["phase"].as_str() {
+            let mut phases = self.phases.lock().unwrap();
+            if phases.last().map(String::as_str) != Some(p) {
+                phases.push(p.to_string());
+            }
+        }
+        result.map(drop)
+    }
+
+    /// Reconciles, letting the Deployment controller catch up after each
+    /// step, until `done` holds for the status (at most 40 rounds).
+    async fn run_until(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..40 {
+            let _ = self.reconcile().await;
+            self.api.settle_deployments();
+            let status = self.status();
+            if done(&status) {
+                return status;
+            }
+        }
+        panic!(
+            "never reached {what}; status: {:#}\nphases: {:?}",
+            self.status(),
+            self.phases.lock().unwrap()
+        );
+    }
+
+    async fn healthy_on(&self, version: &str) -> Value {
+        let v = version.to_string();
+        self.run_until(&format!("Healthy on {version}"), move |s| {
+            s["phase"] == "Healthy" && s["liveVersion"] == v.as_str()
+        })
+        .await
+    }
+
+    fn status(&self) -> Value {
+        self.api.get(BGDS, "web").unwrap()["status"].clone()
+    }
+
+    fn selected(&self, svc: &str) -> Option<String> {
+        self.api.get(SVCS, svc).unwrap()["spec"]["selector"]["cyan.dev/color"]
+            .as_str()
+            .map(String::from)
+    }
+
+    fn replicas(&self, color: &str) -> Option<i64> {
+        self.api.get(DEPLOYS, &format!("web-{color}"))?["spec"]["replicas"].as_i64()
+    }
+
+    fn hash(&self) -> String {
+        self.status()["currentHash"].as_str().unwrap().to_string()
+    }
+
+    fn phases(&self) -> Vec<String> {
+        self.phases.lock().unwrap().clone()
+    }
+}
+
+/// A loopback HTTP server whose answer the test sets.
+struct Backend {
+    port: u16,
+    answer: Arc<Mutex<(u16, String)>>,
+}
+
+impl Backend {
+    async fn start(status: u16, body: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = Arc::new(Mutex::new((status, body.to_string())));
+        let shared = answer.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let (code, body) = shared.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(code)
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+                );
+            }
+        });
+        Backend { port, answer }
+    }
+
+    fn set(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap() = (status, body.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_first_deploy_is_gated_then_switched_and_recorded() {
+    let c = Cluster::new();
+    c.create(bgd("registry.local/web:1.0.0"));
+    let s = c.healthy_on("1.0.0").await;
+    assert_eq!(
+        c.phases(),
+        ["Progressing", "Gating", "Switching", "Healthy"],
+        "the first deploy walks every phase, gate included"
+    );
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    assert_eq!(s["liveColor"], "blue");
+    assert_eq!(s["liveRevision"], 1);
+    assert_eq!(s["history"].as_array().unwrap().len(), 1);
+    assert_eq!(s["history"][0]["outcome"], "Promoted");
+    assert_eq!(s["observedGeneration"], 1);
+    let cond = |t: &str| {
+        s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(cond("Available"), "True");
+    assert_eq!(cond("Promoted"), "True");
+    assert_eq!(cond("Progressing"), "False");
+    let dep = c.api.get(DEPLOYS, "web-blue").unwrap();
+    assert_eq!(
+        dep["metadata"]["ownerReferences"][0]["kind"],
+        "BlueGreenDeployment"
+    );
+    assert_eq!(dep["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(
+        dep["spec"]["template"]["metadata"]["labels"]["cyan.dev/color"],
+        "blue"
+    );
+    assert_eq!(
+        dep["spec"]["selector"]["matchLabels"]["cyan.dev/color"],
+        "blue"
+    );
+    assert_eq!(
+        c.api.list(REVS).len(),
+        1,
+        "the template is kept as a ControllerRevision"
+    );
+    let reasons: Vec<String> = c
+        .api
+        .list(EVENTS)
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for r in ["Progressing", "Gating", "Switching", "Healthy"] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "an Event per transition: {reasons:?}"
+        );
+    }
+    assert!(c
+        .metrics
+        .render()
+        .contains("cyan_operator_switches_total 1"));
+}
+
+#[tokio::test]
+async fn a_new_template_goes_live_on_the_other_color_and_blue_stays_hot_for_the_delay() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    c.set_image("web:2");
+    c.healthy_on("2").await;
+    assert_eq!(c.selected("web").as_deref(), Some("green"));
+    assert_eq!(
+        c.selected("web-preview").as_deref(),
+        Some("blue"),
+        "the preview never selects live"
+    );
+    assert_eq!(
+        c.replicas("blue"),
+        Some(2),
+        "blue stays scaled for scaleDownDelaySeconds"
+    );
+    c.advance(29);
+    c.reconcile().await.unwrap();
+    assert_eq!(c.replicas("blue"), Some(2));
+    c.advance(2);
+    c.reconcile().await.unwrap();
+    assert_eq!(c.replicas("blue"), Some(0), "then it scales to 0");
+    assert!(c.api.get(DEPLOYS, "web-blue").is_some(), "and is kept");
+    assert_eq!(c.status()["phase"], "Healthy");
+    assert_eq!(c.status()["liveRevision"], 2);
+}
+
+#[tokio::test]
+async fn approval_holds_the_candidate_at_preview_size_until_promote() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    c.edit(|o| {
+        o["spec"]["requireApproval"] = json!(true);
+        o["spec"]["previewReplicas"] = json!(1);
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+    });
+    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
+        .await;
+    for _ in 0..3 {
+        c.reconcile().await.unwrap();
+    }
+    assert_eq!(c.status()["phase"], "AwaitingApproval");
+    assert_eq!(
+        c.selected("web").as_deref(),
+        Some("blue"),
+        "no switch without approval"
+    );
+    assert_eq!(
+        c.selected("web-preview").as_deref(),
+        Some("green"),
+        "the preview shows the candidate"
+    );
+    assert_eq!(
+        c.replicas("green"),
+        Some(1),
+        "previewReplicas until promotion"
+    );
+    assert!(c.status()["message"]
+        .as_str()
+        .unwrap()
+        .contains("cyan promote"));
+
+    let hash = c.hash();
+    c.annotate("cyan.dev/promote", &hash);
+    c.healthy_on("2").await;
+    assert_eq!(
+        c.replicas("green"),
+        Some(2),
+        "scaled to replicas before the switch"
+    );
+    assert_eq!(c.selected("web").as_deref(), Some("green"));
+}
+
+#[tokio::test]
+async fn auto_promote_switches_after_its_delay() {
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["requireApproval"] = json!(true);
+    spec["spec"]["autoPromoteSeconds"] = json!(60);
+    c.create(spec);
+    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
+        .await;
+    c.advance(59);
+    c.reconcile().await.unwrap();
+    assert_eq!(c.status()["phase"], "AwaitingApproval");
+    c.advance(2);
+    c.healthy_on("1").await;
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn abort_scales_the_candidate_down_and_keeps_live_until_a_retry() {
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["requireApproval"] = json!(true);
+    c.create(spec);
+    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
+        .await;
+    let hash = c.hash();
+    c.annotate("cyan.dev/promote", &hash);
+    c.healthy_on("1").await;
+
+    c.set_image("web:2");
+    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
+        .await;
+    let hash = c.hash();
+    c.annotate("cyan.dev/abort", &hash);
+    c.run_until("Degraded", |s| s["phase"] == "Degraded").await;
+    for _ in 0..3 {
+        c.reconcile().await.unwrap();
+        c.api.settle_deployments();
+    }
+    assert_eq!(
+        c.status()["phase"],
+        "Degraded",
+        "an aborted rollout is not restarted on its own"
+    );
+    assert_eq!(c.replicas("green"), Some(0));
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    assert!(c.status()["message"].as_str().unwrap().contains("aborted"));
+
+    c.annotate("cyan.dev/retry", "try-2");
+    c.run_until("AwaitingApproval again", |s| {
+        s["phase"] == "AwaitingApproval"
+    })
+    .await;
+    assert_eq!(c.status()["observedRetryToken"], "try-2");
+    assert_eq!(c.replicas("green"), Some(2));
+}
+
+fn with_verify(image: &str, verify: Value) -> Value {
+    let mut spec = bgd(image);
+    spec["spec"]["verify"] = verify;
+    spec
+}
+
+#[tokio::test]
+async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
+    let backend = Backend::start(200, "ok").await;
+    let c = Cluster::new();
+    let url = format!("http://127.0.0.1:{}/healthz", backend.port);
+    c.create(with_verify(
+        "web:1",
+        json!({ "durationSeconds": 60, "failureThreshold": 2, "http": { "url": url } }),
+    ));
+    c.run_until("Verifying", |s| s["phase"] == "Verifying")
+        .await;
+    c.advance(61);
+    c.healthy_on("1").await;
+
+    c.set_image("web:2");
+    c.run_until("Verifying v2", |s| {
+        s["phase"] == "Verifying" && s["liveVersion"] == "2"
+    })
+    .await;
+    assert_eq!(c.selected("web").as_deref(), Some("green"));
+    backend.set(500, "boom");
+    c.reconcile().await.unwrap();
+    assert_eq!(
+        c.status()["phase"],
+        "Verifying",
+        "one failure is under the threshold"
+    );
+    c.reconcile().await.unwrap();
+    let s = c.status();
+    assert_eq!(s["phase"], "RolledBack", "{s:#}");
+    assert_eq!(
+        c.selected("web").as_deref(),
+        Some("blue"),
+        "traffic is back on blue"
+    );
+    assert_eq!(
+        c.replicas("green"),
+        Some(0),
+        "the failed candidate is scaled down"
+    );
+    assert_eq!(s["liveVersion"], "1");
+    assert_eq!(
+        s["history"].as_array().unwrap().last().unwrap()["outcome"],
+        "VerifyFailed"
+    );
+    assert!(
+        s["message"].as_str().unwrap().contains("500"),
+        "{}",
+        s["message"]
+    );
+    for _ in 0..3 {
+        c.reconcile().await.unwrap();
+        c.api.settle_deployments();
+    }
+    assert_eq!(
+        c.status()["phase"],
+        "RolledBack",
+        "the failed release is not retried on its own"
+    );
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    assert!(c
+        .metrics
+        .render()
+        .contains("cyan_operator_rollbacks_total 1"));
+}
+
+#[tokio::test]
+async fn a_prometheus_query_above_its_maximum_rolls_back() {
+    let answer = |v: &str| {
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{v}"]}}]}}}}"#
+        )
+    };
+    let prom = Backend::start(200, &answer("0.01")).await;
+    let c = Cluster::new();
+    let verify = json!({
+        "durationSeconds": 30, "failureThreshold": 1,
+        "prometheus": { "address": format!("http://127.0.0.1:{}", prom.port), "query": "error_ratio", "max": 0.05 },
+    });
+    c.create(with_verify("web:1", verify));
+    c.run_until("Verifying", |s| s["phase"] == "Verifying")
+        .await;
+    c.reconcile().await.unwrap();
+    assert_eq!(c.status()["phase"], "Verifying", "0.01 is under 0.05");
+    c.advance(31);
+    c.healthy_on("1").await;
+    c.set_image("web:2");
+    c.run_until("Verifying v2", |s| {
+        s["phase"] == "Verifying" && s["liveVersion"] == "2"
+    })
+    .await;
+    prom.set(200, &answer("0.4"));
+    c.run_until("RolledBack", |s| s["phase"] == "RolledBack")
+        .await;
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    assert!(c.status()["message"]
+        .as_str()
+        .unwrap()
+        .contains("error_ratio = 0.4 exceeds 0.05"));
+}
+
+#[tokio::test]
+async fn a_verify_that_passes_ends_healthy_after_its_duration() {
+    let backend = Backend::start(200, "ok").await;
+    let c = Cluster::new();
+    let url = format!("http://127.0.0.1:{}/", backend.port);
+    c.create(with_verify(
+        "web:1",
+        json!({ "durationSeconds": 120, "http": { "url": url } }),
+    ));
+    c.run_until("Verifying", |s| s["phase"] == "Verifying")
+        .await;
+    c.advance(60);
+    c.reconcile().await.unwrap();
+    assert_eq!(c.status()["phase"], "Verifying");
+    c.advance(61);
+    c.reconcile().await.unwrap();
+    assert_eq!(c.status()["phase"], "Healthy");
+}
+
+#[tokio::test]
+async fn rollback_to_a_hot_color_is_one_reconcile() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    let v1 = c.hash();
+    let v1_template = c.api.get(BGDS, "web").unwrap()["spec"]["template"].clone();
+    c.set_image("web:2");
+    c.healthy_on("2").await;
+
+    // What `cyan rollback` writes: revision 1's template and the annotation.
+    c.edit(|o| {
+        o["spec"]["template"] = v1_template;
+        o["metadata"]["annotations"]["cyan.dev/rollback"] = json!(v1);
+    });
+    c.reconcile().await.unwrap();
+    assert_eq!(
+        c.selected("web").as_deref(),
+        Some("blue"),
+        "blue was hot: switched at once"
+    );
+    let s = c.status();
+    assert_eq!(s["liveVersion"], "1");
+    assert_eq!(s["liveRevision"], 1, "the old revision number comes back");
+    assert_eq!(
+        s["history"].as_array().unwrap().last().unwrap()["outcome"],
+        "RolledBack"
+    );
+    assert_eq!(c.api.list(REVS).len(), 2);
+}
+
+#[tokio::test]
+async fn rollback_after_scale_down_restarts_the_old_revision_gated() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    let v1 = c.hash();
+    let v1_template = c.api.get(BGDS, "web").unwrap()["spec"]["template"].clone();
+    c.set_image("web:2");
+    c.healthy_on("2").await;
+    c.advance(31);
+    c.reconcile().await.unwrap();
+    assert_eq!(c.replicas("blue"), Some(0));
+    c.edit(|o| {
+        o["spec"]["template"] = v1_template;
+        o["metadata"]["annotations"]["cyan.dev/rollback"] = json!(v1);
+    });
+    c.reconcile().await.unwrap();
+    assert_eq!(
+        c.selected("web").as_deref(),
+        Some("green"),
+        "not switched to a cold color"
+    );
+    assert_eq!(c.replicas("blue"), Some(2));
+    c.healthy_on("1").await;
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn a_candidate_past_its_progress_deadline_is_halted_and_live_keeps_serving() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    c.api.hold("web-green");
+    c.set_image("web:2");
+    c.run_until("Gating", |s| s["phase"] == "Gating").await;
+    c.advance(60);
+    c.reconcile().await.unwrap();
+    assert_eq!(c.status()["phase"], "Gating");
+    assert!(c.status()["message"]
+        .as_str()
+        .unwrap()
+        .contains("0/2 pods available"));
+    c.advance(61);
+    c.reconcile().await.unwrap();
+    let s = c.status();
+    assert_eq!(s["phase"], "Degraded");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("progressDeadlineSeconds (120s)"),
+        "{s:#}"
+    );
+    assert_eq!(c.replicas("green"), Some(0));
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    let progressing = s["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()
+        .clone();
+    assert_eq!(progressing["status"], "False");
+    assert_eq!(progressing["reason"], "Degraded");
+}
+
+#[tokio::test]
+async fn a_deployment_that_never_becomes_available_is_never_switched_to() {
+    let c = Cluster::new();
+    c.api.hold("web-blue");
+    c.create(bgd("web:1"));
+    for _ in 0..10 {
+        let _ = c.reconcile().await;
+        c.api.settle_deployments();
+    }
+    assert_eq!(c.status()["phase"], "Gating");
+    assert_eq!(
+        c.selected("web"),
+        None,
+        "the Service is never pointed at an unavailable color"
+    );
+    c.api.release("web-blue");
+    c.healthy_on("1").await;
+}
+
+#[tokio::test]
+async fn a_gated_color_that_loses_availability_is_gated_again_not_switched() {
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["requireApproval"] = json!(true);
+    c.create(spec);
+    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
+        .await;
+    c.api.hold("web-blue");
+    c.api.settle_deployments();
+    let hash = c.hash();
+    c.annotate("cyan.dev/promote", &hash);
+    for _ in 0..4 {
+        c.reconcile().await.unwrap();
+        c.api.settle_deployments();
+    }
+    assert_eq!(c.selected("web"), None);
+    assert_eq!(c.status()["phase"], "Gating");
+    c.api.release("web-blue");
+    c.healthy_on("1").await;
+}
+
+#[tokio::test]
+async fn http_gates_probe_every_candidate_pod_before_the_switch() {
+    let app = Backend::start(503, "warming up").await;
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["gates"] = json!({ "http": [{ "path": "/healthz", "port": app.port }] });
+    c.create(spec);
+    for _ in 0..6 {
+        let _ = c.reconcile().await;
+        c.api.settle_deployments();
+    }
+    let s = c.status();
+    assert_eq!(s["phase"], "Gating");
+    let msg = s["message"].as_str().unwrap();
+    assert!(
+        msg.contains("web-blue-0") && msg.contains("503") && msg.contains("warming up"),
+        "{msg}"
+    );
+    assert_eq!(c.selected("web"), None);
+    app.set(200, "ok");
+    c.healthy_on("1").await;
+}
+
+#[tokio::test]
+async fn skip_first_deploy_skips_the_http_gates_only_the_first_time() {
+    let app = Backend::start(503, "no").await;
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["gates"] =
+        json!({ "http": [{ "path": "/", "port": app.port }], "skipFirstDeploy": true });
+    c.create(spec);
+    c.healthy_on("1").await;
+    c.set_image("web:2");
+    for _ in 0..6 {
+        let _ = c.reconcile().await;
+        c.api.settle_deployments();
+    }
+    assert_eq!(c.status()["phase"], "Gating", "the second deploy is gated");
+}
+
+#[tokio::test]
+async fn a_missing_active_service_is_reported_and_nothing_is_created() {
+    let c = Cluster::new();
+    c.api.remove(SVCS, "web");
+    c.create(bgd("web:1"));
+    let err = c.reconcile().await.unwrap_err();
+    assert_eq!(err.kind(), "config");
+    let s = c.status();
+    assert_eq!(s["phase"], "Degraded");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("activeService Service default/web does not exist"),
+        "{s:#}"
+    );
+    assert!(c.api.get(DEPLOYS, "web-blue").is_none());
+    assert!(c
+        .metrics
+        .render()
+        .contains(r#"cyan_operator_reconcile_failures_total{kind="config"} 1"#));
+    c.api.put(SVCS, service("web"));
+    c.healthy_on("1").await;
+}
+
+#[tokio::test]
+async fn a_service_selector_the_pods_cannot_match_is_never_switched() {
+    let c = Cluster::new();
+    c.api.edit(SVCS, "web", |svc| {
+        svc["spec"]["selector"]["tier"] = json!("frontend")
+    });
+    c.create(bgd("web:1"));
+    c.run_until("Degraded", |s| s["phase"] == "Degraded").await;
+    assert!(c.status()["message"]
+        .as_str()
+        .unwrap()
+        .contains("tier=frontend"));
+    assert_eq!(c.selected("web"), None, "the selector was left as it was");
+}
+
+#[tokio::test]
+async fn conflicts_on_the_status_are_retried_and_api_errors_back_off() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.api
+        .fail_next(Method::PUT, "/bluegreendeployments/web/status", 409, 2);
+    c.reconcile()
+        .await
+        .expect("two conflicts are retried within the reconcile");
+    assert_eq!(c.status()["phase"], "Progressing");
+
+    c.api
+        .fail_next(Method::GET, "/deployments/web-blue", 500, 3);
+    for _ in 0..3 {
+        let err = c.reconcile().await.unwrap_err();
+        assert_eq!(err.kind(), "unreachable", "{err}");
+    }
+    let m = c.metrics.render();
+    assert!(
+        m.contains(r#"cyan_operator_reconcile_failures_total{kind="unreachable"} 3"#),
+        "{m}"
+    );
+    c.healthy_on("1").await;
+}
+
+#[tokio::test]
+async fn the_error_backoff_grows_per_object() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    let obj = Arc::new(
+        Api::<BlueGreenDeployment>::namespaced(c.ctx.client.clone(), "default")
+            .get("web")
+            .await
+            .unwrap(),
+    );
+    let err = cyan::error::Error::Unreachable("down".into());
+    let delays: Vec<_> = (0..6)
+        .map(|_| controller::error_policy(obj.clone(), &err, c.ctx.clone()))
+        .collect();
+    let first = format!("{:?}", delays[0]);
+    let last = format!("{:?}", delays[5]);
+    assert_ne!(first, last, "the delay grows: {delays:?}");
+}
+
+#[tokio::test]
+async fn an_operator_restarted_mid_rollout_continues_from_the_cluster() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    c.set_image("web:2");
+    c.run_until("Gating", |s| s["phase"] == "Gating").await;
+
+    let restarted = Cluster::attach(c.api.clone(), c.now.clone());
+    restarted.healthy_on("2").await;
+    let s = restarted.status();
+    let promoted: Vec<&Value> = s["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["version"] == "2")
+        .collect();
+    assert_eq!(promoted.len(), 1, "switched exactly once");
+    assert_eq!(restarted.selected("web").as_deref(), Some("green"));
+    assert_eq!(c.api.list(REVS).len(), 2, "no duplicate revision");
+}
+
+#[tokio::test]
+async fn the_live_color_follows_spec_replicas() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    c.edit(|o| o["spec"]["replicas"] = json!(4));
+    c.reconcile().await.unwrap();
+    assert_eq!(c.replicas("blue"), Some(4));
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    assert!(
+        c.api.get(DEPLOYS, "web-green").is_none(),
+        "scaling is not a new rollout"
+    );
+}
+
+#[tokio::test]
+async fn revisions_are_pruned_to_the_history_limit() {
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["revisionHistoryLimit"] = json!(2);
+    c.create(spec);
+    for v in ["1", "2", "3", "4"] {
+        c.set_image(&format!("web:{v}"));
+        c.healthy_on(v).await;
+    }
+    let revs: Vec<i64> = c
+        .api
+        .list(REVS)
+        .iter()
+        .map(|r| r["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(revs.len(), 2, "{revs:?}");
+    assert!(
+        revs.contains(&4) && revs.contains(&3),
+        "the newest are kept: {revs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_or_invalid_spec_changes_nothing() {
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["paused"] = json!(true);
+    c.create(spec);
+    c.reconcile().await.unwrap();
+    assert!(c.api.get(DEPLOYS, "web-blue").is_none());
+    assert!(c.status()["message"].as_str().unwrap().contains("paused"));
+
+    c.edit(|o| {
+        o["spec"]["paused"] = json!(false);
+        o["spec"]["selector"]["matchLabels"]["app"] = json!("other");
+    });
+    c.reconcile().await.unwrap();
+    let s = c.status();
+    assert_eq!(s["phase"], "Degraded");
+    assert!(
+        s["message"].as_str().unwrap().contains("app=other"),
+        "{s:#}"
+    );
+    assert!(c.api.get(DEPLOYS, "web-blue").is_none());
+}
+
+#[tokio::test]
+async fn only_one_replica_leads_and_an_expired_lease_is_taken_over() {
+    let api = ApiServer::new();
+    let a = LeaseLock::new(api.client(), "cyan-system", "cyan-operator", "a", 15);
+    let b = LeaseLock::new(api.client(), "cyan-system", "cyan-operator", "b", 15);
+    let t = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let secs = |n| k8s_openapi::jiff::SignedDuration::from_secs(n);
+    assert!(a.try_acquire_or_renew(t).await.unwrap());
+    assert!(
+        !b.try_acquire_or_renew(t + secs(1)).await.unwrap(),
+        "a holds it"
+    );
+    assert!(
+        a.try_acquire_or_renew(t + secs(5)).await.unwrap(),
+        "a renews"
+    );
+    assert!(
+        !b.try_acquire_or_renew(t + secs(19)).await.unwrap(),
+        "renewed at 5 s, valid to 20 s"
+    );
+    assert!(
+        b.try_acquire_or_renew(t + secs(21)).await.unwrap(),
+        "expired: b takes over"
+    );
+    assert!(
+        !a.try_acquire_or_renew(t + secs(22)).await.unwrap(),
+        "a lost it"
+    );
+    b.release().await.unwrap();
+    assert!(
+        a.try_acquire_or_renew(t + secs(23)).await.unwrap(),
+        "released: a takes it at once"
+    );
+    let lease = api
+        .get(
+            "/apis/coordination.k8s.io/v1/namespaces/cyan-system/leases",
+            "cyan-operator",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "a");
+    assert_eq!(lease["spec"]["leaseTransitions"], 2);
+}
+
+#[tokio::test]
+async fn two_racing_lease_writes_elect_one_leader() {
+    let api = ApiServer::new();
+    let a = LeaseLock::new(api.client(), "cyan-system", "cyan-operator", "a", 15);
+    let t = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    assert!(a.try_acquire_or_renew(t).await.unwrap());
+    // b read the Lease, then a renewed before b wrote: b's write conflicts.
+    api.fail_next(Method::PUT, "/leases/cyan-operator", 409, 1);
+    let b = LeaseLock::new(api.client(), "cyan-system", "cyan-operator", "b", 15);
+    let late = t + k8s_openapi::jiff::SignedDuration::from_secs(60);
+    assert!(
+        !b.try_acquire_or_renew(late).await.unwrap(),
+        "a conflict loses"
+    );
+}

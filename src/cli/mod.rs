@@ -5,6 +5,7 @@
 
 mod converge;
 mod image;
+mod kube;
 mod proxy;
 mod session;
 mod status;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::ImageRepo;
+use crate::config::{ImageRepo, Loaded, PlatformKind};
 use crate::error::Result;
 use crate::output::{Format, Output};
 
@@ -58,6 +59,14 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// Which platform to act on, when it is not cyan.yaml's.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlatformArg {
+    /// Act on this platform instead of cyan.yaml's `platform` (docker, kubernetes).
+    #[arg(long, value_enum)]
+    pub platform: Option<PlatformKind>,
+}
+
 /// Where the image goes, when it is not where cyan.yaml says.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ImageOverride {
@@ -96,6 +105,8 @@ pub enum Command {
     Deploy {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
         /// Release version (default: VERSION file, then `git describe`).
         #[arg(long = "version", value_name = "VERSION")]
         release: Option<String>,
@@ -116,6 +127,8 @@ pub enum Command {
     Rollback {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
         /// Roll back to this version instead of the previous one.
         #[arg(long)]
         to: Option<String>,
@@ -129,6 +142,8 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
+        platform: PlatformArg,
+        #[command(flatten)]
         image: ImageOverride,
         #[command(flatten)]
         lock: LockWait,
@@ -138,17 +153,23 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
+        platform: PlatformArg,
+        #[command(flatten)]
         lock: LockWait,
     },
     /// Show what is live, previous and candidate (`-o json` is a stable contract).
     Status {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
     },
     /// Show the release history, newest first.
     History {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
     },
     /// Build and tag the image (VERSION and latest) only.
     Build(ImageStep),
@@ -305,15 +326,19 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
     match cli.command {
         Command::Deploy {
             config,
+            platform,
             release,
             image,
             require_approval,
             rollback_on_failure,
             lock,
         } => {
-            let mut cfg = session::load_with(&config.config, &image)?;
+            let mut cfg = session::load_with(&config.config, &image, platform.platform)?;
             if let Some(required) = require_approval {
                 cfg.config.require_approval = required;
+            }
+            if on_kubernetes(&cfg) {
+                return kube::deploy(&cfg, release.as_deref(), out).await;
             }
             let options = converge::DeployOptions {
                 version: release,
@@ -324,32 +349,63 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Rollback {
             config,
+            platform,
             to,
             image,
             lock,
         } => {
-            let cfg = session::load_with(&config.config, &image)?;
+            let cfg = session::load_with(&config.config, &image, platform.platform)?;
+            if on_kubernetes(&cfg) {
+                return kube::rollback(&cfg, to.as_deref(), out).await;
+            }
             converge::rollback(&home, &cfg, to.as_deref(), lock.lock_wait, out).await
         }
         Command::Promote {
             config,
+            platform,
             image,
             lock,
         } => {
-            let cfg = session::load_with(&config.config, &image)?;
+            let cfg = session::load_with(&config.config, &image, platform.platform)?;
+            if on_kubernetes(&cfg) {
+                return kube::promote(&cfg, out).await;
+            }
             converge::promote(&home, &cfg, lock.lock_wait, out).await
         }
-        Command::Abort { config, lock } => {
+        Command::Abort {
+            config,
+            platform,
+            lock,
+        } => {
+            let cfg =
+                session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
+            if on_kubernetes(&cfg) {
+                return kube::abort(&cfg, out).await;
+            }
             converge::abort(&home, &config.config, lock.lock_wait, out).await
         }
-        Command::Status { config } => status::status(&home, &config.config, out).await,
-        Command::History { config } => status::history(&home, &config.config, out).await,
+        Command::Status { config, platform } => {
+            let cfg =
+                session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
+            if on_kubernetes(&cfg) {
+                return kube::status(&cfg, out).await;
+            }
+            status::status(&home, &config.config, out).await
+        }
+        Command::History { config, platform } => {
+            let cfg =
+                session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
+            if on_kubernetes(&cfg) {
+                return kube::history(&cfg, out).await;
+            }
+            status::history(&home, &config.config, out).await
+        }
         Command::Build(step) => {
-            let cfg = session::load_with(&step.config.config, &step.image)?;
+            let cfg = session::load_with(&step.config.config, &step.image, None)?;
             image::build(&cfg, step.release.as_deref(), out).await
         }
         Command::Push(step) => {
-            let cfg = session::load_with(&step.config.config, &step.image)?;
+            let cfg = session::load_with(&step.config.config, &step.image, None)?;
             image::push(&cfg, step.release.as_deref(), out).await
         }
         Command::Config {
@@ -391,6 +447,10 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             .await
         }
     }
+}
+
+fn on_kubernetes(cfg: &Loaded) -> bool {
+    cfg.config.platform == PlatformKind::Kubernetes
 }
 
 /// Parses args, runs, and turns an error into its exit code after printing it once.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::ImageOverride;
-use crate::config::{Config, Loaded};
+use crate::config::{Config, Loaded, PlatformKind};
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::platform::docker::{self, DockerPlatform};
@@ -51,9 +51,10 @@ pub fn load(path: &Path) -> Result<Loaded> {
     Config::load(path)
 }
 
-/// Loads config with `--image` / `--registry` applied over its `image`.
-pub fn load_with(path: &Path, o: &ImageOverride) -> Result<Loaded> {
-    let mut cfg = Config::load(path)?;
+/// Loads config with `--image` / `--registry` applied over its `image`, and
+/// `--platform` over its `platform`.
+pub fn load_with(path: &Path, o: &ImageOverride, platform: Option<PlatformKind>) -> Result<Loaded> {
+    let mut cfg = Config::load_for(path, platform)?;
     if let Some(image) = &o.image {
         cfg.config.image = image.clone();
     }

@@ -20,7 +20,7 @@ use crate::proxy::state::{ActiveCheck, RoutePolicy};
 pub use values::{Dur, ImageRepo, Name, Ratio, StatusRange};
 
 /// Where the app runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PlatformKind {
     #[default]
@@ -46,7 +46,12 @@ pub struct Config {
     pub replicas: NonZeroU32,
     /// The port the app listens on inside its container.
     pub port: u16,
+    /// How the cyan proxy routes to the app (Docker; unused on Kubernetes).
+    #[serde(default)]
     pub proxy: ProxyConfig,
+    /// Where and how the BlueGreenDeployment is written (`platform: kubernetes`).
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
     /// Plain environment variables for the app. Not for secrets.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -129,6 +134,43 @@ pub struct ProxyConfig {
     /// `listen`, which then speaks TLS. Paths are relative to cyan.yaml.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            host: None,
+            listen: None,
+            path_prefix: None,
+            drain_timeout: default_drain(),
+            balance: Balance::default(),
+            response_timeout: default_response_timeout(),
+            passive_health: PassiveHealth::default(),
+            active_check: None,
+            tls: None,
+        }
+    }
+}
+
+/// The `kubernetes:` section: how cyan.yaml becomes a BlueGreenDeployment.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Namespace of the app (default: the kubeconfig context's).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The Service whose selector is switched (default: the app's name).
+    #[serde(default)]
+    pub active_service: Option<String>,
+    /// A Service that shows the candidate before the switch.
+    #[serde(default)]
+    pub preview_service: Option<String>,
+    /// How long the previous color stays scaled after a switch (default 30s).
+    #[serde(default)]
+    pub scale_down_delay: Option<Dur>,
+    /// A candidate not gated within this long is halted (default 10m).
+    #[serde(default)]
+    pub progress_deadline: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -350,9 +392,14 @@ impl Loaded {
 impl Config {
     /// Reads and validates a config file. Errors name file:line:column and the key path.
     pub fn load(path: &Path) -> Result<Loaded> {
+        Self::load_for(path, None)
+    }
+
+    /// `load`, with `platform` (the `--platform` flag) in place of the file's.
+    pub fn load_for(path: &Path, platform: Option<PlatformKind>) -> Result<Loaded> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read config {}: {e}", path.display())))?;
-        let config = Self::parse(&text, &path.display().to_string())?;
+        let config = Self::parse_for(&text, &path.display().to_string(), platform)?;
         Ok(Loaded {
             config,
             path: path.to_path_buf(),
@@ -361,8 +408,15 @@ impl Config {
 
     /// Parses config text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        let config: Config =
+        Self::parse_for(text, origin, None)
+    }
+
+    fn parse_for(text: &str, origin: &str, platform: Option<PlatformKind>) -> Result<Config> {
+        let mut config: Config =
             serde_saphyr::from_str(text).map_err(|e| locate::describe(&e, text, origin))?;
+        if let Some(p) = platform {
+            config.platform = p;
+        }
         config.validate(text, origin)?;
         Ok(config)
     }
@@ -370,7 +424,8 @@ impl Config {
     /// Checks that span several keys, reported at the first key involved.
     fn validate(&self, text: &str, origin: &str) -> Result<()> {
         let fail = |path: &[&str], msg: String| Err(locate::at_key(text, origin, path, &msg));
-        if self.proxy.host.is_none() && self.proxy.listen.is_none() {
+        let routed = self.proxy.host.is_some() || self.proxy.listen.is_some();
+        if self.platform == PlatformKind::Docker && !routed {
             return fail(
                 &["proxy"],
                 "set proxy.host, proxy.listen or both, so the proxy knows which requests are this app's".into(),
@@ -416,9 +471,18 @@ impl Config {
             }
         }
         if self.platform == PlatformKind::Kubernetes {
+            return self.validate_kubernetes(text, origin);
+        }
+        Ok(())
+    }
+
+    /// On Kubernetes Secrets are the cluster's: cyan does not carry them.
+    fn validate_kubernetes(&self, text: &str, origin: &str) -> Result<()> {
+        let fail = |path: &[&str], msg: String| Err(locate::at_key(text, origin, path, &msg));
+        if !self.secrets.is_empty() {
             return fail(
-                &["platform"],
-                "platform: kubernetes is driven through the BlueGreenDeployment operator, which this build does not include yet; use platform: docker".into(),
+                &["secrets"],
+                "on Kubernetes, pass secrets with a Kubernetes Secret (envFrom in the BlueGreenDeployment's template), not through cyan".into(),
             );
         }
         Ok(())

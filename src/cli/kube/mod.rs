@@ -1,0 +1,411 @@
+//! The CLI against a cluster (`platform: kubernetes`): deploy builds and
+//! pushes as on Docker, then writes the BlueGreenDeployment and follows its
+//! status; promote, abort and rollback set what the operator acts on
+//! (annotations, or a restored template), and follow the outcome.
+//!
+//! The CLI never touches Deployments or Services itself: the operator is the
+//! one writer, so a CLI killed mid-way leaves nothing half-done.
+
+mod manifest;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use crate::config::Loaded;
+use crate::error::{is_conflict, Error, Result};
+use crate::image;
+use crate::operator::crd::{
+    annotation, BlueGreenDeployment, BlueGreenDeploymentStatus, Outcome, Phase,
+};
+use crate::output::Output;
+use crate::platform::docker;
+use crate::platform::kube::{objects, revisions};
+use crate::release;
+
+struct Cluster {
+    api: Api<BlueGreenDeployment>,
+    revisions: Api<ControllerRevision>,
+    name: String,
+    namespace: String,
+}
+
+async fn connect(cfg: &Loaded) -> Result<Cluster> {
+    let config = kube::Config::infer().await.map_err(|e| {
+        Error::Config(format!(
+            "no Kubernetes configuration (KUBECONFIG, ~/.kube/config, or in-cluster): {e}"
+        ))
+    })?;
+    let namespace = cfg
+        .config
+        .kubernetes
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config)
+        .map_err(|e| Error::Config(format!("unusable Kubernetes configuration: {e}")))?;
+    let cluster = Cluster {
+        api: Api::namespaced(client.clone(), &namespace),
+        revisions: Api::namespaced(client, &namespace),
+        name: cfg.config.app.to_string(),
+        namespace,
+    };
+    // Fail before building anything when the cluster cannot take the CR.
+    match cluster.api.get_opt(&cluster.name).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::Config(
+            "the BlueGreenDeployment CRD is not installed in this cluster: kubectl apply -f manifests/crd.yaml (or `cyan crd | kubectl apply -f -`), then run the operator (manifests/operator.yaml)".into(),
+        )),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(cluster),
+    }
+}
+
+impl Cluster {
+    fn what(&self) -> String {
+        format!("bluegreendeployment {}/{}", self.namespace, self.name)
+    }
+
+    async fn get(&self) -> Result<BlueGreenDeployment> {
+        self.api.get_opt(&self.name).await?.ok_or_else(|| {
+            Error::Refused(format!(
+                "{} does not exist; run cyan deploy first",
+                self.what()
+            ))
+        })
+    }
+
+    async fn annotate(&self, key: &str, value: &str) -> Result<()> {
+        let patch = json!({ "metadata": { "annotations": { key: value } } });
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the spec (and edits annotations) with optimistic
+    /// concurrency, retrying when the operator wrote in between.
+    async fn update(&self, edit: impl Fn(&mut BlueGreenDeployment)) -> Result<()> {
+        for _ in 0..5 {
+            let mut obj = self.get().await?;
+            edit(&mut obj);
+            match self
+                .api
+                .replace(&self.name, &PostParams::default(), &obj)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Platform(format!(
+            "{} kept changing under cyan; try again",
+            self.what()
+        )))
+    }
+
+    /// Prints the operator's progress on template `hash` until it settles:
+    /// live and healthy, waiting for approval, or stopped.
+    async fn follow(
+        &self,
+        hash: &str,
+        limit: Duration,
+        out: &Output,
+    ) -> Result<BlueGreenDeploymentStatus> {
+        let started = Instant::now();
+        let mut said = String::new();
+        loop {
+            let obj = self.get().await?;
+            let s = obj.status.clone().unwrap_or_default();
+            let fresh = s.observed_generation >= obj.metadata.generation
+                && s.current_hash.as_deref() == Some(hash);
+            if let (true, Some(phase)) = (fresh, s.phase) {
+                let line = format!("{phase:?}: {}", s.message.clone().unwrap_or_default());
+                if line != said {
+                    out.detail(&line);
+                    said = line;
+                }
+                let ours_live = s.live_color.is_some()
+                    && s.history.last().is_some_and(|h| {
+                        h.template_hash == hash && h.outcome != Outcome::VerifyFailed
+                    });
+                let why = || s.message.clone().unwrap_or_default();
+                match phase {
+                    Phase::Healthy if ours_live => return Ok(s),
+                    Phase::AwaitingApproval => return Ok(s),
+                    Phase::Degraded => return Err(Error::GateFailed(why())),
+                    Phase::RolledBack => return Err(Error::VerifyFailed(why())),
+                    _ => {}
+                }
+            }
+            if started.elapsed() > limit {
+                return Err(Error::Unreachable(format!(
+                    "{} did not settle within {}: is `cyan operator` running? (kubectl -n cyan-system logs deploy/cyan-operator)",
+                    self.what(),
+                    humantime::format_duration(limit)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// How long following a rollout may take: the operator's own deadlines plus
+/// a margin.
+fn follow_limit(b: &BlueGreenDeployment) -> Duration {
+    let verify = b.spec.verify.as_ref().map_or(0, |v| v.duration_seconds);
+    Duration::from_secs(u64::from(b.spec.progress_deadline_seconds + verify) + 120)
+}
+
+fn settled(s: &BlueGreenDeploymentStatus, out: &Output, what: &str) {
+    let live = s.live_color.map_or("none".to_string(), |c| c.to_string());
+    let version = s.live_version.clone().unwrap_or_default();
+    out.result(&s, || match s.phase {
+        Some(Phase::AwaitingApproval) => format!(
+            "{what}: the candidate passed its gates and waits for approval (cyan promote); live is still {live} ({version})"
+        ),
+        _ => format!("{what}: live is {live} ({version})"),
+    });
+}
+
+pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result<()> {
+    let version = release::resolve_version(version, &cfg.dir())?;
+    let c = &cfg.config;
+    if c.image.registry().is_none() {
+        return Err(Error::Config(format!(
+            "on Kubernetes the cluster pulls the image, so it must name a registry: image: ghcr.io/acme/{0} in cyan.yaml, or --registry 127.0.0.1:5000",
+            c.image
+        )));
+    }
+    let cluster = connect(cfg).await?;
+    let d = docker::connect().await?;
+    if image::inspect(&d, c.image.as_str(), &version)
+        .await?
+        .is_none()
+    {
+        out.phase(format!("build {}", c.image.tag(&version)));
+        image::build(&d, cfg, &version, out).await?;
+        out.done(format!("built {}", c.image.tag(&version)));
+    }
+    out.phase(format!("push {}", c.image.tag(&version)));
+    let digest = image::push(&d, cfg, &version, out).await?;
+    out.done(format!("pushed {}", c.image.tag(&version)));
+    // The tag names the version; the digest pins what runs.
+    let pinned = match digest.split_once('@') {
+        Some((_, sha)) => format!("{}@{sha}", c.image.tag(&version)),
+        None => c.image.tag(&version),
+    };
+    let wanted = manifest::bluegreen(c, &pinned, &cluster.namespace);
+    let hash = objects::template_hash(&wanted);
+
+    out.phase(format!("write {}", cluster.what()));
+    match cluster.api.get_opt(&cluster.name).await? {
+        None => {
+            cluster.api.create(&PostParams::default(), &wanted).await?;
+        }
+        Some(_) => {
+            let retry = crate::clock::random_token();
+            cluster
+                .update(|obj| {
+                    let halted = obj.status.as_ref().and_then(|s| s.halted_hash.as_deref())
+                        == Some(hash.as_str());
+                    obj.spec = wanted.spec.clone();
+                    let ann = obj.metadata.annotations.get_or_insert_default();
+                    ann.remove(annotation::ROLLBACK);
+                    ann.remove(annotation::ABORT);
+                    if halted {
+                        // The same release again: the user asks for a retry.
+                        ann.insert(annotation::RETRY.into(), retry.clone());
+                    }
+                })
+                .await?;
+        }
+    }
+    out.done(format!(
+        "wrote {} ({version}, template {hash})",
+        cluster.what()
+    ));
+    out.phase(format!("operator rolls out {version}"));
+    let s = cluster.follow(&hash, follow_limit(&wanted), out).await?;
+    out.done(format!(
+        "{version}: {:?}",
+        s.phase.unwrap_or(Phase::Healthy)
+    ));
+    settled(&s, out, &format!("deploy {version}"));
+    Ok(())
+}
+
+pub async fn promote(cfg: &Loaded, out: &Output) -> Result<()> {
+    let cluster = connect(cfg).await?;
+    let obj = cluster.get().await?;
+    let s = obj.status.clone().unwrap_or_default();
+    let hash = match (s.phase, &s.current_hash) {
+        (Some(Phase::AwaitingApproval), Some(h)) => h.clone(),
+        _ => {
+            return Err(Error::Refused(format!(
+                "nothing waits for approval in {} (phase {:?})",
+                cluster.what(),
+                s.phase
+            )))
+        }
+    };
+    cluster.annotate(annotation::PROMOTE, &hash).await?;
+    out.phase("promote: the operator scales and switches");
+    let s = cluster.follow(&hash, follow_limit(&obj), out).await?;
+    out.done("promoted");
+    settled(&s, out, "promote");
+    Ok(())
+}
+
+pub async fn abort(cfg: &Loaded, out: &Output) -> Result<()> {
+    let cluster = connect(cfg).await?;
+    let obj = cluster.get().await?;
+    let s = obj.status.clone().unwrap_or_default();
+    let active = matches!(
+        s.phase,
+        Some(
+            Phase::Progressing
+                | Phase::Gating
+                | Phase::AwaitingApproval
+                | Phase::Switching
+                | Phase::Verifying
+        )
+    );
+    let Some(hash) = s.current_hash.clone().filter(|_| active) else {
+        return Err(Error::Refused(format!(
+            "{} has no rollout in progress to abort (phase {:?}); to go back to an earlier release use cyan rollback",
+            cluster.what(),
+            s.phase
+        )));
+    };
+    cluster.annotate(annotation::ABORT, &hash).await?;
+    out.phase("abort: the operator stops the rollout");
+    match cluster.follow(&hash, Duration::from_secs(120), out).await {
+        Err(Error::GateFailed(why) | Error::VerifyFailed(why)) => {
+            out.done("aborted");
+            out.result(&json!({ "aborted": hash, "message": why }), || why.clone());
+            Ok(())
+        }
+        Err(e) => Err(e),
+        Ok(s) => Err(Error::Refused(format!(
+            "the rollout finished before the abort took effect: live is {} ({}); use cyan rollback",
+            s.live_color.map_or("none".into(), |c| c.to_string()),
+            s.live_version.unwrap_or_default()
+        ))),
+    }
+}
+
+pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<()> {
+    let cluster = connect(cfg).await?;
+    let obj = cluster.get().await?;
+    let s = obj.status.clone().unwrap_or_default();
+    let kept = revisions::list(&cluster.revisions, &cluster.name).await?;
+    let version_of = |r: &ControllerRevision| {
+        revisions::template_of(r)
+            .ok()
+            .and_then(|t| t.spec?.containers.first()?.image.clone())
+            .map(|i| objects::version_of(&i))
+            .unwrap_or_default()
+    };
+    let target = match to {
+        Some(want) => kept
+            .iter()
+            .find(|r| r.revision.to_string() == want)
+            .or_else(|| kept.iter().rev().find(|r| version_of(r) == want)),
+        None => s
+            .history
+            .iter()
+            .rev()
+            .filter(|h| h.outcome != Outcome::VerifyFailed && Some(h.revision) != s.live_revision)
+            .find_map(|h| kept.iter().find(|r| r.revision == h.revision)),
+    };
+    let Some(target) = target else {
+        let list: Vec<String> = kept
+            .iter()
+            .map(|r| format!("{} ({})", r.revision, version_of(r)))
+            .collect();
+        return Err(Error::Refused(format!(
+            "no revision to roll back to{}; kept revisions: {}",
+            to.map(|t| format!(" named {t}")).unwrap_or_default(),
+            if list.is_empty() {
+                "none".into()
+            } else {
+                list.join(", ")
+            }
+        )));
+    };
+    if Some(target.revision) == s.live_revision {
+        return Err(Error::Refused(format!(
+            "revision {} is already live",
+            target.revision
+        )));
+    }
+    let template = revisions::template_of(target)?;
+    let hash = revisions::hash_of(target).unwrap_or_default().to_string();
+    let version = version_of(target);
+    cluster
+        .update(|obj| {
+            obj.spec.template = template.clone();
+            let ann = obj.metadata.annotations.get_or_insert_default();
+            ann.insert(annotation::ROLLBACK.into(), hash.clone());
+            ann.remove(annotation::ABORT);
+        })
+        .await?;
+    out.phase(format!(
+        "roll back to revision {} ({version})",
+        target.revision
+    ));
+    let s = cluster.follow(&hash, follow_limit(&obj), out).await?;
+    out.done(format!("revision {} is live", target.revision));
+    settled(&s, out, "rollback");
+    Ok(())
+}
+
+pub async fn status(cfg: &Loaded, out: &Output) -> Result<()> {
+    let cluster = connect(cfg).await?;
+    let obj = cluster.get().await?;
+    let s = obj.status.clone().unwrap_or_default();
+    out.result(
+        &json!({ "name": cluster.name, "namespace": cluster.namespace, "status": s }),
+        || {
+            let mut text = format!(
+                "{}: {:?}\nlive: {} revision {} ({})",
+                cluster.what(),
+                s.phase.unwrap_or(Phase::Progressing),
+                s.live_color.map_or("none".into(), |c| c.to_string()),
+                s.live_revision.map_or("-".into(), |r| r.to_string()),
+                s.live_version.clone().unwrap_or_default(),
+            );
+            if let Some(r) = s.candidate_revision.filter(|r| Some(*r) != s.live_revision) {
+                text.push_str(&format!("\ncandidate: revision {r}"));
+            }
+            if let Some(m) = &s.message {
+                text.push_str(&format!("\n{m}"));
+            }
+            text
+        },
+    );
+    Ok(())
+}
+
+pub async fn history(cfg: &Loaded, out: &Output) -> Result<()> {
+    let cluster = connect(cfg).await?;
+    let s = cluster.get().await?.status.unwrap_or_default();
+    let newest_first: Vec<_> = s.history.iter().rev().collect();
+    out.result(&newest_first, || {
+        newest_first
+            .iter()
+            .map(|h| {
+                format!(
+                    "{}  revision {}  {}  {}  {:?}",
+                    h.promoted_at, h.revision, h.version, h.color, h.outcome
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}

@@ -184,6 +184,7 @@ impl State {
             let reason = match code {
                 409 => "Conflict",
                 403 => "Forbidden",
+                404 => "NotFound",
                 429 => "TooManyRequests",
                 _ => "InternalError",
             };

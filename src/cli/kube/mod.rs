@@ -11,7 +11,7 @@ mod manifest;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
@@ -53,8 +53,9 @@ async fn connect(cfg: &Loaded) -> Result<Cluster> {
         name: cfg.config.app.to_string(),
         namespace,
     };
-    // Fail before building anything when the cluster cannot take the CR.
-    match cluster.api.get_opt(&cluster.name).await {
+    // Fail before building anything when the cluster cannot take the CR
+    // (a type the API does not know lists as 404).
+    match cluster.api.list(&ListParams::default().limit(1)).await {
         Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::Config(
             "the BlueGreenDeployment CRD is not installed in this cluster: kubectl apply -f manifests/crd.yaml (or `cyan crd | kubectl apply -f -`), then run the operator (manifests/operator.yaml)".into(),
         )),
@@ -108,10 +109,12 @@ impl Cluster {
     }
 
     /// Prints the operator's progress on template `hash` until it settles:
-    /// live and healthy, waiting for approval, or stopped.
+    /// live and healthy, waiting for approval (when `approval_settles`: a
+    /// promote waits past it), or stopped.
     async fn follow(
         &self,
         hash: &str,
+        approval_settles: bool,
         limit: Duration,
         out: &Output,
     ) -> Result<BlueGreenDeploymentStatus> {
@@ -135,7 +138,7 @@ impl Cluster {
                 let why = || s.message.clone().unwrap_or_default();
                 match phase {
                     Phase::Healthy if ours_live => return Ok(s),
-                    Phase::AwaitingApproval => return Ok(s),
+                    Phase::AwaitingApproval if approval_settles => return Ok(s),
                     Phase::Degraded => return Err(Error::GateFailed(why())),
                     Phase::RolledBack => return Err(Error::VerifyFailed(why())),
                     _ => {}
@@ -229,7 +232,9 @@ pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result
         cluster.what()
     ));
     out.phase(format!("operator rolls out {version}"));
-    let s = cluster.follow(&hash, follow_limit(&wanted), out).await?;
+    let s = cluster
+        .follow(&hash, true, follow_limit(&wanted), out)
+        .await?;
     out.done(format!(
         "{version}: {:?}",
         s.phase.unwrap_or(Phase::Healthy)
@@ -254,7 +259,9 @@ pub async fn promote(cfg: &Loaded, out: &Output) -> Result<()> {
     };
     cluster.annotate(annotation::PROMOTE, &hash).await?;
     out.phase("promote: the operator scales and switches");
-    let s = cluster.follow(&hash, follow_limit(&obj), out).await?;
+    let s = cluster
+        .follow(&hash, false, follow_limit(&obj), out)
+        .await?;
     out.done("promoted");
     settled(&s, out, "promote");
     Ok(())
@@ -283,7 +290,10 @@ pub async fn abort(cfg: &Loaded, out: &Output) -> Result<()> {
     };
     cluster.annotate(annotation::ABORT, &hash).await?;
     out.phase("abort: the operator stops the rollout");
-    match cluster.follow(&hash, Duration::from_secs(120), out).await {
+    match cluster
+        .follow(&hash, false, Duration::from_secs(120), out)
+        .await
+    {
         Err(Error::GateFailed(why) | Error::VerifyFailed(why)) => {
             out.done("aborted");
             out.result(&json!({ "aborted": hash, "message": why }), || why.clone());
@@ -358,7 +368,9 @@ pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<()
         "roll back to revision {} ({version})",
         target.revision
     ));
-    let s = cluster.follow(&hash, follow_limit(&obj), out).await?;
+    let s = cluster
+        .follow(&hash, false, follow_limit(&obj), out)
+        .await?;
     out.done(format!("revision {} is live", target.revision));
     settled(&s, out, "rollback");
     Ok(())

@@ -405,7 +405,12 @@ impl State {
             .cloned()
         {
             Some(o) => o,
-            None if apply && !t.status => return self.create(t, body),
+            None if apply && !t.status => {
+                // Apply creates a missing object (RBAC: the create verb).
+                self.log
+                    .push(format!("APPLY-CREATE {}/{name}", t.collection));
+                return self.create(t, body);
+            }
             None => return not_found(name),
         };
         let mut next = old.clone();

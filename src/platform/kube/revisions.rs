@@ -52,8 +52,18 @@ pub async fn ensure(
     };
     match api.create(&PostParams::default(), &cr).await {
         Ok(_) => Ok(revision),
-        // A racing reconcile wrote it first: read back its number.
-        Err(e) if crate::error::is_conflict(&e) => Ok(api.get(&cr.name_any()).await?.revision),
+        // A racing reconcile wrote it first: read its number back.
+        Err(e) if crate::error::is_conflict(&e) => list(api, &bgd.name_any())
+            .await?
+            .iter()
+            .find(|r| hash_of(r) == Some(hash))
+            .map(|r| r.revision)
+            .ok_or_else(|| {
+                Error::Platform(format!(
+                    "ControllerRevision {} conflicts but is not listed",
+                    cr.name_any()
+                ))
+            }),
         Err(e) => Err(e.into()),
     }
 }

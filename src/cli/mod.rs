@@ -148,7 +148,9 @@ pub enum Command {
         #[command(flatten)]
         lock: LockWait,
     },
-    /// Remove the candidate that waits for approval; live is untouched.
+    /// Stop the rollout in progress: remove the candidate that waits for
+    /// approval (on Kubernetes also one being gated; one being verified is
+    /// rolled back). The live release is untouched.
     Abort {
         #[command(flatten)]
         config: ConfigArg,

@@ -109,6 +109,62 @@ fn zero_downtime_across_deploy_rollback_deploy() {
     );
 }
 
+/// Networks named exactly `name`.
+async fn networks_named(docker: &bollard::Docker, name: &str) -> Vec<String> {
+    let all = docker.list_networks(None).await.unwrap();
+    all.into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .filter_map(|n| n.id)
+        .collect()
+}
+
+#[test]
+fn duplicate_app_networks_are_healed_not_fatal() {
+    // The engine's duplicate-name check races: concurrent creates, as two
+    // first deploys at once on a fresh host make, can leave two networks of
+    // one name, and then every container start on it fails as "ambiguous".
+    // This test races creates of a network of its own (CYAN_NETWORK), so
+    // the other tests' `cyan` network is never made ambiguous.
+    let name = format!("cyan-dup-{}", std::process::id());
+    let rt = runtime();
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+    let made = rt.block_on(async {
+        for _ in 0..20 {
+            let create = || {
+                docker.create_network(bollard::models::NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    ..Default::default()
+                })
+            };
+            futures_util::future::join_all((0..6).map(|_| create())).await;
+            if networks_named(&docker, &name).await.len() >= 2 {
+                return true;
+            }
+        }
+        false
+    });
+    if !made {
+        eprintln!("note: the engine refused every duplicate {name}; the heal is not exercised");
+    }
+    let app = TestApp::new("dupnet", "");
+    let out = app
+        .command(&["deploy", "--version", "1"])
+        .env("CYAN_NETWORK", &name)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(identity(&app.get("/").1).1, "1");
+    let left = rt.block_on(networks_named(&docker, &name));
+    assert_eq!(left.len(), 1, "the duplicates were removed");
+    drop(app);
+    rt.block_on(async {
+        for id in left {
+            let _ = docker.remove_network(&id).await;
+        }
+    });
+}
+
 #[test]
 fn a_failing_green_never_touches_blue() {
     let app = TestApp::new("gate", "");

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -55,7 +55,7 @@ fn key(bgd: &BlueGreenDeployment) -> String {
 
 pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let result = reconcile_once(&bgd, &ctx).await;
+    let result = reconcile_fresh(&bgd, &ctx).await;
     ctx.metrics.reconciled(started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.failures
@@ -88,12 +88,46 @@ pub fn error_policy(bgd: Arc<BlueGreenDeployment>, err: &Error, ctx: Arc<Context
     Action::requeue(delay)
 }
 
-async fn reconcile_once(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Action> {
-    let now = (ctx.clock)();
+/// Attempts of a reconcile whose status write lost a race.
+const ATTEMPTS: usize = 4;
+
+/// The watch cache can lag behind the status this operator just wrote, and a
+/// status computed from a stale copy would undo it. So each attempt reads
+/// the object fresh and writes its status only on top of that exact
+/// resourceVersion; a conflict (the CLI annotated it, another write landed)
+/// starts the attempt over. Acts are idempotent, so repeating them is safe.
+async fn reconcile_fresh(cached: &BlueGreenDeployment, ctx: &Context) -> Result<Action> {
     let api: Api<BlueGreenDeployment> = Api::namespaced(
         ctx.client.clone(),
-        &bgd.namespace().unwrap_or_else(|| "default".into()),
+        &cached.namespace().unwrap_or_else(|| "default".into()),
     );
+    let mut pause = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_jitter()
+        .build();
+    for _ in 0..ATTEMPTS {
+        let Some(bgd) = api.get_opt(&cached.name_any()).await? else {
+            return Ok(Action::await_change());
+        };
+        if let Some(action) = reconcile_once(&api, &bgd, ctx).await? {
+            return Ok(action);
+        }
+        tokio::time::sleep(pause.next().unwrap_or(Duration::from_millis(100))).await;
+    }
+    Err(Error::Unreachable(format!(
+        "{}: the object changed under every status write ({ATTEMPTS} conflicts); retrying later",
+        key(cached)
+    )))
+}
+
+/// One observe → plan → act → write; `None` when the status write found
+/// the object changed since it was read.
+async fn reconcile_once(
+    api: &Api<BlueGreenDeployment>,
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+) -> Result<Option<Action>> {
+    let now = (ctx.clock)();
     let before = bgd.status.clone().unwrap_or_default();
     let p = KubePlatform::new(ctx.client.clone(), bgd.clone(), now);
     p.edit(|s| s.observed_generation = bgd.metadata.generation);
@@ -103,20 +137,22 @@ async fn reconcile_once(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Acti
             s.phase = Some(Phase::Degraded);
             s.message = Some(format!("invalid spec: {why}"));
         });
-        finish(&api, bgd, ctx, &before, &p.status()).await?;
-        return Ok(Action::await_change());
+        let written = finish(api, bgd, ctx, &before, &p.status()).await?;
+        return Ok(written.then(Action::await_change));
     }
     if bgd.spec.paused {
         p.edit(|s| s.message = Some("paused: set spec.paused to false to continue".into()));
-        finish(&api, bgd, ctx, &before, &p.status()).await?;
-        return Ok(Action::await_change());
+        let written = finish(api, bgd, ctx, &before, &p.status()).await?;
+        return Ok(written.then(Action::await_change));
     }
 
     let d = p.desired();
     begin_rollout(&p, bgd, &d, now);
     match step(&p, bgd, &d, ctx).await {
         Ok(action) => {
-            finish(&api, bgd, ctx, &before, &p.status()).await?;
+            if !finish(api, bgd, ctx, &before, &p.status()).await? {
+                return Ok(None);
+            }
             if bgd.annotations().contains_key(annotation::ABORT) {
                 // An abort is a one-shot command: consumed once the halt it
                 // caused is written, so a later retry is not aborted again.
@@ -128,14 +164,16 @@ async fn reconcile_once(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Acti
                 )
                 .await?;
             }
-            Ok(action)
+            Ok(Some(action))
         }
         Err(e @ Error::Config(_)) => {
             p.edit(|s| {
                 s.phase = Some(Phase::Degraded);
                 s.message = Some(e.to_string());
             });
-            finish(&api, bgd, ctx, &before, &p.status()).await?;
+            if !finish(api, bgd, ctx, &before, &p.status()).await? {
+                return Ok(None);
+            }
             Err(e)
         }
         Err(e) => Err(e),
@@ -347,17 +385,26 @@ fn set_condition(
     }
 }
 
-/// Writes the status (retrying optimistic-concurrency conflicts) and
-/// publishes an Event when the phase changed.
+/// Writes the status on top of the object as read, and publishes an Event
+/// when the phase changed; `false` when the object changed meanwhile.
 async fn finish(
     api: &Api<BlueGreenDeployment>,
     bgd: &BlueGreenDeployment,
     ctx: &Context,
     before: &BlueGreenDeploymentStatus,
     after: &BlueGreenDeploymentStatus,
-) -> Result<()> {
+) -> Result<bool> {
     if before != after {
-        write_status(api, &bgd.name_any(), after).await?;
+        let mut obj = bgd.clone();
+        obj.status = Some(after.clone());
+        match api
+            .replace_status(&bgd.name_any(), &PostParams::default(), &obj)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_conflict(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
     }
     if before.phase != after.phase {
         let phase = after.phase.unwrap_or(Phase::Progressing);
@@ -380,28 +427,5 @@ async fn finish(
             tracing::warn!(error = %e, "could not publish an event");
         }
     }
-    Ok(())
-}
-
-pub async fn write_status(
-    api: &Api<BlueGreenDeployment>,
-    name: &str,
-    status: &BlueGreenDeploymentStatus,
-) -> Result<()> {
-    let attempt = || async {
-        let mut obj = api.get_status(name).await?;
-        obj.status = Some(status.clone());
-        api.replace_status(name, &PostParams::default(), &obj)
-            .await
-            .map(drop)
-    };
-    attempt
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(20))
-                .with_max_times(5),
-        )
-        .when(is_conflict)
-        .await?;
-    Ok(())
+    Ok(true)
 }

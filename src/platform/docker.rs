@@ -13,8 +13,8 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -46,8 +46,11 @@ pub mod label {
     pub const REPLICA: &str = "cyan.replica";
 }
 
-/// The network app containers join, so a containerized proxy can reach them too.
-pub const NETWORK: &str = "cyan";
+/// The network app containers join, so a containerized proxy can reach them
+/// too: `cyan`, or `CYAN_NETWORK` (to keep a group of apps apart).
+fn network() -> String {
+    std::env::var("CYAN_NETWORK").unwrap_or_else(|_| "cyan".into())
+}
 
 /// Connects to the engine named by `DOCKER_HOST` (or the local socket) and
 /// agrees on an API version both sides speak.
@@ -190,31 +193,74 @@ impl<'a> DockerPlatform<'a> {
         self.proxy.put_record(&self.route(), &value).await
     }
 
-    /// Makes sure the `cyan` network exists.
-    pub async fn ensure_network(&self) -> Result<()> {
-        if self.docker.inspect_network(NETWORK, None).await.is_ok() {
-            return Ok(());
+    /// Makes sure exactly one app network exists, and returns its id.
+    ///
+    /// The engine's duplicate-name check races: concurrent creates (two
+    /// first deploys at once on a fresh host) can make two networks named
+    /// `cyan`, and then every container start on it fails as "ambiguous",
+    /// even when created by id. So creation is serialized across cyan
+    /// processes by a host-wide file lock, and duplicates left by older
+    /// versions are healed: the oldest is kept, the empty others removed.
+    async fn ensure_network(&self) -> Result<String> {
+        let name = network();
+        let _lock = HostLock::take(&format!("cyan-network-{name}"))?;
+        if let Some(id) = self.cyan_network(&name).await? {
+            return Ok(id);
         }
         let mut labels = HashMap::new();
         labels.insert(label::MANAGED.to_string(), "true".to_string());
         let req = NetworkCreateRequest {
-            name: NETWORK.into(),
+            name: name.clone(),
             driver: Some("bridge".into()),
             labels: Some(labels),
             ..NetworkCreateRequest::default()
         };
         match self.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Another cyan created it at the same moment.
+            Ok(_) => {}
+            // Created at the same moment by something that is not cyan.
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(e.into()),
+            }) => {}
+            Err(e) => return Err(e.into()),
         }
+        self.cyan_network(&name).await?.ok_or_else(|| {
+            Error::Platform(format!(
+                "the {name} network vanished right after it was created"
+            ))
+        })
+    }
+
+    /// The oldest network named exactly `name`; younger duplicates are
+    /// removed (one with containers attached cannot be, and is reported).
+    async fn cyan_network(&self, name: &str) -> Result<Option<String>> {
+        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let opts = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let mut found: Vec<_> = self
+            .docker
+            .list_networks(Some(opts))
+            .await?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| Some((n.created, n.id?)))
+            .collect();
+        found.sort();
+        let mut ids = found.into_iter().map(|(_, id)| id);
+        let oldest = ids.next();
+        for duplicate in ids {
+            if let Err(e) = self.docker.remove_network(&duplicate).await {
+                return Err(Error::Platform(format!(
+                    "there are several Docker networks named {name}, and duplicate {} cannot be removed ({e}); remove the extra ones with `docker network rm`",
+                    short_id(&duplicate)
+                )));
+            }
+        }
+        Ok(oldest)
     }
 
     async fn launch(&self, color: Color, d: &Desired) -> Result<()> {
-        self.ensure_network().await?;
+        let network = self.ensure_network().await?;
         let c = &self.cfg.config;
         let existing: Vec<Managed> = self
             .containers()
@@ -249,14 +295,20 @@ impl<'a> DockerPlatform<'a> {
             let id = match found {
                 Some(m) if m.state != "created" => continue,
                 Some(m) => m.id.clone(),
-                None => self.create(color, &release, replica).await?,
+                None => self.create(color, &release, replica, &network).await?,
             };
             self.docker.start_container(&id, None).await?;
         }
         Ok(())
     }
 
-    async fn create(&self, color: Color, release: &Release, replica: u32) -> Result<String> {
+    async fn create(
+        &self,
+        color: Color,
+        release: &Release,
+        replica: u32,
+        network: &str,
+    ) -> Result<String> {
         let c = &self.cfg.config;
         let name = format!(
             "{}-{}-{color}-{}-{replica}",
@@ -299,7 +351,7 @@ impl<'a> DockerPlatform<'a> {
             stop_timeout: Some(c.stop_timeout.0.as_secs() as i64),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
-                network_mode: Some(NETWORK.into()),
+                network_mode: Some(network.into()),
                 init: Some(c.init),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
@@ -712,6 +764,35 @@ pub fn parse_record(v: &serde_json::Value) -> DeployRecord {
         return DeployRecord::default();
     }
     serde_json::from_value(v.clone()).unwrap_or_default()
+}
+
+/// An exclusive lock shared by every cyan process on this host (flock on a
+/// file in the temp folder), released when dropped.
+struct HostLock {
+    /// Held for its lifetime: closing it releases the lock.
+    _file: std::fs::File,
+}
+
+impl HostLock {
+    fn take(name: &str) -> Result<HostLock> {
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Platform(format!("cannot open {}: {e}", path.display())))?;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::Platform(format!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(HostLock { _file: file })
+    }
 }
 
 pub fn short_id(id: &str) -> &str {

@@ -9,7 +9,9 @@
 //! patches; field ownership is not modelled), label-selector lists, and
 //! injected failures. The Deployment controller is simulated by
 //! `settle_deployments`, with pods on 127.0.0.1 so HTTP gates probe real
-//! loopback servers. Watches are not served: tests drive `reconcile`.
+//! loopback servers. A watch is answered with no events after a second
+//! (as if it timed out), so the real `Controller` runs, driven by its list
+//! and by requeues; most tests call `reconcile` directly.
 
 #![allow(dead_code)]
 
@@ -203,16 +205,6 @@ impl State {
                 &status_body(404, "NotFound", &format!("no route {path}")),
             );
         };
-        if query_param(query, "watch").as_deref() == Some("true") {
-            return reply(
-                405,
-                &status_body(
-                    405,
-                    "MethodNotAllowed",
-                    "watches are not served by the test API",
-                ),
-            );
-        }
         let body: Value = if body.is_empty() {
             Value::Null
         } else {
@@ -443,7 +435,7 @@ impl ApiServer {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                Ok::<_, Infallible>(respond(&state, &parts, &bytes))
+                Ok::<_, Infallible>(respond(&state, &parts, &bytes).await)
             }
         });
         kube::Client::new(svc, "default")
@@ -467,7 +459,7 @@ impl ApiServer {
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        Ok::<_, Infallible>(respond(&state, &parts, &bytes))
+                        Ok::<_, Infallible>(respond(&state, &parts, &bytes).await)
                     }
                 });
                 tokio::spawn(
@@ -609,11 +601,20 @@ impl ApiServer {
     }
 }
 
-fn respond(
+async fn respond(
     state: &Mutex<State>,
     parts: &http::request::Parts,
     body: &[u8],
 ) -> Response<Full<Bytes>> {
+    let query = parts.uri.query().unwrap_or("");
+    if query_param(query, "watch").as_deref() == Some("true") {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        return Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+    }
     let ctype = parts
         .headers
         .get("content-type")

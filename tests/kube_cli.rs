@@ -15,12 +15,10 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::ApiServer;
-use cyan::operator::controller::{self, Context};
+use apiserver::{ApiServer, Backend};
+use cyan::operator::controller;
 use cyan::operator::crd::BlueGreenDeployment;
-use cyan::operator::metrics::Metrics;
 use kube::api::{Api, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{json, Value};
 
 const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
@@ -28,21 +26,8 @@ const SVCS: &str = "/api/v1/namespaces/default/services";
 
 /// What the operator Deployment and kube-controller-manager would do.
 async fn run_operator(api: ApiServer) {
-    let client = api.client();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "cyan-operator".into(),
-            instance: None,
-        },
-    );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        recorder,
-        Arc::new(Metrics::default()),
-        Box::new(cyan::clock::now_ms),
-    ));
-    let bgds: Api<BlueGreenDeployment> = Api::namespaced(client, "default");
+    let ctx = api.operator(Box::new(cyan::clock::now_ms));
+    let bgds: Api<BlueGreenDeployment> = Api::namespaced(api.client(), "default");
     loop {
         if let Ok(list) = bgds.list(&ListParams::default()).await {
             for b in list.items {
@@ -52,26 +37,6 @@ async fn run_operator(api: ApiServer) {
         api.settle_deployments();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Answers 200 on every path: the app as the HTTP gates see it.
-async fn healthy_app() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                    bytes::Bytes::from_static(b"ok"),
-                )))
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
-            );
-        }
-    });
-    port
 }
 
 struct Env {
@@ -117,19 +82,19 @@ fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = ApiServer::new();
     let addr = rt.block_on(api.serve_http());
-    let app_port = rt.block_on(healthy_app());
-    let app = format!("k{}", std::process::id());
+    let name = format!("k{}", std::process::id());
     api.put(
         SVCS,
         json!({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": { "name": app, "namespace": "default" },
-            "spec": { "selector": { "app.kubernetes.io/name": app } },
+            "metadata": { "name": name, "namespace": "default" },
+            "spec": { "selector": { "app.kubernetes.io/name": name } },
         }),
     );
     rt.spawn(run_operator(api.clone()));
+    let pods = rt.block_on(Backend::start(200, "ok"));
 
-    let dir = std::env::temp_dir().join(format!("cyan-kube-cli-{app}"));
+    let dir = std::env::temp_dir().join(format!("cyan-kube-cli-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
@@ -137,10 +102,11 @@ fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
     std::fs::write(
         dir.join("cyan.yaml"),
         format!(
-            "app: {app}\nimage: 127.0.0.1:5000/cyan-test-{app}\nplatform: kubernetes\nbuild:\n  context: {ctx}\n\
-             replicas: 2\nport: {app_port}\nhealth:\n  http: {{ path: /healthz }}\n  interval: 1s\n\
+            "app: {name}\nimage: 127.0.0.1:5000/cyan-test-{name}\nplatform: kubernetes\nbuild:\n  context: {ctx}\n\
+             replicas: 2\nport: {port}\nhealth:\n  http: {{ path: /healthz }}\n  interval: 1s\n\
              kubernetes:\n  scale_down_delay: 1s\n  progress_deadline: 1m\n",
             ctx = util::repo_root().join("examples/demo").display(),
+            port = pods.port,
         ),
     )
     .unwrap();
@@ -148,19 +114,19 @@ fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
 
     let out = env.ok(&["deploy", "--version", "1.0.0"]);
     assert!(out.contains("live is blue (1.0.0)"), "{out}");
-    let bgd = api.get(BGDS, &app).unwrap();
+    let bgd = api.get(BGDS, &name).unwrap();
     let image = bgd["spec"]["template"]["spec"]["containers"][0]["image"]
         .as_str()
         .unwrap();
     assert!(
-        image.starts_with(&format!("127.0.0.1:5000/cyan-test-{app}:1.0.0@sha256:")),
+        image.starts_with(&format!("127.0.0.1:5000/cyan-test-{name}:1.0.0@sha256:")),
         "the template pins the pushed digest: {image}"
     );
 
     let out = env.ok(&["deploy", "--version", "2.0.0", "--require-approval"]);
     assert!(out.contains("waits for approval"), "{out}");
     assert_eq!(
-        api.get(SVCS, &app).unwrap()["spec"]["selector"]["cyan.dev/color"],
+        api.get(SVCS, &name).unwrap()["spec"]["selector"]["cyan.dev/color"],
         "blue",
         "no switch before approval"
     );

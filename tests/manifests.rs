@@ -9,13 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use apiserver::ApiServer;
+use apiserver::{ApiServer, Backend};
 use cyan::operator::controller::{self, Context};
 use cyan::operator::crd::{crd_yaml, BlueGreenDeployment};
 use cyan::operator::leader::LeaseLock;
-use cyan::operator::metrics::Metrics;
 use cyan::platform::kube::objects;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{json, Value};
 
 fn read(path: &str) -> String {
@@ -209,31 +207,12 @@ async fn reconcile(api: &ApiServer, ctx: &Arc<Context>, rounds: usize) {
     }
 }
 
-/// A loopback app that passes the HTTP gates.
-async fn ok_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                    bytes::Bytes::from_static(b"ok"),
-                )))
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
-            );
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn rbac_grants_exactly_the_verbs_the_operator_uses() {
     const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
     let api = ApiServer::new();
-    let app_port = ok_server().await;
+    let app = Backend::start(200, "ok").await;
+    let app_port = app.port;
     for name in ["web", "web-preview"] {
         api.put(
             "/api/v1/namespaces/default/services",
@@ -258,20 +237,8 @@ async fn rbac_grants_exactly_the_verbs_the_operator_uses() {
     );
     let now = Arc::new(AtomicU64::new(1_800_000_000_000));
     let clock = now.clone();
+    let ctx = api.operator(Box::new(move || clock.load(Ordering::SeqCst)));
     let client = api.client();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "cyan-operator".into(),
-            instance: None,
-        },
-    );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        recorder,
-        Arc::new(Metrics::default()),
-        Box::new(move || clock.load(Ordering::SeqCst)),
-    ));
     reconcile(&api, &ctx, 6).await;
     // New releases: the previous color scales down, old revisions are pruned.
     for v in ["2", "3"] {

@@ -9,16 +9,13 @@ mod apiserver;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use apiserver::ApiServer;
-use bytes::Bytes;
+use apiserver::{ApiServer, Backend};
 use cyan::operator::controller::{self, Context};
 use cyan::operator::crd::BlueGreenDeployment;
 use cyan::operator::leader::LeaseLock;
 use cyan::operator::metrics::Metrics;
 use http::Method;
-use http_body_util::Full;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{json, Value};
 
 const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
@@ -75,27 +72,13 @@ impl Cluster {
 
     /// A fresh operator (new client, context and metrics) on the same cluster.
     fn attach(api: ApiServer, now: Arc<AtomicU64>) -> Self {
-        let client = api.client();
-        let metrics = Arc::new(Metrics::default());
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "cyan-operator".into(),
-                instance: Some("test".into()),
-            },
-        );
         let clock = now.clone();
-        let ctx = Arc::new(Context::new(
-            client,
-            recorder,
-            metrics.clone(),
-            Box::new(move || clock.load(Ordering::SeqCst)),
-        ));
+        let ctx = api.operator(Box::new(move || clock.load(Ordering::SeqCst)));
         Cluster {
             api,
             now,
+            metrics: ctx.metrics.clone(),
             ctx,
-            metrics,
             phases: Mutex::default(),
         }
     }
@@ -191,46 +174,6 @@ impl Cluster {
 
     fn phases(&self) -> Vec<String> {
         self.phases.lock().unwrap().clone()
-    }
-}
-
-/// A loopback HTTP server whose answer the test sets.
-struct Backend {
-    port: u16,
-    answer: Arc<Mutex<(u16, String)>>,
-}
-
-impl Backend {
-    async fn start(status: u16, body: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let answer = Arc::new(Mutex::new((status, body.to_string())));
-        let shared = answer.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = shared.clone();
-                let svc = hyper::service::service_fn(move |_req| {
-                    let (code, body) = shared.lock().unwrap().clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .status(code)
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap(),
-                        )
-                    }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
-                );
-            }
-        });
-        Backend { port, answer }
-    }
-
-    fn set(&self, status: u16, body: &str) {
-        *self.answer.lock().unwrap() = (status, body.to_string());
     }
 }
 

@@ -428,17 +428,30 @@ impl ApiServer {
         let state = self.state.clone();
         let svc = tower::service_fn(move |req: Request<kube::client::Body>| {
             let state = state.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let bytes = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                Ok::<_, Infallible>(respond(&state, &parts, &bytes).await)
-            }
+            async move { Ok::<_, Infallible>(answer(&state, req).await) }
         });
         kube::Client::new(svc, "default")
+    }
+
+    /// The operator's context on this server, with its clock (Unix ms).
+    pub fn operator(
+        &self,
+        clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> std::sync::Arc<cyan::operator::controller::Context> {
+        let client = self.client();
+        let recorder = kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "cyan-operator".into(),
+                instance: None,
+            },
+        );
+        std::sync::Arc::new(cyan::operator::controller::Context::new(
+            client,
+            recorder,
+            std::sync::Arc::new(cyan::operator::metrics::Metrics::default()),
+            clock,
+        ))
     }
 
     /// Serves the same store over HTTP on loopback (for the real binary);
@@ -452,15 +465,7 @@ impl ApiServer {
                 let state = state.clone();
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let state = state.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let bytes = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        Ok::<_, Infallible>(respond(&state, &parts, &bytes).await)
-                    }
+                    async move { Ok::<_, Infallible>(answer(&state, req).await) }
                 });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
@@ -601,6 +606,20 @@ impl ApiServer {
     }
 }
 
+/// Reads a request's body, then answers it.
+async fn answer<B: hyper::body::Body>(
+    state: &Mutex<State>,
+    req: Request<B>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    respond(state, &parts, &bytes).await
+}
+
 async fn respond(
     state: &Mutex<State>,
     parts: &http::request::Parts,
@@ -627,4 +646,45 @@ async fn respond(
         ctype,
         body,
     )
+}
+
+/// A loopback HTTP server whose answer the test sets: the app in the
+/// pods (which sit on 127.0.0.1), or a Prometheus.
+pub struct Backend {
+    pub port: u16,
+    answer: Arc<Mutex<(u16, String)>>,
+}
+
+impl Backend {
+    pub async fn start(status: u16, body: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = Arc::new(Mutex::new((status, body.to_string())));
+        let shared = answer.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let (code, body) = shared.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(code)
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+                );
+            }
+        });
+        Backend { port, answer }
+    }
+
+    pub fn set(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap() = (status, body.to_string());
+    }
 }

@@ -62,6 +62,16 @@ fn colored(mut labels: BTreeMap<String, String>, color: Color) -> BTreeMap<Strin
     labels
 }
 
+/// The labels of the template's pods.
+fn pod_labels(bgd: &BlueGreenDeployment) -> BTreeMap<String, String> {
+    bgd.spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
 /// A label selector string (`k=v,k=v`) for the color's pods.
 pub fn pod_selector(bgd: &BlueGreenDeployment, color: Color) -> String {
     let labels = colored(
@@ -82,13 +92,7 @@ pub fn validate(bgd: &BlueGreenDeployment) -> Result<(), String> {
     if wanted.is_empty() {
         return Err("spec.selector.matchLabels is empty: it must name the app's pod labels".into());
     }
-    let labels = bgd
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
+    let labels = pod_labels(bgd);
     for (k, v) in &wanted {
         if labels.get(k) != Some(v) {
             return Err(format!(
@@ -226,13 +230,7 @@ pub fn selected_color(svc: &Service) -> Option<Color> {
 /// Refuses a switch that would leave the Service selecting no pod: every
 /// other key of its selector must be on the template's pods (Argo #4750).
 pub fn check_selector(svc: &Service, bgd: &BlueGreenDeployment) -> Result<(), String> {
-    let pod_labels = bgd
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
+    let pod_labels = pod_labels(bgd);
     let selector = svc
         .spec
         .as_ref()

@@ -448,6 +448,52 @@ async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
 }
 
 #[tokio::test]
+async fn abort_while_verifying_rolls_back_and_a_verified_release_is_left_alone() {
+    let backend = Backend::start(200, "ok").await;
+    let c = Cluster::new();
+    let url = format!("http://127.0.0.1:{}/", backend.port);
+    c.create(with_verify(
+        "web:1",
+        json!({ "durationSeconds": 60, "http": { "url": url } }),
+    ));
+    c.run_until("Verifying", |s| s["phase"] == "Verifying")
+        .await;
+    c.advance(61);
+    c.healthy_on("1").await;
+
+    let hash = c.hash();
+    c.annotate("cyan.dev/abort", &hash);
+    c.reconcile().await.unwrap();
+    assert_eq!(
+        c.status()["phase"],
+        "Healthy",
+        "a verified live release is not aborted"
+    );
+    assert!(c.status()["message"]
+        .as_str()
+        .unwrap()
+        .contains("use cyan rollback"));
+    assert!(
+        c.api.get(BGDS, "web").unwrap()["metadata"]["annotations"]["cyan.dev/abort"].is_null(),
+        "the abort was consumed"
+    );
+
+    c.set_image("web:2");
+    c.run_until("Verifying v2", |s| {
+        s["phase"] == "Verifying" && s["liveVersion"] == "2"
+    })
+    .await;
+    let hash = c.hash();
+    c.annotate("cyan.dev/abort", &hash);
+    c.reconcile().await.unwrap();
+    let s = c.status();
+    assert_eq!(s["phase"], "RolledBack", "{s:#}");
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    assert_eq!(c.replicas("green"), Some(0));
+    assert_eq!(s["liveVersion"], "1");
+}
+
+#[tokio::test]
 async fn a_prometheus_query_above_its_maximum_rolls_back() {
     let answer = |v: &str| {
         format!(

@@ -139,6 +139,20 @@ fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
     let status: Value = serde_json::from_str(&env.ok(&["status", "-o", "json"])).unwrap();
     assert_eq!(status["status"]["liveVersion"], "1.0.0");
     assert_eq!(status["status"]["phase"], "Healthy");
+    // `--platform kubernetes` over a cyan.yaml that says nothing of it.
+    let yaml = std::fs::read_to_string(env.dir.join("cyan.yaml")).unwrap();
+    let plain = env.dir.join("plain.yaml");
+    std::fs::write(&plain, yaml.replace("platform: kubernetes\n", "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(["status", "-o", "json", "--platform", "kubernetes", "-c"])
+        .arg(&plain)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", util::text(&out));
+    let flagged: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(flagged["status"]["liveVersion"], "1.0.0");
+
     let history = env.ok(&["history"]);
     assert_eq!(history.lines().count(), 3, "{history}");
     assert!(

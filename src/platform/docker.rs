@@ -292,12 +292,32 @@ impl<'a> DockerPlatform<'a> {
         ));
         for replica in 0..d.replicas {
             let found = existing.iter().find(|m| m.replica == replica);
-            let id = match found {
+            let mut id = match found {
                 Some(m) if m.state != "created" => continue,
                 Some(m) => m.id.clone(),
                 None => self.create(color, &release, replica, &network).await?,
             };
-            self.docker.start_container(&id, None).await?;
+            // A killed run's create can still be undone by the engine (it
+            // rolls back a create whose client went away), so the container
+            // seen a moment ago may be gone: create it again.
+            for attempt in 1.. {
+                match self.docker.start_container(&id, None).await {
+                    // 304: already started, by the killed run's request.
+                    Ok(())
+                    | Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 304,
+                        ..
+                    }) => break,
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) if attempt < 4 => {
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        id = self.create(color, &release, replica, &network).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         Ok(())
     }
@@ -346,7 +366,7 @@ impl<'a> DockerPlatform<'a> {
             image: Some(release.image_id.clone()),
             env: Some(env),
             cmd: c.command.clone(),
-            labels: Some(labels),
+            labels: Some(labels.clone()),
             exposed_ports: Some(vec![port]),
             stop_timeout: Some(c.stop_timeout.0.as_secs() as i64),
             host_config: Some(HostConfig {
@@ -362,16 +382,42 @@ impl<'a> DockerPlatform<'a> {
             ..ContainerCreateBody::default()
         };
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        match self.docker.create_container(Some(opts), body).await {
-            Ok(r) => Ok(r.id),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409,
-                message,
-            }) => Err(Error::Platform(format!(
-                "container {name} exists but is not labeled for this release: {message}"
-            ))),
-            Err(e) => Err(e.into()),
+        for attempt in 1..=4 {
+            let taken = match self
+                .docker
+                .create_container(Some(opts.clone()), body.clone())
+                .await
+            {
+                Ok(r) => return Ok(r.id),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409,
+                    message,
+                }) => message,
+                Err(e) => return Err(e.into()),
+            };
+            // The name is taken: by this very replica when a killed run's
+            // create finished after this run looked (adopt it), or by a
+            // container the engine is still rolling back (try again).
+            match self.docker.inspect_container(&name, None).await {
+                Ok(info) => {
+                    let found = info.config.and_then(|c| c.labels).unwrap_or_default();
+                    let same = labels.iter().all(|(k, v)| found.get(k) == Some(v));
+                    return match info.id.filter(|_| same) {
+                        Some(id) => Ok(id),
+                        None => Err(Error::Platform(format!(
+                            "container {name} exists but is not labeled for this release: {taken}"
+                        ))),
+                    };
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(Error::Platform(format!(
+            "container name {name} stayed taken by a container that is being removed; run the deploy again"
+        )))
     }
 
     async fn next_revision(&self) -> Result<u64> {

@@ -181,8 +181,11 @@ impl Drop for TestApp {
             .unwrap_or_default();
         let images: Vec<&str> = images.lines().collect();
         if !images.is_empty() {
+            // --no-prune keeps the untagged parent layers: they are the build
+            // cache other tests' builds are using at this moment, and pruning
+            // them fails those builds ("failed to get digest").
             let _ = Command::new("docker")
-                .args(["rmi", "-f"])
+                .args(["rmi", "-f", "--no-prune"])
                 .args(&images)
                 .output();
         }

@@ -375,6 +375,19 @@ async fn abort_scales_the_candidate_down_and_keeps_live_until_a_retry() {
     assert_eq!(c.replicas("green"), Some(2));
 }
 
+/// Release 1 of an app verified by an HTTP check against a loopback
+/// backend (answering 200 until the test says otherwise), run until it
+/// verifies.
+async fn verifying(mut verify: Value) -> (Backend, Cluster) {
+    let backend = Backend::start(200, "ok").await;
+    verify["http"] = json!({ "url": format!("http://127.0.0.1:{}/healthz", backend.port) });
+    let c = Cluster::new();
+    c.create(with_verify("web:1", verify));
+    c.run_until("Verifying", |s| s["phase"] == "Verifying")
+        .await;
+    (backend, c)
+}
+
 fn with_verify(image: &str, verify: Value) -> Value {
     let mut spec = bgd(image);
     spec["spec"]["verify"] = verify;
@@ -383,15 +396,7 @@ fn with_verify(image: &str, verify: Value) -> Value {
 
 #[tokio::test]
 async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
-    let backend = Backend::start(200, "ok").await;
-    let c = Cluster::new();
-    let url = format!("http://127.0.0.1:{}/healthz", backend.port);
-    c.create(with_verify(
-        "web:1",
-        json!({ "durationSeconds": 60, "failureThreshold": 2, "http": { "url": url } }),
-    ));
-    c.run_until("Verifying", |s| s["phase"] == "Verifying")
-        .await;
+    let (backend, c) = verifying(json!({ "durationSeconds": 60, "failureThreshold": 2 })).await;
     c.advance(61);
     c.healthy_on("1").await;
 
@@ -449,15 +454,7 @@ async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
 
 #[tokio::test]
 async fn abort_while_verifying_rolls_back_and_a_verified_release_is_left_alone() {
-    let backend = Backend::start(200, "ok").await;
-    let c = Cluster::new();
-    let url = format!("http://127.0.0.1:{}/", backend.port);
-    c.create(with_verify(
-        "web:1",
-        json!({ "durationSeconds": 60, "http": { "url": url } }),
-    ));
-    c.run_until("Verifying", |s| s["phase"] == "Verifying")
-        .await;
+    let (_backend, c) = verifying(json!({ "durationSeconds": 60 })).await;
     c.advance(61);
     c.healthy_on("1").await;
 
@@ -530,15 +527,7 @@ async fn a_prometheus_query_above_its_maximum_rolls_back() {
 
 #[tokio::test]
 async fn a_verify_that_passes_ends_healthy_after_its_duration() {
-    let backend = Backend::start(200, "ok").await;
-    let c = Cluster::new();
-    let url = format!("http://127.0.0.1:{}/", backend.port);
-    c.create(with_verify(
-        "web:1",
-        json!({ "durationSeconds": 120, "http": { "url": url } }),
-    ));
-    c.run_until("Verifying", |s| s["phase"] == "Verifying")
-        .await;
+    let (_backend, c) = verifying(json!({ "durationSeconds": 120 })).await;
     c.advance(60);
     c.reconcile().await.unwrap();
     assert_eq!(c.status()["phase"], "Verifying");

@@ -1,7 +1,6 @@
 //! deploy, promote, rollback and abort: each resolves what it wants, takes
 //! the app's lock, and lets the engine converge.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -172,9 +171,8 @@ pub async fn rollback(
         .await
 }
 
-pub async fn abort(home: &Home, config: &Path, wait: Duration, out: &Output) -> Result<()> {
-    let cfg = session::load(config)?;
-    let mut p = session::open(home, &cfg, out).await?;
+pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> Result<()> {
+    let mut p = session::open(home, cfg, out).await?;
     let lock = DeployLock::acquire(&p.proxy, &cfg.config.route(), "abort", wait, out).await?;
     p.lock_token = lock.token.clone();
     let result = async {

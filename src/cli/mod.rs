@@ -384,7 +384,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             if on_kubernetes(&cfg) {
                 return kube::abort(&cfg, out).await;
             }
-            converge::abort(&home, &config.config, lock.lock_wait, out).await
+            converge::abort(&home, &cfg, lock.lock_wait, out).await
         }
         Command::Status { config, platform } => {
             let cfg =
@@ -392,7 +392,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             if on_kubernetes(&cfg) {
                 return kube::status(&cfg, out).await;
             }
-            status::status(&home, &config.config, out).await
+            status::status(&home, &cfg, out).await
         }
         Command::History { config, platform } => {
             let cfg =
@@ -400,7 +400,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             if on_kubernetes(&cfg) {
                 return kube::history(&cfg, out).await;
             }
-            status::history(&home, &config.config, out).await
+            status::history(&home, &cfg, out).await
         }
         Command::Build(step) => {
             let cfg = session::load_with(&step.config.config, &step.image, None)?;

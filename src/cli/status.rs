@@ -1,11 +1,10 @@
 //! `cyan status` and `cyan history`. The JSON of `status` is a stable
 //! contract (documented in README.md): add fields, never rename or remove.
 
-use std::path::Path;
-
 use serde::Serialize;
 
 use super::session;
+use crate::config::Loaded;
 use crate::error::Result;
 use crate::output::Output;
 use crate::platform::docker::Managed;
@@ -51,9 +50,8 @@ pub struct ContainerView {
     pub address: Option<String>,
 }
 
-pub async fn status(home: &Home, config: &Path, out: &Output) -> Result<()> {
-    let cfg = session::load(config)?;
-    let p = session::open(home, &cfg, out).await?;
+pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
+    let p = session::open(home, cfg, out).await?;
     let c = &cfg.config;
     let view = p.route_view().await?;
     let live = view.as_ref().and_then(|v| v.state.live);
@@ -168,9 +166,8 @@ fn render(s: &Status) -> String {
     text.trim_end().to_string()
 }
 
-pub async fn history(home: &Home, config: &Path, out: &Output) -> Result<()> {
-    let cfg = session::load(config)?;
-    let p = session::open(home, &cfg, out).await?;
+pub async fn history(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
+    let p = session::open(home, cfg, out).await?;
     let mut entries: Vec<HistoryEntry> = p.record().await?.history;
     entries.reverse();
     out.result(&entries, || {

@@ -44,6 +44,9 @@ pub struct KubePlatform {
     probe: ProbeClient,
     now_ms: u64,
     status: Mutex<BlueGreenDeploymentStatus>,
+    /// The live color and its Deployment's replicas, as last observed (the
+    /// `Done` act needs them, and this reconcile has just read them).
+    live_size: Mutex<Option<(Color, u32)>>,
 }
 
 impl KubePlatform {
@@ -60,6 +63,7 @@ impl KubePlatform {
             bgd,
             now_ms,
             status: Mutex::new(status),
+            live_size: Mutex::default(),
         }
     }
 
@@ -257,17 +261,24 @@ impl KubePlatform {
             return Ok(());
         }
         self.scale_down(color).await?;
-        let hash = d.target.config_hash.clone();
         let secs = self.bgd.spec.progress_deadline_seconds;
+        self.halt(d, Phase::Degraded, format!(
+            "{} did not pass its gates within progressDeadlineSeconds ({secs}s): {why}. It was scaled down; the live color kept serving. Fix the template, or `cyan deploy` again to retry",
+            d.target.version
+        ));
+        Ok(())
+    }
+
+    /// Stops the rollout of the spec's release: it is not started again on
+    /// its own (a new template or retry token lifts the halt).
+    fn halt(&self, d: &Desired, phase: Phase, message: String) {
+        let hash = d.target.config_hash.clone();
         self.edit(|s| {
             s.halted_hash = Some(hash);
-            s.phase = Some(Phase::Degraded);
-            s.message = Some(format!(
-                "{} did not pass its gates within progressDeadlineSeconds ({secs}s): {why}. It was scaled down; the live color kept serving. Fix the template, or `cyan deploy` again to retry",
-                d.target.version
-            ));
+            s.verify_until_ms = None;
+            s.phase = Some(phase);
+            s.message = Some(message);
         });
-        Ok(())
     }
 
     async fn switch(&self, color: Color, d: &Desired) -> Result<()> {
@@ -421,18 +432,16 @@ impl KubePlatform {
             promoted_at: crate::clock::now_rfc3339(),
             outcome: Outcome::VerifyFailed,
         };
-        let hash = d.target.config_hash.clone();
+        self.edit(|s| push_history(s, failed));
         if !can_return {
-            self.edit(|s| {
-                push_history(s, failed);
-                s.verify_until_ms = None;
-                s.halted_hash = Some(hash);
-                s.phase = Some(Phase::Degraded);
-                s.message = Some(format!(
+            self.halt(
+                d,
+                Phase::Degraded,
+                format!(
                     "{}: {why}; there is no previous color to return to, so {color} stays live",
                     d.target.version
-                ));
-            });
+                ),
+            );
             return Ok(());
         }
         self.select(&self.bgd.spec.active_service, "activeService", back)
@@ -440,20 +449,20 @@ impl KubePlatform {
         self.scale_down(color).await?;
         let back_release = back_dep.as_ref().and_then(objects::release_of);
         self.edit(|s| {
-            push_history(s, failed);
-            s.verify_until_ms = None;
-            s.halted_hash = Some(hash);
-            s.phase = Some(Phase::RolledBack);
             s.live_color = Some(back);
             if let Some((k, rev)) = back_release {
                 s.live_revision = Some(rev);
                 s.live_version = Some(k.version);
             }
-            s.message = Some(format!(
+        });
+        self.halt(
+            d,
+            Phase::RolledBack,
+            format!(
                 "{}: {why}; traffic is back on {back}, and {color} was scaled down",
                 d.target.version
-            ));
-        });
+            ),
+        );
         Ok(())
     }
 
@@ -485,25 +494,27 @@ impl KubePlatform {
                 {
                     self.scale_down(color).await?;
                 }
-                let hash = d.target.config_hash.clone();
-                self.edit(|s| {
-                    s.halted_hash = Some(hash);
-                    s.phase = Some(Phase::Degraded);
-                    s.message = Some(format!(
+                self.halt(
+                    d,
+                    Phase::Degraded,
+                    format!(
                         "{} was aborted and scaled down; the live color kept serving",
                         d.target.version
-                    ));
-                });
+                    ),
+                );
                 Ok(())
             }
         }
     }
 
     /// The live color follows `spec.replicas` (a scale, not a new rollout).
-    async fn keep_live_scaled(&self, o: &Observed) -> Result<()> {
-        let Some(live) = o.live else { return Ok(()) };
+    async fn keep_live_scaled(&self) -> Result<()> {
+        let observed = *self.live_size.lock().expect("live size lock");
+        let Some((live, total)) = observed else {
+            return Ok(());
+        };
         let wanted = self.bgd.spec.replicas.max(1) as u32;
-        if o.sets.get(&live).is_some_and(|s| s.total != wanted) {
+        if total != wanted {
             let patch = json!({ "spec": { "replicas": wanted } });
             self.deployments
                 .patch(
@@ -554,6 +565,8 @@ impl Platform for KubePlatform {
             .halted_hash
             .filter(|h| *h == d.target.config_hash)
             .map(|_| d.target.clone());
+        *self.live_size.lock().expect("live size lock") =
+            live.and_then(|c| Some((c, sets.get(&c)?.total)));
         Ok(Observed {
             image: ImageState::Pushed,
             live,
@@ -577,7 +590,7 @@ impl Platform for KubePlatform {
             Step::Gate(c) => self.gate(*c, d).await,
             Step::Switch(c) => self.switch(*c, d).await,
             Step::Verify(c) => self.verify(*c, d).await,
-            Step::Done => self.keep_live_scaled(&self.observe(d).await?).await,
+            Step::Done => self.keep_live_scaled().await,
             Step::AwaitApproval(_) | Step::Failed(_) | Step::Blocked(_) => Ok(()),
             Step::Build | Step::Push => Err(Error::Platform(
                 "the operator neither builds nor pushes; `cyan deploy` does that before it writes the BlueGreenDeployment".into(),

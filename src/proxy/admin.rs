@@ -207,7 +207,11 @@ fn put_route(
         )));
     }
     proxy.router.change(name, true, |r| {
-        r.hosts = spec.hosts.iter().map(|h| normalize_host(h)).collect();
+        r.hosts = spec
+            .hosts
+            .iter()
+            .map(|h| normalize_host(h).into_owned())
+            .collect();
         r.listen = spec.listen;
         r.path_prefix = spec.path_prefix.filter(|p| p != "/");
         r.policy = spec.policy;

@@ -19,12 +19,61 @@ use super::state::Maintenance;
 use super::tunnel;
 use super::upstream::{SendError, Sender};
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The client side of one connection, worked out once per connection.
+pub struct Client {
+    /// The listening address it came in on (routes may own one).
+    pub local: SocketAddr,
+    /// Its IP, formatted once for `X-Forwarded-For`.
+    ip: HeaderValue,
+}
+
+impl Client {
+    pub fn new(local: SocketAddr, peer: SocketAddr) -> Client {
+        let ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header");
+        Client { local, ip }
+    }
+}
+
+/// A response body, without a box per request: the upstream's, streamed
+/// and holding its claim, or one cyan wrote itself.
+pub enum ProxyBody {
+    Upstream(Tracked),
+    Own(Full<Bytes>),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(t) => Pin::new(&mut t.inner).poll_frame(cx),
+            ProxyBody::Own(full) => Pin::new(full).poll_frame(cx).map_err(|n| match n {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(t) => t.inner.is_end_stream(),
+            ProxyBody::Own(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(t) => t.inner.size_hint(),
+            ProxyBody::Own(full) => full.size_hint(),
+        }
+    }
+}
 
 /// Shared by every connection of a listener.
 pub struct Forwarder {
@@ -49,14 +98,18 @@ impl Forwarder {
     pub async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        local: SocketAddr,
-        peer: SocketAddr,
+        client: Arc<Client>,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let host = req
-            .headers()
-            .get(header::HOST)
+        // The Host header as sent (HTTP/2: the authority); a clone shares its
+        // bytes, so `host` borrows nothing from the request.
+        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let host = host_value
+            .as_ref()
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .map(normalize_host);
         let request_id = request_id(req.headers());
         let http1 = req.version() < hyper::Version::HTTP_2;
@@ -66,7 +119,7 @@ impl Forwarder {
         let mut hold_expired = false;
         let (pool, route) = loop {
             let table = self.router.table();
-            let Some(route) = table.route(host.as_deref(), local, req.uri().path()) else {
+            let Some(route) = table.route(host.as_deref(), client.local, req.uri().path()) else {
                 return Ok(text(
                     StatusCode::NOT_FOUND,
                     format!(
@@ -114,7 +167,12 @@ impl Forwarder {
         let started = Instant::now();
         let upgrade = upgrade_protocol(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
-        prepare_upstream_headers(&mut parts.headers, host.as_deref(), peer, self.scheme);
+        prepare_upstream_headers(
+            &mut parts.headers,
+            host_value.as_ref(),
+            &client.ip,
+            self.scheme,
+        );
         if let Some((protocol, _)) = &upgrade {
             parts
                 .headers
@@ -125,7 +183,7 @@ impl Forwarder {
         parts.version = hyper::Version::HTTP_11;
         let timeout = Duration::from_millis(policy.response_timeout_ms);
         origin_form(&mut parts.uri);
-        let req = Request::from_parts(parts, body.boxed());
+        let req = Request::from_parts(parts, body);
         // A refused connection gives the request back unsent: it goes to the
         // next replica once (a container that just died costs no request).
         let (claim, result) = match send(&claim, req, timeout).await {
@@ -205,14 +263,14 @@ impl Forwarder {
             sender: Some(sender),
             claim,
         };
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
     }
 }
 
 /// Sends on the claimed upstream's connections, within the response timeout.
 async fn send(
     claim: &Claim,
-    req: Request<ProxyBody>,
+    req: Request<Incoming>,
     timeout: Duration,
 ) -> Result<(Response<Incoming>, Sender), Failure> {
     match tokio::time::timeout(timeout, claim.conns().send(req)).await {
@@ -241,15 +299,19 @@ fn origin_form(uri: &mut Uri) {
 enum Failure {
     /// Refused or unreachable: counts toward passive health; the request
     /// comes back unsent the first time, for another replica.
-    Connect(std::io::Error, Option<Box<Request<ProxyBody>>>),
+    Connect(std::io::Error, Option<Box<Request<Incoming>>>),
     /// No response head within the route's response timeout: a 504.
     Timeout,
     Other(hyper::Error),
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The client's `X-Request-Id` when it sent a sane one, else a new one.
+/// The client's `X-Request-Id` when it sent a sane one, else a new one:
+/// 32 hex digits, a per-process seed then a counter.
 pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         if !v.is_empty() && v.len() <= 128 {
@@ -265,13 +327,26 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
         h.finish()
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{seed:016x}{n:08x}")).expect("hex is a valid header")
+    let mut id = [0u8; 32];
+    let (high, low) = id.split_at_mut(16);
+    hex_into(high, seed);
+    hex_into(low, n);
+    HeaderValue::from_bytes(&id).expect("hex is a valid header")
+}
+
+/// Writes `v` as lowercase hex, right-aligned and zero-padded, into `out`.
+fn hex_into(out: &mut [u8], mut v: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` plus
 /// `Upgrade: X`).
 pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = connection_named(headers).contains(&header::UPGRADE);
+    let asks = connection_tokens(headers.get_all(header::CONNECTION))
+        .any(|t| t.eq_ignore_ascii_case("upgrade"));
     asks.then(|| headers.get(header::UPGRADE).cloned())
         .flatten()
 }
@@ -287,8 +362,10 @@ fn maintenance(m: &Maintenance) -> Response<ProxyBody> {
     r
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// and `Upgrade` (the proxy sets it again on an upgrade it carries through).
+/// `Connection` comes first: `strip_hop_by_hop` looks for it at 0.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -296,53 +373,95 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+/// The tokens of `Connection` header values: options such as `upgrade`, and
+/// the names of more hop-by-hop headers.
+fn connection_tokens<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+) -> impl Iterator<Item = &'a str> {
+    values
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
 
 /// The headers a `Connection` header names as hop-by-hop.
 pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    connection_tokens(headers.get_all(header::CONNECTION))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect()
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named = connection_named(headers);
-    for h in named.iter().chain(HOP_BY_HOP.iter()) {
+    // One pass over the names (no hashing) finds which are there; most
+    // messages carry none, or only `Connection`.
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    // A header named by `Connection` comes with a `Connection` header.
+    if present[0] {
+        let connection: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
+        for named in connection_tokens(&connection) {
+            if headers
+                .keys()
+                .any(|k| k.as_str().eq_ignore_ascii_case(named))
+            {
+                headers.remove(named);
+            }
+        }
+    }
+    for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(h);
     }
-    headers.remove(header::UPGRADE);
 }
 
+/// Readies a client's request headers for the upstream: hop-by-hop headers
+/// out; `X-Forwarded-For` (the client's IP appended), `-Proto` and `-Host`
+/// (the Host as the client sent it, as Caddy, Traefik and kamal-proxy do)
+/// in; and a Host header for an HTTP/2 request, which carries none.
 pub(crate) fn prepare_upstream_headers(
     headers: &mut HeaderMap,
-    host: Option<&str>,
-    peer: SocketAddr,
+    host: Option<&HeaderValue>,
+    client_ip: &HeaderValue,
     scheme: &'static str,
 ) {
     strip_hop_by_hop(headers);
-    let client_ip = peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client_ip}"),
-        None => client_ip,
+    headers.reserve(3);
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + client_ip.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+        }
+        None => Some(client_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    if let Some(h) = host {
         if !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, h.clone());
         }
-        headers.insert("x-forwarded-host", h);
+        headers.insert(X_FORWARDED_HOST, h.clone());
     }
 }
 
 pub fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    let mut resp = Response::new(ProxyBody::Own(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -352,12 +471,13 @@ pub fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
 }
 
 fn empty() -> ProxyBody {
-    Empty::new().map_err(|n| match n {}).boxed()
+    ProxyBody::Own(Full::new(Bytes::new()))
 }
 
-/// A response body that keeps its upstream claimed until the last frame,
-/// and returns the connection to the pool when it was read to the end.
-struct Tracked {
+/// An upstream response body that keeps its upstream claimed until the
+/// last frame, and returns the connection to the pool when it was read to
+/// the end.
+pub struct Tracked {
     inner: Incoming,
     sender: Option<Sender>,
     claim: Claim,
@@ -368,26 +488,6 @@ impl Drop for Tracked {
         if let Some(sender) = self.sender.take().filter(|_| self.inner.is_end_stream()) {
             self.claim.conns().checkin(sender);
         }
-    }
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -406,18 +506,53 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-app", HeaderValue::from_static("kept"));
-        prepare_upstream_headers(
-            &mut h,
-            Some("web.localhost"),
+        // An HTTP/2 request: no Host header, the authority stands in.
+        let client = Client::new(
+            "127.0.0.1:80".parse().unwrap(),
             "127.0.0.9:5000".parse().unwrap(),
-            "http",
         );
+        let authority = HeaderValue::from_static("Web.Localhost:8000");
+        prepare_upstream_headers(&mut h, Some(&authority), &client.ip, "https");
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get("keep-alive").is_none());
         assert_eq!(h["x-app"], "kept");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
-        assert_eq!(h["x-forwarded-host"], "web.localhost");
-        assert_eq!(h[header::HOST], "web.localhost");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "Web.Localhost:8000", "as sent");
+        assert_eq!(h[header::HOST], "Web.Localhost:8000");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        let v6 = Client::new("[::1]:80".parse().unwrap(), "[::1]:4000".parse().unwrap());
+        let sent = h.get(header::HOST).cloned();
+        prepare_upstream_headers(&mut h, sent.as_ref(), &v6.ip, "http");
+        assert_eq!(h["x-forwarded-for"], "::1", "the first hop starts the list");
+        assert_eq!(h[header::HOST], "a.example");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+    }
+
+    #[test]
+    fn request_ids_are_fresh_unless_the_client_sent_a_sane_one() {
+        let none = HeaderMap::new();
+        let (a, b) = (request_id(&none), request_id(&none));
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
+        }
+        assert_eq!(
+            a.as_bytes()[..16],
+            b.as_bytes()[..16],
+            "one seed per process"
+        );
+        let mut sent = HeaderMap::new();
+        sent.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&sent), "abc-123");
+        sent.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+        );
+        assert_eq!(request_id(&sent).len(), 32, "an oversized id is replaced");
     }
 }

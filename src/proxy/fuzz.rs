@@ -3,8 +3,6 @@
 //! test that runs it on a corpus of nasty inputs. (HTTP parsing itself is
 //! hyper's; what is checked here is what cyan adds on top.)
 
-use std::net::SocketAddr;
-
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::forward::{connection_named, prepare_upstream_headers, request_id, upgrade_protocol};
@@ -45,9 +43,9 @@ pub fn request_path(data: &[u8]) {
     // Nothing hop-by-hop reaches the upstream; the client's address is last
     // in X-Forwarded-For.
     let named = connection_named(&headers);
-    let peer: SocketAddr = "192.0.2.7:1234".parse().expect("address");
-    let h = (!host.is_empty()).then_some(host.as_str());
-    prepare_upstream_headers(&mut headers, h, peer, "http");
+    let client_ip = HeaderValue::from_static("192.0.2.7");
+    let sent_host = headers.get(header::HOST).cloned();
+    prepare_upstream_headers(&mut headers, sent_host.as_ref(), &client_ip, "http");
     for gone in named
         .iter()
         .chain([&header::CONNECTION, &header::TRANSFER_ENCODING, &header::TE])

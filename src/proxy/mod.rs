@@ -48,7 +48,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use forward::Forwarder;
+use forward::{Client, Forwarder};
 use router::Router;
 
 /// The proxy's folder: admin socket, state file, log, process lock.
@@ -251,7 +251,8 @@ impl Proxy {
                 break;
             };
             tokio::spawn(async move {
-                let svc = service_fn(move |req| forwarder.clone().handle(req, local, peer));
+                let client = Arc::new(Client::new(local, peer));
+                let svc = service_fn(move |req| forwarder.clone().handle(req, client.clone()));
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let served = match tls {
                     None => {

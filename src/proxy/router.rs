@@ -8,6 +8,7 @@
 //! moment with no upstreams. Pools are shared between table versions, so
 //! in-flight counts survive a swap and the old color can be drained.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,7 +82,7 @@ impl Table {
 
 /// Lowercases a Host header and drops its port. A normalized host is a
 /// fixed point (the fuzz target checks it).
-pub fn normalize_host(host: &str) -> String {
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = host.trim();
     let without_port = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
@@ -91,7 +92,11 @@ pub fn normalize_host(host: &str) -> String {
             _ => host,
         }
     };
-    without_port.trim().to_ascii_lowercase()
+    let host = without_port.trim();
+    match host.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(host.to_ascii_lowercase()),
+        false => Cow::Borrowed(host),
+    }
 }
 
 /// A route with its live counters, as the admin API reports it.
@@ -293,7 +298,7 @@ impl Control {
             });
             for h in &route.hosts {
                 t.by_host
-                    .entry(normalize_host(h))
+                    .entry(normalize_host(h).into_owned())
                     .or_default()
                     .push(entry.clone());
             }
@@ -302,7 +307,8 @@ impl Control {
             match route.tls.as_ref().map(super::tls::load) {
                 Some(Ok(cert)) => {
                     for h in &route.hosts {
-                        t.certs_by_host.insert(normalize_host(h), cert.clone());
+                        t.certs_by_host
+                            .insert(normalize_host(h).into_owned(), cert.clone());
                     }
                     if let Some(addr) = route.listen {
                         t.certs_by_listen.insert(addr, cert);

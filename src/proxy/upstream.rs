@@ -12,23 +12,22 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::forward::ProxyBody;
-
 /// Idle connections kept per upstream; more are closed when returned.
 const MAX_IDLE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub type Sender = SendRequest<ProxyBody>;
+pub type Sender = SendRequest<Incoming>;
 
 /// Why a request could not be sent.
 pub enum SendError {
     /// No connection could be made; the request comes back unsent.
-    Connect(std::io::Error, Box<Request<ProxyBody>>),
+    Connect(std::io::Error, Box<Request<Incoming>>),
     /// The connection failed after the request was (maybe) sent.
     Failed(hyper::Error),
 }
@@ -59,8 +58,8 @@ impl Conns {
     /// `checkin` once the response body has ended.
     pub async fn send(
         &self,
-        mut req: Request<ProxyBody>,
-    ) -> Result<(hyper::Response<hyper::body::Incoming>, Sender), SendError> {
+        mut req: Request<Incoming>,
+    ) -> Result<(hyper::Response<Incoming>, Sender), SendError> {
         // A pooled connection may have been closed by the upstream; then the
         // request comes back unsent and goes out once more on a new one.
         for pooled in [true, false] {

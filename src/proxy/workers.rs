@@ -38,8 +38,10 @@ pub fn start(n: usize) -> std::io::Result<Vec<Handle>> {
                 .name(format!("cyan-serve-{i}"))
                 .spawn(move || {
                     INDEX.with(|c| c.set(i));
+                    // No process or signal driver: those belong to the main runtime.
                     let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
+                        .enable_io()
+                        .enable_time()
                         .build();
                     match rt {
                         Ok(rt) => {

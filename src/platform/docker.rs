@@ -290,33 +290,48 @@ impl<'a> DockerPlatform<'a> {
             c.image.tag(&release.version),
             short_id(&release.image_id)
         ));
-        for replica in 0..d.replicas {
+        // Replicas are created and started at once: the engine's network
+        // setup for each start is most of a launch's time.
+        let launches = (0..d.replicas).map(|replica| {
             let found = existing.iter().find(|m| m.replica == replica);
-            let mut id = match found {
-                Some(m) if m.state != "created" => continue,
-                Some(m) => m.id.clone(),
-                None => self.create(color, &release, replica, &network).await?,
-            };
-            // A killed run's create can still be undone by the engine (it
-            // rolls back a create whose client went away), so the container
-            // seen a moment ago may be gone: create it again.
-            for attempt in 1.. {
-                match self.docker.start_container(&id, None).await {
-                    // 304: already started, by the killed run's request.
-                    Ok(())
-                    | Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 304,
-                        ..
-                    }) => break,
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) if attempt < 4 => {
-                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                        id = self.create(color, &release, replica, &network).await?;
-                    }
-                    Err(e) => return Err(e.into()),
+            self.launch_replica(color, &release, replica, found, &network)
+        });
+        futures_util::future::try_join_all(launches).await?;
+        Ok(())
+    }
+
+    /// Creates (unless a container of this replica exists) and starts one
+    /// replica; one already running is left alone.
+    async fn launch_replica(
+        &self,
+        color: Color,
+        release: &Release,
+        replica: u32,
+        found: Option<&Managed>,
+        network: &str,
+    ) -> Result<()> {
+        let mut id = match found {
+            Some(m) if m.state != "created" => return Ok(()),
+            Some(m) => m.id.clone(),
+            None => self.create(color, release, replica, network).await?,
+        };
+        // A killed run's create can still be undone by the engine (it
+        // rolls back a create whose client went away), so the container
+        // seen a moment ago may be gone: create it again.
+        for attempt in 1.. {
+            match self.docker.start_container(&id, None).await {
+                // 304: already started, by the killed run's request.
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => break,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) if attempt < 4 => {
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    id = self.create(color, release, replica, network).await?;
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -700,13 +715,19 @@ impl<'a> DockerPlatform<'a> {
 impl Platform for DockerPlatform<'_> {
     async fn observe(&self, d: &Desired) -> Result<Observed> {
         let c = &self.cfg.config;
-        let image = match image::inspect(&self.docker, c.image.as_str(), &d.target.version).await? {
+        // Three independent reads, at once: an observe runs before every step.
+        let (image, containers, view) = tokio::try_join!(
+            image::inspect(&self.docker, c.image.as_str(), &d.target.version),
+            self.containers(),
+            self.route_view(),
+        )?;
+        let image = match image {
             None => ImageState::Missing,
             Some(i) if i.digest.is_some() => ImageState::Pushed,
             Some(_) => ImageState::Local,
         };
         let mut sets: BTreeMap<Color, SetState> = BTreeMap::new();
-        for m in self.containers().await? {
+        for m in containers {
             let s = sets.entry(m.color).or_insert_with(|| SetState {
                 release: Some(m.release.key()),
                 ..SetState::default()
@@ -721,7 +742,6 @@ impl Platform for DockerPlatform<'_> {
                 _ => s.exited += 1,
             }
         }
-        let view = self.route_view().await?;
         let (live, record, lock) = match &view {
             Some(v) => (
                 v.state.live,

@@ -262,12 +262,11 @@ impl<'a> DockerPlatform<'a> {
     async fn launch(&self, color: Color, d: &Desired) -> Result<()> {
         let network = self.ensure_network().await?;
         let c = &self.cfg.config;
-        let existing: Vec<Managed> = self
-            .containers()
-            .await?
-            .into_iter()
-            .filter(|m| m.color == color)
-            .collect();
+        // One listing for both the replicas found and the next revision: a
+        // killed run's create that shows up between two listings would
+        // otherwise be taken for an older revision.
+        let all = self.containers().await?;
+        let existing: Vec<&Managed> = all.iter().filter(|m| m.color == color).collect();
         let info = image::inspect(&self.docker, c.image.as_str(), &d.target.version)
             .await?
             .ok_or_else(|| {
@@ -275,7 +274,7 @@ impl<'a> DockerPlatform<'a> {
             })?;
         let revision = match existing.first() {
             Some(m) => m.release.revision,
-            None => self.next_revision().await?,
+            None => self.next_revision(&all).await?,
         };
         let release = Release {
             version: d.target.version.clone(),
@@ -294,9 +293,32 @@ impl<'a> DockerPlatform<'a> {
         // 60 ms for two, and a deploy killed in the middle of concurrent
         // creates failed its re-run once in eight full test runs.
         for replica in 0..d.replicas {
-            let found = existing.iter().find(|m| m.replica == replica);
+            let found = existing.iter().find(|m| m.replica == replica).copied();
             self.launch_replica(color, &release, replica, found, &network)
                 .await?;
+        }
+        self.remove_strays(color, &release, d.replicas).await
+    }
+
+    /// Removes containers of `color` that are not replicas of `release`:
+    /// the engine can finish a killed run's create after this run listed
+    /// the containers, under another revision's name. (The color being
+    /// launched is never live: the planner does not launch into it.)
+    async fn remove_strays(&self, color: Color, release: &Release, replicas: u32) -> Result<()> {
+        let strays = self.containers().await?.into_iter().filter(|m| {
+            m.color == color && (m.release.revision != release.revision || m.replica >= replicas)
+        });
+        for m in strays {
+            self.out
+                .detail(format!("removing {}, left by an interrupted run", m.name));
+            let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+            match self.docker.remove_container(&m.id, Some(rm)).await {
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
@@ -436,7 +458,7 @@ impl<'a> DockerPlatform<'a> {
         )))
     }
 
-    async fn next_revision(&self) -> Result<u64> {
+    async fn next_revision(&self, containers: &[Managed]) -> Result<u64> {
         let record = self.record().await?;
         let from_history = record
             .history
@@ -444,9 +466,7 @@ impl<'a> DockerPlatform<'a> {
             .map(|e| e.release.revision)
             .max()
             .unwrap_or(0);
-        let from_containers = self
-            .containers()
-            .await?
+        let from_containers = containers
             .iter()
             .map(|m| m.release.revision)
             .max()

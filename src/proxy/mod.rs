@@ -224,23 +224,9 @@ impl Proxy {
         };
         let mut stop = self.stop.subscribe();
         loop {
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(%local, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = stop.changed() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let forwarder = match tls {
-                Some(_) => self.forwarder_tls.clone(),
-                None => self.forwarder.clone(),
-            };
-            let tls = tls.clone();
+            // The watcher is taken before the accept: a connection accepted
+            // while shutdown begins is then always served and drained,
+            // never dropped unread (its client would see a reset).
             let Some(watcher) = self
                 .graceful
                 .lock()
@@ -250,6 +236,24 @@ impl Proxy {
             else {
                 break;
             };
+            let (stream, peer) = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(%local, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let forwarder = match tls {
+                Some(_) => self.forwarder_tls.clone(),
+                None => self.forwarder.clone(),
+            };
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let client = Arc::new(Client::new(local, peer));
                 let svc = service_fn(move |req| forwarder.clone().handle(req, client.clone()));

@@ -165,7 +165,12 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let _ = self.cyan(&["proxy", "stop"]);
+        // `proxy stop` takes no `-c`: through `self.cyan` it failed, and every
+        // test left its proxy running.
+        let _ = Command::new(env!("CARGO_BIN_EXE_cyan"))
+            .args(["proxy", "stop", "--home"])
+            .arg(&self.home)
+            .output();
         let ids = self.containers();
         if !ids.is_empty() {
             let _ = Command::new("docker")

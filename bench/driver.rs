@@ -437,38 +437,33 @@ fn version_now() -> Option<String> {
 
 async fn cli_timings(a: &Args, nginx: &SwitchStats) -> String {
     let cfg = write_app_config(a);
-    let gate_waits = 0.1 * 2.0; // interval x healthy_threshold
-                                // Versions no earlier run built: every build below is a real one.
+    // interval x healthy_threshold
+    let gate_waits = 0.1 * 2.0;
+    // Versions no earlier run built: every build below is a real one.
     let run = std::process::id();
     let version = |n: u32| format!("{run}.{n}");
-    let deploy = |n: u32| {
+    // `cyan COMMAND --version V`'s wall time, in seconds.
+    let timed = |command: &str, n: u32| {
         let t = Instant::now();
-        let out = cyan_cmd(a, &cfg, &["deploy", "--version", &version(n)])
+        let out = cyan_cmd(a, &cfg, &[command, "--version", &version(n)])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "deploy: {}",
+            "{command}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        t.elapsed().as_secs_f64() - gate_waits
+        t.elapsed().as_secs_f64()
     };
-    // A new version, built by the deploy (the first deploy is not timed:
-    // it starts from nothing).
-    let with_build: Vec<f64> = (1..=4).map(deploy).skip(1).collect();
+    // A new version, built by the deploy (after a first deploy from nothing).
+    timed("deploy", 1);
+    let with_build: Vec<f64> = (2..=4).map(|n| timed("deploy", n) - gate_waits).collect();
     // Versions built beforehand (`cyan build`, as a CI job does before the
     // deploy job, or a redeploy), so the deploy itself is measured.
     for n in 5..=8 {
-        let out = cyan_cmd(a, &cfg, &["build", "--version", &version(n)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        timed("build", n);
     }
-    let prebuilt: Vec<f64> = (5..=8).map(deploy).collect();
+    let prebuilt: Vec<f64> = (5..=8).map(|n| timed("deploy", n) - gate_waits).collect();
     let mut rollbacks = Vec::new();
     for _ in 0..20 {
         let before = version_now().expect("app answers");

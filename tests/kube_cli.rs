@@ -15,14 +15,13 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::{ApiServer, Backend};
+use apiserver::{ApiServer, Backend, SERVICES as SVCS};
 use cyan::operator::controller;
 use cyan::operator::crd::BlueGreenDeployment;
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 
 const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
-const SVCS: &str = "/api/v1/namespaces/default/services";
 
 /// What the operator Deployment and kube-controller-manager would do.
 async fn run_operator(api: ApiServer) {
@@ -83,14 +82,7 @@ fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
     let api = ApiServer::new();
     let addr = rt.block_on(api.serve_http());
     let name = format!("k{}", std::process::id());
-    api.put(
-        SVCS,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": { "name": name, "namespace": "default" },
-            "spec": { "selector": { "app.kubernetes.io/name": name } },
-        }),
-    );
+    api.put_service(&name, json!({ "app.kubernetes.io/name": name }));
     rt.spawn(run_operator(api.clone()));
     let pods = rt.block_on(Backend::start(200, "ok"));
 

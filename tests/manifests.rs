@@ -214,11 +214,7 @@ async fn rbac_grants_exactly_the_verbs_the_operator_uses() {
     let app = Backend::start(200, "ok").await;
     let app_port = app.port;
     for name in ["web", "web-preview"] {
-        api.put(
-            "/api/v1/namespaces/default/services",
-            json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": name },
-                    "spec": { "selector": { "app": "web" } } }),
-        );
+        api.put_service(name, json!({ "app": "web" }));
     }
     let image = |v: &str| json!([{ "name": "web", "image": format!("web:{v}") }]);
     api.put(

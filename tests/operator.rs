@@ -9,7 +9,7 @@ mod apiserver;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use apiserver::{ApiServer, Backend};
+use apiserver::{ApiServer, Backend, SERVICES as SVCS};
 use cyan::operator::controller::{self, Context};
 use cyan::operator::crd::BlueGreenDeployment;
 use cyan::operator::leader::LeaseLock;
@@ -20,7 +20,6 @@ use serde_json::{json, Value};
 
 const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
 const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
-const SVCS: &str = "/api/v1/namespaces/default/services";
 const REVS: &str = "/apis/apps/v1/namespaces/default/controllerrevisions";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
@@ -33,14 +32,6 @@ struct Cluster {
     metrics: Arc<Metrics>,
     /// Every phase a reconcile wrote, in order, without repeats.
     phases: Mutex<Vec<String>>,
-}
-
-fn service(name: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": { "name": name, "namespace": "default" },
-        "spec": { "selector": { "app": "web" }, "ports": [{ "port": 80 }] },
-    })
 }
 
 fn bgd(image: &str) -> Value {
@@ -65,8 +56,8 @@ fn bgd(image: &str) -> Value {
 impl Cluster {
     fn new() -> Self {
         let api = ApiServer::new();
-        api.put(SVCS, service("web"));
-        api.put(SVCS, service("web-preview"));
+        api.put_service("web", json!({ "app": "web" }));
+        api.put_service("web-preview", json!({ "app": "web" }));
         Self::attach(api, Arc::new(AtomicU64::new(T0)))
     }
 
@@ -735,7 +726,7 @@ async fn a_missing_active_service_is_reported_and_nothing_is_created() {
         .metrics
         .render()
         .contains(r#"cyan_operator_reconcile_failures_total{kind="config"} 1"#));
-    c.api.put(SVCS, service("web"));
+    c.api.put_service("web", json!({ "app": "web" }));
     c.healthy_on("1").await;
 }
 

@@ -10,7 +10,7 @@ mod util;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use apiserver::ApiServer;
+use apiserver::{ApiServer, SERVICES};
 use serde_json::json;
 
 const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
@@ -79,11 +79,7 @@ fn the_operator_process_leads_rolls_out_serves_probes_and_hands_over_on_sigterm(
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = ApiServer::new();
     let addr = rt.block_on(api.serve_http());
-    api.put(
-        "/api/v1/namespaces/default/services",
-        json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web" },
-                "spec": { "selector": { "app": "web" } } }),
-    );
+    api.put_service("web", json!({ "app": "web" }));
     api.put(
         BGDS,
         json!({
@@ -122,9 +118,7 @@ fn the_operator_process_leads_rolls_out_serves_probes_and_hands_over_on_sigterm(
             status["phase"] == "Healthy" && status["liveColor"] == "blue"
         },
     );
-    let svc = api
-        .get("/api/v1/namespaces/default/services", "web")
-        .unwrap();
+    let svc = api.get(SERVICES, "web").unwrap();
     assert_eq!(svc["spec"]["selector"]["cyan.dev/color"], "blue");
 
     let at = |port: u16, path: &str| util::http_get(&format!("127.0.0.1:{port}"), "operator", path);

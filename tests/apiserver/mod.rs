@@ -36,6 +36,9 @@ struct State {
     held: BTreeSet<String>,
 }
 
+/// The default namespace's Services.
+pub const SERVICES: &str = "/api/v1/namespaces/default/services";
+
 struct Fault {
     method: Method,
     path_contains: String,
@@ -481,6 +484,19 @@ impl ApiServer {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: {namespace}\ncurrent-context: test\nusers:\n- name: test\n  user:\n    token: test\n"
         )
+    }
+
+    /// Seeds the user's Service `name` in `default` (port 80), selecting
+    /// pods by `selector`: what the operator switches.
+    pub fn put_service(&self, name: &str, selector: Value) {
+        self.put(
+            SERVICES,
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": name, "namespace": "default" },
+                "spec": { "selector": selector, "ports": [{ "port": 80 }] },
+            }),
+        );
     }
 
     /// Stores an object as given (a Service the user created, say).

@@ -5,6 +5,7 @@
 //! that holds the claim until its last byte, so draining knows exactly what
 //! is still in flight.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,19 +25,37 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 
-/// The client side of one connection, worked out once per connection.
+/// The client side of one connection, worked out once per connection. Its
+/// requests share it through a reference count that only its own thread
+/// touches (the listener's `Forwarder` is shared by every thread).
 pub struct Client {
+    forwarder: Arc<Forwarder>,
     /// The listening address it came in on (routes may own one).
-    pub local: SocketAddr,
+    local: SocketAddr,
     /// Its IP, formatted once for `X-Forwarded-For`.
     ip: HeaderValue,
 }
 
 impl Client {
-    pub fn new(local: SocketAddr, peer: SocketAddr) -> Client {
-        let ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header");
-        Client { local, ip }
+    pub fn new(forwarder: Arc<Forwarder>, local: SocketAddr, peer: SocketAddr) -> Client {
+        Client {
+            forwarder,
+            local,
+            ip: ip_header(peer),
+        }
     }
+
+    /// Forwards one request of this connection.
+    pub async fn forward(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        self.forwarder.handle(req, &self).await
+    }
+}
+
+fn ip_header(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header")
 }
 
 /// A response body, without a box per request: the upstream's, streamed
@@ -95,10 +114,10 @@ impl Forwarder {
         }
     }
 
-    pub async fn handle(
-        self: Arc<Self>,
+    async fn handle(
+        &self,
         mut req: Request<Incoming>,
-        client: Arc<Client>,
+        client: &Client,
     ) -> Result<Response<ProxyBody>, Infallible> {
         // The Host header as sent (HTTP/2: the authority); a clone shares its
         // bytes, so `host` borrows nothing from the request.
@@ -117,7 +136,7 @@ impl Forwarder {
         // again, so no switch can slip between the look-up and the wait).
         let mut published: Option<tokio::sync::watch::Receiver<u64>> = None;
         let mut hold_expired = false;
-        let (pool, route) = loop {
+        let (claim, policy) = loop {
             let table = self.router.table();
             let Some(route) = table.route(host.as_deref(), client.local, req.uri().path()) else {
                 return Ok(text(
@@ -147,22 +166,22 @@ impl Forwarder {
                     continue;
                 }
             }
-            match &route.live {
-                Some(pool) => break (pool.clone(), route.clone()),
-                None => {
-                    return Ok(text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("cyan: {} has no live color yet\n", route.name),
-                    ))
-                }
-            }
-        };
-        let policy = &route.policy;
-        let Some(claim) = pool.claim(policy) else {
-            return Ok(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cyan: no upstreams\n".into(),
-            ));
+            // The claim is taken while the table is held, and is all the
+            // request keeps of it (with a copy of the policy).
+            let Some(pool) = &route.live else {
+                return Ok(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cyan: {} has no live color yet\n", route.name),
+                ));
+            };
+            let policy = route.policy.per_request();
+            let Some(claim) = pool.claim(&policy) else {
+                return Ok(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cyan: no upstreams\n".into(),
+                ));
+            };
+            break (claim, policy);
         };
         let started = Instant::now();
         let upgrade = upgrade_protocol(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req)));
@@ -188,9 +207,9 @@ impl Forwarder {
         // next replica once (a container that just died costs no request).
         let (claim, result) = match send(&claim, req, timeout).await {
             Err(Failure::Connect(e, Some(req))) => {
-                claim.failed(policy);
+                claim.failed(&policy);
                 claim.pool().stats.record_failure(started.elapsed());
-                match pool.claim(policy) {
+                match claim.pool().claim(&policy) {
                     Some(next) if next.addr() != claim.addr() => {
                         drop(claim);
                         let r = send(&next, *req, timeout).await;
@@ -207,14 +226,14 @@ impl Forwarder {
                 claim.pool().stats.record_failure(started.elapsed());
                 let (status, why) = match &failure {
                     Failure::Timeout => {
-                        claim.failed(policy);
+                        claim.failed(&policy);
                         (
                             StatusCode::GATEWAY_TIMEOUT,
                             format!("no response within {timeout:?}"),
                         )
                     }
                     Failure::Connect(e, _) => {
-                        claim.failed(policy);
+                        claim.failed(&policy);
                         (StatusCode::BAD_GATEWAY, e.to_string())
                     }
                     Failure::Other(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
@@ -318,7 +337,13 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Each thread counts in blocks of 2^32 numbers of its own: one shared
+    // counter would be a cache line that every request on every core writes.
+    static BLOCKS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        /// The next number and the end of this thread's block.
+        static NEXT: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
@@ -326,7 +351,12 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
         h.write_u32(std::process::id());
         h.finish()
     });
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let (mut n, mut end) = NEXT.get();
+    if n == end {
+        n = BLOCKS.fetch_add(1, Ordering::Relaxed) << 32;
+        end = n + (1 << 32);
+    }
+    NEXT.set((n + 1, end));
     let mut id = [0u8; 32];
     let (high, low) = id.split_at_mut(16);
     hex_into(high, seed);
@@ -385,7 +415,7 @@ fn connection_tokens<'a>(
         .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .map(str::trim_ascii)
         .filter(|t| !t.is_empty())
 }
 
@@ -405,20 +435,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             present[i] = true;
         }
     }
-    // A header named by `Connection` comes with a `Connection` header.
+    // The headers `Connection` names besides the standard ones (its usual
+    // `keep-alive`, `close` or `upgrade` name nothing more to remove).
     if present[0] {
-        let connection: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
+        let named: Vec<HeaderName> = connection_tokens(headers.get_all(header::CONNECTION))
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
-        for named in connection_tokens(&connection) {
-            if headers
-                .keys()
-                .any(|k| k.as_str().eq_ignore_ascii_case(named))
-            {
-                headers.remove(named);
-            }
+        for name in named {
+            headers.remove(name);
         }
     }
     for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
@@ -507,12 +537,9 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-app", HeaderValue::from_static("kept"));
         // An HTTP/2 request: no Host header, the authority stands in.
-        let client = Client::new(
-            "127.0.0.1:80".parse().unwrap(),
-            "127.0.0.9:5000".parse().unwrap(),
-        );
+        let client_ip = ip_header("127.0.0.9:5000".parse().unwrap());
         let authority = HeaderValue::from_static("Web.Localhost:8000");
-        prepare_upstream_headers(&mut h, Some(&authority), &client.ip, "https");
+        prepare_upstream_headers(&mut h, Some(&authority), &client_ip, "https");
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get("keep-alive").is_none());
@@ -524,9 +551,9 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("a.example"));
-        let v6 = Client::new("[::1]:80".parse().unwrap(), "[::1]:4000".parse().unwrap());
+        let v6 = ip_header("[::1]:4000".parse().unwrap());
         let sent = h.get(header::HOST).cloned();
-        prepare_upstream_headers(&mut h, sent.as_ref(), &v6.ip, "http");
+        prepare_upstream_headers(&mut h, sent.as_ref(), &v6, "http");
         assert_eq!(h["x-forwarded-for"], "::1", "the first hop starts the list");
         assert_eq!(h[header::HOST], "a.example");
         assert_eq!(h["x-forwarded-host"], "a.example");

@@ -255,8 +255,8 @@ impl Proxy {
             };
             let tls = tls.clone();
             tokio::spawn(async move {
-                let client = Arc::new(Client::new(local, peer));
-                let svc = service_fn(move |req| forwarder.clone().handle(req, client.clone()));
+                let client = Arc::new(Client::new(forwarder, local, peer));
+                let svc = service_fn(move |req| client.clone().forward(req));
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let served = match tls {
                     None => {

@@ -15,14 +15,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::state::{Balance, RoutePolicy};
+use super::state::{Balance, RequestPolicy};
 use super::upstream::Conns;
+use super::workers::PerThread;
 use crate::release::Color;
 
 pub struct Upstream {
     pub addr: SocketAddr,
     pub conns: Conns,
-    inflight: AtomicU64,
+    inflight: PerThread<AtomicU64>,
     /// Connect failures and timeouts in a row.
     failures: AtomicU32,
     /// Ejected until this many ms after the pool's epoch (0: not ejected).
@@ -33,7 +34,8 @@ pub struct Upstream {
 pub struct Pool {
     pub color: Color,
     upstreams: Vec<Upstream>,
-    next: AtomicUsize,
+    /// Round-robin position, per thread.
+    next: PerThread<AtomicUsize>,
     epoch: Instant,
     /// When this color's tunnels (WebSockets) must close; `None` while live.
     closing: watch::Sender<Option<Instant>>,
@@ -49,12 +51,12 @@ impl Pool {
                 .map(|&addr| Upstream {
                     addr,
                     conns: Conns::new(addr),
-                    inflight: AtomicU64::new(0),
+                    inflight: PerThread::default(),
                     failures: AtomicU32::new(0),
                     ejected_until_ms: AtomicU64::new(0),
                 })
                 .collect(),
-            next: AtomicUsize::new(0),
+            next: PerThread::default(),
             epoch: Instant::now(),
             closing: watch::channel(None).0,
             stats: ColorStats::default(),
@@ -72,27 +74,36 @@ impl Pool {
     /// Claims an upstream by the route's balance, skipping ejected ones
     /// (unless all are ejected: then some traffic is better than none).
     /// `None` if the pool is empty.
-    pub fn claim(self: &Arc<Self>, policy: &RoutePolicy) -> Option<Claim> {
+    pub fn claim(self: &Arc<Self>, policy: &RequestPolicy) -> Option<Claim> {
         let n = self.upstreams.len();
         if n == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Relaxed);
-        let now = self.now_ms();
+        let (shard, next) = self.next.local();
+        let start = next.fetch_add(1, Relaxed);
         let order = (0..n).map(|i| (start + i) % n);
-        let healthy = |&i: &usize| self.upstreams[i].ejected_until_ms.load(Relaxed) <= now;
+        // The clock is read only if some upstream has been ejected.
+        let mut now = None;
+        let mut healthy = |&i: &usize| match self.upstreams[i].ejected_until_ms.load(Relaxed) {
+            0 => true,
+            until => until <= *now.get_or_insert_with(|| self.now_ms()),
+        };
         let idx = match policy.balance {
-            Balance::RoundRobin => order.clone().find(healthy),
+            Balance::RoundRobin => order.clone().find(|i| healthy(i)),
             Balance::LeastConnections => order
                 .clone()
-                .filter(healthy)
-                .min_by_key(|&i| self.upstreams[i].inflight.load(Relaxed)),
+                .filter(|i| healthy(i))
+                .min_by_key(|&i| self.upstreams[i].inflight()),
         }
         .unwrap_or(start % n);
-        self.upstreams[idx].inflight.fetch_add(1, Relaxed);
+        self.upstreams[idx]
+            .inflight
+            .get(shard)
+            .fetch_add(1, Relaxed);
         Some(Claim {
             pool: self.clone(),
             idx,
+            shard,
         })
     }
 
@@ -144,10 +155,13 @@ impl Pool {
 
     /// Requests on this pool that have not finished.
     pub fn inflight(&self) -> u64 {
-        self.upstreams
-            .iter()
-            .map(|u| u.inflight.load(Relaxed))
-            .sum()
+        self.upstreams.iter().map(Upstream::inflight).sum()
+    }
+}
+
+impl Upstream {
+    fn inflight(&self) -> u64 {
+        self.inflight.iter().map(|n| n.load(Relaxed)).sum()
     }
 }
 
@@ -155,6 +169,8 @@ impl Pool {
 pub struct Claim {
     pool: Arc<Pool>,
     idx: usize,
+    /// The in-flight shard it counts in (released there too, on any thread).
+    shard: usize,
 }
 
 impl Claim {
@@ -170,14 +186,18 @@ impl Claim {
         &self.pool.upstreams[self.idx].conns
     }
 
-    /// The upstream answered: its failure streak ends.
+    /// The upstream answered: its failure streak ends. (Read first: a
+    /// store on every request would pull the line from the other cores.)
     pub fn answered(&self) {
-        self.pool.upstreams[self.idx].failures.store(0, Relaxed);
+        let failures = &self.pool.upstreams[self.idx].failures;
+        if failures.load(Relaxed) != 0 {
+            failures.store(0, Relaxed);
+        }
     }
 
     /// The upstream refused the connection or timed out. At the policy's
     /// streak length it is ejected for the cool-off period.
-    pub fn failed(&self, policy: &RoutePolicy) {
+    pub fn failed(&self, policy: &RequestPolicy) {
         let u = &self.pool.upstreams[self.idx];
         let streak = u.failures.fetch_add(1, Relaxed) + 1;
         if streak >= policy.eject_after {
@@ -191,7 +211,10 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.pool.upstreams[self.idx].inflight.fetch_sub(1, Relaxed);
+        self.pool.upstreams[self.idx]
+            .inflight
+            .get(self.shard)
+            .fetch_sub(1, Relaxed);
     }
 }
 
@@ -201,15 +224,14 @@ pub const LATENCY_BUCKETS_MS: [f64; 14] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
 
-/// Counters of one color since its set was last replaced: one shard per
-/// serving thread, so requests on different cores never write the same
-/// cache line; readers add the shards up.
+/// Counters of one color since its set was last replaced, per serving
+/// thread.
+#[derive(Default)]
 pub struct ColorStats {
-    shards: Box<[Shard]>,
+    shards: PerThread<Shard>,
 }
 
 #[derive(Default)]
-#[repr(align(64))]
 struct Shard {
     requests: AtomicU64,
     status: [AtomicU64; 5],
@@ -219,19 +241,9 @@ struct Shard {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
 }
 
-impl Default for ColorStats {
-    fn default() -> Self {
-        ColorStats {
-            shards: (0..super::workers::count())
-                .map(|_| Shard::default())
-                .collect(),
-        }
-    }
-}
-
 impl ColorStats {
     fn shard(&self) -> &Shard {
-        &self.shards[super::workers::index() % self.shards.len()]
+        self.shards.local().1
     }
 
     fn sum(&self, f: impl Fn(&Shard) -> &AtomicU64) -> u64 {
@@ -335,13 +347,14 @@ pub struct StatsView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::state::RoutePolicy;
 
     #[test]
     fn claims_rotate_and_release_on_drop() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let pool = Pool::new(Color::Blue, &[a, b]);
-        let rr = RoutePolicy::default();
+        let rr = RoutePolicy::default().per_request();
         let c1 = pool.claim(&rr).unwrap();
         let c2 = pool.claim(&rr).unwrap();
         let c3 = pool.claim(&rr).unwrap();
@@ -363,7 +376,8 @@ mod tests {
         let lc = RoutePolicy {
             balance: Balance::LeastConnections,
             ..RoutePolicy::default()
-        };
+        }
+        .per_request();
         let mut held: Vec<Claim> = (0..3).map(|_| pool.claim(&lc).unwrap()).collect();
         let mut got: Vec<_> = held.iter().map(Claim::addr).collect();
         got.sort();
@@ -385,7 +399,8 @@ mod tests {
             eject_after: 2,
             eject_for_ms: 60_000,
             ..RoutePolicy::default()
-        };
+        }
+        .per_request();
         let fail_on = |addr| loop {
             let c = pool.claim(&p).unwrap();
             if c.addr() == addr {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use fnv::FnvHashMap;
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
@@ -44,12 +45,16 @@ impl RouteEntry {
 
 /// One immutable version of the routing table. Each key holds its routes
 /// longest path prefix first, so `/api` wins over the host's catch-all.
+///
+/// Keyed with FNV rather than SipHash: a look-up per request, over a few
+/// short keys that only the admin API inserts, so a client cannot flood a
+/// bucket; SipHash cost more than the rest of the route look-up.
 #[derive(Default)]
 pub struct Table {
-    by_host: HashMap<String, Vec<Arc<RouteEntry>>>,
-    by_listen: HashMap<SocketAddr, Vec<Arc<RouteEntry>>>,
-    certs_by_host: HashMap<String, Arc<CertifiedKey>>,
-    certs_by_listen: HashMap<SocketAddr, Arc<CertifiedKey>>,
+    by_host: FnvHashMap<String, Vec<Arc<RouteEntry>>>,
+    by_listen: FnvHashMap<SocketAddr, Vec<Arc<RouteEntry>>>,
+    certs_by_host: FnvHashMap<String, Arc<CertifiedKey>>,
+    certs_by_listen: FnvHashMap<SocketAddr, Arc<CertifiedKey>>,
 }
 
 impl Table {
@@ -83,16 +88,16 @@ impl Table {
 /// Lowercases a Host header and drops its port. A normalized host is a
 /// fixed point (the fuzz target checks it).
 pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let host = host.trim();
+    let host = host.trim_ascii();
     let without_port = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
+        host.find(']').map_or(host, |end| &host[..=end])
     } else {
         match host.rsplit_once(':') {
-            Some((h, port)) if !h.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => h,
+            Some((h, port)) if !h.contains(':') && port.bytes().all(|c| c.is_ascii_digit()) => h,
             _ => host,
         }
     };
-    let host = without_port.trim();
+    let host = without_port.trim_ascii();
     match host.bytes().any(|b| b.is_ascii_uppercase()) {
         true => Cow::Owned(host.to_ascii_lowercase()),
         false => Cow::Borrowed(host),
@@ -152,7 +157,6 @@ impl Router {
         self.published.subscribe()
     }
 
-    /// The listen addresses routes ask for.
     /// The listen addresses routes ask for, and whether each is TLS.
     pub fn listen_addrs(&self) -> Vec<(SocketAddr, bool)> {
         let c = self.inner.lock().expect("router lock");
@@ -400,7 +404,7 @@ mod tests {
             .live
             .clone()
             .unwrap();
-        let held = blue.claim(&RoutePolicy::default()).unwrap();
+        let held = blue.claim(&RoutePolicy::default().per_request()).unwrap();
         r.change("web", false, |s| {
             s.live = Some(Color::Green);
             Ok(())

@@ -88,6 +88,27 @@ pub struct ActiveCheck {
     pub interval_ms: u64,
 }
 
+/// The part of a route's policy that every request uses, copied out of the
+/// routing table: the request then holds no reference into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPolicy {
+    pub balance: Balance,
+    pub response_timeout_ms: u64,
+    pub eject_after: u32,
+    pub eject_for_ms: u64,
+}
+
+impl RoutePolicy {
+    pub fn per_request(&self) -> RequestPolicy {
+        RequestPolicy {
+            balance: self.balance,
+            response_timeout_ms: self.response_timeout_ms,
+            eject_after: self.eject_after,
+            eject_for_ms: self.eject_for_ms,
+        }
+    }
+}
+
 impl Default for RoutePolicy {
     fn default() -> Self {
         RoutePolicy {

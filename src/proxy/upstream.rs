@@ -18,6 +18,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::workers::PerThread;
+
 /// Idle connections kept per upstream; more are closed when returned.
 const MAX_IDLE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,21 +38,19 @@ pub enum SendError {
 /// thread that opened it, so it is only reused there.
 pub struct Conns {
     addr: SocketAddr,
-    idle: Box<[Mutex<Vec<Sender>>]>,
+    idle: PerThread<Mutex<Vec<Sender>>>,
 }
 
 impl Conns {
     pub fn new(addr: SocketAddr) -> Conns {
         Conns {
             addr,
-            idle: (0..super::workers::count())
-                .map(|_| Mutex::new(Vec::new()))
-                .collect(),
+            idle: PerThread::default(),
         }
     }
 
     fn idle(&self) -> &Mutex<Vec<Sender>> {
-        &self.idle[super::workers::index() % self.idle.len()]
+        self.idle.local().1
     }
 
     /// Sends `req` on a pooled connection, or a new one. On success the

@@ -28,6 +28,42 @@ pub fn index() -> usize {
     INDEX.with(Cell::get)
 }
 
+/// One `T` per serving thread, each on its own cache lines: what a request
+/// writes (counters, round-robin positions, idle connections) stays on its
+/// core instead of bouncing between cores on every request. Readers that
+/// need the whole add the shards up.
+pub struct PerThread<T> {
+    shards: Box<[Padded<T>]>,
+}
+
+#[repr(align(64))]
+struct Padded<T>(T);
+
+impl<T: Default> Default for PerThread<T> {
+    fn default() -> Self {
+        PerThread {
+            shards: (0..count()).map(|_| Padded(T::default())).collect(),
+        }
+    }
+}
+
+impl<T> PerThread<T> {
+    /// This thread's shard, and its index for `get`.
+    pub fn local(&self) -> (usize, &T) {
+        let i = index() % self.shards.len();
+        (i, &self.shards[i].0)
+    }
+
+    /// The shard `local` returned with index `i`.
+    pub fn get(&self, i: usize) -> &T {
+        &self.shards[i].0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.shards.iter().map(|p| &p.0)
+    }
+}
+
 /// Starts `n` serving threads (once per process) and returns their runtimes.
 pub fn start(n: usize) -> std::io::Result<Vec<Handle>> {
     let n = *COUNT.get_or_init(|| n.max(1));

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::pool::Claim;
 use super::router::{normalize_host, Router};
-use super::state::Maintenance;
+use super::state::{Maintenance, RequestPolicy};
 use super::tunnel;
 use super::upstream::{SendError, Sender};
 use bytes::Bytes;
@@ -29,11 +29,11 @@ use hyper::{Request, Response, StatusCode, Uri};
 /// requests share it through a reference count that only its own thread
 /// touches (the listener's `Forwarder` is shared by every thread).
 pub struct Client {
-    forwarder: Arc<Forwarder>,
+    pub(crate) forwarder: Arc<Forwarder>,
     /// The listening address it came in on (routes may own one).
-    local: SocketAddr,
+    pub(crate) local: SocketAddr,
     /// Its IP, formatted once for `X-Forwarded-For`.
-    ip: HeaderValue,
+    pub(crate) ip: HeaderValue,
 }
 
 impl Client {
@@ -98,7 +98,7 @@ impl Body for ProxyBody {
 pub struct Forwarder {
     pub router: Arc<Router>,
     /// `http`, or `https` behind TLS: what `X-Forwarded-Proto` says.
-    scheme: &'static str,
+    pub(crate) scheme: &'static str,
     /// Set at shutdown or handoff: each HTTP/1 connection is closed after its
     /// next response (`Connection: close`), so a keep-alive client moves to
     /// a new connection instead of racing an idle close.
@@ -114,32 +114,24 @@ impl Forwarder {
         }
     }
 
-    async fn handle(
+    /// Routes a request and claims an upstream of the live color, waiting
+    /// out a hold first; or the page to answer with instead. `host` is the
+    /// Host header as sent.
+    pub(crate) async fn claim(
         &self,
-        mut req: Request<Incoming>,
-        client: &Client,
-    ) -> Result<Response<ProxyBody>, Infallible> {
-        // The Host header as sent (HTTP/2: the authority); a clone shares its
-        // bytes, so `host` borrows nothing from the request.
-        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let host = host_value
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .map(normalize_host);
-        let request_id = request_id(req.headers());
-        let http1 = req.version() < hyper::Version::HTTP_2;
+        host: Option<&str>,
+        local: SocketAddr,
+        path: &str,
+    ) -> Result<(Claim, RequestPolicy), Own> {
+        let host = host.map(normalize_host);
         // Subscribed only once a hold is seen (then the route is looked up
         // again, so no switch can slip between the look-up and the wait).
         let mut published: Option<tokio::sync::watch::Receiver<u64>> = None;
         let mut hold_expired = false;
-        let (claim, policy) = loop {
+        loop {
             let table = self.router.table();
-            let Some(route) = table.route(host.as_deref(), client.local, req.uri().path()) else {
-                return Ok(text(
+            let Some(route) = table.route(host.as_deref(), local, path) else {
+                return Err(Own::text(
                     StatusCode::NOT_FOUND,
                     format!(
                         "cyan: no app is routed for host {:?}\n",
@@ -148,7 +140,7 @@ impl Forwarder {
                 ));
             };
             if let Some(m) = &route.maintenance {
-                return Ok(maintenance(m));
+                return Err(Own::maintenance(m));
             }
             // Held: wait for the next table (the switch releases the hold)
             // or the deadline, then route again.
@@ -169,19 +161,40 @@ impl Forwarder {
             // The claim is taken while the table is held, and is all the
             // request keeps of it (with a copy of the policy).
             let Some(pool) = &route.live else {
-                return Ok(text(
+                return Err(Own::text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("cyan: {} has no live color yet\n", route.name),
                 ));
             };
             let policy = route.policy.per_request();
-            let Some(claim) = pool.claim(&policy) else {
-                return Ok(text(
+            return match pool.claim(&policy) {
+                Some(claim) => Ok((claim, policy)),
+                None => Err(Own::text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "cyan: no upstreams\n".into(),
-                ));
+                )),
             };
-            break (claim, policy);
+        }
+    }
+
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        client: &Client,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        // The Host header as sent (HTTP/2: the authority); a clone shares its
+        // bytes, so `host` borrows nothing from the request.
+        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+        let request_id = request_id(req.headers());
+        let http1 = req.version() < hyper::Version::HTTP_2;
+        let (claim, policy) = match self.claim(host, client.local, req.uri().path()).await {
+            Ok(claimed) => claimed,
+            Err(own) => return Ok(own.into_response()),
         };
         let started = Instant::now();
         let upgrade = upgrade_protocol(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req)));
@@ -202,52 +215,26 @@ impl Forwarder {
         parts.version = hyper::Version::HTTP_11;
         let timeout = Duration::from_millis(policy.response_timeout_ms);
         origin_form(&mut parts.uri);
-        let req = Request::from_parts(parts, body);
-        // A refused connection gives the request back unsent: it goes to the
-        // next replica once (a container that just died costs no request).
-        let (claim, result) = match send(&claim, req, timeout).await {
-            Err(Failure::Connect(e, Some(req))) => {
-                claim.failed(&policy);
-                claim.pool().stats.record_failure(started.elapsed());
-                match claim.pool().claim(&policy) {
-                    Some(next) if next.addr() != claim.addr() => {
-                        drop(claim);
-                        let r = send(&next, *req, timeout).await;
-                        (next, r)
-                    }
-                    _ => (claim, Err(Failure::Connect(e, None))),
+        // A refused connection gives the request back unsent, for the retry.
+        let mut unsent = Some(Request::from_parts(parts, body));
+        let mut attempt = Attempt::new(claim, &policy, started);
+        let (claim, (mut resp, sender)) = loop {
+            let req = unsent.take().expect("the request is back for a retry");
+            let failed = match tokio::time::timeout(timeout, attempt.claim.conns().send(req)).await {
+                Ok(Ok(sent)) => break (attempt.answered(), sent),
+                Err(_) => Failed::Timeout(timeout),
+                Ok(Err(SendError::Connect(e, req))) => {
+                    unsent = Some(*req);
+                    Failed::Refused(e)
                 }
-            }
-            r => (claim, r),
-        };
-        let (mut resp, sender) = match result {
-            Ok(sent) => sent,
-            Err(failure) => {
-                claim.pool().stats.record_failure(started.elapsed());
-                let (status, why) = match &failure {
-                    Failure::Timeout => {
-                        claim.failed(&policy);
-                        (
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!("no response within {timeout:?}"),
-                        )
-                    }
-                    Failure::Connect(e, _) => {
-                        claim.failed(&policy);
-                        (StatusCode::BAD_GATEWAY, e.to_string())
-                    }
-                    Failure::Other(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
-                };
-                tracing::warn!(upstream = %claim.addr(), %status, error = %why, "upstream request failed");
-                let mut r = text(
-                    status,
-                    format!("cyan: upstream {} failed: {why}\n", claim.addr()),
-                );
+                Ok(Err(SendError::Failed(e))) => Failed::Other(e.to_string()),
+            };
+            if let Err(own) = attempt.failed(failed) {
+                let mut r = own.into_response();
                 r.headers_mut().insert(X_REQUEST_ID, request_id);
                 return Ok(r);
             }
         };
-        claim.answered();
         claim
             .pool()
             .stats
@@ -286,17 +273,114 @@ impl Forwarder {
     }
 }
 
-/// Sends on the claimed upstream's connections, within the response timeout.
-async fn send(
-    claim: &Claim,
-    req: Request<Incoming>,
-    timeout: Duration,
-) -> Result<(Response<Incoming>, Sender), Failure> {
-    match tokio::time::timeout(timeout, claim.conns().send(req)).await {
-        Err(_) => Err(Failure::Timeout),
-        Ok(Ok(sent)) => Ok(sent),
-        Ok(Err(SendError::Connect(e, req))) => Err(Failure::Connect(e, Some(req))),
-        Ok(Err(SendError::Failed(e))) => Err(Failure::Other(e)),
+/// Why no upstream response came.
+pub(crate) enum Failed {
+    /// No connection could be made, and nothing was sent: counts toward
+    /// passive health, and the request may go to another replica.
+    Refused(std::io::Error),
+    /// No response head within the route's response timeout: a 504.
+    Timeout(Duration),
+    /// The exchange failed after the request was (maybe) sent: a 502.
+    Other(String),
+}
+
+/// One request's tries at an upstream exchange: the claim it is on, and
+/// whether a refused connection may still go to another replica (once: a
+/// container that just died costs no request).
+pub(crate) struct Attempt<'p> {
+    pub claim: Claim,
+    policy: &'p RequestPolicy,
+    started: Instant,
+    retried: bool,
+}
+
+impl<'p> Attempt<'p> {
+    pub fn new(claim: Claim, policy: &'p RequestPolicy, started: Instant) -> Self {
+        Attempt {
+            claim,
+            policy,
+            started,
+            retried: false,
+        }
+    }
+
+    /// The upstream answered: its failure streak ends.
+    pub fn answered(self) -> Claim {
+        self.claim.answered();
+        self.claim
+    }
+
+    /// Counts a failed try. `Ok`: try again, on the new `claim`; `Err`: the
+    /// page for the client.
+    pub fn failed(&mut self, failed: Failed) -> Result<(), Own> {
+        let claim = &self.claim;
+        claim.pool().stats.record_failure(self.started.elapsed());
+        let (status, why) = match failed {
+            Failed::Refused(e) => {
+                claim.failed(self.policy);
+                if !self.retried {
+                    self.retried = true;
+                    if let Some(next) = claim.pool().claim(self.policy) {
+                        if next.addr() != claim.addr() {
+                            self.claim = next;
+                            return Ok(());
+                        }
+                    }
+                }
+                (StatusCode::BAD_GATEWAY, e.to_string())
+            }
+            Failed::Timeout(t) => {
+                claim.failed(self.policy);
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("no response within {t:?}"),
+                )
+            }
+            Failed::Other(e) => (StatusCode::BAD_GATEWAY, e),
+        };
+        tracing::warn!(upstream = %claim.addr(), %status, error = %why, "upstream request failed");
+        Err(Own::text(
+            status,
+            format!("cyan: upstream {} failed: {why}\n", claim.addr()),
+        ))
+    }
+}
+
+/// A response cyan makes itself: an error page, or the maintenance page.
+pub(crate) struct Own {
+    pub status: StatusCode,
+    pub body: String,
+    pub retry_after_s: Option<u64>,
+}
+
+impl Own {
+    fn text(status: StatusCode, body: String) -> Own {
+        Own {
+            status,
+            body,
+            retry_after_s: None,
+        }
+    }
+
+    /// The maintenance page: 503 with `Retry-After`.
+    fn maintenance(m: &Maintenance) -> Own {
+        let message = m.message.clone().unwrap_or_else(|| {
+            "This service is down for maintenance. Please try again shortly.".into()
+        });
+        Own {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: format!("{message}\n"),
+            retry_after_s: Some(m.retry_after_s),
+        }
+    }
+
+    fn into_response(self) -> Response<ProxyBody> {
+        let mut r = text(self.status, self.body);
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
     }
 }
 
@@ -314,29 +398,28 @@ fn origin_form(uri: &mut Uri) {
     }
 }
 
-/// Why no upstream response came.
-enum Failure {
-    /// Refused or unreachable: counts toward passive health; the request
-    /// comes back unsent the first time, for another replica.
-    Connect(std::io::Error, Option<Box<Request<Incoming>>>),
-    /// No response head within the route's response timeout: a 504.
-    Timeout,
-    Other(hyper::Error),
-}
-
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The client's `X-Request-Id` when it sent a sane one, else a new one:
-/// 32 hex digits, a per-process seed then a counter.
+/// The client's `X-Request-Id` when it sent a sane one, else a new one.
 pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        if !v.is_empty() && v.len() <= 128 {
-            return v.clone();
-        }
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) if sane_request_id(v.as_bytes()) => v.clone(),
+        _ => HeaderValue::from_bytes(&new_request_id()).expect("hex is a valid header"),
     }
+}
+
+/// Whether a client's `X-Request-Id` is kept (a longer one is replaced).
+pub(crate) fn sane_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID
+}
+
+pub(crate) const MAX_REQUEST_ID: usize = 128;
+
+/// A new request id: 32 hex digits, a per-process seed then a counter.
+pub(crate) fn new_request_id() -> [u8; 32] {
     // Each thread counts in blocks of 2^32 numbers of its own: one shared
     // counter would be a cache line that every request on every core writes.
     static BLOCKS: AtomicU64 = AtomicU64::new(0);
@@ -361,7 +444,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
     let (high, low) = id.split_at_mut(16);
     hex_into(high, seed);
     hex_into(low, n);
-    HeaderValue::from_bytes(&id).expect("hex is a valid header")
+    id
 }
 
 /// Writes `v` as lowercase hex, right-aligned and zero-padded, into `out`.
@@ -375,21 +458,10 @@ fn hex_into(out: &mut [u8], mut v: u64) {
 /// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` plus
 /// `Upgrade: X`).
 pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = connection_tokens(headers.get_all(header::CONNECTION))
+    let asks = connection_tokens(connection_values(headers))
         .any(|t| t.eq_ignore_ascii_case("upgrade"));
     asks.then(|| headers.get(header::UPGRADE).cloned())
         .flatten()
-}
-
-/// The maintenance page: 503 with `Retry-After`.
-fn maintenance(m: &Maintenance) -> Response<ProxyBody> {
-    let message = m.message.clone().unwrap_or_else(|| {
-        "This service is down for maintenance. Please try again shortly.".into()
-    });
-    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n"));
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(m.retry_after_s));
-    r
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
@@ -408,20 +480,33 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// The tokens of `Connection` header values: options such as `upgrade`, and
 /// the names of more hop-by-hop headers.
-fn connection_tokens<'a>(
-    values: impl IntoIterator<Item = &'a HeaderValue>,
+pub(crate) fn connection_tokens<'a>(
+    values: impl IntoIterator<Item = &'a str>,
 ) -> impl Iterator<Item = &'a str> {
     values
         .into_iter()
-        .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim_ascii)
         .filter(|t| !t.is_empty())
 }
 
+fn connection_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+}
+
+/// Whether a header name is one of the standard hop-by-hop ones.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}
+
 /// The headers a `Connection` header names as hop-by-hop.
 pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    connection_tokens(headers.get_all(header::CONNECTION))
+    connection_tokens(connection_values(headers))
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect()
 }
@@ -438,7 +523,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // The headers `Connection` names besides the standard ones (its usual
     // `keep-alive`, `close` or `upgrade` name nothing more to remove).
     if present[0] {
-        let named: Vec<HeaderName> = connection_tokens(headers.get_all(header::CONNECTION))
+        let named: Vec<HeaderName> = connection_tokens(connection_values(headers))
             .filter(|t| {
                 !t.eq_ignore_ascii_case("close")
                     && !HOP_BY_HOP

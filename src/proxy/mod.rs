@@ -21,7 +21,9 @@ pub mod admin_listen;
 pub mod api;
 pub mod boot;
 pub mod client;
+pub mod fast;
 pub mod forward;
+pub mod framing;
 pub mod fuzz;
 pub mod handoff;
 pub mod metrics;
@@ -137,6 +139,9 @@ pub struct Proxy {
     /// Tracks open connections for the drain at shutdown; `None` once draining.
     graceful: Mutex<Option<GracefulShutdown>>,
     stop: watch::Sender<bool>,
+    /// Set when the drain closes idle connections: hyper's get a graceful
+    /// close, the fast path's (which hold a drain watcher) watch this.
+    close_idle: watch::Sender<bool>,
     /// Bumped to stop the admin loop (during a handoff).
     admin_generation: watch::Sender<u64>,
     home: Home,
@@ -254,14 +259,19 @@ impl Proxy {
                 None => self.forwarder.clone(),
             };
             let tls = tls.clone();
+            let mut close_idle = self.close_idle.subscribe();
             tokio::spawn(async move {
                 let client = Arc::new(Client::new(forwarder, local, peer));
-                let svc = service_fn(move |req| client.clone().forward(req));
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let served = match tls {
+                    // The fast path first; hyper for what it hands over.
                     None => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        let io = match fast::serve(stream, &client, &mut close_idle).await {
+                            fast::Ended::Closed => return,
+                            fast::Ended::HandOff(io) => io,
+                        };
+                        let svc = service_fn(move |req| client.clone().forward(req));
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                         watcher.watch(conn).await
                     }
                     Some(acceptor) => {
@@ -274,6 +284,7 @@ impl Proxy {
                             }
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                         };
+                        let svc = service_fn(move |req| client.clone().forward(req));
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                         watcher.watch(conn).await
@@ -317,6 +328,7 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
         listeners: Mutex::new(HashMap::new()),
         graceful: Mutex::new(Some(GracefulShutdown::new())),
         stop,
+        close_idle: watch::channel(false).0,
         admin_generation: watch::channel(0).0,
         home: home.clone(),
         opts: opts.clone(),
@@ -387,6 +399,7 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
     let router = proxy.router.clone();
     let drained = async {
         if let Some(g) = graceful {
+            let _ = proxy.close_idle.send(true);
             g.shutdown().await;
         }
         while router.inflight() > 0 {

@@ -35,10 +35,13 @@ pub enum SendError {
 }
 
 /// One idle list per serving thread: a connection's task runs on the
-/// thread that opened it, so it is only reused there.
+/// thread that opened it, so it is only reused there. hyper's connections
+/// serve the general path; bare streams serve the HTTP/1.1 fast path
+/// (`fast`), which reads and writes them itself.
 pub struct Conns {
     addr: SocketAddr,
     idle: PerThread<Mutex<Vec<Sender>>>,
+    idle_streams: PerThread<Mutex<Vec<TcpStream>>>,
 }
 
 impl Conns {
@@ -46,6 +49,7 @@ impl Conns {
         Conns {
             addr,
             idle: PerThread::default(),
+            idle_streams: PerThread::default(),
         }
     }
 
@@ -107,13 +111,43 @@ impl Conns {
         }
     }
 
-    async fn connect(&self) -> std::io::Result<Sender> {
+    /// A stream for the fast path: the most recently used idle one that
+    /// the upstream has not closed (`true` with it), or a new one.
+    pub async fn stream(&self) -> std::io::Result<(TcpStream, bool)> {
+        loop {
+            let Some(stream) = self.idle_streams.local().1.lock().expect("idle lock").pop() else {
+                return Ok((self.fresh_stream().await?, false));
+            };
+            // Open and quiet: nothing to read, not even the end.
+            let mut probe = [0u8; 1];
+            if matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Ok((stream, true));
+            }
+        }
+    }
+
+    /// Returns a stream whose exchange ended cleanly.
+    pub fn checkin_stream(&self, stream: TcpStream) {
+        let mut idle = self.idle_streams.local().1.lock().expect("idle lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(stream);
+        }
+    }
+
+    /// A new stream (refused: `Err`).
+    pub async fn fresh_stream(&self) -> std::io::Result<TcpStream> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> std::io::Result<Sender> {
+        let stream = self.fresh_stream().await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;

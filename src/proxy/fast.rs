@@ -1,0 +1,656 @@
+//! The HTTP/1.1 fast path of plain-HTTP listeners.
+//!
+//! Most traffic through a deploy proxy is plain keep-alive HTTP/1.1 with a
+//! fixed-length or no request body. For that, hyper's general machinery
+//! (a header map per message on each side, and a task per upstream
+//! connection with channels between them) cost cyan twice nginx's
+//! user-space time per request, and with it the throughput target (see
+//! bench/README.md). Here each head is parsed once, in place, and written
+//! out again with the forwarding headers; bodies are copied as they come;
+//! the client connection's task drives its upstream stream itself.
+//!
+//! Anything else goes to hyper, for the rest of the connection, with the
+//! bytes read so far: HTTP/1.0, upgrades, `Expect`, chunked or doubtful
+//! request framing, absolute-form targets, h2c, a head that does not parse
+//! or is larger than `MAX_HEAD` (hyper then answers 400 or 431 itself).
+//! Routing, claims, retries, passive health, counters and drain are the
+//! same code as on hyper's path (`forward`).
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::forward::{
+    connection_tokens, is_hop_by_hop, new_request_id, sane_request_id, Attempt, Client, Failed,
+    Own, MAX_REQUEST_ID,
+};
+use super::framing::{Chunked, Framing};
+use super::upstream::Conns;
+
+/// Larger heads go to hyper, which takes up to ~400 KiB and answers 431 past that.
+const MAX_HEAD: usize = 16 * 1024;
+/// More header lines go to hyper (which takes 100).
+const MAX_HEADERS: usize = 64;
+const READ_SIZE: usize = 16 * 1024;
+
+/// How the fast path left a connection.
+pub enum Ended {
+    /// Closed: by the client, after `Connection: close`, at shutdown, or on
+    /// an error that left the connection out of step.
+    Closed,
+    /// hyper serves the rest, starting with the bytes read so far.
+    HandOff(Prefixed),
+}
+
+/// Serves `stream` until it closes or needs hyper. `close_idle` turns true
+/// when the proxy closes its idle connections (the end of a drain).
+pub async fn serve(
+    mut stream: TcpStream,
+    client: &Client,
+    close_idle: &mut watch::Receiver<bool>,
+) -> Ended {
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    loop {
+        let head = loop {
+            if !buf.is_empty() {
+                match RequestHead::parse(&buf, client) {
+                    Parse::Complete(head) => break head,
+                    Parse::Partial if buf.len() < MAX_HEAD => {}
+                    Parse::Partial | Parse::NotFast => {
+                        return Ended::HandOff(Prefixed {
+                            prefix: buf.freeze(),
+                            stream,
+                        })
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_SIZE);
+            }
+            let read = if buf.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = close_idle.wait_for(|closing| *closing) => return Ended::Closed,
+                    read = stream.read_buf(&mut buf) => read,
+                }
+            } else {
+                stream.read_buf(&mut buf).await
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return Ended::Closed;
+            }
+        };
+        match forward(&mut stream, &mut buf, head, client).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Ended::Closed,
+        }
+    }
+}
+
+/// Forwards one request whose head is at the start of `buf`. `Ok(true)`:
+/// the connection is ready for the next request.
+async fn forward(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut head: RequestHead,
+    client: &Client,
+) -> io::Result<bool> {
+    let forwarder = &client.forwarder;
+    let claimed = {
+        let host = head.host.clone().map(|r| text_at(buf, r));
+        forwarder
+            .claim(host, client.local, text_at(buf, head.path.clone()))
+            .await
+    };
+    buf.advance(head.len);
+    // Request body bytes already read go out with the head; the rest are
+    // copied from the client as they come.
+    let mut out = std::mem::take(&mut head.upstream);
+    let read = head.body.min(buf.len() as u64) as usize;
+    out.extend_from_slice(&buf[..read]);
+    buf.advance(read);
+    let unread = head.body - read as u64;
+    let keep_alive = !head.close && !forwarder.closing.load(std::sync::atomic::Ordering::Relaxed);
+    let (claim, policy) = match claimed {
+        Ok(claimed) => claimed,
+        // Unread body bytes would be taken for the next request: close.
+        Err(own) => return answer(stream, &own, None, &head, keep_alive && unread == 0).await,
+    };
+    let started = Instant::now();
+    let timeout = Duration::from_millis(policy.response_timeout_ms);
+    let mut attempt = Attempt::new(claim, &policy, started);
+    let (claim, (mut upstream, mut rbuf, response)) = loop {
+        let sent = send(attempt.claim.conns(), &out, unread, stream, buf, &head);
+        let failed = match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok(answered)) => break (attempt.answered(), answered),
+            Ok(Err(failed)) => failed,
+            Err(_) => Failed::Timeout(timeout),
+        };
+        if let Err(own) = attempt.failed(failed) {
+            let id = head.id.as_bytes();
+            return answer(stream, &own, Some(id), &head, keep_alive && unread == 0).await;
+        }
+    };
+    claim
+        .pool()
+        .stats
+        .record(response.status, started.elapsed());
+    let keep_alive = keep_alive && response.framing != Framing::UntilClose;
+    let mut reply = response.client_head;
+    reply.extend_from_slice(b"x-request-id: ");
+    reply.extend_from_slice(head.id.as_bytes());
+    reply.extend_from_slice(if keep_alive {
+        b"\r\n\r\n"
+    } else {
+        b"\r\nconnection: close\r\n\r\n"
+    });
+    let complete = copy_body(response.framing, &mut upstream, &mut rbuf, reply, stream).await?;
+    if complete && response.reusable && rbuf.is_empty() {
+        claim.conns().checkin_stream(upstream);
+    }
+    // The claim ends with the body: the color's drain counts it till here.
+    drop(claim);
+    Ok(keep_alive)
+}
+
+/// One try: sends the request on a stream to the claimed upstream and
+/// reads the response head (interim 1xx responses go to the client on the
+/// way). A pooled stream the upstream closed meanwhile is replaced once
+/// by a new one, when no body was streamed from the client yet.
+async fn send(
+    conns: &Conns,
+    out: &[u8],
+    unread: u64,
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &RequestHead,
+) -> Result<(TcpStream, BytesMut, ResponseHead), Failed> {
+    let mut fresh_only = false;
+    'stream: loop {
+        let (mut upstream, pooled) = if fresh_only {
+            (conns.fresh_stream().await.map_err(Failed::Refused)?, false)
+        } else {
+            conns.stream().await.map_err(Failed::Refused)?
+        };
+        let may_retry = pooled && unread == 0;
+        if let Err(e) = upstream.write_all(out).await {
+            if may_retry {
+                fresh_only = true;
+                continue 'stream;
+            }
+            return Err(Failed::Other(format!("sending the request: {e}")));
+        }
+        if unread > 0 {
+            copy_request_body(client, buf, &mut upstream, unread).await?;
+        }
+        let mut rbuf = BytesMut::with_capacity(READ_SIZE);
+        loop {
+            let read = upstream.read_buf(&mut rbuf).await;
+            match read {
+                Ok(n) if n > 0 => {}
+                _ if may_retry && rbuf.is_empty() => {
+                    fresh_only = true;
+                    continue 'stream;
+                }
+                Ok(_) => return Err(Failed::Other("the upstream closed the connection".into())),
+                Err(e) => return Err(Failed::Other(format!("reading the response: {e}"))),
+            }
+            while let Some(response) = ResponseHead::parse(&rbuf, head.method_head)? {
+                rbuf.advance(response.len);
+                if !(100..200).contains(&response.status) {
+                    return Ok((upstream, rbuf, response));
+                }
+                // Interim (100 Continue, 103 Early Hints): passed on as is.
+                let mut interim = response.client_head;
+                interim.extend_from_slice(b"\r\n");
+                client
+                    .write_all(&interim)
+                    .await
+                    .map_err(|e| Failed::Other(format!("the client went away: {e}")))?;
+            }
+            if rbuf.len() >= MAX_HEAD {
+                return Err(Failed::Other("the response head is too large".into()));
+            }
+            rbuf.reserve(READ_SIZE);
+        }
+    }
+}
+
+/// Copies the rest of a fixed-length request body from the client.
+async fn copy_request_body(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    upstream: &mut TcpStream,
+    mut left: u64,
+) -> Result<(), Failed> {
+    while left > 0 {
+        buf.reserve(READ_SIZE);
+        match client.read_buf(buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return Err(Failed::Other("the client ended the request body early".into())),
+        }
+        let take = left.min(buf.len() as u64) as usize;
+        upstream
+            .write_all(&buf[..take])
+            .await
+            .map_err(|e| Failed::Other(format!("sending the request body: {e}")))?;
+        buf.advance(take);
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+/// Writes the response head and copies the body to the client. `true` if
+/// the body ended where its framing says (the upstream stream may then be
+/// reused).
+async fn copy_body(
+    framing: Framing,
+    upstream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    mut pending: Vec<u8>,
+    client: &mut TcpStream,
+) -> io::Result<bool> {
+    let mut chunked = Chunked::default();
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    loop {
+        let take = match framing {
+            Framing::Length(_) => left.min(rbuf.len() as u64) as usize,
+            Framing::Chunked => chunked
+                .feed(rbuf)
+                .map_err(|_| io::Error::other("invalid chunked framing from the upstream"))?,
+            Framing::UntilClose => rbuf.len(),
+        };
+        pending.extend_from_slice(&rbuf[..take]);
+        rbuf.advance(take);
+        client.write_all(&pending).await?;
+        pending.clear();
+        let done = match framing {
+            Framing::Length(_) => {
+                left -= take as u64;
+                left == 0
+            }
+            Framing::Chunked => chunked.done(),
+            Framing::UntilClose => false,
+        };
+        if done {
+            return Ok(true);
+        }
+        rbuf.clear();
+        rbuf.reserve(READ_SIZE);
+        if upstream.read_buf(rbuf).await? == 0 {
+            return match framing {
+                Framing::UntilClose => Ok(false),
+                _ => Err(io::Error::other("the upstream closed mid-body")),
+            };
+        }
+    }
+}
+
+/// Answers with a page cyan made.
+async fn answer(
+    stream: &mut TcpStream,
+    own: &Own,
+    id: Option<&[u8]>,
+    head: &RequestHead,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let mut out = Vec::with_capacity(256 + own.body.len());
+    status_line(&mut out, own.status.as_u16(), None);
+    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ");
+    out.extend_from_slice(own.body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(s) = own.retry_after_s {
+        out.extend_from_slice(format!("retry-after: {s}\r\n").as_bytes());
+    }
+    if let Some(id) = id {
+        header(&mut out, "x-request-id", id);
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head.method_head {
+        out.extend_from_slice(own.body.as_bytes());
+    }
+    stream.write_all(&out).await?;
+    Ok(keep_alive)
+}
+
+fn status_line(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
+    let reason = reason
+        .filter(|r| !r.is_empty())
+        .or_else(|| StatusCode::from_u16(status).ok()?.canonical_reason())
+        .unwrap_or("");
+    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+}
+
+fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn text_at(buf: &[u8], range: Range<usize>) -> &str {
+    std::str::from_utf8(&buf[range]).unwrap_or_default()
+}
+
+/// A request id as sent by the client, or a new one.
+struct RequestId {
+    bytes: [u8; MAX_REQUEST_ID],
+    len: usize,
+}
+
+impl RequestId {
+    fn new(sent: Option<&[u8]>) -> RequestId {
+        let fresh;
+        let id = match sent {
+            Some(id) if sane_request_id(id) => id,
+            _ => {
+                fresh = new_request_id();
+                &fresh[..]
+            }
+        };
+        let mut bytes = [0u8; MAX_REQUEST_ID];
+        bytes[..id.len()].copy_from_slice(id);
+        RequestId {
+            bytes,
+            len: id.len(),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+enum Parse<T> {
+    Complete(T),
+    Partial,
+    /// Not for the fast path: hyper takes the connection.
+    NotFast,
+}
+
+/// A request head the fast path forwards, already rewritten for the upstream.
+struct RequestHead {
+    /// Its length in the client's buffer.
+    len: usize,
+    /// The head to send: hop-by-hop headers out, forwarding headers in.
+    upstream: Vec<u8>,
+    /// Body length.
+    body: u64,
+    /// Where the Host header's value and the path (no query) are in the buffer.
+    host: Option<Range<usize>>,
+    path: Range<usize>,
+    method_head: bool,
+    /// The client asked to close after this response.
+    close: bool,
+    id: RequestId,
+}
+
+/// Headers cyan sets itself on the way up.
+const REPLACED_UP: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+impl RequestHead {
+    fn parse(buf: &[u8], client: &Client) -> Parse<RequestHead> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Parse::Partial,
+            Err(_) => return Parse::NotFast,
+        };
+        let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+            return Parse::NotFast;
+        };
+        if !target.starts_with('/') {
+            return Parse::NotFast;
+        }
+        let mut host = None;
+        let mut body = None;
+        let mut close = false;
+        let mut sent_id = None;
+        for h in req.headers.iter() {
+            let name = h.name;
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("host") {
+                if host.is_some() || std::str::from_utf8(h.value).is_err() {
+                    return Parse::NotFast;
+                }
+                host = Some(h.value);
+            } else if is("content-length") {
+                match (body, parse_length(h.value)) {
+                    (None, Some(n)) => body = Some(n),
+                    _ => return Parse::NotFast,
+                }
+            } else if is("transfer-encoding") || is("upgrade") || is("expect") {
+                return Parse::NotFast;
+            } else if is("connection") {
+                let Ok(value) = std::str::from_utf8(h.value) else {
+                    return Parse::NotFast;
+                };
+                for token in connection_tokens([value]) {
+                    if token.eq_ignore_ascii_case("upgrade") {
+                        return Parse::NotFast;
+                    }
+                    close |= token.eq_ignore_ascii_case("close");
+                }
+            } else if is("x-request-id") {
+                sent_id = Some(h.value);
+            }
+        }
+        let Some(host) = host else {
+            return Parse::NotFast;
+        };
+        let id = RequestId::new(sent_id);
+        let connection: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect();
+        let mut up = Vec::with_capacity(len + 160 + client.ip.len());
+        up.extend_from_slice(method.as_bytes());
+        up.push(b' ');
+        up.extend_from_slice(target.as_bytes());
+        up.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut forwarded_for = Vec::new();
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                forwarded_for.extend_from_slice(h.value);
+                forwarded_for.extend_from_slice(b", ");
+            }
+            if !hop_by_hop_here(h.name, &connection)
+                && !REPLACED_UP.iter().any(|r| h.name.eq_ignore_ascii_case(r))
+            {
+                header(&mut up, h.name, h.value);
+            }
+        }
+        forwarded_for.extend_from_slice(client.ip.as_bytes());
+        header(&mut up, "x-forwarded-for", &forwarded_for);
+        header(&mut up, "x-forwarded-proto", client.forwarder.scheme.as_bytes());
+        header(&mut up, "x-forwarded-host", host);
+        header(&mut up, "x-request-id", id.as_bytes());
+        up.extend_from_slice(b"\r\n");
+        let start = buf.as_ptr() as usize;
+        let at = |s: &[u8]| {
+            let from = s.as_ptr() as usize - start;
+            from..from + s.len()
+        };
+        let path = target.split('?').next().unwrap_or(target);
+        Parse::Complete(RequestHead {
+            len,
+            upstream: up,
+            body: body.unwrap_or(0),
+            host: Some(at(host)),
+            path: at(path.as_bytes()),
+            method_head: method == "HEAD",
+            close,
+            id,
+        })
+    }
+}
+
+/// Hop-by-hop: one of the standard ones, or named by `Connection`.
+fn hop_by_hop_here(name: &str, connection: &[&str]) -> bool {
+    is_hop_by_hop(name)
+        || connection_tokens(connection.iter().copied()).any(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// A `Content-Length` value: digits only, no sign, no list.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// An upstream's response head, rewritten for the client (all but the
+/// closing `x-request-id`, `connection` and the blank line).
+struct ResponseHead {
+    len: usize,
+    status: u16,
+    framing: Framing,
+    /// The upstream keeps the connection open after this response.
+    reusable: bool,
+    client_head: Vec<u8>,
+}
+
+impl ResponseHead {
+    /// `None` until the head is complete.
+    fn parse(buf: &[u8], method_head: bool) -> Result<Option<ResponseHead>, Failed> {
+        let invalid = |why: &str| Failed::Other(format!("invalid response from the upstream: {why}"));
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(invalid(&e.to_string())),
+        };
+        let (Some(version), Some(status)) = (resp.version, resp.code) else {
+            return Err(invalid("no status"));
+        };
+        if status == 101 {
+            return Err(invalid("101 without an upgrade request"));
+        }
+        let mut length = None;
+        let mut chunked = false;
+        let mut reusable = version == 1;
+        let connection: Vec<&str> = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect();
+        for token in connection_tokens(connection.iter().copied()) {
+            reusable &= !token.eq_ignore_ascii_case("close");
+        }
+        let mut out = Vec::with_capacity(len + 64);
+        status_line(&mut out, status, resp.reason);
+        for h in resp.headers.iter() {
+            let is = |n: &str| h.name.eq_ignore_ascii_case(n);
+            if is("content-length") {
+                match (length, parse_length(h.value)) {
+                    (None, Some(n)) => length = Some(n),
+                    (Some(a), Some(b)) if a == b => {}
+                    _ => return Err(invalid("bad content-length")),
+                }
+            } else if is("transfer-encoding") {
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(invalid("a transfer coding other than chunked"));
+                }
+                chunked = true;
+            }
+            if !hop_by_hop_here(h.name, &connection) && !is("x-request-id") {
+                header(&mut out, h.name, h.value);
+            }
+        }
+        let bodiless = method_head || (100..200).contains(&status) || status == 204 || status == 304;
+        let framing = match (bodiless, chunked, length) {
+            (true, _, _) => Framing::Length(0),
+            (false, true, _) => Framing::Chunked,
+            (false, false, Some(n)) => Framing::Length(n),
+            (false, false, None) => Framing::UntilClose,
+        };
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        Ok(Some(ResponseHead {
+            len,
+            status,
+            framing,
+            reusable: reusable && framing != Framing::UntilClose,
+            client_head: out,
+        }))
+    }
+}
+
+/// A connection handed to hyper with the bytes the fast path already read:
+/// they are read again first.
+pub struct Prefixed {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

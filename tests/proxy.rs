@@ -185,6 +185,10 @@ async fn answer(
             .iter()
             .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
             .collect(),
+        "/echo-body" => {
+            let sent = req.into_body().collect().await?.to_bytes();
+            return Ok(Response::new(Full::new(sent)));
+        }
         _ => name.to_string(),
     };
     Ok(Response::new(Full::new(Bytes::from(body))))
@@ -219,6 +223,35 @@ async fn echo_frames(name: &str, mut io: TokioIo<hyper::upgrade::Upgraded>) {
             return;
         }
     }
+}
+
+/// A backend that answers each request head it reads with `response`, as
+/// is (then closes, if `close`): for framings hyper's server does not make
+/// on request.
+async fn raw_backend(response: &'static [u8], close: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if stream.write_all(response).await.is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
 
 /// A raw HTTP/1.1 exchange: the whole response as text.
@@ -549,6 +582,99 @@ async fn forwarding_headers_request_ids_path_prefixes_and_h2c() {
     assert_eq!(resp.version(), hyper::Version::HTTP_2);
     let b = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&b[..], b"api");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_keep_alive_through_the_http1_fast_path() {
+    let proxy = TestProxy::start("body").await;
+    let echo = backend("blue").await;
+    proxy
+        .route("body", RoutePolicy::default(), vec![echo], vec![])
+        .await;
+    let addr = proxy.addr();
+
+    // A 1 MiB request body streams up and back, then a pipelined request
+    // on the same connection is answered in turn.
+    let big: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut two = format!(
+        "POST /echo-body HTTP/1.1\r\nHost: body.localhost\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    two.extend_from_slice(&big);
+    two.extend_from_slice(b"GET / HTTP/1.1\r\nHost: body.localhost\r\nConnection: close\r\n\r\n");
+    let r = raw(&addr, &two).await;
+    let first_body = r.find("\r\n\r\n").unwrap() + 4;
+    assert!(
+        r[first_body..].starts_with(std::str::from_utf8(&big).unwrap()),
+        "the echoed body"
+    );
+    let second = &r[first_body + big.len()..];
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(body(second), "blue");
+    assert_eq!(r.matches("HTTP/1.1 200").count(), 2);
+
+    // HEAD: a head and no body, and the connection goes on.
+    let r = raw(
+        &addr,
+        b"HEAD / HTTP/1.1\r\nHost: body.localhost\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: body.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.matches("HTTP/1.1 200").count(), 2, "{r}");
+    assert!(r.ends_with("\r\n\r\nblue"), "{r}");
+
+    // A chunked response passes through as chunked, and the upstream
+    // connection is reused after its last chunk.
+    let chunked = raw_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        false,
+    )
+    .await;
+    proxy
+        .switch("body", Color::Green, Some(vec![chunked]))
+        .await;
+    let r = raw(
+        &addr,
+        b"GET /1 HTTP/1.1\r\nHost: body.localhost\r\n\r\n\
+          GET /2 HTTP/1.1\r\nHost: body.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let lower = r.to_ascii_lowercase();
+    assert_eq!(
+        lower.matches("transfer-encoding: chunked").count(),
+        2,
+        "{r}"
+    );
+    assert_eq!(
+        r.matches("5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+            .count(),
+        2,
+        "{r}"
+    );
+
+    // No length and no chunks: the body runs to the upstream's close, and
+    // the client's connection closes after it.
+    let until_close = raw_backend(b"HTTP/1.1 200 OK\r\n\r\nall of it", true).await;
+    proxy
+        .switch("body", Color::Blue, Some(vec![until_close]))
+        .await;
+    let r = raw(
+        &addr,
+        b"GET / HTTP/1.1\r\nHost: body.localhost\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: body.localhost\r\n\r\n",
+    )
+    .await;
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    assert!(r.ends_with("\r\n\r\nall of it"), "{r}");
+    assert_eq!(
+        r.matches("HTTP/1.1 200").count(),
+        1,
+        "closed after the first: {r}"
+    );
+    let view = proxy.admin().route("body").await.unwrap().unwrap();
+    assert!(view.stats.values().all(|s| s.inflight == 0), "{view:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,8 @@ const MAX_HEAD: usize = 16 * 1024;
 /// More header lines go to hyper (which takes 100).
 const MAX_HEADERS: usize = 64;
 const READ_SIZE: usize = 16 * 1024;
+/// How long a closing connection waits for the client's end.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// How the fast path left a connection.
 pub enum Ended {
@@ -90,9 +92,26 @@ pub async fn serve(
         };
         match forward(&mut stream, &mut buf, head, client).await {
             Ok(true) => {}
-            Ok(false) | Err(_) => return Ended::Closed,
+            Ok(false) => {
+                close_gently(stream).await;
+                return Ended::Closed;
+            }
+            Err(_) => return Ended::Closed,
         }
     }
+}
+
+/// Closes after a last response: the write side first, then what the
+/// client still sends is read and dropped for a moment. Closing with
+/// unread bytes would answer them with a reset, which can destroy the
+/// response in flight.
+async fn close_gently(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Forwards one request whose head is at the start of `buf`. `Ok(true)`:
@@ -235,7 +254,11 @@ async fn copy_request_body(
         buf.reserve(READ_SIZE);
         match client.read_buf(buf).await {
             Ok(n) if n > 0 => {}
-            _ => return Err(Failed::Other("the client ended the request body early".into())),
+            _ => {
+                return Err(Failed::Other(
+                    "the client ended the request body early".into(),
+                ))
+            }
         }
         let take = left.min(buf.len() as u64) as usize;
         upstream
@@ -484,7 +507,11 @@ impl RequestHead {
         }
         forwarded_for.extend_from_slice(client.ip.as_bytes());
         header(&mut up, "x-forwarded-for", &forwarded_for);
-        header(&mut up, "x-forwarded-proto", client.forwarder.scheme.as_bytes());
+        header(
+            &mut up,
+            "x-forwarded-proto",
+            client.forwarder.scheme.as_bytes(),
+        );
         header(&mut up, "x-forwarded-host", host);
         header(&mut up, "x-request-id", id.as_bytes());
         up.extend_from_slice(b"\r\n");
@@ -535,7 +562,8 @@ struct ResponseHead {
 impl ResponseHead {
     /// `None` until the head is complete.
     fn parse(buf: &[u8], method_head: bool) -> Result<Option<ResponseHead>, Failed> {
-        let invalid = |why: &str| Failed::Other(format!("invalid response from the upstream: {why}"));
+        let invalid =
+            |why: &str| Failed::Other(format!("invalid response from the upstream: {why}"));
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         let len = match resp.parse(buf) {
@@ -582,7 +610,8 @@ impl ResponseHead {
                 header(&mut out, h.name, h.value);
             }
         }
-        let bodiless = method_head || (100..200).contains(&status) || status == 204 || status == 304;
+        let bodiless =
+            method_head || (100..200).contains(&status) || status == 204 || status == 304;
         let framing = match (bodiless, chunked, length) {
             (true, _, _) => Framing::Length(0),
             (false, true, _) => Framing::Chunked,

@@ -220,7 +220,8 @@ impl Forwarder {
         let mut attempt = Attempt::new(claim, &policy, started);
         let (claim, (mut resp, sender)) = loop {
             let req = unsent.take().expect("the request is back for a retry");
-            let failed = match tokio::time::timeout(timeout, attempt.claim.conns().send(req)).await {
+            let failed = match tokio::time::timeout(timeout, attempt.claim.conns().send(req)).await
+            {
                 Ok(Ok(sent)) => break (attempt.answered(), sent),
                 Err(_) => Failed::Timeout(timeout),
                 Ok(Err(SendError::Connect(e, req))) => {
@@ -458,8 +459,8 @@ fn hex_into(out: &mut [u8], mut v: u64) {
 /// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` plus
 /// `Upgrade: X`).
 pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = connection_tokens(connection_values(headers))
-        .any(|t| t.eq_ignore_ascii_case("upgrade"));
+    let asks =
+        connection_tokens(connection_values(headers)).any(|t| t.eq_ignore_ascii_case("upgrade"));
     asks.then(|| headers.get(header::UPGRADE).cloned())
         .flatten()
 }

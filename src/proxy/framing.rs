@@ -73,7 +73,9 @@ impl Chunked {
         Ok(match (self.state, b) {
             (State::SizeStart, _) => State::Size(hex(b).ok_or(Invalid)?, 1),
             (State::Size(_, 16), _) if hex(b).is_some() => return Err(Invalid),
-            (State::Size(n, d), _) if hex(b).is_some() => State::Size(n * 16 + hex(b).unwrap_or(0), d + 1),
+            (State::Size(n, d), _) if hex(b).is_some() => {
+                State::Size(n * 16 + hex(b).unwrap_or(0), d + 1)
+            }
             (State::Size(n, _), b';' | b' ' | b'\t') => State::Extension(n),
             (State::Size(n, _) | State::Extension(n), b'\r') => State::SizeLf(n),
             (State::Extension(n), b) if b != b'\n' => State::Extension(n),

@@ -29,16 +29,20 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::forward::{
-    connection_tokens, is_hop_by_hop, new_request_id, sane_request_id, Attempt, Client, Failed,
-    Own, MAX_REQUEST_ID,
+    connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, sane_request_id, Attempt,
+    Client, Failed, Own, MAX_REQUEST_ID,
 };
 use super::framing::{Chunked, Framing};
 use super::upstream::Conns;
 
-/// Larger heads go to hyper, which takes up to ~400 KiB and answers 431 past that.
+/// Larger request heads go to hyper, which takes up to ~400 KiB and
+/// answers 431 past that.
 const MAX_HEAD: usize = 16 * 1024;
-/// More header lines go to hyper (which takes 100).
+/// More request header lines go to hyper (which takes 100).
 const MAX_HEADERS: usize = 64;
+/// What an upstream's response head may take, as with hyper's client.
+const MAX_RESPONSE_HEAD: usize = 400 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 100;
 const READ_SIZE: usize = 16 * 1024;
 /// How long a closing connection waits for the client's end.
 const LINGER: Duration = Duration::from_secs(1);
@@ -235,7 +239,7 @@ async fn send(
                     .await
                     .map_err(|e| Failed::Other(format!("the client went away: {e}")))?;
             }
-            if rbuf.len() >= MAX_HEAD {
+            if rbuf.len() >= MAX_RESPONSE_HEAD {
                 return Err(Failed::Other("the response head is too large".into()));
             }
             rbuf.reserve(READ_SIZE);
@@ -294,10 +298,15 @@ async fn copy_body(
                 .map_err(|_| io::Error::other("invalid chunked framing from the upstream"))?,
             Framing::UntilClose => rbuf.len(),
         };
-        pending.extend_from_slice(&rbuf[..take]);
+        // The head goes out with the first bytes of the body, in one write.
+        if pending.is_empty() {
+            client.write_all(&rbuf[..take]).await?;
+        } else {
+            pending.extend_from_slice(&rbuf[..take]);
+            client.write_all(&pending).await?;
+            pending = Vec::new();
+        }
         rbuf.advance(take);
-        client.write_all(&pending).await?;
-        pending.clear();
         let done = match framing {
             Framing::Length(_) => {
                 left -= take as u64;
@@ -350,12 +359,18 @@ async fn answer(
     Ok(keep_alive)
 }
 
+/// `HTTP/1.1 200 OK`: the upstream's reason phrase, or the standard one.
 fn status_line(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
     let reason = reason
         .filter(|r| !r.is_empty())
         .or_else(|| StatusCode::from_u16(status).ok()?.canonical_reason())
         .unwrap_or("");
-    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    let status = status.min(999);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend([status / 100, status / 10 % 10, status % 10].map(|d| b'0' + d as u8));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -482,12 +497,7 @@ impl RequestHead {
             return Parse::NotFast;
         };
         let id = RequestId::new(sent_id);
-        let connection: Vec<&str> = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .filter_map(|h| std::str::from_utf8(h.value).ok())
-            .collect();
+        let named = connection_named(req.headers);
         let mut up = Vec::with_capacity(len + 160 + client.ip.len());
         up.extend_from_slice(method.as_bytes());
         up.push(b' ');
@@ -499,7 +509,7 @@ impl RequestHead {
                 forwarded_for.extend_from_slice(h.value);
                 forwarded_for.extend_from_slice(b", ");
             }
-            if !hop_by_hop_here(h.name, &connection)
+            if !hop_by_hop_here(h.name, &named)
                 && !REPLACED_UP.iter().any(|r| h.name.eq_ignore_ascii_case(r))
             {
                 header(&mut up, h.name, h.value);
@@ -534,10 +544,23 @@ impl RequestHead {
     }
 }
 
+fn connection_values<'a, 'h>(
+    headers: &'a [httparse::Header<'h>],
+) -> impl Iterator<Item = &'h str> + 'a {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+}
+
+/// The extra hop-by-hop headers a message's `Connection` names.
+fn connection_named<'h>(headers: &[httparse::Header<'h>]) -> Vec<&'h str> {
+    named_hop_by_hop(connection_values(headers)).collect()
+}
+
 /// Hop-by-hop: one of the standard ones, or named by `Connection`.
-fn hop_by_hop_here(name: &str, connection: &[&str]) -> bool {
-    is_hop_by_hop(name)
-        || connection_tokens(connection.iter().copied()).any(|t| t.eq_ignore_ascii_case(name))
+fn hop_by_hop_here(name: &str, named: &[&str]) -> bool {
+    is_hop_by_hop(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// A `Content-Length` value: digits only, no sign, no list.
@@ -564,7 +587,7 @@ impl ResponseHead {
     fn parse(buf: &[u8], method_head: bool) -> Result<Option<ResponseHead>, Failed> {
         let invalid =
             |why: &str| Failed::Other(format!("invalid response from the upstream: {why}"));
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         let len = match resp.parse(buf) {
             Ok(httparse::Status::Complete(len)) => len,
@@ -579,35 +602,19 @@ impl ResponseHead {
         }
         let mut length = None;
         let mut chunked = false;
-        let mut reusable = version == 1;
-        let connection: Vec<&str> = resp
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .filter_map(|h| std::str::from_utf8(h.value).ok())
-            .collect();
-        for token in connection_tokens(connection.iter().copied()) {
-            reusable &= !token.eq_ignore_ascii_case("close");
-        }
-        let mut out = Vec::with_capacity(len + 64);
-        status_line(&mut out, status, resp.reason);
         for h in resp.headers.iter() {
-            let is = |n: &str| h.name.eq_ignore_ascii_case(n);
-            if is("content-length") {
+            if h.name.eq_ignore_ascii_case("content-length") {
                 match (length, parse_length(h.value)) {
                     (None, Some(n)) => length = Some(n),
                     (Some(a), Some(b)) if a == b => {}
                     _ => return Err(invalid("bad content-length")),
                 }
-            } else if is("transfer-encoding") {
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                     return Err(invalid("a transfer coding other than chunked"));
                 }
                 chunked = true;
-            }
-            if !hop_by_hop_here(h.name, &connection) && !is("x-request-id") {
-                header(&mut out, h.name, h.value);
             }
         }
         let bodiless =
@@ -618,6 +625,20 @@ impl ResponseHead {
             (false, false, Some(n)) => Framing::Length(n),
             (false, false, None) => Framing::UntilClose,
         };
+        let closes = connection_tokens(connection_values(resp.headers))
+            .any(|t| t.eq_ignore_ascii_case("close"));
+        let named = connection_named(resp.headers);
+        let mut out = Vec::with_capacity(len + 64);
+        status_line(&mut out, status, resp.reason);
+        for h in resp.headers.iter() {
+            // With chunks, a length is wrong (RFC 9112 §6.3): not passed on.
+            let dropped = hop_by_hop_here(h.name, &named)
+                || h.name.eq_ignore_ascii_case("x-request-id")
+                || (chunked && h.name.eq_ignore_ascii_case("content-length"));
+            if !dropped {
+                header(&mut out, h.name, h.value);
+            }
+        }
         if framing == Framing::Chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
@@ -625,7 +646,7 @@ impl ResponseHead {
             len,
             status,
             framing,
-            reusable: reusable && framing != Framing::UntilClose,
+            reusable: version == 1 && !closes && framing != Framing::UntilClose,
             client_head: out,
         }))
     }

@@ -428,12 +428,14 @@ pub(crate) fn new_request_id() -> [u8; 32] {
         /// The next number and the end of this thread's block.
         static NEXT: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     }
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
+    static SEED: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    let seed = SEED.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
-        h.finish()
+        let mut hex = [0u8; 16];
+        hex_into(&mut hex, h.finish());
+        hex
     });
     let (mut n, mut end) = NEXT.get();
     if n == end {
@@ -443,7 +445,7 @@ pub(crate) fn new_request_id() -> [u8; 32] {
     NEXT.set((n + 1, end));
     let mut id = [0u8; 32];
     let (high, low) = id.split_at_mut(16);
-    hex_into(high, seed);
+    high.copy_from_slice(seed);
     hex_into(low, n);
     id
 }
@@ -467,17 +469,22 @@ pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
 /// and `Upgrade` (the proxy sets it again on an upgrade it carries through).
-/// `Connection` comes first: `strip_hop_by_hop` looks for it at 0.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// `connection` comes first: `strip_hop_by_hop` looks for it at 0.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
+
+/// Whether a header name is one of the standard hop-by-hop ones.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
 
 /// The tokens of `Connection` header values: options such as `upgrade`, and
 /// the names of more hop-by-hop headers.
@@ -491,18 +498,19 @@ pub(crate) fn connection_tokens<'a>(
         .filter(|t| !t.is_empty())
 }
 
+/// The headers `Connection` names beyond the standard hop-by-hop ones (its
+/// usual `keep-alive`, `close` or `upgrade` name nothing more to remove).
+pub(crate) fn named_hop_by_hop<'a>(
+    connection: impl IntoIterator<Item = &'a str>,
+) -> impl Iterator<Item = &'a str> {
+    connection_tokens(connection).filter(|t| !t.eq_ignore_ascii_case("close") && !is_hop_by_hop(t))
+}
+
 fn connection_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-}
-
-/// Whether a header name is one of the standard hop-by-hop ones.
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
 }
 
 /// The headers a `Connection` header names as hop-by-hop.
@@ -517,20 +525,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // messages carry none, or only `Connection`.
     let mut present = [false; HOP_BY_HOP.len()];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        let name = name.as_str();
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
             present[i] = true;
         }
     }
-    // The headers `Connection` names besides the standard ones (its usual
-    // `keep-alive`, `close` or `upgrade` name nothing more to remove).
     if present[0] {
-        let named: Vec<HeaderName> = connection_tokens(connection_values(headers))
-            .filter(|t| {
-                !t.eq_ignore_ascii_case("close")
-                    && !HOP_BY_HOP
-                        .iter()
-                        .any(|h| t.eq_ignore_ascii_case(h.as_str()))
-            })
+        let named: Vec<HeaderName> = named_hop_by_hop(connection_values(headers))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
@@ -538,7 +539,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
-        headers.remove(h);
+        headers.remove(*h);
     }
 }
 

@@ -140,8 +140,10 @@ pub struct Proxy {
     graceful: Mutex<Option<GracefulShutdown>>,
     stop: watch::Sender<bool>,
     /// Set when the drain closes idle connections: hyper's get a graceful
-    /// close, the fast path's (which hold a drain watcher) watch this.
-    close_idle: watch::Sender<bool>,
+    /// close, the fast path's (which hold a drain watcher) watch this. One
+    /// per serving thread: an idle connection registers with it after every
+    /// request, which on one shared channel bounced between the cores.
+    close_idle: workers::PerThread<watch::Sender<bool>>,
     /// Bumped to stop the admin loop (during a handoff).
     admin_generation: watch::Sender<u64>,
     home: Home,
@@ -259,7 +261,7 @@ impl Proxy {
                 None => self.forwarder.clone(),
             };
             let tls = tls.clone();
-            let mut close_idle = self.close_idle.subscribe();
+            let mut close_idle = self.close_idle.local().1.subscribe();
             tokio::spawn(async move {
                 let client = Arc::new(Client::new(forwarder, local, peer));
                 let builder = auto::Builder::new(TokioExecutor::new());
@@ -328,7 +330,7 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
         listeners: Mutex::new(HashMap::new()),
         graceful: Mutex::new(Some(GracefulShutdown::new())),
         stop,
-        close_idle: watch::channel(false).0,
+        close_idle: Default::default(),
         admin_generation: watch::channel(0).0,
         home: home.clone(),
         opts: opts.clone(),
@@ -399,7 +401,9 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
     let router = proxy.router.clone();
     let drained = async {
         if let Some(g) = graceful {
-            let _ = proxy.close_idle.send(true);
+            for close_idle in proxy.close_idle.iter() {
+                let _ = close_idle.send(true);
+            }
             g.shutdown().await;
         }
         while router.inflight() > 0 {

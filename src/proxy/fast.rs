@@ -704,3 +704,131 @@ impl AsyncWrite for Prefixed {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::forward::Forwarder;
+    use crate::proxy::router::Router;
+    use std::sync::Arc;
+
+    fn head(raw: &[u8]) -> Parse<RequestHead> {
+        let state = std::env::temp_dir().join("cyan-fast-tests-never-written.json");
+        let router = Arc::new(Router::restore(state).unwrap());
+        let client = Client::new(
+            Arc::new(Forwarder::new(router, "http")),
+            "127.0.0.1:80".parse().unwrap(),
+            "10.1.2.3:5555".parse().unwrap(),
+        );
+        RequestHead::parse(raw, &client)
+    }
+
+    fn response(raw: &[u8], method_head: bool) -> ResponseHead {
+        match ResponseHead::parse(raw, method_head) {
+            Ok(Some(r)) => r,
+            _ => panic!("{}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn a_request_head_is_rewritten_for_the_upstream() {
+        let raw = b"POST /a/b?x=1 HTTP/1.1\r\nHost: Web.Localhost:8080\r\n\
+            Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+            X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Request-Id: abc\r\n\
+            Content-Length: 3\r\nX-App: Kept\r\n\r\nabcNEXT";
+        let Parse::Complete(h) = head(raw) else {
+            panic!("not parsed")
+        };
+        assert_eq!(h.len, raw.len() - "abcNEXT".len());
+        assert_eq!(h.body, 3);
+        assert_eq!(&raw[h.host.unwrap()], b"Web.Localhost:8080");
+        assert_eq!(&raw[h.path], b"/a/b");
+        assert!(!h.close && !h.method_head);
+        assert_eq!(
+            String::from_utf8(h.upstream).unwrap(),
+            "POST /a/b?x=1 HTTP/1.1\r\nHost: Web.Localhost:8080\r\nContent-Length: 3\r\n\
+             X-App: Kept\r\nx-forwarded-for: 10.0.0.1, 10.1.2.3\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: Web.Localhost:8080\r\nx-request-id: abc\r\n\r\n"
+        );
+        let Parse::Complete(h) = head(b"HEAD / HTTP/1.1\r\nhost: a\r\nconnection: Close\r\n\r\n")
+        else {
+            panic!("not parsed")
+        };
+        assert!(h.close && h.method_head);
+        let up = String::from_utf8(h.upstream).unwrap();
+        assert!(up.contains("x-forwarded-for: 10.1.2.3\r\n"), "{up}");
+        assert!(!up.to_ascii_lowercase().contains("connection"), "{up}");
+    }
+
+    #[test]
+    fn requests_the_fast_path_does_not_take_go_to_hyper() {
+        for raw in [
+            &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"NOT HTTP\r\n\r\n",
+        ] {
+            let parsed = head(raw);
+            assert!(
+                matches!(parsed, Parse::NotFast),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert!(matches!(head(b"GET / HTTP/1.1\r\nHo"), Parse::Partial));
+    }
+
+    #[test]
+    fn a_response_head_is_rewritten_for_the_client() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\
+            Connection: close, X-Hop\r\nX-Hop: 1\r\nX-Request-Id: theirs\r\nSet-Cookie: a=b\r\n\r\n";
+        let r = response(raw, false);
+        assert_eq!(r.len, raw.len());
+        assert_eq!((r.status, r.framing), (200, Framing::Chunked));
+        assert!(!r.reusable, "the upstream closes");
+        assert_eq!(
+            String::from_utf8(r.client_head).unwrap(),
+            "HTTP/1.1 200 OK\r\nSet-Cookie: a=b\r\ntransfer-encoding: chunked\r\n",
+            "a length beside chunks is dropped, hop-by-hop headers too"
+        );
+        let sized = b"HTTP/1.1 404 \r\nContent-Length: 5\r\n\r\n";
+        let r = response(sized, false);
+        assert_eq!(r.framing, Framing::Length(5));
+        assert!(r.reusable);
+        assert!(r.client_head.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+        assert_eq!(response(sized, true).framing, Framing::Length(0), "HEAD");
+        for bodiless in [
+            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.1 304 Not Modified\r\n\r\n",
+        ] {
+            assert_eq!(response(bodiless, false).framing, Framing::Length(0));
+        }
+        let until_close = response(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!(until_close.framing, Framing::UntilClose);
+        assert!(!until_close.reusable);
+        assert!(!response(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).reusable);
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert!(
+                ResponseHead::parse(bad, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            ResponseHead::parse(b"HTTP/1.1 200 OK\r\n", false),
+            Ok(None)
+        ));
+    }
+}

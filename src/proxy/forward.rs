@@ -660,6 +660,12 @@ mod tests {
             b.as_bytes()[..16],
             "one seed per process"
         );
+        // Threads count in blocks of their own: no id repeats across them.
+        let other = std::thread::spawn(|| request_id(&HeaderMap::new()))
+            .join()
+            .unwrap();
+        assert!(other != a && other != b, "{other:?}");
+        assert_eq!(other.as_bytes()[..16], a.as_bytes()[..16]);
         let mut sent = HeaderMap::new();
         sent.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&sent), "abc-123");

@@ -413,7 +413,7 @@ impl RequestId {
     }
 }
 
-enum Parse<T> {
+pub(crate) enum Parse<T> {
     Complete(T),
     Partial,
     /// Not for the fast path: hyper takes the connection.
@@ -421,19 +421,19 @@ enum Parse<T> {
 }
 
 /// A request head the fast path forwards, already rewritten for the upstream.
-struct RequestHead {
+pub(crate) struct RequestHead {
     /// Its length in the client's buffer.
-    len: usize,
+    pub(crate) len: usize,
     /// The head to send: hop-by-hop headers out, forwarding headers in.
-    upstream: Vec<u8>,
+    pub(crate) upstream: Vec<u8>,
     /// Body length.
-    body: u64,
+    pub(crate) body: u64,
     /// Where the Host header's value and the path (no query) are in the buffer.
-    host: Option<Range<usize>>,
-    path: Range<usize>,
-    method_head: bool,
+    pub(crate) host: Option<Range<usize>>,
+    pub(crate) path: Range<usize>,
+    pub(crate) method_head: bool,
     /// The client asked to close after this response.
-    close: bool,
+    pub(crate) close: bool,
     id: RequestId,
 }
 
@@ -446,7 +446,7 @@ const REPLACED_UP: [&str; 4] = [
 ];
 
 impl RequestHead {
-    fn parse(buf: &[u8], client: &Client) -> Parse<RequestHead> {
+    pub(crate) fn parse(buf: &[u8], client: &Client) -> Parse<RequestHead> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let len = match req.parse(buf) {
@@ -573,18 +573,18 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 
 /// An upstream's response head, rewritten for the client (all but the
 /// closing `x-request-id`, `connection` and the blank line).
-struct ResponseHead {
-    len: usize,
-    status: u16,
-    framing: Framing,
+pub(crate) struct ResponseHead {
+    pub(crate) len: usize,
+    pub(crate) status: u16,
+    pub(crate) framing: Framing,
     /// The upstream keeps the connection open after this response.
-    reusable: bool,
-    client_head: Vec<u8>,
+    pub(crate) reusable: bool,
+    pub(crate) client_head: Vec<u8>,
 }
 
 impl ResponseHead {
     /// `None` until the head is complete.
-    fn parse(buf: &[u8], method_head: bool) -> Result<Option<ResponseHead>, Failed> {
+    pub(crate) fn parse(buf: &[u8], method_head: bool) -> Result<Option<ResponseHead>, Failed> {
         let invalid =
             |why: &str| Failed::Other(format!("invalid response from the upstream: {why}"));
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];

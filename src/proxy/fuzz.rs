@@ -1,12 +1,20 @@
 //! Invariants of the request path's own parsing, checked on arbitrary
 //! input: the entry point of the cargo-fuzz target in `fuzz/`, and of a unit
 //! test that runs it on a corpus of nasty inputs. (HTTP parsing itself is
-//! hyper's; what is checked here is what cyan adds on top.)
+//! httparse's and hyper's; what is checked here is what cyan adds on top:
+//! header rewriting on both paths, and the fast path's framing.)
+
+use std::sync::{Arc, OnceLock};
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::forward::{connection_named, prepare_upstream_headers, request_id, upgrade_protocol};
-use super::router::normalize_host;
+use super::fast::{Parse, RequestHead, ResponseHead};
+use super::forward::{
+    connection_named, is_hop_by_hop, prepare_upstream_headers, request_id, upgrade_protocol,
+    Client, Forwarder,
+};
+use super::framing::{Chunked, Framing};
+use super::router::{normalize_host, Router};
 use super::tunnel::FrameCursor;
 
 /// Treats `data` as request headers (`name: value` lines), a Host header
@@ -61,13 +69,96 @@ pub fn request_path(data: &[u8]) {
     whole.advance(data);
     data.chunks(split).for_each(|c| parts.advance(c));
     assert_eq!(whole.at_boundary(), parts.at_boundary());
+
+    fast_path(data, split);
+}
+
+/// The fast path: rewritten heads parse again and carry nothing
+/// hop-by-hop; the end of a chunked body does not depend on how it is split.
+fn fast_path(data: &[u8], split: usize) {
+    static CLIENT: OnceLock<Client> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        let state = std::env::temp_dir().join("cyan-fuzz-never-written.json");
+        let router = Router::restore(state).expect("an empty router");
+        Client::new(
+            Arc::new(Forwarder::new(Arc::new(router), "http")),
+            "127.0.0.1:80".parse().expect("an address"),
+            "192.0.2.7:4000".parse().expect("an address"),
+        )
+    });
+    if let Parse::Complete(head) = RequestHead::parse(data, client) {
+        assert!(head.len <= data.len());
+        let mut headers = [httparse::EMPTY_HEADER; 80];
+        let mut again = httparse::Request::new(&mut headers);
+        let parsed = again.parse(&head.upstream);
+        assert!(
+            matches!(parsed, Ok(httparse::Status::Complete(n)) if n == head.upstream.len()),
+            "the upstream head parses: {parsed:?}"
+        );
+        let named: Vec<&str> = again
+            .headers
+            .iter()
+            .filter(|h| is_hop_by_hop(h.name))
+            .map(|h| h.name)
+            .collect();
+        assert!(named.is_empty(), "hop-by-hop headers went up: {named:?}");
+        let xff: Vec<_> = again
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .collect();
+        assert_eq!(xff.len(), 1);
+        assert!(xff[0].value.ends_with(b"192.0.2.7"));
+    }
+    for method_head in [false, true] {
+        if let Ok(Some(response)) = ResponseHead::parse(data, method_head) {
+            assert!(response.len <= data.len());
+            let mut head = response.client_head.clone();
+            head.extend_from_slice(b"\r\n");
+            let mut headers = [httparse::EMPTY_HEADER; 120];
+            let mut again = httparse::Response::new(&mut headers);
+            assert!(matches!(
+                again.parse(&head),
+                Ok(httparse::Status::Complete(_))
+            ));
+            let chunked = response.framing == Framing::Chunked;
+            for h in again.headers.iter() {
+                let te = h.name.eq_ignore_ascii_case("transfer-encoding");
+                assert!(
+                    !is_hop_by_hop(h.name) || (te && chunked),
+                    "{} went down",
+                    h.name
+                );
+                assert!(!(chunked && h.name.eq_ignore_ascii_case("content-length")));
+            }
+        }
+    }
+    let (mut whole, mut parts) = (Chunked::default(), Chunked::default());
+    let taken = whole.feed(data);
+    let mut split_taken = Ok(0);
+    for c in data.chunks(split) {
+        match (split_taken, parts.feed(c)) {
+            (Ok(t), Ok(n)) => split_taken = Ok(t + n),
+            (_, e) => split_taken = e.map(|_| 0),
+        }
+        if split_taken.is_err() || parts.done() {
+            break;
+        }
+    }
+    assert_eq!(taken, split_taken, "chunked framing depends on the split");
+    assert_eq!(whole.done(), parts.done());
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn nasty_inputs_keep_the_invariants() {
-        let corpus: [&[u8]; 10] = [
+        let corpus: [&[u8]; 14] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-a, te\r\nx-a: 1\r\nTE: trailers\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-B\r\nX-B: 1\r\nContent-Length: 2\r\n\
+              Transfer-Encoding: chunked\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n\r\n",
             b"a:1:2",
             b"Web.Example :8080",
             b"",

@@ -77,7 +77,8 @@ async fn main() {
 
 // ---------------------------------------------------------------- overhead
 
-/// One wrk run of one path: name, requests/s, p50/p99/p99.9 (µs), errors, RSS.
+/// One wrk run of one path: name, requests/s, p50/p99/p99.9 (µs), errors,
+/// RSS, and the proxy's CPU time per request (µs, user and system).
 struct Run {
     name: String,
     rps: f64,
@@ -86,6 +87,7 @@ struct Run {
     p999: f64,
     errors: u64,
     rss: String,
+    cpu_us: f64,
 }
 
 fn overhead_table(file: &Path) -> String {
@@ -107,6 +109,7 @@ fn overhead_table(file: &Path) -> String {
                 p999: num(4),
                 errors: num(5) as u64,
                 rss: f.get(6).unwrap_or(&"-").to_string(),
+                cpu_us: num(7),
             }
         })
         .collect();
@@ -116,45 +119,69 @@ fn overhead_table(file: &Path) -> String {
             names.push(&r.name);
         }
     }
+    let of = |name: &str| -> Vec<&Run> { runs.iter().filter(|r| r.name == name).collect() };
     // Each path's median round by requests/s, with that round's latencies.
-    let median = |name: &str| -> &Run {
-        let mut rs: Vec<&Run> = runs.iter().filter(|r| r.name == name).collect();
+    let median_round = |name: &str| -> &Run {
+        let mut rs = of(name);
         rs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
         rs[rs.len() / 2]
     };
-    let nginx = median(
-        names
-            .iter()
-            .find(|n| n.starts_with("nginx"))
-            .expect("nginx row"),
-    );
+    let median = |mut xs: Vec<f64>| -> f64 {
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let nginx_name = *names
+        .iter()
+        .find(|n| n.starts_with("nginx"))
+        .expect("nginx row");
+    let nginx = of(nginx_name);
+    // Ratios are taken round by round (the paths of one round ran within
+    // seconds of each other), then their median: the neighbours' load
+    // drifts over a run, and a ratio of two medians from different
+    // rounds would carry that drift.
+    let vs_nginx = |name: &str, f: fn(&Run) -> f64| {
+        median(
+            of(name)
+                .iter()
+                .zip(&nginx)
+                .map(|(r, n)| f(r) / f(n))
+                .collect(),
+        )
+    };
     let rounds = runs.len() / names.len().max(1);
     let mut md = format!(
-        "### 1. Proxy overhead (wrk, 64 connections, same backend; median of {rounds} interleaved rounds)\n\n\
-         | path | requests/s | vs nginx | p50 ms | p99 ms | p99 vs nginx | p99.9 ms | errors | peak RSS | every round's requests/s |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "### 1. Proxy overhead (wrk, 64 connections, same backend; {rounds} interleaved rounds)\n\n\
+         Requests/s and latencies are each path's median round; the ratios to nginx are \
+         the median of the per-round ratios. CPU is the proxy's own (user and system), \
+         per request.\n\n\
+         | path | requests/s | vs nginx | p50 ms | p99 ms | p99 vs nginx | p99.9 ms | errors | peak RSS | CPU µs/request | CPU vs nginx | every round's requests/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     );
     for name in &names {
-        let r = median(name);
-        let all: Vec<String> = runs
-            .iter()
-            .filter(|x| x.name == *name)
-            .map(|x| format!("{:.0}", x.rps))
-            .collect();
+        let r = median_round(name);
+        let all: Vec<String> = of(name).iter().map(|x| format!("{:.0}", x.rps)).collect();
+        let cpu = median(of(name).iter().map(|x| x.cpu_us).collect());
+        let (cpu, cpu_vs) = if cpu.is_nan() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{cpu:.1}"),
+                format!("{:.2}x", vs_nginx(name, |r| r.cpu_us)),
+            )
+        };
         md += &format!(
-            "| {} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {} | {} | {} |\n",
+            "| {} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {} | {} | {} | {} | {} |\n",
             r.name,
             r.rps,
-            r.rps / nginx.rps,
+            vs_nginx(name, |r| r.rps),
             r.p50 / 1000.0,
             r.p99 / 1000.0,
-            r.p99 / nginx.p99,
+            vs_nginx(name, |r| r.p99),
             r.p999 / 1000.0,
-            runs.iter()
-                .filter(|x| x.name == *name)
-                .map(|x| x.errors)
-                .sum::<u64>(),
+            of(name).iter().map(|x| x.errors).sum::<u64>(),
             r.rss,
+            cpu,
+            cpu_vs,
             all.join(", ")
         );
     }

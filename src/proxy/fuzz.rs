@@ -8,12 +8,12 @@ use std::sync::{Arc, OnceLock};
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::fast::{Parse, RequestHead, ResponseHead};
 use super::forward::{
     connection_named, is_hop_by_hop, prepare_upstream_headers, request_id, upgrade_protocol,
     Client, Forwarder,
 };
 use super::framing::{Chunked, Framing};
+use super::heads::{Parse, RequestHead, ResponseHead};
 use super::router::{normalize_host, Router};
 use super::tunnel::FrameCursor;
 

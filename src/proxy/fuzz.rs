@@ -109,6 +109,15 @@ fn fast_path(data: &[u8], split: usize) {
             .collect();
         assert_eq!(xff.len(), 1);
         assert!(xff[0].value.ends_with(b"192.0.2.7"));
+        let hosts = again
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("host"));
+        assert_eq!(
+            hosts.count(),
+            1,
+            "the upstream gets the Host it was routed by"
+        );
     }
     for method_head in [false, true] {
         if let Ok(Some(response)) = ResponseHead::parse(data, method_head) {
@@ -153,7 +162,9 @@ fn fast_path(data: &[u8], split: usize) {
 mod tests {
     #[test]
     fn nasty_inputs_keep_the_invariants() {
-        let corpus: [&[u8]; 14] = [
+        let corpus: [&[u8]; 16] = [
+            b"Connection: keep-, Host\nHost: x",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Host\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-a, te\r\nx-a: 1\r\nTE: trailers\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-B\r\nX-B: 1\r\nContent-Length: 2\r\n\
               Transfer-Encoding: chunked\r\n\r\n",

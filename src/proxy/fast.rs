@@ -119,9 +119,9 @@ async fn forward(
 ) -> io::Result<bool> {
     let forwarder = &client.forwarder;
     let claimed = {
-        let host = head.host.clone().map(|r| text_at(buf, r));
+        let host = text_at(buf, head.host.clone());
         forwarder
-            .claim(host, client.local, text_at(buf, head.path.clone()))
+            .claim(Some(host), client.local, text_at(buf, head.path.clone()))
             .await
     };
     buf.advance(head.len);
@@ -142,7 +142,14 @@ async fn forward(
     let timeout = Duration::from_millis(policy.response_timeout_ms);
     let mut attempt = Attempt::new(claim, &policy, started);
     let (claim, (mut upstream, mut rbuf, response)) = loop {
-        let sent = send(attempt.claim.conns(), &out, unread, stream, buf, &head);
+        let sent = send(
+            attempt.claim.conns(),
+            &out,
+            unread,
+            stream,
+            buf,
+            head.method_head,
+        );
         let failed = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(answered)) => break (attempt.answered(), answered),
             Ok(Err(failed)) => failed,
@@ -185,7 +192,7 @@ async fn send(
     unread: u64,
     client: &mut TcpStream,
     buf: &mut BytesMut,
-    head: &RequestHead,
+    method_head: bool,
 ) -> Result<(TcpStream, BytesMut, ResponseHead), Failed> {
     let mut fresh_only = false;
     'stream: loop {
@@ -217,7 +224,7 @@ async fn send(
                 Ok(_) => return Err(Failed::Other("the upstream closed the connection".into())),
                 Err(e) => return Err(Failed::Other(format!("reading the response: {e}"))),
             }
-            while let Some(response) = ResponseHead::parse(&rbuf, head.method_head)? {
+            while let Some(response) = ResponseHead::parse(&rbuf, method_head)? {
                 rbuf.advance(response.len);
                 if !(100..200).contains(&response.status) {
                     return Ok((upstream, rbuf, response));

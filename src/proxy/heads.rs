@@ -64,8 +64,9 @@ pub(crate) struct RequestHead {
     pub(crate) upstream: Vec<u8>,
     /// Body length.
     pub(crate) body: u64,
-    /// Where the Host header's value and the path (no query) are in the buffer.
-    pub(crate) host: Option<Range<usize>>,
+    /// Where the Host header's value (the fast path requires one) and the
+    /// path (no query) are in the buffer.
+    pub(crate) host: Range<usize>,
     pub(crate) path: Range<usize>,
     pub(crate) method_head: bool,
     /// The client asked to close after this response.
@@ -171,7 +172,7 @@ impl RequestHead {
             len,
             upstream: up,
             body: body.unwrap_or(0),
-            host: Some(at(host)),
+            host: at(host),
             path: at(path.as_bytes()),
             method_head: method == "HEAD",
             close,
@@ -345,7 +346,7 @@ mod tests {
         };
         assert_eq!(h.len, raw.len() - "abcNEXT".len());
         assert_eq!(h.body, 3);
-        assert_eq!(&raw[h.host.unwrap()], b"Web.Localhost:8080");
+        assert_eq!(&raw[h.host], b"Web.Localhost:8080");
         assert_eq!(&raw[h.path], b"/a/b");
         assert!(!h.close && !h.method_head);
         assert_eq!(

@@ -243,17 +243,55 @@ fn analyse(name: &str, samples: &[Sample], switches: &[Switch]) -> SwitchStats {
     }
 }
 
+/// Requests back to back, each on a fresh connection, from a thread of its
+/// own, until one is answered by `want` (at most 2 s or 20,000 requests).
+/// Started just before a switch, it samples the moment the new color
+/// starts answering densely: the paced load's clients pause 2 ms between
+/// requests, and the first answer after a switch waited on those pauses.
+fn probe(port: u16, want: &str) -> std::thread::JoinHandle<Vec<Sample>> {
+    let want = want.to_string();
+    std::thread::spawn(move || {
+        let began = Instant::now();
+        let mut samples = Vec::new();
+        while began.elapsed() < Duration::from_secs(2) && samples.len() < 20_000 {
+            let start = Instant::now();
+            let outcome = answer_once(port, "bench.localhost");
+            let seen = outcome.as_deref() == Ok(want.as_str());
+            samples.push(Sample {
+                start,
+                end: Instant::now(),
+                outcome,
+            });
+            if seen {
+                break;
+            }
+        }
+        samples
+    })
+}
+
+/// The load's samples and the probes', in order of start.
+async fn all_samples(load: Load, probes: Vec<std::thread::JoinHandle<Vec<Sample>>>) -> Vec<Sample> {
+    let mut samples = load.finish().await;
+    for p in probes {
+        samples.extend(p.join().expect("probe"));
+    }
+    samples.sort_by_key(|s| s.start);
+    samples
+}
+
 async fn switches_cyan(home: &Path) -> SwitchStats {
     let admin = AdminClient::new(&Home { dir: home.into() });
     let load = Load::start(CYAN_PORT, "bench.localhost", 8, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut switches = Vec::new();
+    let (mut switches, mut probes) = (Vec::new(), Vec::new());
     for i in 0..100 {
         let color = if i % 2 == 0 {
             Color::Green
         } else {
             Color::Blue
         };
+        probes.push(probe(CYAN_PORT, &color.to_string()));
         let t0 = Instant::now();
         let req = SwitchRequest {
             color,
@@ -265,20 +303,21 @@ async fn switches_cyan(home: &Path) -> SwitchStats {
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let samples = load.finish().await;
+    let samples = all_samples(load, probes).await;
     analyse("cyan proxy (one admin call)", &samples, &switches)
 }
 
 async fn switches_nginx(prefix: &Path) -> SwitchStats {
     let load = Load::start(NGINX_PORT, "bench.localhost", 8, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut switches = Vec::new();
+    let (mut switches, mut probes) = (Vec::new(), Vec::new());
     for i in 0..20 {
         let (port, color) = if i % 2 == 0 {
             (18082, "green")
         } else {
             (18081, "blue")
         };
+        probes.push(probe(NGINX_PORT, color));
         let t0 = Instant::now();
         std::fs::write(
             prefix.join("upstream.conf"),
@@ -296,7 +335,7 @@ async fn switches_nginx(prefix: &Path) -> SwitchStats {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let samples = load.finish().await;
+    let samples = all_samples(load, probes).await;
     analyse(
         "nginx: rewrite upstream + `nginx -s reload`",
         &samples,
@@ -376,7 +415,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 
 fn switch_table(cyan: &SwitchStats, nginx: &SwitchStats, naive: &SwitchStats) -> String {
     let mut md = String::from(
-        "### 2-3. Switching traffic under load (12 clients: 8 keep-alive, 4 new connection per request)\n\n\
+        "### 2-3. Switching traffic under load (12 clients: 8 keep-alive, 4 new connection per request; plus a probe per switch, back to back on new connections)\n\n\
          | how | switches | requests | failed | to first new answer p50 / p99 ms | old answers after the command returned | longest outage ms |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -449,17 +488,25 @@ fn cyan_cmd(a: &Args, cfg: &Path, args: &[&str]) -> Command {
 
 /// The version the app answers with through the proxy (fresh connection).
 fn version_now() -> Option<String> {
+    answer_once(APP_PORT, "bench-app.localhost").ok()
+}
+
+/// One GET on a fresh connection: the last word of a 200's body, or what
+/// went wrong.
+fn answer_once(port: u16, host: &str) -> Result<String, String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", APP_PORT)).ok()?;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     write!(
         s,
-        "GET / HTTP/1.1\r\nHost: bench-app.localhost\r\nConnection: close\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
-    .ok()?;
+    .map_err(|e| e.to_string())?;
     let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    r.starts_with("HTTP/1.1 200")
-        .then(|| r.split_whitespace().last().unwrap_or("").to_string())
+    s.read_to_string(&mut r).map_err(|e| e.to_string())?;
+    match r.starts_with("HTTP/1.1 200") {
+        true => Ok(r.split_whitespace().last().unwrap_or("").to_string()),
+        false => Err(r.lines().next().unwrap_or("no answer").to_string()),
+    }
 }
 
 async fn cli_timings(a: &Args, nginx: &SwitchStats) -> String {

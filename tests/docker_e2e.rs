@@ -408,6 +408,37 @@ fn manifest_digest(registry: &str, repo: &str, tag: &str) -> String {
         .unwrap_or_else(|| panic!("no digest for {repo}:{tag}: {resp}"))
 }
 
+/// The session a process belongs to, from `/proc/PID/stat`.
+fn session_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // "pid (comm) state ppid pgrp session ...": comm may hold spaces.
+    let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
+    after_comm
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_proxy_a_deploy_starts_has_a_session_of_its_own() {
+    let app = TestApp::new("session", "");
+    app.deploy("1");
+    let admin = cyan::proxy::client::AdminClient::new(&cyan::proxy::Home {
+        dir: app.home.clone(),
+    });
+    let pid = runtime().block_on(admin.health()).unwrap().pid;
+    assert_eq!(
+        session_of(pid),
+        pid,
+        "the proxy leads its own session: no terminal's hang-up reaches it, and \
+         it does not share the CPU share of the session that ran the deploy"
+    );
+    assert_ne!(session_of(std::process::id()), pid);
+    assert_eq!(identity(&app.get("/").1).1, "1", "and it serves");
+}
+
 #[test]
 fn maintenance_mode_from_the_cli() {
     let app = TestApp::new("maint", "");

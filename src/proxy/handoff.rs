@@ -131,8 +131,8 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
         .env(LISTEN_FDS, spec)
         .stdin(Stdio::null())
         .stdout(log("stdout")?)
-        .stderr(log("stderr")?)
-        .process_group(0);
+        .stderr(log("stderr")?);
+    super::client::own_session(&mut cmd);
     let inherit: Vec<RawFd> = fds.iter().map(|(_, fd, _)| *fd).collect();
     // SAFETY: between fork and exec only async-signal-safe calls are made:
     // fcntl on descriptors this process owns.

@@ -503,9 +503,10 @@ fn answer_once(port: u16, host: &str) -> Result<String, String> {
     .map_err(|e| e.to_string())?;
     let mut r = String::new();
     s.read_to_string(&mut r).map_err(|e| e.to_string())?;
-    match r.starts_with("HTTP/1.1 200") {
-        true => Ok(r.split_whitespace().last().unwrap_or("").to_string()),
-        false => Err(r.lines().next().unwrap_or("no answer").to_string()),
+    if r.starts_with("HTTP/1.1 200") {
+        Ok(r.split_whitespace().last().unwrap_or("").to_string())
+    } else {
+        Err(r.lines().next().unwrap_or("no answer").to_string())
     }
 }
 

@@ -285,6 +285,15 @@ pub enum ProxyCommand {
         /// Serving threads, each with its own event loop (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// A request head must arrive whole within this (slow heads get 408).
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        header_timeout: Duration,
+        /// The longest wait for the next bytes of a request body (then 408).
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        body_timeout: Duration,
+        /// How long a keep-alive connection may wait for its next request.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        idle_timeout: Duration,
         /// Also serve the admin API on this loopback address (needs --admin-token-file).
         #[arg(long, value_name = "ADDR", requires = "admin_token_file")]
         admin_listen: Option<std::net::SocketAddr>,

@@ -79,6 +79,9 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             drain_timeout,
             metrics,
             threads,
+            header_timeout,
+            body_timeout,
+            idle_timeout,
             admin_listen,
             admin_token_file,
         } => {
@@ -93,6 +96,11 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                 metrics,
                 admin_tcp,
                 threads,
+                timeouts: proxy::timeouts::Timeouts {
+                    header: header_timeout,
+                    body: body_timeout,
+                    idle: idle_timeout,
+                },
             };
             proxy::run(home, &opts).await
         }

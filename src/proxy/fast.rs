@@ -26,7 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::forward::{Attempt, Client, Failed, Own};
+use super::attempt::{Attempt, ClientFault, Failed};
+use super::forward::{Client, Own};
 use super::framing::{Chunked, Framing};
 use super::heads::{header, status_line, Parse, RequestHead, ResponseHead};
 use super::prefixed::Prefixed;
@@ -51,14 +52,19 @@ pub enum Ended {
 }
 
 /// Serves `stream` until it closes or needs hyper. `close_idle` turns true
-/// when the proxy closes its idle connections (the end of a drain).
+/// when the proxy closes its idle connections (the end of a drain). Every
+/// read from the client has a deadline (`timeouts`): the first byte of a
+/// request within the idle timeout, the rest of its head within the header
+/// timeout, each piece of its body within the body timeout.
 pub async fn serve(
     mut stream: TcpStream,
     client: &Client,
     close_idle: &mut watch::Receiver<bool>,
 ) -> Ended {
+    let timeouts = client.forwarder.timeouts;
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     loop {
+        let mut head_deadline = None;
         let head = loop {
             if !buf.is_empty() {
                 match RequestHead::parse(&buf, client) {
@@ -76,12 +82,21 @@ pub async fn serve(
                 tokio::select! {
                     biased;
                     _ = close_idle.wait_for(|closing| *closing) => return Ended::Closed,
-                    read = stream.read_buf(&mut buf) => read,
+                    read = tokio::time::timeout(timeouts.idle, stream.read_buf(&mut buf)) => read,
                 }
             } else {
-                stream.read_buf(&mut buf).await
+                let deadline = *head_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + timeouts.header);
+                let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+                if read.is_err() {
+                    // A head that never ends (slowloris): 408, then close.
+                    let _ = stream.write_all(REQUEST_TIMEOUT).await;
+                    close_gently(stream).await;
+                    return Ended::Closed;
+                }
+                read
             };
-            if !matches!(read, Ok(n) if n > 0) {
+            if !matches!(read, Ok(Ok(n)) if n > 0) {
                 return Ended::Closed;
             }
         };
@@ -95,6 +110,10 @@ pub async fn serve(
         }
     }
 }
+
+/// The answer to a request head that did not arrive in time.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n\
+    content-length: 40\r\nconnection: close\r\n\r\ncyan: the request head did not arrive\r\n\r\n";
 
 /// Closes after a last response: the write side first, then what the
 /// client still sends is read and dropped for a moment. Closing with
@@ -139,25 +158,33 @@ async fn forward(
         Err(own) => return answer(stream, &own, None, &head, keep_alive && unread == 0).await,
     };
     let started = Instant::now();
-    let timeout = Duration::from_millis(policy.response_timeout_ms);
-    let mut attempt = Attempt::new(claim, &policy, started);
+    let exchange = Exchange {
+        out: &out,
+        unread,
+        method_head: head.method_head,
+        // Sent again after a drop only if the method allows it and the
+        // whole request is in `out` (nothing streamed from the client).
+        replayable: head.idempotent && unread == 0,
+        response_timeout: Duration::from_millis(policy.response_timeout_ms),
+        body_timeout: forwarder.timeouts.body,
+    };
+    let mut attempt = Attempt::new(claim, &policy, started, exchange.replayable);
+    let mut body_sent = false;
     let (claim, (mut upstream, mut rbuf, response)) = loop {
-        let sent = send(
-            attempt.claim.conns(),
-            &out,
-            unread,
-            stream,
-            buf,
-            head.method_head,
-        );
-        let failed = match tokio::time::timeout(timeout, sent).await {
-            Ok(Ok(answered)) => break (attempt.answered(), answered),
-            Ok(Err(failed)) => failed,
-            Err(_) => Failed::Timeout(timeout),
+        let sent = exchange.send(attempt.claim.conns(), stream, buf, &mut body_sent);
+        let failed = match sent.await {
+            Ok(answered) => break (attempt.answered(), answered),
+            Err(failed) => failed,
         };
+        let client_gone = matches!(failed, Failed::Client(ClientFault::Gone));
         if let Err(own) = attempt.failed(failed) {
+            if client_gone {
+                return Ok(false);
+            }
+            // Unread body bytes would be taken for the next request: close.
+            let reusable = keep_alive && (unread == 0 || body_sent);
             let id = head.id.as_bytes();
-            return answer(stream, &own, Some(id), &head, keep_alive && unread == 0).await;
+            return answer(stream, &own, Some(id), &head, reusable).await;
         }
     };
     claim
@@ -182,52 +209,104 @@ async fn forward(
     Ok(keep_alive)
 }
 
-/// One try: sends the request on a stream to the claimed upstream and
-/// reads the response head (interim 1xx responses go to the client on the
-/// way). A pooled stream the upstream closed meanwhile is replaced once
-/// by a new one, when no body was streamed from the client yet.
-async fn send(
-    conns: &Conns,
-    out: &[u8],
+/// What one request sends to an upstream, and its deadlines.
+struct Exchange<'a> {
+    /// The request head and the body bytes already read.
+    out: &'a [u8],
+    /// Body bytes still to come from the client.
     unread: u64,
-    client: &mut TcpStream,
-    buf: &mut BytesMut,
     method_head: bool,
-) -> Result<(TcpStream, BytesMut, ResponseHead), Failed> {
-    let mut fresh_only = false;
-    'stream: loop {
-        let (mut upstream, pooled) = if fresh_only {
-            (conns.fresh_stream().await.map_err(Failed::Refused)?, false)
-        } else {
-            conns.stream().await.map_err(Failed::Refused)?
-        };
-        let may_retry = pooled && unread == 0;
-        if let Err(e) = upstream.write_all(out).await {
-            if may_retry {
-                fresh_only = true;
-                continue 'stream;
+    replayable: bool,
+    response_timeout: Duration,
+    body_timeout: Duration,
+}
+
+impl Exchange<'_> {
+    /// One try: sends the request on a stream to the claimed upstream and
+    /// reads the response head (interim 1xx responses go to the client on
+    /// the way). A pooled stream that the upstream closed before answering
+    /// is replaced once by a new one, if the request may be sent again.
+    /// `body_sent` turns true once the client's body has been read whole.
+    async fn send(
+        &self,
+        conns: &Conns,
+        client: &mut TcpStream,
+        buf: &mut BytesMut,
+        body_sent: &mut bool,
+    ) -> Result<(TcpStream, BytesMut, ResponseHead), Failed> {
+        let mut fresh_only = false;
+        loop {
+            let (mut upstream, pooled) = if fresh_only {
+                (conns.fresh_stream().await.map_err(Failed::Refused)?, false)
+            } else {
+                conns.stream().await.map_err(Failed::Refused)?
+            };
+            let dropped = |what: String| {
+                if pooled && self.replayable {
+                    None
+                } else {
+                    Some(Failed::Dropped(what))
+                }
+            };
+            let write = tokio::time::timeout(self.response_timeout, upstream.write_all(self.out));
+            match write.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => match dropped(format!("sending the request: {e}")) {
+                    Some(failed) => return Err(failed),
+                    None => {
+                        fresh_only = true;
+                        continue;
+                    }
+                },
+                Err(_) => return Err(Failed::Timeout(self.response_timeout)),
             }
-            return Err(Failed::Other(format!("sending the request: {e}")));
+            if self.unread > 0 {
+                self.copy_request_body(client, buf, &mut upstream).await?;
+            }
+            *body_sent = true;
+            match self.read_response(&mut upstream, client).await {
+                Ok(answered) => return Ok((upstream, answered.0, answered.1)),
+                Err(Unanswered::Dropped(why)) => match dropped(why) {
+                    Some(failed) => return Err(failed),
+                    None => fresh_only = true,
+                },
+                Err(Unanswered::Failed(failed)) => return Err(failed),
+            }
         }
-        if unread > 0 {
-            copy_request_body(client, buf, &mut upstream, unread).await?;
-        }
+    }
+
+    /// Reads the response head within the response timeout.
+    async fn read_response(
+        &self,
+        upstream: &mut TcpStream,
+        client: &mut TcpStream,
+    ) -> Result<(BytesMut, ResponseHead), Unanswered> {
+        let deadline = tokio::time::Instant::now() + self.response_timeout;
         let mut rbuf = BytesMut::with_capacity(READ_SIZE);
         loop {
-            let read = upstream.read_buf(&mut rbuf).await;
-            match read {
-                Ok(n) if n > 0 => {}
-                _ if may_retry && rbuf.is_empty() => {
-                    fresh_only = true;
-                    continue 'stream;
+            let read = tokio::time::timeout_at(deadline, upstream.read_buf(&mut rbuf)).await;
+            let why = match read {
+                Ok(Ok(n)) if n > 0 => None,
+                Ok(Ok(_)) => Some("the upstream closed the connection".to_string()),
+                Ok(Err(e)) => Some(format!("reading the response: {e}")),
+                Err(_) => {
+                    return Err(Unanswered::Failed(Failed::Timeout(
+                        self.response_timeout,
+                    )))
                 }
-                Ok(_) => return Err(Failed::Other("the upstream closed the connection".into())),
-                Err(e) => return Err(Failed::Other(format!("reading the response: {e}"))),
+            };
+            if let Some(why) = why {
+                return Err(match rbuf.is_empty() {
+                    true => Unanswered::Dropped(why),
+                    false => Unanswered::Failed(Failed::Broken(why)),
+                });
             }
-            while let Some(response) = ResponseHead::parse(&rbuf, method_head)? {
+            while let Some(response) =
+                ResponseHead::parse(&rbuf, self.method_head).map_err(Unanswered::Failed)?
+            {
                 rbuf.advance(response.len);
                 if !(100..200).contains(&response.status) {
-                    return Ok((upstream, rbuf, response));
+                    return Ok((rbuf, response));
                 }
                 // Interim (100 Continue, 103 Early Hints): passed on as is.
                 let mut interim = response.client_head;
@@ -235,42 +314,52 @@ async fn send(
                 client
                     .write_all(&interim)
                     .await
-                    .map_err(|e| Failed::Other(format!("the client went away: {e}")))?;
+                    .map_err(|_| Unanswered::Failed(Failed::Client(ClientFault::Gone)))?;
             }
             if rbuf.len() >= MAX_RESPONSE_HEAD {
-                return Err(Failed::Other("the response head is too large".into()));
+                return Err(Unanswered::Failed(Failed::Broken(
+                    "the response head is too large".into(),
+                )));
             }
             rbuf.reserve(READ_SIZE);
         }
     }
+
+    /// Copies the rest of a fixed-length request body from the client,
+    /// each read within the body timeout.
+    async fn copy_request_body(
+        &self,
+        client: &mut TcpStream,
+        buf: &mut BytesMut,
+        upstream: &mut TcpStream,
+    ) -> Result<(), Failed> {
+        let mut left = self.unread;
+        while left > 0 {
+            buf.reserve(READ_SIZE);
+            match tokio::time::timeout(self.body_timeout, client.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Err(Failed::Client(ClientFault::Gone)),
+                Err(_) => return Err(Failed::Client(ClientFault::Slow)),
+            }
+            let take = left.min(buf.len() as u64) as usize;
+            let write = tokio::time::timeout(self.response_timeout, upstream.write_all(&buf[..take]));
+            match write.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Failed::Broken(format!("sending the request body: {e}"))),
+                Err(_) => return Err(Failed::Timeout(self.response_timeout)),
+            }
+            buf.advance(take);
+            left -= take as u64;
+        }
+        Ok(())
+    }
 }
 
-/// Copies the rest of a fixed-length request body from the client.
-async fn copy_request_body(
-    client: &mut TcpStream,
-    buf: &mut BytesMut,
-    upstream: &mut TcpStream,
-    mut left: u64,
-) -> Result<(), Failed> {
-    while left > 0 {
-        buf.reserve(READ_SIZE);
-        match client.read_buf(buf).await {
-            Ok(n) if n > 0 => {}
-            _ => {
-                return Err(Failed::Other(
-                    "the client ended the request body early".into(),
-                ))
-            }
-        }
-        let take = left.min(buf.len() as u64) as usize;
-        upstream
-            .write_all(&buf[..take])
-            .await
-            .map_err(|e| Failed::Other(format!("sending the request body: {e}")))?;
-        buf.advance(take);
-        left -= take as u64;
-    }
-    Ok(())
+/// Why a try got no response head.
+enum Unanswered {
+    /// The connection ended before any byte of a response.
+    Dropped(String),
+    Failed(Failed),
 }
 
 /// Writes the response head and copies the body to the client. `true` if

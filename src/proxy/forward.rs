@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::attempt::{idempotent, Attempt, Failed};
+use super::client_body::ClientBody;
 use super::pool::Claim;
 use super::router::{normalize_host, Router};
 use super::state::{Maintenance, RequestPolicy};
+use super::timeouts::{Busy, BusyGuard, Timeouts};
 use super::tunnel;
 use super::upstream::{SendError, Sender};
 use bytes::Bytes;
@@ -34,6 +37,8 @@ pub struct Client {
     pub(crate) local: SocketAddr,
     /// Its IP, formatted once for `X-Forwarded-For`.
     pub(crate) ip: HeaderValue,
+    /// Requests of this connection in progress, for its idle deadline.
+    pub(crate) busy: Arc<Busy>,
 }
 
 impl Client {
@@ -42,6 +47,7 @@ impl Client {
             forwarder,
             local,
             ip: ip_header(peer),
+            busy: Arc::default(),
         }
     }
 
@@ -50,7 +56,8 @@ impl Client {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        self.forwarder.handle(req, &self).await
+        let busy = self.busy.enter();
+        self.forwarder.handle(req, &self, busy).await
     }
 }
 
@@ -103,14 +110,17 @@ pub struct Forwarder {
     /// next response (`Connection: close`), so a keep-alive client moves to
     /// a new connection instead of racing an idle close.
     pub closing: AtomicBool,
+    /// Deadlines on reads from clients.
+    pub timeouts: Timeouts,
 }
 
 impl Forwarder {
-    pub fn new(router: Arc<Router>, scheme: &'static str) -> Forwarder {
+    pub fn new(router: Arc<Router>, scheme: &'static str, timeouts: Timeouts) -> Forwarder {
         Forwarder {
             router,
             scheme,
             closing: AtomicBool::new(false),
+            timeouts,
         }
     }
 
@@ -181,14 +191,16 @@ impl Forwarder {
         &self,
         mut req: Request<Incoming>,
         client: &Client,
+        busy: BusyGuard,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        // The Host header as sent (HTTP/2: the authority); a clone shares its
-        // bytes, so `host` borrows nothing from the request.
-        let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The authority the request is for: an absolute-form target's (it
+        // wins over Host, RFC 9112 §3.2.2; HTTP/2's :authority), else the
+        // Host header. A clone shares its bytes, so `host` borrows nothing
+        // from the request.
+        let host_value = match request_authority(&req) {
+            Ok(h) => h,
+            Err(own) => return Ok(own.into_response()),
+        };
         let host = host_value.as_ref().and_then(|h| h.to_str().ok());
         let request_id = request_id(req.headers());
         let http1 = req.version() < hyper::Version::HTTP_2;
@@ -215,20 +227,44 @@ impl Forwarder {
         parts.version = hyper::Version::HTTP_11;
         let timeout = Duration::from_millis(policy.response_timeout_ms);
         origin_form(&mut parts.uri);
+        let (body, outcome) = ClientBody::new(body, self.timeouts.body);
+        // A request with no body to stream whose method allows it may be
+        // sent again after the upstream dropped it: its head is kept.
+        let replay = (outcome.is_none()
+            && upgrade.is_none()
+            && idempotent(parts.method.as_str().as_bytes()))
+        .then(|| parts.clone());
         // A refused connection gives the request back unsent, for the retry.
         let mut unsent = Some(Request::from_parts(parts, body));
-        let mut attempt = Attempt::new(claim, &policy, started);
+        let mut attempt = Attempt::new(claim, &policy, started, replay.is_some());
         let (claim, (mut resp, sender)) = loop {
-            let req = unsent.take().expect("the request is back for a retry");
+            let req = unsent
+                .take()
+                .or_else(|| replay.clone().map(|p| Request::from_parts(p, ClientBody::Empty)))
+                .expect("only a request that is back or kept is tried again");
             let failed = match tokio::time::timeout(timeout, attempt.claim.conns().send(req)).await
             {
                 Ok(Ok(sent)) => break (attempt.answered(), sent),
-                Err(_) => Failed::Timeout(timeout),
                 Ok(Err(SendError::Connect(e, req))) => {
                     unsent = Some(*req);
                     Failed::Refused(e)
                 }
-                Ok(Err(SendError::Failed(e))) => Failed::Other(e.to_string()),
+                Ok(Err(SendError::Failed(e))) => match outcome.as_ref().and_then(|o| o.fault()) {
+                    Some(fault) => Failed::Client(fault),
+                    None if dropped_unanswered(&e) => {
+                        Failed::Dropped(format!("closed without answering: {e}"))
+                    }
+                    None => Failed::Broken(e.to_string()),
+                },
+                // Still waiting for the client's body: the client is slow,
+                // not the upstream.
+                Err(_) => match outcome.as_ref() {
+                    Some(o) if !o.ended() => Failed::Client(
+                        o.fault()
+                            .unwrap_or(super::attempt::ClientFault::Slow),
+                    ),
+                    _ => Failed::Timeout(timeout),
+                },
             };
             if let Err(own) = attempt.failed(failed) {
                 let mut r = own.into_response();
@@ -269,82 +305,93 @@ impl Forwarder {
             inner: body,
             sender: Some(sender),
             claim,
+            _busy: busy,
         };
         Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
     }
 }
 
-/// Why no upstream response came.
-pub(crate) enum Failed {
-    /// No connection could be made, and nothing was sent: counts toward
-    /// passive health, and the request may go to another replica.
-    Refused(std::io::Error),
-    /// No response head within the route's response timeout: a 504.
-    Timeout(Duration),
-    /// The exchange failed after the request was (maybe) sent: a 502.
-    Other(String),
-}
-
-/// One request's tries at an upstream exchange: the claim it is on, and
-/// whether a refused connection may still go to another replica (once: a
-/// container that just died costs no request).
-pub(crate) struct Attempt<'p> {
-    pub claim: Claim,
-    policy: &'p RequestPolicy,
-    started: Instant,
-    retried: bool,
-}
-
-impl<'p> Attempt<'p> {
-    pub fn new(claim: Claim, policy: &'p RequestPolicy, started: Instant) -> Self {
-        Attempt {
-            claim,
-            policy,
-            started,
-            retried: false,
+/// Whether a failed exchange ended before any response: the upstream
+/// closed or reset the connection without answering.
+fn dropped_unanswered(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
         }
+        source = s.source();
     }
+    false
+}
 
-    /// The upstream answered: its failure streak ends.
-    pub fn answered(self) -> Claim {
-        self.claim.answered();
-        self.claim
+/// The authority a request is for, or the 400 (405 for `CONNECT`) that
+/// refuses it before it reaches any app (RFC 9112 §3.2 and §3.2.2):
+/// - an absolute-form target's authority wins over the Host header;
+/// - an HTTP/1.1 request needs exactly one Host header;
+/// - a Host must be a host (and port), not a path, user info or spaces;
+/// - `CONNECT` asks for a tunnel, which a reverse proxy does not make.
+fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Own> {
+    let bad = |why: &str| Own::text(StatusCode::BAD_REQUEST, format!("cyan: {why}\n"));
+    if req.method() == hyper::Method::CONNECT {
+        return Err(Own::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "cyan: CONNECT is not served: this is a reverse proxy\n".into(),
+        ));
     }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let sent = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
+    }
+    if sent.is_none() && req.version() == hyper::Version::HTTP_11 {
+        return Err(bad("an HTTP/1.1 request needs a Host header"));
+    }
+    if let Some(h) = sent.filter(|h| !valid_host(h.as_bytes())) {
+        return Err(bad(&format!("invalid Host header {h:?}")));
+    }
+    match req.uri().authority() {
+        Some(a) if valid_host(a.as_str().as_bytes()) => Ok(HeaderValue::from_str(a.as_str()).ok()),
+        Some(a) => Err(bad(&format!("invalid authority {:?}", a.as_str()))),
+        None => Ok(sent.cloned()),
+    }
+}
 
-    /// Counts a failed try. `Ok`: try again, on the new `claim`; `Err`: the
-    /// page for the client.
-    pub fn failed(&mut self, failed: Failed) -> Result<(), Own> {
-        let claim = &self.claim;
-        claim.pool().stats.record_failure(self.started.elapsed());
-        let (status, why) = match failed {
-            Failed::Refused(e) => {
-                claim.failed(self.policy);
-                if !self.retried {
-                    self.retried = true;
-                    if let Some(next) = claim.pool().claim(self.policy) {
-                        if next.addr() != claim.addr() {
-                            self.claim = next;
-                            return Ok(());
-                        }
-                    }
-                }
-                (StatusCode::BAD_GATEWAY, e.to_string())
-            }
-            Failed::Timeout(t) => {
-                claim.failed(self.policy);
-                (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("no response within {t:?}"),
+/// A Host value (RFC 9110 §7.2: `uri-host [ ":" port ]`): a reg-name of
+/// unreserved, percent-encoded and sub-delim characters, or a bracketed IP
+/// literal, then an optional port of digits. Empty is allowed (no
+/// authority). No user info, path, space or control character.
+pub(crate) fn valid_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().rposition(|&b| b == b':') {
+        Some(i) if !host[..i].contains(&b':') || host[..i].ends_with(b"]") => {
+            (&host[..i], &host[i + 1..])
+        }
+        _ => (host, &b""[..]),
+    };
+    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    let name_ok = match name {
+        [b'[', literal @ .., b']'] => literal
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V')),
+        _ => name.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
+                        | b'*' | b'+' | b',' | b';' | b'='
                 )
-            }
-            Failed::Other(e) => (StatusCode::BAD_GATEWAY, e),
-        };
-        tracing::warn!(upstream = %claim.addr(), %status, error = %why, "upstream request failed");
-        Err(Own::text(
-            status,
-            format!("cyan: upstream {} failed: {why}\n", claim.addr()),
-        ))
-    }
+        }),
+    };
+    port_ok && name_ok
 }
 
 /// A response cyan makes itself: an error page, or the maintenance page.
@@ -355,7 +402,7 @@ pub(crate) struct Own {
 }
 
 impl Own {
-    fn text(status: StatusCode, body: String) -> Own {
+    pub(crate) fn text(status: StatusCode, body: String) -> Own {
         Own {
             status,
             body,
@@ -500,15 +547,26 @@ pub(crate) fn connection_tokens<'a>(
 
 /// The headers `Connection` names beyond the standard hop-by-hop ones (its
 /// usual `keep-alive`, `close` or `upgrade` name nothing more to remove).
-/// `Host` is never one: the upstream gets the Host the request was routed
-/// by (found by the fuzz target: the fast path sent none).
+/// Never one of `NEVER_NAMED`.
 pub(crate) fn named_hop_by_hop<'a>(
     connection: impl IntoIterator<Item = &'a str>,
 ) -> impl Iterator<Item = &'a str> {
     connection_tokens(connection).filter(|t| {
-        !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("host") && !is_hop_by_hop(t)
+        !t.eq_ignore_ascii_case("close")
+            && !is_hop_by_hop(t)
+            && !NEVER_NAMED.iter().any(|n| t.eq_ignore_ascii_case(n))
     })
 }
+
+/// Headers a `Connection` token cannot remove:
+/// - `Content-Length` decides where the message ends: dropping it while
+///   framing by it let a body pass as a second, smuggled request (and a
+///   response lose its end);
+/// - `Host`: the upstream gets the Host the request was routed by (found by
+///   the fuzz target: the fast path sent none).
+///
+/// (`Transfer-Encoding` is hop-by-hop anyway: each side frames again.)
+const NEVER_NAMED: [&str; 2] = ["content-length", "host"];
 
 fn connection_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -599,6 +657,8 @@ pub struct Tracked {
     inner: Incoming,
     sender: Option<Sender>,
     claim: Claim,
+    /// The connection is busy until the body ends.
+    _busy: BusyGuard,
 }
 
 impl Drop for Tracked {

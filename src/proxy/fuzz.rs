@@ -81,7 +81,7 @@ fn fast_path(data: &[u8], split: usize) {
         let state = std::env::temp_dir().join("cyan-fuzz-never-written.json");
         let router = Router::restore(state).expect("an empty router");
         Client::new(
-            Arc::new(Forwarder::new(Arc::new(router), "http")),
+            Arc::new(Forwarder::new(Arc::new(router), "http", Default::default())),
             "127.0.0.1:80".parse().expect("an address"),
             "192.0.2.7:4000".parse().expect("an address"),
         )

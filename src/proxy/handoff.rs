@@ -99,6 +99,7 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
         .arg(&proxy.home.dir)
         .arg("--drain-timeout")
         .arg(humantime::format_duration(proxy.opts.drain).to_string())
+        .args(timeout_flags(&proxy.opts.timeouts))
         .args(
             proxy
                 .opts
@@ -246,4 +247,17 @@ mod tests {
         assert!(parse("127.0.0.1:8000").is_err());
         assert!(parse("nope=5").is_err());
     }
+}
+
+/// The flags that give a successor the same client deadlines.
+fn timeout_flags(t: &super::timeouts::Timeouts) -> [String; 6] {
+    let d = |d| humantime::format_duration(d).to_string();
+    [
+        "--header-timeout".into(),
+        d(t.header),
+        "--body-timeout".into(),
+        d(t.body),
+        "--idle-timeout".into(),
+        d(t.idle),
+    ]
 }

@@ -9,9 +9,10 @@ use std::ops::Range;
 
 use hyper::StatusCode;
 
+use super::attempt::{idempotent, Failed};
 use super::forward::{
-    connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, sane_request_id, Client,
-    Failed, MAX_REQUEST_ID,
+    connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, sane_request_id,
+    valid_host, Client, MAX_REQUEST_ID,
 };
 use super::framing::Framing;
 
@@ -69,6 +70,8 @@ pub(crate) struct RequestHead {
     pub(crate) host: Range<usize>,
     pub(crate) path: Range<usize>,
     pub(crate) method_head: bool,
+    /// Its method may be sent twice (RFC 9110 §9.2.2).
+    pub(crate) idempotent: bool,
     /// The client asked to close after this response.
     pub(crate) close: bool,
     pub(crate) id: RequestId,
@@ -105,7 +108,7 @@ impl RequestHead {
             let name = h.name;
             let is = |n: &str| name.eq_ignore_ascii_case(n);
             if is("host") {
-                if host.is_some() || std::str::from_utf8(h.value).is_err() {
+                if host.is_some() || !valid_host(h.value) {
                     return Parse::NotFast;
                 }
                 host = Some(h.value);
@@ -175,6 +178,7 @@ impl RequestHead {
             host: at(host),
             path: at(path.as_bytes()),
             method_head: method == "HEAD",
+            idempotent: idempotent(method.as_bytes()),
             close,
             id,
         })
@@ -223,7 +227,7 @@ impl ResponseHead {
     /// `None` until the head is complete.
     pub(crate) fn parse(buf: &[u8], method_head: bool) -> Result<Option<ResponseHead>, Failed> {
         let invalid =
-            |why: &str| Failed::Other(format!("invalid response from the upstream: {why}"));
+            |why: &str| Failed::Broken(format!("invalid response from the upstream: {why}"));
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         let len = match resp.parse(buf) {
@@ -321,7 +325,7 @@ mod tests {
         let state = std::env::temp_dir().join("cyan-fast-tests-never-written.json");
         let router = Arc::new(Router::restore(state).unwrap());
         let client = Client::new(
-            Arc::new(Forwarder::new(router, "http")),
+            Arc::new(Forwarder::new(router, "http", Default::default())),
             "127.0.0.1:80".parse().unwrap(),
             "10.1.2.3:5555".parse().unwrap(),
         );

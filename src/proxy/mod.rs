@@ -4,7 +4,11 @@
 //! listen address. Its parts, one concept each:
 //! - `router`: the ArcSwap'd table and the control side that changes it;
 //! - `pool`: upstreams, claims (in-flight counting) and per-color counters;
-//! - `forward`: the request path;
+//! - `forward`: the request path; `attempt`: its tries at an upstream and
+//!   who is to blame for a failure (client or upstream);
+//! - `fast`, `heads`, `framing`, `prefixed`: the HTTP/1.1 fast path;
+//! - `timeouts`: deadlines on every read from a client; `client_body`: a
+//!   request body on hyper's path, read under its deadline;
 //! - `admin` / `api` / `client`: the admin API; `admin_listen`: its Unix
 //!   socket and optional token-guarded loopback TCP listener;
 //! - `state`: the state file, written atomically, restored before listening;
@@ -19,8 +23,10 @@ pub mod active;
 pub mod admin;
 pub mod admin_listen;
 pub mod api;
+pub mod attempt;
 pub mod boot;
 pub mod client;
+pub mod client_body;
 pub mod fast;
 pub mod forward;
 pub mod framing;
@@ -32,6 +38,7 @@ pub mod pool;
 pub mod prefixed;
 pub mod router;
 pub mod state;
+pub mod timeouts;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
@@ -45,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -54,6 +61,7 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use forward::{Client, Forwarder};
 use router::Router;
+use timeouts::IdleDeadline;
 
 /// The proxy's folder: admin socket, state file, log, process lock.
 #[derive(Debug, Clone)]
@@ -121,6 +129,8 @@ pub struct RunOptions {
     pub admin_tcp: Option<admin_listen::TcpAdmin>,
     /// Serving threads (default: one per core).
     pub threads: Option<usize>,
+    /// Deadlines on reads from clients.
+    pub timeouts: timeouts::Timeouts,
 }
 
 /// How long a client gets to finish its TLS handshake.
@@ -265,8 +275,14 @@ impl Proxy {
             let tls = tls.clone();
             let mut close_idle = self.close_idle.local().1.subscribe();
             tokio::spawn(async move {
+                let timeouts = forwarder.timeouts;
                 let client = Arc::new(Client::new(forwarder, local, peer));
-                let builder = auto::Builder::new(TokioExecutor::new());
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(timeouts.header);
+                let busy = client.busy.clone();
                 let served = match tls {
                     // The fast path first; hyper for what it hands over.
                     None => {
@@ -274,6 +290,7 @@ impl Proxy {
                             fast::Ended::Closed => return,
                             fast::Ended::HandOff(io) => io,
                         };
+                        let io = IdleDeadline::new(io, timeouts.idle, busy);
                         let svc = service_fn(move |req| client.clone().forward(req));
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                         watcher.watch(conn).await
@@ -288,9 +305,9 @@ impl Proxy {
                             }
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                         };
+                        let io = IdleDeadline::new(stream, timeouts.idle, busy);
                         let svc = service_fn(move |req| client.clone().forward(req));
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                         watcher.watch(conn).await
                     }
                 };
@@ -315,6 +332,10 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
     home.create()
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
     let lock_file = lock_process(home)?;
+    match timeouts::raise_open_files_limit() {
+        Ok(n) => tracing::info!(open_files = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let threads = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -326,8 +347,8 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
     );
     let (stop, _) = watch::channel(false);
     let proxy = Arc::new(Proxy {
-        forwarder: Arc::new(Forwarder::new(router.clone(), "http")),
-        forwarder_tls: Arc::new(Forwarder::new(router.clone(), "https")),
+        forwarder: Arc::new(Forwarder::new(router.clone(), "http", opts.timeouts)),
+        forwarder_tls: Arc::new(Forwarder::new(router.clone(), "https", opts.timeouts)),
         router,
         listeners: Mutex::new(HashMap::new()),
         graceful: Mutex::new(Some(GracefulShutdown::new())),

@@ -265,10 +265,17 @@ impl ColorStats {
         shard.latency_buckets[bucket].fetch_add(1, Relaxed);
     }
 
-    /// The proxy could not get a response from an upstream (counted as a 502 too).
-    pub fn record_failure(&self, latency: Duration) {
+    /// The proxy could not get a response from an upstream, and answered
+    /// the client `status` (502 or 504) itself.
+    pub fn record_failure(&self, status: u16, latency: Duration) {
+        self.record_failed_try();
+        self.record(status, latency);
+    }
+
+    /// A try at an upstream failed and the request went on to another
+    /// replica: a failure of the color, but no answer to count.
+    pub fn record_failed_try(&self) {
         self.shard().failed.fetch_add(1, Relaxed);
-        self.record(502, latency);
     }
 
     pub fn snapshot(&self, inflight: u64, ejected: Vec<SocketAddr>) -> StatsView {
@@ -445,16 +452,21 @@ mod tests {
         let s = ColorStats::default();
         s.record(200, Duration::from_millis(2));
         s.record(503, Duration::from_millis(4));
-        s.record_failure(Duration::from_millis(6));
+        s.record_failure(504, Duration::from_millis(6));
+        s.record_failed_try();
         let v = s.snapshot(0, Vec::new());
         assert_eq!(
             (v.requests, v.status_2xx, v.status_5xx, v.upstream_failures),
-            (3, 1, 2, 1)
+            (3, 1, 2, 2),
+            "a failed try that went on to another replica is no answer"
         );
         assert!((v.mean_latency_ms - 4.0).abs() < 0.01);
         assert_eq!(v.p50_latency_ms, 5.0, "the bucket holding 4 ms");
         assert_eq!(v.p99_latency_ms, 10.0, "the bucket holding 6 ms");
         assert_eq!(v.latency_buckets[2], (2.5, 1), "cumulative counts");
         assert_eq!(v.latency_buckets[4], (10.0, 3));
+        s.record(499, Duration::from_millis(1));
+        let v = s.snapshot(0, Vec::new());
+        assert_eq!((v.status_4xx, v.status_5xx), (1, 2), "a client that left is a 4xx");
     }
 }

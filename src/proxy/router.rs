@@ -85,22 +85,35 @@ impl Table {
     }
 }
 
-/// Lowercases a Host header and drops its port. A normalized host is a
-/// fixed point (the fuzz target checks it).
+/// Lowercases a Host header and drops its port and a trailing dot. A
+/// normalized host is a fixed point (the fuzz target checks it).
 pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let host = host.trim_ascii();
-    let without_port = if host.starts_with('[') {
-        host.find(']').map_or(host, |end| &host[..=end])
-    } else {
-        match host.rsplit_once(':') {
-            Some((h, port)) if !h.contains(':') && port.bytes().all(|c| c.is_ascii_digit()) => h,
-            _ => host,
+    // Port and dot off until nothing changes: `a:80.` and `a.:80` are `a`.
+    let mut host = host;
+    loop {
+        let next = strip_port(host.trim_ascii())
+            .trim_ascii()
+            .trim_end_matches('.');
+        if next.len() == host.len() {
+            break;
         }
-    };
-    let host = without_port.trim_ascii();
+        host = next;
+    }
     match host.bytes().any(|b| b.is_ascii_uppercase()) {
         true => Cow::Owned(host.to_ascii_lowercase()),
         false => Cow::Borrowed(host),
+    }
+}
+
+/// A host without its `:port` (an IP literal keeps its brackets); a fully
+/// qualified name's trailing dot is taken off by the caller.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
     }
 }
 
@@ -381,6 +394,9 @@ mod tests {
         assert_eq!(normalize_host("Web.Localhost:8000"), "web.localhost");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
         assert_eq!(normalize_host("example.com"), "example.com");
+        assert_eq!(normalize_host("Web.Localhost."), "web.localhost", "a trailing dot");
+        assert_eq!(normalize_host("web.localhost.:8000"), "web.localhost");
+        assert_eq!(normalize_host("a:80."), "a");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+
+use super::client_body::ClientBody;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -24,12 +26,12 @@ use super::workers::PerThread;
 const MAX_IDLE: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<ClientBody>;
 
 /// Why a request could not be sent.
 pub enum SendError {
     /// No connection could be made; the request comes back unsent.
-    Connect(std::io::Error, Box<Request<Incoming>>),
+    Connect(std::io::Error, Box<Request<ClientBody>>),
     /// The connection failed after the request was (maybe) sent.
     Failed(hyper::Error),
 }
@@ -62,7 +64,7 @@ impl Conns {
     /// `checkin` once the response body has ended.
     pub async fn send(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
     ) -> Result<(hyper::Response<Incoming>, Sender), SendError> {
         // A pooled connection may have been closed by the upstream; then the
         // request comes back unsent and goes out once more on a new one.

@@ -1,0 +1,205 @@
+//! One request's tries at an upstream, and who is to blame when one fails.
+//!
+//! Every failure is booked on exactly one side, and the same way by the
+//! answer, the color's counters (and so `verify` and the metrics) and
+//! passive health:
+//! - **the client's** (`ClientFault`): a request body that ends early,
+//!   stops arriving, or breaks its chunked framing. Answered 400 or 408, or
+//!   logged as 499 when the client left; counted as a 4xx; never a failure
+//!   of the color, never toward ejecting a replica. Otherwise one anonymous
+//!   client could fail a verify (and roll back a healthy release) or eject
+//!   healthy replicas by its own behaviour.
+//! - **the upstream's**: refused, closed before answering, too slow, or an
+//!   invalid response. Answered 502 or 504 and counted as a failure of the
+//!   color; the connect-class ones (refused, closed before any byte, too
+//!   slow) count toward ejection.
+//!
+//! A request that may have reached an app is sent again only if its method
+//! is idempotent (RFC 9110 §9.2.2) and nothing of its body was streamed:
+//! a refused connection (nothing sent) may go to another replica whatever
+//! the method, a dropped one only then.
+
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+
+use super::forward::Own;
+use super::pool::Claim;
+use super::state::RequestPolicy;
+
+/// Why no upstream response came.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// No connection could be made: nothing was sent.
+    Refused(std::io::Error),
+    /// The upstream closed or reset the connection before any byte of a
+    /// response. With Docker's userland proxy this is also what a replica
+    /// that stopped listening looks like: the engine accepts, then closes.
+    Dropped(String),
+    /// No response head within the route's response timeout, counted from
+    /// the end of the request body.
+    Timeout(Duration),
+    /// The exchange broke once the upstream was answering, or the response
+    /// was invalid.
+    Broken(String),
+    /// The client's fault, not the upstream's.
+    Client(ClientFault),
+}
+
+/// What a client did wrong while its request was being forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// It closed or reset its connection before its request was whole:
+    /// logged as 499 (nginx's "client closed request"), as nobody is left to
+    /// answer.
+    Gone,
+    /// Its request body stopped arriving for longer than the body timeout: 408.
+    Slow,
+    /// Its request body broke its framing (an invalid chunk): 400.
+    Malformed,
+}
+
+impl ClientFault {
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            ClientFault::Gone => StatusCode::from_u16(499).expect("499 is a valid status"),
+            ClientFault::Slow => StatusCode::REQUEST_TIMEOUT,
+            ClientFault::Malformed => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn why(self) -> &'static str {
+        match self {
+            ClientFault::Gone => "the client closed the connection before its request was whole",
+            ClientFault::Slow => "the request body stopped arriving",
+            ClientFault::Malformed => "the request body's framing is invalid",
+        }
+    }
+}
+
+/// Whether a request with this method may be sent twice (RFC 9110 §9.2.2).
+pub(crate) fn idempotent(method: &[u8]) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .iter()
+    .any(|m| m.as_str().as_bytes() == method)
+}
+
+/// One request's tries at an upstream exchange: the claim it is on, and
+/// whether it may still go to another replica (once: a container that just
+/// died costs no request).
+pub(crate) struct Attempt<'p> {
+    pub claim: Claim,
+    policy: &'p RequestPolicy,
+    started: Instant,
+    retried: bool,
+    /// Idempotent, with nothing of its body streamed: may be sent again.
+    replayable: bool,
+}
+
+impl<'p> Attempt<'p> {
+    pub fn new(claim: Claim, policy: &'p RequestPolicy, started: Instant, replayable: bool) -> Self {
+        Attempt {
+            claim,
+            policy,
+            started,
+            retried: false,
+            replayable,
+        }
+    }
+
+    /// The upstream answered: its failure streak ends.
+    pub fn answered(self) -> Claim {
+        self.claim.answered();
+        self.claim
+    }
+
+    /// Books a failed try on the side at fault. `Ok`: try again, on the new
+    /// `claim`; `Err`: the page for the client (already counted).
+    pub fn failed(&mut self, failed: Failed) -> Result<(), Own> {
+        let elapsed = self.started.elapsed();
+        let (status, why) = match failed {
+            Failed::Client(fault) => {
+                let stats = &self.claim.pool().stats;
+                stats.record(fault.status().as_u16(), elapsed);
+                tracing::debug!(upstream = %self.claim.addr(), status = %fault.status(), why = fault.why(), "client fault");
+                return Err(Own::text(fault.status(), format!("cyan: {}\n", fault.why())));
+            }
+            Failed::Refused(e) => {
+                self.claim.failed(self.policy);
+                if self.retry_elsewhere(true) {
+                    return Ok(());
+                }
+                (StatusCode::BAD_GATEWAY, e.to_string())
+            }
+            Failed::Dropped(why) => {
+                self.claim.failed(self.policy);
+                if self.retry_elsewhere(self.replayable) {
+                    return Ok(());
+                }
+                (StatusCode::BAD_GATEWAY, why)
+            }
+            Failed::Timeout(t) => {
+                self.claim.failed(self.policy);
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("no response within {t:?}"),
+                )
+            }
+            Failed::Broken(why) => (StatusCode::BAD_GATEWAY, why),
+        };
+        let claim = &self.claim;
+        claim.pool().stats.record_failure(status.as_u16(), elapsed);
+        tracing::warn!(upstream = %claim.addr(), %status, error = %why, "upstream request failed");
+        Err(Own::text(
+            status,
+            format!("cyan: upstream {} failed: {why}\n", claim.addr()),
+        ))
+    }
+
+    /// Moves the request to another replica, once, when `allowed`; the try
+    /// that failed counts as a failed try of the color, not as an answer.
+    fn retry_elsewhere(&mut self, allowed: bool) -> bool {
+        if !allowed || self.retried {
+            return false;
+        }
+        self.retried = true;
+        let Some(next) = self.claim.pool().claim(self.policy) else {
+            return false;
+        };
+        if next.addr() == self.claim.addr() {
+            return false;
+        }
+        self.claim.pool().stats.record_failed_try();
+        self.claim = next;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_idempotent_methods_may_be_sent_twice() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(idempotent(m.as_bytes()), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "get", "LOCK"] {
+            assert!(!idempotent(m.as_bytes()), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_clients_fault_is_a_4xx_or_499() {
+        assert_eq!(ClientFault::Gone.status().as_u16(), 499);
+        assert_eq!(ClientFault::Slow.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(ClientFault::Malformed.status(), StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,164 @@
+//! A client's request body on hyper's path, as it goes to the upstream:
+//! each read from the client has a deadline (the body timeout, between two
+//! frames), and when the body fails, the request knows it was the client's
+//! fault (`attempt::ClientFault`) and not the upstream's, whose connection
+//! merely carried the error.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::Sleep;
+
+use super::attempt::ClientFault;
+
+/// What became of a body that is being sent: still being read (0), ended,
+/// or failed by the client. Shared between the body (on the upstream
+/// connection's task) and the request that waits for the response.
+#[derive(Default)]
+pub(crate) struct BodyOutcome(AtomicU8);
+
+const ENDED: u8 = 1;
+const GONE: u8 = 2;
+const SLOW: u8 = 3;
+const MALFORMED: u8 = 4;
+
+impl BodyOutcome {
+    /// The client's fault, if its body failed.
+    pub(crate) fn fault(&self) -> Option<ClientFault> {
+        match self.0.load(Ordering::Acquire) {
+            GONE => Some(ClientFault::Gone),
+            SLOW => Some(ClientFault::Slow),
+            MALFORMED => Some(ClientFault::Malformed),
+            _ => None,
+        }
+    }
+
+    /// The whole body has been read from the client.
+    pub(crate) fn ended(&self) -> bool {
+        self.0.load(Ordering::Acquire) == ENDED
+    }
+
+    fn set(&self, to: u8) {
+        self.0.store(to, Ordering::Release);
+    }
+}
+
+/// A request body for the upstream: none, or the client's, read under a
+/// deadline.
+pub enum ClientBody {
+    Empty,
+    Streamed(Box<Streamed>),
+}
+
+pub struct Streamed {
+    inner: Incoming,
+    timeout: Duration,
+    /// Armed while a read waits; reset by every frame.
+    sleep: Option<Pin<Box<Sleep>>>,
+    outcome: Arc<BodyOutcome>,
+}
+
+impl ClientBody {
+    /// Wraps a client's body; `None` with it when there is none to read.
+    pub(crate) fn new(inner: Incoming, timeout: Duration) -> (ClientBody, Option<Arc<BodyOutcome>>) {
+        if inner.is_end_stream() {
+            return (ClientBody::Empty, None);
+        }
+        let outcome = Arc::new(BodyOutcome::default());
+        let body = Streamed {
+            inner,
+            timeout,
+            sleep: None,
+            outcome: outcome.clone(),
+        };
+        (ClientBody::Streamed(Box::new(body)), Some(outcome))
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let ClientBody::Streamed(s) = self.get_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut s.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                s.sleep = None;
+                if s.inner.is_end_stream() {
+                    s.outcome.set(ENDED);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                s.outcome.set(ENDED);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let gone = client_left(&e);
+                s.outcome.set(if gone { GONE } else { MALFORMED });
+                Poll::Ready(Some(Err(io::Error::other(e))))
+            }
+            Poll::Pending => {
+                let timeout = s.timeout;
+                let sleep = s
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(sleep.as_mut().poll(cx));
+                s.outcome.set(SLOW);
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the request body stopped arriving",
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Streamed(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Streamed(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+/// Whether a body error means the client went away (closed or reset before
+/// the end), rather than sent something invalid.
+fn client_left(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            );
+        }
+        source = s.source();
+    }
+    false
+}

@@ -1,0 +1,1248 @@
+//! The proxy as an internet edge: the real `cyan proxy run` process in
+//! front of recording upstreams on 127.0.0.1 that parse HTTP/1.1 themselves
+//! and keep every request head and body they read. Each test sends raw bytes
+//! a hostile or broken client (or upstream) would, and checks both what the
+//! client got and exactly what reached the upstream: message framing
+//! (RFC 9112 §6), Host (RFC 9112 §3.2), no replays of non-idempotent
+//! requests (RFC 9110 §9.2.2), and upstreams that close before any byte.
+
+mod util;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cyan::proxy::api::RouteSpec;
+use cyan::proxy::pool::StatsView;
+use cyan::proxy::state::RoutePolicy;
+use cyan::release::Color;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use util::proxy::TestProxy;
+
+/// What a recording upstream answers by default.
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+/// How long a client waits for one response.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after the client's answer the upstream may still record.
+const SETTLE: Duration = Duration::from_millis(150);
+
+// ---------------------------------------------------------------------------
+// HTTP/1.1 parsing shared by the recording upstream and the raw client.
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The values of every `name` header in `head`, trimmed, in order.
+fn header_values(head: &[u8], name: &str) -> Vec<String> {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+enum Chunks {
+    Partial,
+    Invalid(String),
+    Whole { body: Vec<u8>, used: usize },
+}
+
+/// Decodes a chunked body at the start of `buf` (RFC 9112 §7.1).
+fn dechunk(buf: &[u8]) -> Chunks {
+    let mut body = Vec::new();
+    let mut i = 0;
+    loop {
+        let Some(eol) = find(&buf[i..], b"\r\n") else {
+            return match buf.len() - i > 128 {
+                true => Chunks::Invalid("chunk-size line too long".into()),
+                false => Chunks::Partial,
+            };
+        };
+        let line = &buf[i..i + eol];
+        let size = line.split(|&b| b == b';').next().unwrap_or_default();
+        let size = String::from_utf8_lossy(size);
+        let size = size.trim_matches([' ', '\t']);
+        if size.is_empty() || size.len() > 16 || !size.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Chunks::Invalid(format!("chunk size {size:?}"));
+        }
+        let size = u64::from_str_radix(size, 16).unwrap() as usize;
+        i += eol + 2;
+        if size == 0 {
+            loop {
+                let Some(eol) = find(&buf[i..], b"\r\n") else {
+                    return Chunks::Partial;
+                };
+                i += eol + 2;
+                if eol == 0 {
+                    return Chunks::Whole { body, used: i };
+                }
+            }
+        }
+        if buf.len() - i < size.saturating_add(2) {
+            return Chunks::Partial;
+        }
+        body.extend_from_slice(&buf[i..i + size]);
+        if &buf[i + size..i + size + 2] != b"\r\n" {
+            return Chunks::Invalid("no CRLF after chunk data".into());
+        }
+        i += size + 2;
+    }
+}
+
+enum Take {
+    Partial,
+    Whole {
+        head: Vec<u8>,
+        body: Vec<u8>,
+        used: usize,
+    },
+    /// A whole head whose body framing the upstream cannot follow.
+    Bad { head: Vec<u8>, why: String },
+}
+
+/// One request from the start of `buf`, framed as a lenient origin server
+/// would: Transfer-Encoding over Content-Length, a list of equal lengths
+/// taken as one.
+fn take_request(buf: &[u8]) -> Take {
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return Take::Partial;
+    };
+    let head = buf[..end + 4].to_vec();
+    let rest = &buf[end + 4..];
+    let te = header_values(&head, "transfer-encoding");
+    let cl = header_values(&head, "content-length");
+    if !te.is_empty() {
+        let codings = te.join(",");
+        let last = codings.rsplit(',').next().unwrap_or_default();
+        if !last.trim().eq_ignore_ascii_case("chunked") {
+            let why = format!("transfer-encoding {codings:?}");
+            return Take::Bad { head, why };
+        }
+        return match dechunk(rest) {
+            Chunks::Partial => Take::Partial,
+            Chunks::Invalid(why) => Take::Bad { head, why },
+            Chunks::Whole { body, used } => Take::Whole {
+                head,
+                body,
+                used: end + 4 + used,
+            },
+        };
+    }
+    let lens: Vec<Result<usize, _>> = cl
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().parse::<usize>())
+        .collect();
+    let n = match lens.first() {
+        None => 0,
+        Some(Ok(n)) if lens.iter().all(|l| l.as_ref() == Ok(n)) => *n,
+        Some(_) => {
+            let why = format!("content-length {cl:?}");
+            return Take::Bad { head, why };
+        }
+    };
+    match rest.len() < n {
+        true => Take::Partial,
+        false => Take::Whole {
+            head,
+            body: rest[..n].to_vec(),
+            used: end + 4 + n,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The recording upstream.
+
+/// One request as the upstream read it.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// Which of the upstream's connections it came on, from 0.
+    conn: usize,
+    head: Vec<u8>,
+    /// Decoded: without chunked framing.
+    body: Vec<u8>,
+    /// Why the upstream could not frame its body, if it could not (it then
+    /// closed the connection unanswered).
+    bad: Option<String>,
+}
+
+impl Seen {
+    fn start_line(&self) -> String {
+        let head = String::from_utf8_lossy(&self.head);
+        head.split("\r\n").next().unwrap_or_default().to_string()
+    }
+
+    fn headers(&self, name: &str) -> Vec<String> {
+        header_values(&self.head, name)
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    requests: Vec<Seen>,
+    /// Per connection: bytes read that are not (yet) a whole request.
+    pending: Vec<Vec<u8>>,
+    connections: usize,
+    bytes: usize,
+}
+
+type Reply = Arc<dyn Fn(&Seen) -> Option<Vec<u8>> + Send + Sync>;
+
+/// A raw HTTP/1.1 server that records every request and answers each with
+/// what `reply` returns for it (`None`: close the connection unanswered).
+#[derive(Clone)]
+struct Upstream {
+    addr: SocketAddr,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        Self::answering(OK).await
+    }
+
+    async fn answering(response: &'static [u8]) -> Upstream {
+        Self::with(move |_| Some(response.to_vec())).await
+    }
+
+    async fn with(reply: impl Fn(&Seen) -> Option<Vec<u8>> + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = Upstream {
+            addr: listener.local_addr().unwrap(),
+            log: Arc::default(),
+        };
+        let log = up.log.clone();
+        let reply: Reply = Arc::new(reply);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let conn = {
+                    let mut l = log.lock().unwrap();
+                    l.connections += 1;
+                    l.pending.push(Vec::new());
+                    l.connections - 1
+                };
+                tokio::spawn(serve_recorded(stream, conn, log.clone(), reply.clone()));
+            }
+        });
+        up
+    }
+
+    fn requests(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().requests.clone()
+    }
+
+    fn bytes(&self) -> usize {
+        self.log.lock().unwrap().bytes
+    }
+
+    /// Bytes left over on each connection that are not a whole request.
+    fn pending(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.pending
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    /// What it received, for failure messages.
+    fn report(&self) -> String {
+        let log = self.log.lock().unwrap();
+        let mut out = format!(
+            "upstream got {} bytes on {} connections, {} requests",
+            log.bytes,
+            log.connections,
+            log.requests.len()
+        );
+        for r in &log.requests {
+            out += &format!(
+                "\n  [conn {}] {:?} body {:?}{}",
+                r.conn,
+                String::from_utf8_lossy(&r.head),
+                String::from_utf8_lossy(&r.body),
+                r.bad
+                    .as_ref()
+                    .map_or(String::new(), |b| format!(" (unframeable: {b})"))
+            );
+        }
+        for p in log.pending.iter().filter(|p| !p.is_empty()) {
+            out += &format!("\n  left over: {:?}", String::from_utf8_lossy(p));
+        }
+        out
+    }
+}
+
+async fn serve_recorded(mut s: TcpStream, conn: usize, log: Arc<Mutex<Log>>, reply: Reply) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        loop {
+            let (seen, used) = match take_request(&buf) {
+                Take::Partial => break,
+                Take::Whole { head, body, used } => {
+                    let seen = Seen {
+                        conn,
+                        head,
+                        body,
+                        bad: None,
+                    };
+                    (seen, used)
+                }
+                Take::Bad { head, why } => {
+                    let used = head.len();
+                    let seen = Seen {
+                        conn,
+                        head,
+                        body: Vec::new(),
+                        bad: Some(why),
+                    };
+                    (seen, used)
+                }
+            };
+            buf.drain(..used);
+            {
+                let mut l = log.lock().unwrap();
+                l.requests.push(seen.clone());
+                l.pending[conn] = buf.clone();
+            }
+            if seen.bad.is_some() {
+                return;
+            }
+            match reply(&seen) {
+                Some(r) => {
+                    if s.write_all(&r).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            }
+        }
+        log.lock().unwrap().pending[conn] = buf.clone();
+        let n = match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        log.lock().unwrap().bytes += n;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A replica that accepts each connection and closes it at once without
+/// reading (with `reset`: an RST, by SO_LINGER 0), as docker-proxy does
+/// when the app behind it stopped listening.
+async fn closing_upstream(reset: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            if reset {
+                let _ = stream.set_linger(Some(Duration::ZERO));
+            }
+            drop(stream);
+        }
+    });
+    addr
+}
+
+// ---------------------------------------------------------------------------
+// The raw client.
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn headers(&self, name: &str) -> Vec<String> {
+        header_values(self.head.as_bytes(), name)
+    }
+
+    fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One response from the start of `buf`; `eof`: nothing more will come.
+fn take_response(buf: &[u8], eof: bool) -> Option<(Resp, usize)> {
+    let end = find(buf, b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(0);
+    let rest = &buf[end + 4..];
+    let resp = |body: &[u8]| Resp {
+        status,
+        head: head.clone(),
+        body: body.to_vec(),
+    };
+    if (100..200).contains(&status) || status == 204 || status == 304 {
+        return Some((resp(b""), end + 4));
+    }
+    let te = header_values(head.as_bytes(), "transfer-encoding");
+    let cl = header_values(head.as_bytes(), "content-length");
+    if te.iter().any(|v| v.to_ascii_lowercase().contains("chunked")) {
+        return match dechunk(rest) {
+            Chunks::Whole { body, used } => Some((resp(&body), end + 4 + used)),
+            Chunks::Invalid(_) => Some((resp(rest), buf.len())),
+            Chunks::Partial if eof => Some((resp(rest), buf.len())),
+            Chunks::Partial => None,
+        };
+    }
+    if let Some(n) = cl.first().and_then(|v| v.parse::<usize>().ok()) {
+        return match rest.len() >= n {
+            true => Some((resp(&rest[..n]), end + 4 + n)),
+            false if eof => Some((resp(rest), buf.len())),
+            false => None,
+        };
+    }
+    // Delimited by the close.
+    eof.then(|| (resp(rest), buf.len()))
+}
+
+/// A client connection to the proxy that writes raw bytes and reads
+/// responses one at a time.
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Conn {
+        Conn {
+            s: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Writes `bytes`; the proxy may have closed already, which the next
+    /// response shows.
+    async fn send(&mut self, bytes: &[u8]) {
+        let _ = self.s.write_all(bytes).await;
+    }
+
+    async fn shutdown_write(&mut self) {
+        let _ = self.s.shutdown().await;
+    }
+
+    /// The next final response (interim 1xx ones skipped), or `None` when
+    /// the connection closed or nothing came within `RESPONSE_TIMEOUT`.
+    async fn response(&mut self) -> Option<Resp> {
+        let deadline = tokio::time::Instant::now() + RESPONSE_TIMEOUT;
+        loop {
+            if let Some((resp, used)) = take_response(&self.buf, self.eof) {
+                self.buf.drain(..used);
+                if (100..200).contains(&resp.status) {
+                    continue;
+                }
+                return Some(resp);
+            }
+            if self.eof {
+                return None;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => self.eof = true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// One request on a new connection, and its response.
+async fn exchange(addr: &str, request: &[u8]) -> Option<Resp> {
+    let mut c = Conn::open(addr).await;
+    c.send(request).await;
+    c.response().await
+}
+
+/// The status line of a response, for failure messages.
+fn line(r: &Option<Resp>) -> String {
+    match r {
+        Some(r) => r.head.split("\r\n").next().unwrap_or_default().to_string(),
+        None => "no response".into(),
+    }
+}
+
+fn status(r: &Option<Resp>) -> u16 {
+    r.as_ref().map_or(0, |r| r.status)
+}
+
+// ---------------------------------------------------------------------------
+// Proxy set-up.
+
+/// A proxy with `app` (`{app}.localhost`, and the proxy's listen address)
+/// live on blue at `upstreams`, default policy.
+async fn edge(tag: &str, app: &str, upstreams: Vec<SocketAddr>) -> TestProxy {
+    let proxy = TestProxy::start(tag).await;
+    proxy
+        .route(app, RoutePolicy::default(), upstreams, vec![])
+        .await;
+    proxy
+}
+
+/// Routes `app` by its host `{app}.localhost` only, on no listen address
+/// of its own.
+async fn route_by_host(proxy: &TestProxy, app: &str, upstreams: Vec<SocketAddr>) {
+    let spec = RouteSpec {
+        hosts: vec![format!("{app}.localhost")],
+        listen: None,
+        path_prefix: None,
+        policy: RoutePolicy::default(),
+        tls: None,
+    };
+    proxy.admin().put_route(app, &spec).await.unwrap();
+    proxy.switch(app, Color::Blue, Some(upstreams)).await;
+}
+
+/// The live (blue) color's counters, once no request is in flight (or
+/// after a second).
+async fn blue_stats(proxy: &TestProxy, app: &str) -> StatsView {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let view = proxy.admin().route(app).await.unwrap().unwrap();
+        let stats = view.stats[&Color::Blue].clone();
+        if stats.inflight == 0 || Instant::now() > deadline {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends each `(name, request)` on a new connection with a fresh upstream
+/// behind `app`, and returns a line for each one that did not get a 400
+/// with nothing at the upstream.
+async fn refused(proxy: &TestProxy, app: &str, cases: &[(&str, Vec<u8>)]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (name, request) in cases {
+        let up = Upstream::start().await;
+        proxy.switch(app, Color::Blue, Some(vec![up.addr])).await;
+        let r = exchange(&proxy.addr(), request).await;
+        tokio::time::sleep(SETTLE).await;
+        if status(&r) != 400 || up.bytes() != 0 {
+            wrong.push(format!("{name}: client got {:?}; {}", line(&r), up.report()));
+        }
+    }
+    wrong
+}
+
+fn assert_all_right(wrong: &[String]) {
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+/// The upstream saw no request it was not sent on purpose: none whose
+/// start line contains `marker`, and no bytes left over past the last
+/// whole request (the start of a smuggled one).
+fn assert_nothing_smuggled(up: &Upstream, marker: &str) {
+    let requests = up.requests();
+    assert!(
+        requests.iter().all(|r| !r.start_line().contains(marker)),
+        "a smuggled request reached the upstream: {}",
+        up.report()
+    );
+    assert!(up.pending().is_empty(), "{}", up.report());
+}
+
+// ---------------------------------------------------------------------------
+// Framing (RFC 9112 §6).
+
+/// The body of the framing tests: a whole request of its own.
+const HIDDEN: &str = "GET /hidden HTTP/1.1\r\nHost: x\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_content_length_does_not_strip_the_request_length() {
+    let up = Upstream::start().await;
+    let proxy = edge("cncl", "edge", vec![up.addr]).await;
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: content-length\r\n\
+         Content-Length: {}\r\n\r\n{HIDDEN}",
+        HIDDEN.len()
+    );
+    let r = exchange(&proxy.addr(), request.as_bytes()).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_nothing_smuggled(&up, "/hidden");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1, "{}", up.report());
+    assert_eq!(
+        seen[0].headers("content-length"),
+        [HIDDEN.len().to_string()],
+        "{}",
+        up.report()
+    );
+    assert_eq!(seen[0].body, HIDDEN.as_bytes(), "{}", up.report());
+    assert_eq!(status(&r), 200, "{}", line(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_transfer_encoding_does_not_strip_the_request_chunking() {
+    let up = Upstream::start().await;
+    let proxy = edge("cnte", "edge", vec![up.addr]).await;
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: transfer-encoding\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{HIDDEN}\r\n0\r\n\r\n",
+        HIDDEN.len()
+    );
+    let r = exchange(&proxy.addr(), request.as_bytes()).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_nothing_smuggled(&up, "/hidden");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1, "{}", up.report());
+    assert!(seen[0].bad.is_none(), "{}", up.report());
+    assert_eq!(seen[0].body, HIDDEN.as_bytes(), "{}", up.report());
+    assert_eq!(status(&r), 200, "{}", line(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_host_does_not_strip_the_host() {
+    let up = Upstream::start().await;
+    let proxy = edge("cnhost", "edge", vec![up.addr]).await;
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: host\r\n\
+         Content-Length: {}\r\n\r\n{HIDDEN}",
+        HIDDEN.len()
+    );
+    let r = exchange(&proxy.addr(), request.as_bytes()).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_nothing_smuggled(&up, "/hidden");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1, "{}", up.report());
+    assert_eq!(
+        seen[0].headers("host"),
+        ["edge.localhost"],
+        "{}",
+        up.report()
+    );
+    assert_eq!(seen[0].body, HIDDEN.as_bytes(), "{}", up.report());
+    assert_eq!(status(&r), 200, "{}", line(&r));
+}
+
+/// Two requests on one client connection, the first on the fast path
+/// (`GET`) or sending the connection to hyper's (a chunked `POST`); each
+/// response must be `check`ed right.
+async fn two_on_one_connection(
+    proxy: &TestProxy,
+    host: &str,
+    check: impl Fn(&Option<Resp>) -> Result<(), String>,
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let firsts = [
+        ("fast path", format!("GET /1 HTTP/1.1\r\nHost: {host}\r\n\r\n")),
+        (
+            "hyper's path",
+            format!(
+                "POST /1 HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 2\r\nhi\r\n0\r\n\r\n"
+            ),
+        ),
+    ];
+    for (path, first) in firsts {
+        let mut c = Conn::open(&proxy.addr()).await;
+        c.send(first.as_bytes()).await;
+        let r = c.response().await;
+        if let Err(e) = check(&r) {
+            wrong.push(format!("{path}, first response: {e}"));
+            continue;
+        }
+        c.send(format!("GET /2 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response().await;
+        if let Err(e) = check(&r) {
+            wrong.push(format!("{path}, second response: {e}"));
+        }
+    }
+    wrong
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_content_length_on_a_response_keeps_its_length_and_the_connection() {
+    let up = Upstream::answering(
+        b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    let proxy = edge("rescl", "edge", vec![up.addr]).await;
+    let wrong = two_on_one_connection(&proxy, "edge.localhost", |r| match r {
+        Some(r)
+            if r.status == 200 && r.headers("content-length") == ["5"] && r.body == b"hello" =>
+        {
+            Ok(())
+        }
+        Some(r) => Err(format!("{:?} body {:?}", r.head, r.body_text())),
+        None => Err("no response".into()),
+    })
+    .await;
+    assert_all_right(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_transfer_encoding_on_a_response_keeps_its_chunking_and_the_connection() {
+    let up = Upstream::answering(
+        b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = edge("reste", "edge", vec![up.addr]).await;
+    let wrong = two_on_one_connection(&proxy, "edge.localhost", |r| match r {
+        Some(r) => {
+            let chunked = r.headers("transfer-encoding") == ["chunked"];
+            let length = r.headers("content-length") == ["5"];
+            match r.status == 200 && (chunked || length) && r.body == b"hello" {
+                true => Ok(()),
+                false => Err(format!("{:?} body {:?}", r.head, r.body_text())),
+            }
+        }
+        None => Err("no response".into()),
+    })
+    .await;
+    assert_all_right(&wrong);
+}
+
+/// Checks the CL.TE / TE.CL property for `request`: a 400 with nothing at
+/// the upstream, or one request there without Content-Length and with the
+/// chunked body (empty) decoded; never one starting with `G`.
+async fn assert_not_smuggled(tag: &str, request: &[u8]) {
+    let up = Upstream::start().await;
+    let proxy = edge(tag, "edge", vec![up.addr]).await;
+    let mut c = Conn::open(&proxy.addr()).await;
+    c.send(request).await;
+    // The `G` may wait at the proxy as the start of the client's own next
+    // request, which is no smuggling: only what reaches the upstream counts.
+    let r = c.response().await;
+    tokio::time::sleep(SETTLE).await;
+    let seen = up.requests();
+    assert!(
+        seen.iter().all(|r| !r.start_line().starts_with('G')),
+        "a smuggled request reached the upstream: {}",
+        up.report()
+    );
+    assert!(
+        up.pending().iter().all(|p| !p.starts_with('G')),
+        "a smuggled request reached the upstream: {}",
+        up.report()
+    );
+    let refused = status(&r) == 400 && up.bytes() == 0;
+    let one_chunked = seen.len() == 1
+        && seen[0].headers("content-length").is_empty()
+        && seen[0].bad.is_none()
+        && seen[0].body.is_empty()
+        && up.pending().is_empty();
+    assert!(
+        refused || one_chunked,
+        "client got {:?}; {}",
+        line(&r),
+        up.report()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_then_transfer_encoding_smuggles_nothing() {
+    assert_not_smuggled(
+        "clte",
+        b"POST / HTTP/1.1\r\nHost: edge.localhost\r\nContent-Length: 6\r\n\
+          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_encoding_then_content_length_smuggles_nothing() {
+    assert_not_smuggled(
+        "tecl",
+        b"POST / HTTP/1.1\r\nHost: edge.localhost\r\nTransfer-Encoding: chunked\r\n\
+          Content-Length: 6\r\n\r\n0\r\n\r\nG",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_different_content_lengths_are_refused() {
+    let proxy = edge("cl2diff", "edge", vec![Upstream::start().await.addr]).await;
+    let wrong = refused(
+        &proxy,
+        "edge",
+        &[(
+            "Content-Length 5 and 6",
+            b"POST / HTTP/1.1\r\nHost: edge.localhost\r\nContent-Length: 5\r\n\
+              Content-Length: 6\r\n\r\nhello!"
+                .to_vec(),
+        )],
+    )
+    .await;
+    assert_all_right(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_equal_content_lengths_reach_the_upstream_as_one() {
+    let up = Upstream::start().await;
+    let proxy = edge("cl2same", "edge", vec![up.addr]).await;
+    let r = exchange(
+        &proxy.addr(),
+        b"POST / HTTP/1.1\r\nHost: edge.localhost\r\nContent-Length: 5\r\n\
+          Content-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1, "client got {:?}; {}", line(&r), up.report());
+    assert_eq!(
+        seen[0].headers("content-length"),
+        ["5"],
+        "{}",
+        up.report()
+    );
+    assert_eq!(seen[0].body, b"hello", "{}", up.report());
+    assert!(up.pending().is_empty(), "{}", up.report());
+    assert_eq!(status(&r), 200, "{}", line(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_signed_or_hex_content_length_is_refused_or_made_one() {
+    let proxy = edge("cllist", "edge", vec![Upstream::start().await.addr]).await;
+    let mut wrong = Vec::new();
+    for value in ["5, 5", "+5", "0x5"] {
+        let up = Upstream::start().await;
+        proxy.switch("edge", Color::Blue, Some(vec![up.addr])).await;
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: edge.localhost\r\nContent-Length: {value}\r\n\r\nhello"
+        );
+        let r = exchange(&proxy.addr(), request.as_bytes()).await;
+        tokio::time::sleep(SETTLE).await;
+        let seen = up.requests();
+        let refused = status(&r) == 400 && up.bytes() == 0;
+        let one = seen.len() == 1
+            && seen[0].headers("content-length") == ["5"]
+            && seen[0].body == b"hello"
+            && up.pending().is_empty();
+        if !(refused || one) {
+            wrong.push(format!(
+                "Content-Length: {value}: client got {:?}; {}",
+                line(&r),
+                up.report()
+            ));
+        }
+    }
+    assert_all_right(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_are_refused_before_the_upstream() {
+    let proxy = edge("malformed", "edge", vec![Upstream::start().await.addr]).await;
+    let post = |version: &str, header: &str| {
+        format!(
+            "POST / {version}\r\nHost: edge.localhost\r\n{header}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let get = |header: &[u8]| {
+        let mut r = b"GET / HTTP/1.1\r\nHost: edge.localhost\r\n".to_vec();
+        r.extend_from_slice(header);
+        r.extend_from_slice(b"\r\n\r\n");
+        r
+    };
+    let cases = [
+        ("obs-fold", get(b"X-Foo: a\r\n b")),
+        (
+            "whitespace before the colon",
+            post("HTTP/1.1", "Transfer-Encoding : chunked"),
+        ),
+        (
+            "Transfer-Encoding: xchunked",
+            post("HTTP/1.1", "Transfer-Encoding: xchunked"),
+        ),
+        (
+            "Transfer-Encoding: chunked, identity",
+            post("HTTP/1.1", "Transfer-Encoding: chunked, identity"),
+        ),
+        (
+            "Transfer-Encoding: identity",
+            post("HTTP/1.1", "Transfer-Encoding: identity"),
+        ),
+        ("a NUL in a header value", get(b"X-Foo: a\0b")),
+        ("a bare CR in a header value", get(b"X-Foo: a\rb")),
+        (
+            "chunked on HTTP/1.0",
+            post("HTTP/1.0", "Transfer-Encoding: chunked"),
+        ),
+    ];
+    let wrong = refused(&proxy, "edge", &cases).await;
+    assert_all_right(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_chunk_sizes_are_the_clients_fault() {
+    let up = Upstream::start().await;
+    let proxy = edge("badchunk", "edge", vec![up.addr]).await;
+    let mut wrong = Vec::new();
+    for (name, body) in [
+        ("size zz", "zz\r\nhello\r\n0\r\n\r\n"),
+        ("a 17-digit size", "10000000000000000\r\nhello\r\n0\r\n\r\n"),
+        ("no CRLF after the data", "5\r\nhelloXX0\r\n\r\n"),
+    ] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: edge.localhost\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let r = exchange(&proxy.addr(), request.as_bytes()).await;
+        tokio::time::sleep(SETTLE).await;
+        let stats = blue_stats(&proxy, "edge").await;
+        if status(&r) != 400 || stats.status_5xx != 0 || stats.upstream_failures != 0 {
+            wrong.push(format!(
+                "{name}: client got {:?}; blue has {} 5xx, {} upstream failures; {}",
+                line(&r),
+                stats.status_5xx,
+                stats.upstream_failures,
+                up.report()
+            ));
+        }
+    }
+    assert_all_right(&wrong);
+}
+
+/// Sends `head` and the first 10 bytes of its body, then ends the client's
+/// side early, four times (twice shutting down its write side, twice
+/// closing), with two replicas behind `edge`; nothing of it may count
+/// against the color.
+async fn assert_early_end_is_not_upstream_failure(tag: &str, head: &str, partial: &str) {
+    let (one, two) = (Upstream::start().await, Upstream::start().await);
+    let proxy = edge(tag, "edge", vec![one.addr, two.addr]).await;
+    for i in 0..4 {
+        let mut c = Conn::open(&proxy.addr()).await;
+        c.send(format!("{head}{partial}").as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if i % 2 == 0 {
+            c.shutdown_write().await;
+            let _ = c.response().await;
+        } else {
+            drop(c);
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    let stats = blue_stats(&proxy, "edge").await;
+    let what = format!("{stats:?}\n{}\n{}", one.report(), two.report());
+    assert_eq!(stats.status_5xx, 0, "{what}");
+    assert_eq!(stats.upstream_failures, 0, "{what}");
+    assert!(stats.ejected.is_empty(), "{what}");
+    assert_eq!(stats.inflight, 0, "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_ending_early_on_the_fast_path_is_no_upstream_failure() {
+    assert_early_end_is_not_upstream_failure(
+        "early-fast",
+        "POST / HTTP/1.1\r\nHost: edge.localhost\r\nContent-Length: 100\r\n\r\n",
+        "0123456789",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_request_body_ending_early_on_hypers_path_is_no_upstream_failure() {
+    assert_early_end_is_not_upstream_failure(
+        "early-hyper",
+        "POST / HTTP/1.1\r\nHost: edge.localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "64\r\n0123456789",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_answered_405_and_never_forwarded() {
+    let up = Upstream::start().await;
+    let proxy = edge("connect", "a", vec![up.addr]).await;
+    let r = exchange(
+        &proxy.addr(),
+        b"CONNECT a.localhost:443 HTTP/1.1\r\nHost: a.localhost:443\r\n\r\n",
+    )
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(status(&r), 405, "{}; {}", line(&r), up.report());
+    assert_eq!(up.bytes(), 0, "{}", up.report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_header_named_in_connection_does_not_reach_the_upstream() {
+    let up = Upstream::start().await;
+    let proxy = edge("hopreq", "edge", vec![up.addr]).await;
+    let requests: [&[u8]; 2] = [
+        b"GET / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: x-secret\r\nX-Secret: 1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: x-secret\r\nX-Secret: 1\r\n\
+          Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    ];
+    for request in requests {
+        let r = exchange(&proxy.addr(), request).await;
+        assert_eq!(status(&r), 200, "{}", line(&r));
+    }
+    tokio::time::sleep(SETTLE).await;
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2, "{}", up.report());
+    for s in &seen {
+        assert!(s.headers("x-secret").is_empty(), "{}", up.report());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_header_named_in_connection_does_not_reach_the_client() {
+    let up = Upstream::answering(
+        b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\ncontent-length: 2\r\n\r\nok",
+    )
+    .await;
+    let proxy = edge("hopresp", "edge", vec![up.addr]).await;
+    let wrong = two_on_one_connection(&proxy, "edge.localhost", |r| match r {
+        Some(r) if r.status == 200 && r.headers("x-secret").is_empty() && r.body == b"ok" => Ok(()),
+        Some(r) => Err(format!("{:?} body {:?}", r.head, r.body_text())),
+        None => Err("no response".into()),
+    })
+    .await;
+    assert_all_right(&wrong);
+}
+
+// ---------------------------------------------------------------------------
+// Host (RFC 9112 §3.2).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_headers_are_refused() {
+    let proxy = edge("host2", "edge", vec![Upstream::start().await.addr]).await;
+    let cases = [
+        (
+            "the same host twice",
+            b"GET / HTTP/1.1\r\nHost: edge.localhost\r\nHost: edge.localhost\r\n\r\n".to_vec(),
+        ),
+        (
+            "two hosts",
+            b"GET / HTTP/1.1\r\nHost: edge.localhost\r\nHost: other.localhost\r\n\r\n".to_vec(),
+        ),
+    ];
+    let wrong = refused(&proxy, "edge", &cases).await;
+    assert_all_right(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_without_a_host_is_refused() {
+    let proxy = edge("nohost", "edge", vec![Upstream::start().await.addr]).await;
+    let cases = [("no Host", b"GET / HTTP/1.1\r\nX-Foo: 1\r\n\r\n".to_vec())];
+    let wrong = refused(&proxy, "edge", &cases).await;
+    assert_all_right(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_a_space_a_slash_or_an_at_is_refused() {
+    let proxy = edge("badhost", "edge", vec![Upstream::start().await.addr]).await;
+    let cases: Vec<(&str, Vec<u8>)> = ["a b", "a/b", "a@b"]
+        .into_iter()
+        .map(|h| (h, format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n").into_bytes()))
+        .collect();
+    let wrong = refused(&proxy, "edge", &cases).await;
+    assert_all_right(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_without_a_host_is_routed_by_the_listen_address() {
+    let up = Upstream::start().await;
+    let proxy = edge("h10", "edge", vec![up.addr]).await;
+    let r = exchange(&proxy.addr(), b"GET /old HTTP/1.0\r\n\r\n").await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(status(&r), 200, "{}; {}", line(&r), up.report());
+    assert_eq!(up.requests().len(), 1, "{}", up.report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_is_routed_by_its_authority() {
+    let (a, b) = (Upstream::start().await, Upstream::start().await);
+    let proxy = edge("absform", "a", vec![a.addr]).await;
+    route_by_host(&proxy, "b", vec![b.addr]).await;
+    let r = exchange(
+        &proxy.addr(),
+        b"GET http://b.localhost/x HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
+    )
+    .await;
+    tokio::time::sleep(SETTLE).await;
+    let what = format!("client got {:?}\na: {}\nb: {}", line(&r), a.report(), b.report());
+    assert_eq!(a.bytes(), 0, "{what}");
+    let seen = b.requests();
+    assert_eq!(seen.len(), 1, "{what}");
+    assert_eq!(seen[0].start_line(), "GET /x HTTP/1.1", "{what}");
+    assert_eq!(seen[0].headers("host"), ["b.localhost"], "{what}");
+    assert_eq!(status(&r), 200, "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_dot_upper_case_or_a_port_in_host_routes_alike() {
+    let (other, web) = (Upstream::start().await, Upstream::start().await);
+    // `other` owns the listen address: a host that does not match `web`
+    // would go there.
+    let proxy = edge("hostnorm", "other", vec![other.addr]).await;
+    route_by_host(&proxy, "web", vec![web.addr]).await;
+    let mut wrong = Vec::new();
+    for host in ["web.localhost", "web.localhost.", "WEB.localhost:1234"] {
+        let before = web.requests().len();
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let r = exchange(&proxy.addr(), request.as_bytes()).await;
+        tokio::time::sleep(SETTLE).await;
+        if status(&r) != 200 || web.requests().len() != before + 1 {
+            wrong.push(format!(
+                "Host: {host}: client got {:?}\nweb: {}\nother: {}",
+                line(&r),
+                web.report(),
+                other.report()
+            ));
+        }
+    }
+    assert_all_right(&wrong);
+}
+
+// ---------------------------------------------------------------------------
+// No replays (RFC 9110 §9.2.2).
+
+/// An app that counts `POST /work` requests and closes the connection on
+/// them unanswered; it answers everything else, keep-alive.
+async fn closing_on_work() -> (Upstream, Arc<Mutex<usize>>) {
+    let count = Arc::new(Mutex::new(0));
+    let counted = count.clone();
+    let up = Upstream::with(move |seen| {
+        if seen.start_line().starts_with("POST /work ") {
+            *counted.lock().unwrap() += 1;
+            return None;
+        }
+        Some(OK.to_vec())
+    })
+    .await;
+    (up, count)
+}
+
+/// On one keep-alive client connection, `warm` requests (each answered 200,
+/// leaving pooled upstream connections), then `work`: with one replica and
+/// then with two, the app(s) must have seen `work` exactly once, and the
+/// client a 502. Returns what went wrong.
+async fn assert_not_replayed(tag: &str, warm: &[&[u8]], work: &[u8]) {
+    let mut wrong = Vec::new();
+    for replicas in [1, 2] {
+        let mut apps = Vec::new();
+        for _ in 0..replicas {
+            apps.push(closing_on_work().await);
+        }
+        let proxy = edge(
+            &format!("{tag}{replicas}"),
+            "work",
+            apps.iter().map(|(up, _)| up.addr).collect(),
+        )
+        .await;
+        let mut c = Conn::open(&proxy.addr()).await;
+        let mut warmed = true;
+        for request in warm {
+            c.send(request).await;
+            let r = c.response().await;
+            if status(&r) != 200 {
+                wrong.push(format!("{replicas} replicas: warm-up got {:?}", line(&r)));
+                warmed = false;
+                break;
+            }
+        }
+        if !warmed {
+            continue;
+        }
+        c.send(work).await;
+        let r = c.response().await;
+        tokio::time::sleep(SETTLE).await;
+        let counts: Vec<usize> = apps.iter().map(|(_, n)| *n.lock().unwrap()).collect();
+        if counts.iter().sum::<usize>() != 1 || status(&r) != 502 {
+            let reports: Vec<String> = apps.iter().map(|(up, _)| up.report()).collect();
+            wrong.push(format!(
+                "{replicas} replicas: POST /work seen {counts:?} times, client got {:?}\n{}",
+                line(&r),
+                reports.join("\n")
+            ));
+        }
+    }
+    assert_all_right(&wrong);
+}
+
+const WARM_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: work.localhost\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_never_replayed_on_the_fast_path() {
+    assert_not_replayed(
+        "replay-fast",
+        &[WARM_GET, WARM_GET],
+        b"POST /work HTTP/1.1\r\nHost: work.localhost\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_post_is_never_replayed_on_hypers_path() {
+    let chunked = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: work.localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let warm = chunked("/");
+    assert_not_replayed(
+        "replay-chunked",
+        &[WARM_GET, &warm, &warm],
+        &chunked("/work"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_expecting_100_continue_is_never_replayed() {
+    let expect = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: work.localhost\r\nExpect: 100-continue\r\n\
+             Content-Length: 5\r\n\r\nhello"
+        )
+        .into_bytes()
+    };
+    let warm = expect("/");
+    assert_not_replayed("replay-expect", &[WARM_GET, &warm, &warm], &expect("/work")).await;
+}
+
+// ---------------------------------------------------------------------------
+// Upstreams that close before any byte.
+
+/// 50 sequential GETs with a good replica and one that `closing_upstream`
+/// serves: all 200, and the bad one ejected.
+async fn assert_closing_replica_is_retried_and_ejected(tag: &str, reset: bool) {
+    let (good, bad) = (Upstream::start().await, closing_upstream(reset).await);
+    let proxy = edge(tag, "edge", vec![good.addr, bad]).await;
+    let mut failed = Vec::new();
+    for i in 0..50 {
+        let r = exchange(
+            &proxy.addr(),
+            format!("GET /{i} HTTP/1.1\r\nHost: edge.localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        if status(&r) != 200 {
+            failed.push(format!("GET /{i}: {}", line(&r)));
+        }
+    }
+    let stats = blue_stats(&proxy, "edge").await;
+    assert!(
+        failed.is_empty(),
+        "{} of 50 failed: {failed:?}\n{stats:?}",
+        failed.len()
+    );
+    assert_eq!(stats.ejected, vec![bad], "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_accepts_and_closes_is_retried_around_and_ejected() {
+    assert_closing_replica_is_retried_and_ejected("acceptclose", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_accepts_and_resets_is_retried_around_and_ejected() {
+    assert_closing_replica_is_retried_and_ejected("acceptreset", true).await;
+}

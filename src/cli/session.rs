@@ -22,7 +22,7 @@ pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<D
     let proxy = client::ensure_running(home).await?;
     let c = &cfg.config;
     let spec = RouteSpec {
-        hosts: c.proxy.host.iter().cloned().collect(),
+        hosts: c.proxy.host.iter().chain(&c.proxy.hosts).cloned().collect(),
         listen: c.proxy.listen,
         path_prefix: c.proxy.path_prefix.clone(),
         policy: c.proxy.policy(),

@@ -110,6 +110,9 @@ pub struct ProxyConfig {
     /// Host header the proxy routes to this app.
     #[serde(default)]
     pub host: Option<String>,
+    /// More Host headers for the same app (`[www.example.com]`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// A listen address of the app's own; requests there need no Host match.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
@@ -134,6 +137,11 @@ pub struct ProxyConfig {
     /// `listen`, which then speaks TLS. Paths are relative to cyan.yaml.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Networks (CIDRs) of the load balancers or CDNs in front of the
+    /// proxy whose `X-Forwarded-*` headers the app may believe. From anyone
+    /// else those headers are replaced with what the proxy saw.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ProxyConfig {
@@ -148,6 +156,8 @@ impl Default for ProxyConfig {
             passive_health: PassiveHealth::default(),
             active_check: None,
             tls: None,
+            hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -228,6 +238,7 @@ impl ProxyConfig {
                 path: a.path.clone(),
                 interval_ms: a.interval.0.as_millis() as u64,
             }),
+            trusted_proxies: self.trusted_proxies.clone(),
         }
     }
 }
@@ -425,6 +436,12 @@ impl Config {
     fn validate(&self, text: &str, origin: &str) -> Result<()> {
         let fail = |path: &[&str], msg: String| Err(locate::at_key(text, origin, path, &msg));
         let routed = self.proxy.host.is_some() || self.proxy.listen.is_some();
+        if !self.proxy.hosts.is_empty() && self.proxy.host.is_none() {
+            return fail(
+                &["proxy", "hosts"],
+                "proxy.hosts adds hosts to proxy.host: set proxy.host (the main one) too".into(),
+            );
+        }
         if self.platform == PlatformKind::Docker && !routed {
             return fail(
                 &["proxy"],

@@ -140,9 +140,14 @@ async fn forward(
     let claimed = {
         let host = text_at(buf, head.host.clone());
         forwarder
-            .claim(Some(host), client.local, text_at(buf, head.path.clone()))
+            .claim(Some(host), client, text_at(buf, head.path.clone()))
             .await
     };
+    if let Ok((_, policy)) = &claimed {
+        if policy.trusted {
+            head.trust(buf, client);
+        }
+    }
     buf.advance(head.len);
     // Request body bytes already read go out with the head; the rest are
     // copied from the client as they come.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::attempt::{idempotent, Attempt, Failed};
 use super::client_body::ClientBody;
+use super::forwarding;
 use super::pool::Claim;
 use super::router::{normalize_host, Router};
 use super::state::{Maintenance, RequestPolicy};
@@ -35,7 +36,9 @@ pub struct Client {
     pub(crate) forwarder: Arc<Forwarder>,
     /// The listening address it came in on (routes may own one).
     pub(crate) local: SocketAddr,
-    /// Its IP, formatted once for `X-Forwarded-For`.
+    /// Its address, to tell a trusted proxy; and formatted once for
+    /// `X-Forwarded-For`.
+    pub(crate) peer: std::net::IpAddr,
     pub(crate) ip: HeaderValue,
     /// Requests of this connection in progress, for its idle deadline.
     pub(crate) busy: Arc<Busy>,
@@ -46,6 +49,7 @@ impl Client {
         Client {
             forwarder,
             local,
+            peer: peer.ip(),
             ip: ip_header(peer),
             busy: Arc::default(),
         }
@@ -130,9 +134,10 @@ impl Forwarder {
     pub(crate) async fn claim(
         &self,
         host: Option<&str>,
-        local: SocketAddr,
+        client: &Client,
         path: &str,
     ) -> Result<(Claim, RequestPolicy), Own> {
+        let local = client.local;
         let host = host.map(normalize_host);
         // Subscribed only once a hold is seen (then the route is looked up
         // again, so no switch can slip between the look-up and the wait).
@@ -176,7 +181,7 @@ impl Forwarder {
                     format!("cyan: {} has no live color yet\n", route.name),
                 ));
             };
-            let policy = route.policy.per_request();
+            let policy = route.policy.per_request(client.peer);
             return match pool.claim(&policy) {
                 Some(claim) => Ok((claim, policy)),
                 None => Err(Own::text(
@@ -204,7 +209,7 @@ impl Forwarder {
         let host = host_value.as_ref().and_then(|h| h.to_str().ok());
         let request_id = request_id(req.headers());
         let http1 = req.version() < hyper::Version::HTTP_2;
-        let (claim, policy) = match self.claim(host, client.local, req.uri().path()).await {
+        let (claim, policy) = match self.claim(host, client, req.uri().path()).await {
             Ok(claimed) => claimed,
             Err(own) => return Ok(own.into_response()),
         };
@@ -216,6 +221,7 @@ impl Forwarder {
             host_value.as_ref(),
             &client.ip,
             self.scheme,
+            policy.trusted,
         );
         if let Some((protocol, _)) = &upgrade {
             parts
@@ -447,9 +453,6 @@ fn origin_form(uri: &mut Uri) {
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The client's `X-Request-Id` when it sent a sane one, else a new one.
 pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
@@ -603,36 +606,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Readies a client's request headers for the upstream: hop-by-hop headers
-/// out; `X-Forwarded-For` (the client's IP appended), `-Proto` and `-Host`
-/// (the Host as the client sent it, as Caddy, Traefik and kamal-proxy do)
-/// in; and a Host header for an HTTP/2 request, which carries none.
+/// out; the forwarding headers by `forwarding`'s rules (`X-Forwarded-Host`
+/// is the Host as the client sent it, as Caddy, Traefik and kamal-proxy
+/// send it); and a Host header for an HTTP/2 request, which carries none,
+/// or an absolute-form one, whose authority wins.
 pub(crate) fn prepare_upstream_headers(
     headers: &mut HeaderMap,
     host: Option<&HeaderValue>,
     client_ip: &HeaderValue,
     scheme: &'static str,
+    trusted: bool,
 ) {
     strip_hop_by_hop(headers);
     headers.reserve(3);
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + client_ip.len());
-            v.extend_from_slice(prior.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
-        }
-        None => Some(client_ip.clone()),
-    };
-    if let Some(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    forwarding::apply(headers, host, client_ip, scheme, trusted);
     if let Some(h) = host {
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, h.clone());
-        }
-        headers.insert(X_FORWARDED_HOST, h.clone());
+        headers.insert(header::HOST, h.clone());
     }
 }
 
@@ -687,12 +676,12 @@ mod tests {
         // An HTTP/2 request: no Host header, the authority stands in.
         let client_ip = ip_header("127.0.0.9:5000".parse().unwrap());
         let authority = HeaderValue::from_static("Web.Localhost:8000");
-        prepare_upstream_headers(&mut h, Some(&authority), &client_ip, "https");
+        prepare_upstream_headers(&mut h, Some(&authority), &client_ip, "https", true);
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get("keep-alive").is_none());
         assert_eq!(h["x-app"], "kept");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9", "a trusted peer's list");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "Web.Localhost:8000", "as sent");
         assert_eq!(h[header::HOST], "Web.Localhost:8000");
@@ -701,7 +690,7 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("a.example"));
         let v6 = ip_header("[::1]:4000".parse().unwrap());
         let sent = h.get(header::HOST).cloned();
-        prepare_upstream_headers(&mut h, sent.as_ref(), &v6, "http");
+        prepare_upstream_headers(&mut h, sent.as_ref(), &v6, "http", false);
         assert_eq!(h["x-forwarded-for"], "::1", "the first hop starts the list");
         assert_eq!(h[header::HOST], "a.example");
         assert_eq!(h["x-forwarded-host"], "a.example");

@@ -53,7 +53,7 @@ pub fn request_path(data: &[u8]) {
     let named = connection_named(&headers);
     let client_ip = HeaderValue::from_static("192.0.2.7");
     let sent_host = headers.get(header::HOST).cloned();
-    prepare_upstream_headers(&mut headers, sent_host.as_ref(), &client_ip, "http");
+    prepare_upstream_headers(&mut headers, sent_host.as_ref(), &client_ip, "http", false);
     for gone in named
         .iter()
         .chain([&header::CONNECTION, &header::TRANSFER_ENCODING, &header::TE])

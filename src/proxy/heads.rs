@@ -14,6 +14,7 @@ use super::forward::{
     connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, sane_request_id,
     valid_host, Client, MAX_REQUEST_ID,
 };
+use super::forwarding;
 use super::framing::Framing;
 
 /// More request header lines go to hyper (which takes 100).
@@ -77,14 +78,6 @@ pub(crate) struct RequestHead {
     pub(crate) id: RequestId,
 }
 
-/// Headers cyan sets itself on the way up.
-const REPLACED_UP: [&str; 4] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-];
-
 impl RequestHead {
     pub(crate) fn parse(buf: &[u8], client: &Client) -> Parse<RequestHead> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -137,34 +130,7 @@ impl RequestHead {
             return Parse::NotFast;
         };
         let id = RequestId::new(sent_id);
-        let named = connection_named(req.headers);
-        let mut up = Vec::with_capacity(len + 160 + client.ip.len());
-        up.extend_from_slice(method.as_bytes());
-        up.push(b' ');
-        up.extend_from_slice(target.as_bytes());
-        up.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut forwarded_for = Vec::new();
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-                forwarded_for.extend_from_slice(h.value);
-                forwarded_for.extend_from_slice(b", ");
-            }
-            if !hop_by_hop_here(h.name, &named)
-                && !REPLACED_UP.iter().any(|r| h.name.eq_ignore_ascii_case(r))
-            {
-                header(&mut up, h.name, h.value);
-            }
-        }
-        forwarded_for.extend_from_slice(client.ip.as_bytes());
-        header(&mut up, "x-forwarded-for", &forwarded_for);
-        header(
-            &mut up,
-            "x-forwarded-proto",
-            client.forwarder.scheme.as_bytes(),
-        );
-        header(&mut up, "x-forwarded-host", host);
-        header(&mut up, "x-request-id", id.as_bytes());
-        up.extend_from_slice(b"\r\n");
+        let upstream = upstream_head(&req, len, host, &id, client, false);
         let start = buf.as_ptr() as usize;
         let at = |s: &[u8]| {
             let from = s.as_ptr() as usize - start;
@@ -173,7 +139,7 @@ impl RequestHead {
         let path = target.split('?').next().unwrap_or(target);
         Parse::Complete(RequestHead {
             len,
-            upstream: up,
+            upstream,
             body: body.unwrap_or(0),
             host: at(host),
             path: at(path.as_bytes()),
@@ -183,6 +149,77 @@ impl RequestHead {
             id,
         })
     }
+}
+
+impl RequestHead {
+    /// The head for the upstream when the client is one of the route's
+    /// trusted proxies: its forwarding headers kept (`forwarding`). `buf`
+    /// is the buffer the head was parsed from. Built again only when it
+    /// differs: when the client sent a forwarding header.
+    pub(crate) fn trust(&mut self, buf: &[u8], client: &Client) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(&buf[..self.len]), Ok(httparse::Status::Complete(_))) {
+            return;
+        }
+        let sent = req
+            .headers
+            .iter()
+            .any(|h| forwarding::classify(h.name.as_bytes()) != forwarding::Name::Other);
+        if sent {
+            let host = &buf[self.host.clone()];
+            self.upstream = upstream_head(&req, self.len, host, &self.id, client, true);
+        }
+    }
+}
+
+/// A parsed request head as the upstream gets it: hop-by-hop headers out,
+/// the forwarding headers by `forwarding`'s rules, and the request id.
+fn upstream_head(
+    req: &httparse::Request,
+    len: usize,
+    host: &[u8],
+    id: &RequestId,
+    client: &Client,
+    trusted: bool,
+) -> Vec<u8> {
+    let (method, target) = (req.method.unwrap_or("GET"), req.path.unwrap_or("/"));
+    let named = connection_named(req.headers);
+    let mut up = Vec::with_capacity(len + 160 + client.ip.len());
+    up.extend_from_slice(method.as_bytes());
+    up.push(b' ');
+    up.extend_from_slice(target.as_bytes());
+    up.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut found = forwarding::Found::default();
+    let mut forwarded_for = Vec::new();
+    for h in req.headers.iter() {
+        if hop_by_hop_here(h.name, &named) || h.name.eq_ignore_ascii_case("x-request-id") {
+            continue;
+        }
+        match forwarding::keep(h.name.as_bytes(), trusted, &mut found) {
+            forwarding::Keep::Yes => header(&mut up, h.name, h.value),
+            forwarding::Keep::No => {}
+            forwarding::Keep::AppendTo => {
+                forwarded_for.extend_from_slice(h.value);
+                forwarded_for.extend_from_slice(b", ");
+            }
+        }
+    }
+    forwarded_for.extend_from_slice(client.ip.as_bytes());
+    header(&mut up, "x-forwarded-for", &forwarded_for);
+    if !found.proto {
+        header(
+            &mut up,
+            "x-forwarded-proto",
+            client.forwarder.scheme.as_bytes(),
+        );
+    }
+    if !found.host {
+        header(&mut up, "x-forwarded-host", host);
+    }
+    header(&mut up, "x-request-id", id.as_bytes());
+    up.extend_from_slice(b"\r\n");
+    up
 }
 
 fn connection_values<'a, 'h>(
@@ -321,15 +358,18 @@ mod tests {
     use crate::proxy::router::Router;
     use std::sync::Arc;
 
-    fn head(raw: &[u8]) -> Parse<RequestHead> {
+    fn client() -> Client {
         let state = std::env::temp_dir().join("cyan-fast-tests-never-written.json");
         let router = Arc::new(Router::restore(state).unwrap());
-        let client = Client::new(
+        Client::new(
             Arc::new(Forwarder::new(router, "http", Default::default())),
             "127.0.0.1:80".parse().unwrap(),
             "10.1.2.3:5555".parse().unwrap(),
-        );
-        RequestHead::parse(raw, &client)
+        )
+    }
+
+    fn head(raw: &[u8]) -> Parse<RequestHead> {
+        RequestHead::parse(raw, &client())
     }
 
     fn response(raw: &[u8], method_head: bool) -> ResponseHead {
@@ -345,19 +385,28 @@ mod tests {
             Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
             X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Request-Id: abc\r\n\
             Content-Length: 3\r\nX-App: Kept\r\n\r\nabcNEXT";
-        let Parse::Complete(h) = head(raw) else {
+        let Parse::Complete(mut h) = head(raw) else {
             panic!("not parsed")
         };
         assert_eq!(h.len, raw.len() - "abcNEXT".len());
         assert_eq!(h.body, 3);
-        assert_eq!(&raw[h.host], b"Web.Localhost:8080");
-        assert_eq!(&raw[h.path], b"/a/b");
+        assert_eq!(&raw[h.host.clone()], b"Web.Localhost:8080");
+        assert_eq!(&raw[h.path.clone()], b"/a/b");
         assert!(!h.close && !h.method_head);
         assert_eq!(
-            String::from_utf8(h.upstream).unwrap(),
+            String::from_utf8(h.upstream.clone()).unwrap(),
             "POST /a/b?x=1 HTTP/1.1\r\nHost: Web.Localhost:8080\r\nContent-Length: 3\r\n\
-             X-App: Kept\r\nx-forwarded-for: 10.0.0.1, 10.1.2.3\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-host: Web.Localhost:8080\r\nx-request-id: abc\r\n\r\n"
+             X-App: Kept\r\nx-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: Web.Localhost:8080\r\nx-request-id: abc\r\n\r\n",
+            "the client's forwarding headers are replaced"
+        );
+        h.trust(raw, &client());
+        assert_eq!(
+            String::from_utf8(h.upstream).unwrap(),
+            "POST /a/b?x=1 HTTP/1.1\r\nHost: Web.Localhost:8080\r\nX-Forwarded-Proto: https\r\n\
+             Content-Length: 3\r\nX-App: Kept\r\nx-forwarded-for: 10.0.0.1, 10.1.2.3\r\n\
+             x-forwarded-host: Web.Localhost:8080\r\nx-request-id: abc\r\n\r\n",
+            "a trusted proxy's are kept, its list appended to"
         );
         let Parse::Complete(h) = head(b"HEAD / HTTP/1.1\r\nhost: a\r\nconnection: Close\r\n\r\n")
         else {

@@ -7,6 +7,8 @@
 //! - `forward`: the request path; `attempt`: its tries at an upstream and
 //!   who is to blame for a failure (client or upstream);
 //! - `fast`, `heads`, `framing`, `prefixed`: the HTTP/1.1 fast path;
+//! - `forwarding`: `X-Forwarded-*` and their kin, believed only from a
+//!   route's trusted proxies;
 //! - `timeouts`: deadlines on every read from a client; `client_body`: a
 //!   request body on hyper's path, read under its deadline;
 //! - `admin` / `api` / `client`: the admin API; `admin_listen`: its Unix
@@ -29,6 +31,7 @@ pub mod client;
 pub mod client_body;
 pub mod fast;
 pub mod forward;
+pub mod forwarding;
 pub mod framing;
 pub mod fuzz;
 pub mod handoff;

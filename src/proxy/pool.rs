@@ -354,6 +354,8 @@ pub struct StatsView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     use crate::proxy::state::RoutePolicy;
 
     #[test]
@@ -361,7 +363,7 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let pool = Pool::new(Color::Blue, &[a, b]);
-        let rr = RoutePolicy::default().per_request();
+        let rr = RoutePolicy::default().per_request(PEER);
         let c1 = pool.claim(&rr).unwrap();
         let c2 = pool.claim(&rr).unwrap();
         let c3 = pool.claim(&rr).unwrap();
@@ -384,7 +386,7 @@ mod tests {
             balance: Balance::LeastConnections,
             ..RoutePolicy::default()
         }
-        .per_request();
+        .per_request(PEER);
         let mut held: Vec<Claim> = (0..3).map(|_| pool.claim(&lc).unwrap()).collect();
         let mut got: Vec<_> = held.iter().map(Claim::addr).collect();
         got.sort();
@@ -407,7 +409,7 @@ mod tests {
             eject_for_ms: 60_000,
             ..RoutePolicy::default()
         }
-        .per_request();
+        .per_request(PEER);
         let fail_on = |addr| loop {
             let c = pool.claim(&p).unwrap();
             if c.addr() == addr {

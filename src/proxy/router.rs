@@ -377,6 +377,8 @@ pub enum ChangeError {
 mod tests {
     use super::*;
 
+    const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn router() -> (Router, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
             "cyan-router-{}-{:?}",
@@ -420,7 +422,7 @@ mod tests {
             .live
             .clone()
             .unwrap();
-        let held = blue.claim(&RoutePolicy::default().per_request()).unwrap();
+        let held = blue.claim(&RoutePolicy::default().per_request(PEER)).unwrap();
         r.change("web", false, |s| {
             s.live = Some(Color::Green);
             Ok(())

@@ -78,6 +78,9 @@ pub struct RoutePolicy {
     pub eject_for_ms: u64,
     /// Optional active checks of the live color's upstreams.
     pub active_check: Option<ActiveCheck>,
+    /// Peers (a load balancer, a CDN) whose forwarding headers are believed
+    /// (`forwarding`); from anyone else they are replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `GET path` on every live upstream each `interval_ms`; one that does not
@@ -96,15 +99,20 @@ pub struct RequestPolicy {
     pub response_timeout_ms: u64,
     pub eject_after: u32,
     pub eject_for_ms: u64,
+    /// The request came from one of the route's trusted proxies.
+    pub trusted: bool,
 }
 
 impl RoutePolicy {
-    pub fn per_request(&self) -> RequestPolicy {
+    /// The policy of a request from `peer`.
+    pub fn per_request(&self, peer: std::net::IpAddr) -> RequestPolicy {
         RequestPolicy {
             balance: self.balance,
             response_timeout_ms: self.response_timeout_ms,
             eject_after: self.eject_after,
             eject_for_ms: self.eject_for_ms,
+            trusted: !self.trusted_proxies.is_empty()
+                && super::forwarding::trusts(&self.trusted_proxies, peer),
         }
     }
 }
@@ -118,6 +126,7 @@ impl Default for RoutePolicy {
             eject_after: 3,
             eject_for_ms: 10_000,
             active_check: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -122,6 +122,11 @@ pub struct ProxyConfig {
     /// How long in-flight requests and WebSockets on the old color may go on.
     #[serde(default = "default_drain")]
     pub drain_timeout: Dur,
+    /// The window before the drain deadline over which the old color's
+    /// WebSockets and streaming responses end, spread (default: half the
+    /// drain timeout, at least 5 s).
+    #[serde(default)]
+    pub drain_spread: Option<Dur>,
     /// `round-robin` or `least-connections`.
     #[serde(default)]
     pub balance: Balance,
@@ -151,6 +156,7 @@ impl Default for ProxyConfig {
             listen: None,
             path_prefix: None,
             drain_timeout: default_drain(),
+            drain_spread: None,
             balance: Balance::default(),
             response_timeout: default_response_timeout(),
             passive_health: PassiveHealth::default(),
@@ -231,6 +237,7 @@ impl ProxyConfig {
         RoutePolicy {
             balance: self.balance,
             drain_timeout_ms: self.drain_timeout.0.as_millis() as u64,
+            drain_spread_ms: self.drain_spread.map(|d| d.0.as_millis() as u64),
             response_timeout_ms: self.response_timeout.0.as_millis() as u64,
             eject_after: self.passive_health.failures.get(),
             eject_for_ms: self.passive_health.cooloff.0.as_millis() as u64,

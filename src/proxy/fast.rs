@@ -19,6 +19,7 @@
 
 use std::io;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -28,7 +29,9 @@ use tokio::sync::watch;
 
 use super::attempt::{Attempt, ClientFault, Failed};
 use super::forward::{Client, Own};
+use super::drain::{slot_reached, EventBoundary, BOUNDARY_GRACE};
 use super::framing::{Chunked, Framing};
+use super::pool::Pool;
 use super::heads::{header, status_line, Parse, RequestHead, ResponseHead};
 use super::prefixed::Prefixed;
 use super::upstream::Conns;
@@ -196,7 +199,6 @@ async fn forward(
         .pool()
         .stats
         .record(response.status, started.elapsed());
-    let keep_alive = keep_alive && response.framing != Framing::UntilClose;
     let mut reply = response.client_head;
     reply.extend_from_slice(b"x-request-id: ");
     reply.extend_from_slice(head.id.as_bytes());
@@ -205,7 +207,12 @@ async fn forward(
     } else {
         b"\r\nconnection: close\r\n\r\n"
     });
-    let complete = copy_body(response.framing, &mut upstream, &mut rbuf, reply, stream).await?;
+    let copy = BodyCopy {
+        framing: response.framing,
+        event_stream: response.event_stream,
+        pool: claim.pool(),
+    };
+    let complete = copy.run(&mut upstream, &mut rbuf, reply, stream).await?;
     if complete && response.reusable && rbuf.is_empty() {
         claim.conns().checkin_stream(upstream);
     }
@@ -367,57 +374,132 @@ enum Unanswered {
     Failed(Failed),
 }
 
-/// Writes the response head and copies the body to the client. `true` if
-/// the body ended where its framing says (the upstream stream may then be
-/// reused).
-async fn copy_body(
+/// A response body on its way to the client.
+struct BodyCopy<'a> {
     framing: Framing,
-    upstream: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    mut pending: Vec<u8>,
-    client: &mut TcpStream,
-) -> io::Result<bool> {
-    let mut chunked = Chunked::default();
-    let mut left = match framing {
-        Framing::Length(n) => n,
-        _ => u64::MAX,
-    };
-    loop {
-        let take = match framing {
-            Framing::Length(_) => left.min(rbuf.len() as u64) as usize,
-            Framing::Chunked => chunked
-                .feed(rbuf)
-                .map_err(|_| io::Error::other("invalid chunked framing from the upstream"))?,
-            Framing::UntilClose => rbuf.len(),
+    event_stream: bool,
+    /// The color it comes from: if that stops being live, the body ends at
+    /// its slot before the drain deadline (`drain`).
+    pool: &'a Arc<Pool>,
+}
+
+impl BodyCopy<'_> {
+    /// Writes the response head and copies the body to the client (a body
+    /// that ends when the upstream closes goes out in chunks). `true` if the
+    /// body ended where its framing says (the upstream stream may then be
+    /// reused); `false` if the client's response ended properly without
+    /// that. An error leaves the client's response incomplete: close.
+    async fn run(
+        &self,
+        upstream: &mut TcpStream,
+        rbuf: &mut BytesMut,
+        mut pending: Vec<u8>,
+        client: &mut TcpStream,
+    ) -> io::Result<bool> {
+        let mut chunked = Chunked::default();
+        let mut events = EventBoundary::default();
+        let mut left = match self.framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
         };
-        // The head goes out with the first bytes of the body, in one write.
-        if pending.is_empty() {
-            client.write_all(&rbuf[..take]).await?;
-        } else {
-            pending.extend_from_slice(&rbuf[..take]);
-            client.write_all(&pending).await?;
-            pending = Vec::new();
-        }
-        rbuf.advance(take);
-        let done = match framing {
-            Framing::Length(_) => {
-                left -= take as u64;
-                left == 0
+        // Watched (and a slot taken) only once the body outlasts its first
+        // read: short responses touch nothing shared.
+        let mut closing = None;
+        let mut ending_since = None;
+        loop {
+            let take = match self.framing {
+                Framing::Length(_) => left.min(rbuf.len() as u64) as usize,
+                Framing::Chunked => chunked
+                    .feed_data(rbuf, |data| events.advance(data))
+                    .map_err(|_| io::Error::other("invalid chunked framing from the upstream"))?,
+                Framing::UntilClose => {
+                    events.advance(rbuf);
+                    rbuf.len()
+                }
+            };
+            // The head goes out with the first bytes of the body, in one write.
+            let until_close = self.framing == Framing::UntilClose && take > 0;
+            if until_close {
+                pending.extend_from_slice(format!("{take:x}\r\n").as_bytes());
             }
-            Framing::Chunked => chunked.done(),
-            Framing::UntilClose => false,
+            if pending.is_empty() {
+                client.write_all(&rbuf[..take]).await?;
+            } else {
+                pending.extend_from_slice(&rbuf[..take]);
+                if until_close {
+                    pending.extend_from_slice(b"\r\n");
+                }
+                client.write_all(&pending).await?;
+                pending = Vec::new();
+            }
+            rbuf.advance(take);
+            let done = match self.framing {
+                Framing::Length(_) => {
+                    left -= take as u64;
+                    left == 0
+                }
+                Framing::Chunked => chunked.done(),
+                Framing::UntilClose => false,
+            };
+            if done {
+                return Ok(true);
+            }
+            if let Some(since) = ending_since {
+                if self.end_now(&chunked, &events, since, client).await? {
+                    return Ok(false);
+                }
+            }
+            rbuf.clear();
+            rbuf.reserve(READ_SIZE);
+            let (closing, slot) =
+                closing.get_or_insert_with(|| (self.pool.closing(), self.pool.slots.next()));
+            let grace = ending_since.map(|t: tokio::time::Instant| t + BOUNDARY_GRACE);
+            let read = tokio::select! {
+                read = upstream.read_buf(rbuf) => read?,
+                at = slot_reached(closing, *slot), if ending_since.is_none() => {
+                    ending_since = Some(at);
+                    continue;
+                }
+                _ = tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)), if grace.is_some() => {
+                    return Err(io::Error::other("cut at the drain deadline"));
+                }
+            };
+            if read == 0 {
+                return match self.framing {
+                    Framing::UntilClose => {
+                        client.write_all(b"0\r\n\r\n").await?;
+                        Ok(false)
+                    }
+                    _ => Err(io::Error::other("the upstream closed mid-body")),
+                };
+            }
+        }
+    }
+
+    /// The color stopped being live and this body's slot has come: an
+    /// event stream ends at its next event boundary, with its last chunk;
+    /// anything else (or a stream that finds no boundary in time) is cut.
+    /// `true`: the client's response has ended properly.
+    async fn end_now(
+        &self,
+        chunked: &Chunked,
+        events: &EventBoundary,
+        since: tokio::time::Instant,
+        client: &mut TcpStream,
+    ) -> io::Result<bool> {
+        let boundary = match self.framing {
+            Framing::Chunked => chunked.between_chunks() && events.at_boundary(),
+            Framing::UntilClose => events.at_boundary(),
+            Framing::Length(_) => false,
         };
-        if done {
+        if self.event_stream && boundary {
+            client.write_all(b"0\r\n\r\n").await?;
             return Ok(true);
         }
-        rbuf.clear();
-        rbuf.reserve(READ_SIZE);
-        if upstream.read_buf(rbuf).await? == 0 {
-            return match framing {
-                Framing::UntilClose => Ok(false),
-                _ => Err(io::Error::other("the upstream closed mid-body")),
-            };
+        if !self.event_stream || since.elapsed() >= BOUNDARY_GRACE {
+            return Err(io::Error::other("cut at the drain deadline"));
         }
+        Ok(false)
     }
 }
 

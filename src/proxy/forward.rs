@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::attempt::{idempotent, Attempt, Failed};
 use super::client_body::ClientBody;
+use super::drain::{self, EventBoundary};
 use super::forwarding;
 use super::pool::Claim;
 use super::router::{normalize_host, Router};
@@ -78,14 +80,14 @@ pub enum ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(t) => Pin::new(&mut t.inner).poll_frame(cx),
+            ProxyBody::Upstream(t) => t.poll_frame(cx),
             ProxyBody::Own(full) => Pin::new(full).poll_frame(cx).map_err(|n| match n {}),
         }
     }
@@ -307,11 +309,20 @@ impl Forwarder {
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let event_stream = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| drain::is_event_stream(t.as_bytes()));
         let body = Tracked {
             inner: body,
             sender: Some(sender),
             claim,
             _busy: busy,
+            event_stream,
+            events: EventBoundary::default(),
+            frames: 0,
+            slot: None,
+            cut_at: None,
         };
         Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
     }
@@ -641,13 +652,67 @@ fn empty() -> ProxyBody {
 
 /// An upstream response body that keeps its upstream claimed until the
 /// last frame, and returns the connection to the pool when it was read to
-/// the end.
+/// the end. If its color stops being live while it streams, it ends at its
+/// slot before the drain deadline (`drain`): an event stream at an event
+/// boundary, anything else cut (an error: hyper then closes the HTTP/1
+/// connection without the last chunk, or resets the HTTP/2 stream).
 pub struct Tracked {
     inner: Incoming,
     sender: Option<Sender>,
     claim: Claim,
     /// The connection is busy until the body ends.
     _busy: BusyGuard,
+    event_stream: bool,
+    events: EventBoundary,
+    /// Frames passed on so far (the drain is watched once a body waits, or
+    /// from its second frame on: short bodies touch nothing shared).
+    frames: u32,
+    /// Resolves at this body's slot once its color is no longer live.
+    slot: Option<Pin<Box<dyn Future<Output = tokio::time::Instant> + Send>>>,
+    /// The slot came; an event stream still looks for a boundary until then.
+    cut_at: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Tracked {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(cut_at) = &mut self.cut_at {
+            if self.event_stream && self.events.at_boundary() {
+                return Poll::Ready(None);
+            }
+            if !self.event_stream || cut_at.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(std::io::Error::other(
+                    "cut at the drain deadline",
+                ))));
+            }
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            self.frames = self.frames.saturating_add(1);
+            if let (true, Some(data)) = (self.event_stream, frame.data_ref()) {
+                self.events.advance(data);
+            }
+        }
+        let streaming = self.frames > 1 || polled.is_pending();
+        if self.cut_at.is_none() && streaming && !self.inner.is_end_stream() {
+            let pool = self.claim.pool();
+            let slot = self.slot.get_or_insert_with(|| {
+                let (mut closing, slot) = (pool.closing(), pool.slots.next());
+                Box::pin(async move { drain::slot_reached(&mut closing, slot).await })
+            });
+            if let Poll::Ready(at) = slot.as_mut().poll(cx) {
+                self.cut_at = Some(Box::pin(tokio::time::sleep_until(
+                    at + drain::BOUNDARY_GRACE,
+                )));
+                if polled.is_pending() {
+                    return self.poll_frame(cx);
+                }
+            }
+        }
+        polled.map_err(std::io::Error::other)
+    }
 }
 
 impl Drop for Tracked {

@@ -47,10 +47,21 @@ impl Chunked {
     /// Reads `bytes` on. Returns how many of them belong to the body: all,
     /// or fewer when the body ended within them.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, Invalid> {
+        self.feed_data(bytes, |_| {})
+    }
+
+    /// `feed`, and `on_data` sees the chunks' data (the body decoded) as
+    /// it passes.
+    pub fn feed_data(
+        &mut self,
+        bytes: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<usize, Invalid> {
         let mut i = 0;
         while i < bytes.len() && self.state != State::Done {
             if let State::Data(left) = self.state {
                 let take = left.min((bytes.len() - i) as u64);
+                on_data(&bytes[i..i + take as usize]);
                 i += take as usize;
                 self.state = match left - take {
                     0 => State::DataCr,
@@ -66,6 +77,11 @@ impl Chunked {
 
     pub fn done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Between two chunks: a last chunk could be written here.
+    pub fn between_chunks(&self) -> bool {
+        self.state == State::SizeStart
     }
 
     fn step(&self, b: u8) -> Result<State, Invalid> {

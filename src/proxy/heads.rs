@@ -14,6 +14,7 @@ use super::forward::{
     connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, sane_request_id,
     valid_host, Client, MAX_REQUEST_ID,
 };
+use super::drain;
 use super::forwarding;
 use super::framing::Framing;
 
@@ -257,6 +258,8 @@ pub(crate) struct ResponseHead {
     pub(crate) framing: Framing,
     /// The upstream keeps the connection open after this response.
     pub(crate) reusable: bool,
+    /// Server-sent events (`drain` ends them at an event boundary).
+    pub(crate) event_stream: bool,
     pub(crate) client_head: Vec<u8>,
 }
 
@@ -280,7 +283,10 @@ impl ResponseHead {
         }
         let mut length = None;
         let mut chunked = false;
+        let mut event_stream = false;
         for h in resp.headers.iter() {
+            event_stream |=
+                h.name.eq_ignore_ascii_case("content-type") && drain::is_event_stream(h.value);
             if h.name.eq_ignore_ascii_case("content-length") {
                 match (length, parse_length(h.value)) {
                     (None, Some(n)) => length = Some(n),
@@ -317,7 +323,10 @@ impl ResponseHead {
                 header(&mut out, h.name, h.value);
             }
         }
-        if framing == Framing::Chunked {
+        // A body that ends when the upstream closes goes to the client in
+        // chunks: its end (or a cut) is then visible, and the client's
+        // connection outlives the upstream's.
+        if matches!(framing, Framing::Chunked | Framing::UntilClose) {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
         Ok(Some(ResponseHead {
@@ -325,6 +334,7 @@ impl ResponseHead {
             status,
             framing,
             reusable: version == 1 && !closes && framing != Framing::UntilClose,
+            event_stream,
             client_head: out,
         }))
     }

@@ -14,7 +14,8 @@
 //! - `admin` / `api` / `client`: the admin API; `admin_listen`: its Unix
 //!   socket and optional token-guarded loopback TCP listener;
 //! - `state`: the state file, written atomically, restored before listening;
-//! - `tunnel`: upgraded connections (WebSocket) and their drain deadline;
+//! - `tunnel`: upgraded connections (WebSocket); `drain`: how long-lived
+//!   connections and streamed responses on an old color end, spread;
 //! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets;
 //! - `metrics`: Prometheus `/metrics` on a loopback port;
 //! - `boot`: the proxy as a container (`cyan proxy boot`);
@@ -29,6 +30,7 @@ pub mod attempt;
 pub mod boot;
 pub mod client;
 pub mod client_body;
+pub mod drain;
 pub mod fast;
 pub mod forward;
 pub mod forwarding;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::drain::{Closing, Slots};
 use super::state::{Balance, RequestPolicy};
 use super::upstream::Conns;
 use super::workers::PerThread;
@@ -37,8 +38,11 @@ pub struct Pool {
     /// Round-robin position, per thread.
     next: PerThread<AtomicUsize>,
     epoch: Instant,
-    /// When this color's tunnels (WebSockets) must close; `None` while live.
-    closing: watch::Sender<Option<Instant>>,
+    /// When this color's long-lived connections (tunnels, streamed
+    /// responses) must end; `None` while live.
+    closing: watch::Sender<Option<Closing>>,
+    /// Their places in the window their ends are spread over.
+    pub slots: Slots,
     pub stats: ColorStats,
 }
 
@@ -59,6 +63,7 @@ impl Pool {
             next: PerThread::default(),
             epoch: Instant::now(),
             closing: watch::channel(None).0,
+            slots: Slots::default(),
             stats: ColorStats::default(),
         })
     }
@@ -135,21 +140,26 @@ impl Pool {
         self.closing.send_if_modified(|c| c.take().is_some());
     }
 
-    /// The color is no longer live: its tunnels close by `now + grace`
-    /// (an earlier deadline already set stands).
-    pub fn close_by(&self, grace: Duration) {
+    /// The color is no longer live: its long-lived connections end by
+    /// `now + grace`, spread over the `spread` before that (an earlier
+    /// deadline already set stands).
+    pub fn close_by(&self, grace: Duration, spread: Duration) {
         let at = Instant::now() + grace;
+        let closing = Closing {
+            at,
+            spread: spread.min(grace),
+        };
         self.closing.send_if_modified(|c| match c {
-            Some(t) if *t <= at => false,
+            Some(t) if t.at <= at => false,
             _ => {
-                *c = Some(at);
+                *c = Some(closing);
                 true
             }
         });
     }
 
     /// Watches the closing deadline.
-    pub fn closing(&self) -> watch::Receiver<Option<Instant>> {
+    pub fn closing(&self) -> watch::Receiver<Option<Closing>> {
         self.closing.subscribe()
     }
 
@@ -435,16 +445,19 @@ mod tests {
         let pool = Pool::new(Color::Blue, &["127.0.0.1:1".parse().unwrap()]);
         let rx = pool.closing();
         assert!(rx.borrow().is_none());
-        pool.close_by(Duration::from_secs(30));
+        pool.close_by(Duration::from_secs(30), Duration::from_secs(5));
         let first = rx.borrow().unwrap();
-        pool.close_by(Duration::from_secs(60));
+        assert_eq!(first.spread, Duration::from_secs(5));
+        pool.close_by(Duration::from_secs(60), Duration::ZERO);
         assert_eq!(
             rx.borrow().unwrap(),
             first,
             "a later deadline does not extend"
         );
-        pool.close_by(Duration::ZERO);
-        assert!(rx.borrow().unwrap() < first, "an earlier one wins");
+        pool.close_by(Duration::ZERO, Duration::from_secs(5));
+        let now = rx.borrow().unwrap();
+        assert!(now.at < first.at, "an earlier one wins");
+        assert_eq!(now.spread, Duration::ZERO, "no window is wider than the time left");
         pool.keep_open();
         assert!(rx.borrow().is_none());
     }

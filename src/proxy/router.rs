@@ -226,7 +226,7 @@ impl Router {
     /// At shutdown: every color's tunnels close (cleanly) by `now + grace`.
     pub fn close_all(&self, grace: Duration) {
         let c = self.inner.lock().expect("router lock");
-        c.pools.values().for_each(|p| p.close_by(grace));
+        c.pools.values().for_each(|p| p.close_by(grace, Duration::ZERO));
     }
 
     /// Each live pool with its route's active check, if it has one.
@@ -287,14 +287,17 @@ impl Control {
                 if route.live == Some(*color) {
                     pool.keep_open();
                 } else {
-                    pool.close_by(Duration::from_millis(route.policy.drain_timeout_ms));
+                    pool.close_by(
+                        Duration::from_millis(route.policy.drain_timeout_ms),
+                        route.policy.drain_spread(),
+                    );
                 }
                 pools.insert(k, pool);
             }
         }
         // Pools of removed colors close their tunnels now.
         for (_, gone) in self.pools.drain() {
-            gone.close_by(Duration::ZERO);
+            gone.close_by(Duration::ZERO, Duration::ZERO);
         }
         self.pools = pools;
     }

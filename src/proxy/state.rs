@@ -70,6 +70,9 @@ pub struct RoutePolicy {
     pub balance: Balance,
     /// How long the old color's requests, and its WebSockets, may go on after a switch.
     pub drain_timeout_ms: u64,
+    /// The window before the drain deadline over which the old color's
+    /// long-lived connections end (`drain`); `None`: `drain_spread()`'s default.
+    pub drain_spread_ms: Option<u64>,
     /// Time to the upstream's response head before the client gets a 504.
     pub response_timeout_ms: u64,
     /// Consecutive connect failures or timeouts that eject an upstream...
@@ -104,6 +107,18 @@ pub struct RequestPolicy {
 }
 
 impl RoutePolicy {
+    /// The window the old color's long-lived connections end in: as set,
+    /// else half the drain timeout but at least 5 s (so about a fifth of
+    /// them, at most, end in any one second), never more than all of it.
+    pub fn drain_spread(&self) -> std::time::Duration {
+        let drain = self.drain_timeout_ms;
+        let ms = self
+            .drain_spread_ms
+            .unwrap_or_else(|| (drain / 2).max(5_000))
+            .min(drain);
+        std::time::Duration::from_millis(ms)
+    }
+
     /// The policy of a request from `peer`.
     pub fn per_request(&self, peer: std::net::IpAddr) -> RequestPolicy {
         RequestPolicy {
@@ -122,6 +137,7 @@ impl Default for RoutePolicy {
         RoutePolicy {
             balance: Balance::RoundRobin,
             drain_timeout_ms: 30_000,
+            drain_spread_ms: None,
             response_timeout_ms: 60_000,
             eject_after: 3,
             eject_for_ms: 10_000,

@@ -3,11 +3,11 @@
 //! in flight on its color until it ends.
 //!
 //! When its color stops being live, a tunnel is not cut at once (kamal-proxy
-//! does that): it stays open until the route's drain deadline. Then a
-//! WebSocket is closed the way the protocol expects, with a close frame
-//! (1001, going away) sent at a frame boundary to both sides, so a client
-//! reconnects (to the new color) instead of seeing an error. Other protocols
-//! get a plain FIN.
+//! does that): it stays open until its slot before the route's drain
+//! deadline (`drain`). Then a WebSocket is closed the way the protocol
+//! expects, with a close frame (1001, going away) sent at a frame boundary
+//! to both sides, so a client reconnects (to the new color) instead of
+//! seeing an error. Other protocols get a plain FIN.
 
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::drain::{slot_reached, Closing, BOUNDARY_GRACE};
 use super::pool::Claim;
 
 /// Close frame, status 1001 "going away", as a server sends it (unmasked).
@@ -24,14 +25,13 @@ const CLOSE_TO_CLIENT: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
 /// The same as a client sends it: masked, here with a zero key.
 const CLOSE_TO_SERVER: [u8; 8] = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9];
 
-/// After the deadline, how long a pump may wait for the current frame to end
-/// before it closes anyway.
-const FRAME_GRACE: Duration = Duration::from_secs(2);
 
 /// Copies between the client and the upstream until either side ends or the
 /// color's closing deadline passes.
 pub async fn run(client: Upgraded, upstream: Upgraded, websocket: bool, claim: Claim) {
     let closing = claim.pool().closing();
+    // Both directions end at the same place in the drain's spread window.
+    let slot = claim.pool().slots.next();
     let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
     let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
     let (to_client, to_server) = if websocket {
@@ -39,14 +39,14 @@ pub async fn run(client: Upgraded, upstream: Upgraded, websocket: bool, claim: C
     } else {
         (None, None)
     };
-    let down = pump(upstream_read, client_write, to_client, closing.clone());
-    let up = pump(client_read, upstream_write, to_server, closing);
+    let down = pump(upstream_read, client_write, to_client, closing.clone(), slot);
+    let up = pump(client_read, upstream_write, to_server, closing, slot);
     // When one direction ends, the other is given a moment to finish its
     // close handshake, then the tunnel (and its claim) is released.
     tokio::pin!(down, up);
     tokio::select! {
-        _ = &mut down => { let _ = tokio::time::timeout(FRAME_GRACE, up).await; }
-        _ = &mut up => { let _ = tokio::time::timeout(FRAME_GRACE, down).await; }
+        _ = &mut down => { let _ = tokio::time::timeout(BOUNDARY_GRACE, up).await; }
+        _ = &mut up => { let _ = tokio::time::timeout(BOUNDARY_GRACE, down).await; }
     }
     drop(claim);
 }
@@ -57,7 +57,8 @@ async fn pump<R, W>(
     mut from: R,
     mut to: W,
     close_frame: Option<&[u8]>,
-    mut closing: watch::Receiver<Option<Instant>>,
+    mut closing: watch::Receiver<Option<Closing>>,
+    slot: f64,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -67,7 +68,7 @@ async fn pump<R, W>(
     let mut stop_at: Option<Instant> = None;
     loop {
         if let Some(at) = stop_at {
-            if Instant::now() >= at + FRAME_GRACE || frames.at_boundary() {
+            if Instant::now() >= at + BOUNDARY_GRACE || frames.at_boundary() {
                 if let Some(frame) = close_frame {
                     let _ = to.write_all(frame).await;
                 }
@@ -76,11 +77,11 @@ async fn pump<R, W>(
         }
         let read = tokio::select! {
             r = from.read(&mut buf) => r,
-            at = deadline(&mut closing), if stop_at.is_none() => {
+            at = slot_reached(&mut closing, slot), if stop_at.is_none() => {
                 stop_at = Some(at);
                 continue;
             }
-            _ = tokio::time::sleep_until(stop_at.map_or_else(far_future, |t| t + FRAME_GRACE)), if stop_at.is_some() => continue,
+            _ = tokio::time::sleep_until(stop_at.map_or_else(far_future, |t| t + BOUNDARY_GRACE)), if stop_at.is_some() => continue,
         };
         match read {
             Ok(0) | Err(_) => break,
@@ -99,28 +100,6 @@ async fn pump<R, W>(
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
-}
-
-/// Resolves when the closing deadline is set and has passed.
-async fn deadline(closing: &mut watch::Receiver<Option<Instant>>) -> Instant {
-    loop {
-        let current = *closing.borrow_and_update();
-        match current {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => return at,
-                    changed = closing.changed() => if changed.is_err() {
-                        std::future::pending::<()>().await;
-                    },
-                }
-            }
-            None => {
-                if closing.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
 }
 
 /// Tracks where WebSocket frames begin and end in a byte stream (RFC 6455

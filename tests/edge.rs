@@ -101,7 +101,10 @@ enum Take {
         used: usize,
     },
     /// A whole head whose body framing the upstream cannot follow.
-    Bad { head: Vec<u8>, why: String },
+    Bad {
+        head: Vec<u8>,
+        why: String,
+    },
 }
 
 /// One request from the start of `buf`, framed as a lenient origin server
@@ -341,7 +344,7 @@ async fn closing_upstream(reset: bool) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             if reset {
-                let _ = stream.set_linger(Some(Duration::ZERO));
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             }
             drop(stream);
         }
@@ -389,7 +392,10 @@ fn take_response(buf: &[u8], eof: bool) -> Option<(Resp, usize)> {
     }
     let te = header_values(head.as_bytes(), "transfer-encoding");
     let cl = header_values(head.as_bytes(), "content-length");
-    if te.iter().any(|v| v.to_ascii_lowercase().contains("chunked")) {
+    if te
+        .iter()
+        .any(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         return match dechunk(rest) {
             Chunks::Whole { body, used } => Some((resp(&body), end + 4 + used)),
             Chunks::Invalid(_) => Some((resp(rest), buf.len())),
@@ -531,7 +537,11 @@ async fn refused(proxy: &TestProxy, app: &str, cases: &[(&str, Vec<u8>)]) -> Vec
         let r = exchange(&proxy.addr(), request).await;
         tokio::time::sleep(SETTLE).await;
         if status(&r) != 400 || up.bytes() != 0 {
-            wrong.push(format!("{name}: client got {:?}; {}", line(&r), up.report()));
+            wrong.push(format!(
+                "{name}: client got {:?}; {}",
+                line(&r),
+                up.report()
+            ));
         }
     }
     wrong
@@ -637,7 +647,10 @@ async fn two_on_one_connection(
 ) -> Vec<String> {
     let mut wrong = Vec::new();
     let firsts = [
-        ("fast path", format!("GET /1 HTTP/1.1\r\nHost: {host}\r\n\r\n")),
+        (
+            "fast path",
+            format!("GET /1 HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        ),
         (
             "hyper's path",
             format!(
@@ -794,12 +807,7 @@ async fn two_equal_content_lengths_reach_the_upstream_as_one() {
     tokio::time::sleep(SETTLE).await;
     let seen = up.requests();
     assert_eq!(seen.len(), 1, "client got {:?}; {}", line(&r), up.report());
-    assert_eq!(
-        seen[0].headers("content-length"),
-        ["5"],
-        "{}",
-        up.report()
-    );
+    assert_eq!(seen[0].headers("content-length"), ["5"], "{}", up.report());
     assert_eq!(seen[0].body, b"hello", "{}", up.report());
     assert!(up.pending().is_empty(), "{}", up.report());
     assert_eq!(status(&r), 200, "{}", line(&r));
@@ -1038,7 +1046,12 @@ async fn a_host_with_a_space_a_slash_or_an_at_is_refused() {
     let proxy = edge("badhost", "edge", vec![Upstream::start().await.addr]).await;
     let cases: Vec<(&str, Vec<u8>)> = ["a b", "a/b", "a@b"]
         .into_iter()
-        .map(|h| (h, format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n").into_bytes()))
+        .map(|h| {
+            (
+                h,
+                format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n").into_bytes(),
+            )
+        })
         .collect();
     let wrong = refused(&proxy, "edge", &cases).await;
     assert_all_right(&wrong);
@@ -1065,7 +1078,12 @@ async fn an_absolute_form_target_is_routed_by_its_authority() {
     )
     .await;
     tokio::time::sleep(SETTLE).await;
-    let what = format!("client got {:?}\na: {}\nb: {}", line(&r), a.report(), b.report());
+    let what = format!(
+        "client got {:?}\na: {}\nb: {}",
+        line(&r),
+        a.report(),
+        b.report()
+    );
     assert_eq!(a.bytes(), 0, "{what}");
     let seen = b.requests();
     assert_eq!(seen.len(), 1, "{what}");
@@ -1121,7 +1139,7 @@ async fn closing_on_work() -> (Upstream, Arc<Mutex<usize>>) {
 /// On one keep-alive client connection, `warm` requests (each answered 200,
 /// leaving pooled upstream connections), then `work`: with one replica and
 /// then with two, the app(s) must have seen `work` exactly once, and the
-/// client a 502. Returns what went wrong.
+/// client a 502.
 async fn assert_not_replayed(tag: &str, warm: &[&[u8]], work: &[u8]) {
     let mut wrong = Vec::new();
     for replicas in [1, 2] {

@@ -294,6 +294,10 @@ pub enum ProxyCommand {
         /// How long a keep-alive connection may wait for its next request.
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         idle_timeout: Duration,
+        /// How often the apps' TLS files are checked for a renewed
+        /// certificate (`cyan proxy reload` checks at once).
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        cert_check_interval: Duration,
         /// Also serve the admin API on this loopback address (needs --admin-token-file).
         #[arg(long, value_name = "ADDR", requires = "admin_token_file")]
         admin_listen: Option<std::net::SocketAddr>,
@@ -303,6 +307,11 @@ pub enum ProxyCommand {
     },
     /// Show the proxy's routes and counters.
     Status,
+    /// Read the apps' TLS files again now, and serve the certificates
+    /// renewed in place (the proxy also checks on its own, every
+    /// --cert-check-interval). A renewed pair that does not load is
+    /// refused, and the last good one stays.
+    Reload,
     /// Run the proxy as a container (FROM scratch, restart unless-stopped,
     /// state in the home folder, mounted) instead of a host process.
     Boot {

@@ -82,6 +82,7 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             header_timeout,
             body_timeout,
             idle_timeout,
+            cert_check_interval,
             admin_listen,
             admin_token_file,
         } => {
@@ -101,8 +102,17 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                     body: body_timeout,
                     idle: idle_timeout,
                 },
+                cert_check: cert_check_interval,
             };
             proxy::run(home, &opts).await
+        }
+        ProxyCommand::Reload => {
+            let reloaded = AdminClient::new(home).reload().await?;
+            out.result(&reloaded, || match reloaded.renewed.as_slice() {
+                [] => "no TLS files changed".into(),
+                renewed => format!("renewed certificates: {}", renewed.join(", ")),
+            });
+            Ok(())
         }
         ProxyCommand::Status => {
             let routes = AdminClient::new(home).routes().await?;

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, RouteSpec,
-    SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
+    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, ReloadResponse,
+    RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 
 /// A hold is bounded: requests never wait longer than this.
@@ -54,6 +54,12 @@ pub async fn handle(
             },
         ),
         (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &proxy.router.views()),
+        (&Method::POST, ["v1", "reload"]) => json(
+            StatusCode::OK,
+            &ReloadResponse {
+                renewed: proxy.router.reload_certs(),
+            },
+        ),
         (&Method::GET, ["v1", "routes", name]) => match proxy.router.view(name) {
             Some(v) => json(StatusCode::OK, &v),
             None => error(StatusCode::NOT_FOUND, format!("no route named {name:?}")),
@@ -193,18 +199,21 @@ fn put_route(
     name: &str,
     spec: RouteSpec,
 ) -> Result<serde_json::Value, ChangeError> {
+    if let Some(p) = spec.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
+        return Err(ChangeError::Invalid(format!(
+            "path prefix {p:?} must start with '/'"
+        )));
+    }
     if let Some(files) = &spec.tls {
-        super::tls::load(files).map_err(ChangeError::Invalid)?;
+        proxy
+            .router
+            .check_tls(name, files)
+            .map_err(ChangeError::Invalid)?;
     }
     if let Some(addr) = spec.listen {
         proxy
             .ensure_listener(addr, spec.tls.is_some())
             .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
-    }
-    if let Some(p) = spec.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
-        return Err(ChangeError::Invalid(format!(
-            "path prefix {p:?} must start with '/'"
-        )));
     }
     proxy.router.change(name, true, |r| {
         r.hosts = spec

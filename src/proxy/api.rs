@@ -93,3 +93,10 @@ pub struct UpgradeResponse {
     pub old_pid: u32,
     pub new_pid: u32,
 }
+
+/// `POST /v1/reload`: TLS files read again where they changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    /// Routes now serving a renewed certificate.
+    pub renewed: Vec<String>,
+}

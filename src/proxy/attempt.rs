@@ -104,7 +104,12 @@ pub(crate) struct Attempt<'p> {
 }
 
 impl<'p> Attempt<'p> {
-    pub fn new(claim: Claim, policy: &'p RequestPolicy, started: Instant, replayable: bool) -> Self {
+    pub fn new(
+        claim: Claim,
+        policy: &'p RequestPolicy,
+        started: Instant,
+        replayable: bool,
+    ) -> Self {
         Attempt {
             claim,
             policy,
@@ -129,7 +134,10 @@ impl<'p> Attempt<'p> {
                 let stats = &self.claim.pool().stats;
                 stats.record(fault.status().as_u16(), elapsed);
                 tracing::debug!(upstream = %self.claim.addr(), status = %fault.status(), why = fault.why(), "client fault");
-                return Err(Own::text(fault.status(), format!("cyan: {}\n", fault.why())));
+                return Err(Own::text(
+                    fault.status(),
+                    format!("cyan: {}\n", fault.why()),
+                ));
             }
             Failed::Refused(e) => {
                 self.claim.failed(self.policy);

@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, RouteSpec,
-    SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
+    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, ReloadResponse,
+    RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 use super::router::RouteView;
 use super::state::{Lock, Maintenance};
@@ -120,6 +120,11 @@ impl AdminClient {
 
     pub async fn routes(&self) -> Result<Vec<RouteView>> {
         self.call(Method::GET, "/v1/routes", None::<&()>).await
+    }
+
+    /// Reads again the TLS files that changed; returns the renewed routes.
+    pub async fn reload(&self) -> Result<ReloadResponse> {
+        self.call(Method::POST, "/v1/reload", None::<&()>).await
     }
 
     pub async fn put_route(&self, name: &str, spec: &RouteSpec) -> Result<()> {

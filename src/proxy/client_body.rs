@@ -68,7 +68,10 @@ pub struct Streamed {
 
 impl ClientBody {
     /// Wraps a client's body; `None` with it when there is none to read.
-    pub(crate) fn new(inner: Incoming, timeout: Duration) -> (ClientBody, Option<Arc<BodyOutcome>>) {
+    pub(crate) fn new(
+        inner: Incoming,
+        timeout: Duration,
+    ) -> (ClientBody, Option<Arc<BodyOutcome>>) {
         if inner.is_end_stream() {
             return (ClientBody::Empty, None);
         }

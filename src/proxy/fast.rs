@@ -28,11 +28,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::attempt::{Attempt, ClientFault, Failed};
-use super::forward::{Client, Own};
 use super::drain::{slot_reached, EventBoundary, BOUNDARY_GRACE};
+use super::forward::{Client, Own};
 use super::framing::{Chunked, Framing};
-use super::pool::Pool;
 use super::heads::{header, status_line, Parse, RequestHead, ResponseHead};
+use super::pool::Pool;
 use super::prefixed::Prefixed;
 use super::upstream::Conns;
 
@@ -115,7 +115,8 @@ pub async fn serve(
 }
 
 /// The answer to a request head that did not arrive in time.
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n\
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n\
     content-length: 40\r\nconnection: close\r\n\r\ncyan: the request head did not arrive\r\n\r\n";
 
 /// Closes after a last response: the write side first, then what the
@@ -301,11 +302,7 @@ impl Exchange<'_> {
                 Ok(Ok(n)) if n > 0 => None,
                 Ok(Ok(_)) => Some("the upstream closed the connection".to_string()),
                 Ok(Err(e)) => Some(format!("reading the response: {e}")),
-                Err(_) => {
-                    return Err(Unanswered::Failed(Failed::Timeout(
-                        self.response_timeout,
-                    )))
-                }
+                Err(_) => return Err(Unanswered::Failed(Failed::Timeout(self.response_timeout))),
             };
             if let Some(why) = why {
                 return Err(match rbuf.is_empty() {
@@ -354,7 +351,8 @@ impl Exchange<'_> {
                 Err(_) => return Err(Failed::Client(ClientFault::Slow)),
             }
             let take = left.min(buf.len() as u64) as usize;
-            let write = tokio::time::timeout(self.response_timeout, upstream.write_all(&buf[..take]));
+            let write =
+                tokio::time::timeout(self.response_timeout, upstream.write_all(&buf[..take]));
             match write.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(Failed::Broken(format!("sending the request body: {e}"))),

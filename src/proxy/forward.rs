@@ -248,7 +248,11 @@ impl Forwarder {
         let (claim, (mut resp, sender)) = loop {
             let req = unsent
                 .take()
-                .or_else(|| replay.clone().map(|p| Request::from_parts(p, ClientBody::Empty)))
+                .or_else(|| {
+                    replay
+                        .clone()
+                        .map(|p| Request::from_parts(p, ClientBody::Empty))
+                })
                 .expect("only a request that is back or kept is tried again");
             let failed = match tokio::time::timeout(timeout, attempt.claim.conns().send(req)).await
             {
@@ -267,10 +271,9 @@ impl Forwarder {
                 // Still waiting for the client's body: the client is slow,
                 // not the upstream.
                 Err(_) => match outcome.as_ref() {
-                    Some(o) if !o.ended() => Failed::Client(
-                        o.fault()
-                            .unwrap_or(super::attempt::ClientFault::Slow),
-                    ),
+                    Some(o) if !o.ended() => {
+                        Failed::Client(o.fault().unwrap_or(super::attempt::ClientFault::Slow))
+                    }
                     _ => Failed::Timeout(timeout),
                 },
             };
@@ -403,8 +406,21 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
-                    b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
-                        | b'*' | b'+' | b',' | b';' | b'='
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
                 )
         }),
     };
@@ -746,7 +762,10 @@ mod tests {
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get("keep-alive").is_none());
         assert_eq!(h["x-app"], "kept");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9", "a trusted peer's list");
+        assert_eq!(
+            h["x-forwarded-for"], "10.0.0.1, 127.0.0.9",
+            "a trusted peer's list"
+        );
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "Web.Localhost:8000", "as sent");
         assert_eq!(h[header::HOST], "Web.Localhost:8000");

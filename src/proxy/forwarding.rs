@@ -65,9 +65,9 @@ pub(crate) fn classify(name: &[u8]) -> Name {
     }
     let same = |f: &str| {
         f.len() == name.len()
-            && f.bytes().zip(name).all(|(f, &n)| {
-                f == n.to_ascii_lowercase() || (f == b'-' && n == b'_')
-            })
+            && f.bytes()
+                .zip(name)
+                .all(|(f, &n)| f == n.to_ascii_lowercase() || (f == b'-' && n == b'_'))
     };
     match FORWARDING.iter().position(|f| same(f)) {
         Some(_) if name.contains(&b'_') => Name::Underscored,
@@ -181,7 +181,13 @@ mod tests {
         assert_eq!(classify(b"x-forwarded_host"), Name::Underscored);
         assert_eq!(classify(b"FORWARDED"), Name::Forwarding(11));
         assert_eq!(classify(b"X-Real-IP"), Name::Forwarding(12));
-        for other in [&b"X-Forwarded"[..], b"x-forwarded-proto2", b"host", b"", b"xx"] {
+        for other in [
+            &b"X-Forwarded"[..],
+            b"x-forwarded-proto2",
+            b"host",
+            b"",
+            b"xx",
+        ] {
             assert_eq!(classify(other), Name::Other, "{other:?}");
         }
     }

@@ -99,7 +99,7 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
         .arg(&proxy.home.dir)
         .arg("--drain-timeout")
         .arg(humantime::format_duration(proxy.opts.drain).to_string())
-        .args(timeout_flags(&proxy.opts.timeouts))
+        .args(timeout_flags(&proxy.opts))
         .args(
             proxy
                 .opts
@@ -230,6 +230,22 @@ fn parse(spec: &str) -> Result<Vec<(SocketAddr, RawFd, bool)>> {
         .collect()
 }
 
+/// The flags that give a successor the same deadlines and checks.
+fn timeout_flags(opts: &super::RunOptions) -> [String; 8] {
+    let d = |d| humantime::format_duration(d).to_string();
+    let t = &opts.timeouts;
+    [
+        "--header-timeout".into(),
+        d(t.header),
+        "--body-timeout".into(),
+        d(t.body),
+        "--idle-timeout".into(),
+        d(t.idle),
+        "--cert-check-interval".into(),
+        d(opts.cert_check),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,17 +263,4 @@ mod tests {
         assert!(parse("127.0.0.1:8000").is_err());
         assert!(parse("nope=5").is_err());
     }
-}
-
-/// The flags that give a successor the same client deadlines.
-fn timeout_flags(t: &super::timeouts::Timeouts) -> [String; 6] {
-    let d = |d| humantime::format_duration(d).to_string();
-    [
-        "--header-timeout".into(),
-        d(t.header),
-        "--body-timeout".into(),
-        d(t.body),
-        "--idle-timeout".into(),
-        d(t.idle),
-    ]
 }

@@ -10,11 +10,11 @@ use std::ops::Range;
 use hyper::StatusCode;
 
 use super::attempt::{idempotent, Failed};
+use super::drain;
 use super::forward::{
     connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, sane_request_id,
     valid_host, Client, MAX_REQUEST_ID,
 };
-use super::drain;
 use super::forwarding;
 use super::framing::Framing;
 
@@ -160,7 +160,10 @@ impl RequestHead {
     pub(crate) fn trust(&mut self, buf: &[u8], client: &Client) {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(&buf[..self.len]), Ok(httparse::Status::Complete(_))) {
+        if !matches!(
+            req.parse(&buf[..self.len]),
+            Ok(httparse::Status::Complete(_))
+        ) {
             return;
         }
         let sent = req

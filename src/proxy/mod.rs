@@ -13,6 +13,8 @@
 //!   request body on hyper's path, read under its deadline;
 //! - `admin` / `api` / `client`: the admin API; `admin_listen`: its Unix
 //!   socket and optional token-guarded loopback TCP listener;
+//! - `certs`: each TLS route's last good certificate, kept in the home and
+//!   renewed in place;
 //! - `state`: the state file, written atomically, restored before listening;
 //! - `tunnel`: upgraded connections (WebSocket); `drain`: how long-lived
 //!   connections and streamed responses on an old color end, spread;
@@ -28,6 +30,7 @@ pub mod admin_listen;
 pub mod api;
 pub mod attempt;
 pub mod boot;
+pub mod certs;
 pub mod client;
 pub mod client_body;
 pub mod drain;
@@ -136,6 +139,8 @@ pub struct RunOptions {
     pub threads: Option<usize>,
     /// Deadlines on reads from clients.
     pub timeouts: timeouts::Timeouts,
+    /// How often TLS files are checked for a renewal.
+    pub cert_check: Duration,
 }
 
 /// How long a client gets to finish its TLS handshake.
@@ -389,6 +394,11 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
         metrics::serve(addr, proxy.router.clone(), proxy.stop.subscribe())?;
     }
     active::spawn(proxy.router.clone(), proxy.stop.subscribe());
+    certs::spawn_refresh(
+        proxy.router.clone(),
+        opts.cert_check,
+        proxy.stop.subscribe(),
+    );
     proxy.start_admin()?;
     tracing::info!(socket = %home.socket().display(), "cyan proxy ready");
 

@@ -457,7 +457,11 @@ mod tests {
         pool.close_by(Duration::ZERO, Duration::from_secs(5));
         let now = rx.borrow().unwrap();
         assert!(now.at < first.at, "an earlier one wins");
-        assert_eq!(now.spread, Duration::ZERO, "no window is wider than the time left");
+        assert_eq!(
+            now.spread,
+            Duration::ZERO,
+            "no window is wider than the time left"
+        );
         pool.keep_open();
         assert!(rx.borrow().is_none());
     }
@@ -482,6 +486,10 @@ mod tests {
         assert_eq!(v.latency_buckets[4], (10.0, 3));
         s.record(499, Duration::from_millis(1));
         let v = s.snapshot(0, Vec::new());
-        assert_eq!((v.status_4xx, v.status_5xx), (1, 2), "a client that left is a 4xx");
+        assert_eq!(
+            (v.status_4xx, v.status_5xx),
+            (1, 2),
+            "a client that left is a 4xx"
+        );
     }
 }

@@ -20,6 +20,7 @@ use fnv::FnvHashMap;
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
+use super::certs::CertStore;
 use super::pool::{Pool, StatsView};
 use super::state::{Maintenance, ProxyState, RoutePolicy, RouteState};
 use crate::release::Color;
@@ -140,6 +141,7 @@ pub struct Router {
 struct Control {
     state: ProxyState,
     pools: HashMap<(String, Color), Arc<Pool>>,
+    certs: CertStore,
 }
 
 impl Router {
@@ -149,8 +151,10 @@ impl Router {
         let mut control = Control {
             state,
             pools: HashMap::new(),
+            certs: CertStore::new(state_path.with_file_name("certs")),
         };
         control.sync_pools();
+        control.sync_certs();
         let table = control.build_table();
         Ok(Router {
             table: ArcSwap::from_pointee(table),
@@ -219,14 +223,36 @@ impl Router {
 
     fn publish(&self, c: &mut Control) {
         c.sync_pools();
+        c.sync_certs();
         self.table.store(Arc::new(c.build_table()));
         self.published.send_modify(|n| *n += 1);
+    }
+
+    /// Checks a route's new TLS files, and keeps them (`certs`); the route
+    /// then serves them once changed to name them.
+    pub fn check_tls(&self, route: &str, files: &super::state::TlsFiles) -> Result<(), String> {
+        let mut c = self.inner.lock().expect("router lock");
+        c.certs.put(route, files)
+    }
+
+    /// Loads again the certificates whose files changed (`certs`) and
+    /// publishes them. Returns the routes renewed.
+    pub fn reload_certs(&self) -> Vec<String> {
+        let mut c = self.inner.lock().expect("router lock");
+        let renewed = c.certs.refresh();
+        if !renewed.is_empty() {
+            tracing::info!(?renewed, "TLS certificates renewed");
+            self.table.store(Arc::new(c.build_table()));
+        }
+        renewed
     }
 
     /// At shutdown: every color's tunnels close (cleanly) by `now + grace`.
     pub fn close_all(&self, grace: Duration) {
         let c = self.inner.lock().expect("router lock");
-        c.pools.values().for_each(|p| p.close_by(grace, Duration::ZERO));
+        c.pools
+            .values()
+            .for_each(|p| p.close_by(grace, Duration::ZERO));
     }
 
     /// Each live pool with its route's active check, if it has one.
@@ -302,6 +328,13 @@ impl Control {
         self.pools = pools;
     }
 
+    /// Each TLS route's certificate: kept from when its files were put or
+    /// last renewed, never loaded again just because the table changes.
+    fn sync_certs(&mut self) {
+        let routes = self.state.routes.iter().map(|(n, r)| (n, r.tls.as_ref()));
+        self.certs.sync(routes);
+    }
+
     fn build_table(&self) -> Table {
         let mut t = Table::default();
         for (name, route) in &self.state.routes {
@@ -322,20 +355,14 @@ impl Control {
                     .or_default()
                     .push(entry.clone());
             }
-            // Files were checked when the route was put; one that broke
-            // since is logged and its hosts get no certificate.
-            match route.tls.as_ref().map(super::tls::load) {
-                Some(Ok(cert)) => {
-                    for h in &route.hosts {
-                        t.certs_by_host
-                            .insert(normalize_host(h).into_owned(), cert.clone());
-                    }
-                    if let Some(addr) = route.listen {
-                        t.certs_by_listen.insert(addr, cert);
-                    }
+            if let Some(cert) = route.tls.as_ref().and(self.certs.get(name)) {
+                for h in &route.hosts {
+                    t.certs_by_host
+                        .insert(normalize_host(h).into_owned(), cert.clone());
                 }
-                Some(Err(e)) => tracing::error!(route = %name, error = %e, "cannot load TLS files"),
-                None => {}
+                if let Some(addr) = route.listen {
+                    t.certs_by_listen.insert(addr, cert);
+                }
             }
             if let Some(addr) = route.listen {
                 t.by_listen.entry(addr).or_default().push(entry.clone());
@@ -399,7 +426,11 @@ mod tests {
         assert_eq!(normalize_host("Web.Localhost:8000"), "web.localhost");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
         assert_eq!(normalize_host("example.com"), "example.com");
-        assert_eq!(normalize_host("Web.Localhost."), "web.localhost", "a trailing dot");
+        assert_eq!(
+            normalize_host("Web.Localhost."),
+            "web.localhost",
+            "a trailing dot"
+        );
         assert_eq!(normalize_host("web.localhost.:8000"), "web.localhost");
         assert_eq!(normalize_host("a:80."), "a");
     }
@@ -425,7 +456,9 @@ mod tests {
             .live
             .clone()
             .unwrap();
-        let held = blue.claim(&RoutePolicy::default().per_request(PEER)).unwrap();
+        let held = blue
+            .claim(&RoutePolicy::default().per_request(PEER))
+            .unwrap();
         r.change("web", false, |s| {
             s.live = Some(Color::Green);
             Ok(())

@@ -25,7 +25,6 @@ const CLOSE_TO_CLIENT: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
 /// The same as a client sends it: masked, here with a zero key.
 const CLOSE_TO_SERVER: [u8; 8] = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9];
 
-
 /// Copies between the client and the upstream until either side ends or the
 /// color's closing deadline passes.
 pub async fn run(client: Upgraded, upstream: Upgraded, websocket: bool, claim: Claim) {
@@ -39,7 +38,13 @@ pub async fn run(client: Upgraded, upstream: Upgraded, websocket: bool, claim: C
     } else {
         (None, None)
     };
-    let down = pump(upstream_read, client_write, to_client, closing.clone(), slot);
+    let down = pump(
+        upstream_read,
+        client_write,
+        to_client,
+        closing.clone(),
+        slot,
+    );
     let up = pump(client_read, upstream_write, to_server, closing, slot);
     // When one direction ends, the other is given a moment to finish its
     // close handshake, then the tunnel (and its claim) is released.

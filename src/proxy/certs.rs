@@ -1,0 +1,203 @@
+//! Each TLS route's certificate, kept: the last good pair is copied into
+//! the proxy's home (`certs/`, mode 0600), and a renewal in place is picked
+//! up within `--cert-check-interval` (30 s) or at once on `cyan proxy
+//! reload`.
+//!
+//! A route names its PEM files by path, and those files move: a CI job
+//! deploys from a workspace that is cleaned after it, a renewal rewrites
+//! them in place. Loading them again at every table change (as this proxy
+//! once did) made an app's TLS fail on any other app's change, or on a
+//! restart, once its files were gone; and a renewed certificate was served
+//! only after some unrelated change. So the table takes certificates from
+//! here, where a pair is replaced only by a newer pair that loads.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::sign::CertifiedKey;
+
+use super::state::TlsFiles;
+use super::tls;
+
+/// Checks the routes' files for a renewal every `every`, until `stop`.
+pub fn spawn_refresh(
+    router: Arc<super::router::Router>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => { router.reload_certs(); }
+            }
+        }
+    });
+}
+
+/// The certificates in use, by route.
+pub struct CertStore {
+    /// `<home>/certs`: the kept copies.
+    dir: PathBuf,
+    by_route: HashMap<String, Kept>,
+}
+
+struct Kept {
+    key: Arc<CertifiedKey>,
+    /// The route's files as they were when loaded (`None`: from the copy).
+    stamp: Option<Stamp>,
+    files: TlsFiles,
+}
+
+/// What tells a changed file: its length and modification time, for the
+/// certificate and the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp([(u64, Option<SystemTime>); 2]);
+
+impl Stamp {
+    fn of(files: &TlsFiles) -> Option<Stamp> {
+        let one = |p: &Path| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.len(), m.modified().ok()))
+        };
+        Some(Stamp([one(&files.cert)?, one(&files.key)?]))
+    }
+}
+
+impl CertStore {
+    pub fn new(dir: PathBuf) -> CertStore {
+        CertStore {
+            dir,
+            by_route: HashMap::new(),
+        }
+    }
+
+    /// The certificate a route serves, if it has one.
+    pub fn get(&self, route: &str) -> Option<Arc<CertifiedKey>> {
+        self.by_route.get(route).map(|k| k.key.clone())
+    }
+
+    /// A route's (new) files, as the admin API puts them: they must load.
+    /// On success they are kept (copied) and served.
+    pub fn put(&mut self, route: &str, files: &TlsFiles) -> Result<(), String> {
+        let stamp = Stamp::of(files);
+        let key = tls::load(files)?;
+        self.keep_copy(route, files);
+        self.by_route.insert(
+            route.to_string(),
+            Kept {
+                key,
+                stamp,
+                files: files.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Makes the store match the routes: each TLS route gets its pair, from
+    /// its files or else from the kept copy (a restarted proxy whose
+    /// routes' files are gone); routes without TLS lose theirs.
+    pub fn sync<'a>(&mut self, routes: impl Iterator<Item = (&'a String, Option<&'a TlsFiles>)>) {
+        let mut wanted = HashMap::new();
+        for (route, files) in routes {
+            if let Some(files) = files {
+                wanted.insert(route.clone(), files.clone());
+            }
+        }
+        self.by_route.retain(|r, k| wanted.get(r) == Some(&k.files));
+        for (route, files) in wanted {
+            if self.by_route.contains_key(&route) {
+                continue;
+            }
+            if self.put(&route, &files).is_ok() {
+                continue;
+            }
+            match self.load_copy(&route) {
+                Ok(key) => {
+                    tracing::warn!(%route, cert = %files.cert.display(), "TLS files unreadable; serving the kept copy");
+                    self.by_route.insert(
+                        route,
+                        Kept {
+                            key,
+                            stamp: None,
+                            files,
+                        },
+                    );
+                }
+                Err(e) => tracing::error!(%route, error = %e, "no certificate to serve"),
+            }
+        }
+    }
+
+    /// Loads again every route whose files changed since (or that serves
+    /// its kept copy and whose files are back). A pair that does not load
+    /// is logged and the last good one stays. Returns the renewed routes.
+    pub fn refresh(&mut self) -> Vec<String> {
+        let mut renewed = Vec::new();
+        let changed: Vec<(String, TlsFiles)> = self
+            .by_route
+            .iter()
+            .filter(|(_, k)| {
+                let now = Stamp::of(&k.files);
+                now.is_some() && now != k.stamp
+            })
+            .map(|(r, k)| (r.clone(), k.files.clone()))
+            .collect();
+        for (route, files) in changed {
+            match self.put(&route, &files) {
+                Ok(()) => renewed.push(route),
+                Err(e) => {
+                    tracing::warn!(%route, error = %e, "renewed TLS files do not load; serving the last good pair");
+                    if let Some(k) = self.by_route.get_mut(&route) {
+                        // Not tried again until they change once more.
+                        k.stamp = Stamp::of(&files);
+                    }
+                }
+            }
+        }
+        renewed
+    }
+
+    fn copy_paths(&self, route: &str) -> TlsFiles {
+        TlsFiles {
+            cert: self.dir.join(format!("{route}.crt")),
+            key: self.dir.join(format!("{route}.key")),
+        }
+    }
+
+    fn load_copy(&self, route: &str) -> Result<Arc<CertifiedKey>, String> {
+        tls::load(&self.copy_paths(route))
+    }
+
+    /// Copies a pair that loaded into the home, readable by its owner only,
+    /// each file replaced atomically.
+    fn keep_copy(&self, route: &str, files: &TlsFiles) {
+        let to = self.copy_paths(route);
+        let copied = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| copy_private(&files.cert, &to.cert))
+            .and_then(|()| copy_private(&files.key, &to.key));
+        if let Err(e) = copied {
+            tracing::warn!(%route, error = %e, "cannot keep a copy of the TLS files");
+        }
+    }
+}
+
+fn copy_private(from: &Path, to: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(from)?;
+    let tmp = to.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, to)
+}

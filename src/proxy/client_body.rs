@@ -60,6 +60,8 @@ pub enum ClientBody {
 
 pub struct Streamed {
     inner: Incoming,
+    /// Something was read (or failed): the body can no longer be sent whole.
+    started: bool,
     timeout: Duration,
     /// Armed while a read waits; reset by every frame.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -78,11 +80,19 @@ impl ClientBody {
         let outcome = Arc::new(BodyOutcome::default());
         let body = Streamed {
             inner,
+            started: false,
             timeout,
             sleep: None,
             outcome: outcome.clone(),
         };
         (ClientBody::Streamed(Box::new(body)), Some(outcome))
+    }
+}
+
+impl ClientBody {
+    /// Whether any of it was read: if so, it cannot be sent again.
+    pub(crate) fn started(&self) -> bool {
+        matches!(self, ClientBody::Streamed(s) if s.started)
     }
 }
 
@@ -97,7 +107,9 @@ impl Body for ClientBody {
         let ClientBody::Streamed(s) = self.get_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(&mut s.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut s.inner).poll_frame(cx);
+        s.started |= polled.is_ready();
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 s.sleep = None;
                 if s.inner.is_end_stream() {

@@ -7,6 +7,7 @@
 //! - `forward`: the request path; `attempt`: its tries at an upstream and
 //!   who is to blame for a failure (client or upstream);
 //! - `fast`, `heads`, `framing`, `prefixed`: the HTTP/1.1 fast path;
+//!   `differential`: the fuzz target that holds it to hyper's path;
 //! - `forwarding`: `X-Forwarded-*` and their kin, believed only from a
 //!   route's trusted proxies;
 //! - `timeouts`: deadlines on every read from a client; `client_body`: a
@@ -33,6 +34,7 @@ pub mod boot;
 pub mod certs;
 pub mod client;
 pub mod client_body;
+pub mod differential;
 pub mod drain;
 pub mod fast;
 pub mod forward;
@@ -62,7 +64,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -285,14 +287,7 @@ impl Proxy {
             let tls = tls.clone();
             let mut close_idle = self.close_idle.local().1.subscribe();
             tokio::spawn(async move {
-                let timeouts = forwarder.timeouts;
                 let client = Arc::new(Client::new(forwarder, local, peer));
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeouts.header);
-                let busy = client.busy.clone();
                 let served = match tls {
                     // The fast path first; hyper for what it hands over.
                     None => {
@@ -300,10 +295,7 @@ impl Proxy {
                             fast::Ended::Closed => return,
                             fast::Ended::HandOff(io) => io,
                         };
-                        let io = IdleDeadline::new(io, timeouts.idle, busy);
-                        let svc = service_fn(move |req| client.clone().forward(req));
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                        watcher.watch(conn).await
+                        serve_hyper(io, client, Some(watcher)).await
                     }
                     Some(acceptor) => {
                         let handshake =
@@ -315,10 +307,7 @@ impl Proxy {
                             }
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                         };
-                        let io = IdleDeadline::new(stream, timeouts.idle, busy);
-                        let svc = service_fn(move |req| client.clone().forward(req));
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                        watcher.watch(conn).await
+                        serve_hyper(stream, client, Some(watcher)).await
                     }
                 };
                 if let Err(e) = served {
@@ -330,6 +319,36 @@ impl Proxy {
 
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// hyper's side of a client connection (HTTP/1.1 with upgrades, or h2),
+/// under the client read deadlines (`timeouts`); `watcher` lets a drain at
+/// shutdown close it gracefully.
+pub(crate) async fn serve_hyper<I>(
+    io: I,
+    client: Arc<Client>,
+    watcher: Option<Watcher>,
+) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let timeouts = client.forwarder.timeouts;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that half-closes after its requests still gets its answers,
+    // as on the fast path (the differential fuzz target found hyper's
+    // default dropping them).
+    builder
+        .http1()
+        .half_close(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header);
+    let io = IdleDeadline::new(io, timeouts.idle, client.busy.clone());
+    let svc = service_fn(move |req| client.clone().forward(req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    match watcher {
+        Some(w) => w.watch(conn).await,
+        None => conn.await,
     }
 }
 

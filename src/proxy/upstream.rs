@@ -79,8 +79,11 @@ impl Conns {
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, sender)),
+                // Sent again only if none of it left: hyper gives a request
+                // back when the connection failed before it was written, but
+                // its streamed body may have been read from already.
                 Err(mut e) => match e.take_message() {
-                    Some(back) if pooled => req = back,
+                    Some(back) if pooled && !back.body().started() => req = back,
                     _ => return Err(SendError::Failed(e.into_error())),
                 },
             }

@@ -1,0 +1,6 @@
+//! cargo fuzz run fast_vs_hyper: see cyan::proxy::differential.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    cyan::proxy::differential::fast_vs_hyper(data);
+});

@@ -91,6 +91,31 @@ fn cross_field_checks_point_at_the_key() {
 }
 
 #[test]
+fn edge_keys_are_checked_where_they_are() {
+    let text = GOOD.replace(
+        "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }",
+        "proxy: { host: web.localhost, hosts: [www.web.localhost], trusted_proxies: [10.0.0.0/8, \"::1/128\"], drain_spread: 5s }",
+    );
+    let c = Config::parse(&text, "cyan.yaml").unwrap();
+    let policy = c.proxy.policy();
+    assert_eq!(policy.trusted_proxies.len(), 2);
+    assert_eq!(policy.drain_spread_ms, Some(5000));
+    let e = err(&GOOD.replace(
+        "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }",
+        "proxy: { host: web.localhost, trusted_proxies: [10.0.0.0/33] }",
+    ));
+    assert!(e.starts_with("cyan.yaml:5:") && e.contains("trusted_proxies"), "{e}");
+    let e = err(&GOOD.replace(
+        "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }",
+        "proxy: { listen: 127.0.0.1:8000, hosts: [a.localhost] }",
+    ));
+    assert!(
+        e.contains("proxy.hosts") && e.contains("set proxy.host"),
+        "{e}"
+    );
+}
+
+#[test]
 fn missing_required_key_is_named() {
     let e = err(&GOOD.replace("port: 8080\n", ""));
     assert!(e.contains("port"), "{e}");

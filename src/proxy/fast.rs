@@ -117,7 +117,7 @@ pub async fn serve(
 /// The answer to a request head that did not arrive in time.
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n\
-    content-length: 40\r\nconnection: close\r\n\r\ncyan: the request head did not arrive\r\n\r\n";
+    content-length: 38\r\nconnection: close\r\n\r\ncyan: the request head did not arrive\n";
 
 /// Closes after a last response: the write side first, then what the
 /// client still sends is read and dropped for a moment. Closing with
@@ -533,4 +533,19 @@ async fn answer(
 
 fn text_at(buf: &[u8], range: Range<usize>) -> &str {
     std::str::from_utf8(&buf[range]).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_408_page_is_framed_by_its_length() {
+        let Ok(Some(r)) = ResponseHead::parse(REQUEST_TIMEOUT, false) else {
+            panic!("the 408 page does not parse");
+        };
+        assert_eq!(r.status, 408);
+        let body = (REQUEST_TIMEOUT.len() - r.len) as u64;
+        assert_eq!(r.framing, Framing::Length(body));
+    }
 }

@@ -291,6 +291,8 @@ impl Forwarder {
             if let Some((protocol, client_side)) = upgrade {
                 let upstream_side = hyper::upgrade::on(&mut resp);
                 let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+                // The tunnel reads the client through the connection's idle
+                // deadline: it keeps the connection busy while it lasts.
                 tokio::spawn(async move {
                     match tokio::try_join!(client_side, upstream_side) {
                         Ok((client, upstream)) => {
@@ -298,6 +300,7 @@ impl Forwarder {
                         }
                         Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
                     }
+                    drop(busy);
                 });
                 let (mut parts, _) = resp.into_parts();
                 parts.headers.insert(X_REQUEST_ID, request_id);

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use util::load::{assert_none_failed, Load};
-use util::proxy::{body, get, raw, spawn_proxy, TestProxy};
+use util::proxy::{body, get, raw, self_signed, spawn_proxy, TestProxy, Ws};
 
 /// A backend answering `GET /` with its name, `/slow` after 3 s, `/echo-headers`
 /// with the request's headers, and WebSocket upgrades with an echo that
@@ -146,48 +146,6 @@ async fn raw_backend(response: &'static [u8], close: bool) -> SocketAddr {
         }
     });
     addr
-}
-
-/// A WebSocket client over the proxy.
-struct Ws(TcpStream);
-
-impl Ws {
-    async fn open(addr: &str, host: &str) -> Ws {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let hello = format!(
-            "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        );
-        s.write_all(hello.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).await.unwrap();
-            head.push(b[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        Ws(s)
-    }
-
-    async fn send(&mut self, text: &str) {
-        let mut f = vec![0x81, 0x80 | text.len() as u8, 9, 8, 7, 6];
-        f.extend(
-            text.bytes()
-                .enumerate()
-                .map(|(i, b)| b ^ [9, 8, 7, 6][i % 4]),
-        );
-        self.0.write_all(&f).await.unwrap();
-    }
-
-    /// The next frame: (opcode, payload).
-    async fn recv(&mut self) -> (u8, Vec<u8>) {
-        let mut head = [0u8; 2];
-        self.0.read_exact(&mut head).await.unwrap();
-        let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
-        self.0.read_exact(&mut payload).await.unwrap();
-        (head[0] & 0x0f, payload)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,36 +693,6 @@ async fn prometheus_metrics_count_per_app_and_color() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
-}
-
-/// A self-signed certificate for `host`, made by the openssl command.
-fn self_signed(dir: &std::path::Path, host: &str) -> TlsFiles {
-    std::fs::create_dir_all(dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={host}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    TlsFiles { cert, key }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,7 +104,10 @@ fn edge_keys_are_checked_where_they_are() {
         "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }",
         "proxy: { host: web.localhost, trusted_proxies: [10.0.0.0/33] }",
     ));
-    assert!(e.starts_with("cyan.yaml:5:") && e.contains("trusted_proxies"), "{e}");
+    assert!(
+        e.starts_with("cyan.yaml:5:") && e.contains("trusted_proxies"),
+        "{e}"
+    );
     let e = err(&GOOD.replace(
         "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }",
         "proxy: { listen: 127.0.0.1:8000, hosts: [a.localhost] }",

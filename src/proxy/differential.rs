@@ -122,7 +122,9 @@ async fn record(
     let mut headers: Vec<(String, Vec<u8>)> = parts
         .headers
         .iter()
-        .filter(|(n, _)| *n != hyper::header::CONTENT_LENGTH && *n != hyper::header::TRANSFER_ENCODING)
+        .filter(|(n, _)| {
+            *n != hyper::header::CONTENT_LENGTH && *n != hyper::header::TRANSFER_ENCODING
+        })
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
     headers.sort();
@@ -135,7 +137,11 @@ async fn record(
         method: parts.method.to_string(),
         target: parts.uri.to_string(),
         headers,
-        length: if chunked { None } else { Some(length.unwrap_or(0)) },
+        length: if chunked {
+            None
+        } else {
+            Some(length.unwrap_or(0))
+        },
         body,
     });
     READING.fetch_sub(1, SeqCst);
@@ -162,7 +168,8 @@ pub fn upstream_requests(data: &[u8], fast_path: bool) -> Vec<Seen> {
         let serve = async move {
             if fast_path {
                 let (_tx, mut close_idle) = tokio::sync::watch::channel(false);
-                if let fast::Ended::HandOff(io) = fast::serve(served, &client, &mut close_idle).await
+                if let fast::Ended::HandOff(io) =
+                    fast::serve(served, &client, &mut close_idle).await
                 {
                     let _ = super::serve_hyper(io, client, None).await;
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cyan::proxy::api::{RouteSpec, SwitchRequest};
 use cyan::proxy::client::AdminClient;
-use cyan::proxy::state::RoutePolicy;
+use cyan::proxy::state::{RoutePolicy, TlsFiles};
 use cyan::proxy::Home;
 use cyan::release::Color;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -139,4 +139,83 @@ pub async fn get(addr: &str, host: &str, path: &str) -> String {
 
 pub fn body(resp: &str) -> &str {
     resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// A WebSocket client over the proxy.
+pub struct Ws(pub TcpStream);
+
+impl Ws {
+    pub async fn open(addr: &str, host: &str) -> Ws {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let hello = format!(
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        s.write_all(hello.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        Ws(s)
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        let mut f = vec![0x81, 0x80 | text.len() as u8, 9, 8, 7, 6];
+        f.extend(
+            text.bytes()
+                .enumerate()
+                .map(|(i, b)| b ^ [9, 8, 7, 6][i % 4]),
+        );
+        self.0.write_all(&f).await.unwrap();
+    }
+
+    /// The next frame: (opcode, payload).
+    pub async fn recv(&mut self) -> (u8, Vec<u8>) {
+        self.next_frame().await.unwrap()
+    }
+
+    /// The next frame (small ones only: a 7-bit length), or the error that
+    /// ended the connection before it.
+    pub async fn next_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        let mut head = [0u8; 2];
+        self.0.read_exact(&mut head).await?;
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+        self.0.read_exact(&mut payload).await?;
+        Ok((head[0] & 0x0f, payload))
+    }
+}
+
+/// A self-signed certificate for `host`, made by the openssl command (a new
+/// key and a random serial each time).
+pub fn self_signed(dir: &std::path::Path, host: &str) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={host}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    TlsFiles { cert, key }
 }

@@ -1569,7 +1569,7 @@ async fn tls_web(proxy: &TestProxy, files: &TlsFiles) -> Upstream {
         listen: Some(proxy.addr().parse().unwrap()),
         path_prefix: None,
         policy: RoutePolicy::default(),
-        tls: Some(files.clone()),
+        tls: Some(files.clone().into()),
     };
     proxy.admin().put_route("web", &spec).await.unwrap();
     proxy.switch("web", Color::Blue, Some(vec![up.addr])).await;
@@ -1782,7 +1782,7 @@ async fn a_trailing_dot_and_a_second_host_reach_a_tls_route() {
         listen: None,
         path_prefix: None,
         policy: RoutePolicy::default(),
-        tls: Some(files.clone()),
+        tls: Some(files.clone().into()),
     };
     proxy.admin().put_route("web", &spec).await.unwrap();
     proxy.switch("web", Color::Blue, Some(vec![web.addr])).await;

@@ -706,7 +706,7 @@ async fn tls_termination_with_h2_over_alpn() {
         listen: Some(proxy.addr().parse().unwrap()),
         path_prefix: None,
         policy: RoutePolicy::default(),
-        tls: Some(files.clone()),
+        tls: Some(files.clone().into()),
     };
     proxy.admin().put_route("tls", &spec).await.unwrap();
     proxy.switch("tls", Color::Blue, Some(vec![app])).await;
@@ -753,10 +753,13 @@ async fn tls_termination_with_h2_over_alpn() {
     // A route whose files are missing is refused with the file named.
     let mut bad = spec.clone();
     bad.listen = None;
-    bad.tls = Some(TlsFiles {
-        cert: proxy.home.join("nope.pem"),
-        key: files.key.clone(),
-    });
+    bad.tls = Some(
+        TlsFiles {
+            cert: proxy.home.join("nope.pem"),
+            key: files.key.clone(),
+        }
+        .into(),
+    );
     let e = proxy
         .admin()
         .put_route("tls2", &bad)

@@ -304,6 +304,9 @@ pub enum ProxyCommand {
         /// File holding the bearer token TCP admin requests must carry (16+ characters).
         #[arg(long, value_name = "FILE", requires = "admin_listen")]
         admin_token_file: Option<PathBuf>,
+        /// Automatic certificates for apps with `proxy.tls: acme`.
+        #[command(flatten)]
+        acme: Box<AcmeArgs>,
     },
     /// Show the proxy's routes and counters.
     Status,
@@ -334,6 +337,37 @@ pub enum ProxyCommand {
     },
     /// Stop the proxy gracefully (open requests finish).
     Stop,
+}
+
+/// `cyan proxy run`'s ACME flags: the CA and account the proxy gets
+/// certificates from for apps with `proxy.tls: acme`.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Automatic certificates (apps with proxy.tls: acme)")]
+pub struct AcmeArgs {
+    /// The ACME CA (RFC 8555 directory URL, HTTPS) that apps with
+    /// `proxy.tls: acme` get certificates from; the proxy registers an
+    /// account there, agreeing to the CA's terms of service, and keeps
+    /// it and the certificates in its home (acme/, mode 0600).
+    /// Certificates are renewed when a third of their lifetime is left.
+    /// To try things out, Let's Encrypt's staging CA
+    /// (https://acme-staging-v02.api.letsencrypt.org/directory) has
+    /// generous rate limits, but browsers do not trust it.
+    #[arg(long, value_name = "URL", default_value = crate::proxy::acme::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// Contact address for the ACME account: the CA writes there about a
+    /// certificate left to expire, or policy changes. Optional.
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// A PEM file of CA roots trusted for the ACME directory's HTTPS,
+    /// besides the system's: a private or test CA (pebble), or a host
+    /// without roots of its own (a FROM scratch container).
+    #[arg(long, value_name = "PEM")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// How the CA checks that this host serves the app's names. The CA
+    /// always comes to ports 80 and 443 of the name's address: they must
+    /// reach the proxy's --listen and --tls-listen.
+    #[arg(long, value_enum, value_name = "TYPE", default_value = "http-01")]
+    pub acme_challenge: crate::proxy::acme::ChallengeKind,
 }
 
 fn parse_duration(s: &str) -> std::result::Result<Duration, String> {

@@ -85,6 +85,7 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             cert_check_interval,
             admin_listen,
             admin_token_file,
+            acme,
         } => {
             let admin_tcp = match (admin_listen, admin_token_file) {
                 (Some(addr), Some(file)) => Some(TcpAdmin::new(addr, file)?),
@@ -103,6 +104,14 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                     idle: idle_timeout,
                 },
                 cert_check: cert_check_interval,
+                acme: proxy::acme::AcmeOptions {
+                    directory: acme.acme_directory,
+                    email: acme.acme_email,
+                    ca_root: acme
+                        .acme_ca_root
+                        .map(|p| std::path::absolute(&p).unwrap_or(p)),
+                    challenge: acme.acme_challenge,
+                },
             };
             proxy::run(home, &opts).await
         }

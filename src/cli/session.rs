@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::ImageOverride;
-use crate::config::{Config, Loaded, PlatformKind};
+use crate::config::{Config, Loaded, PlatformKind, ProxyTls};
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::platform::docker::{self, DockerPlatform};
 use crate::proxy::api::RouteSpec;
 use crate::proxy::client;
-use crate::proxy::state::TlsFiles;
+use crate::proxy::state::{TlsFiles, TlsSource};
 use crate::proxy::Home;
 
 /// Loads and checks config, secrets, engine and proxy, in that order, so the
@@ -26,9 +26,12 @@ pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<D
         listen: c.proxy.listen,
         path_prefix: c.proxy.path_prefix.clone(),
         policy: c.proxy.policy(),
-        tls: c.proxy.tls.as_ref().map(|t| TlsFiles {
-            cert: absolute(&cfg.dir().join(&t.cert)),
-            key: absolute(&cfg.dir().join(&t.key)),
+        tls: c.proxy.tls.as_ref().map(|t| match t {
+            ProxyTls::Files(t) => TlsSource::Files(TlsFiles {
+                cert: absolute(&cfg.dir().join(&t.cert)),
+                key: absolute(&cfg.dir().join(&t.key)),
+            }),
+            ProxyTls::Acme => TlsSource::Acme,
         }),
     };
     proxy.put_route(&c.route(), &spec).await?;

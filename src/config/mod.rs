@@ -139,9 +139,10 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub active_check: Option<ActiveCheckConfig>,
     /// Terminate TLS for `host` (SNI on the proxy's `--tls-listen`) and on
-    /// `listen`, which then speaks TLS. Paths are relative to cyan.yaml.
+    /// `listen`, which then speaks TLS: `{ cert, key }` (paths relative to
+    /// cyan.yaml), or `acme` for a certificate the proxy obtains and renews.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<ProxyTls>,
     /// Networks (CIDRs) of the load balancers or CDNs in front of the
     /// proxy whose `X-Forwarded-*` headers the app may believe. From anyone
     /// else those headers are replaced with what the proxy saw.
@@ -209,6 +210,50 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+}
+
+/// `proxy.tls`: PEM files, or `acme`: a certificate for the app's hosts
+/// that the proxy obtains from its ACME CA and renews (`cyan proxy run
+/// --acme-*`).
+#[derive(Debug, Clone)]
+pub enum ProxyTls {
+    Files(TlsConfig),
+    Acme,
+}
+
+impl Serialize for ProxyTls {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ProxyTls::Files(files) => files.serialize(s),
+            ProxyTls::Acme => s.serialize_str("acme"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyTls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Tls;
+        impl<'de> serde::de::Visitor<'de> for Tls {
+            type Value = ProxyTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`acme` or { cert: cert.pem, key: key.pem }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ProxyTls, E> {
+                match v {
+                    "acme" => Ok(ProxyTls::Acme),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<ProxyTls, A::Error> {
+                let files = serde::de::value::MapAccessDeserializer::new(map);
+                TlsConfig::deserialize(files).map(ProxyTls::Files)
+            }
+        }
+        d.deserialize_any(Tls)
+    }
 }
 
 /// Upstreams that fail `failures` times in a row (connect errors and
@@ -447,6 +492,12 @@ impl Config {
             return fail(
                 &["proxy", "hosts"],
                 "proxy.hosts adds hosts to proxy.host: set proxy.host (the main one) too".into(),
+            );
+        }
+        if matches!(self.proxy.tls, Some(ProxyTls::Acme)) && self.proxy.host.is_none() {
+            return fail(
+                &["proxy", "tls"],
+                "tls: acme needs proxy.host: the certificate names the app's hosts".into(),
             );
         }
         if self.platform == PlatformKind::Docker && !routed {

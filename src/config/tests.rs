@@ -153,3 +153,33 @@ fn image_moves_to_another_registry() {
     assert!(moved("web", "not a host").is_err());
     assert!(moved("web", "plainword").unwrap_err().contains("registry"));
 }
+
+#[test]
+fn tls_is_files_or_acme_and_mistakes_point_at_it() {
+    let proxy = "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }";
+    let with = |tls: &str| {
+        GOOD.replace(
+            proxy,
+            &format!("proxy:\n  host: web.localhost\n  tls: {tls}"),
+        )
+    };
+    let c = Config::parse(&with("acme"), "cyan.yaml").unwrap();
+    assert!(matches!(c.proxy.tls, Some(ProxyTls::Acme)));
+    let c = Config::parse(&with("{ cert: c.pem, key: k.pem }"), "cyan.yaml").unwrap();
+    assert!(matches!(&c.proxy.tls, Some(ProxyTls::Files(f)) if f.cert == Path::new("c.pem")));
+    let e = err(&with("acmee"));
+    assert!(
+        e.starts_with("cyan.yaml:7:3: proxy.tls: invalid value: string \"acmee\", expected `acme` or { cert: cert.pem, key: key.pem }"),
+        "{e}"
+    );
+    let e = err(&with("{ cert: c.pem, kee: k.pem }"));
+    assert!(
+        e.starts_with("cyan.yaml:7:") && e.contains("unknown field `kee`"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(proxy, "proxy:\n  listen: 127.0.0.1:8443\n  tls: acme"));
+    assert!(
+        e.starts_with("cyan.yaml:7:3: proxy.tls: tls: acme needs proxy.host"),
+        "{e}"
+    );
+}

@@ -22,7 +22,7 @@ use super::api::{
 /// A hold is bounded: requests never wait longer than this.
 const MAX_HOLD_MS: u64 = 60_000;
 use super::router::{normalize_host, ChangeError};
-use super::state::Lock;
+use super::state::{Lock, TlsSource};
 use super::Proxy;
 use crate::release::Color;
 
@@ -204,11 +204,15 @@ fn put_route(
             "path prefix {p:?} must start with '/'"
         )));
     }
-    if let Some(files) = &spec.tls {
-        proxy
+    match &spec.tls {
+        Some(TlsSource::Files(files)) => proxy
             .router
             .check_tls(name, files)
-            .map_err(ChangeError::Invalid)?;
+            .map_err(ChangeError::Invalid)?,
+        Some(TlsSource::Acme) => {
+            super::acme::check_hosts(&spec.hosts).map_err(ChangeError::Invalid)?
+        }
+        None => {}
     }
     if let Some(addr) = spec.listen {
         proxy

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{Lock, Maintenance, RoutePolicy, TlsFiles};
+use super::state::{Lock, Maintenance, RoutePolicy, TlsSource};
 use crate::release::Color;
 
 /// `PUT /v1/routes/{name}`: where the route's requests come from, and how
@@ -17,8 +17,10 @@ pub struct RouteSpec {
     pub path_prefix: Option<String>,
     #[serde(default)]
     pub policy: RoutePolicy,
+    /// `{cert, key}` (PEM files), or `"acme"`: a certificate the proxy
+    /// obtains and renews for `hosts` (`acme`).
     #[serde(default)]
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<TlsSource>,
 }
 
 /// `POST /v1/routes/{name}/hold`: new requests wait until the next switch

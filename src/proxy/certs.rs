@@ -10,17 +10,21 @@
 //! restart, once its files were gone; and a renewed certificate was served
 //! only after some unrelated change. So the table takes certificates from
 //! here, where a pair is replaced only by a newer pair that loads.
+//!
+//! A route with `tls: acme` has no files of its own: `acme` puts each
+//! certificate it obtains here (`put_acme`), kept in `<home>/acme/`, and a
+//! restarted proxy serves the kept one at once.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::sign::CertifiedKey;
 
-use super::state::TlsFiles;
+use super::state::{TlsFiles, TlsSource};
 use super::tls;
 
 /// Checks the routes' files for a renewal every `every`, until `stop`.
@@ -45,14 +49,17 @@ pub fn spawn_refresh(
 pub struct CertStore {
     /// `<home>/certs`: the kept copies.
     dir: PathBuf,
+    /// `<home>/acme`: the certificates ACME issued, one file per route.
+    acme_dir: PathBuf,
     by_route: HashMap<String, Kept>,
 }
 
 struct Kept {
     key: Arc<CertifiedKey>,
-    /// The route's files as they were when loaded (`None`: from the copy).
+    /// The route's files as they were when loaded (`None`: from the copy,
+    /// or ACME's).
     stamp: Option<Stamp>,
-    files: TlsFiles,
+    source: TlsSource,
 }
 
 /// What tells a changed file: its length and modification time, for the
@@ -73,6 +80,7 @@ impl Stamp {
 impl CertStore {
     pub fn new(dir: PathBuf) -> CertStore {
         CertStore {
+            acme_dir: dir.with_file_name("acme"),
             dir,
             by_route: HashMap::new(),
         }
@@ -94,27 +102,93 @@ impl CertStore {
             Kept {
                 key,
                 stamp,
-                files: files.clone(),
+                source: TlsSource::Files(files.clone()),
             },
         );
         Ok(())
     }
 
+    /// A route's certificate chain and key (PEM, in one text) that `acme`
+    /// obtained: kept in `<home>/acme/<route>.pem` (mode 0600; one rename
+    /// replaces chain and key together) and served, if it loads. Until then
+    /// the route's last certificate stays.
+    pub fn put_acme(&mut self, route: &str, pem: &[u8]) -> Result<(), String> {
+        let file = self.acme_file(route);
+        let new = file.with_extension("pem.new");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.acme_dir)
+            .and_then(|()| write_private(&new, pem))
+            .map_err(|e| format!("cannot keep {}: {e}", new.display()))?;
+        let key = match tls::load(&one_file(&new)) {
+            Ok(key) => key,
+            Err(e) => {
+                let _ = std::fs::remove_file(&new);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&new, &file).map_err(|e| format!("cannot keep {}: {e}", file.display()))?;
+        self.by_route.insert(
+            route.to_string(),
+            Kept {
+                key,
+                stamp: None,
+                source: TlsSource::Acme,
+            },
+        );
+        Ok(())
+    }
+
+    /// Where a route's ACME certificate is kept.
+    pub fn acme_file(&self, route: &str) -> PathBuf {
+        self.acme_dir.join(format!("{route}.pem"))
+    }
+
+    /// An ACME route's kept certificate, if it has one that loads.
+    fn load_acme(&mut self, route: &str) {
+        let file = self.acme_file(route);
+        if !file.exists() {
+            return tracing::debug!(%route, "no ACME certificate yet");
+        }
+        match tls::load(&one_file(&file)) {
+            Ok(key) => {
+                self.by_route.insert(
+                    route.to_string(),
+                    Kept {
+                        key,
+                        stamp: None,
+                        source: TlsSource::Acme,
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(%route, error = %e, "the kept ACME certificate does not load"),
+        }
+    }
+
     /// Makes the store match the routes: each TLS route gets its pair, from
     /// its files or else from the kept copy (a restarted proxy whose
     /// routes' files are gone); routes without TLS lose theirs.
-    pub fn sync<'a>(&mut self, routes: impl Iterator<Item = (&'a String, Option<&'a TlsFiles>)>) {
+    pub fn sync<'a>(&mut self, routes: impl Iterator<Item = (&'a String, Option<&'a TlsSource>)>) {
         let mut wanted = HashMap::new();
-        for (route, files) in routes {
-            if let Some(files) = files {
-                wanted.insert(route.clone(), files.clone());
+        for (route, source) in routes {
+            if let Some(source) = source {
+                wanted.insert(route.clone(), source.clone());
             }
         }
-        self.by_route.retain(|r, k| wanted.get(r) == Some(&k.files));
-        for (route, files) in wanted {
+        self.by_route
+            .retain(|r, k| wanted.get(r) == Some(&k.source));
+        for (route, source) in wanted {
             if self.by_route.contains_key(&route) {
                 continue;
             }
+            let files = match source {
+                TlsSource::Files(files) => files,
+                TlsSource::Acme => {
+                    self.load_acme(&route);
+                    continue;
+                }
+            };
             if self.put(&route, &files).is_ok() {
                 continue;
             }
@@ -126,7 +200,7 @@ impl CertStore {
                         Kept {
                             key,
                             stamp: None,
-                            files,
+                            source: TlsSource::Files(files),
                         },
                     );
                 }
@@ -143,11 +217,14 @@ impl CertStore {
         let changed: Vec<(String, TlsFiles)> = self
             .by_route
             .iter()
-            .filter(|(_, k)| {
-                let now = Stamp::of(&k.files);
-                now.is_some() && now != k.stamp
+            .filter_map(|(r, k)| {
+                // ACME's certificates are renewed by `acme`, not in place.
+                let TlsSource::Files(files) = &k.source else {
+                    return None;
+                };
+                let now = Stamp::of(files);
+                (now.is_some() && now != k.stamp).then(|| (r.clone(), files.clone()))
             })
-            .map(|(r, k)| (r.clone(), k.files.clone()))
             .collect();
         for (route, files) in changed {
             match self.put(&route, &files) {
@@ -188,8 +265,20 @@ impl CertStore {
     }
 }
 
+/// Chain and key in one PEM file.
+fn one_file(file: &Path) -> TlsFiles {
+    TlsFiles {
+        cert: file.to_path_buf(),
+        key: file.to_path_buf(),
+    }
+}
+
 fn copy_private(from: &Path, to: &Path) -> std::io::Result<()> {
-    let bytes = std::fs::read(from)?;
+    write_private(to, &std::fs::read(from)?)
+}
+
+/// Replaces `to` atomically with `bytes`, readable by its owner only.
+pub(crate) fn write_private(to: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = to.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -197,7 +286,7 @@ fn copy_private(from: &Path, to: &Path) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(&bytes)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(tmp, to)
 }

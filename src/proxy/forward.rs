@@ -139,6 +139,15 @@ impl Forwarder {
         client: &Client,
         path: &str,
     ) -> Result<(Claim, RequestPolicy), Own> {
+        // An ACME server fetching an HTTP-01 answer on plain HTTP (RFC 8555
+        // §8.3): the proxy answers it, before any route.
+        if let Some(token) = path.strip_prefix(super::acme::HTTP01_PATH) {
+            if let Some(answer) = self.router.acme.http01(token) {
+                if self.scheme == "http" {
+                    return Err(Own::text(StatusCode::OK, answer));
+                }
+            }
+        }
         let local = client.local;
         let host = host.map(normalize_host);
         // Subscribed only once a hold is seen (then the route is looked up

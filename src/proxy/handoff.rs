@@ -121,6 +121,7 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
                 .iter()
                 .flat_map(|a| ["--tls-listen".to_string(), a.to_string()]),
         )
+        .args(acme_flags(&proxy.opts.acme))
         .args(proxy.opts.admin_tcp.iter().flat_map(|a| {
             [
                 "--admin-listen".into(),
@@ -246,6 +247,23 @@ fn timeout_flags(opts: &super::RunOptions) -> [String; 8] {
     ]
 }
 
+/// The flags that give a successor the same ACME CA and account.
+fn acme_flags(acme: &super::acme::AcmeOptions) -> Vec<String> {
+    let mut flags = vec![
+        "--acme-directory".into(),
+        acme.directory.clone(),
+        "--acme-challenge".into(),
+        acme.challenge.as_str().into(),
+    ];
+    if let Some(email) = &acme.email {
+        flags.extend(["--acme-email".into(), email.clone()]);
+    }
+    if let Some(root) = &acme.ca_root {
+        flags.extend(["--acme-ca-root".into(), root.display().to_string()]);
+    }
+    flags
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +280,29 @@ mod tests {
         assert!(parse("").unwrap().is_empty());
         assert!(parse("127.0.0.1:8000").is_err());
         assert!(parse("nope=5").is_err());
+    }
+
+    #[test]
+    fn a_successor_gets_the_same_acme_flags() {
+        use clap::Parser;
+        let acme = crate::proxy::acme::AcmeOptions {
+            directory: "https://127.0.0.1:14000/dir".into(),
+            email: Some("ops@example.com".into()),
+            ca_root: Some("/etc/pebble.pem".into()),
+            challenge: crate::proxy::acme::ChallengeKind::TlsAlpn01,
+        };
+        let args = ["cyan", "proxy", "run"].map(String::from);
+        let cli =
+            crate::cli::Cli::try_parse_from(args.into_iter().chain(acme_flags(&acme))).unwrap();
+        let crate::cli::Command::Proxy {
+            command: crate::cli::ProxyCommand::Run { acme: parsed, .. },
+        } = cli.command
+        else {
+            panic!("not proxy run");
+        };
+        assert_eq!(parsed.acme_directory, acme.directory);
+        assert_eq!(parsed.acme_email, acme.email);
+        assert_eq!(parsed.acme_ca_root, acme.ca_root);
+        assert_eq!(parsed.acme_challenge, acme.challenge);
     }
 }

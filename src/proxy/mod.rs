@@ -16,6 +16,8 @@
 //!   socket and optional token-guarded loopback TCP listener;
 //! - `certs`: each TLS route's last good certificate, kept in the home and
 //!   renewed in place;
+//! - `acme`: certificates obtained and renewed from an ACME CA (Let's
+//!   Encrypt) for routes with `tls: acme`, and the challenges' answers;
 //! - `state`: the state file, written atomically, restored before listening;
 //! - `tunnel`: upgraded connections (WebSocket); `drain`: how long-lived
 //!   connections and streamed responses on an old color end, spread;
@@ -25,6 +27,7 @@
 //! - `active`: optional active health checks of live upstreams;
 //! - `workers`: thread-per-core serving runtimes.
 
+pub mod acme;
 pub mod active;
 pub mod admin;
 pub mod admin_listen;
@@ -143,6 +146,8 @@ pub struct RunOptions {
     pub timeouts: timeouts::Timeouts,
     /// How often TLS files are checked for a renewal.
     pub cert_check: Duration,
+    /// The ACME CA and account for routes with `tls: acme`.
+    pub acme: acme::AcmeOptions,
 }
 
 /// How long a client gets to finish its TLS handshake.
@@ -307,6 +312,13 @@ impl Proxy {
                             }
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                         };
+                        // An ACME server's TLS-ALPN-01 check is the
+                        // handshake alone: no HTTP on it (RFC 8737 §3).
+                        if tls::is_acme_challenge(stream.get_ref().1) {
+                            let mut stream = stream;
+                            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                            return;
+                        }
                         serve_hyper(stream, client, Some(watcher)).await
                     }
                 };
@@ -416,6 +428,12 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
     certs::spawn_refresh(
         proxy.router.clone(),
         opts.cert_check,
+        proxy.stop.subscribe(),
+    );
+    acme::spawn(
+        proxy.router.clone(),
+        home,
+        opts.acme.clone(),
         proxy.stop.subscribe(),
     );
     proxy.start_admin()?;

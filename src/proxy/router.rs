@@ -136,6 +136,9 @@ pub struct Router {
     frozen: std::sync::atomic::AtomicBool,
     /// Bumped after each new table: held requests wait on it.
     published: tokio::sync::watch::Sender<u64>,
+    /// ACME challenges being answered (HTTP-01 tokens, TLS-ALPN-01
+    /// certificates), for the request path and the TLS resolver.
+    pub acme: super::acme::Challenges,
 }
 
 struct Control {
@@ -162,6 +165,7 @@ impl Router {
             state_path,
             frozen: Default::default(),
             published: tokio::sync::watch::channel(0).0,
+            acme: Default::default(),
         })
     }
 
@@ -245,6 +249,31 @@ impl Router {
             self.table.store(Arc::new(c.build_table()));
         }
         renewed
+    }
+
+    /// The routes with `tls: acme`: each with its hosts and the certificate
+    /// it serves now, if any.
+    pub fn acme_routes(&self) -> Vec<(String, Vec<String>, Option<Arc<CertifiedKey>>)> {
+        let c = self.inner.lock().expect("router lock");
+        c.state
+            .routes
+            .iter()
+            .filter(|(_, r)| r.tls == Some(super::state::TlsSource::Acme))
+            .map(|(n, r)| (n.clone(), r.hosts.clone(), c.certs.get(n)))
+            .collect()
+    }
+
+    /// Serves a certificate ACME obtained for `route` (PEM chain and key),
+    /// kept first (`certs`): one new table, no moment without one.
+    pub fn install_acme(&self, route: &str, pem: &[u8]) -> Result<(), String> {
+        let mut c = self.inner.lock().expect("router lock");
+        let acme = Some(super::state::TlsSource::Acme);
+        if c.state.routes.get(route).is_none_or(|r| r.tls != acme) {
+            return Err(format!("{route} no longer asks for an ACME certificate"));
+        }
+        c.certs.put_acme(route, pem)?;
+        self.table.store(Arc::new(c.build_table()));
+        Ok(())
     }
 
     /// At shutdown: every color's tunnels close (cleanly) by `now + grace`.

@@ -47,9 +47,9 @@ pub struct RouteState {
     #[serde(default)]
     pub maintenance: Option<Maintenance>,
     /// Certificate and key for the route's hosts (and its own listener,
-    /// which is then TLS).
+    /// which is then TLS): from files, or obtained by the proxy (ACME).
     #[serde(default)]
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<TlsSource>,
     /// New requests wait (up to this wall-clock time, in ms since the
     /// epoch) until the next switch releases them to the new color.
     #[serde(default)]
@@ -61,6 +61,57 @@ pub struct RouteState {
 pub struct TlsFiles {
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
+}
+
+/// Where a route's certificate comes from. Written as it always was for
+/// files (`{"cert": ..., "key": ...}`, so older state files and admin
+/// clients still read), or as the string `"acme"`: the proxy obtains and
+/// renews one for the route's hosts itself (`acme`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    Files(TlsFiles),
+    Acme,
+}
+
+impl From<TlsFiles> for TlsSource {
+    fn from(files: TlsFiles) -> TlsSource {
+        TlsSource::Files(files)
+    }
+}
+
+impl Serialize for TlsSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TlsSource::Files(files) => files.serialize(s),
+            TlsSource::Acme => s.serialize_str("acme"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TlsSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Source;
+        impl<'de> serde::de::Visitor<'de> for Source {
+            type Value = TlsSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"acme\" or {cert, key}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TlsSource, E> {
+                match v {
+                    "acme" => Ok(TlsSource::Acme),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TlsSource, A::Error> {
+                let files = serde::de::value::MapAccessDeserializer::new(map);
+                TlsFiles::deserialize(files).map(TlsSource::Files)
+            }
+        }
+        d.deserialize_any(Source)
+    }
 }
 
 /// How a route's requests are balanced, timed and drained.
@@ -241,5 +292,32 @@ mod tests {
         assert_eq!(ProxyState::load(&path).unwrap(), s);
         assert!(!path.with_extension("json.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_reads_as_files_or_acme() {
+        let files: TlsSource =
+            serde_json::from_str(r#"{"cert": "/c.pem", "key": "/k.pem"}"#).unwrap();
+        assert_eq!(
+            files,
+            TlsSource::Files(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(&files).unwrap(),
+            serde_json::json!({"cert": "/c.pem", "key": "/k.pem"}),
+            "files are written as they always were"
+        );
+        let acme: TlsSource = serde_json::from_str(r#""acme""#).unwrap();
+        assert_eq!(acme, TlsSource::Acme);
+        assert_eq!(serde_json::to_string(&acme).unwrap(), r#""acme""#);
+        let e = serde_json::from_str::<TlsSource>(r#""acmee""#).unwrap_err();
+        assert!(
+            e.to_string().contains(r#"expected "acme" or {cert, key}"#),
+            "{e}"
+        );
+        assert!(serde_json::from_str::<TlsSource>(r#"{"cert": "/c.pem"}"#).is_err());
     }
 }

@@ -1739,7 +1739,15 @@ async fn a_renewed_pair_that_does_not_match_is_not_served_and_the_last_good_one_
     );
     renew(&files, &one.cert, &two.key);
     let out = reload(&proxy.home);
-    eprintln!("cyan proxy reload with a broken pair: {}", text(&out));
+    let said = text(&out);
+    assert!(
+        !out.status.success(),
+        "a refused renewal is an error: {said}"
+    );
+    assert!(
+        said.contains("refused") && said.contains("do not belong together"),
+        "the reload says which pair was refused and why: {said}"
+    );
     // Three check intervals: the last good pair all along.
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {

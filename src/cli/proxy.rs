@@ -118,10 +118,21 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
         ProxyCommand::Reload => {
             let reloaded = AdminClient::new(home).reload().await?;
             out.result(&reloaded, || match reloaded.renewed.as_slice() {
-                [] => "no TLS files changed".into(),
+                [] => "no TLS certificate renewed".into(),
                 renewed => format!("renewed certificates: {}", renewed.join(", ")),
             });
-            Ok(())
+            if reloaded.refused.is_empty() {
+                return Ok(());
+            }
+            let why: Vec<String> = reloaded
+                .refused
+                .iter()
+                .map(|r| format!("{}: {}", r.route, r.error))
+                .collect();
+            Err(Error::Refused(format!(
+                "TLS files that do not load were refused; the last good certificate is still served ({}). Fix the files and run `cyan proxy reload` again",
+                why.join("; ")
+            )))
         }
         ProxyCommand::Status => {
             let routes = AdminClient::new(home).routes().await?;

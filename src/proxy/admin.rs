@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, ReloadResponse,
-    RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
+    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, RefusedCert,
+    ReloadResponse, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 
 /// A hold is bounded: requests never wait longer than this.
@@ -54,12 +54,19 @@ pub async fn handle(
             },
         ),
         (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &proxy.router.views()),
-        (&Method::POST, ["v1", "reload"]) => json(
-            StatusCode::OK,
-            &ReloadResponse {
-                renewed: proxy.router.reload_certs(),
-            },
-        ),
+        (&Method::POST, ["v1", "reload"]) => {
+            let refreshed = proxy.router.reload_certs();
+            let refused = refreshed.refused.into_iter();
+            json(
+                StatusCode::OK,
+                &ReloadResponse {
+                    renewed: refreshed.renewed,
+                    refused: refused
+                        .map(|(route, error)| RefusedCert { route, error })
+                        .collect(),
+                },
+            )
+        }
         (&Method::GET, ["v1", "routes", name]) => match proxy.router.view(name) {
             Some(v) => json(StatusCode::OK, &v),
             None => error(StatusCode::NOT_FOUND, format!("no route named {name:?}")),

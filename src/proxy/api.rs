@@ -101,4 +101,14 @@ pub struct UpgradeResponse {
 pub struct ReloadResponse {
     /// Routes now serving a renewed certificate.
     pub renewed: Vec<String>,
+    /// Routes whose files changed into a pair that does not load, and why:
+    /// they still serve their last good certificate.
+    #[serde(default)]
+    pub refused: Vec<RefusedCert>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefusedCert {
+    pub route: String,
+    pub error: String,
 }

@@ -60,6 +60,19 @@ struct Kept {
     /// or ACME's).
     stamp: Option<Stamp>,
     source: TlsSource,
+    /// Why the route's files, as they are now, are not served (they
+    /// changed into a pair that does not load).
+    refused: Option<String>,
+}
+
+/// What a check of the routes' files found.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    /// Routes now serving a renewed pair.
+    pub renewed: Vec<String>,
+    /// Routes whose files changed into a pair that does not load (route,
+    /// why): they still serve their last good pair.
+    pub refused: Vec<(String, String)>,
 }
 
 /// What tells a changed file: its length and modification time, for the
@@ -103,6 +116,7 @@ impl CertStore {
                 key,
                 stamp,
                 source: TlsSource::Files(files.clone()),
+                refused: None,
             },
         );
         Ok(())
@@ -135,6 +149,7 @@ impl CertStore {
                 key,
                 stamp: None,
                 source: TlsSource::Acme,
+                refused: None,
             },
         );
         Ok(())
@@ -159,6 +174,7 @@ impl CertStore {
                         key,
                         stamp: None,
                         source: TlsSource::Acme,
+                        refused: None,
                     },
                 );
             }
@@ -201,6 +217,7 @@ impl CertStore {
                             key,
                             stamp: None,
                             source: TlsSource::Files(files),
+                            refused: None,
                         },
                     );
                 }
@@ -212,8 +229,8 @@ impl CertStore {
     /// Loads again every route whose files changed since (or that serves
     /// its kept copy and whose files are back). A pair that does not load
     /// is logged and the last good one stays. Returns the renewed routes.
-    pub fn refresh(&mut self) -> Vec<String> {
-        let mut renewed = Vec::new();
+    pub fn refresh(&mut self) -> Refreshed {
+        let mut out = Refreshed::default();
         let changed: Vec<(String, TlsFiles)> = self
             .by_route
             .iter()
@@ -228,17 +245,24 @@ impl CertStore {
             .collect();
         for (route, files) in changed {
             match self.put(&route, &files) {
-                Ok(()) => renewed.push(route),
+                Ok(()) => out.renewed.push(route),
                 Err(e) => {
                     tracing::warn!(%route, error = %e, "renewed TLS files do not load; serving the last good pair");
                     if let Some(k) = self.by_route.get_mut(&route) {
                         // Not tried again until they change once more.
                         k.stamp = Stamp::of(&files);
+                        k.refused = Some(e);
                     }
                 }
             }
         }
-        renewed
+        out.refused = self
+            .by_route
+            .iter()
+            .filter_map(|(r, k)| Some((r.clone(), k.refused.clone()?)))
+            .collect();
+        out.refused.sort();
+        out
     }
 
     fn copy_paths(&self, route: &str) -> TlsFiles {

@@ -240,15 +240,16 @@ impl Router {
     }
 
     /// Loads again the certificates whose files changed (`certs`) and
-    /// publishes them. Returns the routes renewed.
-    pub fn reload_certs(&self) -> Vec<String> {
+    /// publishes them. Returns the routes renewed, and those whose files
+    /// do not load (they keep their last good pair).
+    pub fn reload_certs(&self) -> super::certs::Refreshed {
         let mut c = self.inner.lock().expect("router lock");
-        let renewed = c.certs.refresh();
-        if !renewed.is_empty() {
-            tracing::info!(?renewed, "TLS certificates renewed");
+        let refreshed = c.certs.refresh();
+        if !refreshed.renewed.is_empty() {
+            tracing::info!(renewed = ?refreshed.renewed, "TLS certificates renewed");
             self.table.store(Arc::new(c.build_table()));
         }
-        renewed
+        refreshed
     }
 
     /// The routes with `tls: acme`: each with its hosts and the certificate

@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn smuggling_vectors_reach_the_upstream_alike_on_both_paths() {
-        let corpus: [&[u8]; 15] = [
+        let corpus: [&[u8]; 16] = [
             b"POST / HTTP/1.1\r\nHost: f.test\r\nContent-Length: 9\r\n\r\nshort",
             b"GET / HTTP/1.1\r\nHost: f.test\r\n\r\n",
             b"POST /a?b=1 HTTP/1.1\r\nHost: f.test\r\nContent-Length: 5\r\n\r\nhello",
@@ -247,6 +247,8 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: f.test\r\n\r\n",
             b"GET http://f.test/x HTTP/1.1\r\nHost: g.test\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: f.test\r\nX: \x80\xff\r\n\r\n",
+            // Found by the fuzzer: the fast path kept the last request id.
+            b"GET / HTTP/1.1\r\nHost: f.test\r\nX-Request-Id: ab\r\nX-Request-Id: abc\r\n\r\n",
         ];
         for input in corpus {
             fast_vs_hyper(input);

@@ -123,7 +123,9 @@ impl RequestHead {
                     }
                     close |= token.eq_ignore_ascii_case("close");
                 }
-            } else if is("x-request-id") {
+            } else if is("x-request-id") && sent_id.is_none() {
+                // The first, as hyper's path reads it (the differential
+                // fuzz target found the fast path taking the last).
                 sent_id = Some(h.value);
             }
         }

@@ -143,16 +143,18 @@ impl CertStore {
             }
         };
         std::fs::rename(&new, &file).map_err(|e| format!("cannot keep {}: {e}", file.display()))?;
-        self.by_route.insert(
-            route.to_string(),
-            Kept {
-                key,
-                stamp: None,
-                source: TlsSource::Acme,
-                refused: None,
-            },
-        );
+        self.serve_acme(route, key);
         Ok(())
+    }
+
+    fn serve_acme(&mut self, route: &str, key: Arc<CertifiedKey>) {
+        let kept = Kept {
+            key,
+            stamp: None,
+            source: TlsSource::Acme,
+            refused: None,
+        };
+        self.by_route.insert(route.to_string(), kept);
     }
 
     /// Where a route's ACME certificate is kept.
@@ -167,17 +169,7 @@ impl CertStore {
             return tracing::debug!(%route, "no ACME certificate yet");
         }
         match tls::load(&one_file(&file)) {
-            Ok(key) => {
-                self.by_route.insert(
-                    route.to_string(),
-                    Kept {
-                        key,
-                        stamp: None,
-                        source: TlsSource::Acme,
-                        refused: None,
-                    },
-                );
-            }
+            Ok(key) => self.serve_acme(route, key),
             Err(e) => tracing::warn!(%route, error = %e, "the kept ACME certificate does not load"),
         }
     }

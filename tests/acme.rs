@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cyan::proxy::api::RouteSpec;
-use cyan::proxy::state::{RoutePolicy, TlsSource};
-use cyan::release::Color;
+use cyan::proxy::state::TlsSource;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use util::proxy::TestProxy;
+use tokio::net::TcpStream;
+use util::free_port;
+use util::proxy::{host_route, proxy_run, TestProxy};
+use util::raw::{read_head, serve_each};
 
 /// The app's host name: the CA resolves it (through challtestsrv) to 127.0.0.1.
 const HOST: &str = "web.test";
@@ -42,14 +43,6 @@ fn pebble_available() -> bool {
         eprintln!("SKIPPED: pebble is not installed (apt-get install pebble)");
     }
     found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// pebble and its DNS server, each test its own, on free loopback ports.
@@ -289,26 +282,16 @@ async fn https_get(addr: &str, root: &CertificateDer<'static>) -> String {
 
 /// The app: answers every request with its name and closes.
 async fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nthe app\r\n")
-                    .await;
-            });
+    serve_each(|mut s| async move {
+        if read_head(&mut s).await.is_some() {
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nthe app\r\n",
+                )
+                .await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// `cyan proxy run` with `flags`, its log (RUST_LOG=info) kept in its home
@@ -320,13 +303,11 @@ fn spawn_proxy(home: &Path, flags: &[String]) -> Child {
         .append(true)
         .open(log_path(home))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_cyan"))
-        .args(["proxy", "run", "--drain-timeout", "1s", "--home"])
-        .arg(home)
+    proxy_run(home)
+        .args(["--drain-timeout", "1s"])
         .args(flags)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap()
@@ -337,8 +318,7 @@ fn log_path(home: &Path) -> PathBuf {
 }
 
 async fn start_proxy(tag: &str, flags: &[String]) -> TestProxy {
-    let home = std::env::temp_dir().join(format!("cyan-acme-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
+    let (home, _) = TestProxy::new_home(&format!("acme-{tag}"));
     let child = spawn_proxy(&home, flags);
     let proxy = TestProxy {
         home,
@@ -356,20 +336,85 @@ fn proxy_log(proxy: &TestProxy) -> String {
 /// Routes `HOST` to a new app, with `tls: acme`.
 async fn route_with_acme(proxy: &TestProxy) {
     let spec = RouteSpec {
-        hosts: vec![HOST.into()],
-        listen: None,
-        path_prefix: None,
-        policy: RoutePolicy::default(),
         tls: Some(TlsSource::Acme),
+        ..host_route(&[HOST])
     };
-    proxy.admin().put_route("web", &spec).await.unwrap();
-    proxy
-        .switch("web", Color::Blue, Some(vec![upstream().await]))
-        .await;
+    proxy.put_live("web", &spec, vec![upstream().await]).await;
 }
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A test's pebble, and a proxy using it that answers `challenge` on the
+/// ports pebble validates, with `HOST` routed to the app with `tls: acme`.
+struct Acme {
+    proxy: TestProxy,
+    pebble: Pebble,
+    /// The proxy's flags, for a restart.
+    flags: Vec<String>,
+    /// pebble's HTTP-01 port: the proxy's plain listener with HTTP-01.
+    http: u16,
+    /// The proxy's TLS listener (pebble's TLS-ALPN-01 port).
+    addr: String,
+    /// What pebble's certificates chain to.
+    root: CertificateDer<'static>,
+}
+
+impl Acme {
+    /// With HTTP-01 the proxy also listens for plain HTTP; with
+    /// TLS-ALPN-01 not at all: the TLS port alone proves control.
+    /// Certificates are valid for `validity` seconds (pebble's default,
+    /// 5 years, if `None`).
+    async fn start(tag: &str, challenge: &str, validity: Option<u64>) -> Acme {
+        let (http, tls) = (free_port(), free_port());
+        let pebble = Pebble::start(tag, http, tls, validity).await;
+        let mut flags = pebble.flags(challenge);
+        if challenge == "http-01" {
+            flags.extend(["--listen".into(), format!("127.0.0.1:{http}")]);
+        }
+        flags.extend(["--tls-listen".into(), format!("127.0.0.1:{tls}")]);
+        let proxy = start_proxy(tag, &flags).await;
+        let addr = format!("127.0.0.1:{tls}");
+        let root = pebble.root().await;
+        route_with_acme(&proxy).await;
+        Acme {
+            proxy,
+            pebble,
+            flags,
+            http,
+            addr,
+            root,
+        }
+    }
+
+    /// The proxy's log and pebble's, for failure messages.
+    fn logs(&self) -> String {
+        format!("{}\n{}", proxy_log(&self.proxy), self.pebble.logs())
+    }
+
+    /// The first certificate served for `HOST` (within 30 s): its leaf.
+    async fn wait_for_certificate(&self) -> Vec<u8> {
+        let within = Duration::from_secs(30);
+        wait_for_certificate(&self.addr, &self.root, within, || self.logs()).await
+    }
+}
+
+/// `challenge` gets a certificate issued and served, the app behind it,
+/// and the proxy's log says it validated by `challenge`.
+async fn assert_issued_and_served(tag: &str, challenge: &str) -> Acme {
+    let acme = Acme::start(tag, challenge, None).await;
+    acme.wait_for_certificate().await;
+    let resp = https_get(&acme.addr, &acme.root).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("the app\r\n"), "{resp}");
+    assert!(
+        proxy_log(&acme.proxy).contains(&format!("challenge={challenge}")),
+        "validated by {}\n{}",
+        challenge.to_uppercase(),
+        acme.logs()
+    );
+    acme
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,42 +423,19 @@ async fn http01_certificate_is_issued_and_served() {
         return;
     }
     let started = Instant::now();
-    let (http, tls) = (free_port(), free_port());
-    let pebble = Pebble::start("http01", http, tls, None).await;
-    let mut flags = pebble.flags("http-01");
-    flags.extend([
-        "--listen".into(),
-        format!("127.0.0.1:{http}"),
-        "--tls-listen".into(),
-        format!("127.0.0.1:{tls}"),
-    ]);
-    let proxy = start_proxy("http01", &flags).await;
-    let addr = format!("127.0.0.1:{tls}");
-    let root = pebble.root().await;
-    route_with_acme(&proxy).await;
-
-    let logs = || format!("{}\n{}", proxy_log(&proxy), pebble.logs());
-    wait_for_certificate(&addr, &root, Duration::from_secs(30), logs).await;
-    let resp = https_get(&addr, &root).await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(resp.ends_with("the app\r\n"), "{resp}");
-    assert!(
-        proxy_log(&proxy).contains("challenge=http-01"),
-        "validated by HTTP-01\n{}",
-        logs()
-    );
+    let acme = assert_issued_and_served("http01", "http-01").await;
 
     // Account and certificate kept in the home, for the owner alone.
-    let acme = proxy.home.join("acme");
-    assert_eq!(mode(&acme.join("web.pem")), 0o600);
-    let accounts: Vec<_> = std::fs::read_dir(acme.join("accounts"))
+    let home = acme.proxy.home.join("acme");
+    assert_eq!(mode(&home.join("web.pem")), 0o600);
+    let accounts: Vec<_> = std::fs::read_dir(home.join("accounts"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(accounts.len(), 1, "{accounts:?}");
     assert_eq!(mode(&accounts[0]), 0o600);
     // The challenge was answered only while it ran: the path is the app's now.
-    let plain = format!("127.0.0.1:{http}");
+    let plain = format!("127.0.0.1:{}", acme.http);
     let resp = util::proxy::get(&plain, HOST, "/.well-known/acme-challenge/x").await;
     assert!(resp.ends_with("the app\r\n"), "{resp}");
     eprintln!("HTTP-01 issuance test took {:?}", started.elapsed());
@@ -426,33 +448,18 @@ async fn tls_alpn01_certificate_is_issued_and_served() {
     }
     let started = Instant::now();
     // No plain-HTTP listener at all: port 443 alone proves control.
-    let (closed_http, tls) = (free_port(), free_port());
-    let pebble = Pebble::start("alpn", closed_http, tls, None).await;
-    let mut flags = pebble.flags("tls-alpn-01");
-    flags.extend(["--tls-listen".into(), format!("127.0.0.1:{tls}")]);
-    let proxy = start_proxy("alpn", &flags).await;
-    let addr = format!("127.0.0.1:{tls}");
-    let root = pebble.root().await;
-    route_with_acme(&proxy).await;
-
-    let logs = || format!("{}\n{}", proxy_log(&proxy), pebble.logs());
-    wait_for_certificate(&addr, &root, Duration::from_secs(30), logs).await;
-    let resp = https_get(&addr, &root).await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(resp.ends_with("the app\r\n"), "{resp}");
-    assert!(
-        proxy_log(&proxy).contains("challenge=tls-alpn-01"),
-        "validated by TLS-ALPN-01\n{}",
-        logs()
-    );
+    let acme = assert_issued_and_served("alpn", "tls-alpn-01").await;
 
     // A ClientHello offering acme-tls/1 with no challenge running gets no
     // certificate (never the app's), and so no HTTP.
-    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let tcp = TcpStream::connect(&acme.addr).await.unwrap();
     let name = ServerName::try_from(HOST).unwrap();
-    let refused = connector(std::slice::from_ref(&root), &[b"acme-tls/1", b"http/1.1"])
-        .connect(name, tcp)
-        .await;
+    let refused = connector(
+        std::slice::from_ref(&acme.root),
+        &[b"acme-tls/1", b"http/1.1"],
+    )
+    .connect(name, tcp)
+    .await;
     assert!(refused.is_err(), "an acme-tls/1 hello was served");
     eprintln!("TLS-ALPN-01 issuance test took {:?}", started.elapsed());
 }
@@ -463,31 +470,19 @@ async fn renewal_replaces_the_certificate_without_a_gap() {
         return;
     }
     let started = Instant::now();
-    let (http, tls) = (free_port(), free_port());
     // 15 s certificates: renewed 10 s after issuance (a third left).
-    let pebble = Pebble::start("renew", http, tls, Some(15)).await;
-    let mut flags = pebble.flags("http-01");
-    flags.extend([
-        "--listen".into(),
-        format!("127.0.0.1:{http}"),
-        "--tls-listen".into(),
-        format!("127.0.0.1:{tls}"),
-    ]);
-    let proxy = start_proxy("renew", &flags).await;
-    let addr = format!("127.0.0.1:{tls}");
-    let root = pebble.root().await;
-    route_with_acme(&proxy).await;
-    let logs = || format!("{}\n{}", proxy_log(&proxy), pebble.logs());
-    let first = wait_for_certificate(&addr, &root, Duration::from_secs(30), logs).await;
+    let acme = Acme::start("renew", "http-01", Some(15)).await;
+    let (addr, root) = (&acme.addr, &acme.root);
+    let first = acme.wait_for_certificate().await;
 
     // Handshakes every 50 ms, each verified (chain and validity period),
     // until a new certificate is served, and a while after: not one fails.
     let (mut handshakes, mut renewed_at) = (0, None);
     let deadline = Instant::now() + Duration::from_secs(25);
     while Instant::now() < deadline {
-        let (_, leaf) = handshake(&addr, &root, &[b"http/1.1"])
+        let (_, leaf) = handshake(addr, root, &[b"http/1.1"])
             .await
-            .unwrap_or_else(|e| panic!("handshake {handshakes} failed: {e}\n{}", logs()));
+            .unwrap_or_else(|e| panic!("handshake {handshakes} failed: {e}\n{}", acme.logs()));
         handshakes += 1;
         if leaf != first && renewed_at.is_none() {
             renewed_at = Some(handshakes);
@@ -497,12 +492,12 @@ async fn renewal_replaces_the_certificate_without_a_gap() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let renewed_at = renewed_at.unwrap_or_else(|| panic!("not renewed\n{}", logs()));
+    let renewed_at = renewed_at.unwrap_or_else(|| panic!("not renewed\n{}", acme.logs()));
     assert!(
         renewed_at > 1,
         "renewed before a third of the lifetime was left"
     );
-    let resp = https_get(&addr, &root).await;
+    let resp = https_get(addr, root).await;
     assert!(resp.ends_with("the app\r\n"), "{resp}");
     eprintln!(
         "renewal test: {handshakes} handshakes, none failed, the new certificate from #{renewed_at}; took {:?}",
@@ -516,42 +511,30 @@ async fn a_restarted_proxy_serves_the_kept_certificate_at_once() {
         return;
     }
     let started = Instant::now();
-    let (http, tls) = (free_port(), free_port());
-    let mut pebble = Pebble::start("restart", http, tls, None).await;
-    let mut flags = pebble.flags("http-01");
-    flags.extend([
-        "--listen".into(),
-        format!("127.0.0.1:{http}"),
-        "--tls-listen".into(),
-        format!("127.0.0.1:{tls}"),
-    ]);
-    let mut proxy = start_proxy("restart", &flags).await;
-    let addr = format!("127.0.0.1:{tls}");
-    let root = pebble.root().await;
-    route_with_acme(&proxy).await;
-    let logs = || format!("{}\n{}", proxy_log(&proxy), pebble.logs());
-    let issued = wait_for_certificate(&addr, &root, Duration::from_secs(30), logs).await;
+    let mut acme = Acme::start("restart", "http-01", None).await;
+    let issued = acme.wait_for_certificate().await;
 
     // The CA goes away, so no ACME traffic can happen; the proxy dies hard.
-    pebble.stop();
+    acme.pebble.stop();
+    let proxy = &mut acme.proxy;
     proxy.kill9();
-    let before = proxy_log(&proxy).len();
-    proxy.child = spawn_proxy(&proxy.home, &flags);
+    let before = proxy_log(proxy).len();
+    proxy.child = spawn_proxy(&proxy.home, &acme.flags);
     proxy.wait_ready().await;
     let restarted = Instant::now();
-    let (_, served) = handshake(&addr, &root, &[b"http/1.1"])
+    let (_, served) = handshake(&acme.addr, &acme.root, &[b"http/1.1"])
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "no certificate after the restart: {e}\n{}",
-                proxy_log(&proxy)
+                proxy_log(&acme.proxy)
             )
         });
     assert_eq!(served, issued, "the kept certificate");
     assert!(restarted.elapsed() < Duration::from_secs(1));
-    let resp = https_get(&addr, &root).await;
+    let resp = https_get(&acme.addr, &acme.root).await;
     assert!(resp.ends_with("the app\r\n"), "{resp}");
-    let after = &proxy_log(&proxy)[before..];
+    let after = &proxy_log(&acme.proxy)[before..];
     assert!(
         !after.contains("ordering a certificate"),
         "the restarted proxy ordered again:\n{after}"

@@ -10,153 +10,22 @@ mod util;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cyan::proxy::api::RouteSpec;
-use cyan::proxy::pool::StatsView;
 use cyan::proxy::state::RoutePolicy;
 use cyan::release::Color;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use util::proxy::TestProxy;
+use util::raw::{
+    assert_all_right, exchange, header_values, line, serve_each, status, take_request, Conn, Resp,
+    Take,
+};
 
 /// What a recording upstream answers by default.
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-/// How long a client waits for one response.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long after the client's answer the upstream may still record.
 const SETTLE: Duration = Duration::from_millis(150);
-
-// ---------------------------------------------------------------------------
-// HTTP/1.1 parsing shared by the recording upstream and the raw client.
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The values of every `name` header in `head`, trimmed, in order.
-fn header_values(head: &[u8], name: &str) -> Vec<String> {
-    String::from_utf8_lossy(head)
-        .split("\r\n")
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim().to_string())
-        .collect()
-}
-
-enum Chunks {
-    Partial,
-    Invalid(String),
-    Whole { body: Vec<u8>, used: usize },
-}
-
-/// Decodes a chunked body at the start of `buf` (RFC 9112 §7.1).
-fn dechunk(buf: &[u8]) -> Chunks {
-    let mut body = Vec::new();
-    let mut i = 0;
-    loop {
-        let Some(eol) = find(&buf[i..], b"\r\n") else {
-            return match buf.len() - i > 128 {
-                true => Chunks::Invalid("chunk-size line too long".into()),
-                false => Chunks::Partial,
-            };
-        };
-        let line = &buf[i..i + eol];
-        let size = line.split(|&b| b == b';').next().unwrap_or_default();
-        let size = String::from_utf8_lossy(size);
-        let size = size.trim_matches([' ', '\t']);
-        if size.is_empty() || size.len() > 16 || !size.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Chunks::Invalid(format!("chunk size {size:?}"));
-        }
-        let size = u64::from_str_radix(size, 16).unwrap() as usize;
-        i += eol + 2;
-        if size == 0 {
-            loop {
-                let Some(eol) = find(&buf[i..], b"\r\n") else {
-                    return Chunks::Partial;
-                };
-                i += eol + 2;
-                if eol == 0 {
-                    return Chunks::Whole { body, used: i };
-                }
-            }
-        }
-        if buf.len() - i < size.saturating_add(2) {
-            return Chunks::Partial;
-        }
-        body.extend_from_slice(&buf[i..i + size]);
-        if &buf[i + size..i + size + 2] != b"\r\n" {
-            return Chunks::Invalid("no CRLF after chunk data".into());
-        }
-        i += size + 2;
-    }
-}
-
-enum Take {
-    Partial,
-    Whole {
-        head: Vec<u8>,
-        body: Vec<u8>,
-        used: usize,
-    },
-    /// A whole head whose body framing the upstream cannot follow.
-    Bad {
-        head: Vec<u8>,
-        why: String,
-    },
-}
-
-/// One request from the start of `buf`, framed as a lenient origin server
-/// would: Transfer-Encoding over Content-Length, a list of equal lengths
-/// taken as one.
-fn take_request(buf: &[u8]) -> Take {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        return Take::Partial;
-    };
-    let head = buf[..end + 4].to_vec();
-    let rest = &buf[end + 4..];
-    let te = header_values(&head, "transfer-encoding");
-    let cl = header_values(&head, "content-length");
-    if !te.is_empty() {
-        let codings = te.join(",");
-        let last = codings.rsplit(',').next().unwrap_or_default();
-        if !last.trim().eq_ignore_ascii_case("chunked") {
-            let why = format!("transfer-encoding {codings:?}");
-            return Take::Bad { head, why };
-        }
-        return match dechunk(rest) {
-            Chunks::Partial => Take::Partial,
-            Chunks::Invalid(why) => Take::Bad { head, why },
-            Chunks::Whole { body, used } => Take::Whole {
-                head,
-                body,
-                used: end + 4 + used,
-            },
-        };
-    }
-    let lens: Vec<Result<usize, _>> = cl
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().parse::<usize>())
-        .collect();
-    let n = match lens.first() {
-        None => 0,
-        Some(Ok(n)) if lens.iter().all(|l| l.as_ref() == Ok(n)) => *n,
-        Some(_) => {
-            let why = format!("content-length {cl:?}");
-            return Take::Bad { head, why };
-        }
-    };
-    match rest.len() < n {
-        true => Take::Partial,
-        false => Take::Whole {
-            head,
-            body: rest[..n].to_vec(),
-            used: end + 4 + n,
-        },
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The recording upstream.
@@ -214,25 +83,19 @@ impl Upstream {
     }
 
     async fn with(reply: impl Fn(&Seen) -> Option<Vec<u8>> + Send + Sync + 'static) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let up = Upstream {
-            addr: listener.local_addr().unwrap(),
-            log: Arc::default(),
-        };
-        let log = up.log.clone();
-        let reply: Reply = Arc::new(reply);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let conn = {
-                    let mut l = log.lock().unwrap();
-                    l.connections += 1;
-                    l.pending.push(Vec::new());
-                    l.connections - 1
-                };
-                tokio::spawn(serve_recorded(stream, conn, log.clone(), reply.clone()));
-            }
-        });
-        up
+        let log: Arc<Mutex<Log>> = Arc::default();
+        let (served, reply): (_, Reply) = (log.clone(), Arc::new(reply));
+        let addr = serve_each(move |stream| {
+            let conn = {
+                let mut l = served.lock().unwrap();
+                l.connections += 1;
+                l.pending.push(Vec::new());
+                l.connections - 1
+            };
+            serve_recorded(stream, conn, served.clone(), reply.clone())
+        })
+        .await;
+        Upstream { addr, log }
     }
 
     fn requests(&self) -> Vec<Seen> {
@@ -339,150 +202,14 @@ async fn serve_recorded(mut s: TcpStream, conn: usize, log: Arc<Mutex<Log>>, rep
 /// reading (with `reset`: an RST, by SO_LINGER 0), as docker-proxy does
 /// when the app behind it stopped listening.
 async fn closing_upstream(reset: bool) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            if reset {
-                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            }
-            drop(stream);
+    serve_each(move |stream| {
+        if reset {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
         }
-    });
-    addr
-}
-
-// ---------------------------------------------------------------------------
-// The raw client.
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn headers(&self, name: &str) -> Vec<String> {
-        header_values(self.head.as_bytes(), name)
-    }
-
-    fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One response from the start of `buf`; `eof`: nothing more will come.
-fn take_response(buf: &[u8], eof: bool) -> Option<(Resp, usize)> {
-    let end = find(buf, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(0);
-    let rest = &buf[end + 4..];
-    let resp = |body: &[u8]| Resp {
-        status,
-        head: head.clone(),
-        body: body.to_vec(),
-    };
-    if (100..200).contains(&status) || status == 204 || status == 304 {
-        return Some((resp(b""), end + 4));
-    }
-    let te = header_values(head.as_bytes(), "transfer-encoding");
-    let cl = header_values(head.as_bytes(), "content-length");
-    if te
-        .iter()
-        .any(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        return match dechunk(rest) {
-            Chunks::Whole { body, used } => Some((resp(&body), end + 4 + used)),
-            Chunks::Invalid(_) => Some((resp(rest), buf.len())),
-            Chunks::Partial if eof => Some((resp(rest), buf.len())),
-            Chunks::Partial => None,
-        };
-    }
-    if let Some(n) = cl.first().and_then(|v| v.parse::<usize>().ok()) {
-        return match rest.len() >= n {
-            true => Some((resp(&rest[..n]), end + 4 + n)),
-            false if eof => Some((resp(rest), buf.len())),
-            false => None,
-        };
-    }
-    // Delimited by the close.
-    eof.then(|| (resp(rest), buf.len()))
-}
-
-/// A client connection to the proxy that writes raw bytes and reads
-/// responses one at a time.
-struct Conn {
-    s: TcpStream,
-    buf: Vec<u8>,
-    eof: bool,
-}
-
-impl Conn {
-    async fn open(addr: &str) -> Conn {
-        Conn {
-            s: TcpStream::connect(addr).await.unwrap(),
-            buf: Vec::new(),
-            eof: false,
-        }
-    }
-
-    /// Writes `bytes`; the proxy may have closed already, which the next
-    /// response shows.
-    async fn send(&mut self, bytes: &[u8]) {
-        let _ = self.s.write_all(bytes).await;
-    }
-
-    async fn shutdown_write(&mut self) {
-        let _ = self.s.shutdown().await;
-    }
-
-    /// The next final response (interim 1xx ones skipped), or `None` when
-    /// the connection closed or nothing came within `RESPONSE_TIMEOUT`.
-    async fn response(&mut self) -> Option<Resp> {
-        let deadline = tokio::time::Instant::now() + RESPONSE_TIMEOUT;
-        loop {
-            if let Some((resp, used)) = take_response(&self.buf, self.eof) {
-                self.buf.drain(..used);
-                if (100..200).contains(&resp.status) {
-                    continue;
-                }
-                return Some(resp);
-            }
-            if self.eof {
-                return None;
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
-                Err(_) => return None,
-                Ok(Ok(0)) | Ok(Err(_)) => self.eof = true,
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-}
-
-/// One request on a new connection, and its response.
-async fn exchange(addr: &str, request: &[u8]) -> Option<Resp> {
-    let mut c = Conn::open(addr).await;
-    c.send(request).await;
-    c.response().await
-}
-
-/// The status line of a response, for failure messages.
-fn line(r: &Option<Resp>) -> String {
-    match r {
-        Some(r) => r.head.split("\r\n").next().unwrap_or_default().to_string(),
-        None => "no response".into(),
-    }
-}
-
-fn status(r: &Option<Resp>) -> u16 {
-    r.as_ref().map_or(0, |r| r.status)
+        drop(stream);
+        async {}
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -496,34 +223,6 @@ async fn edge(tag: &str, app: &str, upstreams: Vec<SocketAddr>) -> TestProxy {
         .route(app, RoutePolicy::default(), upstreams, vec![])
         .await;
     proxy
-}
-
-/// Routes `app` by its host `{app}.localhost` only, on no listen address
-/// of its own.
-async fn route_by_host(proxy: &TestProxy, app: &str, upstreams: Vec<SocketAddr>) {
-    let spec = RouteSpec {
-        hosts: vec![format!("{app}.localhost")],
-        listen: None,
-        path_prefix: None,
-        policy: RoutePolicy::default(),
-        tls: None,
-    };
-    proxy.admin().put_route(app, &spec).await.unwrap();
-    proxy.switch(app, Color::Blue, Some(upstreams)).await;
-}
-
-/// The live (blue) color's counters, once no request is in flight (or
-/// after a second).
-async fn blue_stats(proxy: &TestProxy, app: &str) -> StatsView {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let view = proxy.admin().route(app).await.unwrap().unwrap();
-        let stats = view.stats[&Color::Blue].clone();
-        if stats.inflight == 0 || Instant::now() > deadline {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Sends each `(name, request)` on a new connection with a fresh upstream
@@ -547,10 +246,6 @@ async fn refused(proxy: &TestProxy, app: &str, cases: &[(&str, Vec<u8>)]) -> Vec
     wrong
 }
 
-fn assert_all_right(wrong: &[String]) {
-    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
-}
-
 /// The upstream saw no request it was not sent on purpose: none whose
 /// start line contains `marker`, and no bytes left over past the last
 /// whole request (the start of a smuggled one).
@@ -570,81 +265,80 @@ fn assert_nothing_smuggled(up: &Upstream, marker: &str) {
 /// The body of the framing tests: a whole request of its own.
 const HIDDEN: &str = "GET /hidden HTTP/1.1\r\nHost: x\r\n\r\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_content_length_does_not_strip_the_request_length() {
+/// Sends `HIDDEN` as the body of a POST with `Connection: {connection}`,
+/// framed by its length or (`chunked`) in one chunk: one request must reach
+/// the upstream, with all of `HIDDEN` as its body, nothing smuggled, and
+/// the header `kept` (name, value) if there is one; the client a 200.
+async fn assert_framing_kept(
+    tag: &str,
+    connection: &str,
+    chunked: bool,
+    kept: Option<(&str, &str)>,
+) {
     let up = Upstream::start().await;
-    let proxy = edge("cncl", "edge", vec![up.addr]).await;
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: content-length\r\n\
-         Content-Length: {}\r\n\r\n{HIDDEN}",
-        HIDDEN.len()
-    );
-    let r = exchange(&proxy.addr(), request.as_bytes()).await;
-    tokio::time::sleep(SETTLE).await;
-    assert_nothing_smuggled(&up, "/hidden");
-    let seen = up.requests();
-    assert_eq!(seen.len(), 1, "{}", up.report());
-    assert_eq!(
-        seen[0].headers("content-length"),
-        [HIDDEN.len().to_string()],
-        "{}",
-        up.report()
-    );
-    assert_eq!(seen[0].body, HIDDEN.as_bytes(), "{}", up.report());
-    assert_eq!(status(&r), 200, "{}", line(&r));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_transfer_encoding_does_not_strip_the_request_chunking() {
-    let up = Upstream::start().await;
-    let proxy = edge("cnte", "edge", vec![up.addr]).await;
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: transfer-encoding\r\n\
-         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{HIDDEN}\r\n0\r\n\r\n",
-        HIDDEN.len()
-    );
+    let proxy = edge(tag, "edge", vec![up.addr]).await;
+    let framed = match chunked {
+        false => format!("Content-Length: {}\r\n\r\n{HIDDEN}", HIDDEN.len()),
+        true => format!(
+            "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{HIDDEN}\r\n0\r\n\r\n",
+            HIDDEN.len()
+        ),
+    };
+    let request =
+        format!("POST / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: {connection}\r\n{framed}");
     let r = exchange(&proxy.addr(), request.as_bytes()).await;
     tokio::time::sleep(SETTLE).await;
     assert_nothing_smuggled(&up, "/hidden");
     let seen = up.requests();
     assert_eq!(seen.len(), 1, "{}", up.report());
     assert!(seen[0].bad.is_none(), "{}", up.report());
+    if let Some((name, value)) = kept {
+        assert_eq!(seen[0].headers(name), [value], "{}", up.report());
+    }
     assert_eq!(seen[0].body, HIDDEN.as_bytes(), "{}", up.report());
     assert_eq!(status(&r), 200, "{}", line(&r));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_host_does_not_strip_the_host() {
-    let up = Upstream::start().await;
-    let proxy = edge("cnhost", "edge", vec![up.addr]).await;
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: host\r\n\
-         Content-Length: {}\r\n\r\n{HIDDEN}",
-        HIDDEN.len()
-    );
-    let r = exchange(&proxy.addr(), request.as_bytes()).await;
-    tokio::time::sleep(SETTLE).await;
-    assert_nothing_smuggled(&up, "/hidden");
-    let seen = up.requests();
-    assert_eq!(seen.len(), 1, "{}", up.report());
-    assert_eq!(
-        seen[0].headers("host"),
-        ["edge.localhost"],
-        "{}",
-        up.report()
-    );
-    assert_eq!(seen[0].body, HIDDEN.as_bytes(), "{}", up.report());
-    assert_eq!(status(&r), 200, "{}", line(&r));
+async fn connection_content_length_does_not_strip_the_request_length() {
+    let length = HIDDEN.len().to_string();
+    assert_framing_kept(
+        "cncl",
+        "content-length",
+        false,
+        Some(("content-length", &length)),
+    )
+    .await;
 }
 
-/// Two requests on one client connection, the first on the fast path
-/// (`GET`) or sending the connection to hyper's (a chunked `POST`); each
-/// response must be `check`ed right.
-async fn two_on_one_connection(
-    proxy: &TestProxy,
-    host: &str,
-    check: impl Fn(&Option<Resp>) -> Result<(), String>,
-) -> Vec<String> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_transfer_encoding_does_not_strip_the_request_chunking() {
+    assert_framing_kept("cnte", "transfer-encoding", true, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_host_does_not_strip_the_host() {
+    assert_framing_kept("cnhost", "host", false, Some(("host", "edge.localhost"))).await;
+}
+
+/// Behind an upstream answering `response`, two requests on one client
+/// connection, the first on the fast path (`GET`) or sending the
+/// connection to hyper's (a chunked `POST`): each response must be a 200
+/// with `body`, and `right`.
+async fn assert_two_on_one_connection(
+    tag: &str,
+    response: &'static [u8],
+    body: &[u8],
+    right: impl Fn(&Resp) -> bool,
+) {
+    let up = Upstream::answering(response).await;
+    let proxy = edge(tag, "edge", vec![up.addr]).await;
+    let check = |r: &Option<Resp>| match r {
+        Some(r) if r.status == 200 && right(r) && r.body == body => Ok(()),
+        Some(r) => Err(format!("{:?} body {:?}", r.head, r.body_text())),
+        None => Err("no response".to_string()),
+    };
+    let host = "edge.localhost";
     let mut wrong = Vec::new();
     let firsts = [
         (
@@ -674,50 +368,30 @@ async fn two_on_one_connection(
             wrong.push(format!("{path}, second response: {e}"));
         }
     }
-    wrong
+    assert_all_right(&wrong);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_content_length_on_a_response_keeps_its_length_and_the_connection() {
-    let up = Upstream::answering(
+    assert_two_on_one_connection(
+        "rescl",
         b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello",
+        b"hello",
+        |r| r.headers("content-length") == ["5"],
     )
     .await;
-    let proxy = edge("rescl", "edge", vec![up.addr]).await;
-    let wrong = two_on_one_connection(&proxy, "edge.localhost", |r| match r {
-        Some(r)
-            if r.status == 200 && r.headers("content-length") == ["5"] && r.body == b"hello" =>
-        {
-            Ok(())
-        }
-        Some(r) => Err(format!("{:?} body {:?}", r.head, r.body_text())),
-        None => Err("no response".into()),
-    })
-    .await;
-    assert_all_right(&wrong);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_transfer_encoding_on_a_response_keeps_its_chunking_and_the_connection() {
-    let up = Upstream::answering(
+    assert_two_on_one_connection(
+        "reste",
         b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n\
           5\r\nhello\r\n0\r\n\r\n",
+        b"hello",
+        |r| r.headers("transfer-encoding") == ["chunked"] || r.headers("content-length") == ["5"],
     )
     .await;
-    let proxy = edge("reste", "edge", vec![up.addr]).await;
-    let wrong = two_on_one_connection(&proxy, "edge.localhost", |r| match r {
-        Some(r) => {
-            let chunked = r.headers("transfer-encoding") == ["chunked"];
-            let length = r.headers("content-length") == ["5"];
-            match r.status == 200 && (chunked || length) && r.body == b"hello" {
-                true => Ok(()),
-                false => Err(format!("{:?} body {:?}", r.head, r.body_text())),
-            }
-        }
-        None => Err("no response".into()),
-    })
-    .await;
-    assert_all_right(&wrong);
 }
 
 /// Checks the CL.TE / TE.CL property for `request`: a 400 with nothing at
@@ -901,7 +575,7 @@ async fn invalid_chunk_sizes_are_the_clients_fault() {
         );
         let r = exchange(&proxy.addr(), request.as_bytes()).await;
         tokio::time::sleep(SETTLE).await;
-        let stats = blue_stats(&proxy, "edge").await;
+        let stats = proxy.stats("edge", Color::Blue).await;
         if status(&r) != 400 || stats.status_5xx != 0 || stats.upstream_failures != 0 {
             wrong.push(format!(
                 "{name}: client got {:?}; blue has {} 5xx, {} upstream failures; {}",
@@ -934,7 +608,7 @@ async fn assert_early_end_is_not_upstream_failure(tag: &str, head: &str, partial
         }
     }
     tokio::time::sleep(SETTLE).await;
-    let stats = blue_stats(&proxy, "edge").await;
+    let stats = proxy.stats("edge", Color::Blue).await;
     let what = format!("{stats:?}\n{}\n{}", one.report(), two.report());
     assert_eq!(stats.status_5xx, 0, "{what}");
     assert_eq!(stats.upstream_failures, 0, "{what}");
@@ -999,18 +673,13 @@ async fn a_request_header_named_in_connection_does_not_reach_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_header_named_in_connection_does_not_reach_the_client() {
-    let up = Upstream::answering(
+    assert_two_on_one_connection(
+        "hopresp",
         b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\ncontent-length: 2\r\n\r\nok",
+        b"ok",
+        |r| r.headers("x-secret").is_empty(),
     )
     .await;
-    let proxy = edge("hopresp", "edge", vec![up.addr]).await;
-    let wrong = two_on_one_connection(&proxy, "edge.localhost", |r| match r {
-        Some(r) if r.status == 200 && r.headers("x-secret").is_empty() && r.body == b"ok" => Ok(()),
-        Some(r) => Err(format!("{:?} body {:?}", r.head, r.body_text())),
-        None => Err("no response".into()),
-    })
-    .await;
-    assert_all_right(&wrong);
 }
 
 // ---------------------------------------------------------------------------
@@ -1071,7 +740,7 @@ async fn http10_without_a_host_is_routed_by_the_listen_address() {
 async fn an_absolute_form_target_is_routed_by_its_authority() {
     let (a, b) = (Upstream::start().await, Upstream::start().await);
     let proxy = edge("absform", "a", vec![a.addr]).await;
-    route_by_host(&proxy, "b", vec![b.addr]).await;
+    proxy.route_by_host("b", vec![b.addr]).await;
     let r = exchange(
         &proxy.addr(),
         b"GET http://b.localhost/x HTTP/1.1\r\nHost: a.localhost\r\n\r\n",
@@ -1098,7 +767,7 @@ async fn a_trailing_dot_upper_case_or_a_port_in_host_routes_alike() {
     // `other` owns the listen address: a host that does not match `web`
     // would go there.
     let proxy = edge("hostnorm", "other", vec![other.addr]).await;
-    route_by_host(&proxy, "web", vec![web.addr]).await;
+    proxy.route_by_host("web", vec![web.addr]).await;
     let mut wrong = Vec::new();
     for host in ["web.localhost", "web.localhost.", "WEB.localhost:1234"] {
         let before = web.requests().len();
@@ -1246,7 +915,7 @@ async fn assert_closing_replica_is_retried_and_ejected(tag: &str, reset: bool) {
             failed.push(format!("GET /{i}: {}", line(&r)));
         }
     }
-    let stats = blue_stats(&proxy, "edge").await;
+    let stats = proxy.stats("edge", Color::Blue).await;
     assert!(
         failed.is_empty(),
         "{} of 50 failed: {failed:?}\n{stats:?}",

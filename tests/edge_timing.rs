@@ -22,140 +22,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cyan::proxy::api::RouteSpec;
-use cyan::proxy::pool::StatsView;
 use cyan::proxy::state::{RoutePolicy, TlsFiles};
 use cyan::release::Color;
 use futures_util::future::join_all;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::DigitallySignedStruct;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use util::proxy::{body, get, self_signed, spawn_proxy, TestProxy, Ws};
+use tokio::net::TcpStream;
+use util::proxy::{
+    body, get, host_route, proxy_ctl, proxy_run, self_signed, spawn_proxy, TestProxy, Ws,
+};
+use util::raw::{
+    assert_all_right, chunk, content_length, dechunk, find, header_values, is_chunked, read_head,
+    serve_each, shown, split_response, status_of, take_request, whole_body, Chunks, Conn, Take,
+    RESPONSE_TIMEOUT,
+};
 
 /// The app every test routes, on the proxy's listen address.
 const APP: &str = "edge";
 const HOST: &str = "edge.localhost";
-/// How long a client waits for an ordinary response.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
-
-// ---------------------------------------------------------------------------
-// HTTP/1.1 parsing shared by the upstreams and the client.
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The values of every `name` header in `head`, trimmed, in order.
-fn header_values(head: &str, name: &str) -> Vec<String> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim().to_string())
-        .collect()
-}
-
-enum Chunks {
-    Partial,
-    Invalid,
-    Whole { body: Vec<u8>, used: usize },
-}
-
-/// Decodes a chunked body at the start of `buf` (RFC 9112 §7.1).
-fn dechunk(buf: &[u8]) -> Chunks {
-    let mut body = Vec::new();
-    let mut i = 0;
-    loop {
-        let Some(eol) = find(&buf[i..], b"\r\n") else {
-            return Chunks::Partial;
-        };
-        let size = String::from_utf8_lossy(&buf[i..i + eol]);
-        let size = size.split(';').next().unwrap_or_default().trim();
-        let Ok(size) = usize::from_str_radix(size, 16) else {
-            return Chunks::Invalid;
-        };
-        i += eol + 2;
-        if size == 0 {
-            // Trailers, then the blank line.
-            loop {
-                let Some(eol) = find(&buf[i..], b"\r\n") else {
-                    return Chunks::Partial;
-                };
-                i += eol + 2;
-                if eol == 0 {
-                    return Chunks::Whole { body, used: i };
-                }
-            }
-        }
-        if buf.len() - i < size + 2 {
-            return Chunks::Partial;
-        }
-        body.extend_from_slice(&buf[i..i + size]);
-        if &buf[i + size..i + size + 2] != b"\r\n" {
-            return Chunks::Invalid;
-        }
-        i += size + 2;
-    }
-}
-
-/// One chunk of a chunked body.
-fn chunk(data: &[u8]) -> Vec<u8> {
-    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// The response at the start of `buf`: status, head, and the body bytes
-/// received so far, framing and all.
-fn split_response(buf: &[u8]) -> Option<(u16, String, &[u8])> {
-    let end = find(buf, b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, head, &buf[end..]))
-}
-
-fn is_chunked(head: &str) -> bool {
-    header_values(head, "transfer-encoding")
-        .iter()
-        .any(|v| v.to_ascii_lowercase().contains("chunked"))
-}
-
-fn content_length(head: &str) -> Option<usize> {
-    header_values(head, "content-length").first()?.parse().ok()
-}
-
-/// The decoded body of the response at the start of `buf`, once it is
-/// whole by its framing (chunked, or a length; no body for 1xx/204/304).
-fn whole_body(buf: &[u8]) -> Option<Vec<u8>> {
-    let (status, head, rest) = split_response(buf)?;
-    if (100..200).contains(&status) || status == 204 || status == 304 {
-        return Some(Vec::new());
-    }
-    if is_chunked(&head) {
-        return match dechunk(rest) {
-            Chunks::Whole { body, .. } => Some(body),
-            _ => None,
-        };
-    }
-    let n = content_length(&head)?;
-    (rest.len() >= n).then(|| rest[..n].to_vec())
-}
-
-fn status_of(buf: &[u8]) -> u16 {
-    split_response(buf).map_or(0, |(s, _, _)| s)
-}
-
-/// The start of what a client received, for failure messages.
-fn shown(buf: &[u8]) -> String {
-    let text = String::from_utf8_lossy(buf);
-    match text.len() > 300 {
-        true => format!("{:?}… ({} bytes)", &text[..300], buf.len()),
-        false => format!("{text:?}"),
-    }
-}
-
-fn assert_all_right(wrong: &[String]) {
-    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
-}
 
 // ---------------------------------------------------------------------------
 // The scripted, recording upstream.
@@ -203,18 +89,11 @@ struct Upstream {
 
 impl Upstream {
     async fn scripted(script: impl Fn(&Seen) -> Vec<Step> + Send + Sync + 'static) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let up = Upstream {
-            addr: listener.local_addr().unwrap(),
-            seen: Arc::default(),
-        };
-        let (seen, script): (_, Script) = (up.seen.clone(), Arc::new(script));
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_scripted(stream, seen.clone(), script.clone()));
-            }
-        });
-        up
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (log, script): (_, Script) = (seen.clone(), Arc::new(script));
+        let addr =
+            serve_each(move |stream| serve_scripted(stream, log.clone(), script.clone())).await;
+        Upstream { addr, seen }
     }
 
     /// Answers every request with `name` as its body.
@@ -243,34 +122,15 @@ fn fixed(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One whole request at the start of `buf`, and its length.
-fn take_request(buf: &[u8]) -> Option<(Seen, usize)> {
-    let end = find(buf, b"\r\n\r\n")? + 4;
-    let seen = Seen {
-        head: String::from_utf8_lossy(&buf[..end]).into_owned(),
-    };
-    let rest = &buf[end..];
-    let body = if is_chunked(&seen.head) {
-        match dechunk(rest) {
-            Chunks::Whole { used, .. } => used,
-            _ => return None,
-        }
-    } else {
-        let n = content_length(&seen.head).unwrap_or(0);
-        if rest.len() < n {
-            return None;
-        }
-        n
-    };
-    Some((seen, end + body))
-}
-
 async fn serve_scripted(mut s: TcpStream, log: Arc<Mutex<Vec<Seen>>>, script: Script) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        while let Some((seen, used)) = take_request(&buf) {
+        while let Take::Whole { head, used, .. } = take_request(&buf) {
             buf.drain(..used);
+            let seen = Seen {
+                head: String::from_utf8_lossy(&head).into_owned(),
+            };
             log.lock().unwrap().push(seen.clone());
             for step in script(&seen) {
                 match step {
@@ -339,135 +199,26 @@ fn download(
 /// A WebSocket upstream: answers the upgrade, then each read with a text
 /// frame `pong`, until the end.
 async fn ws_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while find(&buf, b"\r\n\r\n").is_none() {
-                    match s.read(&mut chunk).await {
-                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                        _ => return,
-                    }
-                }
-                let hello = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\
-                              upgrade: websocket\r\nsec-websocket-accept: test\r\n\r\n";
-                if s.write_all(hello).await.is_err() {
+    serve_each(|mut s| async move {
+        if read_head(&mut s).await.is_none() {
+            return;
+        }
+        let hello = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\
+                      upgrade: websocket\r\nsec-websocket-accept: test\r\n\r\n";
+        if s.write_all(hello).await.is_err() {
+            return;
+        }
+        let mut chunk = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {
+                if s.write_all(b"\x81\x04pong").await.is_err() {
                     return;
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(60), async {
-                    while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {
-                        if s.write_all(b"\x81\x04pong").await.is_err() {
-                            return;
-                        }
-                    }
-                })
-                .await;
-            });
-        }
-    });
-    addr
-}
-
-// ---------------------------------------------------------------------------
-// The raw client.
-
-/// A client connection that writes raw bytes and keeps what it reads, and
-/// when the proxy closed it.
-struct Conn {
-    s: TcpStream,
-    buf: Vec<u8>,
-    closed: Option<Instant>,
-}
-
-impl Conn {
-    async fn open(addr: &str) -> Conn {
-        Conn {
-            s: TcpStream::connect(addr).await.unwrap(),
-            buf: Vec::new(),
-            closed: None,
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        let _ = self.s.write_all(bytes).await;
-    }
-
-    /// Reads for up to `wait` until `enough` holds for what was read (then:
-    /// when it did) or the connection closes (`None`).
-    async fn read_until(
-        &mut self,
-        wait: Duration,
-        enough: &dyn Fn(&[u8]) -> bool,
-    ) -> Option<Instant> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            if enough(&self.buf) {
-                return Some(Instant::now());
             }
-            if self.closed.is_some() {
-                return None;
-            }
-            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
-                Err(_) => return None,
-                Ok(Ok(0)) | Ok(Err(_)) => self.closed = Some(Instant::now()),
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    /// The next whole response; what was read before it is dropped.
-    async fn response(&mut self, wait: Duration) -> Option<Instant> {
-        self.buf.clear();
-        self.read_until(wait, &|b| whole_body(b).is_some()).await
-    }
-
-    /// Reads until the connection closes, for up to `wait`: when it closed.
-    async fn closed_within(&mut self, wait: Duration) -> Option<Instant> {
-        self.read_until(wait, &|_| false).await;
-        self.closed
-    }
-
-    /// Writes `bytes` one at a time, `every` apart, while reading, until the
-    /// proxy closes the connection or `wait` passes: when the first byte
-    /// went out, and when the connection closed.
-    async fn drip(
-        &mut self,
-        bytes: &[u8],
-        every: Duration,
-        wait: Duration,
-    ) -> (Instant, Option<Instant>) {
-        let Conn { s, buf, closed } = self;
-        let (mut r, mut w) = s.split();
-        let first = Instant::now();
-        let writer = async {
-            for b in bytes {
-                if w.write_all(&[*b]).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(every).await;
-            }
-            std::future::pending::<()>().await;
-        };
-        let reader = async {
-            let mut chunk = [0u8; 4096];
-            loop {
-                match r.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return Instant::now(),
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        };
-        tokio::select! {
-            at = reader => *closed = Some(at),
-            _ = writer => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-        (first, *closed)
-    }
+        })
+        .await;
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -487,17 +238,10 @@ async fn edge(
     proxy
 }
 
-/// A color's counters, once no request is in flight (or after a second).
-async fn stats(proxy: &TestProxy, color: Color) -> StatsView {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let view = proxy.admin().route(APP).await.unwrap().unwrap();
-        let stats = view.stats[&color].clone();
-        if stats.inflight == 0 || Instant::now() > deadline {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// A proxy run with `flags`, with `APP` on its listen address live on blue
+/// at `up` alone, default policy.
+async fn edge_to(tag: &str, flags: &[&str], up: SocketAddr) -> TestProxy {
+    edge(tag, flags, RoutePolicy::default(), vec![up], vec![]).await
 }
 
 /// A drain policy: `drain` long, its ends spread over `spread` (`None`:
@@ -545,14 +289,7 @@ async fn a_head_sent_a_byte_at_a_time_is_answered_408_within_the_header_timeout(
     let header = Duration::from_secs(1);
     let up = Upstream::named("ok").await;
     let flags = ["--header-timeout", "1s", "--idle-timeout", "10s"];
-    let proxy = edge(
-        "slowloris",
-        &flags,
-        RoutePolicy::default(),
-        vec![up.addr],
-        vec![],
-    )
-    .await;
+    let proxy = edge_to("slowloris", &flags, up.addr).await;
     let slow = format!(
         "GET /slow HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: {}",
         "a".repeat(60)
@@ -564,7 +301,7 @@ async fn a_head_sent_a_byte_at_a_time_is_answered_408_within_the_header_timeout(
         if hyper {
             // One request hyper serves first: the connection stays with it.
             c.send(&chunked_post("/warm")).await;
-            if c.response(RESPONSE_TIMEOUT).await.is_none() || status_of(&c.buf) != 200 {
+            if c.whole_response(RESPONSE_TIMEOUT).await.is_none() || status_of(&c.buf) != 200 {
                 wrong.push(format!("{what}: warm-up got {}", shown(&c.buf)));
                 continue;
             }
@@ -626,7 +363,7 @@ async fn idle_close(
     let mut c = Conn::open(&addr).await;
     if let Some(request) = warm {
         c.send(&request).await;
-        if c.response(RESPONSE_TIMEOUT).await.is_none() || status_of(&c.buf) != 200 {
+        if c.whole_response(RESPONSE_TIMEOUT).await.is_none() || status_of(&c.buf) != 200 {
             return Err(format!("warm-up got {}", shown(&c.buf)));
         }
         let head = split_response(&c.buf)
@@ -665,7 +402,7 @@ async fn assert_idle_closes(tag: &str, cases: Vec<(&'static str, Option<Vec<u8>>
     let idle = Duration::from_secs(2);
     let up = Upstream::named("ok").await;
     let flags = ["--idle-timeout", "2s"];
-    let proxy = edge(tag, &flags, RoutePolicy::default(), vec![up.addr], vec![]).await;
+    let proxy = edge_to(tag, &flags, up.addr).await;
     let runs = cases
         .iter()
         .map(|(_, warm)| idle_close(proxy.addr(), warm.clone(), idle));
@@ -717,14 +454,7 @@ async fn a_request_body_that_stops_arriving_gets_408_and_is_not_the_colors_failu
     let body_timeout = Duration::from_secs(1);
     let up = Upstream::named("ok").await;
     let flags = ["--body-timeout", "1s"];
-    let proxy = edge(
-        "bodystall",
-        &flags,
-        RoutePolicy::default(),
-        vec![up.addr],
-        vec![],
-    )
-    .await;
+    let proxy = edge_to("bodystall", &flags, up.addr).await;
     let cases = [
         (
             "fast path, Content-Length 10 and 5 bytes sent",
@@ -770,7 +500,7 @@ async fn a_request_body_that_stops_arriving_gets_408_and_is_not_the_colors_failu
             ));
         }
     }
-    let blue = stats(&proxy, Color::Blue).await;
+    let blue = proxy.stats(APP, Color::Blue).await;
     if blue.status_5xx != 0 || blue.upstream_failures != 0 {
         wrong.push(format!(
             "the client's stall was booked against blue: {blue:?}"
@@ -803,21 +533,14 @@ async fn a_response_that_streams_slowly_is_not_cut_by_the_idle_timeout() {
         "--body-timeout",
         "1s",
     ];
-    let proxy = edge(
-        "slowresp",
-        &flags,
-        RoutePolicy::default(),
-        vec![up.addr],
-        vec![],
-    )
-    .await;
+    let proxy = edge_to("slowresp", &flags, up.addr).await;
     let runs = [false, true].map(|hyper| {
         let addr = proxy.addr();
         async move {
             let mut c = Conn::open(&addr).await;
             c.send(&get_on("/drip", hyper)).await;
             let sent = Instant::now();
-            let done = c.response(Duration::from_secs(8)).await;
+            let done = c.whole_response(Duration::from_secs(8)).await;
             (hyper, done.map(|at| at - sent), c)
         }
     });
@@ -844,14 +567,7 @@ async fn a_quiet_websocket_is_not_closed_by_the_idle_timeout() {
     // says nothing.
     let idle = Duration::from_secs(1);
     let flags = ["--idle-timeout", "1s", "--header-timeout", "1s"];
-    let proxy = edge(
-        "ws-quiet",
-        &flags,
-        RoutePolicy::default(),
-        vec![ws_upstream().await],
-        vec![],
-    )
-    .await;
+    let proxy = edge_to("ws-quiet", &flags, ws_upstream().await).await;
     let mut ws = Ws::open(&proxy.addr(), HOST).await;
     ws.send("ping").await;
     assert_eq!(ws.recv().await, (1, b"pong".to_vec()));
@@ -920,27 +636,9 @@ async fn two_thousand_idle_connections_under_a_1024_soft_limit_stop_neither_requ
     );
 
     // The proxy starts with a soft limit of 1,024 and the hard one above.
-    let home = std::env::temp_dir().join(format!("cyan-proxy-{}-nofile", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cyan"));
-    cmd.args([
-        "proxy",
-        "run",
-        "--drain-timeout",
-        "5s",
-        "--idle-timeout",
-        "60s",
-        "--home",
-    ])
-    .arg(&home)
-    .env_remove("RUST_LOG")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
+    let (home, port) = TestProxy::new_home("nofile");
+    let mut cmd = proxy_run(&home);
+    cmd.args(["--drain-timeout", "5s", "--idle-timeout", "60s"]);
     let limit = libc::rlimit {
         rlim_cur: 1024,
         rlim_max: hard,
@@ -1048,7 +746,7 @@ async fn forwarded_on_each_path(
     for (name, path, request) in &requests {
         let mut c = Conn::open(&proxy.addr()).await;
         c.send(request.as_bytes()).await;
-        c.response(RESPONSE_TIMEOUT).await;
+        c.whole_response(RESPONSE_TIMEOUT).await;
         if status_of(&c.buf) != 200 {
             wrong.push(format!("{name}: got {}", shown(&c.buf)));
             continue;
@@ -1160,6 +858,14 @@ async fn streaming_upstream() -> Upstream {
     .await
 }
 
+/// A proxy with `streaming_upstream` live on blue and `green` on green,
+/// draining for `drain` with no spread.
+async fn streaming_edge(tag: &str, drain: Duration) -> TestProxy {
+    let (blue, green) = (streaming_upstream().await, Upstream::named("green").await);
+    let policy = draining(drain, Some(Duration::ZERO));
+    edge(tag, &[], policy, vec![blue.addr], vec![green.addr]).await
+}
+
 /// Opens `path` on blue on a new connection and reads until its body has
 /// begun (`min_body` bytes past the head).
 async fn open_stream(addr: &str, path: &str, hyper: bool, min_body: usize) -> Result<Conn, String> {
@@ -1181,9 +887,7 @@ async fn open_stream(addr: &str, path: &str, hyper: bool, min_body: usize) -> Re
 /// every event arrives whole.
 async fn assert_event_stream_ends_whole(tag: &str, hyper: bool) {
     let drain = Duration::from_secs(2);
-    let (blue, green) = (streaming_upstream().await, Upstream::named("green").await);
-    let policy = draining(drain, Some(Duration::ZERO));
-    let proxy = edge(tag, &[], policy, vec![blue.addr], vec![green.addr]).await;
+    let proxy = streaming_edge(tag, drain).await;
     let mut c = open_stream(&proxy.addr(), "/events", hyper, 0)
         .await
         .unwrap();
@@ -1246,9 +950,7 @@ async fn an_event_stream_on_the_old_color_ends_whole_at_the_drain_deadline_on_hy
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_on_the_old_color_is_cut_as_incomplete_at_the_drain_deadline() {
     let drain = Duration::from_secs(2);
-    let (blue, green) = (streaming_upstream().await, Upstream::named("green").await);
-    let policy = draining(drain, Some(Duration::ZERO));
-    let proxy = edge("cut", &[], policy, vec![blue.addr], vec![green.addr]).await;
+    let proxy = streaming_edge("cut", drain).await;
     let cases = [
         ("/long-length", false),
         ("/long-chunked", false),
@@ -1306,9 +1008,7 @@ async fn a_download_on_the_old_color_is_cut_as_incomplete_at_the_drain_deadline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_that_ends_before_the_drain_deadline_is_untouched() {
     let drain = Duration::from_secs(3);
-    let (blue, green) = (streaming_upstream().await, Upstream::named("green").await);
-    let policy = draining(drain, Some(Duration::ZERO));
-    let proxy = edge("untouched", &[], policy, vec![blue.addr], vec![green.addr]).await;
+    let proxy = streaming_edge("untouched", drain).await;
     let events: String = (0..5).map(|n| format!("data: {n}\n\n")).collect();
     let bytes = vec![b'x'; 5000];
     let cases: Vec<(&str, bool, Vec<u8>)> = [false, true]
@@ -1349,7 +1049,7 @@ async fn a_response_that_ends_before_the_drain_deadline_is_untouched() {
         // The connection goes on, and its next request goes to green.
         c.send(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
             .await;
-        c.response(RESPONSE_TIMEOUT).await;
+        c.whole_response(RESPONSE_TIMEOUT).await;
         if whole_body(&c.buf).as_deref() != Some(&b"green"[..]) {
             wrong.push(format!(
                 "{what}: the next request on the connection got {}",
@@ -1459,45 +1159,37 @@ async fn with_no_spread_every_websocket_closes_at_the_deadline_and_none_before()
 #[derive(Debug)]
 struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+/// A `ServerCertVerifier` method that checks the handshake's signature by
+/// rustls's function of the same name: `verify_tls12_signature` and
+/// `verify_tls13_signature` differ in nothing else.
+macro_rules! verify_signature_by {
+    ($name:ident) => {
+        fn $name(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = &self.0.signature_verification_algorithms;
+            rustls::crypto::$name(message, cert, dss, algorithms)
+        }
+    };
+}
+
+impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
+    verify_signature_by!(verify_tls12_signature);
+    verify_signature_by!(verify_tls13_signature);
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -1517,8 +1209,7 @@ async fn tls_get(addr: &str, sni: &str, host: &str) -> Result<(Vec<u8>, String),
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let name =
-        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
     let mut tls = tokio::time::timeout(RESPONSE_TIMEOUT, connector.connect(name, tcp))
         .await
         .map_err(|_| "handshake timed out".to_string())?
@@ -1549,9 +1240,7 @@ async fn tls_get(addr: &str, sni: &str, host: &str) -> Result<(Vec<u8>, String),
 /// The certificate in a PEM file, DER.
 fn der(files: &TlsFiles) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_file(&files.cert)
-        .unwrap()
-        .to_vec()
+    CertificateDer::from_pem_file(&files.cert).unwrap().to_vec()
 }
 
 /// A short fingerprint, for messages.
@@ -1561,19 +1250,21 @@ fn fingerprint(der: &[u8]) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `web`, TLS on the proxy's listen address with `files`, live on blue.
-async fn tls_web(proxy: &TestProxy, files: &TlsFiles) -> Upstream {
+/// A proxy run with `flags`, and `web` on its listen address, TLS with a
+/// new self-signed pair in the proxy's home (`pem`), live on blue and
+/// served: the proxy and the pair.
+async fn tls_web(tag: &str, flags: &[&str]) -> (TestProxy, TlsFiles) {
+    let proxy = TestProxy::start_with(tag, flags).await;
+    let files = self_signed(&proxy.home.join("pem"), "web.localhost");
     let up = Upstream::named("web").await;
     let spec = RouteSpec {
-        hosts: vec!["web.localhost".into()],
         listen: Some(proxy.addr().parse().unwrap()),
-        path_prefix: None,
-        policy: RoutePolicy::default(),
         tls: Some(files.clone().into()),
+        ..host_route(&["web.localhost"])
     };
-    proxy.admin().put_route("web", &spec).await.unwrap();
-    proxy.switch("web", Color::Blue, Some(vec![up.addr])).await;
-    up
+    proxy.put_live("web", &spec, vec![up.addr]).await;
+    serves(&proxy.addr(), &der(&files)).await.unwrap();
+    (proxy, files)
 }
 
 /// `web.localhost` answers over TLS, from `web`, with the certificate `want`.
@@ -1614,45 +1305,24 @@ fn renew(files: &TlsFiles, cert_from: &Path, key_from: &Path) {
     std::fs::write(&files.key, std::fs::read(key_from).unwrap()).unwrap();
 }
 
-fn reload(home: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
-        .args(["proxy", "reload", "--home"])
-        .arg(home)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// Writes a new self-signed pair, made in the proxy's home (`dir`), over
+/// `files`, in place: the new pair.
+fn renew_with_new_pair(proxy: &TestProxy, files: &TlsFiles, dir: &str) -> TlsFiles {
+    let new = self_signed(&proxy.home.join(dir), "web.localhost");
+    renew(files, &new.cert, &new.key);
+    new
 }
 
 /// Another app's route is put (and made live), by host only.
 async fn change_another_route(proxy: &TestProxy, app: &str) {
     let up = Upstream::named("other").await;
-    let spec = RouteSpec {
-        hosts: vec![format!("{app}.localhost")],
-        listen: None,
-        path_prefix: None,
-        policy: RoutePolicy::default(),
-        tls: None,
-    };
-    proxy.admin().put_route(app, &spec).await.unwrap();
-    proxy.switch(app, Color::Blue, Some(vec![up.addr])).await;
+    proxy.route_by_host(app, vec![up.addr]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_route_keeps_serving_when_its_files_are_gone_and_another_route_changes() {
-    let proxy = TestProxy::start("tls-gone").await;
-    let files = self_signed(&proxy.home.join("pem"), "web.localhost");
+    let (proxy, files) = tls_web("tls-gone", &[]).await;
     let want = der(&files);
-    let _web = tls_web(&proxy, &files).await;
-    serves(&proxy.addr(), &want).await.unwrap();
     std::fs::remove_dir_all(proxy.home.join("pem")).unwrap();
     change_another_route(&proxy, "other").await;
     serves(&proxy.addr(), &want)
@@ -1668,11 +1338,8 @@ async fn a_tls_route_keeps_serving_when_its_files_are_gone_and_another_route_cha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_route_keeps_serving_after_a_restart_with_its_files_gone() {
-    let mut proxy = TestProxy::start("tls-restart").await;
-    let files = self_signed(&proxy.home.join("pem"), "web.localhost");
+    let (mut proxy, files) = tls_web("tls-restart", &[]).await;
     let want = der(&files);
-    let _web = tls_web(&proxy, &files).await;
-    serves(&proxy.addr(), &want).await.unwrap();
     std::fs::remove_dir_all(proxy.home.join("pem")).unwrap();
     proxy.kill9();
     proxy.child = spawn_proxy(&proxy.home, &[]);
@@ -1688,21 +1355,21 @@ async fn a_tls_route_keeps_serving_after_a_restart_with_its_files_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_renewed_in_place_is_served_after_cyan_proxy_reload() {
-    let proxy = TestProxy::start("tls-reload").await;
-    let files = self_signed(&proxy.home.join("pem"), "web.localhost");
-    let _web = tls_web(&proxy, &files).await;
-    serves(&proxy.addr(), &der(&files)).await.unwrap();
-    let renewed = self_signed(&proxy.home.join("renewed"), "web.localhost");
+    let (proxy, files) = tls_web("tls-reload", &[]).await;
     let old = der(&files);
+    let renewed = renew_with_new_pair(&proxy, &files, "renewed");
     assert_ne!(der(&renewed), old);
-    renew(&files, &renewed.cert, &renewed.key);
     // The files are checked on their own only every 30 s (the default):
     // until the reload, the old certificate.
     serves(&proxy.addr(), &old)
         .await
         .expect("the old certificate before the reload");
-    let out = reload(&proxy.home);
-    assert!(out.status.success(), "cyan proxy reload: {}", text(&out));
+    let out = proxy_ctl("reload", &proxy.home).unwrap();
+    assert!(
+        out.status.success(),
+        "cyan proxy reload: {}",
+        util::text(&out)
+    );
     let took = serves_within(&proxy.addr(), &der(&renewed), Duration::from_secs(1))
         .await
         .expect("the renewed certificate after cyan proxy reload");
@@ -1712,12 +1379,8 @@ async fn a_certificate_renewed_in_place_is_served_after_cyan_proxy_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_renewed_in_place_is_served_within_the_check_interval() {
     let flags = ["--cert-check-interval", "1s"];
-    let proxy = TestProxy::start_with("tls-check", &flags).await;
-    let files = self_signed(&proxy.home.join("pem"), "web.localhost");
-    let _web = tls_web(&proxy, &files).await;
-    serves(&proxy.addr(), &der(&files)).await.unwrap();
-    let renewed = self_signed(&proxy.home.join("renewed"), "web.localhost");
-    renew(&files, &renewed.cert, &renewed.key);
+    let (proxy, files) = tls_web("tls-check", &flags).await;
+    let renewed = renew_with_new_pair(&proxy, &files, "renewed");
     let took = serves_within(&proxy.addr(), &der(&renewed), Duration::from_secs(3))
         .await
         .expect("the renewed certificate within 3 s, with a 1 s check interval");
@@ -1727,19 +1390,16 @@ async fn a_certificate_renewed_in_place_is_served_within_the_check_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_pair_that_does_not_match_is_not_served_and_the_last_good_one_stays() {
     let flags = ["--cert-check-interval", "1s"];
-    let proxy = TestProxy::start_with("tls-broken", &flags).await;
-    let files = self_signed(&proxy.home.join("pem"), "web.localhost");
+    let (proxy, files) = tls_web("tls-broken", &flags).await;
     let good = der(&files);
-    let _web = tls_web(&proxy, &files).await;
-    serves(&proxy.addr(), &good).await.unwrap();
     // A new certificate with another pair's key.
     let (one, two) = (
         self_signed(&proxy.home.join("one"), "web.localhost"),
         self_signed(&proxy.home.join("two"), "web.localhost"),
     );
     renew(&files, &one.cert, &two.key);
-    let out = reload(&proxy.home);
-    let said = text(&out);
+    let out = proxy_ctl("reload", &proxy.home).unwrap();
+    let said = util::text(&out);
     assert!(
         !out.status.success(),
         "a refused renewal is an error: {said}"
@@ -1761,8 +1421,7 @@ async fn a_renewed_pair_that_does_not_match_is_not_served_and_the_last_good_one_
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // A good pair after it is picked up: the check was running.
-    let good_again = self_signed(&proxy.home.join("good-again"), "web.localhost");
-    renew(&files, &good_again.cert, &good_again.key);
+    let good_again = renew_with_new_pair(&proxy, &files, "good-again");
     serves_within(&proxy.addr(), &der(&good_again), Duration::from_secs(3))
         .await
         .expect("a good pair after the broken one");
@@ -1770,12 +1429,7 @@ async fn a_renewed_pair_that_does_not_match_is_not_served_and_the_last_good_one_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trailing_dot_and_a_second_host_reach_a_tls_route() {
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let tls_addr = format!("127.0.0.1:{}", util::free_port());
     let proxy = TestProxy::start_with("tls-hosts", &["--tls-listen", &tls_addr]).await;
     // `other` owns the plain listen address: a host that is not web's goes there.
     let other = Upstream::named("other").await;
@@ -1786,14 +1440,10 @@ async fn a_trailing_dot_and_a_second_host_reach_a_tls_route() {
     let want = der(&files);
     let web = Upstream::named("web").await;
     let spec = RouteSpec {
-        hosts: vec!["web.localhost".into(), "www.web.localhost".into()],
-        listen: None,
-        path_prefix: None,
-        policy: RoutePolicy::default(),
         tls: Some(files.clone().into()),
+        ..host_route(&["web.localhost", "www.web.localhost"])
     };
-    proxy.admin().put_route("web", &spec).await.unwrap();
-    proxy.switch("web", Color::Blue, Some(vec![web.addr])).await;
+    proxy.put_live("web", &spec, vec![web.addr]).await;
 
     let mut wrong = Vec::new();
     for host in [

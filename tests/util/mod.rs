@@ -6,6 +6,7 @@
 
 pub mod load;
 pub mod proxy;
+pub mod raw;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,7 +28,7 @@ fn demo_binary_present() {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -168,10 +169,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         // `proxy stop` takes no `-c`: through `self.cyan` it failed, and every
         // test left its proxy running.
-        let _ = Command::new(env!("CARGO_BIN_EXE_cyan"))
-            .args(["proxy", "stop", "--home"])
-            .arg(&self.home)
-            .output();
+        let _ = proxy::proxy_ctl("stop", &self.home);
         let ids = self.containers();
         if !ids.is_empty() {
             let _ = Command::new("docker")

@@ -3,12 +3,13 @@
 //! helpers for talking to it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cyan::proxy::api::{RouteSpec, SwitchRequest};
 use cyan::proxy::client::AdminClient;
+use cyan::proxy::pool::StatsView;
 use cyan::proxy::state::{RoutePolicy, TlsFiles};
 use cyan::proxy::Home;
 use cyan::release::Color;
@@ -28,17 +29,18 @@ impl TestProxy {
     }
 
     pub async fn start_with(tag: &str, extra: &[&str]) -> TestProxy {
-        let home = std::env::temp_dir().join(format!("cyan-proxy-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&home);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (home, port) = Self::new_home(tag);
         let child = spawn_proxy(&home, extra);
         let p = TestProxy { home, port, child };
         p.wait_ready().await;
         p
+    }
+
+    /// A new, empty home for a proxy tagged `tag`, and a free port for it.
+    pub fn new_home(tag: &str) -> (PathBuf, u16) {
+        let home = std::env::temp_dir().join(format!("cyan-proxy-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        (home, super::free_port())
     }
 
     pub async fn wait_ready(&self) {
@@ -69,15 +71,26 @@ impl TestProxy {
     ) {
         let admin = self.admin();
         let spec = RouteSpec {
-            hosts: vec![format!("{app}.localhost")],
             listen: Some(self.addr().parse().unwrap()),
-            path_prefix: None,
             policy,
-            tls: None,
+            ..host_route(&[&format!("{app}.localhost")])
         };
         admin.put_route(app, &spec).await.unwrap();
         admin.set_color(app, Color::Green, green).await.unwrap();
         self.switch(app, Color::Blue, Some(blue)).await;
+    }
+
+    /// Routes `app` by its host `{app}.localhost` only, on no listen address
+    /// of its own, live on blue at `upstreams`.
+    pub async fn route_by_host(&self, app: &str, upstreams: Vec<SocketAddr>) {
+        let spec = host_route(&[&format!("{app}.localhost")]);
+        self.put_live(app, &spec, upstreams).await;
+    }
+
+    /// Puts `app`'s route as `spec`, live on blue at `upstreams`.
+    pub async fn put_live(&self, app: &str, spec: &RouteSpec, upstreams: Vec<SocketAddr>) {
+        self.admin().put_route(app, spec).await.unwrap();
+        self.switch(app, Color::Blue, Some(upstreams)).await;
     }
 
     pub async fn switch(&self, app: &str, color: Color, upstreams: Option<Vec<SocketAddr>>) {
@@ -89,6 +102,20 @@ impl TestProxy {
         self.admin().switch(app, &req).await.unwrap();
     }
 
+    /// `app`'s counters on `color`, once no request is in flight (or after
+    /// a second).
+    pub async fn stats(&self, app: &str, color: Color) -> StatsView {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let view = self.admin().route(app).await.unwrap().unwrap();
+            let stats = view.stats[&color].clone();
+            if stats.inflight == 0 || Instant::now() > deadline {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         let _ = self.child.wait();
@@ -98,26 +125,52 @@ impl TestProxy {
 impl Drop for TestProxy {
     fn drop(&mut self) {
         // Stops whichever process serves now (an upgrade's successor too).
-        let _ = Command::new(env!("CARGO_BIN_EXE_cyan"))
-            .args(["proxy", "stop", "--home"])
-            .arg(&self.home)
-            .output();
+        let _ = proxy_ctl("stop", &self.home);
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 
-pub fn spawn_proxy(home: &std::path::Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cyan"))
-        .args(["proxy", "run", "--drain-timeout", "5s", "--home"])
+/// A route by `hosts` alone: no listen address of its own, the default
+/// policy, no TLS.
+pub fn host_route(hosts: &[&str]) -> RouteSpec {
+    RouteSpec {
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        listen: None,
+        path_prefix: None,
+        policy: RoutePolicy::default(),
+        tls: None,
+    }
+}
+
+/// `cyan proxy run --home <home>`, to be given more flags and spawned:
+/// RUST_LOG unset, its output dropped.
+pub fn proxy_run(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cyan"));
+    cmd.args(["proxy", "run", "--home"])
         .arg(home)
-        .args(extra)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+pub fn spawn_proxy(home: &Path, extra: &[&str]) -> Child {
+    proxy_run(home)
+        .args(["--drain-timeout", "5s"])
+        .args(extra)
         .spawn()
         .unwrap()
+}
+
+/// `cyan proxy <command> --home <home>` (`stop`, `reload`), run to its end.
+pub fn proxy_ctl(command: &str, home: &Path) -> std::io::Result<Output> {
+    Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(["proxy", command, "--home"])
+        .arg(home)
+        .env_remove("RUST_LOG")
+        .output()
 }
 
 /// A raw HTTP/1.1 exchange: the whole response as text.
@@ -191,7 +244,7 @@ impl Ws {
 
 /// A self-signed certificate for `host`, made by the openssl command (a new
 /// key and a random serial each time).
-pub fn self_signed(dir: &std::path::Path, host: &str) -> TlsFiles {
+pub fn self_signed(dir: &Path, host: &str) -> TlsFiles {
     std::fs::create_dir_all(dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")

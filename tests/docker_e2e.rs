@@ -486,13 +486,26 @@ fn the_proxy_runs_as_a_container_and_survives_a_crash() {
         static_cyan.display()
     );
     let app = TestApp::new("boot", "");
-    let boot = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
+    let boot_with = |run_flags: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
             .args(["proxy", "boot", "-o", "json", "--binary"])
             .arg(&static_cyan)
+            .arg("--")
+            .args(run_flags)
             .env("CYAN_HOME", &app.home)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    // A flag the proxy would refuse is refused before any container.
+    let bad = boot_with(&["--header-timeout", "soon"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("the flags for the proxy in the container"),
+        "{}",
+        text(&bad)
+    );
+    let boot = || {
+        let out = boot_with(&["--header-timeout", "7s"]);
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
@@ -512,6 +525,15 @@ fn the_proxy_runs_as_a_container_and_survives_a_crash() {
         "unless-stopped"
     );
     assert_eq!(inspect("{{.HostConfig.NetworkMode}}"), "host");
+    let cmd = inspect("{{json .Config.Cmd}}");
+    assert!(cmd.contains(r#""--header-timeout","7s""#), "{cmd}");
+    if std::path::Path::new("/etc/ssl/certs").is_dir() {
+        let binds = inspect("{{json .HostConfig.Binds}}");
+        assert!(
+            binds.contains("/etc/ssl/certs:/etc/ssl/certs:ro"),
+            "{binds}"
+        );
+    }
 
     app.deploy("1");
     app.deploy("2");

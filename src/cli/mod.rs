@@ -327,6 +327,13 @@ pub enum ProxyCommand {
         /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// More `cyan proxy run` flags for the container, after `--`, e.g.
+        /// `-- --tls-listen 0.0.0.0:443 --header-timeout 5s --acme-email
+        /// ops@example.com`. They are checked before anything starts. Files
+        /// they name must be inside the proxy's home, which is mounted; the
+        /// host's /etc/ssl/certs is mounted read-only for the ACME CA's roots.
+        #[arg(last = true, value_name = "RUN_FLAGS")]
+        run_flags: Vec<String>,
     },
     /// Replace the running proxy with a new process, with no gap: it takes
     /// over the listening sockets, then the old one drains and exits.

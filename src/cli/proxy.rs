@@ -28,6 +28,22 @@ pub async fn hold(home: &Home, cmd: HoldCommand, out: &Output) -> Result<()> {
 }
 
 /// `--binary`, else the running cyan, as an absolute path.
+/// Refuses flags `cyan proxy run` would refuse, before a container that
+/// would only restart with them is made.
+fn check_run_flags(args: &[String]) -> Result<()> {
+    use clap::Parser;
+    let line = ["cyan", "proxy", "run"].into_iter().map(String::from);
+    super::Cli::try_parse_from(line.chain(args.iter().cloned()))
+        .map(drop)
+        .map_err(|e| {
+            let why = e.to_string();
+            let why = why.trim_start_matches("error: ").trim_end();
+            Error::Config(format!(
+                "cyan proxy boot: the flags for the proxy in the container: {why}"
+            ))
+        })
+}
+
 fn binary_or_this(binary: Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
     let binary = match binary {
         Some(b) => b,
@@ -168,6 +184,7 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             binary,
             listen,
             metrics,
+            run_flags,
         } => {
             let binary = binary_or_this(binary)?;
             let mut args: Vec<String> = listen
@@ -179,6 +196,8 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                     .iter()
                     .flat_map(|m| ["--metrics".to_string(), m.to_string()]),
             );
+            args.extend(run_flags);
+            check_run_flags(&args)?;
             let docker = crate::platform::docker::connect().await?;
             let b = crate::proxy::boot::boot(&docker, home, &binary, &args, out).await?;
             out.result(&b, || {

@@ -6,7 +6,7 @@
 //! the host's pid and UTS namespaces (the deploy lock checks holders' pids
 //! and host name), and bind-mounts the proxy home at the same path, so the
 //! state survives the container and the CLI finds the admin socket where it
-//! always does. Docker restarts it (`unless-stopped`) after a crash or reboot.
+//! always does (and the host's CA roots, read-only, for ACME). Docker restarts it (`unless-stopped`) after a crash or reboot.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -174,7 +174,7 @@ async fn create(
             network_mode: Some("host".into()),
             pid_mode: Some("host".into()),
             uts_mode: Some("host".into()),
-            binds: Some(vec![format!("{dir}:{dir}")]),
+            binds: Some(binds(&dir)),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
@@ -187,6 +187,19 @@ async fn create(
     docker.create_container(Some(opts), body).await?;
     Ok(())
 }
+
+/// The proxy's home at the same path; and the host's CA roots, read-only,
+/// where a FROM scratch image has none (the ACME CA's HTTPS needs them).
+fn binds(home: &str) -> Vec<String> {
+    let mut binds = vec![format!("{home}:{home}")];
+    if Path::new(HOST_ROOTS).is_dir() {
+        binds.push(format!("{HOST_ROOTS}:{HOST_ROOTS}:ro"));
+    }
+    binds
+}
+
+/// Where Debian and most distributions keep the system's CA roots.
+const HOST_ROOTS: &str = "/etc/ssl/certs";
 
 /// An ELF executable that names a program interpreter (`PT_INTERP`) needs
 /// the dynamic loader and libc at run time.

@@ -933,3 +933,139 @@ async fn a_replica_that_accepts_and_closes_is_retried_around_and_ejected() {
 async fn a_replica_that_accepts_and_resets_is_retried_around_and_ejected() {
     assert_closing_replica_is_retried_and_ejected("acceptreset", true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_not_carried_and_smuggles_nothing() {
+    let up = Upstream::start().await;
+    let proxy = edge("h2c", "edge", vec![up.addr]).await;
+    let mut c = Conn::open(&proxy.addr()).await;
+    c.send(
+        b"GET / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    let first = c.response().await;
+    assert_eq!(
+        status(&first),
+        200,
+        "answered as plain HTTP/1.1: {}",
+        line(&first)
+    );
+    c.send(b"GET /admin HTTP/1.1\r\nHost: edge.localhost\r\n\r\n")
+        .await;
+    let second = c.response().await;
+    assert_eq!(status(&second), 200, "{}", line(&second));
+    tokio::time::sleep(SETTLE).await;
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2, "{}", up.report());
+    for s in &seen {
+        assert!(s.headers("upgrade").is_empty(), "{}", up.report());
+        assert!(s.headers("http2-settings").is_empty(), "{}", up.report());
+        assert_eq!(
+            s.headers("x-request-id").len(),
+            1,
+            "through the proxy: {}",
+            up.report()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_to_a_protocol_the_client_did_not_ask_for_is_refused() {
+    let up = Upstream::answering(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+    )
+    .await;
+    let proxy = edge("badswitch", "edge", vec![up.addr]).await;
+    let r = exchange(
+        &proxy.addr(),
+        b"GET /ws HTTP/1.1\r\nHost: edge.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 502, "{}", line(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_codings_other_than_chunked_are_refused_both_ways() {
+    // Requests: 501 (RFC 9112 §6.1), nothing at the upstream.
+    let up = Upstream::start().await;
+    let proxy = edge("codings", "edge", vec![up.addr]).await;
+    let mut wrong = Vec::new();
+    for te in [
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n",
+    ] {
+        let request =
+            format!("POST / HTTP/1.1\r\nHost: edge.localhost\r\n{te}\r\n5\r\nhello\r\n0\r\n\r\n");
+        let r = exchange(&proxy.addr(), request.as_bytes()).await;
+        if status(&r) != 501 {
+            wrong.push(format!("{te:?}: {}", line(&r)));
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(up.bytes(), 0, "{}", up.report());
+    assert_all_right(&wrong);
+    let stats = proxy.stats("edge", Color::Blue).await;
+    assert_eq!(
+        stats.status_5xx, 0,
+        "a client's 501 is not the app's: {stats:?}"
+    );
+
+    // Responses: a coding the proxy would lose when it frames the body
+    // again is the upstream's fault, on both paths.
+    let gzip = Upstream::answering(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = edge("codings-up", "edge", vec![gzip.addr]).await;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: edge.localhost\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: edge.localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let r = exchange(&proxy.addr(), request).await;
+        assert_eq!(status(&r), 502, "{}", line(&r));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_length_reaches_the_client_on_a_204() {
+    let up = Upstream::answering(b"HTTP/1.1 204 No Content\r\nContent-Length: 44\r\n\r\n").await;
+    let proxy = edge("nolength", "edge", vec![up.addr]).await;
+    for first in [
+        &b"GET / HTTP/1.1\r\nHost: edge.localhost\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: edge.localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut c = Conn::open(&proxy.addr()).await;
+        c.send(first).await;
+        let r = c.response().await.expect("a response");
+        assert_eq!(r.status, 204, "{}", r.head);
+        assert!(r.headers("content-length").is_empty(), "{}", r.head);
+        c.send(b"GET /2 HTTP/1.1\r\nHost: edge.localhost\r\n\r\n")
+            .await;
+        let next = c.response().await.expect("the next response");
+        assert_eq!(next.status, 204, "{}", next.head);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_a_reverse_proxy_does_not_serve_are_refused() {
+    let up = Upstream::start().await;
+    let proxy = edge("targets", "edge", vec![up.addr]).await;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a port past 65535",
+            b"GET / HTTP/1.1\r\nHost: edge.localhost:99999\r\n\r\n".to_vec(),
+        ),
+        (
+            "the authority form on GET",
+            b"GET edge.localhost:80 HTTP/1.1\r\nHost: edge.localhost\r\n\r\n".to_vec(),
+        ),
+        (
+            "an ftp URL",
+            b"GET ftp://edge.localhost/x HTTP/1.1\r\nHost: edge.localhost\r\n\r\n".to_vec(),
+        ),
+    ];
+    assert_all_right(&refused(&proxy, "edge", &cases).await);
+}

@@ -292,6 +292,29 @@ impl Forwarder {
                 return Ok(r);
             }
         };
+        let response_te = resp.headers().get_all(header::TRANSFER_ENCODING);
+        let bad_switch = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && !upgrade
+                .as_ref()
+                .is_some_and(|(asked, _)| switches_to(resp.headers(), asked));
+        if bad_switch
+            || (response_te.iter().next().is_some()
+                && !only_chunked(response_te.iter().map(|v| v.as_bytes())))
+        {
+            let why = if bad_switch {
+                "a switch to a protocol the client did not ask for"
+            } else {
+                "a transfer coding other than chunked"
+            };
+            let mut r = Own::text(
+                StatusCode::BAD_GATEWAY,
+                format!("cyan: invalid response from the upstream: {why}\n"),
+            )
+            .into_response();
+            claim.pool().stats.record_failure(502, started.elapsed());
+            r.headers_mut().insert(X_REQUEST_ID, request_id);
+            return Ok(r);
+        }
         claim
             .pool()
             .stats
@@ -318,6 +341,11 @@ impl Forwarder {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        // No length on a response that has no body by its status (RFC 9110
+        // §8.6): a client that believed it would swallow the next response.
+        if parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         parts.headers.insert(X_REQUEST_ID, request_id);
         if http1 && self.closing.load(Ordering::Relaxed) {
             parts
@@ -366,9 +394,11 @@ fn dropped_unanswered(e: &hyper::Error) -> bool {
     false
 }
 
-/// The authority a request is for, or the 400 (405 for `CONNECT`) that
-/// refuses it before it reaches any app (RFC 9112 §3.2 and §3.2.2):
-/// - an absolute-form target's authority wins over the Host header;
+/// The authority a request is for, or the 400 (405 for `CONNECT`, 501 for
+/// a transfer coding other than chunked, RFC 9112 §6.1) that refuses it
+/// before it reaches any app (RFC 9112 §3.2 and §3.2.2):
+/// - an absolute-form target's authority wins over the Host header; its
+///   scheme is http or https; the authority form is CONNECT's alone;
 /// - an HTTP/1.1 request needs exactly one Host header;
 /// - a Host must be a host (and port), not a path, user info or spaces;
 /// - `CONNECT` asks for a tunnel, which a reverse proxy does not make.
@@ -379,6 +409,21 @@ fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Own
             StatusCode::METHOD_NOT_ALLOWED,
             "cyan: CONNECT is not served: this is a reverse proxy\n".into(),
         ));
+    }
+    let te = req.headers().get_all(header::TRANSFER_ENCODING);
+    if te.iter().next().is_some() && !only_chunked(te.iter().map(|v| v.as_bytes())) {
+        return Err(Own::text(
+            StatusCode::NOT_IMPLEMENTED,
+            "cyan: only the chunked transfer coding is understood\n".into(),
+        ));
+    }
+    if let Some(scheme) = req.uri().scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(bad(&format!("no {scheme}: URLs are served here")));
+        }
+    } else if req.uri().authority().is_some() && req.version() < hyper::Version::HTTP_2 {
+        // The authority form is CONNECT's alone (RFC 9112 §3.2.3).
+        return Err(bad("a target of only host and port is for CONNECT"));
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let sent = hosts.next();
@@ -409,7 +454,9 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
         }
         _ => (host, &b""[..]),
     };
-    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    let port_ok = port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(port).is_ok_and(|p| p.is_empty() || p.parse::<u16>().is_ok());
     let name_ok = match name {
         [b'[', literal @ .., b']'] => literal
             .iter()
@@ -548,12 +595,42 @@ fn hex_into(out: &mut [u8], mut v: u64) {
 }
 
 /// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` plus
-/// `Upgrade: X`).
+/// `Upgrade: X`). Never `h2c`: that upgrade is obsolete (RFC 9113 §3.1),
+/// and carried through it would tunnel the client's next bytes to the app
+/// as raw requests, past routing and the forwarding headers (a request
+/// smuggled in by an attacker). Such a request goes up without `Upgrade`.
 pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks =
         connection_tokens(connection_values(headers)).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    let protocol = asks.then(|| headers.get(header::UPGRADE)).flatten()?;
+    let h2c = protocol.to_str().map_or(true, |p| {
+        connection_tokens([p]).any(|t| t.eq_ignore_ascii_case("h2c"))
+    });
+    (!h2c).then(|| protocol.clone())
+}
+
+/// Whether a `101` switches to the protocol the client asked for (RFC 9110
+/// §7.8): a tunnel to anything else is refused.
+fn switches_to(response: &HeaderMap, asked: &HeaderValue) -> bool {
+    let (Some(to), Ok(asked)) = (response.get(header::UPGRADE), asked.to_str()) else {
+        return false;
+    };
+    let to = to.to_str().unwrap_or_default().trim_ascii();
+    connection_tokens([asked]).any(|t| t.eq_ignore_ascii_case(to))
+}
+
+/// Whether a message's `Transfer-Encoding` is exactly `chunked`, once: any
+/// other coding would be lost when the proxy frames the body again (the
+/// header is hop-by-hop), so the body would arrive still coded and labelled
+/// as plain (RFC 9112 §6.1).
+pub(crate) fn only_chunked<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let mut codings = values
+        .into_iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    matches!(codings.next(), Some(c) if c.eq_ignore_ascii_case(b"chunked"))
+        && codings.next().is_none()
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),

@@ -12,8 +12,8 @@ use hyper::StatusCode;
 use super::attempt::{idempotent, Failed};
 use super::drain;
 use super::forward::{
-    connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, sane_request_id,
-    valid_host, Client, MAX_REQUEST_ID,
+    connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, only_chunked,
+    sane_request_id, valid_host, Client, MAX_REQUEST_ID,
 };
 use super::forwarding;
 use super::framing::Framing;
@@ -299,12 +299,16 @@ impl ResponseHead {
                     _ => return Err(invalid("bad content-length")),
                 }
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err(invalid("a transfer coding other than chunked"));
-                }
                 chunked = true;
             }
+        }
+        let codings = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|h| h.value);
+        if chunked && !only_chunked(codings) {
+            return Err(invalid("a transfer coding other than chunked"));
         }
         let bodiless =
             method_head || (100..200).contains(&status) || status == 204 || status == 304;
@@ -321,9 +325,12 @@ impl ResponseHead {
         status_line(&mut out, status, resp.reason);
         for h in resp.headers.iter() {
             // With chunks, a length is wrong (RFC 9112 §6.3): not passed on.
+            // No length on a response that has no body by its status (RFC
+            // 9110 §8.6): a client that believed it would swallow the next one.
+            let no_length = chunked || (100..200).contains(&status) || status == 204;
             let dropped = hop_by_hop_here(h.name, &named)
                 || h.name.eq_ignore_ascii_case("x-request-id")
-                || (chunked && h.name.eq_ignore_ascii_case("content-length"));
+                || (no_length && h.name.eq_ignore_ascii_case("content-length"));
             if !dropped {
                 header(&mut out, h.name, h.value);
             }

@@ -77,6 +77,31 @@ impl ClientFault {
     }
 }
 
+/// Whether an HTTP exchange failed because the other side closed or reset
+/// the connection before the message was whole: a client that left (its
+/// body), or an upstream that dropped a request without answering.
+pub(crate) fn connection_ended(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Whether a request with this method may be sent twice (RFC 9110 §9.2.2).
 pub(crate) fn idempotent(method: &[u8]) -> bool {
     [

@@ -4,7 +4,6 @@
 //! fault (`attempt::ClientFault`) and not the upstream's, whose connection
 //! merely carried the error.
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -17,7 +16,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
-use super::attempt::ClientFault;
+use super::attempt::{connection_ended, ClientFault};
 
 /// What became of a body that is being sent: still being read (0), ended,
 /// or failed by the client. Shared between the body (on the upstream
@@ -122,7 +121,7 @@ impl Body for ClientBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
-                let gone = client_left(&e);
+                let gone = e.is_canceled() || connection_ended(&e);
                 s.outcome.set(if gone { GONE } else { MALFORMED });
                 Poll::Ready(Some(Err(io::Error::other(e))))
             }
@@ -154,26 +153,4 @@ impl Body for ClientBody {
             ClientBody::Streamed(s) => s.inner.size_hint(),
         }
     }
-}
-
-/// Whether a body error means the client went away (closed or reset before
-/// the end), rather than sent something invalid.
-fn client_left(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_canceled() {
-        return true;
-    }
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            return matches!(
-                io.kind(),
-                io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-            );
-        }
-        source = s.source();
-    }
-    false
 }

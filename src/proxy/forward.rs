@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::attempt::{idempotent, Attempt, Failed};
+use super::attempt::{connection_ended, idempotent, Attempt, Failed};
 use super::client_body::ClientBody;
 use super::drain::{self, EventBoundary};
 use super::forwarding;
@@ -272,7 +272,7 @@ impl Forwarder {
                 }
                 Ok(Err(SendError::Failed(e))) => match outcome.as_ref().and_then(|o| o.fault()) {
                     Some(fault) => Failed::Client(fault),
-                    None if dropped_unanswered(&e) => {
+                    None if connection_ended(&e) => {
                         Failed::Dropped(format!("closed without answering: {e}"))
                     }
                     None => Failed::Broken(e.to_string()),
@@ -371,29 +371,6 @@ impl Forwarder {
     }
 }
 
-/// Whether a failed exchange ended before any response: the upstream
-/// closed or reset the connection without answering.
-fn dropped_unanswered(e: &hyper::Error) -> bool {
-    use std::error::Error as _;
-    if e.is_incomplete_message() {
-        return true;
-    }
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = s.source();
-    }
-    false
-}
-
 /// The authority a request is for, or the 400 (405 for `CONNECT`, 501 for
 /// a transfer coding other than chunked, RFC 9112 §6.1) that refuses it
 /// before it reaches any app (RFC 9112 §3.2 and §3.2.2):
@@ -454,8 +431,8 @@ pub(crate) fn valid_host(host: &[u8]) -> bool {
         }
         _ => (host, &b""[..]),
     };
-    let port_ok = port.len() <= 5
-        && port.iter().all(u8::is_ascii_digit)
+    // Digits only (`parse` would take a `+`), and a u16.
+    let port_ok = port.iter().all(u8::is_ascii_digit)
         && std::str::from_utf8(port).is_ok_and(|p| p.is_empty() || p.parse::<u16>().is_ok());
     let name_ok = match name {
         [b'[', literal @ .., b']'] => literal

@@ -78,6 +78,7 @@ pub fn describe(step: &Step, d: &Desired) -> String {
         Step::Switch(c) => format!("switch traffic to {c} ({v})"),
         Step::Verify(c) => format!("verify {c} ({v})"),
         Step::Retire(c) => format!("retire previous {c} set"),
+        Step::Repair(c) => format!("repair live {c} ({v})"),
         Step::Done => "done".into(),
         Step::Failed(why) => format!("failed: {why}"),
         Step::Blocked(who) => format!("blocked by {who}"),

@@ -1,9 +1,9 @@
-//! `cyan proxy run|status|upgrade|stop` and `cyan maintenance on|off`.
+//! `cyan proxy run|status|boot|install|upgrade|stop` and `cyan maintenance on|off`.
 
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::proxy::client::AdminClient;
-use crate::proxy::{self, Home};
+use crate::proxy::{self, install, Home};
 
 use super::{session, HoldCommand, MaintenanceCommand, ProxyCommand};
 use crate::proxy::admin_listen::TcpAdmin;
@@ -27,23 +27,30 @@ pub async fn hold(home: &Home, cmd: HoldCommand, out: &Output) -> Result<()> {
     Ok(())
 }
 
-/// `--binary`, else the running cyan, as an absolute path.
-/// Refuses flags `cyan proxy run` would refuse, before a container that
-/// would only restart with them is made.
-fn check_run_flags(args: &[String]) -> Result<()> {
+/// Parses `args` as `cyan proxy run` does, so a container or service that
+/// would only restart with flags the proxy refuses is never made; `what`
+/// names them in the error. `--home` is refused among them: it goes before
+/// `--`, where it names the home being set up.
+fn parse_run_flags(args: &[String], what: &str) -> Result<ProxyCommand> {
     use clap::Parser;
     let line = ["cyan", "proxy", "run"].into_iter().map(String::from);
-    super::Cli::try_parse_from(line.chain(args.iter().cloned()))
-        .map(drop)
-        .map_err(|e| {
-            let why = e.to_string();
-            let why = why.trim_start_matches("error: ").trim_end();
-            Error::Config(format!(
-                "cyan proxy boot: the flags for the proxy in the container: {why}"
-            ))
-        })
+    let cli = super::Cli::try_parse_from(line.chain(args.iter().cloned())).map_err(|e| {
+        let why = e.to_string();
+        let why = why.trim_start_matches("error: ").trim_end().to_string();
+        Error::Config(format!("{what}: {why}"))
+    })?;
+    if cli.home.is_some() {
+        return Err(Error::Config(format!(
+            "{what}: --home goes before `--`, not among them"
+        )));
+    }
+    match cli.command {
+        super::Command::Proxy { command } => Ok(command),
+        _ => unreachable!("`cyan proxy run ...` parses as a proxy command"),
+    }
 }
 
+/// `--binary`, else the running cyan, as an absolute path.
 fn binary_or_this(binary: Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
     let binary = match binary {
         Some(b) => b,
@@ -53,6 +60,47 @@ fn binary_or_this(binary: Option<std::path::PathBuf>) -> Result<std::path::PathB
     binary
         .canonicalize()
         .map_err(|e| Error::Config(format!("--binary {}: {e}", binary.display())))
+}
+
+/// The systemd unit for `cyan proxy install`: the run flags checked as
+/// `cyan proxy run` checks them, and the files they name absolute (the
+/// unit runs from /, not from here).
+fn service_unit(
+    home: &Home,
+    binary: Option<std::path::PathBuf>,
+    run_flags: Vec<String>,
+) -> Result<install::Unit> {
+    let what = "cyan proxy install: the flags for `cyan proxy run`";
+    let ProxyCommand::Run {
+        drain_timeout,
+        admin_token_file,
+        acme,
+        ..
+    } = parse_run_flags(&run_flags, what)?
+    else {
+        unreachable!("`cyan proxy run ...` parses as Run")
+    };
+    let files = [
+        ("--admin-token-file", admin_token_file),
+        ("--acme-ca-root", acme.acme_ca_root),
+    ];
+    if let Some((flag, file)) = files
+        .iter()
+        .find_map(|(flag, f)| f.as_ref().filter(|f| f.is_relative()).map(|f| (flag, f)))
+    {
+        return Err(Error::Config(format!(
+            "{what}: {flag} {}: give an absolute path (the service does not run from this folder)",
+            file.display()
+        )));
+    }
+    let home_dir = std::path::absolute(&home.dir)
+        .map_err(|e| Error::Config(format!("--home {}: {e}", home.dir.display())))?;
+    Ok(install::Unit {
+        binary: binary_or_this(binary)?,
+        home: home_dir,
+        run_flags,
+        drain: drain_timeout,
+    })
 }
 
 pub async fn maintenance(home: &Home, cmd: MaintenanceCommand, out: &Output) -> Result<()> {
@@ -129,7 +177,9 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                     challenge: acme.acme_challenge,
                 },
             };
-            proxy::run(home, &opts).await
+            let follow: proxy::Follow =
+                Box::new(|router, stop| Box::pin(crate::platform::follow::follow(router, stop)));
+            proxy::run(home, &opts, Some(follow)).await
         }
         ProxyCommand::Reload => {
             let reloaded = AdminClient::new(home).reload().await?;
@@ -197,7 +247,10 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                     .flat_map(|m| ["--metrics".to_string(), m.to_string()]),
             );
             args.extend(run_flags);
-            check_run_flags(&args)?;
+            parse_run_flags(
+                &args,
+                "cyan proxy boot: the flags for the proxy in the container",
+            )?;
             let docker = crate::platform::docker::connect().await?;
             let b = crate::proxy::boot::boot(&docker, home, &binary, &args, out).await?;
             out.result(&b, || {
@@ -208,6 +261,38 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
                     b.image,
                     home.dir.display()
                 )
+            });
+            Ok(())
+        }
+        ProxyCommand::Install {
+            binary,
+            unit_dir,
+            no_start,
+            print,
+            run_flags,
+        } => {
+            let unit = service_unit(home, binary, run_flags)?;
+            if print || (unit_dir.is_none() && !install::systemd_running()) {
+                if !print {
+                    out.warn(format!(
+                        "systemd does not run here (no /run/systemd/system), so nothing was \
+                         installed; on a host with systemd, save this unit as {}/{} and run \
+                         `systemctl daemon-reload && systemctl enable --now cyan-proxy` (or run \
+                         the proxy as a container: `cyan proxy boot`)",
+                        install::SYSTEM_UNIT_DIR,
+                        install::UNIT_NAME
+                    ));
+                }
+                let text = unit.text()?;
+                out.result(&serde_json::json!({ "unit_file": text }), || {
+                    text.trim_end().to_string()
+                });
+                return Ok(());
+            }
+            let dir = unit_dir.unwrap_or_else(|| install::SYSTEM_UNIT_DIR.into());
+            let done = install::install(&unit, home, &dir, !no_start, out).await?;
+            out.result(&done, || {
+                format!("{} {}; {}", done.unit.display(), done.action, done.note)
             });
             Ok(())
         }

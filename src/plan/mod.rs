@@ -82,6 +82,11 @@ pub struct Observed {
     pub record: DeployRecord,
     pub lock: LockState,
     pub now_ms: u64,
+    /// Where the live color's serving disagrees with its containers (a
+    /// replica stopped, removed or missing; an upstream on an address its
+    /// container no longer has), one line each. Empty where the platform
+    /// routes by itself (Kubernetes' Services).
+    pub drift: Vec<String>,
 }
 
 /// The single next action.
@@ -100,6 +105,10 @@ pub enum Step {
     Verify(Color),
     /// Stop the previous color after a switch (when `keep.hot` is 0).
     Retire(Color),
+    /// Bring the live color back in line with what it should be (its
+    /// replicas running and gated, the proxy on their addresses): a deploy
+    /// of the release that is already live repairs drift.
+    Repair(Color),
     Done,
     Failed(String),
     /// Another cyan took the lock: stop before acting.
@@ -137,6 +146,9 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
         |c: &Color| o.sets.get(c).and_then(|s| s.release.as_ref()) == Some(&d.target);
 
     if let Some(live) = o.live.filter(holds_target) {
+        if !o.drift.is_empty() {
+            return Step::Repair(live);
+        }
         if let Some(w) = &o.record.verify {
             if w.color == live && w.release == d.target && o.now_ms < w.until_ms {
                 return Step::Verify(live);

@@ -36,6 +36,7 @@ fn running(v: &str, n: u32) -> SetState {
 }
 
 /// A fluent observed state: `world().live(Blue, "1").built()`.
+#[derive(Clone)]
 struct World(Observed);
 
 fn world() -> World {
@@ -46,6 +47,7 @@ fn world() -> World {
         record: DeployRecord::default(),
         lock: LockState::Ours,
         now_ms: 1_000,
+        drift: Vec::new(),
     })
 }
 
@@ -95,6 +97,29 @@ fn fresh_deploy_walks_build_launch_gate_switch_done() {
     assert_eq!(plan(&d, &w.0), Step::Switch(Blue));
     let w = world().built().live(Blue, "1");
     assert_eq!(plan(&d, &w.0), Step::Done);
+}
+
+#[test]
+fn a_deploy_of_the_live_release_repairs_drift_first() {
+    let d = deploy("1");
+    let mut w = world().built().live(Blue, "1");
+    w.0.drift = vec!["web-production-blue-1-0 is exited".into()];
+    assert_eq!(plan(&d, &w.0), Step::Repair(Blue));
+    let mut verifying = w.clone().verifying(Blue, "1", 5_000);
+    assert_eq!(
+        plan(&d, &verifying.0),
+        Step::Repair(Blue),
+        "serving comes before the verify window"
+    );
+    verifying.0.drift.clear();
+    assert_eq!(plan(&d, &verifying.0), Step::Verify(Blue));
+    assert_eq!(
+        plan(&deploy("2"), &w.0),
+        Step::Launch(Green),
+        "a new release goes on beside a drifted live color"
+    );
+    w.0.lock = LockState::Other("alice".into());
+    assert_eq!(plan(&d, &w.0), Step::Blocked("alice".into()));
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummaryStateEnum, HealthStatusEnum, HostConfig,
+    NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -20,15 +20,16 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::Platform;
-use crate::config::Loaded;
+use crate::config::{Loaded, Secrets};
 use crate::error::{Error, Result};
-use crate::health::{self, Replicas, Target};
+use crate::health::{self, CheckRun, DockerHealth, HealthState, Replicas, Target};
 use crate::image;
 use crate::output::Output;
 use crate::plan::{Desired, ImageState, Intent, LockState, Observed, SetState, Step};
 use crate::proxy::api::SwitchRequest;
 use crate::proxy::client::AdminClient;
 use crate::proxy::router::RouteView;
+use crate::proxy::state::Upstream;
 use crate::record::{DeployRecord, Event, HistoryEntry, VerifyWindow};
 use crate::release::{Color, Release};
 
@@ -44,6 +45,8 @@ pub mod label {
     pub const IMAGE_ID: &str = "cyan.image-id";
     pub const DIGEST: &str = "cyan.digest";
     pub const REPLICA: &str = "cyan.replica";
+    /// The container port the proxy's upstream is published from.
+    pub const PORT: &str = "cyan.port";
 }
 
 /// The network app containers join, so a containerized proxy can reach them
@@ -108,7 +111,7 @@ pub struct DockerPlatform<'a> {
     pub proxy: AdminClient,
     pub cfg: &'a Loaded,
     /// Values of `secrets`, read from cyan's environment.
-    pub secrets: BTreeMap<String, String>,
+    pub secrets: Secrets,
     pub lock_token: String,
     pub out: &'a Output,
 }
@@ -383,11 +386,13 @@ impl<'a> DockerPlatform<'a> {
             (label::IMAGE_ID, release.image_id.clone()),
             (label::DIGEST, release.digest.clone().unwrap_or_default()),
             (label::REPLICA, replica.to_string()),
+            (label::PORT, c.port.to_string()),
         ] {
             labels.insert(k.to_string(), v);
         }
         let mut env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.extend(self.secrets.iter().map(|(k, v)| format!("{k}={v}")));
+        // The secrets' one way out: `env` goes to the engine and nowhere else.
+        env.extend(self.secrets.expose_as_env());
         env.push(format!("CYAN_COLOR={color}"));
         env.push(format!("CYAN_VERSION={}", release.version));
         let port = format!("{}/tcp", c.port);
@@ -488,6 +493,16 @@ impl<'a> DockerPlatform<'a> {
             .collect()
     }
 
+    /// The set as the proxy's upstreams: each address tied to its
+    /// container, so the proxy follows the container when it moves.
+    fn upstreams(set: &[Managed]) -> Result<Vec<Upstream>> {
+        Ok(Self::targets(set)?
+            .into_iter()
+            .zip(set)
+            .map(|(t, m)| Upstream::of_container(t.addr, &m.id))
+            .collect())
+    }
+
     async fn color_set(&self, color: Color) -> Result<Vec<Managed>> {
         Ok(self
             .containers()
@@ -498,13 +513,25 @@ impl<'a> DockerPlatform<'a> {
     }
 
     async fn gate(&self, color: Color, d: &Desired) -> Result<()> {
-        let c = &self.cfg.config;
         let set = self.color_set(color).await?;
-        let targets = Self::targets(&set)?;
+        self.gate_replicas(color, &set).await?;
+        // Register the set with the proxy (not live) and mark it gated.
+        self.proxy
+            .set_color(&self.route(), color, Self::upstreams(&set)?)
+            .await?;
+        let mut record = self.record().await?;
+        record.gated.insert(color, d.target.clone());
+        self.put_record(&record).await
+    }
+
+    /// The health gate over `set`, a color's replicas or some of them.
+    async fn gate_replicas(&self, color: Color, set: &[Managed]) -> Result<()> {
+        let c = &self.cfg.config;
+        let targets = Self::targets(set)?;
         let outcome =
             health::gate(&c.health, c.proxy.host.as_deref(), &targets, self, self.out).await;
-        if let Err(f) = outcome {
-            return Err(Error::GateFailed(format!(
+        outcome.map_err(|f| {
+            Error::GateFailed(format!(
                 "health gate failed for {} {color} ({}/{} replicas healthy): {}: {}\nlast log lines of {}:\n{}",
                 c.app,
                 f.healthy,
@@ -513,24 +540,65 @@ impl<'a> DockerPlatform<'a> {
                 f.reason,
                 f.replica,
                 indent(&f.logs)
+            ))
+        })
+    }
+
+    /// Brings the live `color` back in line (`Step::Repair`): replicas
+    /// that are missing are launched, stopped ones started, and those are
+    /// gated; then the proxy gets every replica at its current address.
+    /// Says what it repaired, and fails if drift is left (a replica that
+    /// keeps crashing).
+    async fn repair(&self, color: Color, d: &Desired) -> Result<()> {
+        let before = self.containers().await?;
+        let view = self.route_view().await?;
+        for line in drift(color, d.replicas, &before, view.as_ref()) {
+            self.out.detail(format!("repairing: {line}"));
+        }
+        self.launch(color, d).await?;
+        let stopped = self.color_set(color).await?.into_iter().filter(|m| {
+            matches!(m.state.as_str(), "exited" | "dead" | "created")
+        });
+        for m in stopped {
+            match self.docker.start_container(&m.id, None).await {
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let set = self.color_set(color).await?;
+        let was_running = |m: &Managed| {
+            before
+                .iter()
+                .any(|b| b.id == m.id && b.state == "running")
+        };
+        let fresh: Vec<Managed> = set.iter().filter(|m| !was_running(m)).cloned().collect();
+        if !fresh.is_empty() {
+            self.gate_replicas(color, &fresh).await?;
+        }
+        self.proxy
+            .set_color(&self.route(), color, Self::upstreams(&set)?)
+            .await?;
+        let after = self.containers().await?;
+        let left = drift(color, d.replicas, &after, self.route_view().await?.as_ref());
+        if !left.is_empty() {
+            return Err(Error::Platform(format!(
+                "live {color} could not be repaired: {}. See `cyan status` and `docker logs`",
+                left.join("; ")
             )));
         }
-        // Register the set with the proxy (not live) and mark it gated.
-        self.proxy
-            .set_color(
-                &self.route(),
-                color,
-                targets.iter().map(|t| t.addr).collect(),
-            )
-            .await?;
-        let mut record = self.record().await?;
-        record.gated.insert(color, d.target.clone());
-        self.put_record(&record).await
+        self.out.detail(format!(
+            "repaired: {} {color} replica(s) running and routed at their current addresses",
+            set.len()
+        ));
+        Ok(())
     }
 
     async fn switch(&self, color: Color, d: &Desired) -> Result<()> {
         let set = self.color_set(color).await?;
-        let upstreams: Vec<SocketAddr> = Self::targets(&set)?.iter().map(|t| t.addr).collect();
+        let upstreams = Self::upstreams(&set)?;
         let release = set
             .first()
             .map(|m| m.release.clone())
@@ -746,6 +814,10 @@ impl Platform for DockerPlatform<'_> {
             Some(i) if i.digest.is_some() => ImageState::Pushed,
             Some(_) => ImageState::Local,
         };
+        let drift = match view.as_ref().and_then(|v| v.state.live) {
+            Some(live) => drift(live, d.replicas, &containers, view.as_ref()),
+            None => Vec::new(),
+        };
         let mut sets: BTreeMap<Color, SetState> = BTreeMap::new();
         for m in containers {
             let s = sets.entry(m.color).or_insert_with(|| SetState {
@@ -780,6 +852,7 @@ impl Platform for DockerPlatform<'_> {
             record,
             lock,
             now_ms: crate::clock::now_ms(),
+            drift,
         })
     }
 
@@ -803,6 +876,7 @@ impl Platform for DockerPlatform<'_> {
             Step::Gate(c) => self.gate(*c, d).await,
             Step::Switch(c) => self.switch(*c, d).await,
             Step::Verify(c) => self.verify(*c).await,
+            Step::Repair(c) => self.repair(*c, d).await,
             Step::AwaitApproval(_) | Step::Done | Step::Failed(_) | Step::Blocked(_) => Ok(()),
         }
     }
@@ -843,6 +917,89 @@ impl Replicas for DockerPlatform<'_> {
             text
         }
     }
+
+    async fn docker_health(&self, name: &str) -> DockerHealth {
+        let Ok(info) = self.docker.inspect_container(name, None).await else {
+            return DockerHealth::new(HealthState::Unknown);
+        };
+        let Some(health) = info.state.and_then(|s| s.health) else {
+            return DockerHealth::new(HealthState::None);
+        };
+        let state = match health.status {
+            Some(HealthStatusEnum::HEALTHY) => HealthState::Healthy,
+            Some(HealthStatusEnum::UNHEALTHY) => HealthState::Unhealthy,
+            Some(HealthStatusEnum::STARTING) => HealthState::Starting,
+            Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => HealthState::None,
+        };
+        let log = health.log.unwrap_or_default().into_iter().map(|r| CheckRun {
+            exit_code: r.exit_code.unwrap_or(-1),
+            output: r.output.unwrap_or_default(),
+        });
+        DockerHealth {
+            state,
+            log: log.collect(),
+        }
+    }
+}
+
+/// Where `color`'s serving disagrees with its containers
+/// (`Observed::drift`), one line each: every replica should exist, run,
+/// and be one of the proxy's upstreams at the address it has now, and
+/// every upstream should name one of them.
+pub fn drift(
+    color: Color,
+    replicas: u32,
+    containers: &[Managed],
+    view: Option<&RouteView>,
+) -> Vec<String> {
+    let set: Vec<&Managed> = containers.iter().filter(|m| m.color == color).collect();
+    let upstreams = view
+        .and_then(|v| v.state.colors.get(&color))
+        .map_or(&[][..], Vec::as_slice);
+    let mut out = Vec::new();
+    if (set.len() as u32) < replicas {
+        out.push(format!(
+            "{} of {replicas} {color} replica(s) missing",
+            replicas - set.len() as u32
+        ));
+    }
+    for m in &set {
+        if m.state != "running" {
+            out.push(format!("{} is {}", m.name, m.state));
+            continue;
+        }
+        let routed = upstreams
+            .iter()
+            .find(|u| u.container.as_deref() == Some(m.id.as_str()));
+        match (routed, m.addr) {
+            (None, _) => out.push(format!("{} is not one of the proxy's upstreams", m.name)),
+            (Some(u), Some(addr)) if u.addr != addr => out.push(format!(
+                "the proxy sends {}'s requests to {}, but its port is now {addr}",
+                m.name, u.addr
+            )),
+            (Some(u), _) if !u.up() => out.push(format!(
+                "the proxy has {} out of rotation ({})",
+                m.name,
+                u.down.as_deref().unwrap_or_default()
+            )),
+            _ => {}
+        }
+    }
+    for u in upstreams {
+        match &u.container {
+            None => out.push(format!(
+                "upstream {} names no container (registered by an older cyan)",
+                u.addr
+            )),
+            Some(id) if !set.iter().any(|m| &m.id == id) => out.push(format!(
+                "upstream {} names container {}, which is gone",
+                u.addr,
+                short_id(id)
+            )),
+            _ => {}
+        }
+    }
+    out
 }
 
 pub fn parse_record(v: &serde_json::Value) -> DeployRecord {

@@ -5,6 +5,7 @@
 //! Services.
 
 pub mod docker;
+pub mod follow;
 pub mod kube;
 
 use std::future::Future;

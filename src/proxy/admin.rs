@@ -22,7 +22,7 @@ use super::api::{
 /// A hold is bounded: requests never wait longer than this.
 const MAX_HOLD_MS: u64 = 60_000;
 use super::router::{normalize_host, ChangeError};
-use super::state::{Lock, TlsSource};
+use super::state::{routable, Lock, TlsSource};
 use super::Proxy;
 use crate::release::Color;
 
@@ -80,7 +80,7 @@ pub async fn handle(
                     .parse()
                     .map_err(|e| ChangeError::Invalid(format!("{e}")))?;
                 proxy.router.change(name, false, |r| {
-                    if r.live == Some(color) && spec.upstreams.is_empty() {
+                    if r.live == Some(color) && routable(&spec.upstreams).is_empty() {
                         return Err(ChangeError::Conflict(format!(
                             "{color} is live; it cannot be emptied"
                         )));
@@ -112,9 +112,9 @@ pub async fn handle(
                     if let Some(ups) = req.upstreams {
                         r.colors.insert(req.color, ups);
                     }
-                    if r.colors.get(&req.color).is_none_or(|u| u.is_empty()) {
+                    if r.colors.get(&req.color).is_none_or(|u| routable(u).is_empty()) {
                         return Err(ChangeError::Conflict(format!(
-                            "{} has no upstreams; refusing to switch to nothing",
+                            "{} has no upstreams in rotation; refusing to switch to nothing",
                             req.color
                         )));
                     }

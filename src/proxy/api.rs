@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{Lock, Maintenance, RoutePolicy, TlsSource};
+use super::state::{Lock, Maintenance, RoutePolicy, TlsSource, Upstream};
 use crate::release::Color;
 
 /// `PUT /v1/routes/{name}`: where the route's requests come from, and how
@@ -39,7 +39,7 @@ pub struct MaintenanceSpec {
 /// `PUT /v1/routes/{name}/colors/{color}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ColorSpec {
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<Upstream>,
 }
 
 /// `POST /v1/routes/{name}/switch`: make `color` live in one atomic step,
@@ -48,7 +48,7 @@ pub struct ColorSpec {
 pub struct SwitchRequest {
     pub color: Color,
     #[serde(default)]
-    pub upstreams: Option<Vec<SocketAddr>>,
+    pub upstreams: Option<Vec<Upstream>>,
     #[serde(default)]
     pub record: Option<serde_json::Value>,
 }

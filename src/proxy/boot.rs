@@ -6,7 +6,11 @@
 //! the host's pid and UTS namespaces (the deploy lock checks holders' pids
 //! and host name), and bind-mounts the proxy home at the same path, so the
 //! state survives the container and the CLI finds the admin socket where it
-//! always does (and the host's CA roots, read-only, for ACME). Docker restarts it (`unless-stopped`) after a crash or reboot.
+//! always does (and the host's CA roots, read-only, for ACME). It also gets
+//! the engine's socket: the proxy follows the app containers through it
+//! (`platform::follow`), as a host process would. That gives the container
+//! the engine's power, as any Docker-aware proxy (Traefik's provider) has;
+//! a host process under systemd (`cyan proxy install`) is the alternative. Docker restarts it (`unless-stopped`) after a crash or reboot.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -166,6 +170,7 @@ async fn create(
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(cmd),
+        env: Some(vec![format!("DOCKER_HOST=unix://{}", engine_socket())]),
         labels: Some(HashMap::from([
             ("cyan.role".to_string(), "proxy".to_string()),
             ("cyan.home".to_string(), dir.clone()),
@@ -188,10 +193,22 @@ async fn create(
     Ok(())
 }
 
-/// The proxy's home at the same path; and the host's CA roots, read-only,
-/// where a FROM scratch image has none (the ACME CA's HTTPS needs them).
+/// The engine's socket on this host: `DOCKER_HOST`'s when it names one,
+/// else the default.
+fn engine_socket() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into())
+}
+
+/// The proxy's home at the same path; the engine's socket, so the proxy
+/// follows containers that restart on new ports (`platform::follow`); and
+/// the host's CA roots, read-only, where a FROM scratch image has none (the
+/// ACME CA's HTTPS needs them).
 fn binds(home: &str) -> Vec<String> {
-    let mut binds = vec![format!("{home}:{home}")];
+    let socket = engine_socket();
+    let mut binds = vec![format!("{home}:{home}"), format!("{socket}:{socket}")];
     if Path::new(HOST_ROOTS).is_dir() {
         binds.push(format!("{HOST_ROOTS}:{HOST_ROOTS}:ro"));
     }

@@ -20,6 +20,7 @@ use super::router::RouteView;
 use super::state::{Lock, Maintenance};
 use super::Home;
 use crate::error::{Error, Result};
+use crate::output::Output;
 use crate::release::Color;
 
 #[derive(Debug, Clone)]
@@ -137,7 +138,7 @@ impl AdminClient {
         &self,
         name: &str,
         color: Color,
-        upstreams: Vec<std::net::SocketAddr>,
+        upstreams: Vec<super::state::Upstream>,
     ) -> Result<()> {
         let path = format!("/v1/routes/{name}/colors/{color}");
         self.call::<serde_json::Value>(Method::PUT, &path, Some(&ColorSpec { upstreams }))
@@ -233,8 +234,9 @@ impl AdminClient {
 }
 
 /// Returns a client for the proxy of `home`, starting `cyan proxy run` in the
-/// background first when none answers.
-pub async fn ensure_running(home: &Home) -> Result<AdminClient> {
+/// background first when none answers (and saying so on `out` when that
+/// happens inside a CI job).
+pub async fn ensure_running(home: &Home, out: &Output) -> Result<AdminClient> {
     let client = AdminClient::new(home);
     if client.health().await.is_ok() {
         return Ok(client);
@@ -267,10 +269,23 @@ pub async fn ensure_running(home: &Home) -> Result<AdminClient> {
         .arg(&home.dir)
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log2);
+        .stderr(log2)
+        // The service manager that runs this cyan (a CI runner's unit, say)
+        // is not the proxy's: an upgrade must not hand it a new main pid.
+        .env_remove(super::handoff::NOTIFY_SOCKET);
     own_session(&mut cmd);
-    cmd.spawn()
+    leave_ci_job(&mut cmd);
+    let child = cmd
+        .spawn()
         .map_err(|e| Error::Platform(format!("cannot start the cyan proxy: {e}")))?;
+    if inside_ci() {
+        out.warn(format!(
+            "started the cyan proxy (pid {}) detached from this CI job, so it keeps serving after \
+             the job ends; to run it as a service instead: `cyan proxy install` (systemd) or \
+             `cyan proxy boot` (container)",
+            child.id()
+        ));
+    }
     wait_healthy(client, "the cyan proxy").await.map_err(|e| {
         let tail = std::fs::read_to_string(home.log()).unwrap_or_default();
         let tail: Vec<&str> = tail.lines().rev().take(10).collect();
@@ -278,6 +293,60 @@ pub async fn ensure_running(home: &Home) -> Result<AdminClient> {
             "{e}; last log lines:\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ))
+    })
+}
+
+/// The variables CI runners mark a job's processes with, to kill them all
+/// when the job ends, by scanning every process's environment:
+/// - `RUNNER_TRACKING_ID`: GitHub Actions runner (`Constants.ProcessTrackingId`
+///   in actions/runner src/Runner.Common/Constants.cs; the job's orphan
+///   process cleanup kills every process that carries the job's value);
+/// - `VSTS_PROCESS_LOOKUP_ID`: Azure Pipelines agent, the same code's
+///   ancestor (`Constants.ProcessLookupId` in microsoft/azure-pipelines-agent,
+///   set when `process.clean` is on, the default);
+/// - `BUILD_ID`, `JENKINS_NODE_COOKIE`: Jenkins' ProcessTreeKiller, for
+///   freestyle jobs and Pipeline `sh` steps (wiki.jenkins.io
+///   ProcessTreeKiller: "BUILD_ID=dontKillMe ... In case of Jenkins Pipeline
+///   use JENKINS_NODE_COOKIE");
+/// - `HUDSON_COOKIE`: Jenkins' `EnvVars.createCookie()`, the model variable
+///   launchers kill by.
+///
+/// GitLab Runner (shell executor), Buildkite and TeamCity agents kill the
+/// job's process group or process tree instead: the proxy's own session
+/// (`own_session`, its parent gone) already leaves those.
+const CI_JOB_MARKS: [&str; 5] = [
+    "RUNNER_TRACKING_ID",
+    "VSTS_PROCESS_LOOKUP_ID",
+    "BUILD_ID",
+    "JENKINS_NODE_COOKIE",
+    "HUDSON_COOKIE",
+];
+
+/// Variables that say "this runs in a CI job", besides the marks above.
+const CI_SIGNS: [&str; 7] = [
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "JENKINS_URL",
+    "BUILDKITE",
+    "TF_BUILD",
+    "TEAMCITY_VERSION",
+];
+
+/// Keeps a proxy started from a CI job out of the job's end-of-job sweep:
+/// removes the runners' marks (`CI_JOB_MARKS`) from `cmd`'s environment.
+pub(crate) fn leave_ci_job(cmd: &mut std::process::Command) {
+    for mark in CI_JOB_MARKS {
+        cmd.env_remove(mark);
+    }
+}
+
+/// Whether this cyan runs inside a CI job: a runner's mark or a CI's usual
+/// variable is set (`CI=false` or empty says no).
+fn inside_ci() -> bool {
+    CI_JOB_MARKS.iter().chain(&CI_SIGNS).any(|name| {
+        std::env::var_os(name)
+            .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("false") && v != "0")
     })
 }
 

@@ -74,7 +74,7 @@ fn harness() -> &'static Harness {
         router
             .change("f", true, |r| {
                 r.hosts = vec!["f.test".into()];
-                r.colors.insert(Color::Blue, vec![upstream]);
+                r.colors.insert(Color::Blue, vec![upstream.into()]);
                 r.live = Some(Color::Blue);
                 Ok(())
             })

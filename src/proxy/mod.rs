@@ -23,7 +23,8 @@
 //!   connections and streamed responses on an old color end, spread;
 //! - `handoff`: `cyan proxy upgrade`, a new process taking over the sockets;
 //! - `metrics`: Prometheus `/metrics` on a loopback port;
-//! - `boot`: the proxy as a container (`cyan proxy boot`);
+//! - `boot`: the proxy as a container (`cyan proxy boot`); `install`: as a
+//!   systemd service (`cyan proxy install`);
 //! - `active`: optional active health checks of live upstreams;
 //! - `workers`: thread-per-core serving runtimes.
 
@@ -46,6 +47,7 @@ pub mod framing;
 pub mod fuzz;
 pub mod handoff;
 pub mod heads;
+pub mod install;
 pub mod metrics;
 pub mod pool;
 pub mod prefixed;
@@ -58,6 +60,7 @@ pub mod upstream;
 pub mod workers;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -149,6 +152,17 @@ pub struct RunOptions {
     /// The ACME CA and account for routes with `tls: acme`.
     pub acme: acme::AcmeOptions,
 }
+
+/// What keeps upstreams that name containers on their containers' current
+/// addresses (the deployer's `platform::follow`; the proxy knows no
+/// engine). It is given the restored router before any listener accepts,
+/// and the proxy waits for its future, which ends once the routes have been
+/// checked (or could not be); what follows runs in its own tasks until the
+/// receiver sees the stop.
+pub type Follow = Box<
+    dyn FnOnce(Arc<Router>, watch::Receiver<bool>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send,
+>;
 
 /// How long a client gets to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -368,7 +382,7 @@ where
 /// open connections for up to `drain`. Listening sockets named in
 /// `CYAN_PROXY_LISTEN_FDS` (set by a predecessor's `upgrade`) are served as
 /// they are instead of being bound again.
-pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
+pub async fn run(home: &Home, opts: &RunOptions, follow: Option<Follow>) -> Result<()> {
     let drain = opts.drain;
     home.create()
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
@@ -402,6 +416,10 @@ pub async fn run(home: &Home, opts: &RunOptions) -> Result<()> {
         handed_off: Default::default(),
         workers,
     });
+    // Upstreams are checked against their containers before any request.
+    if let Some(follow) = follow {
+        follow(proxy.router.clone(), proxy.stop.subscribe()).await;
+    }
     for (addr, (sockets, tls)) in handoff::inherited_listeners()? {
         proxy
             .adopt_listeners(addr, sockets, tls)

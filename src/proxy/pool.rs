@@ -43,11 +43,23 @@ pub struct Pool {
     closing: watch::Sender<Option<Closing>>,
     /// Their places in the window their ends are spread over.
     pub slots: Slots,
-    pub stats: ColorStats,
+    /// Shared with the pool that follows this one when its upstreams move
+    /// (`moved`): a restarted replica does not reset the color's counters.
+    pub stats: Arc<ColorStats>,
 }
 
 impl Pool {
     pub fn new(color: Color, addrs: &[SocketAddr]) -> Arc<Pool> {
+        Self::with_stats(color, addrs, Arc::default())
+    }
+
+    /// The same color at new addresses (a replica restarted on another
+    /// port, or was replaced), keeping its counters.
+    pub fn moved(&self, addrs: &[SocketAddr]) -> Arc<Pool> {
+        Self::with_stats(self.color, addrs, self.stats.clone())
+    }
+
+    fn with_stats(color: Color, addrs: &[SocketAddr], stats: Arc<ColorStats>) -> Arc<Pool> {
         Arc::new(Pool {
             color,
             upstreams: addrs
@@ -64,7 +76,7 @@ impl Pool {
             epoch: Instant::now(),
             closing: watch::channel(None).0,
             slots: Slots::default(),
-            stats: ColorStats::default(),
+            stats,
         })
     }
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certs::CertStore;
 use super::pool::{Pool, StatsView};
-use super::state::{Maintenance, ProxyState, RoutePolicy, RouteState};
+use super::state::{routable, Maintenance, ProxyState, RoutePolicy, RouteState, Upstream};
 use crate::release::Color;
 
 /// What the request path needs of one route.
@@ -118,6 +118,44 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// What the engine says of one container now (`Router::retarget`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Running, with its port published at this address.
+    At(SocketAddr),
+    /// Not running: why (`exited`, `restarting`, `paused`, `removed`,
+    /// `engine unreachable`).
+    Down(String),
+}
+
+impl Seen {
+    /// Makes `u` agree; says what changed, if anything did.
+    fn apply(&self, u: &mut Upstream) -> Option<String> {
+        match self {
+            Seen::At(addr) if u.addr == *addr && u.up() => None,
+            Seen::At(addr) => {
+                let what = match u.addr == *addr {
+                    true => format!("back at {addr}"),
+                    false => format!("moved {} -> {addr}", u.addr),
+                };
+                u.addr = *addr;
+                u.down = None;
+                Some(what)
+            }
+            Seen::Down(why) if u.down.as_ref() == Some(why) => None,
+            Seen::Down(why) => {
+                u.down = Some(why.clone());
+                Some(format!("out of rotation ({why})"))
+            }
+        }
+    }
+}
+
+/// The first 12 characters of an engine id, as `docker ps` shows it.
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
 /// A route with its live counters, as the admin API reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouteView {
@@ -196,12 +234,7 @@ impl Router {
         create: bool,
         f: impl FnOnce(&mut RouteState) -> Result<T, ChangeError>,
     ) -> Result<T, ChangeError> {
-        let mut c = self.inner.lock().expect("router lock");
-        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(ChangeError::Conflict(
-                "the proxy is handing over to an upgraded process; try again".into(),
-            ));
-        }
+        let mut c = self.for_change()?;
         let mut next = c.state.clone();
         let entry = match next.routes.get_mut(route) {
             Some(r) => r,
@@ -209,20 +242,84 @@ impl Router {
             None => return Err(ChangeError::NotFound(format!("no route named {route:?}"))),
         };
         let out = f(entry)?;
-        if next != c.state {
-            // Traffic moves first; the caller hears back only once the state
-            // is on disk. If it cannot be written, the old routes come back
-            // and the caller gets the error (a crash in between restores the
-            // old routes too: the unacknowledged change is simply redone).
-            let previous = std::mem::replace(&mut c.state, next);
-            self.publish(&mut c);
-            if let Err(e) = c.state.save(&self.state_path) {
-                c.state = previous;
-                self.publish(&mut c);
-                return Err(ChangeError::Io(format!("cannot write proxy state: {e}")));
+        self.commit(&mut c, next)?;
+        Ok(out)
+    }
+
+    /// The control side, unless a successor is taking over.
+    fn for_change(&self) -> Result<std::sync::MutexGuard<'_, Control>, ChangeError> {
+        let c = self.inner.lock().expect("router lock");
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ChangeError::Conflict(
+                "the proxy is handing over to an upgraded process; try again".into(),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Makes `next` the state, if it differs. Traffic moves first; the
+    /// caller hears back only once the state is on disk. If it cannot be
+    /// written, the old routes come back and the caller gets the error (a
+    /// crash in between restores the old routes too: the unacknowledged
+    /// change is simply redone).
+    fn commit(&self, c: &mut Control, next: ProxyState) -> Result<(), ChangeError> {
+        if next == c.state {
+            return Ok(());
+        }
+        let previous = std::mem::replace(&mut c.state, next);
+        self.publish(c);
+        if let Err(e) = c.state.save(&self.state_path) {
+            c.state = previous;
+            self.publish(c);
+            return Err(ChangeError::Io(format!("cannot write proxy state: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The containers (engine ids) that upstreams name, over every route.
+    pub fn containers(&self) -> std::collections::BTreeSet<String> {
+        let c = self.inner.lock().expect("router lock");
+        c.state
+            .routes
+            .values()
+            .flat_map(|r| r.colors.values().flatten())
+            .filter_map(|u| u.container.clone())
+            .collect()
+    }
+
+    /// Brings every upstream that names a container in line with what the
+    /// engine says of it, in one persisted change and one new table, and
+    /// returns what changed (`route color container: what`), for the log.
+    ///
+    /// `seen` maps engine ids to what they are now. With `whole`, it is the
+    /// engine's complete list, and a container missing from it is down as
+    /// `removed`; without, containers it does not name are left alone.
+    pub fn retarget(
+        &self,
+        seen: &HashMap<String, Seen>,
+        whole: bool,
+    ) -> Result<Vec<String>, ChangeError> {
+        let mut c = self.for_change()?;
+        let removed = Seen::Down("removed".into());
+        let mut next = c.state.clone();
+        let mut changed = Vec::new();
+        for (name, route) in &mut next.routes {
+            for (color, upstreams) in &mut route.colors {
+                for u in upstreams.iter_mut() {
+                    let Some(id) = u.container.clone() else {
+                        continue;
+                    };
+                    let Some(now) = seen.get(&id).or(whole.then_some(&removed)) else {
+                        continue;
+                    };
+                    if let Some(what) = now.apply(u) {
+                        changed.push(format!("{name} {color} {}: {what}", short_id(&id)));
+                    }
+                }
             }
         }
-        Ok(out)
+        self.commit(&mut c, next)?;
+        Ok(changed)
     }
 
     fn publish(&self, c: &mut Control) {
@@ -334,11 +431,13 @@ impl Control {
     fn sync_pools(&mut self) {
         let mut pools = HashMap::new();
         for (name, route) in &self.state.routes {
-            for (color, addrs) in &route.colors {
+            for (color, upstreams) in &route.colors {
                 let k = (name.clone(), *color);
+                let addrs = routable(upstreams);
                 let pool = match self.pools.remove(&k) {
-                    Some(p) if p.addrs() == *addrs => p,
-                    _ => Pool::new(*color, addrs),
+                    Some(p) if p.addrs() == addrs => p,
+                    Some(p) => p.moved(&addrs),
+                    None => Pool::new(*color, &addrs),
                 };
                 if route.live == Some(*color) {
                     pool.keep_open();
@@ -473,8 +572,8 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         r.change("web", true, |s| {
             s.hosts = vec!["web.localhost".into()];
-            s.colors.insert(Color::Blue, vec![a]);
-            s.colors.insert(Color::Green, vec![b]);
+            s.colors.insert(Color::Blue, vec![a.into()]);
+            s.colors.insert(Color::Green, vec![b.into()]);
             s.live = Some(Color::Blue);
             Ok(())
         })
@@ -529,9 +628,9 @@ mod tests {
         r.change("web", true, |s| {
             s.hosts = vec!["web.localhost".into()];
             s.colors
-                .insert(Color::Blue, vec!["127.0.0.1:1".parse().unwrap()]);
+                .insert(Color::Blue, vec!["127.0.0.1:1".parse::<SocketAddr>().unwrap().into()]);
             s.colors
-                .insert(Color::Green, vec!["127.0.0.1:2".parse().unwrap()]);
+                .insert(Color::Green, vec!["127.0.0.1:2".parse::<SocketAddr>().unwrap().into()]);
             s.live = Some(Color::Blue);
             Ok(())
         })

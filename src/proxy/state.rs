@@ -30,9 +30,9 @@ pub struct RouteState {
     /// The color receiving traffic.
     #[serde(default)]
     pub live: Option<Color>,
-    /// Upstream addresses per color.
+    /// Upstreams per color.
     #[serde(default)]
-    pub colors: BTreeMap<Color, Vec<SocketAddr>>,
+    pub colors: BTreeMap<Color, Vec<Upstream>>,
     /// Opaque to the proxy: the deployer's record, stored verbatim.
     #[serde(default)]
     pub record: serde_json::Value,
@@ -54,6 +54,86 @@ pub struct RouteState {
     /// epoch) until the next switch releases them to the new color.
     #[serde(default)]
     pub hold_until_ms: Option<u64>,
+}
+
+/// One upstream of a color: the address the proxy connects to and, when
+/// the deployer named it, the container that address belongs to.
+///
+/// A published port belongs to a container only while it runs: a restart
+/// moves it, and a freed port can be taken by another app's container. So
+/// an upstream with a `container` is used only while the engine says the
+/// address is that container's (`crate::platform::follow` keeps it so),
+/// and is out of rotation (`down`) while it is not. Written as an object;
+/// read as one or as a bare `"ip:port"` (older state files and clients).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// The engine's id of the container behind `addr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Why the address is not in rotation now (`"exited"`, `"removed"`);
+    /// `None`: it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down: Option<String>,
+}
+
+impl Upstream {
+    /// The upstream at `addr` that `container` (an engine id) answers on.
+    pub fn of_container(addr: SocketAddr, container: &str) -> Upstream {
+        Upstream {
+            addr,
+            container: Some(container.to_string()),
+            down: None,
+        }
+    }
+
+    /// Is it in rotation?
+    pub fn up(&self) -> bool {
+        self.down.is_none()
+    }
+}
+
+impl From<SocketAddr> for Upstream {
+    fn from(addr: SocketAddr) -> Upstream {
+        Upstream {
+            addr,
+            container: None,
+            down: None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            addr: SocketAddr,
+            #[serde(default)]
+            container: Option<String>,
+            #[serde(default)]
+            down: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Bare(SocketAddr),
+            Full(Full),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Bare(addr) => addr.into(),
+            Either::Full(f) => Upstream {
+                addr: f.addr,
+                container: f.container,
+                down: f.down,
+            },
+        })
+    }
+}
+
+/// The addresses of `upstreams` that are in rotation.
+pub fn routable(upstreams: &[Upstream]) -> Vec<SocketAddr> {
+    upstreams.iter().filter(|u| u.up()).map(|u| u.addr).collect()
 }
 
 /// PEM files, by absolute path.
@@ -285,13 +365,32 @@ mod tests {
             record: serde_json::json!({"k": 1}),
             ..RouteState::default()
         };
-        r.colors
-            .insert(Color::Green, vec!["127.0.0.1:9".parse().unwrap()]);
+        r.colors.insert(
+            Color::Green,
+            vec![Upstream::of_container("127.0.0.1:9".parse().unwrap(), "c0ffee")],
+        );
         s.routes.insert("web-production".into(), r);
         s.save(&path).unwrap();
         assert_eq!(ProxyState::load(&path).unwrap(), s);
         assert!(!path.with_extension("json.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn upstreams_read_bare_or_whole() {
+        let bare: Upstream = serde_json::from_str(r#""127.0.0.1:9""#).unwrap();
+        assert_eq!(bare, Upstream::from("127.0.0.1:9".parse::<SocketAddr>().unwrap()));
+        let whole: Upstream = serde_json::from_str(
+            r#"{"addr": "127.0.0.1:9", "container": "c0ffee", "down": "exited"}"#,
+        )
+        .unwrap();
+        assert_eq!(whole.container.as_deref(), Some("c0ffee"));
+        assert!(!whole.up());
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap(),
+            serde_json::json!({"addr": "127.0.0.1:9"})
+        );
+        assert!(serde_json::from_str::<Upstream>(r#"{"addr": "127.0.0.1:9", "x": 1}"#).is_err());
     }
 
     #[test]

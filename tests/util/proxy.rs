@@ -76,7 +76,10 @@ impl TestProxy {
             ..host_route(&[&format!("{app}.localhost")])
         };
         admin.put_route(app, &spec).await.unwrap();
-        admin.set_color(app, Color::Green, green).await.unwrap();
+        admin
+            .set_color(app, Color::Green, green.into_iter().map(Into::into).collect())
+            .await
+            .unwrap();
         self.switch(app, Color::Blue, Some(blue)).await;
     }
 
@@ -96,7 +99,7 @@ impl TestProxy {
     pub async fn switch(&self, app: &str, color: Color, upstreams: Option<Vec<SocketAddr>>) {
         let req = SwitchRequest {
             color,
-            upstreams,
+            upstreams: upstreams.map(|u| u.into_iter().map(Into::into).collect()),
             record: None,
         };
         self.admin().switch(app, &req).await.unwrap();

@@ -580,6 +580,7 @@ impl Platform for KubePlatform {
             },
             lock: LockState::Ours,
             now_ms: self.now_ms,
+            drift: Vec::new(),
         })
     }
 
@@ -591,6 +592,8 @@ impl Platform for KubePlatform {
             Step::Switch(c) => self.switch(*c, d).await,
             Step::Verify(c) => self.verify(*c, d).await,
             Step::Done => self.keep_live_scaled().await,
+            // Services route by themselves: nothing drifts (`Observed::drift`).
+            Step::Repair(_) => Ok(()),
             Step::AwaitApproval(_) | Step::Failed(_) | Step::Blocked(_) => Ok(()),
             Step::Build | Step::Push => Err(Error::Platform(
                 "the operator neither builds nor pushes; `cyan deploy` does that before it writes the BlueGreenDeployment".into(),

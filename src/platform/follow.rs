@@ -1,0 +1,225 @@
+//! Routing follows the engine: the proxy's upstreams are kept on the
+//! addresses their containers have now.
+//!
+//! A replica is published on an ephemeral host port, and a published port
+//! belongs to a container only while it runs. A crash that its restart
+//! policy restarts, `docker restart`, a daemon restart or a reboot each
+//! give it another port, and the freed one can be taken by another app's
+//! container. So every upstream the deployer registers names its container
+//! (`proxy::state::Upstream`), and this follower, run inside the proxy
+//! process, keeps the two in line:
+//!
+//! - before the proxy accepts (`first_pass`), every route is checked
+//!   against the engine's list; a container that is not running, or an
+//!   engine that cannot be reached, takes the address out of rotation
+//!   (a 503 beats another app's answer);
+//! - then it follows the engine's container events and checks each
+//!   container that starts, stops, dies, pauses or is removed again;
+//! - when the event stream breaks, it reconnects (with backoff) and checks
+//!   everything again. If the engine itself is down and does not keep its
+//!   containers running (no `live-restore`), their addresses are taken out
+//!   of rotation until it is back.
+//!
+//! The proxy knows no engine: it takes this as a `proxy::Follow`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::docker::{connect, label};
+use crate::proxy::router::{Router, Seen};
+
+/// How long the proxy waits for the engine before it accepts anyway (with
+/// the routes that name containers out of rotation).
+const FIRST_PASS: Duration = Duration::from_secs(5);
+
+/// Container events after which the container is checked again.
+const ACTIONS: &[&str] = &[
+    "start", "restart", "die", "stop", "pause", "unpause", "destroy",
+];
+
+/// Checks every route against the engine (or, if it cannot be reached in
+/// `FIRST_PASS`, takes container upstreams out of rotation), then follows
+/// the engine in a task of its own until `stop` changes.
+pub async fn follow(router: Arc<Router>, stop: watch::Receiver<bool>) {
+    let first = tokio::time::timeout(FIRST_PASS, async {
+        let docker = connect().await.map_err(|e| e.to_string())?;
+        check_all(&docker, &router).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer in {FIRST_PASS:?}")));
+    if let Err(e) = first {
+        tracing::warn!(error = %e, "cannot reach the Docker engine; upstreams in containers are out of rotation until it answers");
+        engine_down(&router);
+    }
+    tokio::spawn(follow_events(router, stop));
+}
+
+/// Reconnects and follows the engine's container events until `stop`.
+async fn follow_events(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = retry_delays();
+    loop {
+        let run = async {
+            let docker = connect().await.map_err(|e| e.to_string())?;
+            let live_restore = docker
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.live_restore_enabled)
+                .unwrap_or(false);
+            // Events from a moment before the list are replayed, so none
+            // between the list and the subscription is missed.
+            let since = (crate::clock::now_ms() / 1000).saturating_sub(1).to_string();
+            let filters = HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                ("label".to_string(), vec![format!("{}=true", label::MANAGED)]),
+            ]);
+            let opts = EventsOptionsBuilder::default()
+                .since(&since)
+                .filters(&filters)
+                .build();
+            let mut events = docker.events(Some(opts));
+            check_all(&docker, &router).await?;
+            backoff = retry_delays();
+            while let Some(event) = events.next().await {
+                let event = event.map_err(|e| e.to_string())?;
+                let action = event.action.unwrap_or_default();
+                let id = event.actor.and_then(|a| a.id).unwrap_or_default();
+                if !id.is_empty() && ACTIONS.contains(&action.as_str()) {
+                    check_one(&docker, &router, &id).await?;
+                }
+            }
+            Err::<std::convert::Infallible, String>(match docker.ping().await {
+                Ok(_) => "the event stream ended".to_string(),
+                Err(e) => {
+                    if !live_restore {
+                        engine_down(&router);
+                    }
+                    format!("the engine went away: {e}")
+                }
+            })
+        };
+        let wait = tokio::select! {
+            _ = stop.changed() => return,
+            outcome = run => {
+                let Err(e) = outcome;
+                tracing::warn!(error = %e, "lost the Docker engine's events; reconnecting");
+                backoff.next().unwrap_or(Duration::from_secs(2))
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// 100 ms, doubling to 2 s, then 2 s for ever.
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times()
+        .build()
+}
+
+/// Every upstream in a container, checked against the engine's list.
+async fn check_all(docker: &Docker, router: &Router) -> Result<(), String> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}=true", label::MANAGED)],
+    )]);
+    let seen = list(docker, filters).await?;
+    apply(router, &seen, true)
+}
+
+/// One container, after an event about it.
+async fn check_one(docker: &Docker, router: &Router, id: &str) -> Result<(), String> {
+    if !router.containers().contains(id) {
+        return Ok(());
+    }
+    let filters = HashMap::from([("id".to_string(), vec![id.to_string()])]);
+    let mut seen = list(docker, filters).await?;
+    seen.entry(id.to_string())
+        .or_insert_with(|| Seen::Down("removed".into()));
+    apply(router, &seen, false)
+}
+
+fn apply(router: &Router, seen: &HashMap<String, Seen>, whole: bool) -> Result<(), String> {
+    let changed = router.retarget(seen, whole).map_err(|e| format!("{e:?}"))?;
+    for change in changed {
+        tracing::info!(%change, "upstream follows its container");
+    }
+    Ok(())
+}
+
+/// The engine is gone, and its containers with it.
+fn engine_down(router: &Router) {
+    let down = Seen::Down("engine unreachable".into());
+    let seen = router
+        .containers()
+        .into_iter()
+        .map(|id| (id, down.clone()))
+        .collect();
+    if let Err(e) = apply(router, &seen, false) {
+        tracing::warn!(error = %e, "cannot take upstreams out of rotation");
+    }
+}
+
+async fn list(
+    docker: &Docker,
+    filters: HashMap<String, Vec<String>>,
+) -> Result<HashMap<String, Seen>, String> {
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .into_iter()
+        .filter_map(|s| Some((s.id.clone()?, seen(&s))))
+        .collect())
+}
+
+/// What a listed container is now, to the proxy.
+fn seen(s: &ContainerSummary) -> Seen {
+    let state = s.state.unwrap_or(ContainerSummaryStateEnum::EMPTY);
+    if state != ContainerSummaryStateEnum::RUNNING {
+        return Seen::Down(state.to_string());
+    }
+    match published(s) {
+        Some(addr) => Seen::At(addr),
+        None => Seen::Down("no published port".into()),
+    }
+}
+
+/// The container's port published on 127.0.0.1: the one its `cyan.port`
+/// label names, else the only one.
+fn published(s: &ContainerSummary) -> Option<SocketAddr> {
+    let private: Option<u16> = s
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(label::PORT))
+        .and_then(|p| p.parse().ok());
+    let mut found = s.ports.iter().flatten().filter_map(|p| {
+        let port = p.public_port?;
+        (p.ip.as_deref() == Some("127.0.0.1") && private.is_none_or(|v| v == p.private_port))
+            .then(|| SocketAddr::new([127, 0, 0, 1].into(), port))
+    });
+    let first = found.next()?;
+    match (private, found.next()) {
+        (None, Some(_)) => None,
+        _ => Some(first),
+    }
+}

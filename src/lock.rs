@@ -80,6 +80,12 @@ impl DeployLock {
         })
     }
 
+    /// Stops renewing the lease, which a renewal would otherwise bring
+    /// back after the route is removed (`cyan remove`).
+    pub fn stop_renewing(&self) {
+        self.heartbeat.abort();
+    }
+
     pub async fn release(self) {
         self.heartbeat.abort();
         if let Err(e) = self.client.unlock(&self.route, &self.token).await {

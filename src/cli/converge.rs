@@ -239,6 +239,9 @@ impl Run {
 
     async fn go(&self, p: &mut DockerPlatform<'_>, desired: &Desired, out: &Output) -> Result<()> {
         let c = &p.cfg.config;
+        // A host or listen address another app serves is refused before
+        // anything is built, started or locked.
+        p.claim_route().await?;
         let lock =
             DeployLock::acquire(&p.proxy, &c.route(), &self.what, self.lock_wait, out).await?;
         p.lock_token = lock.token.clone();

@@ -7,6 +7,7 @@ mod converge;
 mod image;
 mod kube;
 mod proxy;
+mod remove;
 mod session;
 mod status;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ImageRepo, Loaded, PlatformKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::output::{Format, Output};
 
 #[derive(Parser, Debug)]
@@ -156,6 +157,22 @@ pub enum Command {
         config: ConfigArg,
         #[command(flatten)]
         platform: PlatformArg,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Remove an app from this host: its route in the proxy (traffic to it
+    /// stops at once), its containers of both colors, and its deploy record
+    /// and history. Images are kept. Without --yes it only says what it
+    /// would remove. Refused while a deploy holds the app's lock.
+    ///
+    /// This is how a host or listen address that another app holds is
+    /// freed (`cyan deploy` names the holder when it refuses).
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Really remove it.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         lock: LockWait,
     },
@@ -335,6 +352,48 @@ pub enum ProxyCommand {
         #[arg(last = true, value_name = "RUN_FLAGS")]
         run_flags: Vec<String>,
     },
+    /// Run the proxy as a systemd service: started at boot, restarted after
+    /// a crash, owned by no shell or CI job.
+    ///
+    /// Writes /etc/systemd/system/cyan-proxy.service, which runs `cyan proxy
+    /// run` with this binary's absolute path (or --binary), this --home and
+    /// the RUN_FLAGS after `--`; then runs `systemctl daemon-reload` and
+    /// `systemctl enable --now cyan-proxy`. Where systemd does not run (no
+    /// /run/systemd/system), it prints the unit and how to install it.
+    ///
+    /// Use it where the proxy should be a host process under systemd:
+    /// `cyan proxy upgrade` then replaces it with no gap, and the unit
+    /// follows the new process. Use `cyan proxy boot` where Docker should
+    /// look after it instead (a replaced container restarts with a short
+    /// gap).
+    ///
+    /// A proxy already serving this home outside systemd keeps serving: the
+    /// unit is enabled but not started (both would contend for the home);
+    /// the output says how to switch. Under systemd, stop the proxy with
+    /// `systemctl stop cyan-proxy` (systemd starts again a proxy that `cyan
+    /// proxy stop` ended); `systemctl reload cyan-proxy` runs `cyan proxy
+    /// reload`.
+    Install {
+        /// The cyan binary the unit runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Write the unit into this folder instead of /etc/systemd/system
+        /// (always, even where systemd does not run).
+        #[arg(long, value_name = "DIR")]
+        unit_dir: Option<PathBuf>,
+        /// Write the unit, but do not reload, enable or start anything.
+        #[arg(long)]
+        no_start: bool,
+        /// Only print the unit, to stdout; write nothing.
+        #[arg(long, conflicts_with_all = ["unit_dir", "no_start"])]
+        print: bool,
+        /// More `cyan proxy run` flags for the unit, after `--`, e.g. `--
+        /// --listen 0.0.0.0:80 --tls-listen 0.0.0.0:443`. They are checked
+        /// before anything is written; files they name must be absolute
+        /// paths.
+        #[arg(last = true, value_name = "RUN_FLAGS")]
+        run_flags: Vec<String>,
+    },
     /// Replace the running proxy with a new process, with no gap: it takes
     /// over the listening sockets, then the old one drains and exits.
     Upgrade {
@@ -444,6 +503,17 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
                 return kube::abort(&cfg, out).await;
             }
             converge::abort(&home, &cfg, lock.lock_wait, out).await
+        }
+        Command::Remove { config, yes, lock } => {
+            let cfg = session::load(&config.config)?;
+            if on_kubernetes(&cfg) {
+                return Err(Error::Refused(format!(
+                    "{} runs on Kubernetes: delete its BlueGreenDeployment instead (kubectl delete bgd {})",
+                    cfg.config.route(),
+                    cfg.config.app
+                )));
+            }
+            remove::remove(&home, &cfg, yes, lock.lock_wait, out).await
         }
         Command::Status { config, platform } => {
             let cfg =
@@ -556,8 +626,11 @@ fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Over RUST_LOG: the Docker client's debug logs hold secret values.
+    let secrets = tracing_subscriber::filter::filter_fn(crate::config::log_filter);
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().finish().with(secrets).init(),
+        LogFormat::Text => builder.finish().with(secrets).init(),
     }
 }

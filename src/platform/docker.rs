@@ -20,16 +20,16 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::Platform;
-use crate::config::{Loaded, Secrets};
+use crate::config::{Loaded, ProxyTls, Secrets};
 use crate::error::{Error, Result};
 use crate::health::{self, CheckRun, DockerHealth, HealthState, Replicas, Target};
 use crate::image;
 use crate::output::Output;
 use crate::plan::{Desired, ImageState, Intent, LockState, Observed, SetState, Step};
-use crate::proxy::api::SwitchRequest;
+use crate::proxy::api::{RouteSpec, SwitchRequest};
 use crate::proxy::client::AdminClient;
 use crate::proxy::router::RouteView;
-use crate::proxy::state::Upstream;
+use crate::proxy::state::{TlsFiles, TlsSource, Upstream};
 use crate::record::{DeployRecord, Event, HistoryEntry, VerifyWindow};
 use crate::release::{Color, Release};
 
@@ -176,6 +176,42 @@ impl<'a> DockerPlatform<'a> {
             .collect();
         out.sort_by(|a, b| (a.color, a.replica, &a.name).cmp(&(b.color, b.replica, &b.name)));
         Ok(out)
+    }
+
+    /// The route cyan.yaml asks for: the proxy takes it with the switch
+    /// (and a repair), never before.
+    pub fn route_spec(&self) -> RouteSpec {
+        let c = &self.cfg.config;
+        // The proxy runs in another folder: it gets absolute paths.
+        let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or(p.to_path_buf());
+        RouteSpec {
+            hosts: c.proxy.host.iter().chain(&c.proxy.hosts).cloned().collect(),
+            listen: c.proxy.listen,
+            path_prefix: c.proxy.path_prefix.clone(),
+            policy: c.proxy.policy(),
+            tls: c.proxy.tls.as_ref().map(|t| match t {
+                ProxyTls::Files(t) => TlsSource::Files(TlsFiles {
+                    cert: absolute(&self.cfg.dir().join(&t.cert)),
+                    key: absolute(&self.cfg.dir().join(&t.key)),
+                }),
+                ProxyTls::Acme => TlsSource::Acme,
+            }),
+        }
+    }
+
+    /// Refuses (`Error::Config`) a route whose host or listen address
+    /// another live app holds, before anything is built or started.
+    pub async fn claim_route(&self) -> Result<()> {
+        self.proxy
+            .claim(&self.route(), &self.route_spec())
+            .await
+            .map_err(|e| match e {
+                Error::Config(why) => Error::Config(format!(
+                    "{} cannot be routed as cyan.yaml asks: {why}",
+                    self.route()
+                )),
+                e => e,
+            })
     }
 
     /// The app's route in the proxy, if it has one yet.
@@ -544,6 +580,28 @@ impl<'a> DockerPlatform<'a> {
         })
     }
 
+    /// Where the live color's serving disagrees with its containers and
+    /// with cyan.yaml's route (`Observed::drift`); nothing when not live.
+    pub fn drift(
+        &self,
+        replicas: u32,
+        containers: &[Managed],
+        view: Option<&RouteView>,
+    ) -> Vec<String> {
+        let Some(v) = view.filter(|v| v.state.live.is_some()) else {
+            return Vec::new();
+        };
+        let live = v.state.live.expect("filtered");
+        let mut out = drift(live, replicas, containers, view);
+        if !self.route_spec().is_applied(&v.state) {
+            out.push(format!(
+                "the proxy routes {} differently from cyan.yaml's proxy settings",
+                self.route()
+            ));
+        }
+        out
+    }
+
     /// Brings the live `color` back in line (`Step::Repair`): replicas
     /// that are missing are launched, stopped ones started, and those are
     /// gated; then the proxy gets every replica at its current address.
@@ -552,7 +610,7 @@ impl<'a> DockerPlatform<'a> {
     async fn repair(&self, color: Color, d: &Desired) -> Result<()> {
         let before = self.containers().await?;
         let view = self.route_view().await?;
-        for line in drift(color, d.replicas, &before, view.as_ref()) {
+        for line in self.drift(d.replicas, &before, view.as_ref()) {
             self.out.detail(format!("repairing: {line}"));
         }
         self.launch(color, d).await?;
@@ -581,8 +639,11 @@ impl<'a> DockerPlatform<'a> {
         self.proxy
             .set_color(&self.route(), color, Self::upstreams(&set)?)
             .await?;
+        if view.is_some_and(|v| !self.route_spec().is_applied(&v.state)) {
+            self.proxy.put_route(&self.route(), &self.route_spec()).await?;
+        }
         let after = self.containers().await?;
-        let left = drift(color, d.replicas, &after, self.route_view().await?.as_ref());
+        let left = self.drift(d.replicas, &after, self.route_view().await?.as_ref());
         if !left.is_empty() {
             return Err(Error::Platform(format!(
                 "live {color} could not be repaired: {}. See `cyan status` and `docker logs`",
@@ -629,6 +690,7 @@ impl<'a> DockerPlatform<'a> {
             color,
             upstreams: Some(upstreams),
             record: Some(serde_json::to_value(&record).expect("record serializes")),
+            route: Some(self.route_spec()),
         };
         let started = Instant::now();
         let resp = self.proxy.switch(&self.route(), &req).await?;
@@ -724,6 +786,7 @@ impl<'a> DockerPlatform<'a> {
             color: back,
             upstreams: None,
             record: Some(value),
+            route: None,
         };
         self.proxy.switch(&self.route(), &req).await?;
         Err(Error::VerifyFailed(format!(
@@ -814,10 +877,7 @@ impl Platform for DockerPlatform<'_> {
             Some(i) if i.digest.is_some() => ImageState::Pushed,
             Some(_) => ImageState::Local,
         };
-        let drift = match view.as_ref().and_then(|v| v.state.live) {
-            Some(live) => drift(live, d.replicas, &containers, view.as_ref()),
-            None => Vec::new(),
-        };
+        let drift = self.drift(d.replicas, &containers, view.as_ref());
         let mut sets: BTreeMap<Color, SetState> = BTreeMap::new();
         for m in containers {
             let s = sets.entry(m.color).or_insert_with(|| SetState {

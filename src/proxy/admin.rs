@@ -15,14 +15,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, RefusedCert,
+    ColorSpec, ErrorBody, RemoveRequest, Health, HoldRequest, LockRequest, MaintenanceSpec, RefusedCert,
     ReloadResponse, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 
 /// A hold is bounded: requests never wait longer than this.
 const MAX_HOLD_MS: u64 = 60_000;
-use super::router::{normalize_host, ChangeError};
-use super::state::{routable, Lock, TlsSource};
+use super::router::ChangeError;
+use super::state::{routable, Lock, RouteState, TlsSource};
 use super::Proxy;
 use crate::release::Color;
 
@@ -71,8 +71,19 @@ pub async fn handle(
             Some(v) => json(StatusCode::OK, &v),
             None => error(StatusCode::NOT_FOUND, format!("no route named {name:?}")),
         },
-        (&Method::PUT, ["v1", "routes", name]) => {
-            with_body(&body, |spec: RouteSpec| put_route(&proxy, name, spec))
+        (&Method::PUT, ["v1", "routes", name]) => with_body(&body, |spec: RouteSpec| {
+            prepare_route(&proxy, name, &spec)?;
+            proxy.router.change(name, true, |r| {
+                spec.apply(r);
+                Ok(serde_json::json!({}))
+            })
+        }),
+        (&Method::DELETE, ["v1", "routes", name]) => with_body(&body, |req: RemoveRequest| {
+            let token = req.lock.as_deref();
+            proxy.router.remove(name, token).map(|()| serde_json::json!({}))
+        }),
+        (&Method::POST, ["v1", "routes", name, "claim"]) => {
+            with_body(&body, |spec: RouteSpec| claim(&proxy, name, spec))
         }
         (&Method::PUT, ["v1", "routes", name, "colors", color]) => {
             with_body(&body, |spec: ColorSpec| {
@@ -108,7 +119,13 @@ pub async fn handle(
         ),
         (&Method::POST, ["v1", "routes", name, "switch"]) => {
             with_body(&body, |req: SwitchRequest| {
+                if let Some(spec) = &req.route {
+                    prepare_route(&proxy, name, spec)?;
+                }
                 proxy.router.change(name, false, |r| {
+                    if let Some(spec) = req.route {
+                        spec.apply(r);
+                    }
                     if let Some(ups) = req.upstreams {
                         r.colors.insert(req.color, ups);
                     }
@@ -201,11 +218,21 @@ pub async fn handle(
     Ok(resp)
 }
 
-fn put_route(
-    proxy: &Arc<Proxy>,
-    name: &str,
-    spec: RouteSpec,
-) -> Result<serde_json::Value, ChangeError> {
+/// Checks what a route spec needs outside the route's state (its TLS
+/// files, its ACME hosts) and binds its listen address, before the change
+/// that applies it.
+fn prepare_route(proxy: &Arc<Proxy>, name: &str, spec: &RouteSpec) -> Result<(), ChangeError> {
+    check_route(proxy, name, spec)?;
+    if let Some(addr) = spec.listen {
+        proxy
+            .ensure_listener(addr, spec.tls.is_some())
+            .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A route spec's path prefix, TLS files and ACME hosts.
+fn check_route(proxy: &Arc<Proxy>, name: &str, spec: &RouteSpec) -> Result<(), ChangeError> {
     if let Some(p) = spec.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
         return Err(ChangeError::Invalid(format!(
             "path prefix {p:?} must start with '/'"
@@ -221,23 +248,21 @@ fn put_route(
         }
         None => {}
     }
-    if let Some(addr) = spec.listen {
-        proxy
-            .ensure_listener(addr, spec.tls.is_some())
+    Ok(())
+}
+
+/// Could `name` take `spec`'s hosts and listen address? Nothing changes:
+/// the listen address is bound and let go at once when nothing serves it.
+fn claim(proxy: &Arc<Proxy>, name: &str, spec: RouteSpec) -> Result<serde_json::Value, ChangeError> {
+    check_route(proxy, name, &spec)?;
+    if let Some(addr) = spec.listen.filter(|a| !proxy.serves(*a)) {
+        std::net::TcpListener::bind(addr)
             .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
     }
-    proxy.router.change(name, true, |r| {
-        r.hosts = spec
-            .hosts
-            .iter()
-            .map(|h| normalize_host(h).into_owned())
-            .collect();
-        r.listen = spec.listen;
-        r.path_prefix = spec.path_prefix.filter(|p| p != "/");
-        r.policy = spec.policy;
-        r.tls = spec.tls;
-        Ok(serde_json::json!({}))
-    })
+    let mut wanted = RouteState::default();
+    spec.apply(&mut wanted);
+    proxy.router.check_claims(name, &wanted)?;
+    Ok(serde_json::json!({}))
 }
 
 fn take_lock(proxy: &Arc<Proxy>, name: &str, req: LockRequest) -> AdminResponse {

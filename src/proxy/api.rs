@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{Lock, Maintenance, RoutePolicy, TlsSource, Upstream};
+use super::router::normalize_host;
+use super::state::{Lock, Maintenance, RoutePolicy, RouteState, TlsSource, Upstream};
 use crate::release::Color;
 
 /// `PUT /v1/routes/{name}`: where the route's requests come from, and how
@@ -21,6 +22,29 @@ pub struct RouteSpec {
     /// obtains and renews for `hosts` (`acme`).
     #[serde(default)]
     pub tls: Option<TlsSource>,
+}
+
+impl RouteSpec {
+    /// Sets `r`'s hosts (normalized), listen address, path prefix (`/` is
+    /// none), policy and TLS to this spec's.
+    pub fn apply(self, r: &mut RouteState) {
+        r.hosts = self
+            .hosts
+            .iter()
+            .map(|h| normalize_host(h).into_owned())
+            .collect();
+        r.listen = self.listen;
+        r.path_prefix = self.path_prefix.filter(|p| p != "/");
+        r.policy = self.policy;
+        r.tls = self.tls;
+    }
+
+    /// Does `r` route as this spec says?
+    pub fn is_applied(&self, r: &RouteState) -> bool {
+        let mut wanted = r.clone();
+        self.clone().apply(&mut wanted);
+        wanted == *r
+    }
 }
 
 /// `POST /v1/routes/{name}/hold`: new requests wait until the next switch
@@ -42,6 +66,19 @@ pub struct ColorSpec {
     pub upstreams: Vec<Upstream>,
 }
 
+/// `POST /v1/routes/{name}/claim` takes a `RouteSpec` and changes nothing:
+/// 200 when the route could take those hosts and that listen address, 409
+/// naming the app that holds one.
+///
+/// `DELETE /v1/routes/{name}`: removes a route, with its record and lock;
+/// refused (409) while someone else holds the lock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    /// The caller's lock token, when it holds the route's lock.
+    #[serde(default)]
+    pub lock: Option<String>,
+}
+
 /// `POST /v1/routes/{name}/switch`: make `color` live in one atomic step,
 /// optionally setting its upstreams and the deployer's record in the same step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +88,10 @@ pub struct SwitchRequest {
     pub upstreams: Option<Vec<Upstream>>,
     #[serde(default)]
     pub record: Option<serde_json::Value>,
+    /// The route's hosts, listen address and policy, applied in the same
+    /// step: a deploy that never switches leaves routing as it was.
+    #[serde(default)]
+    pub route: Option<RouteSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

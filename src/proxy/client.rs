@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, ReloadResponse,
+    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, ReloadResponse, RemoveRequest,
     RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 use super::router::RouteView;
@@ -95,6 +95,8 @@ impl AdminClient {
         Err(match status {
             StatusCode::CONFLICT if err.lock.is_some() => Error::LockHeld(err.error),
             StatusCode::CONFLICT => Error::Refused(format!("proxy refused: {}", err.error)),
+            // What was asked cannot be: a path prefix, TLS files (config).
+            StatusCode::BAD_REQUEST => Error::Config(format!("proxy refused: {}", err.error)),
             _ => Error::Platform(format!("proxy error on {path} ({status}): {}", err.error)),
         })
     }
@@ -130,6 +132,32 @@ impl AdminClient {
 
     pub async fn put_route(&self, name: &str, spec: &RouteSpec) -> Result<()> {
         self.call::<serde_json::Value>(Method::PUT, &format!("/v1/routes/{name}"), Some(spec))
+            .await
+            .map(drop)
+    }
+
+    /// Asks whether `name` could take `spec`'s hosts and listen address;
+    /// a conflict is `Error::Config`, naming the app that holds them.
+    pub async fn claim(&self, name: &str, spec: &RouteSpec) -> Result<()> {
+        let path = format!("/v1/routes/{name}/claim");
+        match self
+            .call::<serde_json::Value>(Method::POST, &path, Some(spec))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Error::Refused(why)) => Err(Error::Config(why)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the route, with its record and its lock, which `lock` (a
+    /// token) must be, if the route's lock is held.
+    pub async fn remove_route(&self, name: &str, lock: Option<&str>) -> Result<()> {
+        let path = format!("/v1/routes/{name}");
+        let req = RemoveRequest {
+            lock: lock.map(str::to_string),
+        };
+        self.call::<serde_json::Value>(Method::DELETE, &path, Some(&req))
             .await
             .map(drop)
     }
@@ -278,6 +306,14 @@ pub async fn ensure_running(home: &Home, out: &Output) -> Result<AdminClient> {
     let child = cmd
         .spawn()
         .map_err(|e| Error::Platform(format!("cannot start the cyan proxy: {e}")))?;
+    let client = wait_healthy(client, "the cyan proxy").await.map_err(|e| {
+        let tail = std::fs::read_to_string(home.log()).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+        Error::Unreachable(format!(
+            "{e}; last log lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    })?;
     if inside_ci() {
         out.warn(format!(
             "started the cyan proxy (pid {}) detached from this CI job, so it keeps serving after \
@@ -286,14 +322,7 @@ pub async fn ensure_running(home: &Home, out: &Output) -> Result<AdminClient> {
             child.id()
         ));
     }
-    wait_healthy(client, "the cyan proxy").await.map_err(|e| {
-        let tail = std::fs::read_to_string(home.log()).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(10).collect();
-        Error::Unreachable(format!(
-            "{e}; last log lines:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ))
-    })
+    Ok(client)
 }
 
 /// The variables CI runners mark a job's processes with, to kill them all

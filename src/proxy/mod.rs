@@ -211,6 +211,14 @@ struct Listening {
 impl Proxy {
     /// Binds `addr` unless it is already served (the same way: plain HTTP
     /// and TLS cannot share a port).
+    /// Is `addr` one of the proxy's listen addresses already?
+    pub fn serves(&self, addr: SocketAddr) -> bool {
+        self.listeners
+            .lock()
+            .expect("listeners lock")
+            .contains_key(&addr)
+    }
+
     pub fn ensure_listener(self: &Arc<Self>, addr: SocketAddr, tls: bool) -> std::io::Result<()> {
         if let Some(l) = self.listeners.lock().expect("listeners lock").get(&addr) {
             if l.tls != tls {

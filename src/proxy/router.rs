@@ -118,6 +118,44 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// What a route serves, as keys only one app may hold: each host and its
+/// listen address, with its path prefix. A route holds them while it has a
+/// live color (one that never went live serves nothing, so it cannot take
+/// requests from one that did).
+fn claims(r: &RouteState) -> Vec<(String, Option<&str>)> {
+    if r.live.is_none() {
+        return Vec::new();
+    }
+    let prefix = r.path_prefix.as_deref();
+    let hosts = r.hosts.iter().map(|h| format!("host {}", normalize_host(h)));
+    let listen = r.listen.map(|a| format!("listen address {a}"));
+    hosts.chain(listen).map(|k| (k, prefix)).collect()
+}
+
+/// A claim `route` makes in `next` that it did not make in `now` and that
+/// another route already makes: who holds it, and how to free it. Claims
+/// that were already shared (a state from before owners were checked) are
+/// left as they are.
+fn new_conflict(now: &ProxyState, next: &ProxyState, route: &str) -> Option<String> {
+    let held: Vec<_> = now.routes.get(route).map(claims).unwrap_or_default();
+    let wanted = next.routes.get(route).map(claims).unwrap_or_default();
+    for claim in wanted.iter().filter(|c| !held.contains(c)) {
+        let owner = next
+            .routes
+            .iter()
+            .find(|(name, r)| name.as_str() != route && claims(r).contains(claim));
+        if let Some((owner, _)) = owner {
+            let (key, prefix) = claim;
+            let path = prefix.map_or(String::new(), |p| format!(" (path prefix {p})"));
+            return Some(format!(
+                "{key}{path} belongs to {owner}, which is live on it; free it with \
+                 `cyan remove -c <{owner}'s cyan.yaml> --yes`, or give this app another host or listen address"
+            ));
+        }
+    }
+    None
+}
+
 /// What the engine says of one container now (`Router::retarget`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
@@ -242,8 +280,45 @@ impl Router {
             None => return Err(ChangeError::NotFound(format!("no route named {route:?}"))),
         };
         let out = f(entry)?;
+        if let Some(conflict) = new_conflict(&c.state, &next, route) {
+            return Err(ChangeError::Conflict(conflict));
+        }
         self.commit(&mut c, next)?;
         Ok(out)
+    }
+
+    /// Would `route` with these claims take a host or listen address that
+    /// another app serves? Says whose, and how to free it. Changes nothing.
+    pub fn check_claims(&self, route: &str, claim: &RouteState) -> Result<(), ChangeError> {
+        let c = self.inner.lock().expect("router lock");
+        let mut next = c.state.clone();
+        let entry = next.routes.entry(route.to_string()).or_default();
+        entry.hosts = claim.hosts.clone();
+        entry.listen = claim.listen;
+        entry.path_prefix = claim.path_prefix.clone();
+        entry.live.get_or_insert(Color::Blue);
+        match new_conflict(&c.state, &next, route) {
+            Some(conflict) => Err(ChangeError::Conflict(conflict)),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a route out: its requests, its record and its lock. Its
+    /// upstreams' in-flight requests finish; its tunnels close now. A lock
+    /// held by anyone but `token`'s holder (and not expired) refuses it.
+    pub fn remove(&self, route: &str, token: Option<&str>) -> Result<(), ChangeError> {
+        let mut c = self.for_change()?;
+        let mut next = c.state.clone();
+        let Some(gone) = next.routes.remove(route) else {
+            return Err(ChangeError::NotFound(format!("no route named {route:?}")));
+        };
+        if let Some(held) = gone.lock {
+            let live = crate::clock::now_ms() <= held.renewed_ms + held.ttl_ms;
+            if live && Some(held.token.as_str()) != token {
+                return Err(ChangeError::Locked(held));
+            }
+        }
+        self.commit(&mut c, next)
     }
 
     /// The control side, unless a successor is taking over.
@@ -466,7 +541,10 @@ impl Control {
 
     fn build_table(&self) -> Table {
         let mut t = Table::default();
-        for (name, route) in &self.state.routes {
+        // A route that never went live holds no host (`claims`), unless it
+        // shows a maintenance page.
+        let serving = |r: &&RouteState| r.live.is_some() || r.maintenance.is_some();
+        for (name, route) in self.state.routes.iter().filter(|(_, r)| serving(r)) {
             let live = route
                 .live
                 .and_then(|c| self.pools.get(&(name.clone(), c)).cloned());

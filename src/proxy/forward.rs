@@ -197,7 +197,10 @@ impl Forwarder {
                 Some(claim) => Ok((claim, policy)),
                 None => Err(Own::text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "cyan: no upstreams\n".into(),
+                    format!(
+                        "cyan: {} has no {} replica in rotation (stopped, or not back yet)\n",
+                        route.name, pool.color
+                    ),
                 )),
             };
         }

@@ -127,7 +127,10 @@ fn claims(r: &RouteState) -> Vec<(String, Option<&str>)> {
         return Vec::new();
     }
     let prefix = r.path_prefix.as_deref();
-    let hosts = r.hosts.iter().map(|h| format!("host {}", normalize_host(h)));
+    let hosts = r
+        .hosts
+        .iter()
+        .map(|h| format!("host {}", normalize_host(h)));
     let listen = r.listen.map(|a| format!("listen address {a}"));
     hosts.chain(listen).map(|k| (k, prefix)).collect()
 }
@@ -705,10 +708,14 @@ mod tests {
         let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
         r.change("web", true, |s| {
             s.hosts = vec!["web.localhost".into()];
-            s.colors
-                .insert(Color::Blue, vec!["127.0.0.1:1".parse::<SocketAddr>().unwrap().into()]);
-            s.colors
-                .insert(Color::Green, vec!["127.0.0.1:2".parse::<SocketAddr>().unwrap().into()]);
+            s.colors.insert(
+                Color::Blue,
+                vec!["127.0.0.1:1".parse::<SocketAddr>().unwrap().into()],
+            );
+            s.colors.insert(
+                Color::Green,
+                vec!["127.0.0.1:2".parse::<SocketAddr>().unwrap().into()],
+            );
             s.live = Some(Color::Blue);
             Ok(())
         })
@@ -734,5 +741,148 @@ mod tests {
         });
         assert!(out.is_err());
         assert!(r.view("web").is_none());
+    }
+
+    fn live_on(r: &Router, route: &str, host: &str, upstream: Upstream) -> Result<(), ChangeError> {
+        r.change(route, true, |s| {
+            s.hosts = vec![host.into()];
+            s.colors.insert(Color::Blue, vec![upstream]);
+            s.live = Some(Color::Blue);
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn a_live_route_owns_its_host() {
+        let (r, _) = router();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        live_on(&r, "web-production", "web.localhost", a.into()).unwrap();
+        let taken = live_on(&r, "api-production", "Web.Localhost.", a.into());
+        match taken {
+            Err(ChangeError::Conflict(m)) => {
+                assert!(
+                    m.contains("host web.localhost belongs to web-production"),
+                    "{m}"
+                );
+                assert!(m.contains("cyan remove"), "{m}");
+            }
+            other => panic!("the host was taken: {other:?}"),
+        }
+        assert!(
+            r.view("api-production").is_none(),
+            "a refused change changes nothing"
+        );
+        // A route that never went live claims nothing, and routes nothing.
+        r.change("api-production", true, |s| {
+            s.hosts = vec!["web.localhost".into()];
+            Ok(())
+        })
+        .unwrap();
+        let table = r.table();
+        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert_eq!(
+            table.route(Some("web.localhost"), local, "/").unwrap().name,
+            "web-production"
+        );
+        // Another path prefix on the same host is another claim.
+        r.change("api-production", false, |s| {
+            s.path_prefix = Some("/api".into());
+            s.colors.insert(Color::Blue, vec![a.into()]);
+            s.live = Some(Color::Blue);
+            Ok(())
+        })
+        .unwrap();
+        let claim = RouteState {
+            hosts: vec!["web.localhost".into()],
+            ..RouteState::default()
+        };
+        assert!(r.check_claims("other-production", &claim).is_err());
+        assert!(r.check_claims("web-production", &claim).is_ok(), "its own");
+        r.remove("web-production", None).unwrap();
+        assert!(r.check_claims("other-production", &claim).is_ok(), "freed");
+    }
+
+    #[test]
+    fn a_locked_route_is_not_removed_but_by_its_holder() {
+        let (r, _) = router();
+        r.change("web", true, |s| {
+            s.lock = Some(crate::proxy::state::Lock {
+                token: "t1".into(),
+                holder: "deploy 2 by alice".into(),
+                pid: 1,
+                host: "h".into(),
+                since: "now".into(),
+                renewed_ms: crate::clock::now_ms(),
+                ttl_ms: 15_000,
+            });
+            Ok(())
+        })
+        .unwrap();
+        assert!(matches!(r.remove("web", None), Err(ChangeError::Locked(_))));
+        assert!(matches!(
+            r.remove("web", Some("t2")),
+            Err(ChangeError::Locked(_))
+        ));
+        r.remove("web", Some("t1")).unwrap();
+        assert!(matches!(
+            r.remove("web", None),
+            Err(ChangeError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn upstreams_follow_their_containers() {
+        let (r, path) = router();
+        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let old: SocketAddr = "127.0.0.1:32784".parse().unwrap();
+        let new: SocketAddr = "127.0.0.1:32786".parse().unwrap();
+        live_on(
+            &r,
+            "web",
+            "web.localhost",
+            Upstream::of_container(old, "c1"),
+        )
+        .unwrap();
+        r.change("web", false, |s| {
+            s.colors.get_mut(&Color::Blue).unwrap().push(old.into());
+            Ok(())
+        })
+        .unwrap();
+        let seen = HashMap::from([("c1".to_string(), Seen::At(new))]);
+        let changed = r.retarget(&seen, false).unwrap();
+        assert_eq!(changed, vec![format!("web blue c1: moved {old} -> {new}")]);
+        assert!(
+            r.retarget(&seen, false).unwrap().is_empty(),
+            "nothing left to do"
+        );
+        let table = r.table();
+        let pool = table
+            .route(Some("web.localhost"), local, "/")
+            .unwrap()
+            .live
+            .clone();
+        assert_eq!(
+            pool.unwrap().addrs(),
+            vec![new, old],
+            "an upstream with no container is left alone"
+        );
+        // Missing from a whole listing: removed, out of rotation.
+        let changed = r.retarget(&HashMap::new(), true).unwrap();
+        assert_eq!(
+            changed,
+            vec!["web blue c1: out of rotation (removed)".to_string()]
+        );
+        let table = r.table();
+        let pool = table
+            .route(Some("web.localhost"), local, "/")
+            .unwrap()
+            .live
+            .clone();
+        assert_eq!(pool.unwrap().addrs(), vec![old]);
+        // Persisted: a restarted proxy starts from what it last knew.
+        let again = Router::restore(path).unwrap();
+        let blue = &again.view("web").unwrap().state.colors[&Color::Blue];
+        assert_eq!(blue[0].down.as_deref(), Some("removed"));
+        assert_eq!(blue[0].addr, new);
     }
 }

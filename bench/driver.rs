@@ -297,6 +297,7 @@ async fn switches_cyan(home: &Path) -> SwitchStats {
             color,
             upstreams: None,
             record: None,
+            route: None,
         };
         admin.switch("bench", &req).await.expect("switch");
         switches.push((t0, Instant::now(), color.to_string()));
@@ -633,8 +634,14 @@ async fn memory(a: &Args) -> String {
         admin.put_route(&name, &spec).await.unwrap();
         let ups = |p: u16| {
             vec![
-                format!("127.0.0.1:{p}").parse().unwrap(),
-                format!("127.0.0.1:{}", p + 1).parse().unwrap(),
+                format!("127.0.0.1:{p}")
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+                format!("127.0.0.1:{}", p + 1)
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
             ]
         };
         admin
@@ -645,6 +652,7 @@ async fn memory(a: &Args) -> String {
             color: Color::Blue,
             upstreams: Some(ups(20002 + i * 4)),
             record: None,
+            route: None,
         };
         admin.switch(&name, &req).await.unwrap();
     }

@@ -5,6 +5,7 @@
 //! the key path. Nothing below the CLI sees a raw, unvalidated value.
 
 mod locate;
+mod secrets;
 mod values;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 pub use crate::proxy::state::Balance;
 use crate::proxy::state::{ActiveCheck, RoutePolicy};
+pub use secrets::{log_filter, Secrets};
 pub use values::{Dur, ImageRepo, Name, Ratio, StatusRange};
 
 /// Where the app runs.
@@ -56,7 +58,8 @@ pub struct Config {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Names of variables passed through from cyan's own environment at deploy
-    /// time. Their values never reach labels, logs or state files.
+    /// time. Their values are held as `Secrets` and never reach labels, logs,
+    /// outputs or state files.
     #[serde(default)]
     pub secrets: Vec<String>,
     /// Command override for the container.
@@ -339,6 +342,12 @@ pub struct HealthConfig {
     /// The whole gate must pass within this time.
     #[serde(default = "default_deadline")]
     pub deadline: Dur,
+    /// When the image defines a `HEALTHCHECK`, the gate also waits for
+    /// Docker to call each replica `healthy`, and fails on `unhealthy`.
+    /// Ignored on Kubernetes, which never runs an image's `HEALTHCHECK`
+    /// (the gate there is `http`, as the readiness probe).
+    #[serde(default = "yes")]
+    pub docker: bool,
 }
 
 impl Default for HealthConfig {
@@ -350,6 +359,7 @@ impl Default for HealthConfig {
             healthy_threshold: two(),
             unhealthy_threshold: None,
             deadline: default_deadline(),
+            docker: yes(),
         }
     }
 }
@@ -384,6 +394,9 @@ fn default_environment() -> Name {
 }
 fn one() -> NonZeroU32 {
     NonZeroU32::MIN
+}
+fn yes() -> bool {
+    true
 }
 fn two() -> NonZeroU32 {
     NonZeroU32::new(2).expect("2 is not zero")
@@ -579,9 +592,12 @@ impl Config {
     }
 
     /// Hash of everything that changes what a container runs, besides the
-    /// image. Secret values are folded in (so a rotated secret makes a new
-    /// release) but cannot be read back from the hash.
-    pub fn runtime_hash(&self, secret_values: &BTreeMap<String, String>) -> String {
+    /// image: 12 hex characters. Secret values enter only as their HMAC
+    /// under the host's key (`Secrets`), so a rotated secret makes a new
+    /// release while the hash, which is a container label, cannot be used
+    /// to test a guessed value. Without secrets it is a plain SHA-256 of
+    /// the rest.
+    pub fn runtime_hash(&self, secrets: &Secrets) -> String {
         let mut h = Sha256::new();
         let runtime = serde_json::json!({
             "port": self.port,
@@ -591,8 +607,9 @@ impl Config {
             "init": self.init,
         });
         h.update(runtime.to_string().as_bytes());
-        for (k, v) in secret_values {
-            h.update(format!("\0{}\0{k}\0{v}", self.app).as_bytes());
+        if let Some(tag) = secrets.fingerprint() {
+            h.update(b"\0secrets\0");
+            h.update(tag.as_ref());
         }
         let digest = h.finalize();
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()

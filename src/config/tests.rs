@@ -125,16 +125,92 @@ fn missing_required_key_is_named() {
 }
 
 #[test]
-fn runtime_hash_changes_with_env_and_secrets_but_hides_them() {
+fn runtime_hash_changes_with_secrets_but_a_guess_cannot_be_tested() {
     let c = Config::parse(GOOD, "cyan.yaml").unwrap();
-    let none = BTreeMap::new();
-    let mut s = BTreeMap::new();
-    s.insert("DB_PASSWORD".to_string(), "hunter2".to_string());
-    let a = c.runtime_hash(&none);
-    let b = c.runtime_hash(&s);
-    assert_ne!(a, b);
-    assert_eq!(a, c.runtime_hash(&none), "hash must be stable");
-    assert!(!b.contains("hunter2"));
+    let key = [7u8; 32];
+    let none = Secrets::default();
+    let old = Secrets::with(&[("DB_PASSWORD", "hunter2")], &key);
+    let rotated = Secrets::with(&[("DB_PASSWORD", "hunter3")], &key);
+    let (plain, a, b) = (
+        c.runtime_hash(&none),
+        c.runtime_hash(&old),
+        c.runtime_hash(&rotated),
+    );
+    assert_ne!(a, b, "a rotated secret is a new release");
+    assert_ne!(plain, a);
+    assert_eq!(a, c.runtime_hash(&old), "stable for one key and value");
+    assert_ne!(
+        a,
+        c.runtime_hash(&Secrets::with(&[("DB_PASSWORD", "hunter2")], &[8u8; 32])),
+        "another host's key gives another hash"
+    );
+    // What a guesser who reads the label and cyan.yaml computes: the
+    // unkeyed hash of the runtime with the guessed value, as cyan did before.
+    let runtime = serde_json::json!({
+        "port": c.port, "replicas": c.replicas, "env": c.env,
+        "command": c.command, "init": c.init,
+    });
+    let guess = |v: &str| {
+        let mut h = Sha256::new();
+        h.update(runtime.to_string().as_bytes());
+        h.update(format!("\0{}\0DB_PASSWORD\0{v}", c.app).as_bytes());
+        let d = h.finalize();
+        d.iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(plain.len(), 12);
+    assert_ne!(a, guess("hunter2"), "the right guess does not match");
+    let mut h = Sha256::new();
+    h.update(runtime.to_string().as_bytes());
+    let unsalted: String = h
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(plain, unsalted, "without secrets the hash is unchanged");
+    assert!(!format!("{old:?}").contains("hunter2"), "{old:?}");
+}
+
+#[test]
+fn the_hash_key_is_made_once_0600_and_reused() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = std::env::temp_dir().join(format!("cyan-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let names = ["CYAN_UNIT_TEST_SECRET".to_string()];
+    // Only this test reads or writes this variable.
+    let set = || std::env::set_var(&names[0], "s3cret-value");
+    set();
+    let first = Secrets::from_env(&names, &home).unwrap();
+    assert!(
+        std::env::var_os(&names[0]).is_none(),
+        "taken out of the environment"
+    );
+    let key = home.join(secrets::KEY_FILE);
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(std::fs::read(&key).unwrap().len(), 32);
+    let c = Config::parse(GOOD, "cyan.yaml").unwrap();
+    set();
+    let again = Secrets::from_env(&names, &home).unwrap();
+    assert_eq!(
+        c.runtime_hash(&first),
+        c.runtime_hash(&again),
+        "stable across runs"
+    );
+    assert_eq!(
+        first.expose_as_env().collect::<Vec<_>>(),
+        ["CYAN_UNIT_TEST_SECRET=s3cret-value"]
+    );
+    std::fs::write(&key, b"short").unwrap();
+    set();
+    let e = Secrets::from_env(&names, &home).unwrap_err().to_string();
+    assert!(e.contains("remove it") && !e.contains("s3cret"), "{e}");
+    let e = Secrets::from_env(&["CYAN_UNIT_TEST_UNSET".into()], &home).unwrap_err();
+    assert!(e.to_string().contains("CYAN_UNIT_TEST_UNSET"), "{e}");
+    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -182,4 +258,22 @@ fn tls_is_files_or_acme_and_mistakes_point_at_it() {
         e.starts_with("cyan.yaml:7:3: proxy.tls: tls: acme needs proxy.host"),
         "{e}"
     );
+}
+
+#[test]
+fn health_docker_is_on_by_default_and_a_checked_bool() {
+    assert!(Config::parse(GOOD, "cyan.yaml").unwrap().health.docker);
+    let off = GOOD.replace(
+        "  healthy_threshold: 3",
+        "  healthy_threshold: 3\n  docker: false",
+    );
+    assert!(!Config::parse(&off, "cyan.yaml").unwrap().health.docker);
+    // Kubernetes never runs an image's HEALTHCHECK: the key is accepted and ignored.
+    let kube = off.replace("replicas: 2", "replicas: 2\nplatform: kubernetes");
+    assert!(!Config::parse(&kube, "cyan.yaml").unwrap().health.docker);
+    let e = err(&GOOD.replace(
+        "  healthy_threshold: 3",
+        "  healthy_threshold: 3\n  docker: maybe",
+    ));
+    assert!(e.starts_with("cyan.yaml:10:11: health.docker: "), "{e}");
 }

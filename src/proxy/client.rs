@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, ReloadResponse, RemoveRequest,
-    RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
+    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, ReloadResponse,
+    RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
 };
 use super::router::RouteView;
 use super::state::{Lock, Maintenance};

@@ -17,6 +17,9 @@
 //!
 //! If the successor does not come up, it is killed and this process takes
 //! its lock and admin socket back: a failed upgrade changes nothing.
+//!
+//! Under systemd (`cyan proxy install`), the successor also becomes the
+//! unit's main process before this one exits, so the unit lives on.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -54,6 +57,9 @@ pub async fn upgrade(proxy: &Arc<Proxy>, binary: &Path) -> Result<u32> {
     match outcome {
         Ok(pid) => {
             tracing::info!(pid, "successor is serving; draining and exiting");
+            if let Err(e) = notify_main_pid(pid) {
+                tracing::warn!(error = %e, "cannot tell the service manager the new main pid");
+            }
             proxy.handed_off.store(true, Ordering::SeqCst);
             // A moment for this answer to reach the caller before the
             // process starts draining (and may exit).
@@ -135,6 +141,7 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
         .stdout(log("stdout")?)
         .stderr(log("stderr")?);
     super::client::own_session(&mut cmd);
+    super::client::leave_ci_job(&mut cmd);
     let inherit: Vec<RawFd> = fds.iter().map(|(_, fd, _)| *fd).collect();
     // SAFETY: between fork and exec only async-signal-safe calls are made:
     // fcntl on descriptors this process owns.
@@ -154,6 +161,33 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<Child> {
             binary.display()
         ))
     })
+}
+
+/// systemd's notification socket (`sd_notify(3)`), set for a unit with
+/// `NotifyAccess=`; `@` starts an abstract socket's name.
+pub(crate) const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+
+/// Under systemd, makes the successor the unit's main process
+/// (`MAINPID=`), before this one exits: otherwise systemd would take this
+/// exit for the service's end, and stop (then restart) the unit, killing
+/// the successor with it. Nothing to do outside systemd.
+fn notify_main_pid(pid: u32) -> std::io::Result<()> {
+    let Some(path) = std::env::var_os(NOTIFY_SOCKET) else {
+        return Ok(());
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    let message = format!("MAINPID={pid}\n");
+    match path.as_encoded_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(message.as_bytes(), &addr)?;
+        }
+        None => {
+            socket.send_to(message.as_bytes(), &path)?;
+        }
+    }
+    Ok(())
 }
 
 async fn await_ready(proxy: &Proxy, mut child: Child) -> Result<u32> {

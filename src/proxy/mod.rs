@@ -160,7 +160,10 @@ pub struct RunOptions {
 /// checked (or could not be); what follows runs in its own tasks until the
 /// receiver sees the stop.
 pub type Follow = Box<
-    dyn FnOnce(Arc<Router>, watch::Receiver<bool>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    dyn FnOnce(
+            Arc<Router>,
+            watch::Receiver<bool>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
         + Send,
 >;
 

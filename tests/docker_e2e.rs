@@ -254,7 +254,10 @@ fn approval_holds_green_until_promote_or_abort() {
     let app = TestApp::new("approve", "require_approval: true\n");
     let out = app.deploy("1");
     assert!(out.contains("cyan promote"), "{out}");
-    assert_eq!(app.get("/").0, 503, "nothing is live before approval");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", app.port)).is_err(),
+        "nothing is routed before approval: the route (and its listen address) comes with the switch"
+    );
     assert_eq!(app.status_json()["phase"], "awaiting-approval");
     app.cyan_ok(&["promote"]);
     assert_eq!(identity(&app.get("/").1).1, "1");

@@ -4,6 +4,9 @@
 //! a replica is judged on its own. When it fails, the error says which
 //! replica, what the last probe saw, and what the container last logged:
 //! "target failed to become healthy" with no why is the complaint we fix.
+//! When the image has a `HEALTHCHECK`, Docker's verdict counts too: an app
+//! whose own check fails is not switched to because `/healthz` answers 200,
+//! and the failure shows the check's exit codes and output.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +35,88 @@ pub trait Replicas {
     fn stopped(&self, name: &str) -> impl Future<Output = Option<String>>;
     /// The replica's last log lines.
     fn log_tail(&self, name: &str) -> impl Future<Output = String>;
+    /// What Docker's own health check (the image's `HEALTHCHECK`) says of
+    /// the replica now.
+    fn docker_health(&self, name: &str) -> impl Future<Output = DockerHealth>;
+}
+
+/// Docker's verdict on a container from the image's `HEALTHCHECK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// The image defines no `HEALTHCHECK`.
+    None,
+    /// Checks run, but not yet enough have passed (or failed).
+    Starting,
+    Healthy,
+    /// The check failed `--retries` times in a row.
+    Unhealthy,
+    /// The engine could not be asked (the container is gone, or the engine
+    /// did not answer).
+    Unknown,
+}
+
+impl std::fmt::Display for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            HealthState::None => "none",
+            HealthState::Starting => "starting",
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+            HealthState::Unknown => "unknown",
+        })
+    }
+}
+
+/// One run of a `HEALTHCHECK` command, as Docker keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRun {
+    /// 0 passed, 1 failed, anything else: the command could not run.
+    pub exit_code: i64,
+    pub output: String,
+}
+
+impl std::fmt::Display for CheckRun {
+    /// `exit 1: <output>`, the output trimmed and on one line.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let output: Vec<&str> = self.output.lines().map(str::trim).collect();
+        let output = output.join(" / ");
+        let output = output.trim();
+        if output.is_empty() {
+            write!(f, "exit {}, no output", self.exit_code)
+        } else {
+            write!(f, "exit {}: {}", self.exit_code, snippet(output.as_bytes()))
+        }
+    }
+}
+
+/// A container's Docker health and the last check runs Docker keeps
+/// (up to five, oldest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerHealth {
+    pub state: HealthState,
+    pub log: Vec<CheckRun>,
+}
+
+impl DockerHealth {
+    pub fn new(state: HealthState) -> DockerHealth {
+        DockerHealth {
+            state,
+            log: Vec::new(),
+        }
+    }
+
+    /// The kept check runs, one per line, each indented by two spaces.
+    pub fn checks(&self) -> String {
+        if self.log.is_empty() {
+            return "  (no check has run yet)".into();
+        }
+        self.log
+            .iter()
+            .map(|r| format!("  {r}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// Why a replica failed its gate.
@@ -82,6 +167,8 @@ async fn gate_one(
     let bar = out.gate_bar(&t.name, threshold);
     let (mut passes, mut fails, mut answered) = (0u32, 0u32, false);
     let mut last = "not probed yet".to_string();
+    // Docker's health is watched until the engine says the image has none.
+    let mut watch_docker = cfg.docker;
     let fail = |reason: String| GateFailure {
         replica: t.name.clone(),
         reason,
@@ -115,8 +202,35 @@ async fn gate_one(
                 format!("GET {} -> {s}", cfg.http.path)
             }
         };
-        bar.update(out, passes, &last);
-        if passes >= threshold {
+        let docker = if watch_docker {
+            replicas.docker_health(&t.name).await
+        } else {
+            DockerHealth::new(HealthState::None)
+        };
+        let docker_passed = match docker.state {
+            HealthState::None => {
+                watch_docker = false;
+                true
+            }
+            HealthState::Healthy => {
+                last.push_str("; Docker health: healthy");
+                true
+            }
+            HealthState::Unhealthy => {
+                break Err(fail(format!(
+                    "Docker reports the container unhealthy: the image's HEALTHCHECK fails ({last}). \
+                     Fix the check or what it tests, or set health.docker: false to gate on HTTP alone. \
+                     Docker's last health checks, oldest first:\n{}",
+                    docker.checks()
+                )));
+            }
+            HealthState::Starting | HealthState::Unknown => {
+                last.push_str(&format!("; waiting for Docker's health ({})", docker.state));
+                false
+            }
+        };
+        bar.update(out, passes.min(threshold), &last);
+        if passes >= threshold && docker_passed {
             break Ok(());
         }
         if let Some(limit) = cfg.unhealthy_threshold {
@@ -125,8 +239,19 @@ async fn gate_one(
             }
         }
         if started.elapsed() >= cfg.deadline.0 {
+            let checks = match (docker_passed, docker.log.is_empty()) {
+                (true, _) => String::new(),
+                (false, true) => "; Docker has run no health check yet: it runs the first one \
+                    a HEALTHCHECK --interval after the container starts. Shorten the interval, \
+                    raise health.deadline, or set health.docker: false"
+                    .into(),
+                (false, false) => format!(
+                    "; Docker's last health checks, oldest first:\n{}",
+                    docker.checks()
+                ),
+            };
             break Err(fail(format!(
-                "{last} after {} (deadline {})",
+                "{last} after {} (deadline {}){checks}",
                 fmt_duration(started.elapsed()),
                 cfg.deadline
             )));
@@ -254,6 +379,28 @@ pub const VERIFY_POLL: Duration = Duration::from_millis(250);
 mod tests {
     use super::*;
     use crate::config::{Dur, Ratio};
+
+    #[test]
+    fn a_health_check_run_reads_on_one_line() {
+        let run = CheckRun {
+            exit_code: 1,
+            output: "database down\n  retrying\n".into(),
+        };
+        assert_eq!(run.to_string(), "exit 1: database down / retrying");
+        let silent = CheckRun {
+            exit_code: 137,
+            output: " \n".into(),
+        };
+        assert_eq!(silent.to_string(), "exit 137, no output");
+        let health = DockerHealth {
+            state: HealthState::Unhealthy,
+            log: vec![silent, run],
+        };
+        assert_eq!(
+            health.checks(),
+            "  exit 137, no output\n  exit 1: database down / retrying"
+        );
+    }
 
     #[test]
     fn verify_needs_enough_requests_and_a_real_breach() {

@@ -1,11 +1,14 @@
 //! `cyan status` and `cyan history`. The JSON of `status` is a stable
 //! contract (documented in README.md): add fields, never rename or remove.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::session;
 use crate::config::Loaded;
 use crate::error::Result;
+use crate::health::{DockerHealth, HealthState, Replicas};
 use crate::output::Output;
 use crate::platform::docker::Managed;
 use crate::proxy::Home;
@@ -29,6 +32,9 @@ pub struct Status {
     pub previous: Option<ColorView>,
     pub candidate: Option<ColorView>,
     pub lock: Option<String>,
+    /// Things a person should look at, one sentence each (an unhealthy
+    /// live container).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -48,6 +54,9 @@ pub struct ContainerView {
     pub id: String,
     pub state: String,
     pub address: Option<String>,
+    /// Docker's health from the image's HEALTHCHECK: healthy | unhealthy |
+    /// starting | none (no HEALTHCHECK) | unknown (the engine did not say).
+    pub health: HealthState,
 }
 
 pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
@@ -57,6 +66,13 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
     let live = view.as_ref().and_then(|v| v.state.live);
     let record = p.record().await?;
     let all = p.containers().await?;
+    let healths: HashMap<&str, DockerHealth> = futures_util::future::join_all(
+        all.iter()
+            .map(|m| async { (m.id.as_str(), p.docker_health(&m.id).await) }),
+    )
+    .await
+    .into_iter()
+    .collect();
     let color_view = |col: Color| -> Option<ColorView> {
         let set: Vec<&Managed> = all.iter().filter(|m| m.color == col).collect();
         let first = set.first()?;
@@ -74,6 +90,7 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
                     id: m.id.chars().take(12).collect(),
                     state: m.state.clone(),
                     address: m.addr.map(|a| a.to_string()),
+                    health: healths[m.id.as_str()].state,
                 })
                 .collect(),
         })
@@ -110,6 +127,20 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         (Some(_), None) => "live",
         (None, None) => "not-deployed",
     };
+    let warnings = live
+        .iter()
+        .flat_map(|l| all.iter().filter(move |m| m.color == *l))
+        .filter_map(|m| {
+            let h = &healths[m.id.as_str()];
+            (h.state == HealthState::Unhealthy).then(|| {
+                let last = h.log.last().map_or("no check kept".into(), |r| r.to_string());
+                format!(
+                    "live container {} is unhealthy according to Docker's HEALTHCHECK (last check: {last})",
+                    m.name
+                )
+            })
+        })
+        .collect();
     let status = Status {
         app: c.app.to_string(),
         environment: c.environment.to_string(),
@@ -123,6 +154,7 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         previous,
         candidate,
         lock: view.and_then(|v| v.state.lock).map(|l| l.describe()),
+        warnings,
     };
     out.result(&status, || render(&status));
     Ok(())
@@ -150,10 +182,11 @@ fn render(s: &Status) -> String {
                 );
                 for ct in &v.containers {
                     text += &format!(
-                        "           {} {} {}\n",
+                        "           {} {} {} health: {}\n",
                         ct.name,
                         ct.state,
-                        ct.address.as_deref().unwrap_or("-")
+                        ct.address.as_deref().unwrap_or("-"),
+                        ct.health
                     );
                 }
             }
@@ -162,6 +195,9 @@ fn render(s: &Status) -> String {
     }
     if let Some(l) = &s.lock {
         text += &format!("     lock: {l}\n");
+    }
+    for w in &s.warnings {
+        text += &format!("  warning: {w}\n");
     }
     text.trim_end().to_string()
 }

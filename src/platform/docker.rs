@@ -614,9 +614,11 @@ impl<'a> DockerPlatform<'a> {
             self.out.detail(format!("repairing: {line}"));
         }
         self.launch(color, d).await?;
-        let stopped = self.color_set(color).await?.into_iter().filter(|m| {
-            matches!(m.state.as_str(), "exited" | "dead" | "created")
-        });
+        let stopped = self
+            .color_set(color)
+            .await?
+            .into_iter()
+            .filter(|m| matches!(m.state.as_str(), "exited" | "dead" | "created"));
         for m in stopped {
             match self.docker.start_container(&m.id, None).await {
                 Ok(())
@@ -627,11 +629,7 @@ impl<'a> DockerPlatform<'a> {
             }
         }
         let set = self.color_set(color).await?;
-        let was_running = |m: &Managed| {
-            before
-                .iter()
-                .any(|b| b.id == m.id && b.state == "running")
-        };
+        let was_running = |m: &Managed| before.iter().any(|b| b.id == m.id && b.state == "running");
         let fresh: Vec<Managed> = set.iter().filter(|m| !was_running(m)).cloned().collect();
         if !fresh.is_empty() {
             self.gate_replicas(color, &fresh).await?;
@@ -640,7 +638,9 @@ impl<'a> DockerPlatform<'a> {
             .set_color(&self.route(), color, Self::upstreams(&set)?)
             .await?;
         if view.is_some_and(|v| !self.route_spec().is_applied(&v.state)) {
-            self.proxy.put_route(&self.route(), &self.route_spec()).await?;
+            self.proxy
+                .put_route(&self.route(), &self.route_spec())
+                .await?;
         }
         let after = self.containers().await?;
         let left = self.drift(d.replicas, &after, self.route_view().await?.as_ref());
@@ -991,10 +991,14 @@ impl Replicas for DockerPlatform<'_> {
             Some(HealthStatusEnum::STARTING) => HealthState::Starting,
             Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => HealthState::None,
         };
-        let log = health.log.unwrap_or_default().into_iter().map(|r| CheckRun {
-            exit_code: r.exit_code.unwrap_or(-1),
-            output: r.output.unwrap_or_default(),
-        });
+        let log = health
+            .log
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| CheckRun {
+                exit_code: r.exit_code.unwrap_or(-1),
+                output: r.output.unwrap_or_default(),
+            });
         DockerHealth {
             state,
             log: log.collect(),

@@ -3,10 +3,13 @@
 //!
 //! `GET /` answers `<hostname> <instance-uuid> <version>`: the uuid is new for
 //! every process, so a restarted or replaced instance is visible in responses.
-//! `GET /healthz` is the health check.
+//! `GET /healthz` is the health check. `cyan-demo check` is the same check
+//! as a command, for an image's `HEALTHCHECK` (see `Dockerfile.healthcheck`):
+//! it exits 0 when this container's /healthz answers 200.
 //!
 //! Fault knobs (environment):
 //! - `FAIL_HEALTH=1`: /healthz answers 503;
+//! - `FAIL_CHECK=1`: `check` fails, while /healthz still answers 200;
 //! - `START_DELAY_MS=N`: sleep before listening;
 //! - `RESPONSE_DELAY_MS=N`: sleep before each answer to `/`;
 //! - `CRASH_AFTER=N`: exit(1) after N requests to `/`;
@@ -56,6 +59,10 @@ fn instance_uuid() -> String {
 }
 
 fn main() {
+    let port = env_u64("PORT").unwrap_or(8080);
+    if std::env::args().nth(1).as_deref() == Some("check") {
+        std::process::exit(check(port));
+    }
     if let Some(ms) = env_u64("START_DELAY_MS") {
         std::thread::sleep(Duration::from_millis(ms));
     }
@@ -72,7 +79,6 @@ fn main() {
         fail_rate: env_u64("FAIL_RATE").filter(|n| *n > 0),
         served: AtomicU64::new(0),
     });
-    let port = env_u64("PORT").unwrap_or(8080);
     let listener = TcpListener::bind(("0.0.0.0", port as u16)).expect("bind");
     eprintln!("cyan-demo {} listening on :{port}", app.identity);
     for stream in listener.incoming().flatten() {
@@ -80,6 +86,39 @@ fn main() {
         std::thread::spawn(move || {
             let _ = serve(stream, &app);
         });
+    }
+}
+
+/// `cyan-demo check`: GET /healthz on this container; the exit code for
+/// Docker (0 healthy, 1 unhealthy) and a line saying why.
+fn check(port: u64) -> i32 {
+    if std::env::var("FAIL_CHECK").is_ok_and(|v| v == "1") {
+        println!("check failed: FAIL_CHECK=1 (the app's own check says no)");
+        return 1;
+    }
+    let status_line = || -> std::io::Result<String> {
+        let timeout = Duration::from_secs(2);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port as u16));
+        let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line.trim().to_string())
+    };
+    match status_line() {
+        Ok(line) if line.split_whitespace().nth(1) == Some("200") => {
+            println!("ok: {line}");
+            0
+        }
+        Ok(line) => {
+            println!("check failed: GET /healthz -> {line}");
+            1
+        }
+        Err(e) => {
+            println!("check failed: GET /healthz: {e}");
+            1
+        }
     }
 }
 

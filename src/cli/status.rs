@@ -35,6 +35,10 @@ pub struct Status {
     /// Things a person should look at, one sentence each (an unhealthy
     /// live container).
     pub warnings: Vec<String>,
+    /// Where the live color's serving disagrees with its containers or
+    /// with cyan.yaml's route, one line each; `cyan deploy` of the live
+    /// version repairs it. Empty when all is in line.
+    pub drift: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -127,6 +131,7 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         (Some(_), None) => "live",
         (None, None) => "not-deployed",
     };
+    let drift = p.drift(c.replicas.get(), &all, view.as_ref());
     let warnings = live
         .iter()
         .flat_map(|l| all.iter().filter(move |m| m.color == *l))
@@ -155,6 +160,7 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         candidate,
         lock: view.and_then(|v| v.state.lock).map(|l| l.describe()),
         warnings,
+        drift,
     };
     out.result(&status, || render(&status));
     Ok(())
@@ -195,6 +201,15 @@ fn render(s: &Status) -> String {
     }
     if let Some(l) = &s.lock {
         text += &format!("     lock: {l}\n");
+    }
+    for d in &s.drift {
+        text += &format!("    drift: {d}\n");
+    }
+    if let (Some(live), false) = (&s.live, s.drift.is_empty()) {
+        text += &format!(
+            "           repair with: cyan deploy --version {}\n",
+            live.version
+        );
     }
     for w in &s.warnings {
         text += &format!("  warning: {w}\n");

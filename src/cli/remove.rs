@@ -10,6 +10,7 @@ use crate::config::Loaded;
 use crate::error::{Error, Result};
 use crate::lock::DeployLock;
 use crate::output::Output;
+use crate::platform::docker::{DockerPlatform, Managed};
 use crate::proxy::Home;
 use crate::release::Color;
 
@@ -41,35 +42,25 @@ pub async fn remove(
     let p = session::open(home, cfg, out).await?;
     let c = &cfg.config;
     let route = c.route();
-    let view = p.route_view().await?;
-    let containers = p.containers().await?;
-    if view.is_none() && containers.is_empty() {
-        return Err(Error::Refused(format!(
-            "{route} has no route and no containers on this host: there is nothing to remove"
-        )));
-    }
-    let removed = Removed {
-        app: c.app.to_string(),
-        environment: c.environment.to_string(),
-        route: view.as_ref().map(|v| v.name.clone()),
-        hosts: view.as_ref().map_or(Vec::new(), |v| v.state.hosts.clone()),
-        listen: view
-            .as_ref()
-            .and_then(|v| v.state.listen)
-            .map(|a| a.to_string()),
-        containers: containers.iter().map(|m| m.name.clone()).collect(),
-        history: view
-            .as_ref()
-            .map_or(0, |v| crate::platform::docker::parse_record(&v.state.record).history.len()),
-    };
-    let summary = describe(&removed);
+    let (found, _) = survey(&p, cfg).await?;
     if !yes {
         return Err(Error::Config(format!(
-            "cyan remove would remove {summary}. Traffic to it stops at once. Run it again with --yes to do it"
+            "cyan remove would remove {}. Traffic to it stops at once. Run it again with --yes to do it",
+            describe(&found)
         )));
     }
     let lock = DeployLock::acquire(&p.proxy, &route, "remove", wait, out).await?;
     lock.stop_renewing();
+    // Looked at again under the lock: a deploy that held it until now may
+    // have launched a color.
+    let (removed, containers) = match survey(&p, cfg).await {
+        Ok(found) => found,
+        Err(e) => {
+            lock.release().await;
+            return Err(e);
+        }
+    };
+    let summary = describe(&removed);
     let outcome = async {
         if removed.route.is_some() {
             out.phase(format!("remove route {route}"));
@@ -97,6 +88,37 @@ pub async fn remove(
         )
     });
     Ok(())
+}
+
+/// What there is of the app on this host now: its route, in words, and
+/// its containers. Nothing at all is `Error::Refused`.
+async fn survey(p: &DockerPlatform<'_>, cfg: &Loaded) -> Result<(Removed, Vec<Managed>)> {
+    let c = &cfg.config;
+    let view = p.route_view().await?;
+    let containers = p.containers().await?;
+    if view.is_none() && containers.is_empty() {
+        return Err(Error::Refused(format!(
+            "{} has no route and no containers on this host: there is nothing to remove",
+            c.route()
+        )));
+    }
+    let removed = Removed {
+        app: c.app.to_string(),
+        environment: c.environment.to_string(),
+        route: view.as_ref().map(|v| v.name.clone()),
+        hosts: view.as_ref().map_or(Vec::new(), |v| v.state.hosts.clone()),
+        listen: view
+            .as_ref()
+            .and_then(|v| v.state.listen)
+            .map(|a| a.to_string()),
+        containers: containers.iter().map(|m| m.name.clone()).collect(),
+        history: view.as_ref().map_or(0, |v| {
+            crate::platform::docker::parse_record(&v.state.record)
+                .history
+                .len()
+        }),
+    };
+    Ok((removed, containers))
 }
 
 /// What `remove` takes away, in words.

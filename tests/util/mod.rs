@@ -72,6 +72,14 @@ impl TestApp {
         app
     }
 
+    /// A demo app whose proxy home is `home`: apps made on one home share
+    /// one proxy, as apps on one machine do.
+    pub fn on_home(tag: &str, extra: &str, home: &Path) -> TestApp {
+        let mut app = Self::new(tag, extra);
+        app.home = home.to_path_buf();
+        app
+    }
+
     /// Rewrites cyan.yaml with different extra settings (a new release config).
     pub fn write_config(&self, extra: &str) {
         let yaml = format!(

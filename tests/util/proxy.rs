@@ -36,6 +36,17 @@ impl TestProxy {
         p
     }
 
+    /// A proxy that also listens on its port for host-routed apps
+    /// (`--listen`), where a host no route serves answers 404: on a route's
+    /// own listen address, any host reaches that route.
+    pub async fn start_listening(tag: &str) -> TestProxy {
+        let (home, port) = Self::new_home(tag);
+        let child = spawn_proxy(&home, &["--listen", &format!("127.0.0.1:{port}")]);
+        let p = TestProxy { home, port, child };
+        p.wait_ready().await;
+        p
+    }
+
     /// A new, empty home for a proxy tagged `tag`, and a free port for it.
     pub fn new_home(tag: &str) -> (PathBuf, u16) {
         let home = std::env::temp_dir().join(format!("cyan-proxy-{}-{tag}", std::process::id()));
@@ -77,7 +88,11 @@ impl TestProxy {
         };
         admin.put_route(app, &spec).await.unwrap();
         admin
-            .set_color(app, Color::Green, green.into_iter().map(Into::into).collect())
+            .set_color(
+                app,
+                Color::Green,
+                green.into_iter().map(Into::into).collect(),
+            )
             .await
             .unwrap();
         self.switch(app, Color::Blue, Some(blue)).await;
@@ -101,6 +116,7 @@ impl TestProxy {
             color,
             upstreams: upstreams.map(|u| u.into_iter().map(Into::into).collect()),
             record: None,
+            route: None,
         };
         self.admin().switch(app, &req).await.unwrap();
     }

@@ -66,10 +66,13 @@ pub async fn follow(router: Arc<Router>, stop: watch::Receiver<bool>) {
 /// Reconnects and follows the engine's container events until `stop`.
 async fn follow_events(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
     let mut backoff = retry_delays();
+    // As the engine said when last reached: with live-restore, its
+    // containers keep running (and keep their ports) while it is down.
+    let mut live_restore = false;
     loop {
         let run = async {
             let docker = connect().await.map_err(|e| e.to_string())?;
-            let live_restore = docker
+            live_restore = docker
                 .info()
                 .await
                 .ok()
@@ -77,10 +80,15 @@ async fn follow_events(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
                 .unwrap_or(false);
             // Events from a moment before the list are replayed, so none
             // between the list and the subscription is missed.
-            let since = (crate::clock::now_ms() / 1000).saturating_sub(1).to_string();
+            let since = (crate::clock::now_ms() / 1000)
+                .saturating_sub(1)
+                .to_string();
             let filters = HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
-                ("label".to_string(), vec![format!("{}=true", label::MANAGED)]),
+                (
+                    "label".to_string(),
+                    vec![format!("{}=true", label::MANAGED)],
+                ),
             ]);
             let opts = EventsOptionsBuilder::default()
                 .since(&since)
@@ -97,22 +105,21 @@ async fn follow_events(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
                     check_one(&docker, &router, &id).await?;
                 }
             }
-            Err::<std::convert::Infallible, String>(match docker.ping().await {
-                Ok(_) => "the event stream ended".to_string(),
-                Err(e) => {
-                    if !live_restore {
-                        engine_down(&router);
-                    }
-                    format!("the engine went away: {e}")
-                }
-            })
+            Err::<std::convert::Infallible, String>("the event stream ended".to_string())
         };
         let wait = tokio::select! {
             _ = stop.changed() => return,
             outcome = run => {
                 let Err(e) = outcome;
+                // However it was lost (the stream broke, a check or a
+                // reconnect failed: a stopping engine closes its API
+                // before it stops the containers), an engine that is gone
+                // took its containers' ports with it.
+                if !live_restore && !reachable().await {
+                    engine_down(&router);
+                }
                 tracing::warn!(error = %e, "lost the Docker engine's events; reconnecting");
-                backoff.next().unwrap_or(Duration::from_secs(2))
+                backoff.next().unwrap_or(Duration::from_secs(1))
             }
         };
         tokio::select! {
@@ -122,11 +129,18 @@ async fn follow_events(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// 100 ms, doubling to 2 s, then 2 s for ever.
+/// Does the engine answer a ping (in `FIRST_PASS`)?
+async fn reachable() -> bool {
+    let ping = async { connect().await.ok()?.ping().await.ok() };
+    matches!(tokio::time::timeout(FIRST_PASS, ping).await, Ok(Some(_)))
+}
+
+/// 100 ms, doubling to 1 s, then 1 s for ever: a connect to a local
+/// socket is cheap, and an engine back from a restart is followed soon.
 fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(2))
+        .with_max_delay(Duration::from_secs(1))
         .without_max_times()
         .build()
 }

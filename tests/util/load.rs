@@ -117,3 +117,13 @@ pub fn assert_none_failed(samples: &[Sample], during: &str) {
         &failed[..failed.len().min(5)]
     );
 }
+
+/// The runtime a `Load` runs on: two workers, as many as the test
+/// machine's cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -41,6 +41,10 @@ use crate::proxy::router::{Router, Seen};
 /// the routes that name containers out of rotation).
 const FIRST_PASS: Duration = Duration::from_secs(5);
 
+/// How long a started container may take to take connections before it
+/// is left out of rotation.
+const STARTING: Duration = Duration::from_secs(120);
+
 /// Container events after which the container is checked again.
 const ACTIONS: &[&str] = &[
     "start", "restart", "die", "stop", "pause", "unpause", "destroy",
@@ -155,16 +159,80 @@ async fn check_all(docker: &Docker, router: &Router) -> Result<(), String> {
     apply(router, &seen, true)
 }
 
-/// One container, after an event about it.
-async fn check_one(docker: &Docker, router: &Router, id: &str) -> Result<(), String> {
+/// One container, after an event about it. A container that is running
+/// on an address it is not routed at yet has just started: it stays out of
+/// rotation until its port takes connections (`admit_when_ready`), so the
+/// proxy does not send requests to an app that has not bound yet (they
+/// would be reset, and the upstream ejected for its cool-off).
+async fn check_one(docker: &Docker, router: &Arc<Router>, id: &str) -> Result<(), String> {
     if !router.containers().contains(id) {
         return Ok(());
     }
     let filters = HashMap::from([("id".to_string(), vec![id.to_string()])]);
-    let mut seen = list(docker, filters).await?;
-    seen.entry(id.to_string())
-        .or_insert_with(|| Seen::Down("removed".into()));
-    apply(router, &seen, false)
+    let now = list(docker, filters)
+        .await?
+        .remove(id)
+        .unwrap_or_else(|| Seen::Down("removed".into()));
+    let now = match now {
+        Seen::At(addr) if !router.in_rotation(id, addr) => {
+            tokio::spawn(admit_when_ready(
+                docker.clone(),
+                router.clone(),
+                id.to_string(),
+                addr,
+            ));
+            Seen::Down("starting".into())
+        }
+        now => now,
+    };
+    apply(router, &HashMap::from([(id.to_string(), now)]), false)
+}
+
+/// Puts a started container in rotation once its port takes connections
+/// and the engine still has it there; gives up after `STARTING` (its next
+/// event, or a deploy's repair, puts it back then).
+async fn admit_when_ready(docker: Docker, router: Arc<Router>, id: String, addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + STARTING;
+    while !accepting(addr).await {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(container = %id, %addr, "a started container did not take connections in time; left out of rotation");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let filters = HashMap::from([("id".to_string(), vec![id.clone()])]);
+    let now = match list(&docker, filters).await {
+        Ok(mut seen) => seen.remove(&id).unwrap_or(Seen::Down("removed".into())),
+        Err(e) => {
+            tracing::warn!(container = %id, error = %e, "cannot check a started container");
+            return;
+        }
+    };
+    // Only the address it was started on: a newer start has its own task.
+    if now == Seen::At(addr) {
+        if let Err(e) = apply(&router, &HashMap::from([(id, now)]), false) {
+            tracing::warn!(error = %e, "cannot put a started container in rotation");
+        }
+    }
+}
+
+/// Does something take connections on `addr`? Docker's userland proxy
+/// accepts on the published port even while nothing listens in the
+/// container, and then closes the connection; so a connection must also
+/// stay open (or be spoken to) for a moment.
+async fn accepting(addr: SocketAddr) -> bool {
+    use tokio::io::AsyncReadExt;
+    let connect = tokio::net::TcpStream::connect(addr);
+    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(500), connect).await
+    else {
+        return false;
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_millis(150), stream.read(&mut byte)).await {
+        Err(_) => true,
+        Ok(Ok(n)) => n > 0,
+        Ok(Err(_)) => false,
+    }
 }
 
 fn apply(router: &Router, seen: &HashMap<String, Seen>, whole: bool) -> Result<(), String> {

@@ -354,6 +354,19 @@ impl Router {
         Ok(())
     }
 
+    /// Is `container` in rotation at `addr`, wherever an upstream names it?
+    pub fn in_rotation(&self, container: &str, addr: SocketAddr) -> bool {
+        let c = self.inner.lock().expect("router lock");
+        let mut named = c
+            .state
+            .routes
+            .values()
+            .flat_map(|r| r.colors.values().flatten())
+            .filter(|u| u.container.as_deref() == Some(container))
+            .peekable();
+        named.peek().is_some() && named.all(|u| u.addr == addr && u.up())
+    }
+
     /// The containers (engine ids) that upstreams name, over every route.
     pub fn containers(&self) -> std::collections::BTreeSet<String> {
         let c = self.inner.lock().expect("router lock");

@@ -223,8 +223,7 @@ async fn admit_when_ready(docker: Docker, router: Arc<Router>, id: String, addr:
 async fn accepting(addr: SocketAddr) -> bool {
     use tokio::io::AsyncReadExt;
     let connect = tokio::net::TcpStream::connect(addr);
-    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(500), connect).await
-    else {
+    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(500), connect).await else {
         return false;
     };
     let mut byte = [0u8; 1];

@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    ColorSpec, ErrorBody, RemoveRequest, Health, HoldRequest, LockRequest, MaintenanceSpec, RefusedCert,
-    ReloadResponse, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
+    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, RefusedCert,
+    ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest,
+    UpgradeResponse,
 };
 
 /// A hold is bounded: requests never wait longer than this.
@@ -80,7 +81,10 @@ pub async fn handle(
         }),
         (&Method::DELETE, ["v1", "routes", name]) => with_body(&body, |req: RemoveRequest| {
             let token = req.lock.as_deref();
-            proxy.router.remove(name, token).map(|()| serde_json::json!({}))
+            proxy
+                .router
+                .remove(name, token)
+                .map(|()| serde_json::json!({}))
         }),
         (&Method::POST, ["v1", "routes", name, "claim"]) => {
             with_body(&body, |spec: RouteSpec| claim(&proxy, name, spec))
@@ -129,7 +133,10 @@ pub async fn handle(
                     if let Some(ups) = req.upstreams {
                         r.colors.insert(req.color, ups);
                     }
-                    if r.colors.get(&req.color).is_none_or(|u| routable(u).is_empty()) {
+                    if r.colors
+                        .get(&req.color)
+                        .is_none_or(|u| routable(u).is_empty())
+                    {
                         return Err(ChangeError::Conflict(format!(
                             "{} has no upstreams in rotation; refusing to switch to nothing",
                             req.color
@@ -253,7 +260,11 @@ fn check_route(proxy: &Arc<Proxy>, name: &str, spec: &RouteSpec) -> Result<(), C
 
 /// Could `name` take `spec`'s hosts and listen address? Nothing changes:
 /// the listen address is bound and let go at once when nothing serves it.
-fn claim(proxy: &Arc<Proxy>, name: &str, spec: RouteSpec) -> Result<serde_json::Value, ChangeError> {
+fn claim(
+    proxy: &Arc<Proxy>,
+    name: &str,
+    spec: RouteSpec,
+) -> Result<serde_json::Value, ChangeError> {
     check_route(proxy, name, &spec)?;
     if let Some(addr) = spec.listen.filter(|a| !proxy.serves(*a)) {
         std::net::TcpListener::bind(addr)

@@ -133,7 +133,11 @@ impl<'de> Deserialize<'de> for Upstream {
 
 /// The addresses of `upstreams` that are in rotation.
 pub fn routable(upstreams: &[Upstream]) -> Vec<SocketAddr> {
-    upstreams.iter().filter(|u| u.up()).map(|u| u.addr).collect()
+    upstreams
+        .iter()
+        .filter(|u| u.up())
+        .map(|u| u.addr)
+        .collect()
 }
 
 /// PEM files, by absolute path.
@@ -367,7 +371,10 @@ mod tests {
         };
         r.colors.insert(
             Color::Green,
-            vec![Upstream::of_container("127.0.0.1:9".parse().unwrap(), "c0ffee")],
+            vec![Upstream::of_container(
+                "127.0.0.1:9".parse().unwrap(),
+                "c0ffee",
+            )],
         );
         s.routes.insert("web-production".into(), r);
         s.save(&path).unwrap();
@@ -379,7 +386,10 @@ mod tests {
     #[test]
     fn upstreams_read_bare_or_whole() {
         let bare: Upstream = serde_json::from_str(r#""127.0.0.1:9""#).unwrap();
-        assert_eq!(bare, Upstream::from("127.0.0.1:9".parse::<SocketAddr>().unwrap()));
+        assert_eq!(
+            bare,
+            Upstream::from("127.0.0.1:9".parse::<SocketAddr>().unwrap())
+        );
         let whole: Upstream = serde_json::from_str(
             r#"{"addr": "127.0.0.1:9", "container": "c0ffee", "down": "exited"}"#,
         )

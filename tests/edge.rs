@@ -739,7 +739,10 @@ async fn http10_without_a_host_is_routed_by_the_listen_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absolute_form_target_is_routed_by_its_authority() {
     let (a, b) = (Upstream::start().await, Upstream::start().await);
-    let proxy = edge("absform", "a", vec![a.addr]).await;
+    // Both by host, on the proxy's port: a listen address an app owns
+    // would take every request that arrives there.
+    let proxy = TestProxy::start_listening("absform").await;
+    proxy.route_by_host("a", vec![a.addr]).await;
     proxy.route_by_host("b", vec![b.addr]).await;
     let r = exchange(
         &proxy.addr(),
@@ -764,9 +767,10 @@ async fn an_absolute_form_target_is_routed_by_its_authority() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trailing_dot_upper_case_or_a_port_in_host_routes_alike() {
     let (other, web) = (Upstream::start().await, Upstream::start().await);
-    // `other` owns the listen address: a host that does not match `web`
-    // would go there.
-    let proxy = edge("hostnorm", "other", vec![other.addr]).await;
+    // `other` is another app on the same port: a host that does not
+    // match `web` would go there, or to nobody.
+    let proxy = TestProxy::start_listening("hostnorm").await;
+    proxy.route_by_host("other", vec![other.addr]).await;
     proxy.route_by_host("web", vec![web.addr]).await;
     let mut wrong = Vec::new();
     for host in ["web.localhost", "web.localhost.", "WEB.localhost:1234"] {

@@ -1430,12 +1430,10 @@ async fn a_renewed_pair_that_does_not_match_is_not_served_and_the_last_good_one_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trailing_dot_and_a_second_host_reach_a_tls_route() {
     let tls_addr = format!("127.0.0.1:{}", util::free_port());
-    let proxy = TestProxy::start_with("tls-hosts", &["--tls-listen", &tls_addr]).await;
-    // `other` owns the plain listen address: a host that is not web's goes there.
+    let proxy = TestProxy::start_listening_with("tls-hosts", &["--tls-listen", &tls_addr]).await;
+    // `other` is another app by host on the same ports.
     let other = Upstream::named("other").await;
-    proxy
-        .route("other", RoutePolicy::default(), vec![other.addr], vec![])
-        .await;
+    proxy.route_by_host("other", vec![other.addr]).await;
     let files = self_signed(&proxy.home.join("pem"), "web.localhost");
     let want = der(&files);
     let web = Upstream::named("web").await;
@@ -1473,8 +1471,12 @@ async fn a_trailing_dot_and_a_second_host_reach_a_tls_route() {
         }
     }
     // Sanity: other hosts are not web's.
-    let r = get(&proxy.addr(), "elsewhere.localhost", "/").await;
+    let r = get(&proxy.addr(), "other.localhost", "/").await;
     if body(&r) != "other" {
+        wrong.push(format!("plain, Host other.localhost: {r:?}"));
+    }
+    let r = get(&proxy.addr(), "elsewhere.localhost", "/").await;
+    if !r.starts_with("HTTP/1.1 404") {
         wrong.push(format!("plain, Host elsewhere.localhost: {r:?}"));
     }
     assert_all_right(&wrong);

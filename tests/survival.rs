@@ -500,6 +500,77 @@ fn a_deploy_of_the_live_version_repairs_drift() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// 6. Pause, unpause and kill: events the engine's list lags behind
+
+/// After `docker pause` the replicas leave rotation (a quick 503, not a
+/// request hung on a frozen process), `docker unpause` brings them back,
+/// and after `docker kill` (which no restart policy undoes) their freed
+/// ports are never used, even when something else takes them.
+#[test]
+fn pause_unpause_and_kill_are_followed() {
+    let app = TestApp::new("pause", "");
+    cyan_ok(&app, None, &["deploy", "--version", "1"]);
+    let ids = app.containers();
+    let (home, name) = (app.home.clone(), app.name.clone());
+    let all_down = |why: &'static str| {
+        move || {
+            let routed = routed(&home, &name);
+            routed
+                .values()
+                .all(|(_, down)| down.as_deref() == Some(why))
+                .then_some(())
+        }
+    };
+
+    docker(None, &command("pause", &ids));
+    wait_until(
+        "both replicas out of rotation as paused",
+        WITHIN,
+        all_down("paused"),
+    );
+    let asked = Instant::now();
+    let (code, body) = app.get("/");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "a request waited {:?} on paused replicas",
+        asked.elapsed()
+    );
+
+    docker(None, &command("unpause", &ids));
+    wait_until("both replicas back in rotation", WITHIN, || {
+        (answered(&app) == shorts(&ids)).then_some(())
+    });
+    let log = proxy_log(&app.home);
+    assert_routed_at_their_ports(&routed(&app.home, &app.name), None, &ids, &log);
+
+    let ports: Vec<SocketAddr> = ids.iter().map(|id| published(None, id).unwrap()).collect();
+    docker(None, &command("kill", &ids));
+    wait_until(
+        "both replicas out of rotation after the kill",
+        WITHIN,
+        || {
+            let routed = routed(&app.home, &app.name);
+            routed
+                .values()
+                .all(|(_, down)| down.is_some())
+                .then_some(())
+        },
+    );
+    let squatters: Vec<Squatter> = ports.iter().filter_map(|a| Squatter::on(*a)).collect();
+    for _ in 0..20 {
+        let (code, body) = app.get("/");
+        assert!(
+            !body.contains("squatter"),
+            "another server answered: {body}"
+        );
+        assert!(code == 503 || code == 200, "{code} {body}");
+    }
+    let hits: usize = squatters.iter().map(Squatter::hits).sum();
+    assert_eq!(hits, 0, "the proxy used a killed replica's freed port");
+}
+
 /// The `drift` lines of `cyan status -o json`.
 fn drift_named(status: &serde_json::Value) -> Vec<String> {
     let lines = status["drift"].as_array().expect("status has `drift`");

@@ -39,7 +39,7 @@ pub async fn remove(
     wait: std::time::Duration,
     out: &Output,
 ) -> Result<()> {
-    let p = session::open(home, cfg, out).await?;
+    let p = session::open_to_read(home, cfg, out).await?;
     let c = &cfg.config;
     let route = c.route();
     let (found, _) = survey(&p, cfg).await?;

@@ -17,6 +17,26 @@ use crate::proxy::Home;
 /// cheapest mistakes are reported first.
 pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<DockerPlatform<'a>> {
     let secrets = read_secrets(home, &cfg.config)?;
+    with_secrets(home, cfg, out, secrets).await
+}
+
+/// `open` for commands that start no container (`status`, `history`,
+/// `remove`): they need no secret values, so a shell without them (an
+/// on-call engineer's) can still look and clean up.
+pub async fn open_to_read<'a>(
+    home: &Home,
+    cfg: &'a Loaded,
+    out: &'a Output,
+) -> Result<DockerPlatform<'a>> {
+    with_secrets(home, cfg, out, Secrets::default()).await
+}
+
+async fn with_secrets<'a>(
+    home: &Home,
+    cfg: &'a Loaded,
+    out: &'a Output,
+    secrets: Secrets,
+) -> Result<DockerPlatform<'a>> {
     let docker = docker::connect().await?;
     let proxy = client::ensure_running(home, out).await?;
     Ok(DockerPlatform {

@@ -64,7 +64,7 @@ pub struct ContainerView {
 }
 
 pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
-    let p = session::open(home, cfg, out).await?;
+    let p = session::open_to_read(home, cfg, out).await?;
     let c = &cfg.config;
     let view = p.route_view().await?;
     let live = view.as_ref().and_then(|v| v.state.live);
@@ -218,7 +218,7 @@ fn render(s: &Status) -> String {
 }
 
 pub async fn history(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
-    let p = session::open(home, cfg, out).await?;
+    let p = session::open_to_read(home, cfg, out).await?;
     let mut entries: Vec<HistoryEntry> = p.record().await?.history;
     entries.reverse();
     out.result(&entries, || {

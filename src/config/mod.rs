@@ -558,6 +558,14 @@ impl Config {
                 );
             }
         }
+        if let Some(both) = self.secrets.iter().find(|n| self.env.contains_key(*n)) {
+            return fail(
+                &["env", both],
+                format!(
+                    "{both} is both in env and in secrets; keep it in secrets only (a plain env value would stand beside the secret in the container)"
+                ),
+            );
+        }
         if self.platform == PlatformKind::Kubernetes {
             return self.validate_kubernetes(text, origin);
         }

@@ -277,3 +277,11 @@ fn health_docker_is_on_by_default_and_a_checked_bool() {
     ));
     assert!(e.starts_with("cyan.yaml:10:11: health.docker: "), "{e}");
 }
+
+#[test]
+fn a_name_in_both_env_and_secrets_is_refused_at_its_env_key() {
+    let text = format!("{GOOD}env:\n  DB_PASSWORD: hunter2\nsecrets: [DB_PASSWORD]\n");
+    let e = err(&text);
+    assert!(e.starts_with("cyan.yaml:13:3: env.DB_PASSWORD:"), "{e}");
+    assert!(e.contains("both in env and in secrets"), "{e}");
+}

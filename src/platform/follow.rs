@@ -45,10 +45,26 @@ const FIRST_PASS: Duration = Duration::from_secs(5);
 /// is left out of rotation.
 const STARTING: Duration = Duration::from_secs(120);
 
-/// Container events after which the container is checked again.
-const ACTIONS: &[&str] = &[
-    "start", "restart", "die", "stop", "pause", "unpause", "destroy",
-];
+/// What an event says of its container. The engine's container list can
+/// lag its events (after `die` it may still say running, after `unpause`
+/// paused), so an event that takes a container down is taken as the state
+/// itself, and one that brings it up is checked with an inspect, which
+/// reads the container under its own lock. (`kill` is not here: a signal
+/// need not stop the container; its `die` follows if it does.)
+fn what(action: &str) -> Option<Event> {
+    Some(match action {
+        "die" | "stop" => Event::Down("exited"),
+        "pause" => Event::Down("paused"),
+        "destroy" => Event::Down("removed"),
+        "start" | "restart" | "unpause" => Event::Up,
+        _ => return None,
+    })
+}
+
+enum Event {
+    Down(&'static str),
+    Up,
+}
 
 /// Checks every route against the engine (or, if it cannot be reached in
 /// `FIRST_PASS`, takes container upstreams out of rotation), then follows
@@ -73,6 +89,9 @@ async fn follow_events(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
     // As the engine said when last reached: with live-restore, its
     // containers keep running (and keep their ports) while it is down.
     let mut live_restore = false;
+    // Said once when the engine is lost, and once when it is back, rather
+    // than on every attempt in between.
+    let mut lost = false;
     loop {
         let run = async {
             let docker = connect().await.map_err(|e| e.to_string())?;
@@ -101,12 +120,15 @@ async fn follow_events(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
             let mut events = docker.events(Some(opts));
             check_all(&docker, &router).await?;
             backoff = retry_delays();
+            if std::mem::take(&mut lost) {
+                tracing::info!("following the Docker engine again");
+            }
             while let Some(event) = events.next().await {
                 let event = event.map_err(|e| e.to_string())?;
                 let action = event.action.unwrap_or_default();
                 let id = event.actor.and_then(|a| a.id).unwrap_or_default();
-                if !id.is_empty() && ACTIONS.contains(&action.as_str()) {
-                    check_one(&docker, &router, &id).await?;
+                if let (false, Some(what)) = (id.is_empty(), what(&action)) {
+                    check_one(&docker, &router, &id, what).await?;
                 }
             }
             Err::<std::convert::Infallible, String>("the event stream ended".to_string())
@@ -122,7 +144,11 @@ async fn follow_events(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
                 if !live_restore && !reachable().await {
                     engine_down(&router);
                 }
-                tracing::warn!(error = %e, "lost the Docker engine's events; reconnecting");
+                if std::mem::replace(&mut lost, true) {
+                    tracing::debug!(error = %e, "still no Docker engine; retrying");
+                } else {
+                    tracing::warn!(error = %e, "lost the Docker engine's events; reconnecting");
+                }
                 backoff.next().unwrap_or(Duration::from_secs(1))
             }
         };
@@ -164,26 +190,29 @@ async fn check_all(docker: &Docker, router: &Router) -> Result<(), String> {
 /// rotation until its port takes connections (`admit_when_ready`), so the
 /// proxy does not send requests to an app that has not bound yet (they
 /// would be reset, and the upstream ejected for its cool-off).
-async fn check_one(docker: &Docker, router: &Arc<Router>, id: &str) -> Result<(), String> {
+async fn check_one(
+    docker: &Docker,
+    router: &Arc<Router>,
+    id: &str,
+    event: Event,
+) -> Result<(), String> {
     if !router.containers().contains(id) {
         return Ok(());
     }
-    let filters = HashMap::from([("id".to_string(), vec![id.to_string()])]);
-    let now = list(docker, filters)
-        .await?
-        .remove(id)
-        .unwrap_or_else(|| Seen::Down("removed".into()));
-    let now = match now {
-        Seen::At(addr) if !router.in_rotation(id, addr) => {
-            tokio::spawn(admit_when_ready(
-                docker.clone(),
-                router.clone(),
-                id.to_string(),
-                addr,
-            ));
-            Seen::Down("starting".into())
-        }
-        now => now,
+    let now = match event {
+        Event::Down(why) => Seen::Down(why.into()),
+        Event::Up => match inspect(docker, id).await? {
+            Seen::At(addr) if !router.in_rotation(id, addr) => {
+                tokio::spawn(admit_when_ready(
+                    docker.clone(),
+                    router.clone(),
+                    id.to_string(),
+                    addr,
+                ));
+                Seen::Down("starting".into())
+            }
+            now => now,
+        },
     };
     apply(router, &HashMap::from([(id.to_string(), now)]), false)
 }
@@ -200,9 +229,8 @@ async fn admit_when_ready(docker: Docker, router: Arc<Router>, id: String, addr:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let filters = HashMap::from([("id".to_string(), vec![id.clone()])]);
-    let now = match list(&docker, filters).await {
-        Ok(mut seen) => seen.remove(&id).unwrap_or(Seen::Down("removed".into())),
+    let now = match inspect(&docker, &id).await {
+        Ok(now) => now,
         Err(e) => {
             tracing::warn!(container = %id, error = %e, "cannot check a started container");
             return;
@@ -279,23 +307,78 @@ fn seen(s: &ContainerSummary) -> Seen {
     if state != ContainerSummaryStateEnum::RUNNING {
         return Seen::Down(state.to_string());
     }
-    match published(s) {
+    let bindings = s.ports.iter().flatten().map(|p| Binding {
+        private: p.private_port,
+        ip: p.ip.as_deref(),
+        public: p.public_port,
+    });
+    match published(private_port(s.labels.as_ref()), bindings) {
         Some(addr) => Seen::At(addr),
         None => Seen::Down("no published port".into()),
     }
 }
 
-/// The container's port published on 127.0.0.1: the one its `cyan.port`
-/// label names, else the only one.
-fn published(s: &ContainerSummary) -> Option<SocketAddr> {
-    let private: Option<u16> = s
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(label::PORT))
-        .and_then(|p| p.parse().ok());
-    let mut found = s.ports.iter().flatten().filter_map(|p| {
-        let port = p.public_port?;
-        (p.ip.as_deref() == Some("127.0.0.1") && private.is_none_or(|v| v == p.private_port))
+/// What one container is now, read under its own lock in the engine.
+async fn inspect(docker: &Docker, id: &str) -> Result<Seen, String> {
+    let info = match docker.inspect_container(id, None).await {
+        Ok(info) => info,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(Seen::Down("removed".into())),
+        Err(e) => return Err(e.to_string()),
+    };
+    let state = info.state.unwrap_or_default();
+    let down = match (state.running, state.paused, state.restarting) {
+        (_, Some(true), _) => Some("paused".to_string()),
+        (_, _, Some(true)) => Some("restarting".to_string()),
+        (Some(true), _, _) => None,
+        _ => Some(state.status.map_or("exited".into(), |s| s.to_string())),
+    };
+    if let Some(why) = down {
+        return Ok(Seen::Down(why));
+    }
+    let labels = info.config.and_then(|c| c.labels);
+    let ports = info
+        .network_settings
+        .and_then(|n| n.ports)
+        .unwrap_or_default();
+    let bindings = ports.iter().flat_map(|(key, bound)| {
+        let private = key.split('/').next().and_then(|p| p.parse().ok());
+        bound.iter().flatten().filter_map(move |b| {
+            Some(Binding {
+                private: private?,
+                ip: b.host_ip.as_deref(),
+                public: b.host_port.as_deref()?.parse().ok(),
+            })
+        })
+    });
+    Ok(match published(private_port(labels.as_ref()), bindings) {
+        Some(addr) => Seen::At(addr),
+        None => Seen::Down("no published port".into()),
+    })
+}
+
+/// One published port of a container, as the engine lists or inspects it.
+struct Binding<'a> {
+    private: u16,
+    ip: Option<&'a str>,
+    public: Option<u16>,
+}
+
+/// The container port named by the `cyan.port` label, if it has one.
+fn private_port(labels: Option<&HashMap<String, String>>) -> Option<u16> {
+    labels?.get(label::PORT)?.parse().ok()
+}
+
+/// The port published on 127.0.0.1: from `private` when known, else the
+/// only one (several and no label: none, rather than a guess).
+fn published<'a>(
+    private: Option<u16>,
+    bindings: impl Iterator<Item = Binding<'a>>,
+) -> Option<SocketAddr> {
+    let mut found = bindings.filter_map(|b| {
+        let port = b.public?;
+        (b.ip == Some("127.0.0.1") && private.is_none_or(|p| p == b.private))
             .then(|| SocketAddr::new([127, 0, 0, 1].into(), port))
     });
     let first = found.next()?;

@@ -25,8 +25,8 @@ pub struct RouteSpec {
 }
 
 impl RouteSpec {
-    /// Sets `r`'s hosts (normalized), listen address, path prefix (`/` is
-    /// none), policy and TLS to this spec's.
+    /// Sets `r`'s hosts (normalized), listen address, path prefix
+    /// (`prefix_key`), policy and TLS to this spec's.
     pub fn apply(self, r: &mut RouteState) {
         r.hosts = self
             .hosts
@@ -34,7 +34,11 @@ impl RouteSpec {
             .map(|h| normalize_host(h).into_owned())
             .collect();
         r.listen = self.listen;
-        r.path_prefix = self.path_prefix.filter(|p| p != "/");
+        r.path_prefix = self
+            .path_prefix
+            .as_deref()
+            .and_then(prefix_key)
+            .map(str::to_string);
         r.policy = self.policy;
         r.tls = self.tls;
     }
@@ -45,6 +49,12 @@ impl RouteSpec {
         self.clone().apply(&mut wanted);
         wanted == *r
     }
+}
+
+/// A path prefix as routes match and own it: without trailing slashes
+/// (`/api/` and `/api` serve the same paths), and `None` for `/`.
+pub fn prefix_key(prefix: &str) -> Option<&str> {
+    Some(prefix.trim_end_matches('/')).filter(|p| !p.is_empty())
 }
 
 /// `POST /v1/routes/{name}/hold`: new requests wait until the next switch

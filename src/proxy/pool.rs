@@ -314,12 +314,17 @@ impl ColorStats {
                 (le, cumulative)
             })
             .collect();
+        // A quantile in the overflow bucket is reported as the highest
+        // finite bound, as Prometheus' histogram_quantile does: JSON has
+        // no infinity, and a `null` here broke every client's read of the
+        // route after one request slower than the last bound.
+        let highest = LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1];
         let quantile = |q: f64| {
             let rank = (q * cumulative as f64).ceil() as u64;
             latency_buckets
                 .iter()
                 .find(|(_, n)| *n >= rank.max(1))
-                .map_or(0.0, |(le, _)| *le)
+                .map_or(0.0, |(le, _)| le.min(highest))
         };
         StatsView {
             requests,
@@ -503,5 +508,17 @@ mod tests {
             (1, 2),
             "a client that left is a 4xx"
         );
+    }
+
+    #[test]
+    fn a_request_past_the_last_bucket_still_reads_as_json() {
+        let s = ColorStats::default();
+        s.record_failure(504, Duration::from_secs(60));
+        let v = s.snapshot(0, Vec::new());
+        let highest = LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.len() - 1];
+        assert_eq!((v.p50_latency_ms, v.p99_latency_ms), (highest, highest));
+        let json = serde_json::to_string(&v).unwrap();
+        let back: StatsView = serde_json::from_str(&json).expect("a client can read it");
+        assert_eq!(back, v);
     }
 }

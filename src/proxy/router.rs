@@ -67,8 +67,11 @@ impl Table {
         self.certs_by_listen.get(&local).cloned()
     }
 
-    /// Host header match first, then the routes owning the listen address;
-    /// within each, the longest matching path prefix.
+    /// The routes owning the listen address the request came in on first
+    /// (a listen address belongs to its app: no other app's host takes its
+    /// requests), then the Host header's routes; within each, the longest
+    /// matching path prefix. To route several apps by host on one port,
+    /// give the port to the proxy (`--listen`), not to an app.
     pub fn route(
         &self,
         host: Option<&str>,
@@ -81,8 +84,8 @@ impl Table {
         ) -> Option<&'t Arc<RouteEntry>> {
             routes.and_then(|rs| rs.iter().find(|r| r.matches(path)))
         }
-        pick(host.and_then(|h| self.by_host.get(h)), path)
-            .or_else(|| pick(self.by_listen.get(&local), path))
+        pick(self.by_listen.get(&local), path)
+            .or_else(|| pick(host.and_then(|h| self.by_host.get(h)), path))
     }
 }
 
@@ -126,7 +129,7 @@ fn claims(r: &RouteState) -> Vec<(String, Option<&str>)> {
     if r.live.is_none() {
         return Vec::new();
     }
-    let prefix = r.path_prefix.as_deref();
+    let prefix = r.path_prefix.as_deref().and_then(super::api::prefix_key);
     let hosts = r
         .hosts
         .iter()
@@ -560,6 +563,7 @@ impl Control {
         // A route that never went live holds no host (`claims`), unless it
         // shows a maintenance page.
         let serving = |r: &&RouteState| r.live.is_some() || r.maintenance.is_some();
+        let mut host_cert_depth: HashMap<String, usize> = HashMap::new();
         for (name, route) in self.state.routes.iter().filter(|(_, r)| serving(r)) {
             let live = route
                 .live
@@ -579,9 +583,21 @@ impl Control {
                     .push(entry.clone());
             }
             if let Some(cert) = route.tls.as_ref().and(self.certs.get(name)) {
+                // SNI names a host, not a path: the certificate of a host
+                // shared by path prefix is that of the route serving its
+                // shortest prefix (the host's owner), never a sub-path's.
+                let depth = route
+                    .path_prefix
+                    .as_deref()
+                    .and_then(super::api::prefix_key);
+                let depth = depth.map_or(0, str::len);
                 for h in &route.hosts {
-                    t.certs_by_host
-                        .insert(normalize_host(h).into_owned(), cert.clone());
+                    let host = normalize_host(h).into_owned();
+                    let owner = host_cert_depth.get(&host).is_none_or(|d| depth < *d);
+                    if owner {
+                        host_cert_depth.insert(host.clone(), depth);
+                        t.certs_by_host.insert(host, cert.clone());
+                    }
                 }
                 if let Some(addr) = route.listen {
                     t.certs_by_listen.insert(addr, cert);

@@ -38,10 +38,16 @@ impl TestProxy {
 
     /// A proxy that also listens on its port for host-routed apps
     /// (`--listen`), where a host no route serves answers 404: on a route's
-    /// own listen address, any host reaches that route.
+    /// own listen address, any host reaches that route (it owns it).
     pub async fn start_listening(tag: &str) -> TestProxy {
+        Self::start_listening_with(tag, &[]).await
+    }
+
+    /// `start_listening`, with more `cyan proxy run` flags.
+    pub async fn start_listening_with(tag: &str, extra: &[&str]) -> TestProxy {
         let (home, port) = Self::new_home(tag);
-        let child = spawn_proxy(&home, &["--listen", &format!("127.0.0.1:{port}")]);
+        let listen = format!("127.0.0.1:{port}");
+        let child = spawn_proxy(&home, &[&["--listen", listen.as_str()], extra].concat());
         let p = TestProxy { home, port, child };
         p.wait_ready().await;
         p

@@ -914,4 +914,54 @@ mod tests {
         assert_eq!(blue[0].down.as_deref(), Some("removed"));
         assert_eq!(blue[0].addr, new);
     }
+
+    #[test]
+    fn a_listen_address_belongs_to_its_app_before_any_host() {
+        let (r, _) = router();
+        let owned: SocketAddr = "127.0.0.1:18105".parse().unwrap();
+        let shared: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let up: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        r.change("listen-only", true, |s| {
+            s.listen = Some(owned);
+            s.colors.insert(Color::Blue, vec![up.into()]);
+            s.live = Some(Color::Blue);
+            Ok(())
+        })
+        .unwrap();
+        live_on(&r, "by-ip", "127.0.0.1", up.into()).unwrap();
+        let table = r.table();
+        let name = |local, host| table.route(Some(host), local, "/").map(|e| e.name.clone());
+        assert_eq!(name(owned, "127.0.0.1").as_deref(), Some("listen-only"));
+        assert_eq!(name(shared, "127.0.0.1").as_deref(), Some("by-ip"));
+    }
+
+    #[test]
+    fn a_trailing_slash_does_not_make_another_claim() {
+        let (r, _) = router();
+        let up: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let with_prefix = |route: &str, prefix: &str| {
+            let spec = super::super::api::RouteSpec {
+                hosts: vec!["shared.localhost".into()],
+                listen: None,
+                path_prefix: Some(prefix.into()),
+                policy: RoutePolicy::default(),
+                tls: None,
+            };
+            r.change(route, true, |s| {
+                spec.apply(s);
+                s.colors.insert(Color::Blue, vec![up.into()]);
+                s.live = Some(Color::Blue);
+                Ok(())
+            })
+        };
+        with_prefix("c", "/api").unwrap();
+        assert!(matches!(
+            with_prefix("d", "/api/"),
+            Err(ChangeError::Conflict(_))
+        ));
+        assert!(
+            with_prefix("e", "/apix").is_ok(),
+            "another path is another claim"
+        );
+    }
 }

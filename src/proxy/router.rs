@@ -67,11 +67,13 @@ impl Table {
         self.certs_by_listen.get(&local).cloned()
     }
 
-    /// The routes owning the listen address the request came in on first
-    /// (a listen address belongs to its app: no other app's host takes its
-    /// requests), then the Host header's routes; within each, the longest
-    /// matching path prefix. To route several apps by host on one port,
-    /// give the port to the proxy (`--listen`), not to an app.
+    /// The routes for a request: on a listen address no app owns, the Host
+    /// header's; on one an app owns, that app's, unless the Host is one of
+    /// the owner's own hosts (then all routes of that host, so another
+    /// app's path prefix on it still gets its paths). A listen address
+    /// belongs to its app: no other app's host takes its requests. Within
+    /// each, the longest matching path prefix. To route several apps by
+    /// host on one port, give the port to the proxy (`--listen`).
     pub fn route(
         &self,
         host: Option<&str>,
@@ -84,8 +86,15 @@ impl Table {
         ) -> Option<&'t Arc<RouteEntry>> {
             routes.and_then(|rs| rs.iter().find(|r| r.matches(path)))
         }
-        pick(self.by_listen.get(&local), path)
-            .or_else(|| pick(host.and_then(|h| self.by_host.get(h)), path))
+        let by_host = host.and_then(|h| self.by_host.get(h));
+        match self.by_listen.get(&local) {
+            None => pick(by_host, path),
+            Some(owners) => {
+                let owners_host = by_host
+                    .filter(|rs| rs.iter().any(|r| owners.iter().any(|o| Arc::ptr_eq(o, r))));
+                pick(owners_host, path).or_else(|| pick(Some(owners), path))
+            }
+        }
     }
 }
 
@@ -933,6 +942,26 @@ mod tests {
         let name = |local, host| table.route(Some(host), local, "/").map(|e| e.name.clone());
         assert_eq!(name(owned, "127.0.0.1").as_deref(), Some("listen-only"));
         assert_eq!(name(shared, "127.0.0.1").as_deref(), Some("by-ip"));
+        // Another app's path prefix on the owner's own host keeps its paths
+        // on the owner's listen address.
+        r.change("listen-only", false, |s| {
+            s.hosts = vec!["web.localhost".into()];
+            Ok(())
+        })
+        .unwrap();
+        r.change("api", true, |s| {
+            s.hosts = vec!["web.localhost".into()];
+            s.path_prefix = Some("/api".into());
+            s.colors.insert(Color::Blue, vec![up.into()]);
+            s.live = Some(Color::Blue);
+            Ok(())
+        })
+        .unwrap();
+        let table = r.table();
+        let name = |host, path| table.route(Some(host), owned, path).map(|e| e.name.clone());
+        assert_eq!(name("web.localhost", "/api/x").as_deref(), Some("api"));
+        assert_eq!(name("web.localhost", "/").as_deref(), Some("listen-only"));
+        assert_eq!(name("127.0.0.1", "/api/x").as_deref(), Some("listen-only"));
     }
 
     #[test]

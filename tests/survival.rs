@@ -159,18 +159,13 @@ fn docker_restart_of_every_replica_is_followed_under_load() {
     assert_answers_from(&samples, &ours, &log);
     // While a replica restarts, the app may be down: then the proxy says so
     // (502, 503), and only then.
-    let failed: Vec<&Sample> = samples.iter().filter(|s| s.outcome.is_err()).collect();
-    let wrong: Vec<&Sample> = failed
-        .iter()
-        .copied()
-        .filter(|s| !is_proxy_unavailable(s) || s.end < restarting)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "failures other than 502/503 while the replicas restarted: {:?}\nproxy log:\n{log}",
-        outcomes(&wrong)
+    let failed = assert_down_only_while(
+        &samples,
+        restarting,
+        healthy,
+        "the replicas restarted",
+        &log,
     );
-    assert_all_ok_after(&samples, healthy + WITHIN, &log);
     for id in &ids {
         let back = samples.iter().find(|s| {
             s.outcome
@@ -383,18 +378,7 @@ fn the_proxy_follows_an_engine_restart() {
     assert_routed_at_their_ports(&routed, Some(&engine), &ids, &log);
     let ours = shorts(&ids);
     assert_answers_from(&samples, &ours, &log);
-    let failed: Vec<&Sample> = samples.iter().filter(|s| s.outcome.is_err()).collect();
-    let wrong: Vec<&Sample> = failed
-        .iter()
-        .copied()
-        .filter(|s| !is_proxy_unavailable(s) || s.end < down)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "failures other than 502/503 while the engine restarted: {:?}\nproxy log:\n{log}",
-        outcomes(&wrong)
-    );
-    assert_all_ok_after(&samples, healthy + WITHIN, &log);
+    let failed = assert_down_only_while(&samples, down, healthy, "the engine restarted", &log);
     let back = samples
         .iter()
         .filter(|s| {
@@ -644,6 +628,31 @@ fn assert_all_ok_after(samples: &[Sample], t: Instant, log: &str) {
         after > 50,
         "too little load at the end to prove anything: {after}"
     );
+}
+
+/// Every failure is the proxy saying the app is down (502, 503), after
+/// `from` (when it went down); and from `WITHIN` after it was `healthy`
+/// again, every request succeeds. Returns the failures.
+fn assert_down_only_while<'s>(
+    samples: &'s [Sample],
+    from: Instant,
+    healthy: Instant,
+    what: &str,
+    log: &str,
+) -> Vec<&'s Sample> {
+    let failed: Vec<&Sample> = samples.iter().filter(|s| s.outcome.is_err()).collect();
+    let wrong: Vec<&Sample> = failed
+        .iter()
+        .copied()
+        .filter(|s| !is_proxy_unavailable(s) || s.end < from)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "failures other than 502/503 while {what}: {:?}\nproxy log:\n{log}",
+        outcomes(&wrong)
+    );
+    assert_all_ok_after(samples, healthy + WITHIN, log);
+    failed
 }
 
 /// The proxy's own answer for an app it cannot reach now.

@@ -343,7 +343,7 @@ pub async fn ensure_running(home: &Home, out: &Output) -> Result<AdminClient> {
 /// GitLab Runner (shell executor), Buildkite and TeamCity agents kill the
 /// job's process group or process tree instead: the proxy's own session
 /// (`own_session`, its parent gone) already leaves those.
-const CI_JOB_MARKS: [&str; 5] = [
+pub const CI_JOB_MARKS: [&str; 5] = [
     "RUNNER_TRACKING_ID",
     "VSTS_PROCESS_LOOKUP_ID",
     "BUILD_ID",
@@ -352,7 +352,7 @@ const CI_JOB_MARKS: [&str; 5] = [
 ];
 
 /// Variables that say "this runs in a CI job", besides the marks above.
-const CI_SIGNS: [&str; 7] = [
+pub const CI_SIGNS: [&str; 7] = [
     "CI",
     "GITHUB_ACTIONS",
     "GITLAB_CI",

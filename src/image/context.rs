@@ -49,6 +49,13 @@ fn add_dir(
             format!("{rel}/{name}")
         };
         let kind = entry.file_type()?;
+        if let Some(what) = special(&kind) {
+            // Not a file a build can use (a proxy's admin socket when
+            // CYAN_HOME is in the project): skipped, as Docker's own
+            // archiver skips sockets, rather than failing the whole build.
+            tracing::debug!(%path, what, "left out of the build context");
+            continue;
+        }
         let excluded = ignore.excludes(&path) && !always.contains(&path.as_str());
         if kind.is_dir() {
             // An excluded folder may still hold a re-included file.
@@ -71,6 +78,22 @@ fn add_dir(
         }
     }
     Ok(())
+}
+
+/// What `kind` is when it is neither a file, a folder nor a symlink: a
+/// socket, a FIFO or a device, none of which a tar of a build context can
+/// carry usefully.
+fn special(kind: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_socket() {
+        Some("socket")
+    } else if kind.is_fifo() {
+        Some("fifo")
+    } else if kind.is_block_device() || kind.is_char_device() {
+        Some("device")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +129,27 @@ mod tests {
             names.push(name);
         }
         assert_eq!(names, vec![".dockerignore", "Dockerfile", "app"]);
+        // A socket and a FIFO (a proxy's home inside the project) are left
+        // out; the build goes on.
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(dir.join("home/proxy.sock")).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("home/fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a valid, NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::write(dir.join("home/state.json"), "{}").unwrap();
+        let bytes = tar_context(&dir, "Dockerfile", None).unwrap();
+        let names: Vec<String> = tar::Archive::new(bytes.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.contains(&"home/state.json".to_string()), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.ends_with("proxy.sock") || n.ends_with("fifo")),
+            "{names:?}"
+        );
         assert!(tar_context(&dir, "Nope", None)
             .unwrap_err()
             .to_string()

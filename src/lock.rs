@@ -31,7 +31,7 @@ impl DeployLock {
         wait: Duration,
         out: &Output,
     ) -> Result<DeployLock> {
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        let user = crate::clock::user();
         let req = LockRequest {
             token: crate::clock::random_token(),
             holder: format!("{what} by {user}"),

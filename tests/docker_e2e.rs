@@ -208,6 +208,11 @@ fn a_killed_deploy_converges_when_run_again() {
         let mut deploy = app.spawn(&["deploy", "--version", version]);
         deploy.wait_for(phase, Duration::from_secs(120));
         deploy.kill9();
+        let status = app.status_json();
+        assert!(
+            status["lock"].is_null(),
+            "a killed holder's lock is free, and status says so: {status:#}"
+        );
         app.deploy(version);
         let status = app.status_json();
         assert_eq!(status["live"]["version"], version, "{status:#}");
@@ -240,6 +245,7 @@ fn a_concurrent_deploy_is_refused_and_lock_wait_queues() {
         all.contains("lock is held by deploy 1 by") && all.contains("pid"),
         "{all}"
     );
+
     let queued = app.spawn(&["deploy", "--version", "1", "--lock-wait", "2m"]);
     let (code, _, log) = first.finish();
     assert_eq!(code, 0, "{log}");

@@ -158,7 +158,11 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         live: live_view,
         previous,
         candidate,
-        lock: view.and_then(|v| v.state.lock).map(|l| l.describe()),
+        // A lease whose holder is gone is free: the next command takes it.
+        lock: view
+            .and_then(|v| v.state.lock)
+            .filter(|l| l.held(crate::clock::now_ms()))
+            .map(|l| l.describe()),
         warnings,
         drift,
     };

@@ -278,12 +278,9 @@ fn claim(
 
 fn take_lock(proxy: &Arc<Proxy>, name: &str, req: LockRequest) -> AdminResponse {
     let now = crate::clock::now_ms();
-    let me = crate::clock::hostname();
     let out = proxy.router.change(name, true, |r| {
         if let Some(held) = &r.lock {
-            let expired = now > held.renewed_ms + held.ttl_ms;
-            let holder_dead = held.host == me && !crate::clock::pid_alive(held.pid);
-            if held.token != req.token && !expired && !holder_dead {
+            if held.token != req.token && held.held(now) {
                 return Err(ChangeError::Locked(held.clone()));
             }
         }

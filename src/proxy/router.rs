@@ -328,8 +328,7 @@ impl Router {
             return Err(ChangeError::NotFound(format!("no route named {route:?}")));
         };
         if let Some(held) = gone.lock {
-            let live = crate::clock::now_ms() <= held.renewed_ms + held.ttl_ms;
-            if live && Some(held.token.as_str()) != token {
+            if held.held(crate::clock::now_ms()) && Some(held.token.as_str()) != token {
                 return Err(ChangeError::Locked(held));
             }
         }
@@ -857,6 +856,17 @@ mod tests {
         })
         .unwrap();
         assert!(matches!(r.remove("web", None), Err(ChangeError::Locked(_))));
+        // A holder whose process is gone from this host holds nothing.
+        let dead = crate::proxy::state::Lock {
+            token: "t0".into(),
+            holder: "deploy 1 by bob".into(),
+            pid: u32::MAX,
+            host: crate::clock::hostname(),
+            since: "then".into(),
+            renewed_ms: crate::clock::now_ms(),
+            ttl_ms: 15_000,
+        };
+        assert!(!dead.held(crate::clock::now_ms()));
         assert!(matches!(
             r.remove("web", Some("t2")),
             Err(ChangeError::Locked(_))

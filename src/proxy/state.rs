@@ -313,6 +313,15 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// Is the lease still held at `now_ms`? Not once it expired, nor once
+    /// its holder's process is gone from this host (a SIGKILLed deploy
+    /// frees its app at once rather than after the lease).
+    pub fn held(&self, now_ms: u64) -> bool {
+        let expired = now_ms > self.renewed_ms + self.ttl_ms;
+        let gone = self.host == crate::clock::hostname() && !crate::clock::pid_alive(self.pid);
+        !expired && !gone
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{} (pid {} on {}, since {})",

@@ -267,6 +267,15 @@ fn approval_holds_green_until_promote_or_abort() {
     assert_eq!(app.status_json()["phase"], "awaiting-approval");
     app.cyan_ok(&["promote"]);
     assert_eq!(identity(&app.get("/").1).1, "1");
+    // The URL cyan gives opens as it is: no name to resolve, the Host it
+    // implies routes.
+    let status = app.status_json();
+    let url = status["url"].as_str().unwrap();
+    let authority = url
+        .strip_prefix("http://")
+        .expect("a plain route's URL is http");
+    let (code, body) = util::http_get(authority, authority, "/");
+    assert_eq!((code, identity(&body).1.as_str()), (200, "1"), "{url}");
 
     app.deploy("2");
     let status = app.status_json();

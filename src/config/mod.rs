@@ -589,12 +589,32 @@ impl Config {
         format!("{}-{}", self.app, self.environment)
     }
 
-    /// The public URL the proxy serves the app on.
+    /// A URL a script on this host can open: the app's own listen address
+    /// when it has one (an unspecified address as loopback), else its host;
+    /// `https` when the route terminates TLS.
     pub fn url(&self) -> String {
+        let scheme = match self.proxy.tls {
+            Some(_) => "https",
+            None => "http",
+        };
         match (&self.proxy.host, &self.proxy.listen) {
-            (Some(host), Some(listen)) => format!("http://{host}:{}", listen.port()),
-            (Some(host), None) => format!("http://{host}"),
-            (None, Some(listen)) => format!("http://{listen}"),
+            // Its own listen address opens from any client on this host;
+            // `*.localhost` names do not resolve everywhere (Python's
+            // urllib cannot, without nss-myhostname), and the listen
+            // address takes every request whatever its Host.
+            (_, Some(listen)) => {
+                let reachable = match listen.ip() {
+                    std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                        std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
+                    }
+                    std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+                    }
+                    _ => *listen,
+                };
+                format!("{scheme}://{reachable}")
+            }
+            (Some(host), None) => format!("{scheme}://{host}"),
             (None, None) => String::new(),
         }
     }

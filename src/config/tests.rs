@@ -34,7 +34,12 @@ fn parses_the_design_sketch() {
     );
     assert_eq!(c.image.registry(), Some("127.0.0.1:5000"));
     assert_eq!(c.route(), "web-production");
-    assert_eq!(c.url(), "http://web.localhost:8000");
+    assert_eq!(c.url(), "http://127.0.0.1:8000", "one a script can open");
+    let all = Config::parse(&GOOD.replace("127.0.0.1:8000", "0.0.0.0:8000"), "cyan.yaml").unwrap();
+    assert_eq!(all.url(), "http://127.0.0.1:8000");
+    let by_host =
+        Config::parse(&GOOD.replace(", listen: 127.0.0.1:8000", ""), "cyan.yaml").unwrap();
+    assert_eq!(by_host.url(), "http://web.localhost");
 }
 
 #[test]

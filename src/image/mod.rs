@@ -242,8 +242,7 @@ pub async fn pull(
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => message,
             Err(e) => e.to_string(),
         };
-        let lower = message.to_lowercase();
-        if lower.contains("not found") || lower.contains("manifest unknown") {
+        if says_absent(&message) {
             return Ok(None);
         }
         return Err(Error::Unreachable(format!(
@@ -256,6 +255,23 @@ pub async fn pull(
         c.image.tag(version)
     ));
     inspect(docker, c.image.as_str(), version).await
+}
+
+/// Does a registry's pull error say the image is not there (so it is to be
+/// built), rather than that the registry failed? The wordings of the
+/// Docker engine over Docker Hub (a new repository: "pull access denied
+/// ... repository does not exist"), GHCR and the distribution registry
+/// (Debian's `docker-registry`: MANIFEST_UNKNOWN, NAME_UNKNOWN).
+fn says_absent(message: &str) -> bool {
+    const ABSENT: [&str; 5] = [
+        "not found",
+        "manifest unknown",
+        "name unknown",
+        "repository does not exist",
+        "repository name not known to registry",
+    ];
+    let lower = message.to_lowercase();
+    ABSENT.iter().any(|w| lower.contains(w))
 }
 
 fn push_error(registry: &str, message: &str) -> Error {
@@ -278,6 +294,29 @@ fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn registries_saying_an_image_is_not_there_are_told_apart_from_failures() {
+        for absent in [
+            // Docker Hub, a repository never pushed
+            "pull access denied for acme/web, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+            // GHCR
+            "manifest unknown",
+            "Head \"https://ghcr.io/v2/acme/web/manifests/1.0\": name unknown",
+            // the distribution registry (Debian's docker-registry)
+            "manifest for 127.0.0.1:5000/web:1.0 not found: manifest unknown: manifest unknown",
+            "repository name not known to registry",
+        ] {
+            assert!(super::says_absent(absent), "{absent}");
+        }
+        for failure in [
+            "Get \"https://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused",
+            "unauthorized: authentication required",
+            "received unexpected HTTP status: 500 Internal Server Error",
+        ] {
+            assert!(!super::says_absent(failure), "{failure}");
+        }
+    }
     #[test]
     fn labels_become_one_quoted_instruction() {
         let labels = std::collections::BTreeMap::from([

@@ -38,6 +38,9 @@ pub trait Replicas {
     /// What Docker's own health check (the image's `HEALTHCHECK`) says of
     /// the replica now.
     fn docker_health(&self, name: &str) -> impl Future<Output = DockerHealth>;
+    /// Why the replica's app cannot be reached though it listens (on
+    /// loopback inside its container, or on another port), if that is so.
+    fn misbound(&self, name: &str) -> impl Future<Output = Option<String>>;
 }
 
 /// Docker's verdict on a container from the image's `HEALTHCHECK`.
@@ -195,6 +198,14 @@ async fn gate_one(
                 passes = 0;
                 fails += u32::from(answered);
             }
+        }
+        // No answer may be an app still starting, or one that listens where
+        // nothing reaches it: that one fails now, with the cause named,
+        // instead of at the deadline.
+        if let (Err(ProbeError::NoAnswer(s)), Some(why)) =
+            (&probe, replicas.misbound(&t.name).await)
+        {
+            break Err(fail(format!("GET {} -> {s}: {why}", cfg.http.path)));
         }
         last = match probe {
             Ok(()) => format!("GET {} -> ok", cfg.http.path),

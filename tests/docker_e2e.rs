@@ -192,6 +192,40 @@ fn a_failing_green_never_touches_blue() {
     assert_eq!(identity(&app.get("/").1).1, "1");
 }
 
+/// An app that listens on loopback inside its container (Flask's and
+/// Node's default) fails its gate at once, with the cause named, not at
+/// the deadline (20 s here) with only "connection reset"; so does one on
+/// another port.
+#[test]
+fn an_app_listening_where_nothing_reaches_it_fails_at_once_and_says_why() {
+    let app = TestApp::new("bind", "");
+    app.deploy("1");
+    for (env, needle) in [
+        (
+            "BIND: \"127.0.0.1\"",
+            "listens on 127.0.0.1:8080 inside its container: loopback",
+        ),
+        (
+            "PORT: \"3000\"",
+            "not on port 8080 that cyan.yaml's `port` names",
+        ),
+    ] {
+        app.write_config(&format!("env:\n  {env}\n"));
+        let started = Instant::now();
+        let out = app.cyan(&["deploy", "--version", "2"]);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{all}");
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        assert!(all.contains("last log lines of"), "{all}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gate took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(identity(&app.get("/").1).1, "1", "blue kept serving");
+    }
+}
+
 #[test]
 fn a_killed_deploy_converges_when_run_again() {
     let app = TestApp::new("crash", "");

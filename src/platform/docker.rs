@@ -978,6 +978,13 @@ impl Replicas for DockerPlatform<'_> {
         }
     }
 
+    async fn misbound(&self, name: &str) -> Option<String> {
+        let info = self.docker.inspect_container(name, None).await.ok()?;
+        let pid = info.state?.pid.filter(|p| *p > 0)?;
+        let listening = super::listeners::listening(pid)?;
+        super::listeners::misbound(&listening, self.cfg.config.port)
+    }
+
     async fn docker_health(&self, name: &str) -> DockerHealth {
         let Ok(info) = self.docker.inspect_container(name, None).await else {
             return DockerHealth::new(HealthState::Unknown);

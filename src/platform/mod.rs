@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod follow;
 pub mod kube;
+pub mod listeners;
 
 use std::future::Future;
 

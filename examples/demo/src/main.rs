@@ -14,7 +14,9 @@
 //! - `RESPONSE_DELAY_MS=N`: sleep before each answer to `/`;
 //! - `CRASH_AFTER=N`: exit(1) after N requests to `/`;
 //! - `FAIL_RATE=N`: answer 500 to every Nth request to `/`;
-//! - `PORT` (default 8080).
+//! - `PORT` (default 8080);
+//! - `BIND` (default 0.0.0.0): `127.0.0.1` is the common mistake of an app
+//!   that listens on loopback inside its container.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -79,7 +81,8 @@ fn main() {
         fail_rate: env_u64("FAIL_RATE").filter(|n| *n > 0),
         served: AtomicU64::new(0),
     });
-    let listener = TcpListener::bind(("0.0.0.0", port as u16)).expect("bind");
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "0.0.0.0".into());
+    let listener = TcpListener::bind((bind.as_str(), port as u16)).expect("bind");
     eprintln!("cyan-demo {} listening on :{port}", app.identity);
     for stream in listener.incoming().flatten() {
         let app = app.clone();

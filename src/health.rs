@@ -368,6 +368,13 @@ fn describe_error(e: &hyper_util::client::legacy::Error) -> String {
 /// Judges the live color's counters against the verify thresholds.
 /// `Some(why)` means roll back.
 pub fn verify_breach(stats: &StatsView, cfg: &VerifyConfig) -> Option<String> {
+    if stats.requests > 0 && stats.status_5xx == stats.requests {
+        // Whatever the threshold and however few: nothing worked.
+        return Some(format!(
+            "every one of the {} requests answered 5xx",
+            stats.requests
+        ));
+    }
     if stats.requests < cfg.min_requests.max(1) {
         return None;
     }
@@ -419,6 +426,8 @@ mod tests {
             duration: Dur::from_secs(10),
             max_5xx_ratio: Ratio(0.05),
             min_requests: 20,
+            on_inconclusive: Default::default(),
+            deadline: None,
         };
         let stats = |requests, status_5xx| StatsView {
             requests,
@@ -426,9 +435,14 @@ mod tests {
             ..StatsView::default()
         };
         assert_eq!(
-            verify_breach(&stats(10, 10), &cfg),
+            verify_breach(&stats(10, 9), &cfg),
             None,
             "too few requests to judge"
+        );
+        let why = verify_breach(&stats(10, 10), &cfg).unwrap();
+        assert!(
+            why.contains("every one of the 10"),
+            "all failed is a failure: {why}"
         );
         assert_eq!(
             verify_breach(&stats(100, 5), &cfg),

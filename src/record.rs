@@ -42,6 +42,10 @@ pub struct VerifyWindow {
     pub release: ReleaseKey,
     /// Unix milliseconds at which verification ends.
     pub until_ms: u64,
+    /// Set once an inconclusive window was extended (`on_inconclusive:
+    /// wait`): past it, still too few requests fail the release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +57,8 @@ pub enum Event {
     RolledBack,
     /// The release failed verification and traffic went back.
     VerifyFailed,
+    /// Too few requests to judge, and `on_inconclusive: pass` kept it live.
+    VerifyInconclusive,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

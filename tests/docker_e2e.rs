@@ -338,7 +338,9 @@ fn approval_holds_green_until_promote_or_abort() {
 #[test]
 fn failed_verification_switches_back_on_its_own() {
     let verify = "verify:\n  duration: 5s\n  max_5xx_ratio: 0.05\n  min_requests: 10\n";
-    let app = TestApp::new("verify", verify);
+    // Version 1 has no verify: nothing sends it traffic, so its verdict
+    // would be inconclusive.
+    let app = TestApp::new("verify", "");
     app.deploy("1");
     app.write_config(&format!("{verify}env:\n  FAIL_RATE: \"2\"\n"));
     let rt = runtime();
@@ -366,6 +368,67 @@ fn failed_verification_switches_back_on_its_own() {
         "{:?}",
         failures(&samples)
     );
+}
+
+/// Too few requests to judge is inconclusive, not "verified": by default
+/// cyan waits for enough until a deadline, then switches back; `pass` keeps
+/// the release and says so in the history. A window in which every request
+/// failed fails, however few they were.
+#[test]
+fn an_inconclusive_verification_is_not_a_pass() {
+    let verify = "verify:\n  duration: 1s\n  min_requests: 20\n  deadline: 3s\n";
+    let app = TestApp::new("inconclusive", "");
+    app.deploy("1");
+    app.write_config(verify);
+
+    let started = Instant::now();
+    let out = app.cyan(&["deploy", "--version", "2"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{all}");
+    assert!(all.contains("inconclusive so far"), "{all}");
+    assert!(
+        all.contains("inconclusive by the verify deadline")
+            && all.contains("traffic is back on blue"),
+        "{all}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "it waited to the deadline"
+    );
+    assert_eq!(identity(&app.get("/").1).1, "1");
+
+    app.write_config(&format!("{verify}  on_inconclusive: pass\n"));
+    let out = app.cyan(&["deploy", "--version", "3"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("verification inconclusive") && !all.contains("verified:"),
+        "{all}"
+    );
+    assert_eq!(identity(&app.get("/").1).1, "3");
+    let history: serde_json::Value =
+        serde_json::from_str(&app.cyan_ok(&["history", "-o", "json"])).unwrap();
+    let events: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(events.contains(&"verify-inconclusive"), "{history:#}");
+
+    // Every request fails, ten of them, below min_requests: a failure.
+    app.write_config(&format!(
+        "{verify}  on_inconclusive: pass\nenv:\n  FAIL_RATE: \"1\"\n"
+    ));
+    let mut deploy = app.spawn(&["deploy", "--version", "4"]);
+    deploy.wait_for("switched ", Duration::from_secs(60));
+    for _ in 0..10 {
+        app.get("/");
+    }
+    let (code, _, log) = deploy.finish();
+    assert_eq!(code, 6, "{log}");
+    assert!(log.contains("every one of the"), "{log}");
+    assert_eq!(identity(&app.get("/").1).1, "3");
 }
 
 #[test]

@@ -370,9 +370,37 @@ pub struct VerifyConfig {
     pub duration: Dur,
     #[serde(default = "default_max_5xx")]
     pub max_5xx_ratio: Ratio,
-    /// Below this many requests the ratio is not judged (1 error in 2 is noise).
+    /// Below this many requests the ratio is not judged (1 error in 2 is
+    /// noise): the verdict is inconclusive.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
+    /// What an inconclusive verdict does: `wait` (the default) keeps
+    /// watching until `min_requests` or `deadline`, then fails; `pass`
+    /// keeps the release live and says so; `fail` switches back.
+    #[serde(default)]
+    pub on_inconclusive: Inconclusive,
+    /// How long `wait` may watch in all, from the switch (default: three
+    /// times `duration`).
+    #[serde(default)]
+    pub deadline: Option<Dur>,
+}
+
+/// `verify.on_inconclusive`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Inconclusive {
+    Pass,
+    Fail,
+    #[default]
+    Wait,
+}
+
+impl VerifyConfig {
+    /// How long verification may watch in all, from the switch.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.deadline
+            .map_or(self.duration.0 * 3, |d| d.0.max(self.duration.0))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -77,6 +77,7 @@ impl World {
             color: c,
             release: key(v),
             until_ms,
+            deadline_ms: None,
         });
         self
     }

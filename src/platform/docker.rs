@@ -20,7 +20,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::Platform;
-use crate::config::{Loaded, ProxyTls, Secrets};
+use crate::config::{Inconclusive, Loaded, ProxyTls, Secrets};
 use crate::error::{Error, Result};
 use crate::health::{self, CheckRun, DockerHealth, HealthState, Replicas, Target};
 use crate::image;
@@ -675,6 +675,7 @@ impl<'a> DockerPlatform<'a> {
             color,
             release: d.target.clone(),
             until_ms: crate::clock::now_ms() + v.duration.0.as_millis() as u64,
+            deadline_ms: None,
         });
         record.push_history(HistoryEntry {
             event: if d.intent == Intent::Rollback {
@@ -723,12 +724,56 @@ impl<'a> DockerPlatform<'a> {
                 return self.fail_verify(color, window, &view, record, why).await;
             }
             let left = window.until_ms.saturating_sub(crate::clock::now_ms());
-            if left == 0 {
-                self.out.detail(format!(
-                    "verified: {} requests, {} 5xx",
-                    stats.requests, stats.status_5xx
-                ));
-                return self.close_verify().await;
+            let enough = stats.requests >= cfg.min_requests.max(1);
+            // Waiting past the window ends as soon as there is enough.
+            if left == 0 || (enough && window.deadline_ms.is_some()) {
+                if enough {
+                    self.out.detail(format!(
+                        "verified: {} requests, {} 5xx",
+                        stats.requests, stats.status_5xx
+                    ));
+                    return self.close_verify().await;
+                }
+                let short = format!(
+                    "{} request(s), {} 5xx: fewer than the {} verify.min_requests needs to judge",
+                    stats.requests, stats.status_5xx, cfg.min_requests
+                );
+                match (cfg.on_inconclusive, window.deadline_ms) {
+                    (Inconclusive::Wait, None) => {
+                        let started = window.until_ms - cfg.duration.0.as_millis() as u64;
+                        let deadline = started + cfg.deadline().as_millis() as u64;
+                        self.out.warn(format!(
+                            "verification inconclusive so far ({short}); watching until there are enough, for {} more at most",
+                            crate::output::fmt_duration(Duration::from_millis(
+                                deadline.saturating_sub(crate::clock::now_ms())
+                            ))
+                        ));
+                        let mut record = record;
+                        record.verify = Some(VerifyWindow {
+                            until_ms: deadline,
+                            deadline_ms: Some(deadline),
+                            ..window
+                        });
+                        self.put_record(&record).await?;
+                        continue;
+                    }
+                    (Inconclusive::Pass, _) => {
+                        self.out.warn(format!(
+                            "verification inconclusive ({short}); {} stays live, as verify.on_inconclusive: pass says",
+                            window.release.version
+                        ));
+                        return self.pass_inconclusive(color, record).await;
+                    }
+                    (_, deadline) => {
+                        let when = if deadline.is_some() {
+                            "by the verify deadline"
+                        } else {
+                            "in the window"
+                        };
+                        let why = format!("inconclusive {when}: {short}");
+                        return self.fail_verify(color, window, &view, record, why).await;
+                    }
+                }
             }
             if left.div_ceil(1000) != said_left {
                 said_left = left.div_ceil(1000);
@@ -739,6 +784,21 @@ impl<'a> DockerPlatform<'a> {
             }
             tokio::time::sleep(health::VERIFY_POLL.min(Duration::from_millis(left))).await;
         }
+    }
+
+    /// Closes an inconclusive window that `on_inconclusive: pass` keeps,
+    /// and says so in the history.
+    async fn pass_inconclusive(&self, color: Color, mut record: DeployRecord) -> Result<()> {
+        if let Some(m) = self.color_set(color).await?.first() {
+            record.push_history(HistoryEntry {
+                event: Event::VerifyInconclusive,
+                color,
+                release: m.release.clone(),
+                at: crate::clock::now_rfc3339(),
+            });
+        }
+        record.verify = None;
+        self.put_record(&record).await
     }
 
     async fn close_verify(&self) -> Result<()> {

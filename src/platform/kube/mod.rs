@@ -558,6 +558,7 @@ impl Platform for KubePlatform {
                 color,
                 release,
                 until_ms,
+                deadline_ms: None,
             }),
             _ => None,
         };

@@ -9,12 +9,14 @@
 //! (`proxy::state::Upstream`), and this follower, run inside the proxy
 //! process, keeps the two in line:
 //!
-//! - before the proxy accepts (`first_pass`), every route is checked
-//!   against the engine's list; a container that is not running, or an
-//!   engine that cannot be reached, takes the address out of rotation
-//!   (a 503 beats another app's answer);
-//! - then it follows the engine's container events and checks each
-//!   container that starts, stops, dies, pauses or is removed again;
+//! - before the proxy accepts (`follow`), every route is checked against
+//!   the engine's list; a container that is not running, or an engine
+//!   that cannot be reached, takes the address out of rotation (a 503
+//!   beats another app's answer);
+//! - then it follows the engine's container events: one that stops, dies,
+//!   pauses or is removed leaves rotation at once; one that starts is put
+//!   back at its new port once that port takes connections
+//!   (`admit_when_ready`);
 //! - when the event stream breaks, it reconnects (with backoff) and checks
 //!   everything again. If the engine itself is down and does not keep its
 //!   containers running (no `live-restore`), their addresses are taken out

@@ -630,6 +630,7 @@ async fn memory(a: &Args) -> String {
             path_prefix: None,
             policy: RoutePolicy::default(),
             tls: None,
+            preview: None,
         };
         admin.put_route(&name, &spec).await.unwrap();
         let ups = |p: u16| {

@@ -1,12 +1,26 @@
 //! Health gates (before the switch) and verification (after it).
 //!
 //! A gate probes every candidate replica directly, not through the proxy, so
-//! a replica is judged on its own. When it fails, the error says which
-//! replica, what the last probe saw, and what the container last logged:
-//! "target failed to become healthy" with no why is the complaint we fix.
-//! When the image has a `HEALTHCHECK`, Docker's verdict counts too: an app
-//! whose own check fails is not switched to because `/healthz` answers 200,
-//! and the failure shows the check's exit codes and output.
+//! a replica is judged on its own. The probe is one of three
+//! (`config::Probe`):
+//! - `http`: a GET to the replica's published port; the status (and body)
+//!   must be as expected;
+//! - `tcp`: a connect to that port, which must then stay open for a moment
+//!   (`HOLD`): Docker's userland proxy accepts on a published port while
+//!   nothing listens in the container and closes at once, and that is not
+//!   an app taking connections;
+//! - `command`: a run in the replica's container (`Replicas::exec`); exit 0
+//!   passes, and a failure keeps the exit code and the end of the output.
+//!
+//! When it fails, the error says which replica, what the last probe saw, and
+//! what the container last logged: "target failed to become healthy" with no
+//! why is the complaint we fix. An app that listens where nothing reaches it
+//! (loopback inside its container, or another port) fails at once with that
+//! named, whatever the probe: a command can pass inside the container while
+//! the proxy could reach nothing. When the image has a `HEALTHCHECK`,
+//! Docker's verdict counts too: an app whose own check fails is not switched
+//! to because the probe passes, and the failure shows the check's exit codes
+//! and output.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +32,7 @@ use hyper::Request;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{HealthConfig, VerifyConfig};
+use crate::config::{HealthConfig, HttpCheck, Probe, VerifyConfig};
 use crate::output::{fmt_duration, Output};
 use crate::proxy::pool::StatsView;
 
@@ -41,6 +55,15 @@ pub trait Replicas {
     /// Why the replica's app cannot be reached though it listens (on
     /// loopback inside its container, or on another port), if that is so.
     fn misbound(&self, name: &str) -> impl Future<Output = Option<String>>;
+    /// Runs `argv` in the replica's container (`health.command`), waiting at
+    /// most `timeout`: its exit code and the end of its output, or why it
+    /// did not run or exit (with the output so far).
+    fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<CheckRun, String>>;
 }
 
 /// Docker's verdict on a container from the image's `HEALTHCHECK`.
@@ -82,15 +105,24 @@ pub struct CheckRun {
 impl std::fmt::Display for CheckRun {
     /// `exit 1: <output>`, the output trimmed and on one line.
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let output: Vec<&str> = self.output.lines().map(str::trim).collect();
-        let output = output.join(" / ");
-        let output = output.trim();
+        let output = one_line(&self.output);
         if output.is_empty() {
             write!(f, "exit {}, no output", self.exit_code)
         } else {
             write!(f, "exit {}: {}", self.exit_code, snippet(output.as_bytes()))
         }
     }
+}
+
+/// A command's output on one line: its non-empty lines, trimmed, joined
+/// by ` / `.
+pub fn one_line(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" / ")
 }
 
 /// A container's Docker health and the last check runs Docker keeps
@@ -182,9 +214,9 @@ async fn gate_one(
         if let Some(why) = replicas.stopped(&t.name).await {
             break Err(fail(format!("{why}; last probe: {last}")));
         }
-        let probe = probe(client, cfg, host, t.addr).await;
+        let probe = probe(client, cfg, host, t, replicas).await;
         match &probe {
-            Ok(()) => {
+            Ok(_) => {
                 passes += 1;
                 fails = 0;
                 answered = true;
@@ -198,20 +230,27 @@ async fn gate_one(
                 passes = 0;
                 fails += u32::from(answered);
             }
+            Err(ProbeError::Hopeless(s)) => break Err(fail(s.clone())),
         }
         // No answer may be an app still starting, or one that listens where
         // nothing reaches it: that one fails now, with the cause named,
-        // instead of at the deadline.
-        if let (Err(ProbeError::NoAnswer(s)), Some(why)) =
-            (&probe, replicas.misbound(&t.name).await)
-        {
-            break Err(fail(format!("GET {} -> {s}: {why}", cfg.http.path)));
+        // instead of at the deadline. A command runs inside the container,
+        // so its pass says nothing of what the proxy reaches: asked too.
+        let reachable_unknown = matches!(
+            (&probe, cfg.probe()),
+            (Err(ProbeError::NoAnswer(_)), _) | (Ok(_), Probe::Command(_))
+        );
+        if reachable_unknown {
+            if let Some(why) = replicas.misbound(&t.name).await {
+                break Err(fail(match &probe {
+                    Ok(s) => format!("{s}, but {why}"),
+                    Err(e) => format!("{}: {why}", e.said()),
+                }));
+            }
         }
         last = match probe {
-            Ok(()) => format!("GET {} -> ok", cfg.http.path),
-            Err(ProbeError::Answered(s) | ProbeError::NoAnswer(s)) => {
-                format!("GET {} -> {s}", cfg.http.path)
-            }
+            Ok(s) => s,
+            Err(e) => e.said().to_string(),
         };
         let docker = if watch_docker {
             replicas.docker_health(&t.name).await
@@ -230,7 +269,7 @@ async fn gate_one(
             HealthState::Unhealthy => {
                 break Err(fail(format!(
                     "Docker reports the container unhealthy: the image's HEALTHCHECK fails ({last}). \
-                     Fix the check or what it tests, or set health.docker: false to gate on HTTP alone. \
+                     Fix the check or what it tests, or set health.docker: false to gate on the probe alone. \
                      Docker's last health checks, oldest first:\n{}",
                     docker.checks()
                 )));
@@ -276,40 +315,161 @@ async fn gate_one(
 enum ProbeError {
     /// The app answered, but not as expected.
     Answered(String),
-    /// No HTTP answer at all (refused, reset, timeout).
+    /// No answer at all (refused, reset, timeout), or a command that failed:
+    /// the app may still be starting.
     NoAnswer(String),
+    /// It can never pass (a command the container cannot run): the gate
+    /// fails at once.
+    Hopeless(String),
 }
 
+impl ProbeError {
+    /// What the probe saw.
+    fn said(&self) -> &str {
+        match self {
+            ProbeError::Answered(s) | ProbeError::NoAnswer(s) | ProbeError::Hopeless(s) => s,
+        }
+    }
+}
+
+/// One probe of one replica: what it saw when it passed, or why not.
 async fn probe(
     client: &ProbeClient,
     cfg: &HealthConfig,
     host: Option<&str>,
+    t: &Target,
+    replicas: &impl Replicas,
+) -> Result<String, ProbeError> {
+    match cfg.probe() {
+        Probe::Http(http) => probe_http(client, http, cfg.timeout.0, host, t.addr).await,
+        Probe::Tcp => match tcp_connect(t.addr, cfg.timeout.0).await {
+            Ok(()) => Ok(format!("connect to {}: open", t.addr)),
+            Err(why) => Err(ProbeError::NoAnswer(format!(
+                "connect to {}: {why}",
+                t.addr
+            ))),
+        },
+        Probe::Command(argv) => {
+            command_result(argv, replicas.exec(&t.name, argv, cfg.timeout.0).await)
+        }
+    }
+}
+
+async fn probe_http(
+    client: &ProbeClient,
+    http: &HttpCheck,
+    timeout: Duration,
+    host: Option<&str>,
     addr: SocketAddr,
-) -> Result<(), ProbeError> {
-    let url = format!("http://{addr}{}", cfg.http.path);
-    let (status, body) = http_get(
-        client,
-        &url,
-        cfg.http.host.as_deref().or(host),
-        cfg.timeout.0,
-    )
-    .await
-    .map_err(ProbeError::NoAnswer)?;
-    if !cfg.http.expect.contains(status) {
+) -> Result<String, ProbeError> {
+    let url = format!("http://{addr}{}", http.path);
+    let said = format!("GET {}", http.path);
+    let (status, body) = http_get(client, &url, http.host.as_deref().or(host), timeout)
+        .await
+        .map_err(|e| ProbeError::NoAnswer(format!("{said} -> {e}")))?;
+    if !http.expect.contains(status) {
         return Err(ProbeError::Answered(format!(
-            "{status} (expected {}): {}",
-            cfg.http.expect,
+            "{said} -> {status} (expected {}): {}",
+            http.expect,
             snippet(&body)
         )));
     }
-    if let Some(needle) = &cfg.http.body {
+    if let Some(needle) = &http.body {
         if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
             return Err(ProbeError::Answered(format!(
-                "{status} but the body lacks {needle:?}"
+                "{said} -> {status} but the body lacks {needle:?}"
             )));
         }
     }
-    Ok(())
+    Ok(format!("{said} -> ok"))
+}
+
+/// How long a new connection must stay open, unless the app speaks first,
+/// for its port to count as taken (at most the probe's timeout).
+pub const HOLD: Duration = Duration::from_millis(150);
+
+/// Connects to `addr` within `timeout` and keeps the connection for `HOLD`:
+/// `Ok` when it stays open or the app sends a byte first (a banner), else
+/// why not. A connection closed or reset at once is how Docker's userland
+/// proxy answers for a container where nothing listens on the port yet.
+pub async fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let connect = tokio::net::TcpStream::connect(addr);
+    let mut stream = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(io_reason(&e)),
+        Err(_) => {
+            return Err(format!(
+                "no connection within {}",
+                humantime::format_duration(timeout)
+            ))
+        }
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(HOLD.min(timeout), stream.read(&mut byte)).await {
+        Err(_) | Ok(Ok(1..)) => Ok(()),
+        Ok(Ok(0)) => Err(
+            "accepted, then closed at once without a byte (nothing listens on the app's port in its container yet)"
+                .into(),
+        ),
+        Ok(Err(e)) => Err(format!(
+            "accepted, then {} at once (nothing listens on the app's port in its container yet)",
+            io_reason(&e)
+        )),
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::ConnectionReset => "connection reset".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Exit codes with which a shell or the engine says the command itself
+/// could not run (126: not executable, 127: not found).
+const CANNOT_RUN: [i64; 2] = [126, 127];
+
+/// Judges one run of `health.command`.
+fn command_result(argv: &[String], run: Result<CheckRun, String>) -> Result<String, ProbeError> {
+    let said = format!("`{}`", shown(argv));
+    let run = run.map_err(|why| ProbeError::NoAnswer(format!("{said} {why}")))?;
+    if run.exit_code == 0 {
+        return Ok(format!("{said} exited 0"));
+    }
+    let output = match one_line(&run.output) {
+        o if o.is_empty() => ", no output".to_string(),
+        o => format!(": {o}"),
+    };
+    let said = format!("{said} exited {}{output}", run.exit_code);
+    match CANNOT_RUN.contains(&run.exit_code) {
+        true => Err(ProbeError::Hopeless(format!(
+            "{said}. Exit {} means the command could not be run in the container (not found, or not executable): \
+             health.command must name a program in the image (an image FROM scratch has no shell)",
+            run.exit_code
+        ))),
+        false => Err(ProbeError::NoAnswer(said)),
+    }
+}
+
+/// An argv as one would type it: items with spaces or quotes are quoted.
+fn shown(argv: &[String]) -> String {
+    let items: Vec<String> = argv
+        .iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && !a
+                    .chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '`'));
+            match plain {
+                true => a.clone(),
+                false => format!("{a:?}"),
+            }
+        })
+        .collect();
+    items.join(" ")
 }
 
 /// The start of a body, for an error message.
@@ -418,6 +578,98 @@ mod tests {
             health.checks(),
             "  exit 137, no output\n  exit 1: database down / retrying"
         );
+    }
+
+    /// A loopback port where nothing listens.
+    fn closed_port() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn tcp_passes_a_connection_that_stays_open_not_one_closed_at_once() {
+        let timeout = Duration::from_secs(1);
+        let refused = closed_port();
+        assert_eq!(
+            tcp_connect(refused, timeout).await,
+            Err("connection refused".into())
+        );
+        // An app that holds the connection, and one that speaks first (and
+        // then closes: the byte is what counts).
+        let holds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = holds.local_addr().unwrap();
+        let held = tokio::spawn(async move { holds.accept().await.map(|(s, _)| s) });
+        assert_eq!(tcp_connect(addr, timeout).await, Ok(()));
+        drop(held);
+        let banner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = banner.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut s, _) = banner.accept().await.unwrap();
+            s.write_all(b"220 ready\r\n").await.unwrap();
+        });
+        assert_eq!(tcp_connect(addr, timeout).await, Ok(()));
+        // What Docker's userland proxy does while nothing listens in the
+        // container: accept, then close without a byte.
+        let closes = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closes.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = closes.accept().await.unwrap();
+            drop(s);
+        });
+        let why = tcp_connect(addr, timeout).await.unwrap_err();
+        assert!(
+            why.starts_with("accepted, then closed at once without a byte"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_command_run_is_judged_by_its_exit_code() {
+        let argv: Vec<String> = ["/app", "check", "--db url"].map(String::from).into();
+        let run = |exit_code, output: &str| {
+            command_result(
+                &argv,
+                Ok(CheckRun {
+                    exit_code,
+                    output: output.into(),
+                }),
+            )
+        };
+        assert_eq!(
+            run(0, "fine").ok().as_deref(),
+            Some("`/app check \"--db url\"` exited 0")
+        );
+        match run(1, "checking\ndb down\n") {
+            Err(ProbeError::NoAnswer(s)) => {
+                assert_eq!(s, "`/app check \"--db url\"` exited 1: checking / db down")
+            }
+            _ => panic!("exit 1 fails the probe, and may pass later"),
+        }
+        match run(3, "") {
+            Err(ProbeError::NoAnswer(s)) => assert!(s.ends_with("exited 3, no output"), "{s}"),
+            _ => panic!("any exit but 0 fails"),
+        }
+        match run(
+            126,
+            "OCI runtime exec failed: exec: \"/app\": stat /app: no such file",
+        ) {
+            Err(ProbeError::Hopeless(s)) => {
+                assert!(s.contains("exited 126: OCI runtime exec failed"), "{s}");
+                assert!(s.contains("could not be run in the container"), "{s}");
+            }
+            _ => panic!("a command that cannot run fails the gate at once"),
+        }
+        match command_result(
+            &argv,
+            Err("did not exit within 1s (health.timeout), no output".into()),
+        ) {
+            Err(ProbeError::NoAnswer(s)) => assert_eq!(
+                s,
+                "`/app check \"--db url\"` did not exit within 1s (health.timeout), no output"
+            ),
+            _ => panic!("a timeout fails the probe"),
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Runtime;
 use crate::release::{Color, Release, ReleaseKey};
 
 /// At most this many history entries are kept.
@@ -34,6 +35,43 @@ pub struct DeployRecord {
     /// would otherwise retry it forever).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted: Option<ReleaseKey>,
+    /// The runtime config each release passed its gate with, for the
+    /// releases still in `gated`, `verify` or `history` (Docker; on
+    /// Kubernetes the ControllerRevisions keep whole pod templates). An
+    /// entry this cyan cannot read (written by a newer one) is dropped,
+    /// never the record.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "readable_runtimes"
+    )]
+    pub runtimes: Vec<RecordedRuntime>,
+}
+
+/// `Runtime` of one release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedRuntime {
+    pub release: ReleaseKey,
+    pub runtime: Runtime,
+}
+
+impl PartialEq for RecordedRuntime {
+    /// Compared as recorded JSON: `Runtime` holds config types that have
+    /// no equality of their own.
+    fn eq(&self, other: &Self) -> bool {
+        self.release == other.release
+            && serde_json::to_value(&self.runtime).ok() == serde_json::to_value(&other.runtime).ok()
+    }
+}
+
+fn readable_runtimes<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<RecordedRuntime>, D::Error> {
+    let values = Vec::<serde_json::Value>::deserialize(d)?;
+    Ok(values
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +106,32 @@ pub struct HistoryEntry {
     pub release: Release,
     /// RFC 3339 time of the event.
     pub at: String,
+    /// What the verify window saw (`verify-failed`, `verify-inconclusive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyFigures>,
+}
+
+/// What a verify window saw of the release it watched, and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyFigures {
+    pub verdict: Verdict,
+    /// Requests the release answered through the proxy in the window.
+    pub requests: u64,
+    /// Of those, answers with a 5xx status (the app's own, and the
+    /// proxy's 502/504 for it).
+    pub status_5xx: u64,
+    /// `verify.min_requests`: with fewer requests the verdict is
+    /// `inconclusive`.
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Passed,
+    /// Too few requests to judge.
+    Inconclusive,
+    Failed,
 }
 
 impl DeployRecord {
@@ -86,6 +150,33 @@ impl DeployRecord {
             }
         }
         seen
+    }
+
+    /// Records `runtime` as what `release` runs with (replacing an older
+    /// entry for it), and forgets the runtimes of releases no longer
+    /// named by `gated`, `verify` or `history`.
+    pub fn record_runtime(&mut self, release: &ReleaseKey, runtime: Runtime) {
+        self.runtimes.retain(|r| &r.release != release);
+        self.runtimes.push(RecordedRuntime {
+            release: release.clone(),
+            runtime,
+        });
+        let named: Vec<ReleaseKey> = self
+            .gated
+            .values()
+            .cloned()
+            .chain(self.verify.iter().map(|v| v.release.clone()))
+            .chain(self.history.iter().map(|e| e.release.key()))
+            .collect();
+        self.runtimes.retain(|r| named.contains(&r.release));
+    }
+
+    /// What `release` ran with when it passed its gate, if recorded.
+    pub fn runtime_of(&self, release: &ReleaseKey) -> Option<&Runtime> {
+        self.runtimes
+            .iter()
+            .find(|r| &r.release == release)
+            .map(|r| &r.runtime)
     }
 
     /// Whether `key` was ever live (so a set holding it is a previous release,

@@ -247,6 +247,19 @@ fn a_killed_deploy_converges_when_run_again() {
             status["lock"].is_null(),
             "a killed holder's lock is free, and status says so: {status:#}"
         );
+        // Killed with a candidate up: not "progressing", and says what to do.
+        if phase.contains("healthz") {
+            assert!(!status["candidate"].is_null(), "{status:#}");
+        }
+        if !status["candidate"].is_null() && status["live"]["version"] != version {
+            assert_eq!(status["phase"], "interrupted", "{status:#}");
+            assert!(
+                status["warnings"][0]
+                    .as_str()
+                    .is_some_and(|w| w.contains("cyan abort")),
+                "{status:#}"
+            );
+        }
         app.deploy(version);
         let status = app.status_json();
         assert_eq!(status["live"]["version"], version, "{status:#}");
@@ -358,6 +371,8 @@ fn failed_verification_switches_back_on_its_own() {
     let history: serde_json::Value =
         serde_json::from_str(&app.cyan_ok(&["history", "-o", "json"])).unwrap();
     assert_eq!(history[0]["event"], "verify-failed", "{history:#}");
+    assert_eq!(history[0]["verify"]["verdict"], "failed", "{history:#}");
+    assert!(history[0]["verify"]["status_5xx"].as_u64() > Some(0));
     // Only the bad release answered with errors; they stop after the switch back.
     let injected = failures(&samples)
         .iter()
@@ -367,6 +382,20 @@ fn failed_verification_switches_back_on_its_own() {
         injected > 0 && injected == failures(&samples).len(),
         "{:?}",
         failures(&samples)
+    );
+
+    // A good release under traffic passes, and -o json gives the figures.
+    app.write_config(verify);
+    let load = Load::start(app.port, &format!("{}.localhost", app.name), 2, 0);
+    let out = app.cyan(&["deploy", "--version", "3", "-o", "json"]);
+    rt.block_on(load.finish());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["verify"]["verdict"], "passed", "{result:#}");
+    assert_eq!(result["verify"]["status_5xx"], 0, "{result:#}");
+    assert!(
+        result["verify"]["requests"].as_u64() >= Some(10),
+        "{result:#}"
     );
 }
 
@@ -398,23 +427,37 @@ fn an_inconclusive_verification_is_not_a_pass() {
     assert_eq!(identity(&app.get("/").1).1, "1");
 
     app.write_config(&format!("{verify}  on_inconclusive: pass\n"));
-    let out = app.cyan(&["deploy", "--version", "3"]);
+    let out = app.cyan(&["deploy", "--version", "3", "-o", "json"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(
         all.contains("verification inconclusive") && !all.contains("verified:"),
         "{all}"
     );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["verify"]["verdict"], "inconclusive", "{result:#}");
+    assert_eq!(result["verify"]["min_requests"], 20, "{result:#}");
+    assert!(
+        result["verify"]["requests"].as_u64().unwrap() < 20,
+        "{result:#}"
+    );
     assert_eq!(identity(&app.get("/").1).1, "3");
     let history: serde_json::Value =
         serde_json::from_str(&app.cyan_ok(&["history", "-o", "json"])).unwrap();
-    let events: Vec<&str> = history
+    let verdicts: Vec<(&str, &str)> = history
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| e["event"].as_str())
+        .filter_map(|e| Some((e["event"].as_str()?, e["verify"]["verdict"].as_str()?)))
         .collect();
-    assert!(events.contains(&"verify-inconclusive"), "{history:#}");
+    assert_eq!(
+        verdicts,
+        [
+            ("verify-inconclusive", "inconclusive"),
+            ("verify-failed", "inconclusive")
+        ],
+        "newest first, with the figures: {history:#}"
+    );
 
     // Every request fails, ten of them, below min_requests: a failure.
     app.write_config(&format!(

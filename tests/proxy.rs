@@ -373,6 +373,7 @@ async fn forwarding_headers_request_ids_path_prefixes_and_h2c() {
         path_prefix: Some("/api".into()),
         policy: RoutePolicy::default(),
         tls: None,
+        preview: None,
     };
     admin.put_route("hdr-api", &spec).await.unwrap();
     proxy.switch("hdr-api", Color::Blue, Some(vec![api])).await;
@@ -707,6 +708,7 @@ async fn tls_termination_with_h2_over_alpn() {
         path_prefix: None,
         policy: RoutePolicy::default(),
         tls: Some(files.clone().into()),
+        preview: None,
     };
     proxy.admin().put_route("tls", &spec).await.unwrap();
     proxy.switch("tls", Color::Blue, Some(vec![app])).await;

@@ -15,6 +15,7 @@ use crate::plan::{Desired, Intent};
 use crate::platform::docker::{DockerPlatform, Managed};
 use crate::platform::Platform;
 use crate::proxy::Home;
+use crate::record::VerifyFigures;
 use crate::release::{self, Color, ReleaseKey};
 
 #[derive(Serialize)]
@@ -34,6 +35,10 @@ struct ConvergeResult {
     previous_color: Option<Color>,
     /// How to undo this, when the previous release is still running.
     rollback_command: Option<String>,
+    /// What verification saw, when this run watched a verify window to
+    /// its end: `{verdict: passed | inconclusive, requests, status_5xx,
+    /// min_requests}` (a failed one is the command's error).
+    verify: Option<VerifyFigures>,
 }
 
 /// What `cyan deploy` was asked for beyond the config.
@@ -102,17 +107,81 @@ pub async fn rollback(
     wait: Duration,
     out: &Output,
 ) -> Result<()> {
+    let (target, hot_replicas, recorded) = {
+        let p = session::open_to_read(home, cfg, out).await?;
+        let record = p.record().await?;
+        let (live, other) = sides(&p).await?;
+        let (target, hot_replicas) = rollback_target(cfg, to, &record, live, other)?;
+        let recorded = record.runtime_of(&target).cloned();
+        (target, hot_replicas, recorded)
+    };
+    // A cold rollback starts the old image with the config it ran with,
+    // as recorded at its gate: a release is its image and its config.
+    let restored = match (hot_replicas, &recorded) {
+        (Some(_), _) => None,
+        (None, Some(runtime)) => {
+            let changes = cfg.config.runtime_changes(runtime);
+            out.warn(format!(
+                "{} is no longer running: cold rollback (start from its image with the config it was deployed with, gate, then switch){}",
+                target.version,
+                if changes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; restoring {}", changes.join(", "))
+                }
+            ));
+            Some(Loaded {
+                config: cfg.config.with_runtime(runtime),
+                path: cfg.path.clone(),
+            })
+        }
+        (None, None) => {
+            out.warn(format!(
+                "{} is no longer running: cold rollback with today's config (no config was recorded for it: it was deployed by an older cyan)",
+                target.version
+            ));
+            None
+        }
+    };
+    let cfg = restored.as_ref().unwrap_or(cfg);
     let mut p = session::open(home, cfg, out).await?;
-    let record = p.record().await?;
-    let (live, other) = sides(&p).await?;
+    if restored.is_some() && cfg.config.runtime_hash(&p.secrets) != target.config_hash {
+        out.warn(format!(
+            "the secrets' values differ from those {} was deployed with (values are never stored): it runs with today's values",
+            target.version
+        ));
+    }
+    let desired = Desired {
+        intent: Intent::Rollback,
+        target,
+        replicas: hot_replicas.unwrap_or(cfg.config.replicas.get()),
+        build: false,
+        push: false,
+        require_approval: false,
+        keep_hot: true,
+        retire_delay_ms: 0,
+    };
+    Run::plain(format!("rollback to {}", desired.target.version), wait)
+        .go(&mut p, &desired, out)
+        .await
+}
+
+/// The release a rollback goes to, and its replica count when it is still
+/// running (instant); `None` when it comes from history (cold: started from
+/// its image).
+fn rollback_target(
+    cfg: &Loaded,
+    to: Option<&str>,
+    record: &crate::record::DeployRecord,
+    live: Option<Vec<Managed>>,
+    other: Option<Vec<Managed>>,
+) -> Result<(ReleaseKey, Option<u32>)> {
     let live_key = live.as_ref().map(|s| s[0].release.key()).ok_or_else(|| {
         Error::Refused(format!(
             "nothing is live for {}; there is nothing to roll back",
             cfg.config.route()
         ))
     })?;
-    // A running set of the wanted release is used as it is (instant); else
-    // the release comes from history (cold: started from its image).
     let hot = other.filter(|s| match to {
         Some(v) => s[0].release.version == v,
         None => record.was_live(&s[0].release.key()),
@@ -148,27 +217,7 @@ pub async fn rollback(
             target.version
         )));
     }
-    if hot.is_none() {
-        out.warn(format!(
-            "{} is no longer running: cold rollback (start from its image, gate, then switch)",
-            target.version
-        ));
-    }
-    let desired = Desired {
-        intent: Intent::Rollback,
-        target,
-        replicas: hot
-            .as_ref()
-            .map_or(cfg.config.replicas.get(), |s| s.len() as u32),
-        build: false,
-        push: false,
-        require_approval: false,
-        keep_hot: true,
-        retire_delay_ms: 0,
-    };
-    Run::plain(format!("rollback to {}", desired.target.version), wait)
-        .go(&mut p, &desired, out)
-        .await
+    Ok((target, hot.map(|s| s.len() as u32)))
 }
 
 pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> Result<()> {
@@ -273,6 +322,7 @@ impl Run {
             previous.is_some() && release_in(Some(*col)).map(|r| r.key()) == previous
         });
         let config_path = p.cfg.path.display().to_string();
+        let url = c.url(&p.proxy.health().await?);
         let result = ConvergeResult {
             app: c.app.to_string(),
             environment: c.environment.to_string(),
@@ -283,7 +333,7 @@ impl Run {
             },
             version: desired.target.version.clone(),
             color,
-            url: c.url(),
+            url: url.clone(),
             image: c.image.tag(&desired.target.version),
             digest: release.as_ref().and_then(|r| r.digest.clone()),
             image_id: release.map(|r| r.image_id),
@@ -291,6 +341,7 @@ impl Run {
             previous_color,
             rollback_command: (outcome == Outcome::Done && previous_color.is_some())
                 .then(|| format!("cyan rollback -c {config_path}")),
+            verify: p.verdict.lock().expect("verdict lock").take(),
         };
         out.result(&result, || match outcome {
             Outcome::Done => format!(
@@ -298,7 +349,7 @@ impl Run {
                 c.app,
                 desired.target.version,
                 color.map_or("?".into(), |c| c.to_string()),
-                c.url()
+                url
             ),
             Outcome::AwaitingApproval(col) => format!(
                 "{} {} is up on {col} and passed its health gate; live traffic is untouched.\n\

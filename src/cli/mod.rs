@@ -5,6 +5,7 @@
 
 mod converge;
 mod image;
+mod init;
 mod kube;
 mod proxy;
 mod remove;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ImageRepo, Loaded, PlatformKind};
+use crate::config::{ImageRepo, Loaded, Name, PlatformKind};
 use crate::error::{Error, Result};
 use crate::output::{Format, Output};
 
@@ -205,6 +206,37 @@ pub enum Command {
     Hold {
         #[command(subcommand)]
         command: HoldCommand,
+    },
+    /// Write a commented cyan.yaml for the project in this folder, read
+    /// from what it holds: the app's name from the folder's, the port from
+    /// the Dockerfile's EXPOSE, the health path from its HEALTHCHECK (and
+    /// Docker's health gating when it has one), where versions come from
+    /// (a VERSION file, git). Each value says in a comment where it came
+    /// from; a guess says it is one. The file is checked with cyan's own
+    /// loader before it is written. An existing cyan.yaml is never
+    /// replaced (exit 2) without --force.
+    #[command(
+        after_help = "Example, in a folder `My_Web` whose Dockerfile says EXPOSE 3000:\n  \
+cyan init                  # writes cyan.yaml: app my-web, port 3000, on http://127.0.0.1:8000\n  \
+cyan deploy --version 1.0.0\n  \
+curl http://127.0.0.1:8000/\n\n\
+Elsewhere: cyan init --dir path/to/app --listen 127.0.0.1:8001 --app web\n\
+-o json prints what was read and chosen. The README's config reference explains every key."
+    )]
+    Init {
+        /// The project's folder (where its Dockerfile is); cyan.yaml is written there.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Replace an existing cyan.yaml.
+        #[arg(long)]
+        force: bool,
+        /// The app's name, instead of one made from the folder's name.
+        #[arg(long, value_name = "NAME", value_parser = Name::parse)]
+        app: Option<Name>,
+        /// Where the cyan proxy serves the app (proxy.listen); another app
+        /// on this host needs another port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
     },
     /// Work with cyan.yaml.
     Config {
@@ -539,6 +571,20 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             let cfg = session::load_with(&step.config.config, &step.image, None)?;
             image::push(&cfg, step.release.as_deref(), out).await
         }
+        Command::Init {
+            dir,
+            force,
+            app,
+            listen,
+        } => init::init(
+            &init::InitOptions {
+                dir,
+                force,
+                app,
+                listen,
+            },
+            out,
+        ),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {

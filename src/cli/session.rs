@@ -46,6 +46,7 @@ async fn with_secrets<'a>(
         secrets,
         lock_token: String::new(),
         out,
+        verdict: Default::default(),
     })
 }
 

@@ -20,7 +20,8 @@ pub struct Status {
     pub app: String,
     pub environment: String,
     pub url: String,
-    /// not-deployed | progressing | awaiting-approval | verifying | live
+    /// not-deployed | progressing | interrupted | awaiting-approval |
+    /// verifying | live
     pub phase: &'static str,
     /// Copies of `live.version`, the live image and `live.digest`, and
     /// `previous.version`, at the top level for scripts and step outputs.
@@ -39,6 +40,17 @@ pub struct Status {
     /// with cyan.yaml's route, one line each; `cyan deploy` of the live
     /// version repairs it. Empty when all is in line.
     pub drift: Vec<String>,
+    /// `proxy.preview`, when cyan.yaml sets one.
+    pub preview: Option<PreviewView>,
+}
+
+/// The app's preview: where it is, and what it serves now.
+#[derive(Serialize)]
+pub struct PreviewView {
+    pub url: String,
+    /// The candidate it serves; `None`: no candidate, it answers 503.
+    pub color: Option<Color>,
+    pub version: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -124,16 +136,33 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         .verify
         .as_ref()
         .is_some_and(|w| w.until_ms > crate::clock::now_ms());
+    // A lease whose holder is gone is free: the next command takes it.
+    let lock = view
+        .as_ref()
+        .and_then(|v| v.state.lock.clone())
+        .filter(|l| l.held(crate::clock::now_ms()));
     let phase = match (&live_view, &candidate) {
         (_, Some(cand)) if cand.gated && c.require_approval => "awaiting-approval",
-        (_, Some(_)) => "progressing",
+        (_, Some(_)) if lock.is_some() => "progressing",
+        // Nobody holds the lock: the deploy that launched it is gone.
+        (_, Some(_)) => "interrupted",
         (Some(_), None) if verifying => "verifying",
         (Some(_), None) => "live",
         (None, None) => "not-deployed",
     };
     let drift = p.drift(c.replicas.get(), &all, view.as_ref());
-    let warnings = live
-        .iter()
+    let interrupted = candidate
+        .as_ref()
+        .filter(|_| phase == "interrupted")
+        .map(|cand| {
+            format!(
+                "the deploy of {} stopped before its switch (no cyan holds the lock): `cyan deploy --version {}` continues it, `cyan abort` removes it",
+                cand.version, cand.version
+            )
+        });
+    let warnings = interrupted
+        .into_iter()
+        .chain(live.iter()
         .flat_map(|l| all.iter().filter(move |m| m.color == *l))
         .filter_map(|m| {
             let h = &healths[m.id.as_str()];
@@ -144,12 +173,32 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
                     m.name
                 )
             })
-        })
+        }))
         .collect();
+    // Where the proxy serves host-routed apps, for the URLs.
+    let served = p.proxy.health().await?;
+    // What the proxy previews (never the live color), as cyan.yaml sets it.
+    let preview = match &c.proxy.preview {
+        Some(cfg) => {
+            let color = view
+                .as_ref()
+                .filter(|v| v.state.preview.is_some())
+                .and_then(|v| v.state.previewed());
+            Some(PreviewView {
+                url: cfg.url(&served),
+                color,
+                version: color.and_then(|col| {
+                    let m = all.iter().find(|m| m.color == col)?;
+                    Some(m.release.version.clone())
+                }),
+            })
+        }
+        None => None,
+    };
     let status = Status {
         app: c.app.to_string(),
         environment: c.environment.to_string(),
-        url: c.url(),
+        url: c.url(&served),
         phase,
         version: live_view.as_ref().map(|l| l.version.clone()),
         image: live_view.as_ref().map(|l| c.image.tag(&l.version)),
@@ -158,13 +207,10 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         live: live_view,
         previous,
         candidate,
-        // A lease whose holder is gone is free: the next command takes it.
-        lock: view
-            .and_then(|v| v.state.lock)
-            .filter(|l| l.held(crate::clock::now_ms()))
-            .map(|l| l.describe()),
+        lock: lock.map(|l| l.describe()),
         warnings,
         drift,
+        preview,
     };
     out.result(&status, || render(&status));
     Ok(())
@@ -202,6 +248,12 @@ fn render(s: &Status) -> String {
             }
             None => text += &format!("{label:>9}: -\n"),
         }
+    }
+    if let Some(p) = &s.preview {
+        text += &match (&p.version, p.color) {
+            (Some(v), Some(col)) => format!("  preview: {} serves {v} ({col})\n", p.url),
+            _ => format!("  preview: {} (no candidate: answers 503)\n", p.url),
+        };
     }
     if let Some(l) = &s.lock {
         text += &format!("     lock: {l}\n");

@@ -28,10 +28,15 @@ pub(super) fn describe(e: &serde_saphyr::Error, text: &str, origin: &str) -> Err
     }
 }
 
-/// Reports `message` at the line where `path` is written (or the file, if absent).
+/// Reports `message` at the line where `path` is written, else where its
+/// nearest written parent is (a key inside a flow mapping, `{ host: a }`),
+/// else at the file.
 pub(super) fn at_key(text: &str, origin: &str, path: &[&str], message: &str) -> Error {
     let dotted = path.join(".");
-    match find_key(text, path) {
+    let found = (1..=path.len())
+        .rev()
+        .find_map(|n| find_key(text, &path[..n]));
+    match found {
         Some((line, column)) => Error::Config(format!(
             "{origin}:{line}:{column}: {dotted}: {message}\n{}",
             excerpt(text, line)

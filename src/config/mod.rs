@@ -8,7 +8,7 @@ mod locate;
 mod secrets;
 mod values;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::proxy::api::Health;
 pub use crate::proxy::state::Balance;
 use crate::proxy::state::{ActiveCheck, RoutePolicy};
 pub use secrets::{log_filter, Secrets};
@@ -151,6 +152,51 @@ pub struct ProxyConfig {
     /// else those headers are replaced with what the proxy saw.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where the candidate answers before it is promoted, and never the
+    /// live color (`require_approval: true`: look, then `cyan promote`).
+    #[serde(default)]
+    pub preview: Option<PreviewConfig>,
+}
+
+/// `proxy.preview`: a host and/or a listen address of the app's preview,
+/// both its own (not `proxy.host`'s, `hosts`' or `listen`'s). From the
+/// moment a candidate passes its health gate until it is promoted,
+/// aborted or removed after a failure, the preview serves it, under the
+/// app's `path_prefix`, in plain HTTP; otherwise it answers 503 "no
+/// candidate". A previous release kept hot is never served there.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewConfig {
+    /// A Host header routed to the candidate.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A listen address whose requests all go to the candidate.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl PreviewConfig {
+    /// The preview as the proxy's admin API takes it.
+    pub fn spec(&self) -> crate::proxy::api::PreviewSpec {
+        crate::proxy::api::PreviewSpec {
+            hosts: self.host.iter().cloned().collect(),
+            listen: self.listen,
+        }
+    }
+
+    /// A URL a script on this host can open, as `Config::url` makes the
+    /// app's: its own listen address when it has one, else its host on
+    /// the proxy's `--listen` port (`served`). Always `http`.
+    pub fn url(&self, served: &Health) -> String {
+        match (&self.host, self.listen) {
+            (_, Some(listen)) => format!("http://{}", reachable(listen)),
+            (Some(host), None) => match served.listen.first().map(|a| a.port()) {
+                Some(80) | None => format!("http://{host}"),
+                Some(port) => format!("http://{host}:{port}"),
+            },
+            (None, None) => String::new(),
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -168,6 +214,7 @@ impl Default for ProxyConfig {
             tls: None,
             hosts: Vec::new(),
             trusted_proxies: Vec::new(),
+            preview: None,
         }
     }
 }
@@ -298,7 +345,7 @@ impl ProxyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCheck {
     #[serde(default = "default_health_path")]
@@ -324,11 +371,32 @@ impl Default for HttpCheck {
     }
 }
 
+/// `health:`. The probe is one of `http` (the default), `tcp` and
+/// `command`; giving two is refused when the file is loaded. Read it with
+/// `HealthConfig::probe`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    #[serde(default)]
-    pub http: HttpCheck,
+    /// A GET to each replica; the probe when neither `tcp` nor `command`
+    /// is given (with `path: /` then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    /// A TCP connect to each replica's port, which must then stay open
+    /// (Docker's userland proxy accepts for an app that has not bound yet
+    /// and closes at once). A flag, like `docker` and `init`: a connect has
+    /// nothing of its own to set (the port is `port`, the timing is
+    /// `interval` and `timeout`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
+    /// A command run in each replica's container (Docker exec, as the
+    /// container's user, no shell: `[sh, -c, "..."]` if the image has one):
+    /// exit 0 passes; another exit code, or no exit within `timeout`, fails.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "values::argv"
+    )]
+    pub command: Option<Vec<String>>,
     #[serde(default = "default_interval")]
     pub interval: Dur,
     #[serde(default = "default_timeout")]
@@ -336,7 +404,10 @@ pub struct HealthConfig {
     /// Consecutive passes a replica needs.
     #[serde(default = "two")]
     pub healthy_threshold: NonZeroU32,
-    /// Consecutive failures, after a replica first answered, that fail the gate early.
+    /// Consecutive failures, after a replica first answered, that fail the
+    /// gate early. "Answered" is any HTTP response for `http`, a connection
+    /// that stayed open for `tcp`, and a passing run for `command` (a
+    /// command runs, and fails, while the app is still starting).
     #[serde(default)]
     pub unhealthy_threshold: Option<NonZeroU32>,
     /// The whole gate must pass within this time.
@@ -345,7 +416,7 @@ pub struct HealthConfig {
     /// When the image defines a `HEALTHCHECK`, the gate also waits for
     /// Docker to call each replica `healthy`, and fails on `unhealthy`.
     /// Ignored on Kubernetes, which never runs an image's `HEALTHCHECK`
-    /// (the gate there is `http`, as the readiness probe).
+    /// (the gate there is the probe, as the readiness probe).
     #[serde(default = "yes")]
     pub docker: bool,
 }
@@ -353,13 +424,79 @@ pub struct HealthConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
-            http: HttpCheck::default(),
+            http: None,
+            tcp: false,
+            command: None,
             interval: default_interval(),
             timeout: default_timeout(),
             healthy_threshold: two(),
             unhealthy_threshold: None,
             deadline: default_deadline(),
             docker: yes(),
+        }
+    }
+}
+
+/// What the health gate does to each replica (`HealthConfig::probe`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Probe<'a> {
+    /// GET `path`; the status must be in `expect` (and the body hold `body`).
+    Http(&'a HttpCheck),
+    /// Connect to the replica's port; the connection must stay open.
+    Tcp,
+    /// Run this in the container (argv, no shell); exit 0 passes.
+    Command(&'a [String]),
+}
+
+impl HealthConfig {
+    /// The probe: `tcp` or `command` when given, else `http` (given, or
+    /// its defaults). Loading refuses a config that gives two.
+    pub fn probe(&self) -> Probe<'_> {
+        static DEFAULT_HTTP: std::sync::LazyLock<HttpCheck> =
+            std::sync::LazyLock::new(HttpCheck::default);
+        match (&self.command, self.tcp) {
+            (Some(argv), _) => Probe::Command(argv),
+            (None, true) => Probe::Tcp,
+            (None, false) => Probe::Http(self.http.as_ref().unwrap_or(&DEFAULT_HTTP)),
+        }
+    }
+
+    /// The HTTP check for what only HTTP can do (Kubernetes' verify
+    /// through the Service): `http` as given, or its defaults.
+    pub fn http_check(&self) -> HttpCheck {
+        self.http.clone().unwrap_or_default()
+    }
+
+    /// Two probes, or an empty command: the key to blame and why.
+    fn conflict(&self) -> Option<(&'static str, String)> {
+        let given: Vec<&'static str> = [
+            ("http", self.http.is_some()),
+            ("tcp", self.tcp),
+            ("command", self.command.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
+        if let [first, second, ..] = given[..] {
+            return Some((
+                second,
+                format!(
+                    "health.{first} and health.{second} are both given, and the gate has one probe: \
+                     keep http (a GET), tcp (a connect) or command (run in the container), and remove the other"
+                ),
+            ));
+        }
+        match self.command.as_deref() {
+            Some([]) => Some((
+                "command",
+                "the command is empty: give the program and its arguments, e.g. [/app, check]"
+                    .into(),
+            )),
+            Some([program, ..]) if program.trim().is_empty() => Some((
+                "command",
+                "the command's program (its first item) is empty".into(),
+            )),
+            _ => None,
         }
     }
 }
@@ -564,10 +701,21 @@ impl Config {
                 );
             }
         }
-        if !self.health.http.path.starts_with('/') {
+        if let Some(preview) = &self.proxy.preview {
+            self.validate_preview(preview, text, origin)?;
+        }
+        if let Some((key, why)) = self.health.conflict() {
+            return fail(&["health", key], why);
+        }
+        if let Some(http) = self
+            .health
+            .http
+            .as_ref()
+            .filter(|h| !h.path.starts_with('/'))
+        {
             return fail(
                 &["health", "http", "path"],
-                format!("path {:?} must start with '/'", self.health.http.path),
+                format!("path {:?} must start with '/'", http.path),
             );
         }
         for name in self.env.keys().chain(self.secrets.iter()) {
@@ -612,37 +760,78 @@ impl Config {
         Ok(())
     }
 
+    /// `proxy.preview`: the cyan proxy's, so Docker's only, and on a host
+    /// and listen address the app does not serve live.
+    fn validate_preview(&self, p: &PreviewConfig, text: &str, origin: &str) -> Result<()> {
+        let fail = |path: &[&str], msg: String| Err(locate::at_key(text, origin, path, &msg));
+        if self.platform == PlatformKind::Kubernetes {
+            return fail(
+                &["proxy", "preview"],
+                "proxy.preview is the cyan proxy's, on Docker; on Kubernetes set kubernetes.preview_service: a Service that selects the candidate only (the BlueGreenDeployment's previewService)".into(),
+            );
+        }
+        if p.host.is_none() && p.listen.is_none() {
+            return fail(
+                &["proxy", "preview"],
+                "set preview.host, preview.listen or both: where the candidate is served".into(),
+            );
+        }
+        let normalized = |h: &str| crate::proxy::router::normalize_host(h).into_owned();
+        if let Some(host) = &p.host {
+            let own = self.proxy.host.iter().chain(&self.proxy.hosts);
+            if host.trim().is_empty() || own.clone().any(|h| normalized(h) == normalized(host)) {
+                return fail(
+                    &["proxy", "preview", "host"],
+                    format!(
+                        "preview host {host:?} must be a name of its own, not empty nor one of proxy.host and proxy.hosts: requests for those get the live release"
+                    ),
+                );
+            }
+        }
+        if let Some(listen) = p.listen.filter(|l| Some(*l) == self.proxy.listen) {
+            return fail(
+                &["proxy", "preview", "listen"],
+                format!(
+                    "preview listen address {listen} is proxy.listen too: give the preview an address of its own"
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// The route name in the proxy: one per app and environment.
     pub fn route(&self) -> String {
         format!("{}-{}", self.app, self.environment)
     }
 
     /// A URL a script on this host can open: the app's own listen address
-    /// when it has one (an unspecified address as loopback), else its host;
-    /// `https` when the route terminates TLS.
-    pub fn url(&self) -> String {
-        let scheme = match self.proxy.tls {
-            Some(_) => "https",
-            None => "http",
-        };
+    /// when it has one (an unspecified address as loopback), else its host
+    /// on the port the proxy serves hosts on (`served`: the proxy's
+    /// `--listen` / `--tls-listen`, as `GET /v1/health` gives them), the
+    /// port left out when it is the scheme's own; `https` when the route
+    /// terminates TLS.
+    pub fn url(&self, served: &Health) -> String {
+        let tls = self.proxy.tls.is_some();
+        let scheme = if tls { "https" } else { "http" };
         match (&self.proxy.host, &self.proxy.listen) {
             // Its own listen address opens from any client on this host;
             // `*.localhost` names do not resolve everywhere (Python's
             // urllib cannot, without nss-myhostname), and the listen
             // address takes every request whatever its Host.
-            (_, Some(listen)) => {
-                let reachable = match listen.ip() {
-                    std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-                        std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
-                    }
-                    std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-                        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
-                    }
-                    _ => *listen,
+            (_, Some(listen)) => format!("{scheme}://{}", reachable(*listen)),
+            (Some(host), None) => {
+                let listeners = if tls {
+                    &served.tls_listen
+                } else {
+                    &served.listen
                 };
-                format!("{scheme}://{reachable}")
+                match listeners.first().map(|a| a.port()) {
+                    Some(80) if !tls => format!("http://{host}"),
+                    Some(443) if tls => format!("https://{host}"),
+                    Some(port) => format!("{scheme}://{host}:{port}"),
+                    None => format!("{scheme}://{host}"),
+                }
             }
-            (Some(host), None) => format!("{scheme}://{host}"),
             (None, None) => String::new(),
         }
     }
@@ -669,6 +858,108 @@ impl Config {
         }
         let digest = h.finalize();
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `addr` as a client on this host reaches it: an unspecified address
+/// (`0.0.0.0`, `[::]`) as loopback.
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip: std::net::IpAddr = match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        };
+        return std::net::SocketAddr::new(ip, addr.port());
+    }
+    addr
+}
+
+/// What a release runs with besides its image, as recorded when it passed
+/// its gate (`DeployRecord::runtimes`): a cold rollback starts the old
+/// image with this, not with today's file. Secrets are held by name only;
+/// their values are read from cyan's environment again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Runtime {
+    pub port: u16,
+    pub replicas: NonZeroU32,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub init: bool,
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: Dur,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+impl Config {
+    /// This config's `Runtime`, to record with a release.
+    pub fn runtime(&self) -> Runtime {
+        Runtime {
+            port: self.port,
+            replicas: self.replicas,
+            env: self.env.clone(),
+            secrets: self.secrets.clone(),
+            command: self.command.clone(),
+            init: self.init,
+            stop_timeout: self.stop_timeout,
+            health: self.health.clone(),
+        }
+    }
+
+    /// This config with a recorded `Runtime` in place of its own; app,
+    /// image, routing and verify stay today's.
+    pub fn with_runtime(&self, r: &Runtime) -> Config {
+        Config {
+            port: r.port,
+            replicas: r.replicas,
+            env: r.env.clone(),
+            secrets: r.secrets.clone(),
+            command: r.command.clone(),
+            init: r.init,
+            stop_timeout: r.stop_timeout,
+            health: r.health.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The runtime keys where `other` differs from this config, as a
+    /// user reads them (`env MODE`, `port`, `health`), for saying what a
+    /// cold rollback restores.
+    pub fn runtime_changes(&self, other: &Runtime) -> Vec<String> {
+        let mine = self.runtime();
+        fn json<T: Serialize>(v: &T) -> serde_json::Value {
+            serde_json::to_value(v).expect("runtime serializes")
+        }
+        let mut changed = Vec::new();
+        let names: BTreeSet<&String> = mine.env.keys().chain(other.env.keys()).collect();
+        for name in names {
+            if mine.env.get(name) != other.env.get(name) {
+                changed.push(format!("env {name}"));
+            }
+        }
+        for (key, a, b) in [
+            ("port", json(&mine.port), json(&other.port)),
+            ("replicas", json(&mine.replicas), json(&other.replicas)),
+            ("secrets", json(&mine.secrets), json(&other.secrets)),
+            ("command", json(&mine.command), json(&other.command)),
+            ("init", json(&mine.init), json(&other.init)),
+            (
+                "stop_timeout",
+                json(&mine.stop_timeout),
+                json(&other.stop_timeout),
+            ),
+            ("health", json(&mine.health), json(&other.health)),
+        ] {
+            if a != b {
+                changed.push(key.to_string());
+            }
+        }
+        changed
     }
 }
 

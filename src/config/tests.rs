@@ -26,7 +26,7 @@ fn parses_the_design_sketch() {
     assert_eq!(c.replicas.get(), 2);
     assert_eq!(c.health.interval, Dur::from_millis(500));
     assert_eq!(
-        c.health.http.expect,
+        c.health.http.as_ref().unwrap().expect,
         StatusRange {
             low: 200,
             high: 299
@@ -34,12 +34,65 @@ fn parses_the_design_sketch() {
     );
     assert_eq!(c.image.registry(), Some("127.0.0.1:5000"));
     assert_eq!(c.route(), "web-production");
-    assert_eq!(c.url(), "http://127.0.0.1:8000", "one a script can open");
-    let all = Config::parse(&GOOD.replace("127.0.0.1:8000", "0.0.0.0:8000"), "cyan.yaml").unwrap();
-    assert_eq!(all.url(), "http://127.0.0.1:8000");
+}
+
+#[test]
+fn the_url_is_one_a_script_can_open() {
+    let served = |listen: &[&str], tls_listen: &[&str]| crate::proxy::api::Health {
+        ok: true,
+        pid: 1,
+        version: String::new(),
+        listen: listen.iter().map(|a| a.parse().unwrap()).collect(),
+        tls_listen: tls_listen.iter().map(|a| a.parse().unwrap()).collect(),
+    };
+    let proxy = served(&["0.0.0.0:8000"], &["0.0.0.0:8443"]);
+    let c = Config::parse(GOOD, "cyan.yaml").unwrap();
+    assert_eq!(
+        c.url(&proxy),
+        "http://127.0.0.1:8000",
+        "its own listen address"
+    );
+    let all = Config::parse(&GOOD.replace("127.0.0.1:8000", "0.0.0.0:9000"), "cyan.yaml").unwrap();
+    assert_eq!(
+        all.url(&proxy),
+        "http://127.0.0.1:9000",
+        "unspecified as loopback"
+    );
+    let v6 = Config::parse(
+        &GOOD.replace("127.0.0.1:8000", "\"[::]:9000\""),
+        "cyan.yaml",
+    )
+    .unwrap();
+    assert_eq!(v6.url(&proxy), "http://[::1]:9000");
     let by_host =
         Config::parse(&GOOD.replace(", listen: 127.0.0.1:8000", ""), "cyan.yaml").unwrap();
-    assert_eq!(by_host.url(), "http://web.localhost");
+    assert_eq!(
+        by_host.url(&proxy),
+        "http://web.localhost:8000",
+        "a host-only route on the port the proxy serves hosts on"
+    );
+    assert_eq!(
+        by_host.url(&served(&["0.0.0.0:80"], &[])),
+        "http://web.localhost"
+    );
+    assert_eq!(by_host.url(&served(&[], &[])), "http://web.localhost");
+    let tls = Config::parse(
+        &GOOD.replace(
+            ", listen: 127.0.0.1:8000",
+            ", tls: { cert: c.pem, key: k.pem }",
+        ),
+        "cyan.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        tls.url(&proxy),
+        "https://web.localhost:8443",
+        "the TLS listener's port"
+    );
+    assert_eq!(
+        tls.url(&served(&["0.0.0.0:80"], &["0.0.0.0:443"])),
+        "https://web.localhost"
+    );
 }
 
 #[test]
@@ -289,4 +342,149 @@ fn a_name_in_both_env_and_secrets_is_refused_at_its_env_key() {
     let e = err(&text);
     assert!(e.starts_with("cyan.yaml:13:3: env.DB_PASSWORD:"), "{e}");
     assert!(e.contains("both in env and in secrets"), "{e}");
+}
+
+#[test]
+fn the_probe_is_http_tcp_or_command() {
+    let c = Config::parse(GOOD, "cyan.yaml").unwrap();
+    assert!(matches!(c.health.probe(), Probe::Http(h) if h.path == "/healthz"));
+    let none = GOOD.replace("  http: { path: /healthz, expect: 200-299 }\n", "");
+    let c = Config::parse(&none, "cyan.yaml").unwrap();
+    assert!(
+        matches!(c.health.probe(), Probe::Http(h) if h.path == "/"),
+        "http, GET /, when no probe is given"
+    );
+    let tcp = GOOD.replace("  http: { path: /healthz, expect: 200-299 }", "  tcp: true");
+    let c = Config::parse(&tcp, "cyan.yaml").unwrap();
+    assert_eq!(c.health.probe(), Probe::Tcp);
+    let off = GOOD.replace(
+        "  http: { path: /healthz, expect: 200-299 }",
+        "  tcp: false",
+    );
+    let c = Config::parse(&off, "cyan.yaml").unwrap();
+    assert!(matches!(c.health.probe(), Probe::Http(_)));
+    let command = GOOD.replace(
+        "  http: { path: /healthz, expect: 200-299 }",
+        "  command: [/app, check, \"--db url\"]",
+    );
+    let c = Config::parse(&command, "cyan.yaml").unwrap();
+    assert_eq!(
+        c.health.probe(),
+        Probe::Command(&["/app".into(), "check".into(), "--db url".into()])
+    );
+    // A recorded release's health reads back as it was written.
+    let json = serde_json::to_value(&c.health).unwrap();
+    assert_eq!(json.get("http"), None, "{json}");
+    let back: HealthConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back.probe(), c.health.probe());
+    let e = err(&GOOD.replace(
+        "  http: { path: /healthz, expect: 200-299 }",
+        "  tcp: yes please",
+    ));
+    assert!(e.starts_with("cyan.yaml:7:8: health.tcp: "), "{e}");
+}
+
+#[test]
+fn two_probes_are_refused_at_the_second_key() {
+    let e = err(&GOOD.replace(
+        "  http: { path: /healthz, expect: 200-299 }",
+        "  http: { path: /healthz, expect: 200-299 }\n  tcp: true",
+    ));
+    assert!(
+        e.starts_with("cyan.yaml:8:3: health.tcp: health.http and health.tcp are both given"),
+        "{e}"
+    );
+    assert!(
+        e.contains("keep http (a GET), tcp (a connect) or command"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "  http: { path: /healthz, expect: 200-299 }",
+        "  tcp: true\n  command: [/app, check]",
+    ));
+    assert!(
+        e.starts_with(
+            "cyan.yaml:8:3: health.command: health.tcp and health.command are both given"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "  http: { path: /healthz, expect: 200-299 }",
+        "  command: []",
+    ));
+    assert!(
+        e.starts_with("cyan.yaml:7:3: health.command: the command is empty"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "  http: { path: /healthz, expect: 200-299 }",
+        "  command: /app check",
+    ));
+    assert!(
+        e.starts_with("cyan.yaml:7:3: health.command: invalid type: string \"/app check\", expected a list: the program and its arguments"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_preview_is_a_host_or_listen_address_of_its_own_and_docker_only() {
+    let with = |preview: &str| {
+        GOOD.replace(
+            "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }",
+            &format!(
+                "proxy:\n  host: web.localhost\n  listen: 127.0.0.1:8000\n  preview: {preview}"
+            ),
+        )
+    };
+    let c = Config::parse(
+        &with("{ host: preview.web.localhost, listen: 127.0.0.1:8001 }"),
+        "cyan.yaml",
+    )
+    .unwrap();
+    let p = c.proxy.preview.as_ref().unwrap();
+    assert_eq!(p.spec().hosts, ["preview.web.localhost"]);
+    let served = crate::proxy::api::Health {
+        ok: true,
+        pid: 1,
+        version: String::new(),
+        listen: vec!["0.0.0.0:8080".parse().unwrap()],
+        tls_listen: Vec::new(),
+    };
+    assert_eq!(
+        p.url(&served),
+        "http://127.0.0.1:8001",
+        "its own listen address"
+    );
+    let by_host = Config::parse(&with("{ host: preview.web.localhost }"), "cyan.yaml").unwrap();
+    assert_eq!(
+        by_host.proxy.preview.unwrap().url(&served),
+        "http://preview.web.localhost:8080"
+    );
+
+    let e = err(&with("{}"));
+    assert!(
+        e.starts_with("cyan.yaml:8:3: proxy.preview: set preview.host, preview.listen or both"),
+        "{e}"
+    );
+    let e = err(&with("{ host: Web.Localhost }"));
+    assert!(
+        e.starts_with("cyan.yaml:8:")
+            && e.contains("proxy.preview.host")
+            && e.contains("live release"),
+        "{e}"
+    );
+    let e = err(&with("{ listen: 127.0.0.1:8000 }"));
+    assert!(
+        e.contains("proxy.preview.listen") && e.contains("is proxy.listen too"),
+        "{e}"
+    );
+    let e = err(&with("{ hots: a.localhost }"));
+    assert!(e.contains("unknown field `hots`"), "{e}");
+    let kube = with("{ host: preview.web.localhost }")
+        .replace("replicas: 2", "replicas: 2\nplatform: kubernetes");
+    let e = err(&kube);
+    assert!(
+        e.contains("proxy.preview") && e.contains("kubernetes.preview_service"),
+        "{e}"
+    );
 }

@@ -55,6 +55,11 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// Checks a name given on the command line (`cyan init --app`).
+    pub fn parse(s: &str) -> Result<Name, String> {
+        Name::check(s)?;
+        Ok(Name(s.to_string()))
+    }
     fn check(s: &str) -> Result<(), String> {
         let ok = !s.is_empty()
             && s.len() <= 40
@@ -254,4 +259,31 @@ pub(super) fn zero_or_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Err
             "hot: {v} is not possible: an app has two colors, so at most 1 previous color stays running"
         )))
     }
+}
+
+/// A command as a list (`health.command`): the program and its arguments.
+/// A single string is refused with the form to write instead, since it
+/// would need a shell that many images (FROM scratch) do not have.
+pub(super) fn argv<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Argv;
+    impl<'de> de::Visitor<'de> for Argv {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(
+                "a list: the program and its arguments, e.g. [/app, check] \
+                 (no shell runs it; write [sh, -c, \"...\"] if the image has one)",
+            )
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut argv = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                argv.push(item);
+            }
+            Ok(Some(argv))
+        }
+    }
+    d.deserialize_any(Argv)
 }

@@ -26,11 +26,11 @@ use crate::health::{self, CheckRun, DockerHealth, HealthState, Replicas, Target}
 use crate::image;
 use crate::output::Output;
 use crate::plan::{Desired, ImageState, Intent, LockState, Observed, SetState, Step};
-use crate::proxy::api::{RouteSpec, SwitchRequest};
+use crate::proxy::api::{CandidateRequest, RouteSpec, SwitchRequest};
 use crate::proxy::client::AdminClient;
 use crate::proxy::router::RouteView;
 use crate::proxy::state::{TlsFiles, TlsSource, Upstream};
-use crate::record::{DeployRecord, Event, HistoryEntry, VerifyWindow};
+use crate::record::{DeployRecord, Event, HistoryEntry, Verdict, VerifyFigures, VerifyWindow};
 use crate::release::{Color, Release};
 
 /// Container labels. `cyan.app` + `cyan.env` select an app's containers.
@@ -114,6 +114,8 @@ pub struct DockerPlatform<'a> {
     pub secrets: Secrets,
     pub lock_token: String,
     pub out: &'a Output,
+    /// What this run's verify window concluded, for the command's result.
+    pub verdict: std::sync::Mutex<Option<VerifyFigures>>,
 }
 
 impl<'a> DockerPlatform<'a> {
@@ -196,6 +198,7 @@ impl<'a> DockerPlatform<'a> {
                 }),
                 ProxyTls::Acme => TlsSource::Acme,
             }),
+            preview: c.proxy.preview.as_ref().map(|p| p.spec()),
         }
     }
 
@@ -551,12 +554,25 @@ impl<'a> DockerPlatform<'a> {
     async fn gate(&self, color: Color, d: &Desired) -> Result<()> {
         let set = self.color_set(color).await?;
         self.gate_replicas(color, &set).await?;
-        // Register the set with the proxy (not live) and mark it gated.
-        self.proxy
-            .set_color(&self.route(), color, Self::upstreams(&set)?)
-            .await?;
+        // Register the set with the proxy (not live) and mark it gated. A
+        // release that was never live is the candidate: the preview serves
+        // it from now on (a previous release started again is not).
+        let upstreams = Self::upstreams(&set)?;
         let mut record = self.record().await?;
+        if record.was_live(&d.target) {
+            self.proxy
+                .set_color(&self.route(), color, upstreams)
+                .await?;
+        } else {
+            let req = CandidateRequest {
+                color,
+                upstreams,
+                preview: self.route_spec().preview_state(),
+            };
+            self.proxy.set_candidate(&self.route(), &req).await?;
+        }
         record.gated.insert(color, d.target.clone());
+        record.record_runtime(&d.target, self.cfg.config.runtime());
         self.put_record(&record).await
     }
 
@@ -686,6 +702,7 @@ impl<'a> DockerPlatform<'a> {
             color,
             release,
             at: crate::clock::now_rfc3339(),
+            verify: None,
         });
         let req = SwitchRequest {
             color,
@@ -720,8 +737,17 @@ impl<'a> DockerPlatform<'a> {
                 return Ok(());
             };
             let stats = view.stats.get(&color).cloned().unwrap_or_default();
+            let figures = |verdict| VerifyFigures {
+                verdict,
+                requests: stats.requests,
+                status_5xx: stats.status_5xx,
+                min_requests: cfg.min_requests,
+            };
             if let Some(why) = health::verify_breach(&stats, cfg) {
-                return self.fail_verify(color, window, &view, record, why).await;
+                let seen = figures(Verdict::Failed);
+                return self
+                    .fail_verify(color, window, &view, record, why, seen)
+                    .await;
             }
             let left = window.until_ms.saturating_sub(crate::clock::now_ms());
             let enough = stats.requests >= cfg.min_requests.max(1);
@@ -732,6 +758,7 @@ impl<'a> DockerPlatform<'a> {
                         "verified: {} requests, {} 5xx",
                         stats.requests, stats.status_5xx
                     ));
+                    *self.verdict.lock().expect("verdict lock") = Some(figures(Verdict::Passed));
                     return self.close_verify().await;
                 }
                 let short = format!(
@@ -762,7 +789,9 @@ impl<'a> DockerPlatform<'a> {
                             "verification inconclusive ({short}); {} stays live, as verify.on_inconclusive: pass says",
                             window.release.version
                         ));
-                        return self.pass_inconclusive(color, record).await;
+                        let seen = figures(Verdict::Inconclusive);
+                        *self.verdict.lock().expect("verdict lock") = Some(seen.clone());
+                        return self.pass_inconclusive(color, record, seen).await;
                     }
                     (_, deadline) => {
                         let when = if deadline.is_some() {
@@ -771,7 +800,10 @@ impl<'a> DockerPlatform<'a> {
                             "in the window"
                         };
                         let why = format!("inconclusive {when}: {short}");
-                        return self.fail_verify(color, window, &view, record, why).await;
+                        let seen = figures(Verdict::Inconclusive);
+                        return self
+                            .fail_verify(color, window, &view, record, why, seen)
+                            .await;
                     }
                 }
             }
@@ -788,13 +820,19 @@ impl<'a> DockerPlatform<'a> {
 
     /// Closes an inconclusive window that `on_inconclusive: pass` keeps,
     /// and says so in the history.
-    async fn pass_inconclusive(&self, color: Color, mut record: DeployRecord) -> Result<()> {
+    async fn pass_inconclusive(
+        &self,
+        color: Color,
+        mut record: DeployRecord,
+        seen: VerifyFigures,
+    ) -> Result<()> {
         if let Some(m) = self.color_set(color).await?.first() {
             record.push_history(HistoryEntry {
                 event: Event::VerifyInconclusive,
                 color,
                 release: m.release.clone(),
                 at: crate::clock::now_rfc3339(),
+                verify: Some(seen),
             });
         }
         record.verify = None;
@@ -816,6 +854,7 @@ impl<'a> DockerPlatform<'a> {
         view: &RouteView,
         mut record: DeployRecord,
         why: String,
+        seen: VerifyFigures,
     ) -> Result<()> {
         let back = color.other();
         let can_return = view.state.colors.get(&back).is_some_and(|u| !u.is_empty())
@@ -832,6 +871,7 @@ impl<'a> DockerPlatform<'a> {
                 color,
                 release,
                 at: crate::clock::now_rfc3339(),
+                verify: Some(seen),
             });
         }
         let value = serde_json::to_value(&record).expect("record serializes");
@@ -867,6 +907,10 @@ impl<'a> DockerPlatform<'a> {
                 return Err(Error::Platform(format!(
                     "refusing to remove {color}: it is live"
                 )));
+            }
+            // The preview stops taking requests for it first.
+            if view.state.candidate == Some(color) {
+                self.proxy.clear_candidate(&route).await?;
             }
             self.drain(color).await?;
             if view.state.colors.contains_key(&color) {
@@ -1043,6 +1087,15 @@ impl Replicas for DockerPlatform<'_> {
         let pid = info.state?.pid.filter(|p| *p > 0)?;
         let listening = super::listeners::listening(pid)?;
         super::listeners::misbound(&listening, self.cfg.config.port)
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> std::result::Result<CheckRun, String> {
+        super::exec::run(&self.docker, name, argv, timeout).await
     }
 
     async fn docker_health(&self, name: &str) -> DockerHealth {

@@ -249,19 +249,11 @@ async fn admit_when_ready(docker: Docker, router: Arc<Router>, id: String, addr:
 /// Does something take connections on `addr`? Docker's userland proxy
 /// accepts on the published port even while nothing listens in the
 /// container, and then closes the connection; so a connection must also
-/// stay open (or be spoken to) for a moment.
+/// stay open (or be spoken to) for a moment: the `health.tcp` probe.
 async fn accepting(addr: SocketAddr) -> bool {
-    use tokio::io::AsyncReadExt;
-    let connect = tokio::net::TcpStream::connect(addr);
-    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(500), connect).await else {
-        return false;
-    };
-    let mut byte = [0u8; 1];
-    match tokio::time::timeout(Duration::from_millis(150), stream.read(&mut byte)).await {
-        Err(_) => true,
-        Ok(Ok(n)) => n > 0,
-        Ok(Err(_)) => false,
-    }
+    crate::health::tcp_connect(addr, Duration::from_millis(500))
+        .await
+        .is_ok()
 }
 
 fn apply(router: &Router, seen: &HashMap<String, Seen>, whole: bool) -> Result<(), String> {

@@ -5,6 +5,7 @@
 //! Services.
 
 pub mod docker;
+pub mod exec;
 pub mod follow;
 pub mod kube;
 pub mod listeners;

@@ -15,9 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, RefusedCert,
-    ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest,
-    UpgradeResponse,
+    CandidateRequest, ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec,
+    RefusedCert, ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse,
+    UpgradeRequest, UpgradeResponse,
 };
 
 /// A hold is bounded: requests never wait longer than this.
@@ -52,6 +52,8 @@ pub async fn handle(
                 ok: true,
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION").into(),
+                listen: proxy.opts.listen.clone(),
+                tls_listen: proxy.opts.tls_listen.clone(),
             },
         ),
         (&Method::GET, ["v1", "routes"]) => json(StatusCode::OK, &proxy.router.views()),
@@ -100,7 +102,7 @@ pub async fn handle(
                             "{color} is live; it cannot be emptied"
                         )));
                     }
-                    r.colors.insert(color, spec.upstreams);
+                    r.set_color(color, spec.upstreams);
                     Ok(serde_json::json!({}))
                 })
             })
@@ -116,11 +118,29 @@ pub async fn handle(
                                 "{color} is live; switch away first"
                             )));
                         }
-                        r.colors.remove(&color);
+                        r.remove_color(color);
                         Ok(serde_json::json!({}))
                     })
                 }),
         ),
+        (&Method::PUT, ["v1", "routes", name, "candidate"]) => {
+            with_body(&body, |req: CandidateRequest| {
+                if let Some(addr) = req.preview.as_ref().and_then(|p| p.listen) {
+                    listen_for(&proxy, addr, false)?;
+                }
+                proxy.router.change(name, false, |r| {
+                    r.set_candidate(req.color, req.upstreams, req.preview)
+                        .map_err(ChangeError::Conflict)?;
+                    Ok(serde_json::json!({}))
+                })
+            })
+        }
+        (&Method::DELETE, ["v1", "routes", name, "candidate"]) => {
+            result(proxy.router.change(name, false, |r| {
+                r.candidate = None;
+                Ok(serde_json::json!({}))
+            }))
+        }
         (&Method::POST, ["v1", "routes", name, "switch"]) => {
             with_body(&body, |req: SwitchRequest| {
                 if let Some(spec) = &req.route {
@@ -142,9 +162,9 @@ pub async fn handle(
                             req.color
                         )));
                     }
-                    let previous = r.live.replace(req.color);
-                    // A switch releases held requests, to the new color.
-                    r.hold_until_ms = None;
+                    // Held requests go to the new color; the candidate it
+                    // makes live is no longer previewed, in this same change.
+                    let previous = r.switch_to(req.color);
                     if let Some(record) = req.record {
                         r.record = record;
                     }
@@ -231,11 +251,23 @@ pub async fn handle(
 fn prepare_route(proxy: &Arc<Proxy>, name: &str, spec: &RouteSpec) -> Result<(), ChangeError> {
     check_route(proxy, name, spec)?;
     if let Some(addr) = spec.listen {
-        proxy
-            .ensure_listener(addr, spec.tls.is_some())
-            .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
+        listen_for(proxy, addr, spec.tls.is_some())?;
+    }
+    if let Some(addr) = spec.preview.as_ref().and_then(|p| p.listen) {
+        listen_for(proxy, addr, false)?;
     }
     Ok(())
+}
+
+/// Binds `addr` (plain HTTP or TLS) unless the proxy serves it already.
+fn listen_for(
+    proxy: &Arc<Proxy>,
+    addr: std::net::SocketAddr,
+    tls: bool,
+) -> Result<(), ChangeError> {
+    proxy
+        .ensure_listener(addr, tls)
+        .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))
 }
 
 /// A route spec's path prefix, TLS files and ACME hosts.
@@ -266,9 +298,12 @@ fn claim(
     spec: RouteSpec,
 ) -> Result<serde_json::Value, ChangeError> {
     check_route(proxy, name, &spec)?;
-    if let Some(addr) = spec.listen.filter(|a| !proxy.serves(*a)) {
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
+    let preview_listen = spec.preview.as_ref().and_then(|p| p.listen);
+    for addr in spec.listen.into_iter().chain(preview_listen) {
+        if !proxy.serves(addr) {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))?;
+        }
     }
     let mut wanted = RouteState::default();
     spec.apply(&mut wanted);

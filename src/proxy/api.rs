@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::router::normalize_host;
-use super::state::{Lock, Maintenance, RoutePolicy, RouteState, TlsSource, Upstream};
+use super::state::{Lock, Maintenance, Preview, RoutePolicy, RouteState, TlsSource, Upstream};
 use crate::release::Color;
 
 /// `PUT /v1/routes/{name}`: where the route's requests come from, and how
@@ -22,12 +22,46 @@ pub struct RouteSpec {
     /// obtains and renews for `hosts` (`acme`).
     #[serde(default)]
     pub tls: Option<TlsSource>,
+    /// Where the candidate is served before the switch (`proxy.preview`).
+    #[serde(default)]
+    pub preview: Option<PreviewSpec>,
+}
+
+/// `proxy.preview` as the admin API takes it: hosts and/or a listen
+/// address of the route's preview. It serves the route's path prefix, in
+/// plain HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewSpec {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 impl RouteSpec {
+    /// The preview as the route's state holds it: hosts normalized, with
+    /// this spec's path prefix.
+    pub fn preview_state(&self) -> Option<Preview> {
+        let p = self.preview.as_ref()?;
+        Some(Preview {
+            hosts: p
+                .hosts
+                .iter()
+                .map(|h| normalize_host(h).into_owned())
+                .collect(),
+            listen: p.listen,
+            path_prefix: self
+                .path_prefix
+                .as_deref()
+                .and_then(prefix_key)
+                .map(str::to_string),
+        })
+    }
+
     /// Sets `r`'s hosts (normalized), listen address, path prefix
-    /// (`prefix_key`), policy and TLS to this spec's.
+    /// (`prefix_key`), policy, TLS and preview to this spec's.
     pub fn apply(self, r: &mut RouteState) {
+        r.preview = self.preview_state();
         r.hosts = self
             .hosts
             .iter()
@@ -89,6 +123,20 @@ pub struct RemoveRequest {
     pub lock: Option<String>,
 }
 
+/// `PUT /v1/routes/{name}/candidate`: `color`'s set passed its gate and
+/// was never live. Its upstreams are set, it becomes the candidate the
+/// preview serves, and the preview is set, in one change. Refused (409)
+/// for the live color. `DELETE .../candidate`: no candidate (the preview
+/// answers 503).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CandidateRequest {
+    pub color: Color,
+    pub upstreams: Vec<Upstream>,
+    /// The route's preview (`RouteSpec::preview_state`); `None`: none.
+    #[serde(default)]
+    pub preview: Option<Preview>,
+}
+
 /// `POST /v1/routes/{name}/switch`: make `color` live in one atomic step,
 /// optionally setting its upstreams and the deployer's record in the same step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +148,9 @@ pub struct SwitchRequest {
     pub record: Option<serde_json::Value>,
     /// The route's hosts, listen address and policy, applied in the same
     /// step: a deploy that never switches leaves routing as it was.
+    ///
+    /// A switch to the route's candidate ends it as the candidate in the
+    /// same step: the preview answers 503 from then on.
     #[serde(default)]
     pub route: Option<RouteSpec>,
 }
@@ -133,6 +184,13 @@ pub struct Health {
     pub ok: bool,
     pub pid: u32,
     pub version: String,
+    /// The proxy's own listen addresses (`--listen`), where every
+    /// host-routed app is served; routes' own addresses are not here.
+    #[serde(default)]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Its TLS listen addresses (`--tls-listen`).
+    #[serde(default)]
+    pub tls_listen: Vec<std::net::SocketAddr>,
 }
 
 /// `POST /v1/upgrade`: hand over to a new proxy process running `binary`.

@@ -13,8 +13,9 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::api::{
-    ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec, ReloadResponse,
-    RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest, UpgradeResponse,
+    CandidateRequest, ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec,
+    ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest,
+    UpgradeResponse,
 };
 use super::router::RouteView;
 use super::state::{Lock, Maintenance};
@@ -170,6 +171,23 @@ impl AdminClient {
     ) -> Result<()> {
         let path = format!("/v1/routes/{name}/colors/{color}");
         self.call::<serde_json::Value>(Method::PUT, &path, Some(&ColorSpec { upstreams }))
+            .await
+            .map(drop)
+    }
+
+    /// Registers `color`'s gated set as the candidate the route's preview
+    /// serves, and sets the preview, in one change (`CandidateRequest`).
+    pub async fn set_candidate(&self, name: &str, req: &CandidateRequest) -> Result<()> {
+        let path = format!("/v1/routes/{name}/candidate");
+        self.call::<serde_json::Value>(Method::PUT, &path, Some(req))
+            .await
+            .map(drop)
+    }
+
+    /// No candidate any more: the route's preview answers 503.
+    pub async fn clear_candidate(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/routes/{name}/candidate");
+        self.call::<serde_json::Value>(Method::DELETE, &path, None::<&()>)
             .await
             .map(drop)
     }

@@ -187,10 +187,14 @@ impl Forwarder {
             // The claim is taken while the table is held, and is all the
             // request keeps of it (with a copy of the policy).
             let Some(pool) = &route.live else {
-                return Err(Own::text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cyan: {} has no live color yet\n", route.name),
-                ));
+                let why = match route.preview {
+                    true => format!(
+                        "cyan: no candidate for {}; deploy one (the preview serves a release from its health gate until it is promoted or aborted, never the live one)\n",
+                        route.name
+                    ),
+                    false => format!("cyan: {} has no live color yet\n", route.name),
+                };
+                return Err(Own::text(StatusCode::SERVICE_UNAVAILABLE, why));
             };
             let policy = route.policy.per_request(client.peer);
             return match pool.claim(&policy) {
@@ -198,8 +202,14 @@ impl Forwarder {
                 None => Err(Own::text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
-                        "cyan: {} has no {} replica in rotation (stopped, or not back yet)\n",
-                        route.name, pool.color
+                        "cyan: {} has no {} replica in rotation (stopped, or not back yet){}\n",
+                        route.name,
+                        pool.color,
+                        if route.preview {
+                            " for its preview"
+                        } else {
+                            ""
+                        }
                     ),
                 )),
             };

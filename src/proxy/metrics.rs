@@ -4,7 +4,8 @@
 //! reports and `verify` reads, rendered at scrape time by a collector, so
 //! there is one source of truth and nothing extra on the request path.
 //! Counters restart when a color's set is replaced by a new release, which
-//! Prometheus' `rate()` treats as a counter reset.
+//! Prometheus' `rate()` treats as a counter reset. A route's preview has
+//! series of its own, labeled `preview="true"` (and the color it serves).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -116,13 +117,25 @@ type GaugeOf = fn(&StatsView) -> i64;
 impl Collector for Routes {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::result::Result<(), std::fmt::Error> {
         let views = self.0.views();
+        // A preview's series carry `preview="true"` besides the color it
+        // serves: its requests are not the color's live traffic.
         fn per_color(v: &RouteView) -> Vec<(Labels, &StatsView)> {
+            let preview = v.preview_stats.as_ref().zip(v.state.previewed());
+            let preview = preview.map(|(s, color)| {
+                let labels = vec![
+                    ("app", v.name.clone()),
+                    ("color", color.to_string()),
+                    ("preview", "true".to_string()),
+                ];
+                (labels, s)
+            });
             v.stats
                 .iter()
                 .map(|(color, s)| {
                     let labels = vec![("app", v.name.clone()), ("color", color.to_string())];
                     (labels, s)
                 })
+                .chain(preview)
                 .collect()
         }
         let mut m = enc.encode_descriptor(
@@ -211,7 +224,8 @@ impl Collector for Routes {
             MetricType::Gauge,
         )?;
         for v in &views {
-            for (labels, _) in per_color(v) {
+            let live_lane = |(l, _): &(Labels, &StatsView)| l.iter().all(|(k, _)| *k != "preview");
+            for (labels, _) in per_color(v).into_iter().filter(live_lane) {
                 let live = v.state.live.map(|c| c.to_string()) == Some(labels[1].1.clone());
                 ConstGauge::new(i64::from(live)).encode(m.encode_family(&labels)?)?;
             }

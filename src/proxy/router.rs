@@ -25,10 +25,15 @@ use super::pool::{Pool, StatsView};
 use super::state::{routable, Maintenance, ProxyState, RoutePolicy, RouteState, Upstream};
 use crate::release::Color;
 
-/// What the request path needs of one route.
+/// What the request path needs of one route, or of its preview.
 pub struct RouteEntry {
     pub name: String,
+    /// The pool requests go to: the live color's, or for a preview the
+    /// candidate's own pool (its counters apart from the color's, which
+    /// `verify` reads after the switch). `None`: a 503 that says why.
     pub live: Option<Arc<Pool>>,
+    /// The route's preview (`proxy.preview`): it serves only a candidate.
+    pub preview: bool,
     pub path_prefix: Option<String>,
     pub policy: RoutePolicy,
     pub maintenance: Option<Maintenance>,
@@ -74,6 +79,11 @@ impl Table {
     /// belongs to its app: no other app's host takes its requests. Within
     /// each, the longest matching path prefix. To route several apps by
     /// host on one port, give the port to the proxy (`--listen`).
+    ///
+    /// An app's preview host is one of its own hosts on its listen
+    /// address (where else would a host-only preview be asked for?); on
+    /// a preview's listen address only preview hosts are: the preview
+    /// never answers with the live color.
     pub fn route(
         &self,
         host: Option<&str>,
@@ -90,8 +100,12 @@ impl Table {
         match self.by_listen.get(&local) {
             None => pick(by_host, path),
             Some(owners) => {
-                let owners_host = by_host
-                    .filter(|rs| rs.iter().any(|r| owners.iter().any(|o| Arc::ptr_eq(o, r))));
+                let own = |r: &Arc<RouteEntry>| {
+                    owners
+                        .iter()
+                        .any(|o| o.name == r.name && (r.preview || !o.preview))
+                };
+                let owners_host = by_host.filter(|rs| rs.iter().any(own));
                 pick(owners_host, path).or_else(|| pick(Some(owners), path))
             }
         }
@@ -130,45 +144,112 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// What a route serves, as keys only one app may hold: each host and its
-/// listen address, with its path prefix. A route holds them while it has a
-/// live color (one that never went live serves nothing, so it cannot take
-/// requests from one that did).
-fn claims(r: &RouteState) -> Vec<(String, Option<&str>)> {
-    if r.live.is_none() {
-        return Vec::new();
+/// One key only one route may hold (`host a`, `listen address b`), with
+/// the path prefix it is held for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Claim<'r> {
+    key: String,
+    prefix: Option<&'r str>,
+    /// Held by the route's preview rather than its live color.
+    preview: bool,
+}
+
+impl Claim<'_> {
+    /// The same key and path, whoever holds it for what.
+    fn same(&self, other: &Claim) -> bool {
+        self.key == other.key && self.prefix == other.prefix
     }
-    let prefix = r.path_prefix.as_deref().and_then(super::api::prefix_key);
-    let hosts = r
-        .hosts
-        .iter()
-        .map(|h| format!("host {}", normalize_host(h)));
-    let listen = r.listen.map(|a| format!("listen address {a}"));
-    hosts.chain(listen).map(|k| (k, prefix)).collect()
+}
+
+/// The keys of `hosts` and `listen` under `prefix`.
+fn keys<'r>(
+    hosts: &[String],
+    listen: Option<SocketAddr>,
+    prefix: Option<&'r str>,
+    preview: bool,
+) -> Vec<Claim<'r>> {
+    let prefix = prefix.and_then(super::api::prefix_key);
+    let hosts = hosts.iter().map(|h| format!("host {}", normalize_host(h)));
+    let listen = listen.map(|a| format!("listen address {a}"));
+    hosts
+        .chain(listen)
+        .map(|key| Claim {
+            key,
+            prefix,
+            preview,
+        })
+        .collect()
+}
+
+/// What a route serves, as keys only one app may hold: each host and its
+/// listen address, with its path prefix, while it has a live color (one
+/// that never went live serves nothing, so it cannot take requests from
+/// one that did); and its preview's, from the moment the preview is set
+/// (it answers then, with the candidate or a 503), so no app can take
+/// another's preview host either.
+fn claims(r: &RouteState) -> Vec<Claim<'_>> {
+    let live = r
+        .live
+        .map(|_| keys(&r.hosts, r.listen, r.path_prefix.as_deref(), false));
+    let preview = r
+        .preview
+        .as_ref()
+        .map(|p| keys(&p.hosts, p.listen, p.path_prefix.as_deref(), true));
+    live.into_iter()
+        .flatten()
+        .chain(preview.into_iter().flatten())
+        .collect()
 }
 
 /// A claim `route` makes in `next` that it did not make in `now` and that
 /// another route already makes: who holds it, and how to free it. Claims
 /// that were already shared (a state from before owners were checked) are
-/// left as they are.
+/// left as they are. A preview on one of the route's own hosts or its
+/// listen address is refused too: a request there could not tell the
+/// candidate from live.
 fn new_conflict(now: &ProxyState, next: &ProxyState, route: &str) -> Option<String> {
     let held: Vec<_> = now.routes.get(route).map(claims).unwrap_or_default();
-    let wanted = next.routes.get(route).map(claims).unwrap_or_default();
-    for claim in wanted.iter().filter(|c| !held.contains(c)) {
-        let owner = next
-            .routes
-            .iter()
-            .find(|(name, r)| name.as_str() != route && claims(r).contains(claim));
-        if let Some((owner, _)) = owner {
-            let (key, prefix) = claim;
-            let path = prefix.map_or(String::new(), |p| format!(" (path prefix {p})"));
+    let r = next.routes.get(route)?;
+    if let Some(key) = own_preview_overlap(r) {
+        if now.routes.get(route).and_then(own_preview_overlap) != Some(key.clone()) {
             return Some(format!(
-                "{key}{path} belongs to {owner}, which is live on it; free it with \
-                 `cyan remove -c <{owner}'s cyan.yaml> --yes`, or give this app another host or listen address"
+                "the preview's {key} is also {route}'s own: give the preview a host and listen address of its own"
+            ));
+        }
+    }
+    let wanted = claims(r);
+    for claim in wanted.iter().filter(|c| !held.iter().any(|h| h.same(c))) {
+        let owner = next.routes.iter().find_map(|(name, r)| {
+            let theirs = claims(r).into_iter().find(|c| c.same(claim))?;
+            (name.as_str() != route).then_some((name, theirs.preview))
+        });
+        if let Some((owner, preview)) = owner {
+            let path = claim
+                .prefix
+                .map_or(String::new(), |p| format!(" (path prefix {p})"));
+            let on_it = match preview {
+                true => "which previews its candidate on it",
+                false => "which is live on it",
+            };
+            return Some(format!(
+                "{}{path} belongs to {owner}, {on_it}; free it with \
+                 `cyan remove -c <{owner}'s cyan.yaml> --yes`, or give this app another host or listen address",
+                claim.key
             ));
         }
     }
     None
+}
+
+/// A key the route's preview shares with the route itself, if any.
+fn own_preview_overlap(r: &RouteState) -> Option<String> {
+    let p = r.preview.as_ref()?;
+    let own = keys(&r.hosts, r.listen, r.path_prefix.as_deref(), false);
+    let previewed = keys(&p.hosts, p.listen, p.path_prefix.as_deref(), true);
+    previewed
+        .into_iter()
+        .find(|c| own.iter().any(|o| o.same(c)))
+        .map(|c| c.key)
 }
 
 /// What the engine says of one container now (`Router::retarget`).
@@ -215,7 +296,13 @@ pub struct RouteView {
     pub name: String,
     #[serde(flatten)]
     pub state: RouteState,
+    /// Per color: what its own (live or standby) pool served. Preview
+    /// traffic is not in it, so `verify` judges only what went live.
     pub stats: std::collections::BTreeMap<Color, StatsView>,
+    /// What the preview served of the candidate it serves now
+    /// (`RouteState::previewed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_stats: Option<StatsView>,
 }
 
 /// The control side: owns the state, the pools and the published table.
@@ -235,6 +322,10 @@ pub struct Router {
 struct Control {
     state: ProxyState,
     pools: HashMap<(String, Color), Arc<Pool>>,
+    /// Per route with a preview that serves a candidate: the candidate's
+    /// pool for preview requests, with counters (and in-flight claims) of
+    /// its own.
+    previews: HashMap<String, Arc<Pool>>,
     certs: CertStore,
 }
 
@@ -245,6 +336,7 @@ impl Router {
         let mut control = Control {
             state,
             pools: HashMap::new(),
+            previews: HashMap::new(),
             certs: CertStore::new(state_path.with_file_name("certs")),
         };
         control.sync_pools();
@@ -269,14 +361,16 @@ impl Router {
         self.published.subscribe()
     }
 
-    /// The listen addresses routes ask for, and whether each is TLS.
+    /// The listen addresses routes ask for, and whether each is TLS (a
+    /// preview's never is).
     pub fn listen_addrs(&self) -> Vec<(SocketAddr, bool)> {
         let c = self.inner.lock().expect("router lock");
-        c.state
-            .routes
-            .values()
-            .filter_map(|r| r.listen.map(|a| (a, r.tls.is_some())))
-            .collect()
+        let routes = c.state.routes.values();
+        let own = routes
+            .clone()
+            .filter_map(|r| r.listen.map(|a| (a, r.tls.is_some())));
+        let previews = routes.filter_map(|r| Some((r.preview.as_ref()?.listen?, false)));
+        own.chain(previews).collect()
     }
 
     /// Applies a change to one route, persists it, and publishes a new table.
@@ -311,6 +405,7 @@ impl Router {
         entry.hosts = claim.hosts.clone();
         entry.listen = claim.listen;
         entry.path_prefix = claim.path_prefix.clone();
+        entry.preview = claim.preview.clone();
         entry.live.get_or_insert(Color::Blue);
         match new_conflict(&c.state, &next, route) {
             Some(conflict) => Err(ChangeError::Conflict(conflict)),
@@ -481,6 +576,7 @@ impl Router {
         let c = self.inner.lock().expect("router lock");
         c.pools
             .values()
+            .chain(c.previews.values())
             .for_each(|p| p.close_by(grace, Duration::ZERO));
     }
 
@@ -501,7 +597,11 @@ impl Router {
     /// Requests and tunnels still in flight, over every route and color.
     pub fn inflight(&self) -> u64 {
         let c = self.inner.lock().expect("router lock");
-        c.pools.values().map(|p| p.inflight()).sum()
+        c.pools
+            .values()
+            .chain(c.previews.values())
+            .map(|p| p.inflight())
+            .sum()
     }
 
     /// Refuses (`true`) or allows changes. Taking the control lock makes
@@ -557,6 +657,46 @@ impl Control {
             gone.close_by(Duration::ZERO, Duration::ZERO);
         }
         self.pools = pools;
+        self.sync_previews();
+    }
+
+    /// One preview pool per route whose preview serves a candidate, over
+    /// the candidate's upstreams, kept (with its counters) while it
+    /// previews the same color. A preview pool that stops previewing (its
+    /// candidate went live, or was removed) lets its long-lived
+    /// connections run to the route's drain deadline, as an old color's.
+    fn sync_previews(&mut self) {
+        let mut previews = HashMap::new();
+        for (name, route) in &self.state.routes {
+            let (Some(_), Some(color)) = (&route.preview, route.previewed()) else {
+                continue;
+            };
+            let addrs = route.colors.get(&color).map_or(Vec::new(), |u| routable(u));
+            let pool = match self.previews.remove(name) {
+                Some(p) if p.color == color && p.addrs() == addrs => p,
+                Some(p) if p.color == color => p.moved(&addrs),
+                Some(p) => {
+                    Self::close_preview(&p, route);
+                    Pool::new(color, &addrs)
+                }
+                None => Pool::new(color, &addrs),
+            };
+            previews.insert(name.clone(), pool);
+        }
+        for (name, gone) in self.previews.drain() {
+            match self.state.routes.get(&name) {
+                Some(route) => Self::close_preview(&gone, route),
+                None => gone.close_by(Duration::ZERO, Duration::ZERO),
+            }
+        }
+        self.previews = previews;
+    }
+
+    fn close_preview(pool: &Pool, route: &RouteState) {
+        pool.close_by(
+            Duration::from_millis(route.policy.drain_timeout_ms),
+            route.policy.drain_spread(),
+        );
     }
 
     /// Each TLS route's certificate: kept from when its files were put or
@@ -579,6 +719,7 @@ impl Control {
             let entry = Arc::new(RouteEntry {
                 name: name.clone(),
                 live,
+                preview: false,
                 path_prefix: route.path_prefix.clone(),
                 policy: route.policy.clone(),
                 maintenance: route.maintenance.clone(),
@@ -615,6 +756,30 @@ impl Control {
                 t.by_listen.entry(addr).or_default().push(entry.clone());
             }
         }
+        for (name, route) in &self.state.routes {
+            let Some(preview) = &route.preview else {
+                continue;
+            };
+            // Never a live pool: the candidate's own, or none (503).
+            let entry = Arc::new(RouteEntry {
+                name: name.clone(),
+                live: self.previews.get(name).cloned(),
+                preview: true,
+                path_prefix: preview.path_prefix.clone(),
+                policy: route.policy.clone(),
+                maintenance: None,
+                hold_until_ms: None,
+            });
+            for h in &preview.hosts {
+                t.by_host
+                    .entry(normalize_host(h).into_owned())
+                    .or_default()
+                    .push(entry.clone());
+            }
+            if let Some(addr) = preview.listen {
+                t.by_listen.entry(addr).or_default().push(entry.clone());
+            }
+        }
         let longest_first = |rs: &mut Vec<Arc<RouteEntry>>| {
             rs.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.as_ref().map_or(0, String::len)))
         };
@@ -631,10 +796,15 @@ impl Control {
                 Some((c, p.stats.snapshot(p.inflight(), p.ejected())))
             })
             .collect();
+        let preview_stats = self
+            .previews
+            .get(name)
+            .map(|p| p.stats.snapshot(p.inflight(), p.ejected()));
         RouteView {
             name: name.to_string(),
             state: r.clone(),
             stats,
+            preview_stats,
         }
     }
 }
@@ -985,6 +1155,7 @@ mod tests {
                 path_prefix: Some(prefix.into()),
                 policy: RoutePolicy::default(),
                 tls: None,
+                preview: None,
             };
             r.change(route, true, |s| {
                 spec.apply(s);
@@ -1002,5 +1173,220 @@ mod tests {
             with_prefix("e", "/apix").is_ok(),
             "another path is another claim"
         );
+    }
+
+    const WEB_LISTEN: &str = "127.0.0.1:18201";
+    const PREVIEW_LISTEN: &str = "127.0.0.1:18202";
+    const SHARED: &str = "127.0.0.1:80";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// `web` live on blue (upstream :1) with its host and listen address,
+    /// and a preview host and listen address of its own.
+    fn web_with_preview(r: &Router) {
+        r.change("web", true, |s| {
+            s.hosts = vec!["web.localhost".into()];
+            s.listen = Some(addr(WEB_LISTEN));
+            s.colors
+                .insert(Color::Blue, vec![addr("127.0.0.1:1").into()]);
+            s.live = Some(Color::Blue);
+            s.preview = Some(crate::proxy::state::Preview {
+                hosts: vec!["preview.localhost".into()],
+                listen: Some(addr(PREVIEW_LISTEN)),
+                path_prefix: None,
+            });
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// Where a request goes: the route's name, whether it is the preview,
+    /// and the upstreams it would reach (`None`: a 503).
+    fn served(r: &Router, host: &str, local: &str) -> (String, bool, Option<Vec<SocketAddr>>) {
+        let table = r.table();
+        let e = table.route(Some(host), addr(local), "/").expect("routed");
+        (
+            e.name.clone(),
+            e.preview,
+            e.live.as_ref().map(|p| p.addrs()),
+        )
+    }
+
+    #[test]
+    fn a_preview_serves_the_candidate_and_never_live() {
+        let (r, path) = router();
+        web_with_preview(&r);
+        let (blue, green) = (addr("127.0.0.1:1"), addr("127.0.0.1:2"));
+        let no_candidate = ("web".to_string(), true, None);
+        // No candidate: the preview answers 503, on its host and its
+        // listen address, whatever the Host there; it is not live's.
+        assert_eq!(served(&r, "preview.localhost", SHARED), no_candidate);
+        assert_eq!(served(&r, "web.localhost", PREVIEW_LISTEN), no_candidate);
+        assert_eq!(served(&r, "preview.localhost", WEB_LISTEN), no_candidate);
+        assert_eq!(
+            served(&r, "web.localhost", SHARED),
+            ("web".to_string(), false, Some(vec![blue]))
+        );
+
+        r.change("web", false, |s| {
+            s.set_candidate(Color::Green, vec![green.into()], s.preview.clone())
+                .map_err(ChangeError::Conflict)
+        })
+        .unwrap();
+        let previewing = ("web".to_string(), true, Some(vec![green]));
+        assert_eq!(served(&r, "preview.localhost", SHARED), previewing);
+        assert_eq!(served(&r, "anything", PREVIEW_LISTEN), previewing);
+        assert_eq!(served(&r, "web.localhost", PREVIEW_LISTEN), previewing);
+        // An app's preview host is one of its own on its listen address.
+        assert_eq!(served(&r, "preview.localhost", WEB_LISTEN), previewing);
+        assert_eq!(served(&r, "web.localhost", WEB_LISTEN).2, Some(vec![blue]));
+        assert!(r.listen_addrs().contains(&(addr(PREVIEW_LISTEN), false)));
+
+        // Preview traffic is counted apart: verify reads only live's.
+        let table = r.table();
+        let pool = table
+            .route(Some("preview.localhost"), addr(SHARED), "/")
+            .unwrap()
+            .live
+            .clone()
+            .unwrap();
+        pool.stats.record(500, Duration::from_millis(1));
+        let view = r.view("web").unwrap();
+        assert_eq!(view.preview_stats.as_ref().unwrap().requests, 1);
+        assert!(view.stats.values().all(|s| s.requests == 0), "{view:?}");
+
+        // A restarted proxy previews the same candidate.
+        let again = Router::restore(path.clone()).unwrap();
+        assert_eq!(served(&again, "preview.localhost", SHARED), previewing);
+
+        // The switch that makes it live ends the preview, in one change.
+        r.change("web", false, |s| {
+            s.switch_to(Color::Green);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(served(&r, "preview.localhost", SHARED), no_candidate);
+        assert_eq!(served(&r, "web.localhost", SHARED).2, Some(vec![green]));
+        assert_eq!(r.view("web").unwrap().state.candidate, None);
+        assert_eq!(
+            Router::restore(path)
+                .unwrap()
+                .view("web")
+                .unwrap()
+                .state
+                .candidate,
+            None
+        );
+        // Blue, kept hot, is not a candidate: its set registered again
+        // outside a gate's candidate, it is still not previewed.
+        r.change("web", false, |s| {
+            s.set_color(Color::Blue, vec![blue.into()]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(served(&r, "preview.localhost", SHARED), no_candidate);
+    }
+
+    #[test]
+    fn the_live_color_is_never_previewed_nor_made_a_candidate() {
+        let (r, _) = router();
+        web_with_preview(&r);
+        let refused = r.change("web", false, |s| {
+            s.set_candidate(Color::Blue, vec![addr("127.0.0.1:1").into()], None)
+                .map_err(ChangeError::Conflict)
+        });
+        assert!(matches!(refused, Err(ChangeError::Conflict(m)) if m.contains("blue is live")));
+        // Even a state that says so (written by hand, or by an older
+        // proxy) gets a 503 on the preview, not the live color.
+        r.change("web", false, |s| {
+            s.candidate = Some(Color::Blue);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(served(&r, "preview.localhost", SHARED).2, None);
+        // An aborted candidate: its color removed, the preview answers 503.
+        r.change("web", false, |s| {
+            s.set_candidate(
+                Color::Green,
+                vec![addr("127.0.0.1:2").into()],
+                s.preview.clone(),
+            )
+            .map_err(ChangeError::Conflict)
+        })
+        .unwrap();
+        assert!(served(&r, "preview.localhost", SHARED).2.is_some());
+        r.change("web", false, |s| {
+            s.remove_color(Color::Green);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(served(&r, "preview.localhost", SHARED).2, None);
+    }
+
+    #[test]
+    fn no_app_takes_another_apps_preview_host() {
+        let (r, _) = router();
+        let up: SocketAddr = addr("127.0.0.1:1");
+        // A first deploy awaiting approval: nothing live, its preview set.
+        r.change("web", true, |s| {
+            let preview = Some(crate::proxy::state::Preview {
+                hosts: vec!["preview.localhost".into()],
+                listen: Some(addr(PREVIEW_LISTEN)),
+                path_prefix: None,
+            });
+            s.set_candidate(Color::Blue, vec![up.into()], preview)
+                .map_err(ChangeError::Conflict)
+        })
+        .unwrap();
+        assert_eq!(served(&r, "preview.localhost", SHARED).2, Some(vec![up]));
+        let taken = live_on(&r, "api", "Preview.Localhost", up.into());
+        match taken {
+            Err(ChangeError::Conflict(m)) => assert!(
+                m.contains(
+                    "host preview.localhost belongs to web, which previews its candidate on it"
+                ),
+                "{m}"
+            ),
+            other => panic!("the preview host was taken: {other:?}"),
+        }
+        let mut claim = RouteState {
+            listen: Some(addr(PREVIEW_LISTEN)),
+            ..RouteState::default()
+        };
+        assert!(r.check_claims("api", &claim).is_err(), "its listen address");
+        // Nor as a preview of its own.
+        claim.listen = None;
+        claim.preview = Some(crate::proxy::state::Preview {
+            hosts: vec!["preview.localhost".into()],
+            ..Default::default()
+        });
+        assert!(r.check_claims("api", &claim).is_err());
+        // And a preview cannot take a live app's host.
+        live_on(&r, "api", "api.localhost", up.into()).unwrap();
+        let refused = r.change("web", false, |s| {
+            s.preview.as_mut().unwrap().hosts = vec!["api.localhost".into()];
+            Ok(())
+        });
+        assert!(
+            matches!(&refused, Err(ChangeError::Conflict(m)) if m.contains("belongs to api, which is live on it")),
+            "{refused:?}"
+        );
+        // Nor one of its own app's: a request there could not tell.
+        let refused = r.change("api", false, |s| {
+            s.preview = Some(crate::proxy::state::Preview {
+                hosts: vec!["api.localhost".into()],
+                ..Default::default()
+            });
+            Ok(())
+        });
+        assert!(
+            matches!(&refused, Err(ChangeError::Conflict(m)) if m.contains("preview's host api.localhost is also api's own")),
+            "{refused:?}"
+        );
+        // Removing the app frees its preview host.
+        r.remove("web", None).unwrap();
+        assert!(live_on(&r, "other", "preview.localhost", up.into()).is_ok());
     }
 }

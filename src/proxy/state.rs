@@ -54,6 +54,88 @@ pub struct RouteState {
     /// epoch) until the next switch releases them to the new color.
     #[serde(default)]
     pub hold_until_ms: Option<u64>,
+    /// Where the candidate is served before it is live (`proxy.preview`):
+    /// held by the route from its first gate on, like its hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+    /// The color the preview serves: a set that passed its gate and was
+    /// never live. Set by the deployer (the record is opaque here, so only
+    /// it knows a candidate from a previous release kept hot); cleared by
+    /// the switch that makes it live, in the same change, and when the
+    /// color is removed. Never the live color.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Color>,
+}
+
+/// A route's preview: hosts and a listen address of its own where the
+/// candidate answers, under the route's own path prefix; without a
+/// candidate, a 503 that says so. Never the live color.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// Host headers (lowercase, no port).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The route's path prefix (`api::prefix_key`), copied when the
+    /// preview was set, so a preview set before the route's first switch
+    /// serves the paths the route will.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+impl RouteState {
+    /// The color the preview serves now, if any: never the live one.
+    pub fn previewed(&self) -> Option<Color> {
+        self.candidate.filter(|c| Some(*c) != self.live)
+    }
+
+    /// Makes `color` live; returns the color that was. Held requests go
+    /// to it, and a candidate it makes live is no longer one: all in the
+    /// one change the caller makes, so the preview never serves live.
+    pub fn switch_to(&mut self, color: Color) -> Option<Color> {
+        self.hold_until_ms = None;
+        if self.candidate == Some(color) {
+            self.candidate = None;
+        }
+        self.live.replace(color)
+    }
+
+    /// `color`'s set (not live) is the candidate, at `upstreams`, and the
+    /// preview is `preview`.
+    pub fn set_candidate(
+        &mut self,
+        color: Color,
+        upstreams: Vec<Upstream>,
+        preview: Option<Preview>,
+    ) -> Result<(), String> {
+        if self.live == Some(color) {
+            return Err(format!(
+                "{color} is live; the preview never serves the live color"
+            ));
+        }
+        self.colors.insert(color, upstreams);
+        self.candidate = Some(color);
+        self.preview = preview;
+        Ok(())
+    }
+
+    /// Sets `color`'s upstreams outside a gate's candidate (a repair, a
+    /// previous release started again): such a set is not the candidate.
+    pub fn set_color(&mut self, color: Color, upstreams: Vec<Upstream>) {
+        self.colors.insert(color, upstreams);
+        if self.candidate == Some(color) {
+            self.candidate = None;
+        }
+    }
+
+    /// Takes `color` out, and its preview with it.
+    pub fn remove_color(&mut self, color: Color) {
+        self.colors.remove(&color);
+        if self.candidate == Some(color) {
+            self.candidate = None;
+        }
+    }
 }
 
 /// One upstream of a color: the address the proxy connects to and, when

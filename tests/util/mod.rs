@@ -19,7 +19,9 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn demo_binary_present() {
+/// Fails the test, saying what to run, when the demo's static binary (what
+/// the test images are made of) has not been built.
+pub fn demo_binary_present() {
     let bin = repo_root().join("examples/demo/build/cyan-demo");
     assert!(
         bin.exists(),

@@ -166,6 +166,7 @@ pub fn host_route(hosts: &[&str]) -> RouteSpec {
         path_prefix: None,
         policy: RoutePolicy::default(),
         tls: None,
+        preview: None,
     }
 }
 

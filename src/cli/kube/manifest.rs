@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::operator::crd::{
     BlueGreenDeployment, BlueGreenDeploymentSpec, Gates, HttpCheck, Verify,
 };
@@ -25,16 +26,32 @@ pub fn bluegreen(c: &Config, image: &str, namespace: &str) -> BlueGreenDeploymen
     let app = c.app.to_string();
     let labels = BTreeMap::from([(APP_LABEL.to_string(), app.clone())]);
     let port = i32::from(c.port);
-    let probe = Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(c.health.http.path.clone()),
-            port: IntOrString::Int(port),
-            ..HTTPGetAction::default()
-        }),
+    // The gate's probe is the readiness probe: httpGet, tcpSocket or exec.
+    let mut probe = Probe {
         period_seconds: Some(secs(c.health.interval.0) as i32),
         timeout_seconds: Some(secs(c.health.timeout.0) as i32),
         ..Probe::default()
     };
+    match c.health.probe() {
+        config::Probe::Http(http) => {
+            probe.http_get = Some(HTTPGetAction {
+                path: Some(http.path.clone()),
+                port: IntOrString::Int(port),
+                ..HTTPGetAction::default()
+            })
+        }
+        config::Probe::Tcp => {
+            probe.tcp_socket = Some(TCPSocketAction {
+                port: IntOrString::Int(port),
+                host: None,
+            })
+        }
+        config::Probe::Command(argv) => {
+            probe.exec = Some(ExecAction {
+                command: Some(argv.to_vec()),
+            })
+        }
+    }
     let container = Container {
         name: app.clone(),
         image: Some(image.to_string()),
@@ -56,8 +73,11 @@ pub fn bluegreen(c: &Config, image: &str, namespace: &str) -> BlueGreenDeploymen
         readiness_probe: Some(probe),
         ..Container::default()
     };
+    // Verify GETs through the active Service even when the gate is tcp or
+    // command (the proxy on Docker judges HTTP answers too): `health.http`
+    // as given, or `GET /`.
     let gate = HttpCheck {
-        path: c.health.http.path.clone(),
+        path: c.health.http_check().path,
         port: Some(c.port),
         url: None,
         expect_status: None,
@@ -86,7 +106,12 @@ pub fn bluegreen(c: &Config, image: &str, namespace: &str) -> BlueGreenDeploymen
         preview_replicas: None,
         gates: Gates {
             min_ready_seconds: 0,
-            http: vec![gate.clone()],
+            // An HTTP gate on every pod only for an HTTP probe; tcp and
+            // command are the readiness probe alone.
+            http: match c.health.probe() {
+                config::Probe::Http(_) => vec![gate.clone()],
+                config::Probe::Tcp | config::Probe::Command(_) => Vec::new(),
+            },
             skip_first_deploy: false,
         },
         // Verification probes the app through its active Service (port 80).
@@ -146,6 +171,50 @@ mod tests {
         assert_eq!(container.env.as_ref().unwrap()[0].name, "MODE");
         assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 8080);
         assert!(container.readiness_probe.is_some());
+    }
+
+    #[test]
+    fn tcp_and_command_become_the_readiness_probe() {
+        let with = |health: &str| {
+            let c = Config::parse(
+                &format!(
+                    "app: web\nimage: 127.0.0.1:5000/web\nplatform: kubernetes\nport: 8080\n\
+                     health: {health}\nverify: {{ duration: 1m }}\n"
+                ),
+                "cyan.yaml",
+            )
+            .unwrap();
+            let b = bluegreen(&c, "127.0.0.1:5000/web:1", "apps");
+            objects::validate(&b).unwrap();
+            let probe = b.spec.template.spec.as_ref().unwrap().containers[0]
+                .readiness_probe
+                .clone()
+                .unwrap();
+            (b, probe)
+        };
+        let (b, probe) = with("{ tcp: true, timeout: 3s }");
+        assert_eq!(
+            probe.tcp_socket.as_ref().map(|t| &t.port),
+            Some(&IntOrString::Int(8080))
+        );
+        assert!(probe.http_get.is_none() && probe.exec.is_none());
+        assert_eq!(probe.timeout_seconds, Some(3));
+        assert!(b.spec.gates.http.is_empty(), "readiness is the gate");
+        assert_eq!(
+            b.spec.verify.as_ref().unwrap().http.as_ref().unwrap().path,
+            "/",
+            "verify still GETs through the Service"
+        );
+        let (b, probe) = with("{ command: [/app, check, --quick] }");
+        assert_eq!(
+            probe.exec.and_then(|e| e.command).unwrap(),
+            ["/app", "check", "--quick"]
+        );
+        assert!(probe.http_get.is_none() && probe.tcp_socket.is_none());
+        assert!(b.spec.gates.http.is_empty());
+        let (b, probe) = with("{ http: { path: /ready } }");
+        assert_eq!(probe.http_get.unwrap().path.as_deref(), Some("/ready"));
+        assert_eq!(b.spec.gates.http[0].path, "/ready");
     }
 
     #[test]

@@ -115,12 +115,24 @@ impl std::fmt::Display for CheckRun {
 }
 
 /// A command's output on one line: its non-empty lines, trimmed, joined
-/// by ` / `.
+/// by ` / `. Control characters are shown escaped (`\u{1b}`, `\r`), tabs
+/// as spaces: the output is the container's, and it goes to a terminal,
+/// where an escape sequence or a lone carriage return could clear the
+/// screen or overwrite what cyan said.
 pub fn one_line(output: &str) -> String {
-    let lines: Vec<&str> = output
+    let lines: Vec<String> = output
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.chars()
+                .map(|c| match c {
+                    '\t' => " ".to_string(),
+                    c if c.is_control() => c.escape_debug().to_string(),
+                    c => c.to_string(),
+                })
+                .collect()
+        })
         .collect();
     lines.join(" / ")
 }
@@ -409,11 +421,11 @@ pub async fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<(), Stri
     match tokio::time::timeout(HOLD.min(timeout), stream.read(&mut byte)).await {
         Err(_) | Ok(Ok(1..)) => Ok(()),
         Ok(Ok(0)) => Err(
-            "accepted, then closed at once without a byte (nothing listens on the app's port in its container yet)"
+            "accepted, then closed at once without a byte (nothing listens on the app's port in its container yet, or the app closes new connections at once)"
                 .into(),
         ),
         Ok(Err(e)) => Err(format!(
-            "accepted, then {} at once (nothing listens on the app's port in its container yet)",
+            "accepted, then {} at once (nothing listens on the app's port in its container yet, or the app closes new connections at once)",
             io_reason(&e)
         )),
     }
@@ -473,8 +485,18 @@ fn shown(argv: &[String]) -> String {
 }
 
 /// The start of a body, for an error message.
+/// Control characters are shown escaped and line breaks as spaces: a body
+/// is the app's, and it is printed to a terminal.
 pub fn snippet(body: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(body).chars().take(120).collect();
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .take(120)
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => " ".to_string(),
+            c if c.is_control() => c.escape_debug().to_string(),
+            c => c.to_string(),
+        })
+        .collect();
     text.trim().to_string()
 }
 
@@ -622,6 +644,23 @@ mod tests {
             why.starts_with("accepted, then closed at once without a byte"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn a_commands_output_cannot_drive_the_terminal() {
+        // What an image's check may print: a title and a screen clear
+        // (escape sequences), a bell, and a lone carriage return that
+        // would overwrite the line with a lie.
+        let run = CheckRun {
+            exit_code: 1,
+            output: "\u{1b}]0;title\u{7}\u{1b}[2Jdb\tdown\rgate passed\n\u{0}\n".into(),
+        };
+        let shown = run.to_string();
+        assert_eq!(
+            shown,
+            "exit 1: \\u{1b}]0;title\\u{7}\\u{1b}[2Jdb down\\rgate passed / \\0"
+        );
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
     }
 
     #[test]

@@ -152,6 +152,26 @@ impl DeployRecord {
         seen
     }
 
+    /// Whether `key`'s newest event is a failed verification: it was live,
+    /// and was switched away from as bad (or stays live with no previous).
+    pub fn failed_verify(&self, key: &ReleaseKey) -> bool {
+        self.history
+            .iter()
+            .rev()
+            .find(|e| &e.release.key() == key)
+            .is_some_and(|e| e.event == Event::VerifyFailed)
+    }
+
+    /// The releases a rollback goes back to unless told which
+    /// (`live_releases` without those whose verification failed last),
+    /// newest first.
+    pub fn rollback_targets(&self) -> Vec<&Release> {
+        self.live_releases()
+            .into_iter()
+            .filter(|r| !self.failed_verify(&r.key()))
+            .collect()
+    }
+
     /// Records `runtime` as what `release` runs with (replacing an older
     /// entry for it), and forgets the runtimes of releases no longer
     /// named by `gated`, `verify` or `history`.

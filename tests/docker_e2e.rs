@@ -281,6 +281,48 @@ fn a_killed_deploy_converges_when_run_again() {
 }
 
 #[test]
+fn a_deploy_killed_while_verifying_is_interrupted_not_verifying() {
+    let app = TestApp::new("crashverify", "");
+    app.deploy("1");
+    app.write_config("verify: { duration: 8s, on_inconclusive: pass }\n");
+    let mut deploy = app.spawn(&["deploy", "--version", "2"]);
+    deploy.wait_for("▸ verify", Duration::from_secs(120));
+    deploy.kill9();
+    // Nobody watches the window any more: status must not say it is
+    // being verified, and says how to go on.
+    let status = app.status_json();
+    assert!(status["lock"].is_null(), "{status:#}");
+    assert_eq!(status["live"]["version"], "2", "{status:#}");
+    assert_eq!(status["phase"], "interrupted", "{status:#}");
+    assert!(
+        status["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("the deploy of 2 stopped while verifying it")
+                && w.contains("`cyan deploy --version 2` watches the rest of it")),
+        "{status:#}"
+    );
+    // Run again within the window: it watches the rest, and is done.
+    app.deploy("2");
+    assert_eq!(app.status_json()["phase"], "live");
+
+    // A release whose every answer fails, killed while verifying and run
+    // again after its window is over: judged then, not taken for a pass.
+    app.write_config("verify: { duration: 2s, on_inconclusive: pass }\nenv:\n  FAIL_RATE: \"1\"\n");
+    let mut deploy = app.spawn(&["deploy", "--version", "3"]);
+    deploy.wait_for("▸ verify", Duration::from_secs(120));
+    for _ in 0..5 {
+        assert_eq!(app.get("/").0, 500);
+    }
+    deploy.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = app.cyan(&["deploy", "--version", "3"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{all}");
+    assert!(all.contains("every one of the"), "{all}");
+    assert_eq!(identity(&app.get("/").1).1, "2", "traffic is back on 2");
+}
+
+#[test]
 fn a_concurrent_deploy_is_refused_and_lock_wait_queues() {
     let app = TestApp::new("lock", "");
     let mut first = app.spawn(&["deploy", "--version", "1"]);

@@ -152,3 +152,50 @@ fn init_without_a_dockerfile_warns_and_still_writes_a_file_that_loads() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn init_writes_no_second_config_beside_a_cyan_yml_and_force_replaces_a_link_not_its_target() {
+    let dir = std::env::temp_dir().join(format!("cyan-test-init-yml-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), "FROM scratch\nEXPOSE 3000\n").unwrap();
+    // A project that has its config as cyan.yml: a cyan.yaml beside it
+    // would be the one commands read, for an app of another name.
+    let yml = "app: live-one\nimage: live-one\nport: 3000\n";
+    std::fs::write(dir.join("cyan.yml"), yml).unwrap();
+    let refused = init(&dir, &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("cyan.yml is here already")
+            && text(&refused).contains("pass --force to write cyan.yaml beside it"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!dir.join("cyan.yaml").exists());
+
+    // --force writes beside it; over a cyan.yaml that is a link, it
+    // replaces the link, and the file it pointed to is left as it was.
+    let elsewhere = dir.join("shared-notes.txt");
+    std::fs::write(&elsewhere, "not a cyan config\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("cyan.yaml")).unwrap();
+    let forced = init(&dir, &["--force"]);
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).unwrap(),
+        "not a cyan config\n"
+    );
+    let written = dir.join("cyan.yaml");
+    assert!(!written.symlink_metadata().unwrap().is_symlink());
+    assert_eq!(
+        cyan::config::Config::load(&written).unwrap().config.port,
+        3000
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("cyan.yml")).unwrap(), yml);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

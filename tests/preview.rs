@@ -119,6 +119,17 @@ fn the_preview_serves_the_candidate_until_promote_or_abort_and_never_live() {
         rendered.contains(&format!("preview: http://127.0.0.1:{port} serves 2")),
         "{rendered}"
     );
+    // A rollback never makes the candidate live: that is `cyan promote`,
+    // after someone looked.
+    let skipped = app.cyan(&["rollback", "--to", "2"]);
+    assert_eq!(skipped.status.code(), Some(9), "{}", text(&skipped));
+    assert!(
+        text(&skipped).contains("2 on green was never live: it is the candidate"),
+        "{}",
+        text(&skipped)
+    );
+    assert_eq!(live_version(&app), "1");
+    assert_eq!(on_preview(port, "x.localhost"), Ok("2".into()));
 
     // A restarted proxy previews the same candidate (state on disk).
     let stopped = util::proxy::proxy_ctl("stop", &app.home).unwrap();
@@ -209,4 +220,82 @@ fn the_preview_serves_the_candidate_until_promote_or_abort_and_never_live() {
     );
     assert!(thief.containers().is_empty());
     assert_no_candidate(&app, port, "after another app asked for the preview host");
+}
+
+/// A preview (or an app's own listen address) on one of the proxy's own
+/// `--listen` addresses would own it, and take every host-routed app's
+/// requests there: an unapproved candidate, or a 503 once it is aborted.
+/// The proxy refuses it, whichever way it is asked, and the app served by
+/// host there keeps its requests. No Docker: the proxy alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_preview_nor_app_takes_the_proxys_own_listen_address() {
+    use cyan::proxy::api::{CandidateRequest, PreviewSpec, RouteSpec};
+    use cyan::proxy::state::Preview;
+    use cyan::release::Color;
+    use tokio::io::AsyncWriteExt;
+    use util::proxy::{host_route, TestProxy};
+    use util::raw::{read_head, serve_each};
+
+    let answering = |name: &'static str| {
+        serve_each(move |mut s| async move {
+            if read_head(&mut s).await.is_some() {
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = s.write_all(response.as_bytes()).await;
+            }
+        })
+    };
+    let proxy = TestProxy::start_listening("preview-own-port").await;
+    proxy
+        .route_by_host("web", vec![answering("web").await])
+        .await;
+    let own: std::net::SocketAddr = proxy.addr().parse().unwrap();
+    let admin = proxy.admin();
+    admin
+        .put_route("evil", &host_route(&["evil.localhost"]))
+        .await
+        .unwrap();
+    let previewed = RouteSpec {
+        preview: Some(PreviewSpec {
+            hosts: Vec::new(),
+            listen: Some(own),
+        }),
+        ..host_route(&["evil.localhost"])
+    };
+    let listening = RouteSpec {
+        listen: Some(own),
+        ..host_route(&["evil.localhost"])
+    };
+    let candidate = CandidateRequest {
+        color: Color::Green,
+        upstreams: vec![answering("evil").await.into()],
+        preview: Some(Preview {
+            listen: Some(own),
+            ..Preview::default()
+        }),
+    };
+    let asked = [
+        ("claim, preview", admin.claim("evil", &previewed).await),
+        ("put, preview", admin.put_route("evil", &previewed).await),
+        ("candidate", admin.set_candidate("evil", &candidate).await),
+        ("claim, listen", admin.claim("evil", &listening).await),
+        ("put, listen", admin.put_route("evil", &listening).await),
+    ];
+    let mut wrong = Vec::new();
+    for (how, answer) in asked {
+        match answer {
+            Err(e)
+                if e.to_string().contains(&format!(
+                "{own} is the proxy's own --listen address, where every app is served by its host"
+            )) => {}
+            other => wrong.push(format!("{how}: {other:?}")),
+        }
+        let (status, body) = http_get(&proxy.addr(), "web.localhost", "/");
+        if (status, body.as_str()) != (200, "web") {
+            wrong.push(format!("after {how}: web.localhost got {status} {body:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

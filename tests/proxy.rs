@@ -19,7 +19,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use util::load::{assert_none_failed, Load};
+use util::load::{self, assert_none_failed, Load};
 use util::proxy::{body, get, raw, self_signed, spawn_proxy, TestProxy, Ws};
 
 /// A backend answering `GET /` with its name, `/slow` after 3 s, `/echo-headers`
@@ -556,6 +556,79 @@ async fn an_upgrade_under_load_fails_nothing() {
     eprintln!(
         "{} requests across a proxy upgrade, 0 failed",
         samples.len()
+    );
+}
+
+/// A switch made on the successor right after `cyan proxy upgrade` returns
+/// holds for every request that starts after the switch returns: none of
+/// them is answered from the old process's frozen table, whether it comes
+/// on a fresh connection, on a keep-alive connection the old process
+/// accepted before the upgrade (idle since), or on one opened the moment
+/// the upgrade returned; and no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_right_after_an_upgrade_holds_for_every_later_request() {
+    let mut proxy = TestProxy::start("upgsw").await;
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    proxy
+        .route("upgsw", RoutePolicy::default(), vec![blue], vec![green])
+        .await;
+    let (port, host) = (proxy.port, "upgsw.localhost");
+    let traffic = Load::start(port, host, 2, 2);
+    let (idle, fresh) = (load::client(true), load::client(true));
+    let mut mine = vec![load::get(&idle, port, host).await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old_pid = proxy.child.id();
+    let r = proxy
+        .admin()
+        .upgrade(std::path::Path::new(env!("CARGO_BIN_EXE_cyan")))
+        .await
+        .unwrap();
+    assert_eq!(r.old_pid, old_pid);
+    mine.push(load::get(&fresh, port, host).await);
+    let asked = Instant::now();
+    proxy.switch("upgsw", Color::Green, None).await;
+    let switched = Instant::now();
+    for _ in 0..10 {
+        mine.push(load::get(&idle, port, host).await);
+        mine.push(load::get(&fresh, port, host).await);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut samples = traffic.finish().await;
+    samples.extend(mine);
+    assert_none_failed(&samples, "across the upgrade and the switch");
+    let after: Vec<_> = samples.iter().filter(|s| s.start >= switched).collect();
+    assert!(
+        after.len() > 50,
+        "only {} requests after the switch",
+        after.len()
+    );
+    let stale: Vec<_> = after
+        .iter()
+        .filter(|s| s.outcome.as_deref() != Ok("green"))
+        .map(|s| (s.start - switched, s.outcome.clone()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{} of {} requests that started after the switch returned were not \
+         routed by it: {:?} ... {:?}",
+        stale.len(),
+        after.len(),
+        &stale[..stale.len().min(4)],
+        stale.last()
+    );
+    // The old process still drains and exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the old proxy did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "{} requests across an upgrade and a switch (which took {:?}), {} after it, \
+         all green, 0 failed",
+        samples.len(),
+        switched - asked,
+        after.len()
     );
 }
 

@@ -67,10 +67,17 @@ fn a_cold_rollback_restores_the_config_the_release_was_deployed_with() {
     app.deploy("v3");
     assert!(running_env(&app, "v1").is_empty(), "v1 is retired: cold");
 
-    // The secret is read again by name: without it nothing changes.
+    // The secret is read again by name: without it nothing changes, and
+    // the error says where the name comes from (not today's file).
     let missing = app.cyan(&["rollback", "--to", "v1"]);
     assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
-    assert!(text(&missing).contains("TOKEN"), "{}", text(&missing));
+    assert!(
+        text(&missing).contains(
+            "secret TOKEN is not set in the environment, and v1 was deployed with it (today's cyan.yaml no longer lists it)"
+        ),
+        "{}",
+        text(&missing)
+    );
     assert!(app.get("/").1.contains("v3"), "v3 stays live");
 
     let back = app
@@ -130,4 +137,87 @@ fn a_cold_rollback_restores_the_config_the_release_was_deployed_with() {
         "{}",
         text(&rotated)
     );
+}
+
+/// The address of each of `version`'s containers, as `cyan status -o json`
+/// gives it (live or previous).
+fn status_addresses(app: &TestApp, version: &str) -> Vec<serde_json::Value> {
+    let status = app.status_json();
+    ["live", "previous"]
+        .iter()
+        .filter(|side| status[side]["version"] == version)
+        .flat_map(|side| status[side]["containers"].as_array().cloned().unwrap())
+        .map(|c| c["address"].clone())
+        .collect()
+}
+
+#[test]
+fn a_release_kept_hot_is_switched_to_and_started_again_with_its_own_config() {
+    let app = TestApp::new("hotcfg", "");
+    // v1 listens on 9090 with MODE one; v2, today's file, on 8080.
+    release_config(&app, 9090, 1, "env: { MODE: one, PORT: \"9090\" }\n");
+    app.deploy("v1");
+    release_config(&app, 8080, 1, "env: { MODE: two }\n");
+    app.deploy("v2");
+
+    // v1 kept hot is found at its own port, not today's: the instant
+    // rollback switches to it, and status shows where it is.
+    let back = app.cyan(&["rollback"]);
+    assert!(back.status.success(), "{}", text(&back));
+    assert!(app.get("/").1.contains("v1"));
+    let addresses = status_addresses(&app, "v1");
+    assert!(
+        !addresses.is_empty() && addresses.iter().all(|a| a.is_string()),
+        "v1's containers have an address: {addresses:?}"
+    );
+    app.cyan_ok(&["rollback", "--to", "v2"]);
+
+    // v1's replica stops: rolling back starts it again with v1's config
+    // (MODE one on 9090), as recorded at its gate, not with today's file.
+    let stopped = Command::new("docker")
+        .args(["stop", "-t", "1"])
+        .arg(format!("{}-production-blue-1-0", app.name))
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    let again = app.cyan(&["rollback"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(
+        running_env(&app, "v1"),
+        vec![vec!["MODE=one".to_string(), "PORT=9090".into()]],
+        "{}",
+        text(&again)
+    );
+    assert!(app.get("/").1.contains("v1"));
+}
+
+#[test]
+fn a_rollback_never_goes_back_to_a_release_that_failed_its_verification() {
+    let app = TestApp::new("badverify", "");
+    app.deploy("v1");
+    // v2 answers 500 to everything: its verification fails, and traffic
+    // goes back to v1 by itself; v2 is kept for inspection.
+    app.write_config(
+        "verify: { duration: 3s, max_5xx_ratio: 0.01, min_requests: 5 }\nenv: { FAIL_RATE: \"1\" }\n",
+    );
+    let mut deploy = app.spawn(&["deploy", "--version", "v2"]);
+    deploy.wait_for("▸ verify", std::time::Duration::from_secs(120));
+    for _ in 0..10 {
+        app.get("/");
+    }
+    let (code, _, log) = deploy.finish();
+    assert_eq!(code, 6, "{log}");
+    assert!(app.get("/").1.contains("v1"));
+
+    // "Make sure we are rolled back" must not put v2 live again.
+    let out = app.cyan(&["rollback"]);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    assert!(
+        text(&out).contains("no previous release to roll back to (v2 failed its verification; `cyan rollback --to v2` goes back to it all the same)"),
+        "{}",
+        text(&out)
+    );
+    let (status, body) = app.get("/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("v1"), "{body}");
 }

@@ -107,45 +107,66 @@ pub async fn rollback(
     wait: Duration,
     out: &Output,
 ) -> Result<()> {
-    let (target, hot_replicas, recorded) = {
+    let (target, hot_replicas, recorded, instant) = {
         let p = session::open_to_read(home, cfg, out).await?;
         let record = p.record().await?;
         let (live, other) = sides(&p).await?;
+        // A kept set that runs whole and passed its gate is only switched
+        // to: nothing is started, so no secret is needed.
+        let instant = other.as_ref().is_some_and(|s| {
+            s.iter().all(|m| m.state == "running")
+                && record.gated.get(&s[0].color) == Some(&s[0].release.key())
+        });
         let (target, hot_replicas) = rollback_target(cfg, to, &record, live, other)?;
         let recorded = record.runtime_of(&target).cloned();
-        (target, hot_replicas, recorded)
+        (
+            target,
+            hot_replicas,
+            recorded,
+            instant && hot_replicas.is_some(),
+        )
     };
-    // A cold rollback starts the old image with the config it ran with,
-    // as recorded at its gate: a release is its image and its config.
-    let restored = match (hot_replicas, &recorded) {
-        (Some(_), _) => None,
-        (None, Some(runtime)) => {
-            let changes = cfg.config.runtime_changes(runtime);
-            out.warn(format!(
-                "{} is no longer running: cold rollback (start from its image with the config it was deployed with, gate, then switch){}",
-                target.version,
-                if changes.is_empty() {
-                    String::new()
-                } else {
-                    format!("; restoring {}", changes.join(", "))
-                }
-            ));
-            Some(Loaded {
-                config: cfg.config.with_runtime(runtime),
-                path: cfg.path.clone(),
-            })
-        }
-        (None, None) => {
-            out.warn(format!(
+    // A release is its image and its config: whatever the rollback has to
+    // start or gate again (a cold release, a kept set that lost a replica,
+    // a killed rollback's set never gated) runs with the config recorded
+    // at its gate, not today's.
+    if hot_replicas.is_none() {
+        out.warn(match &recorded {
+            Some(runtime) => {
+                let changes = cfg.config.runtime_changes(runtime);
+                format!(
+                    "{} is no longer running: cold rollback (start from its image with the config it was deployed with, gate, then switch){}",
+                    target.version,
+                    if changes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; restoring {}", changes.join(", "))
+                    }
+                )
+            }
+            None => format!(
                 "{} is no longer running: cold rollback with today's config (no config was recorded for it: it was deployed by an older cyan)",
                 target.version
-            ));
-            None
-        }
-    };
+            ),
+        });
+    }
+    let restored = recorded.as_ref().map(|runtime| Loaded {
+        config: cfg.config.with_runtime(runtime),
+        path: cfg.path.clone(),
+    });
+    let unset = recorded
+        .as_ref()
+        .and_then(|r| unset_secret(r, &cfg.config.secrets, &target.version));
     let cfg = restored.as_ref().unwrap_or(cfg);
-    let mut p = session::open(home, cfg, out).await?;
-    if restored.is_some() && cfg.config.runtime_hash(&p.secrets) != target.config_hash {
+    let mut p = match unset {
+        None => session::open(home, cfg, out).await?,
+        Some(_) if instant => session::open_to_read(home, cfg, out).await?,
+        Some(why) => return Err(why),
+    };
+    if restored.is_some()
+        && hot_replicas.is_none()
+        && cfg.config.runtime_hash(&p.secrets) != target.config_hash
+    {
         out.warn(format!(
             "the secrets' values differ from those {} was deployed with (values are never stored): it runs with today's values",
             target.version
@@ -166,6 +187,28 @@ pub async fn rollback(
         .await
 }
 
+/// A secret `runtime` names that is not in cyan's environment, as the
+/// error to give: it says that `version` was deployed with it (today's
+/// cyan.yaml, `today`, may not list it any more).
+fn unset_secret(
+    runtime: &crate::config::Runtime,
+    today: &[String],
+    version: &str,
+) -> Option<Error> {
+    let name = runtime
+        .secrets
+        .iter()
+        .find(|name| std::env::var_os(name).is_none())?;
+    Some(Error::Config(format!(
+        "secret {name} is not set in the environment, and {version} was deployed with it{}: a rollback starts it with the config it ran with; export {name} and run again",
+        if today.contains(name) {
+            ""
+        } else {
+            " (today's cyan.yaml no longer lists it)"
+        }
+    )))
+}
+
 /// The release a rollback goes to, and its replica count when it is still
 /// running (instant); `None` when it comes from history (cold: started from
 /// its image).
@@ -182,9 +225,30 @@ fn rollback_target(
             cfg.config.route()
         ))
     })?;
-    let hot = other.filter(|s| match to {
-        Some(v) => s[0].release.version == v,
-        None => record.was_live(&s[0].release.key()),
+    // A set that was never live is the candidate: `cyan promote` makes it
+    // live, after its approval; a rollback never does.
+    let never_live = |s: &Vec<Managed>| !record.was_live(&s[0].release.key());
+    if let Some(set) = other.as_ref().filter(|s| {
+        never_live(s)
+            && Some(s[0].release.version.as_str()) == to
+            && !record
+                .live_releases()
+                .iter()
+                .any(|r| Some(r.version.as_str()) == to)
+    }) {
+        return Err(Error::Refused(format!(
+            "{} on {} was never live: it is the candidate, not a release to roll back to; `cyan promote` makes it live, `cyan abort` removes it",
+            set[0].release.version, set[0].color
+        )));
+    }
+    // Unless named, a release whose verification failed is not gone back to.
+    let hot = other.filter(|s| {
+        let key = s[0].release.key();
+        !never_live(s)
+            && match to {
+                Some(v) => s[0].release.version == v,
+                None => !record.failed_verify(&key),
+            }
     });
     let target = match (&hot, to) {
         (Some(set), _) => set[0].release.key(),
@@ -200,14 +264,22 @@ fn rollback_target(
                 ))
             })?,
         (None, None) => record
-            .live_releases()
+            .rollback_targets()
             .into_iter()
             .map(|r| r.key())
             .find(|k| *k != live_key)
             .ok_or_else(|| {
+                let failed = record
+                    .live_releases()
+                    .into_iter()
+                    .find(|r| r.key() != live_key && record.failed_verify(&r.key()));
                 Error::Refused(format!(
-                    "{} has no previous release to roll back to",
-                    cfg.config.route()
+                    "{} has no previous release to roll back to{}",
+                    cfg.config.route(),
+                    failed.map_or(String::new(), |r| format!(
+                        " ({} failed its verification; `cyan rollback --to {}` goes back to it all the same)",
+                        r.version, r.version
+                    ))
                 ))
             })?,
     };
@@ -381,7 +453,7 @@ async fn switch_back(p: &DockerPlatform<'_>, failed: &Desired, out: &Output) -> 
     }
     let previous = match p.record().await {
         Ok(r) => r
-            .live_releases()
+            .rollback_targets()
             .into_iter()
             .map(|r| r.key())
             .find(|k| *k != failed.target),

@@ -150,6 +150,14 @@ pub fn init(opts: &InitOptions, out: &Output) -> Result<()> {
     if path.symlink_metadata().is_ok() && !opts.force {
         return Err(exists(&path));
     }
+    let yml = dir.join("cyan.yml");
+    if yml.symlink_metadata().is_ok() && !opts.force {
+        return Err(Error::Config(format!(
+            "{} is here already: cyan reads cyan.yaml unless -c names another file, so a new cyan.yaml beside it would be a second config of this project, and the one commands use. Check it with `cyan config check -c {}` and rename it to cyan.yaml, or pass --force to write cyan.yaml beside it",
+            yml.display(),
+            yml.display()
+        )));
+    }
     let detected = detect(dir, opts)?;
     let yaml = render(&detected);
     Config::parse(&yaml, &path.display().to_string()).map_err(|e| {
@@ -186,22 +194,35 @@ fn exists(path: &Path) -> Error {
     ))
 }
 
+/// Writes `yaml` at `path`: only where nothing is, unless `force`; then
+/// through a file beside it renamed over `path`, so a `path` that is a
+/// symbolic link is replaced, never the file it points to.
 fn write(path: &Path, yaml: &str, force: bool) -> Result<()> {
     use std::io::Write;
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true);
-    if force {
-        open.create(true).truncate(true);
-    } else {
-        // Not a check then a write: a file made in between is not replaced.
-        open.create_new(true);
+    let cannot = |e: std::io::Error| Error::Config(format!("cannot write {}: {e}", path.display()));
+    let target = match force {
+        true => path.with_file_name(format!(".cyan.yaml.{}.tmp", std::process::id())),
+        false => path.to_path_buf(),
+    };
+    // Not a check then a write: a file made in between is not replaced.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists if !force => exists(path),
+            _ => cannot(e),
+        })?;
+    let written = file.write_all(yaml.as_bytes()).map_err(cannot);
+    drop(file);
+    let done = written.and_then(|()| match force {
+        true => std::fs::rename(&target, path).map_err(cannot),
+        false => Ok(()),
+    });
+    if done.is_err() && force {
+        let _ = std::fs::remove_file(&target);
     }
-    let mut file = open.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => exists(path),
-        _ => Error::Config(format!("cannot write {}: {e}", path.display())),
-    })?;
-    file.write_all(yaml.as_bytes())
-        .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))
+    done
 }
 
 /// Reads the folder: its name, its Dockerfile, and where versions come from.
@@ -341,7 +362,8 @@ fn app_name(folder: &str) -> AppName {
     }
     if name.is_empty() {
         name = "app".to_string();
-        changes = vec!["no letter or digit in it, so: app".to_string()];
+        changes =
+            vec!["no a-z letter or 0-9 digit in it, so: app (--app gives another)".to_string()];
     }
     debug_assert!(Name::parse(&name).is_ok(), "{name:?} is not a valid name");
     AppName {
@@ -827,7 +849,11 @@ mod tests {
                 "caf",
                 &["lowercased", "'é' became '-'", "'-' at the ends dropped"],
             ),
-            ("___", "app", &["no letter or digit in it, so: app"]),
+            (
+                "___",
+                "app",
+                &["no a-z letter or 0-9 digit in it, so: app (--app gives another)"],
+            ),
             ("2048", "2048", &[]),
         ];
         for (folder, name, changes) in cases {

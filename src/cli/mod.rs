@@ -214,7 +214,8 @@ pub enum Command {
     /// (a VERSION file, git). Each value says in a comment where it came
     /// from; a guess says it is one. The file is checked with cyan's own
     /// loader before it is written. An existing cyan.yaml is never
-    /// replaced (exit 2) without --force.
+    /// replaced, nor one written beside a cyan.yml (exit 2), without
+    /// --force.
     #[command(
         after_help = "Example, in a folder `My_Web` whose Dockerfile says EXPOSE 3000:\n  \
 cyan init                  # writes cyan.yaml: app my-web, port 3000, on http://127.0.0.1:8000\n  \

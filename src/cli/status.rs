@@ -146,20 +146,25 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         (_, Some(_)) if lock.is_some() => "progressing",
         // Nobody holds the lock: the deploy that launched it is gone.
         (_, Some(_)) => "interrupted",
-        (Some(_), None) if verifying => "verifying",
+        (Some(_), None) if verifying && lock.is_some() => "verifying",
+        // The deploy that watched the window is gone: nothing judges it.
+        (Some(_), None) if verifying => "interrupted",
         (Some(_), None) => "live",
         (None, None) => "not-deployed",
     };
     let drift = p.drift(c.replicas.get(), &all, view.as_ref());
-    let interrupted = candidate
-        .as_ref()
-        .filter(|_| phase == "interrupted")
-        .map(|cand| {
-            format!(
-                "the deploy of {} stopped before its switch (no cyan holds the lock): `cyan deploy --version {}` continues it, `cyan abort` removes it",
-                cand.version, cand.version
-            )
-        });
+    let interrupted = match (&candidate, &record.verify) {
+        _ if phase != "interrupted" => None,
+        (Some(cand), _) => Some(format!(
+            "the deploy of {} stopped before its switch (no cyan holds the lock): `cyan deploy --version {}` continues it, `cyan abort` removes it",
+            cand.version, cand.version
+        )),
+        (None, Some(w)) => Some(format!(
+            "the deploy of {} stopped while verifying it (no cyan holds the lock), so nothing judges its verify window: `cyan deploy --version {}` watches the rest of it, `cyan rollback` goes back",
+            w.release.version, w.release.version
+        )),
+        (None, None) => None,
+    };
     let warnings = interrupted
         .into_iter()
         .chain(live.iter()
@@ -185,7 +190,7 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
                 .filter(|v| v.state.preview.is_some())
                 .and_then(|v| v.state.previewed());
             Some(PreviewView {
-                url: cfg.url(&served),
+                url: cfg.url(&served, c.proxy.path_prefix.as_deref()),
                 color,
                 version: color.and_then(|col| {
                     let m = all.iter().find(|m| m.color == col)?;

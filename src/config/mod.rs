@@ -186,16 +186,18 @@ impl PreviewConfig {
 
     /// A URL a script on this host can open, as `Config::url` makes the
     /// app's: its own listen address when it has one, else its host on
-    /// the proxy's `--listen` port (`served`). Always `http`.
-    pub fn url(&self, served: &Health) -> String {
-        match (&self.host, self.listen) {
+    /// the proxy's `--listen` port (`served`), and the app's
+    /// `path_prefix`, which the preview serves too. Always `http`.
+    pub fn url(&self, served: &Health, path_prefix: Option<&str>) -> String {
+        let base = match (&self.host, self.listen) {
             (_, Some(listen)) => format!("http://{}", reachable(listen)),
             (Some(host), None) => match served.listen.first().map(|a| a.port()) {
                 Some(80) | None => format!("http://{host}"),
                 Some(port) => format!("http://{host}:{port}"),
             },
-            (None, None) => String::new(),
-        }
+            (None, None) => return String::new(),
+        };
+        with_prefix(base, path_prefix)
     }
 }
 
@@ -809,11 +811,12 @@ impl Config {
     /// on the port the proxy serves hosts on (`served`: the proxy's
     /// `--listen` / `--tls-listen`, as `GET /v1/health` gives them), the
     /// port left out when it is the scheme's own; `https` when the route
-    /// terminates TLS.
+    /// terminates TLS; its `path_prefix` after (without it the URL would
+    /// open another app on the host, or a 404).
     pub fn url(&self, served: &Health) -> String {
         let tls = self.proxy.tls.is_some();
         let scheme = if tls { "https" } else { "http" };
-        match (&self.proxy.host, &self.proxy.listen) {
+        let base = match (&self.proxy.host, &self.proxy.listen) {
             // Its own listen address opens from any client on this host;
             // `*.localhost` names do not resolve everywhere (Python's
             // urllib cannot, without nss-myhostname), and the listen
@@ -832,8 +835,9 @@ impl Config {
                     None => format!("{scheme}://{host}"),
                 }
             }
-            (None, None) => String::new(),
-        }
+            (None, None) => return String::new(),
+        };
+        with_prefix(base, self.proxy.path_prefix.as_deref())
     }
 
     /// Hash of everything that changes what a container runs, besides the
@@ -858,6 +862,14 @@ impl Config {
         }
         let digest = h.finalize();
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `base` with the path `prefix` routes on (`/api/` as `/api`), if any.
+fn with_prefix(base: String, prefix: Option<&str>) -> String {
+    match prefix.and_then(crate::proxy::api::prefix_key) {
+        Some(p) => base + p,
+        None => base,
     }
 }
 

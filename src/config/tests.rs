@@ -93,6 +93,28 @@ fn the_url_is_one_a_script_can_open() {
         tls.url(&served(&["0.0.0.0:80"], &["0.0.0.0:443"])),
         "https://web.localhost"
     );
+    // A route under a path prefix: its host's `/` is another app's (or a
+    // 404), on its own listen address too.
+    let prefixed = |proxy: &str| {
+        let text = GOOD.replace(
+            "proxy: { host: web.localhost, listen: 127.0.0.1:8000 }",
+            proxy,
+        );
+        Config::parse(&text, "cyan.yaml").unwrap()
+    };
+    assert_eq!(
+        prefixed("proxy: { host: web.localhost, path_prefix: /api/ }").url(&proxy),
+        "http://web.localhost:8000/api"
+    );
+    let both = prefixed(
+        "proxy: { host: web.localhost, listen: 127.0.0.1:8000, path_prefix: /api, preview: { host: p.localhost } }",
+    );
+    assert_eq!(both.url(&proxy), "http://127.0.0.1:8000/api");
+    let preview = both.proxy.preview.as_ref().unwrap();
+    assert_eq!(
+        preview.url(&proxy, both.proxy.path_prefix.as_deref()),
+        "http://p.localhost:8000/api"
+    );
 }
 
 #[test]
@@ -451,13 +473,13 @@ fn a_preview_is_a_host_or_listen_address_of_its_own_and_docker_only() {
         tls_listen: Vec::new(),
     };
     assert_eq!(
-        p.url(&served),
+        p.url(&served, None),
         "http://127.0.0.1:8001",
         "its own listen address"
     );
     let by_host = Config::parse(&with("{ host: preview.web.localhost }"), "cyan.yaml").unwrap();
     assert_eq!(
-        by_host.proxy.preview.unwrap().url(&served),
+        by_host.proxy.preview.unwrap().url(&served, None),
         "http://preview.web.localhost:8080"
     );
 

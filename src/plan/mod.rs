@@ -149,8 +149,11 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
         if !o.drift.is_empty() {
             return Step::Repair(live);
         }
+        // A window stays in the record until a verdict closes it: one whose
+        // time is up but that has none (its cyan was killed) is judged now,
+        // never taken for a pass.
         if let Some(w) = &o.record.verify {
-            if w.color == live && w.release == d.target && o.now_ms < w.until_ms {
+            if w.color == live && w.release == d.target {
                 return Step::Verify(live);
             }
         }

@@ -223,7 +223,7 @@ fn approval_stops_before_the_switch_and_promote_continues() {
 }
 
 #[test]
-fn verify_runs_until_its_window_closes() {
+fn verify_runs_until_a_verdict_closes_its_window() {
     let d = deploy("2");
     let w = world()
         .built()
@@ -231,9 +231,15 @@ fn verify_runs_until_its_window_closes() {
         .set(Blue, running("1", 2))
         .verifying(Green, "2", 5_000);
     assert_eq!(plan(&d, &w.0), Step::Verify(Green));
+    // Its time is up but no verdict closed it (the cyan watching it was
+    // killed): it is judged now, never taken for a pass.
     let mut after = w.0.clone();
     after.now_ms = 5_000;
-    assert_eq!(plan(&d, &after), Step::Done);
+    assert_eq!(plan(&d, &after), Step::Verify(Green));
+    // Closed by a verdict: done.
+    let mut closed = after.clone();
+    closed.record.verify = None;
+    assert_eq!(plan(&d, &closed), Step::Done);
     // A window for another release does not hold this one.
     let w = world()
         .built()

@@ -145,11 +145,14 @@ impl<'a> DockerPlatform<'a> {
                 let labels = s.labels.unwrap_or_default();
                 let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
                 let color: Color = get(label::COLOR).parse().ok()?;
+                // The port the container was made with (a release's own,
+                // restored by a rollback), not today's `port`.
+                let port = get(label::PORT).parse().unwrap_or(c.port);
                 let addr = s.ports.unwrap_or_default().into_iter().find_map(|p| {
                     let ip = p.ip.as_deref()?;
-                    let port = p.public_port?;
-                    (p.private_port == c.port && ip == "127.0.0.1")
-                        .then(|| SocketAddr::new([127, 0, 0, 1].into(), port))
+                    let public = p.public_port?;
+                    (p.private_port == port && ip == "127.0.0.1")
+                        .then(|| SocketAddr::new([127, 0, 0, 1].into(), public))
                 });
                 Some(Managed {
                     id: s.id.unwrap_or_default(),

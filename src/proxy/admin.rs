@@ -45,6 +45,13 @@ pub async fn handle(
         }
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Right after an upgrade, a change waits until the old process can
+    // start no request any more: otherwise a request that starts after the
+    // change could still get the old routes there (`handoff`).
+    if method != Method::GET && matches!(segs.as_slice(), ["v1", "routes", ..] | ["v1", "upgrade"])
+    {
+        proxy.predecessor_quiet().await;
+    }
     let resp = match (&method, segs.as_slice()) {
         (&Method::GET, ["v1", "health"]) => json(
             StatusCode::OK,
@@ -126,6 +133,7 @@ pub async fn handle(
         (&Method::PUT, ["v1", "routes", name, "candidate"]) => {
             with_body(&body, |req: CandidateRequest| {
                 if let Some(addr) = req.preview.as_ref().and_then(|p| p.listen) {
+                    not_the_proxys_own(&proxy, addr, "preview listen address")?;
                     listen_for(&proxy, addr, false)?;
                 }
                 proxy.router.change(name, false, |r| {
@@ -270,8 +278,39 @@ fn listen_for(
         .map_err(|e| ChangeError::Conflict(format!("cannot listen on {addr}: {e}")))
 }
 
-/// A route spec's path prefix, TLS files and ACME hosts.
+/// Refuses `addr` as a route's own listen address (or its preview's,
+/// `whose`) when it is one of the proxy's `--listen` / `--tls-listen`
+/// addresses: there every app is routed by its Host, and an address a
+/// route owns takes every request that arrives on it, other apps' too.
+fn not_the_proxys_own(
+    proxy: &Arc<Proxy>,
+    addr: std::net::SocketAddr,
+    whose: &str,
+) -> Result<(), ChangeError> {
+    let flag = match (
+        proxy.opts.listen.contains(&addr),
+        proxy.opts.tls_listen.contains(&addr),
+    ) {
+        (true, _) => "--listen",
+        (_, true) => "--tls-listen",
+        _ => return Ok(()),
+    };
+    Err(ChangeError::Conflict(format!(
+        "{whose} {addr} is the proxy's own {flag} address, where every app is served by its host: \
+         an app (or preview) that owned it would take the other apps' requests there. \
+         Give it an address of its own, or route it there by host (proxy.host, preview.host)"
+    )))
+}
+
+/// A route spec's path prefix, TLS files and ACME hosts, and listen
+/// addresses that are not the proxy's own.
 fn check_route(proxy: &Arc<Proxy>, name: &str, spec: &RouteSpec) -> Result<(), ChangeError> {
+    if let Some(addr) = spec.listen {
+        not_the_proxys_own(proxy, addr, "listen address")?;
+    }
+    if let Some(addr) = spec.preview.as_ref().and_then(|p| p.listen) {
+        not_the_proxys_own(proxy, addr, "preview listen address")?;
+    }
     if let Some(p) = spec.path_prefix.as_deref().filter(|p| !p.starts_with('/')) {
         return Err(ChangeError::Invalid(format!(
             "path prefix {p:?} must start with '/'"

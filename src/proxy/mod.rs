@@ -173,6 +173,19 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown lets busy keep-alive connections end on their own.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long the accept loops get to stop (they stop at their next poll).
+const ACCEPT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// After the drain has told every connection to close: how long the
+/// predecessor of an upgrade waits for them to be gone before it lets the
+/// successor change routes (a connection still busy then is serving a
+/// request that started before, and starts none after it).
+const GATE_GRACE: Duration = Duration::from_millis(100);
+
+/// How long a successor's route changes wait for its predecessor: its
+/// linger, the moment before it drains and `GATE_GRACE`, with room to spare.
+const PREDECESSOR_QUIET_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A running proxy: what the admin API and the listeners share.
 pub struct Proxy {
     pub router: Arc<Router>,
@@ -185,6 +198,10 @@ pub struct Proxy {
     /// Tracks open connections for the drain at shutdown; `None` once draining.
     graceful: Mutex<Option<GracefulShutdown>>,
     stop: watch::Sender<bool>,
+    /// Set to stop the accept loops: at shutdown, or at a handoff as soon as
+    /// the successor serves. Each loop holds a receiver until it has
+    /// stopped, so `closed()` says that no loop accepts any more.
+    accepting: watch::Sender<bool>,
     /// Set when the drain closes idle connections: hyper's get a graceful
     /// close, the fast path's (which hold a drain watcher) watch this. One
     /// per serving thread: an idle connection registers with it after every
@@ -198,6 +215,14 @@ pub struct Proxy {
     process_lock: Mutex<Option<std::fs::File>>,
     /// A successor took over: leave the admin socket alone at exit.
     handed_off: std::sync::atomic::AtomicBool,
+    /// After a handoff: the pipe end the successor waits on before any
+    /// route change, closed once no connection here can start a request
+    /// (`handoff`). The process's exit closes it too.
+    successor_gate: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// In a successor: turns true once the predecessor can start no request
+    /// any more; route changes wait for it (`handoff`). True from the start
+    /// in a proxy that took over from no one.
+    predecessor_quiet: watch::Receiver<bool>,
     /// The serving threads' runtimes.
     workers: Vec<tokio::runtime::Handle>,
 }
@@ -283,7 +308,7 @@ impl Proxy {
         let Ok(local) = listener.local_addr() else {
             return;
         };
-        let mut stop = self.stop.subscribe();
+        let mut accepting = self.accepting.subscribe();
         loop {
             // The watcher is taken before the accept: a connection accepted
             // while shutdown begins is then always served and drained,
@@ -299,7 +324,7 @@ impl Proxy {
             };
             let (stream, peer) = tokio::select! {
                 biased;
-                _ = stop.changed() => break,
+                _ = async { drop(accepting.wait_for(|stop| *stop).await) } => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
@@ -355,7 +380,52 @@ impl Proxy {
     }
 
     pub fn shutdown(&self) {
+        self.accepting.send_replace(true);
         let _ = self.stop.send(true);
+    }
+
+    /// Stops every accept loop and returns once none accepts any more (or
+    /// after `ACCEPT_STOP_TIMEOUT`, with a warning). Connections already
+    /// accepted are served on; new ones stay in the listening sockets'
+    /// queues for whoever else serves them (a successor).
+    async fn stop_accepting(&self) {
+        self.accepting.send_replace(true);
+        if tokio::time::timeout(ACCEPT_STOP_TIMEOUT, self.accepting.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("accept loops did not stop within {ACCEPT_STOP_TIMEOUT:?}");
+        }
+    }
+
+    /// Every HTTP/1.1 response from now on says `Connection: close` and
+    /// ends its connection, so keep-alive clients move on (to a successor).
+    fn close_keep_alive(&self) {
+        for forwarder in [&self.forwarder, &self.forwarder_tls] {
+            forwarder
+                .closing
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Lets a waiting successor change routes (`handoff`).
+    fn open_successor_gate(&self) {
+        self.successor_gate.lock().expect("gate lock").take();
+    }
+
+    /// Returns once the predecessor of an upgrade can start no request any
+    /// more (at once in a proxy that took over from no one), so that a
+    /// route change made now holds for every request that starts after it.
+    /// Gives up after `PREDECESSOR_QUIET_TIMEOUT`, with a warning.
+    pub(crate) async fn predecessor_quiet(&self) {
+        let mut quiet = self.predecessor_quiet.clone();
+        let waited = tokio::time::timeout(PREDECESSOR_QUIET_TIMEOUT, quiet.wait_for(|q| *q));
+        if waited.await.is_err() {
+            tracing::warn!(
+                "the previous proxy process did not finish its handoff within \
+                 {PREDECESSOR_QUIET_TIMEOUT:?}; changing routes anyway"
+            );
+        }
     }
 }
 
@@ -412,6 +482,7 @@ pub async fn run(home: &Home, opts: &RunOptions, follow: Option<Follow>) -> Resu
             .map_err(|e| Error::Platform(format!("cannot restore proxy state: {e}")))?,
     );
     let (stop, _) = watch::channel(false);
+    let predecessor_quiet = handoff::predecessor_quiet();
     let proxy = Arc::new(Proxy {
         forwarder: Arc::new(Forwarder::new(router.clone(), "http", opts.timeouts)),
         forwarder_tls: Arc::new(Forwarder::new(router.clone(), "https", opts.timeouts)),
@@ -419,12 +490,15 @@ pub async fn run(home: &Home, opts: &RunOptions, follow: Option<Follow>) -> Resu
         listeners: Mutex::new(HashMap::new()),
         graceful: Mutex::new(Some(GracefulShutdown::new())),
         stop,
+        accepting: watch::channel(false).0,
         close_idle: Default::default(),
         admin_generation: watch::channel(0).0,
         home: home.clone(),
         opts: opts.clone(),
         process_lock: Mutex::new(Some(lock_file)),
         handed_off: Default::default(),
+        successor_gate: Mutex::new(None),
+        predecessor_quiet,
         workers,
     });
     // Upstreams are checked against their containers before any request.
@@ -483,10 +557,7 @@ pub async fn run(home: &Home, opts: &RunOptions, follow: Option<Follow>) -> Resu
     }
     // Busy keep-alive connections close after their next response; what is
     // left after the linger (idle ones, HTTP/2) gets hyper's graceful close.
-    proxy
-        .forwarder
-        .closing
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    proxy.close_keep_alive();
     let graceful = proxy.graceful.lock().expect("graceful lock").take();
     let started = tokio::time::Instant::now();
     let linger = drain.min(LINGER);
@@ -508,8 +579,19 @@ pub async fn run(home: &Home, opts: &RunOptions, follow: Option<Follow>) -> Resu
             for close_idle in proxy.close_idle.iter() {
                 let _ = close_idle.send(true);
             }
-            g.shutdown().await;
+            // hyper's connections are told with the first poll. From then
+            // on no connection here starts a request; once they are gone
+            // (or only busy ones are left) a successor may change routes.
+            let mut shutdown = std::pin::pin!(g.shutdown());
+            if tokio::time::timeout(GATE_GRACE, &mut shutdown)
+                .await
+                .is_err()
+            {
+                proxy.open_successor_gate();
+                shutdown.await;
+            }
         }
+        proxy.open_successor_gate();
         while router.inflight() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

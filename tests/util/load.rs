@@ -32,13 +32,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for i in 0..keepalive + fresh {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            let mut builder = Client::builder(TokioExecutor::new());
-            if i >= keepalive {
-                builder.pool_max_idle_per_host(0);
-            }
-            let client: Client<HttpConnector, Empty<Bytes>> = builder.build(connector);
+            let client = client(i < keepalive);
             let (stop, host) = (stop.clone(), host.to_string());
             workers.push(tokio::spawn(async move {
                 let began = Instant::now();
@@ -47,38 +41,7 @@ impl Load {
                     && began.elapsed() < MAX_TIME
                     && samples.len() < MAX_REQUESTS_PER_WORKER
                 {
-                    let req = hyper::Request::get(format!("http://127.0.0.1:{port}/"))
-                        .header("host", &host)
-                        .body(Empty::new())
-                        .unwrap();
-                    let start = Instant::now();
-                    let outcome =
-                        match tokio::time::timeout(Duration::from_secs(10), client.request(req))
-                            .await
-                        {
-                            Err(_) => Err("timeout".to_string()),
-                            Ok(Err(e)) => Err(format!("request error: {e:?}")),
-                            Ok(Ok(resp)) => {
-                                let status = resp.status();
-                                match resp.into_body().collect().await {
-                                    Ok(b) if status == 200 => {
-                                        Ok(String::from_utf8_lossy(&b.to_bytes())
-                                            .trim()
-                                            .to_string())
-                                    }
-                                    Ok(b) => Err(format!(
-                                        "{status}: {}",
-                                        String::from_utf8_lossy(&b.to_bytes())
-                                    )),
-                                    Err(e) => Err(format!("body error: {e}")),
-                                }
-                            }
-                        };
-                    samples.push(Sample {
-                        start,
-                        end: Instant::now(),
-                        outcome,
-                    });
+                    samples.push(get(&client, port, &host).await);
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 samples
@@ -95,6 +58,50 @@ impl Load {
         }
         all.sort_by_key(|s| s.start);
         all
+    }
+}
+
+/// hyper's pooling client, as the load's workers use it: `keepalive`
+/// keeps (one or more) connections open between requests, otherwise each
+/// request opens a fresh one.
+pub fn client(keepalive: bool) -> Client<HttpConnector, Empty<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let mut builder = Client::builder(TokioExecutor::new());
+    if !keepalive {
+        builder.pool_max_idle_per_host(0);
+    }
+    builder.build(connector)
+}
+
+/// One `GET /` to `127.0.0.1:port` with Host `host` (10 s at most), timed.
+pub async fn get(client: &Client<HttpConnector, Empty<Bytes>>, port: u16, host: &str) -> Sample {
+    let req = hyper::Request::get(format!("http://127.0.0.1:{port}/"))
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let start = Instant::now();
+    let outcome = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+        Err(_) => Err("timeout".to_string()),
+        Ok(Err(e)) => Err(format!("request error: {e:?}")),
+        Ok(Ok(resp)) => {
+            let status = resp.status();
+            match resp.into_body().collect().await {
+                Ok(b) if status == 200 => {
+                    Ok(String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
+                }
+                Ok(b) => Err(format!(
+                    "{status}: {}",
+                    String::from_utf8_lossy(&b.to_bytes())
+                )),
+                Err(e) => Err(format!("body error: {e}")),
+            }
+        }
+    };
+    Sample {
+        start,
+        end: Instant::now(),
+        outcome,
     }
 }
 

@@ -165,6 +165,9 @@ pub fn instructions(text: &str) -> Vec<Instruction> {
     let mut heredoc_ends: VecDeque<(String, bool)> = VecDeque::new();
     let mut current: Option<(usize, String)> = None;
     let mut out = Vec::new();
+    // A byte order mark (Windows editors write one) is not part of the
+    // first instruction; Docker drops it too.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, line) in text.lines().enumerate() {
         if let Some((end, tabs)) = heredoc_ends.front() {
             let candidate = if *tabs {
@@ -590,6 +593,15 @@ mod tests {
         assert_eq!(all[1].args, "echo a     && echo b");
         assert_eq!((all[2].line, all[2].args.as_str()), (6, "80   443"));
         assert_eq!(ports(text), [80, 443]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_read_as_docker_reads_them() {
+        assert_eq!(ports("\u{feff}FROM scratch\nEXPOSE 3000\n"), [3000]);
+        assert_eq!(
+            ports("\u{feff}# escape=`\r\nFROM scratch\r\nEXPOSE `\r\n  3001\r\n"),
+            [3001]
+        );
     }
 
     #[test]

@@ -358,6 +358,16 @@ impl KubePlatform {
             self.edit(|s| s.verify_until_ms = None);
             return Ok(());
         };
+        // The window is over without `failure_threshold` failures in a
+        // row: that is the verdict, and it closes the window.
+        if self
+            .status()
+            .verify_until_ms
+            .is_some_and(|until| self.now_ms >= until)
+        {
+            self.edit(|s| s.verify_until_ms = None);
+            return Ok(());
+        }
         let mut result = Ok(());
         if let Some(check) = &v.http {
             let url = check.url.clone().unwrap_or_else(|| {

@@ -124,17 +124,21 @@ pub fn one_line(output: &str) -> String {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.chars()
-                .map(|c| match c {
-                    '\t' => " ".to_string(),
-                    c if c.is_control() => c.escape_debug().to_string(),
-                    c => c.to_string(),
-                })
-                .collect()
-        })
+        .map(printable)
         .collect();
     lines.join(" / ")
+}
+
+/// One line of a container's output as it may reach a terminal: control
+/// characters escaped (`\u{1b}`, `\r`), tabs as spaces.
+pub fn printable(line: &str) -> String {
+    line.chars()
+        .map(|c| match c {
+            '\t' => " ".to_string(),
+            c if c.is_control() => c.escape_debug().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// A container's Docker health and the last check runs Docker keeps
@@ -462,6 +466,16 @@ fn command_result(argv: &[String], run: Result<CheckRun, String>) -> Result<Stri
              health.command must name a program in the image (an image FROM scratch has no shell)",
             run.exit_code
         ))),
+        // 128 + N: the shell's way to say signal N ended it.
+        false if run.exit_code > 128 && run.exit_code < 160 => Err(ProbeError::NoAnswer(format!(
+            "{said} (killed by signal {}{})",
+            run.exit_code - 128,
+            if run.exit_code == 137 {
+                ": SIGKILL, often out of memory"
+            } else {
+                ""
+            }
+        ))),
         false => Err(ProbeError::NoAnswer(said)),
     }
 }
@@ -688,6 +702,21 @@ mod tests {
         match run(3, "") {
             Err(ProbeError::NoAnswer(s)) => assert!(s.ends_with("exited 3, no output"), "{s}"),
             _ => panic!("any exit but 0 fails"),
+        }
+        match run(137, "") {
+            Err(ProbeError::NoAnswer(s)) => assert!(
+                s.ends_with(
+                    "exited 137, no output (killed by signal 9: SIGKILL, often out of memory)"
+                ),
+                "{s}"
+            ),
+            _ => panic!("a killed check fails, and may pass later"),
+        }
+        match run(143, "bye") {
+            Err(ProbeError::NoAnswer(s)) => {
+                assert!(s.ends_with("exited 143: bye (killed by signal 15)"), "{s}")
+            }
+            _ => panic!("a killed check fails, and may pass later"),
         }
         match run(
             126,

@@ -299,3 +299,45 @@ async fn no_preview_nor_app_takes_the_proxys_own_listen_address() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A route or preview refused for a host another app holds leaves no
+/// listen address bound behind it: the address stays free for its owner.
+#[tokio::test]
+async fn a_refused_claim_binds_nothing() {
+    use cyan::proxy::api::{CandidateRequest, RouteSpec};
+    use cyan::proxy::state::Preview;
+    use cyan::release::Color;
+    use util::proxy::{host_route, TestProxy};
+    use util::raw::{read_head, serve_each};
+
+    let backend = serve_each(|mut s| async move {
+        let _ = read_head(&mut s).await;
+    })
+    .await;
+    let proxy = TestProxy::start("refused-binds-nothing").await;
+    proxy.route_by_host("web", vec![backend]).await;
+    let admin = proxy.admin();
+    let free = util::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{free}").parse().unwrap();
+    let taking = RouteSpec {
+        listen: Some(addr),
+        ..host_route(&["web.localhost"])
+    };
+    let route = admin.put_route("evil", &taking).await;
+    assert!(
+        route.as_ref().is_err_and(|e| e.to_string().contains("web")),
+        "{route:?}"
+    );
+    let candidate = CandidateRequest {
+        color: Color::Green,
+        upstreams: vec![backend.into()],
+        preview: Some(Preview {
+            hosts: vec!["web.localhost".into()],
+            listen: Some(addr),
+            ..Preview::default()
+        }),
+    };
+    let preview = admin.set_candidate("evil", &candidate).await;
+    assert!(preview.is_err(), "{preview:?}");
+    std::net::TcpListener::bind(addr).expect("the refused address is still free");
+}

@@ -394,7 +394,9 @@ impl Run {
             previous.is_some() && release_in(Some(*col)).map(|r| r.key()) == previous
         });
         let config_path = p.cfg.path.display().to_string();
-        let url = c.url(&p.proxy.health().await?);
+        // The switch is done: a proxy that does not answer now costs the
+        // URL its port, never the deploy its success.
+        let url = c.url(&p.proxy.health().await.unwrap_or_default());
         let result = ConvergeResult {
             app: c.app.to_string(),
             environment: c.environment.to_string(),

@@ -1079,10 +1079,11 @@ impl Replicas for DockerPlatform<'_> {
             text.push_str(&chunk.to_string());
         }
         if text.trim().is_empty() {
-            "(no output)".into()
-        } else {
-            text
+            return "(no output)".into();
         }
+        // The container's own words, bound for a terminal.
+        let lines: Vec<String> = text.lines().map(crate::health::printable).collect();
+        lines.join("\n")
     }
 
     async fn misbound(&self, name: &str) -> Option<String> {

@@ -134,6 +134,9 @@ pub async fn handle(
             with_body(&body, |req: CandidateRequest| {
                 if let Some(addr) = req.preview.as_ref().and_then(|p| p.listen) {
                     not_the_proxys_own(&proxy, addr, "preview listen address")?;
+                    if !proxy.serves(addr) {
+                        check_owners(&proxy, name, |r| r.preview = req.preview.clone())?;
+                    }
                     listen_for(&proxy, addr, false)?;
                 }
                 proxy.router.change(name, false, |r| {
@@ -258,6 +261,15 @@ pub async fn handle(
 /// that applies it.
 fn prepare_route(proxy: &Arc<Proxy>, name: &str, spec: &RouteSpec) -> Result<(), ChangeError> {
     check_route(proxy, name, spec)?;
+    let preview_listen = spec.preview.as_ref().and_then(|p| p.listen);
+    if spec
+        .listen
+        .into_iter()
+        .chain(preview_listen)
+        .any(|a| !proxy.serves(a))
+    {
+        check_owners(proxy, name, |r| spec.clone().apply(r))?;
+    }
     if let Some(addr) = spec.listen {
         listen_for(proxy, addr, spec.tls.is_some())?;
     }
@@ -265,6 +277,19 @@ fn prepare_route(proxy: &Arc<Proxy>, name: &str, spec: &RouteSpec) -> Result<(),
         listen_for(proxy, addr, false)?;
     }
     Ok(())
+}
+
+/// Refuses, before anything is bound, a change (`change` applied to the
+/// route's state now) that would take a host or listen address another
+/// route holds: a refused change must not leave a listener behind.
+fn check_owners(
+    proxy: &Arc<Proxy>,
+    name: &str,
+    change: impl FnOnce(&mut RouteState),
+) -> Result<(), ChangeError> {
+    let mut wanted = proxy.router.view(name).map(|v| v.state).unwrap_or_default();
+    change(&mut wanted);
+    proxy.router.check_claims(name, &wanted)
 }
 
 /// Binds `addr` (plain HTTP or TLS) unless the proxy serves it already.

@@ -179,7 +179,7 @@ pub struct ErrorBody {
     pub lock: Option<Lock>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Health {
     pub ok: bool,
     pub pid: u32,

@@ -358,16 +358,6 @@ impl KubePlatform {
             self.edit(|s| s.verify_until_ms = None);
             return Ok(());
         };
-        // The window is over without `failure_threshold` failures in a
-        // row: that is the verdict, and it closes the window.
-        if self
-            .status()
-            .verify_until_ms
-            .is_some_and(|until| self.now_ms >= until)
-        {
-            self.edit(|s| s.verify_until_ms = None);
-            return Ok(());
-        }
         let mut result = Ok(());
         if let Some(check) = &v.http {
             let url = check.url.clone().unwrap_or_else(|| {
@@ -563,13 +553,18 @@ impl Platform for KubePlatform {
             .iter()
             .filter_map(|(c, h)| Some((*c, key_in(*c).filter(|k| &k.config_hash == h)?)))
             .collect();
+        // Here checks run all through the window and its end is the
+        // verdict (no failure_threshold failures in a row: a pass), so
+        // only a window still open is one.
         let verify = match (live, status.verify_until_ms) {
-            (Some(color), Some(until_ms)) => key_in(color).map(|release| VerifyWindow {
-                color,
-                release,
-                until_ms,
-                deadline_ms: None,
-            }),
+            (Some(color), Some(until_ms)) if self.now_ms < until_ms => {
+                key_in(color).map(|release| VerifyWindow {
+                    color,
+                    release,
+                    until_ms,
+                    deadline_ms: None,
+                })
+            }
             _ => None,
         };
         let halted = status

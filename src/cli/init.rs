@@ -297,7 +297,13 @@ fn choose(
             "no Dockerfile here: `cyan deploy` builds the image from one, so write a Dockerfile beside cyan.yaml (or set build.dockerfile to yours)".to_string(),
         );
     }
-    if port.source == PortSource::Default {
+    let unreadable = facts.and_then(|(name, f)| Some((name, f.unreadable.as_ref()?)));
+    if let Some((name, why)) = unreadable {
+        warnings.push(format!(
+            "cyan could not read the {name} ({why}), so `port` ({}) and the health path ({}) in cyan.yaml are guesses: set them to the port your app listens on and a path it answers",
+            port.port, health.path
+        ));
+    } else if port.source == PortSource::Default {
         warnings.push(format!(
             "port {} is a guess ({}): set `port` in cyan.yaml to the port your app listens on",
             port.port,
@@ -387,6 +393,11 @@ fn choose_port(dockerfile: Option<(&str, &Facts)>) -> PortChoice {
                 .into(),
         );
     };
+    if let Some(why) = &facts.unreadable {
+        return guess(format!(
+            "a guess: cyan could not read the {file} ({why}); set the port your app listens on"
+        ));
+    }
     let mut exposed: Vec<&dockerfile::Exposed> = Vec::new();
     for e in &facts.exposed {
         if !exposed.iter().any(|seen| seen.port == e.port) {
@@ -463,6 +474,9 @@ fn choose_health(dockerfile: Option<(&str, &Facts)>, port: u16) -> HealthChoice 
     let answer = "set a path your app answers with 200-399 (/ will do), or replace http with `tcp: true` to gate on a connect";
     let Some(check) = dockerfile.and_then(|(_, f)| f.healthcheck.as_ref()) else {
         let why = match dockerfile {
+            Some((file, f)) if f.unreadable.is_some() => {
+                format!("a guess: cyan could not read the {file}; {answer}")
+            }
             Some((file, _)) => {
                 format!("a guess: the {file} has no HEALTHCHECK to copy a path from; {answer}")
             }
@@ -973,6 +987,33 @@ mod tests {
             none.health.why.contains("no HEALTHCHECK"),
             "{}",
             none.health.why
+        );
+    }
+
+    #[test]
+    fn a_dockerfile_cyan_cannot_read_gives_guesses_and_says_so() {
+        let d = from_dockerfile("FROM scratch\nRUN cat <<EOF > /etc/motd\nhi\nEOF\nEXPOSE 3000\n");
+        assert_eq!(
+            (d.port.port, d.port.source, d.health.source, d.health.docker),
+            (
+                DEFAULT_PORT,
+                PortSource::Default,
+                HealthSource::Default,
+                false
+            )
+        );
+        for why in [&d.port.why, &d.health.why] {
+            assert!(
+                why.starts_with("a guess: cyan could not read the Dockerfile"),
+                "{why}"
+            );
+        }
+        assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+        assert!(
+            d.warnings[0].contains("could not read the Dockerfile (line 2 has a heredoc")
+                && d.warnings[0].contains("`port` (8080) and the health path (/healthz)"),
+            "{}",
+            d.warnings[0]
         );
     }
 

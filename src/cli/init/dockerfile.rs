@@ -1,31 +1,23 @@
 //! What a Dockerfile says about the container it builds, as far as `cyan
 //! init` needs it: the ports the final stage exposes and its HEALTHCHECK.
 //!
-//! Not a Dockerfile parser (BuildKit's is Go, and a build is not needed to
-//! answer this): it reads instructions the way Docker splits them, which is
-//! what makes a naive `grep EXPOSE` wrong. An escape at a line's end (`\`,
-//! or the `# escape=` directive's character) joins the next line; comment
-//! and blank lines inside such a continuation are dropped; `#` starts a
-//! comment only at the start of a line; instructions are case-insensitive;
-//! heredoc bodies (`RUN <<EOF`) are skipped, so a script's line is never
-//! taken for an instruction. Stages are followed: only the final stage
-//! counts, with what it inherits from an earlier stage it is built `FROM`,
-//! and `$VAR` in `EXPOSE` is filled from `ARG` defaults and `ENV`, since
-//! init writes no build args.
+//! The crate parse-dockerfile (taiki-e) parses: Docker's rules are what
+//! make a naive `grep EXPOSE` wrong (escaped line ends, comment lines inside
+//! them, `# escape=`, case-insensitive keywords, heredoc bodies, a byte
+//! order mark, stages), it follows BuildKit's parser and test files, and it
+//! is kept up by someone else. What it leaves to its caller is here: only
+//! the final stage counts, with what it inherits from an earlier stage it
+//! is built `FROM`; `$VAR` in `EXPOSE` and the health URL is filled from
+//! `ARG` defaults and `ENV` (init writes no build args), whose arguments
+//! the crate keeps as one string; a shell-form HEALTHCHECK, which it keeps
+//! as written, is joined into one line. A file it cannot read (or a heredoc
+//! after a RUN's first word, which it does not read yet) gives no facts,
+//! only the reason, and init says its values are guesses.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// One instruction, continuation lines joined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instruction {
-    /// Line (1-based) the instruction starts on.
-    pub line: usize,
-    /// The keyword, uppercased (`EXPOSE`).
-    pub keyword: String,
-    /// Everything after the keyword, trimmed.
-    pub args: String,
-}
+use parse_dockerfile::{Command, HealthcheckArguments, HealthcheckInstruction, Instruction};
 
 /// A port the final stage exposes, as written and as resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,48 +62,89 @@ pub struct Facts {
     /// The image the final stage builds on, when it is not a stage of this
     /// file (its own EXPOSE and HEALTHCHECK are not read here).
     pub base_image: Option<String>,
+    /// Why the file could not be read (then every other field is empty).
+    pub unreadable: Option<String>,
 }
 
 /// Reads a Dockerfile's text.
 pub fn read(text: &str) -> Facts {
-    let all = instructions(text);
-    let first_from = all
-        .iter()
-        .position(|i| i.keyword == "FROM")
-        .unwrap_or(all.len());
-    let global_args = arg_defaults(&all[..first_from]);
-    let stages = stages(&all[first_from..]);
-    let Some(last) = stages.len().checked_sub(1) else {
-        return Facts::default();
+    // The parser skips a byte order mark too; its spans count from after it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let line = |at: usize| text[..at].matches('\n').count() + 1;
+    let unread = |at: usize| {
+        format!(
+            "line {} has a heredoc after the start of its RUN command, which the parser cyan uses does not read yet",
+            line(at)
+        )
     };
-    // The final stage and the stages it builds on, root first.
-    let mut chain = vec![last];
+    let file = match parse_dockerfile::parse(text) {
+        Ok(file) => file,
+        Err(e) => {
+            // A heredoc it skipped makes its body instructions: say that, not what follows.
+            let heredoc = parse_dockerfile::parse_iter(text).ok().and_then(|all| {
+                all.map_while(Result::ok)
+                    .find_map(|i| heredoc_left_unread(&i))
+            });
+            // The message quotes the file: no control characters to the terminal.
+            let said = || e.to_string().replace(|c: char| c.is_control(), "?");
+            return Facts {
+                unreadable: Some(heredoc.map_or_else(said, unread)),
+                ..Facts::default()
+            };
+        }
+    };
+    if let Some(at) = file.instructions.iter().find_map(heredoc_left_unread) {
+        return Facts {
+            unreadable: Some(unread(at)),
+            ..Facts::default()
+        };
+    }
+    let escape = file
+        .parser_directives
+        .escape
+        .as_ref()
+        .map_or('\\', |d| d.value.value);
+    let global_args: BTreeMap<String, String> = file
+        .global_args()
+        .flat_map(|arg| words(&arg.arguments.value))
+        .filter_map(|w| {
+            w.split_once('=')
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+        })
+        .collect();
+    let stages: Vec<_> = file.stages().collect();
+    // The final stage and the stages it builds on (stage names are
+    // case-insensitive), root first; `parse` errs on a file without a stage.
+    let mut chain = vec![stages.len() - 1];
     loop {
-        let base = &stages[*chain.last().expect("not empty")].base;
-        let before = *chain.last().expect("not empty");
-        match stages[..before]
-            .iter()
-            .rposition(|s| s.name.as_deref() == Some(base.as_str()))
-        {
+        let last = *chain.last().expect("not empty");
+        let base = &stages[last].from.image.value;
+        match stages[..last].iter().rposition(|s| {
+            s.from
+                .as_
+                .as_ref()
+                .is_some_and(|(_, name)| name.value.eq_ignore_ascii_case(base))
+        }) {
             Some(parent) => chain.push(parent),
             None => break,
         }
     }
     chain.reverse();
+    let root = stages[chain[0]].from.image.value.to_ascii_lowercase();
     let mut facts = Facts {
-        base_image: Some(stages[chain[0]].base.clone()).filter(|b| b != "scratch"),
+        base_image: Some(root).filter(|b| b != "scratch"),
         ..Facts::default()
     };
     // ENV lasts into the stages built on this one; ARG ends with its stage.
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for &s in &chain {
         let mut args: BTreeMap<String, String> = BTreeMap::new();
-        for ins in &stages[s].body {
+        for ins in stages[s].instructions {
             let lookup = |name: &str| env.get(name).or_else(|| args.get(name)).cloned();
-            match ins.keyword.as_str() {
+            match ins {
                 // One instruction's values see the ones before it, not each other.
-                "ARG" => {
-                    let declared: Vec<(String, Option<String>)> = words(&ins.args)
+                Instruction::Arg(arg) => {
+                    let declared: Vec<(String, Option<String>)> = words(&arg.arguments.value)
                         .into_iter()
                         .map(|word| match word.split_once('=') {
                             Some((n, d)) => (n.to_string(), expand(d, &lookup).ok()),
@@ -125,30 +158,34 @@ pub fn read(text: &str) -> Facts {
                         };
                     }
                 }
-                "ENV" => {
-                    let set: Vec<(String, String)> = env_pairs(&ins.args)
+                Instruction::Env(set) => {
+                    let set: Vec<(String, String)> = env_pairs(&set.arguments.value)
                         .into_iter()
                         .map(|(name, value)| (name, expand(&value, &lookup).unwrap_or_default()))
                         .collect();
                     env.extend(set);
                 }
-                "EXPOSE" => {
-                    for word in ins.args.split_whitespace() {
+                Instruction::Expose(expose) => {
+                    let line = line(expose.expose.span.start);
+                    for word in &expose.arguments {
+                        let word = word.value.as_ref();
                         match exposed_port(word, &lookup) {
                             Ok(Some(port)) => facts.exposed.push(Exposed {
                                 port,
-                                line: ins.line,
+                                line,
                                 written: word.to_string(),
                             }),
                             Ok(None) => {}
                             Err(why) => facts
                                 .skipped
-                                .push(format!("EXPOSE {word} (line {}): {why}", ins.line)),
+                                .push(format!("EXPOSE {word} (line {line}): {why}")),
                         }
                     }
                 }
-                "HEALTHCHECK" => {
-                    facts.healthcheck = healthcheck(ins, &|name| env.get(name).cloned());
+                Instruction::Healthcheck(check) => {
+                    let line = line(check.healthcheck.span.start);
+                    facts.healthcheck =
+                        healthcheck(check, line, escape, &|name| env.get(name).cloned());
                 }
                 _ => {}
             }
@@ -157,173 +194,34 @@ pub fn read(text: &str) -> Facts {
     facts
 }
 
-/// The instructions in `text`, continuation lines joined, comments,
-/// blank lines, parser directives and heredoc bodies left out.
-pub fn instructions(text: &str) -> Vec<Instruction> {
-    let mut escape = '\\';
-    let mut directives = true;
-    let mut heredoc_ends: VecDeque<(String, bool)> = VecDeque::new();
-    let mut current: Option<(usize, String)> = None;
-    let mut out = Vec::new();
-    // A byte order mark (Windows editors write one) is not part of the
-    // first instruction; Docker drops it too.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for (i, line) in text.lines().enumerate() {
-        if let Some((end, tabs)) = heredoc_ends.front() {
-            let candidate = if *tabs {
-                line.trim_start_matches('\t')
-            } else {
-                line
-            };
-            if candidate == end {
-                heredoc_ends.pop_front();
-            }
-            continue;
-        }
-        let trimmed = line.trim_start();
-        if directives {
-            if let Some((key, value)) = directive(trimmed) {
-                if key == "escape" {
-                    escape = match value.as_str() {
-                        "`" => '`',
-                        _ => '\\',
-                    };
-                }
-                continue;
-            }
-            directives = false;
-        }
-        // A comment or blank line, even inside a continuation (Docker drops both there).
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let (body, continues) = match line.trim_end().strip_suffix(escape) {
-            Some(body) => (body, true),
-            None => (line, false),
-        };
-        match &mut current {
-            Some((_, joined)) => joined.push_str(body),
-            None => current = Some((i + 1, body.trim_start().to_string())),
-        }
-        if !continues {
-            let (start, joined) = current.take().expect("set above");
-            let ins = instruction(start, &joined);
-            heredoc_ends.extend(heredocs(&ins));
-            out.push(ins);
-        }
-    }
-    // A file that ends inside a continuation: Docker takes what is there.
-    if let Some((start, joined)) = current {
-        out.push(instruction(start, &joined));
-    }
-    out
-}
-
-fn instruction(line: usize, text: &str) -> Instruction {
-    let (keyword, args) = first_word(text);
-    Instruction {
-        line,
-        keyword: keyword.to_ascii_uppercase(),
-        args: args.trim().to_string(),
-    }
-}
-
-/// `# key=value` at the top of the file, for the directives Docker knows.
-fn directive(line: &str) -> Option<(String, String)> {
-    let body = line.strip_prefix('#')?;
-    let (key, value) = body.split_once('=')?;
-    let key = key.trim().to_ascii_lowercase();
-    let value = value.trim();
-    let known = matches!(key.as_str(), "escape" | "syntax" | "check");
-    (known && !value.is_empty() && !value.contains(char::is_whitespace))
-        .then(|| (key, value.to_string()))
-}
-
-/// The end words of the heredocs an instruction opens (`<<EOF`, `<<-"EOF"`),
-/// and whether leading tabs are stripped before comparing (`<<-`).
-fn heredocs(ins: &Instruction) -> Vec<(String, bool)> {
-    if !matches!(ins.keyword.as_str(), "RUN" | "COPY" | "ADD") {
-        return Vec::new();
-    }
-    let mut ends = Vec::new();
-    let mut rest = ins.args.as_str();
-    while let Some(at) = rest.find("<<") {
-        let mut after = &rest[at + 2..];
-        rest = after;
-        if after.starts_with('<') {
-            // `<<<`: a here-string, not a heredoc.
-            rest = after.trim_start_matches('<');
-            continue;
-        }
-        let tabs = after.starts_with('-');
-        if tabs {
-            after = &after[1..];
-        }
-        let unquoted = after.trim_start_matches(['"', '\'']);
-        let word: String = unquoted
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if !word.is_empty() {
-            ends.push((word, tabs));
-        }
-    }
-    ends
-}
-
-struct Stage {
-    /// `AS name`, lowercased (stage names are case-insensitive).
-    name: Option<String>,
-    /// The image or stage it is built from, lowercased.
-    base: String,
-    body: Vec<Instruction>,
-}
-
-fn stages(instructions: &[Instruction]) -> Vec<Stage> {
-    let mut stages: Vec<Stage> = Vec::new();
-    for ins in instructions {
-        if ins.keyword == "FROM" {
-            let words: Vec<&str> = ins
-                .args
-                .split_whitespace()
-                .filter(|w| !w.starts_with("--"))
-                .collect();
-            let name = match words.as_slice() {
-                [_, as_, name, ..] if as_.eq_ignore_ascii_case("as") => {
-                    Some(name.to_ascii_lowercase())
-                }
-                _ => None,
-            };
-            stages.push(Stage {
-                name,
-                base: words.first().unwrap_or(&"").to_ascii_lowercase(),
-                body: Vec::new(),
-            });
-        } else if let Some(stage) = stages.last_mut() {
-            stage.body.push(ins.clone());
-        }
-    }
-    stages
-}
-
-/// `ARG name=default` values declared before the first FROM.
-fn arg_defaults(instructions: &[Instruction]) -> BTreeMap<String, String> {
-    let mut defaults = BTreeMap::new();
-    for ins in instructions.iter().filter(|i| i.keyword == "ARG") {
-        for word in words(&ins.args) {
-            if let Some((name, value)) = word.split_once('=') {
-                defaults.insert(name.to_string(), value.to_string());
-            }
-        }
-    }
-    defaults
+/// Where a RUN starts whose shell form still holds a heredoc opener
+/// (`RUN cat <<EOF > f`, a second one in `RUN <<A <<B`): parse-dockerfile
+/// reads a heredoc only at the command's start, so its body was read as
+/// instructions. `<<<` (a here-string) and `1<<2` are not heredocs.
+fn heredoc_left_unread(ins: &Instruction<'_>) -> Option<usize> {
+    let Instruction::Run(run) = ins else {
+        return None;
+    };
+    let Command::Shell(shell) = &run.arguments else {
+        return None;
+    };
+    let command = shell.value;
+    command
+        .match_indices("<<")
+        .any(|(at, _)| {
+            let word = command[at + 2..]
+                .trim_start_matches('-')
+                .trim_start_matches(['"', '\'']);
+            word.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        })
+        .then_some(run.run.span.start)
 }
 
 /// `ENV a=1 b="two words"`, or the old `ENV name the rest of the line`.
 fn env_pairs(args: &str) -> Vec<(String, String)> {
-    let (first, rest) = first_word(args);
+    let (first, rest) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
     if !first.contains('=') {
-        return vec![(first.to_string(), unquote(rest.trim()))];
+        return vec![(first.to_string(), words(rest).join(" "))];
     }
     words(args)
         .into_iter()
@@ -370,18 +268,6 @@ fn words(s: &str) -> Vec<String> {
         out.push(word);
     }
     out
-}
-
-fn unquote(s: &str) -> String {
-    words(s).join(" ")
-}
-
-fn first_word(s: &str) -> (&str, &str) {
-    let s = s.trim_start();
-    match s.find(char::is_whitespace) {
-        Some(at) => (&s[..at], &s[at..]),
-        None => (s, ""),
-    }
 }
 
 /// Expands `$NAME`, `${NAME}`, `${NAME:-default}`, `${NAME-default}`,
@@ -486,42 +372,51 @@ fn exposed_port(
 
 /// `HEALTHCHECK [--option=value ...] CMD command`, or `None` for
 /// `HEALTHCHECK NONE` (which also turns off an inherited one).
-fn healthcheck(ins: &Instruction, env: &dyn Fn(&str) -> Option<String>) -> Option<Healthcheck> {
-    let mut rest = ins.args.as_str();
-    let mut options: BTreeMap<String, String> = BTreeMap::new();
-    loop {
-        let (word, after) = first_word(rest);
-        if let Some(option) = word.strip_prefix("--") {
-            let (name, value) = option.split_once('=').unwrap_or((option, ""));
-            options.insert(name.to_ascii_lowercase(), value.to_string());
-            rest = after;
-            continue;
+fn healthcheck(
+    check: &HealthcheckInstruction<'_>,
+    line: usize,
+    escape: char,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Healthcheck> {
+    let HealthcheckArguments::Cmd { arguments, .. } = &check.arguments else {
+        return None;
+    };
+    let command = match arguments {
+        Command::Exec(exec) => {
+            let words: Vec<&str> = exec.value.iter().map(|w| w.value.as_ref()).collect();
+            words.join(" ")
         }
-        if !word.eq_ignore_ascii_case("CMD") {
-            return None;
-        }
-        rest = after.trim();
-        break;
-    }
-    let command = match serde_json::from_str::<Vec<String>>(rest) {
-        Ok(exec) => exec.join(" "),
-        Err(_) => rest.to_string(),
+        Command::Shell(shell) => one_line(shell.value, escape),
+        _ => return None,
     };
     let duration = |name: &str| {
-        options
-            .get(name)
-            .and_then(|v| humantime::parse_duration(v).ok())
+        let flag = check.options.iter().rev().find(|f| f.name.value == name)?;
+        humantime::parse_duration(&flag.value.as_ref()?.value).ok()
     };
     let first_check = match (duration("start-period"), duration("start-interval")) {
         (Some(period), Some(interval)) if !period.is_zero() => interval,
         _ => duration("interval").unwrap_or(Duration::from_secs(30)),
     };
     Some(Healthcheck {
-        line: ins.line,
+        line,
         url: check_url(&command, env),
         command,
         first_check,
     })
+}
+
+/// A shell-form command as Docker runs it: escaped line ends joined, and
+/// the comment and blank lines between them dropped.
+fn one_line(written: &str, escape: char) -> String {
+    let mut out = String::new();
+    for (i, line) in written.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if i > 0 && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        out.push_str(line.trim_end().strip_suffix(escape).unwrap_or(line));
+    }
+    out
 }
 
 /// The path (and port) of the HTTP URL a health command calls: any
@@ -586,37 +481,73 @@ mod tests {
                     \x20   && echo b\n\
                     expose 80 \\  \n\
                     \x20 443\n\
-                    RUN echo 'EXPOSE 9999' # not a comment: only at a line's start\n";
-        let all = instructions(text);
-        let keywords: Vec<&str> = all.iter().map(|i| i.keyword.as_str()).collect();
-        assert_eq!(keywords, ["FROM", "RUN", "EXPOSE", "RUN"]);
-        assert_eq!(all[1].args, "echo a     && echo b");
-        assert_eq!((all[2].line, all[2].args.as_str()), (6, "80   443"));
+                    RUN echo 'EXPOSE 9999' # not a comment: only at a line's start\n\
+                    HEALTHCHECK CMD curl -f \\\n\
+                    \x20 # the port\n\
+                    \x20 http://localhost:80/up \\\n\
+                    \n\
+                    \x20 || exit 1\n";
+        let facts = read(text);
         assert_eq!(ports(text), [80, 443]);
+        assert_eq!(facts.exposed[1].line, 6);
+        let check = facts.healthcheck.unwrap();
+        assert_eq!(
+            check.command,
+            "curl -f   http://localhost:80/up   || exit 1"
+        );
+        assert_eq!((check.line, check.url.unwrap().path.as_str()), (9, "/up"));
     }
 
     #[test]
     fn a_byte_order_mark_and_crlf_line_ends_are_read_as_docker_reads_them() {
         assert_eq!(ports("\u{feff}FROM scratch\nEXPOSE 3000\n"), [3000]);
-        assert_eq!(
-            ports("\u{feff}# escape=`\r\nFROM scratch\r\nEXPOSE `\r\n  3001\r\n"),
-            [3001]
-        );
+        let crlf = read("\u{feff}# escape=`\r\nFROM scratch\r\nEXPOSE `\r\n  3001\r\n");
+        assert_eq!((crlf.exposed[0].port, crlf.exposed[0].line), (3001, 3));
     }
 
     #[test]
     fn the_escape_directive_changes_the_continuation_character() {
         let text = "# escape=`\nFROM scratch\nEXPOSE 8080 `\n  9090\nWORKDIR C:\\\nEXPOSE 7070\n";
         assert_eq!(ports(text), [8080, 9090, 7070]);
-        // Not at the top, it is only a comment.
-        let late = "FROM scratch\n# escape=`\nEXPOSE 8080 `\nEXPOSE 9090\n";
-        assert_eq!(instructions(late)[1].args, "8080 `");
+        // Not at the top, it is only a comment: the backtick is a word.
+        let late = read("FROM scratch\n# escape=`\nEXPOSE 8080 `\nEXPOSE 9090\n");
+        assert_eq!(late.exposed.len(), 2);
+        assert!(late.skipped[0].contains("EXPOSE ` (line 3)"), "{late:?}");
     }
 
     #[test]
     fn heredoc_bodies_are_not_instructions() {
-        let text = "FROM scratch\nRUN <<EOF\nEXPOSE 1111\nEOF\nCOPY <<-\"END\" /x\n\tEXPOSE 2222\n\tEND\nRUN cat <<< 'EXPOSE 3'\nEXPOSE 8080\n";
+        let text = "FROM scratch\nRUN <<EOF\nEXPOSE 1111\nEOF\nCOPY <<-\"END\" /x\n\tEXPOSE 2222\n\tEND\nRUN cat <<< 'EXPOSE 3'\nRUN echo $((1<<2))\nEXPOSE 8080\n";
         assert_eq!(ports(text), [8080]);
+        // Docker takes these; parse-dockerfile reads the body as instructions.
+        for (text, line) in [
+            (
+                "FROM scratch\nRUN cat <<EOF > /x\nEXPOSE 1111\nEOF\nEXPOSE 80\n",
+                2,
+            ),
+            ("FROM scratch\nEXPOSE 80\nRUN <<A <<B\nA\nhello\nB\n", 3),
+            // A body that parses as instructions, to its end (`RUN` alone).
+            ("FROM scratch\nRUN cat <<RUN > /x\nEXPOSE 1111\nRUN\n", 2),
+        ] {
+            let facts = read(text);
+            assert_eq!((facts.exposed.len(), facts.healthcheck), (0, None));
+            let why = facts.unreadable.unwrap();
+            assert!(why.contains(&format!("line {line} has a heredoc")), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_file_docker_would_refuse_is_unreadable_with_the_parsers_reason() {
+        let facts = read("FROM scratch\nEXPOSE 80\nFORM typo\n");
+        assert_eq!(facts.exposed, []);
+        assert!(
+            facts.unreadable.as_deref().unwrap().contains("'FORM'")
+                && facts.unreadable.as_deref().unwrap().contains("line 3"),
+            "{facts:?}"
+        );
+        assert!(read("").unreadable.unwrap().contains("FROM"));
+        let escape = read("FROM scratch\n\x1b[2J\n").unreadable.unwrap();
+        assert!(escape.contains("'?[2J'"), "{escape}");
     }
 
     #[test]
@@ -656,7 +587,7 @@ mod tests {
 
     #[test]
     fn only_the_final_stage_and_what_it_builds_on_count() {
-        let text = "FROM golang AS build\nEXPOSE 1111\nFROM alpine AS base\nEXPOSE 2222\n\
+        let text = "FROM golang AS build\nEXPOSE 1111\nFROM alpine AS Base\nEXPOSE 2222\n\
                     HEALTHCHECK CMD wget -q localhost:2222/up\nFROM base\nEXPOSE 3333\n";
         let facts = read(text);
         assert_eq!(

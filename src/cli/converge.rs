@@ -11,7 +11,7 @@ use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::lock::DeployLock;
 use crate::output::Output;
-use crate::plan::{Desired, Intent};
+use crate::plan::{rollback_target, Desired, Intent, KeptSet, RollbackTarget};
 use crate::platform::docker::{DockerPlatform, Managed};
 use crate::platform::Platform;
 use crate::proxy::Home;
@@ -117,7 +117,18 @@ pub async fn rollback(
             s.iter().all(|m| m.state == "running")
                 && record.gated.get(&s[0].color) == Some(&s[0].release.key())
         });
-        let (target, hot_replicas) = rollback_target(cfg, to, &record, live, other)?;
+        let kept = other.as_ref().map(|s| KeptSet {
+            color: s[0].color,
+            release: s[0].release.key(),
+            replicas: s.len() as u32,
+        });
+        let live = live.map(|s| s[0].release.key());
+        let route = cfg.config.route();
+        let RollbackTarget {
+            release: target,
+            kept: hot_replicas,
+        } = rollback_target(&route, &record, live.as_ref(), kept.as_ref(), to)
+            .map_err(Error::Refused)?;
         let recorded = record.runtime_of(&target).cloned();
         (
             target,
@@ -207,89 +218,6 @@ fn unset_secret(
             " (today's cyan.yaml no longer lists it)"
         }
     )))
-}
-
-/// The release a rollback goes to, and its replica count when it is still
-/// running (instant); `None` when it comes from history (cold: started from
-/// its image).
-fn rollback_target(
-    cfg: &Loaded,
-    to: Option<&str>,
-    record: &crate::record::DeployRecord,
-    live: Option<Vec<Managed>>,
-    other: Option<Vec<Managed>>,
-) -> Result<(ReleaseKey, Option<u32>)> {
-    let live_key = live.as_ref().map(|s| s[0].release.key()).ok_or_else(|| {
-        Error::Refused(format!(
-            "nothing is live for {}; there is nothing to roll back",
-            cfg.config.route()
-        ))
-    })?;
-    // A set that was never live is the candidate: `cyan promote` makes it
-    // live, after its approval; a rollback never does.
-    let never_live = |s: &Vec<Managed>| !record.was_live(&s[0].release.key());
-    if let Some(set) = other.as_ref().filter(|s| {
-        never_live(s)
-            && Some(s[0].release.version.as_str()) == to
-            && !record
-                .live_releases()
-                .iter()
-                .any(|r| Some(r.version.as_str()) == to)
-    }) {
-        return Err(Error::Refused(format!(
-            "{} on {} was never live: it is the candidate, not a release to roll back to; `cyan promote` makes it live, `cyan abort` removes it",
-            set[0].release.version, set[0].color
-        )));
-    }
-    // Unless named, a release whose verification failed is not gone back to.
-    let hot = other.filter(|s| {
-        let key = s[0].release.key();
-        !never_live(s)
-            && match to {
-                Some(v) => s[0].release.version == v,
-                None => !record.failed_verify(&key),
-            }
-    });
-    let target = match (&hot, to) {
-        (Some(set), _) => set[0].release.key(),
-        (None, Some(v)) => record
-            .live_releases()
-            .into_iter()
-            .find(|r| r.version == v)
-            .map(|r| r.key())
-            .ok_or_else(|| {
-                Error::Refused(format!(
-                    "version {v} is not in the history of {}; see `cyan history`",
-                    cfg.config.route()
-                ))
-            })?,
-        (None, None) => record
-            .rollback_targets()
-            .into_iter()
-            .map(|r| r.key())
-            .find(|k| *k != live_key)
-            .ok_or_else(|| {
-                let failed = record
-                    .live_releases()
-                    .into_iter()
-                    .find(|r| r.key() != live_key && record.failed_verify(&r.key()));
-                Error::Refused(format!(
-                    "{} has no previous release to roll back to{}",
-                    cfg.config.route(),
-                    failed.map_or(String::new(), |r| format!(
-                        " ({} failed its verification; `cyan rollback --to {}` goes back to it all the same)",
-                        r.version, r.version
-                    ))
-                ))
-            })?,
-    };
-    if target == live_key {
-        return Err(Error::Refused(format!(
-            "{} is already live",
-            target.version
-        )));
-    }
-    Ok((target, hot.map(|s| s.len() as u32)))
 }
 
 pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> Result<()> {

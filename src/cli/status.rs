@@ -10,6 +10,7 @@ use crate::config::Loaded;
 use crate::error::Result;
 use crate::health::{DockerHealth, HealthState, Replicas};
 use crate::output::Output;
+use crate::plan::{self, Phase, Seen};
 use crate::platform::docker::Managed;
 use crate::proxy::Home;
 use crate::record::HistoryEntry;
@@ -22,7 +23,7 @@ pub struct Status {
     pub url: String,
     /// not-deployed | progressing | interrupted | awaiting-approval |
     /// verifying | live
-    pub phase: &'static str,
+    pub phase: Phase,
     /// Copies of `live.version`, the live image and `live.digest`, and
     /// `previous.version`, at the top level for scripts and step outputs.
     pub version: Option<String>,
@@ -132,29 +133,24 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         Some(o) => (None, Some(o)),
         None => (None, None),
     };
-    let verifying = record
-        .verify
-        .as_ref()
-        .is_some_and(|w| w.until_ms > crate::clock::now_ms());
     // A lease whose holder is gone is free: the next command takes it.
     let lock = view
         .as_ref()
         .and_then(|v| v.state.lock.clone())
         .filter(|l| l.held(crate::clock::now_ms()));
-    let phase = match (&live_view, &candidate) {
-        (_, Some(cand)) if cand.gated && c.require_approval => "awaiting-approval",
-        (_, Some(_)) if lock.is_some() => "progressing",
-        // Nobody holds the lock: the deploy that launched it is gone.
-        (_, Some(_)) => "interrupted",
-        (Some(_), None) if verifying && lock.is_some() => "verifying",
-        // The deploy that watched the window is gone: nothing judges it.
-        (Some(_), None) if verifying => "interrupted",
-        (Some(_), None) => "live",
-        (None, None) => "not-deployed",
-    };
+    let phase = plan::phase(&Seen {
+        live: live_view.is_some(),
+        candidate: candidate.as_ref().map(|c| c.gated),
+        verify_open: record
+            .verify
+            .as_ref()
+            .is_some_and(|w| Some(w.color) == live),
+        locked: lock.is_some(),
+        require_approval: c.require_approval,
+    });
     let drift = p.drift(c.replicas.get(), &all, view.as_ref());
     let interrupted = match (&candidate, &record.verify) {
-        _ if phase != "interrupted" => None,
+        _ if phase != Phase::Interrupted => None,
         (Some(cand), _) => Some(format!(
             "the deploy of {} stopped before its switch (no cyan holds the lock): `cyan deploy --version {}` continues it, `cyan abort` removes it",
             cand.version, cand.version

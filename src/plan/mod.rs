@@ -12,6 +12,11 @@ use serde::Serialize;
 use crate::record::DeployRecord;
 use crate::release::{Color, ReleaseKey};
 
+mod phase;
+mod rollback;
+pub use phase::{phase, Phase, Seen};
+pub use rollback::{rollback_target, KeptSet, RollbackTarget};
+
 /// Why the user ran cyan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

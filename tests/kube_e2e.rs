@@ -2,7 +2,9 @@
 //! kube-e2e GitHub workflow runs it on kind). It expects the CRD, RBAC and
 //! operator installed (manifests/), and an image the cluster can pull
 //! (`CYAN_E2E_IMAGE_V1`, `CYAN_E2E_IMAGE_V2`, default nginx tags).
-//! Without a cluster it prints that it skipped.
+//! Without a cluster it prints that it skipped, unless the run expects one
+//! (`CYAN_E2E_CLUSTER=required`, as the workflow sets): then a missing
+//! `KUBECONFIG` is a failure, never a silent pass.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -35,6 +37,10 @@ fn jsonpath(path: &str) -> String {
 #[test]
 fn a_real_cluster_switches_and_rolls_back() {
     if std::env::var_os("KUBECONFIG").is_none() {
+        assert!(
+            std::env::var("CYAN_E2E_CLUSTER").as_deref() != Ok("required"),
+            "CYAN_E2E_CLUSTER=required but KUBECONFIG is not set: this run expects a cluster"
+        );
         // Written to the real stderr, past the test harness's capture, so
         // the skip shows in every run's log.
         use std::io::Write;

@@ -524,21 +524,24 @@ pub struct VerifyConfig {
     pub deadline: Option<Dur>,
 }
 
-/// `verify.on_inconclusive`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Inconclusive {
-    Pass,
-    Fail,
-    #[default]
-    Wait,
-}
+pub use crate::plan::verify::Inconclusive;
 
 impl VerifyConfig {
     /// How long verification may watch in all, from the switch.
     pub fn deadline(&self) -> std::time::Duration {
         self.deadline
             .map_or(self.duration.0 * 3, |d| d.0.max(self.duration.0))
+    }
+
+    /// The thresholds as the planner's verify policy takes them.
+    pub fn policy(&self) -> crate::plan::verify::VerifyPolicy {
+        crate::plan::verify::VerifyPolicy {
+            duration_ms: self.duration.0.as_millis() as u64,
+            deadline_ms: self.deadline().as_millis() as u64,
+            max_5xx_ratio: self.max_5xx_ratio.0,
+            min_requests: self.min_requests,
+            on_inconclusive: self.on_inconclusive,
+        }
     }
 }
 

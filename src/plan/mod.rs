@@ -14,6 +14,7 @@ use crate::release::{Color, ReleaseKey};
 
 mod phase;
 mod rollback;
+pub mod verify;
 pub use phase::{phase, Phase, Seen};
 pub use rollback::{rollback_target, KeptSet, RollbackTarget};
 

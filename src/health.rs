@@ -32,9 +32,8 @@ use hyper::Request;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{HealthConfig, HttpCheck, Probe, VerifyConfig};
+use crate::config::{HealthConfig, HttpCheck, Probe};
 use crate::output::{fmt_duration, Output};
-use crate::proxy::pool::StatsView;
 
 /// One replica to gate.
 #[derive(Debug, Clone)]
@@ -561,38 +560,12 @@ fn describe_error(e: &hyper_util::client::legacy::Error) -> String {
     s
 }
 
-/// Judges the live color's counters against the verify thresholds.
-/// `Some(why)` means roll back.
-pub fn verify_breach(stats: &StatsView, cfg: &VerifyConfig) -> Option<String> {
-    if stats.requests > 0 && stats.status_5xx == stats.requests {
-        // Whatever the threshold and however few: nothing worked.
-        return Some(format!(
-            "every one of the {} requests answered 5xx",
-            stats.requests
-        ));
-    }
-    if stats.requests < cfg.min_requests.max(1) {
-        return None;
-    }
-    let ratio = stats.status_5xx as f64 / stats.requests as f64;
-    (ratio > cfg.max_5xx_ratio.0).then(|| {
-        format!(
-            "5xx ratio {:.1}% ({} of {} requests) exceeds {:.1}%",
-            ratio * 100.0,
-            stats.status_5xx,
-            stats.requests,
-            cfg.max_5xx_ratio.0 * 100.0
-        )
-    })
-}
-
 /// How often verification reads the counters.
 pub const VERIFY_POLL: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Dur, Ratio};
 
     #[test]
     fn a_health_check_run_reads_on_one_line() {
@@ -738,38 +711,5 @@ mod tests {
             ),
             _ => panic!("a timeout fails the probe"),
         }
-    }
-
-    #[test]
-    fn verify_needs_enough_requests_and_a_real_breach() {
-        let cfg = VerifyConfig {
-            duration: Dur::from_secs(10),
-            max_5xx_ratio: Ratio(0.05),
-            min_requests: 20,
-            on_inconclusive: Default::default(),
-            deadline: None,
-        };
-        let stats = |requests, status_5xx| StatsView {
-            requests,
-            status_5xx,
-            ..StatsView::default()
-        };
-        assert_eq!(
-            verify_breach(&stats(10, 9), &cfg),
-            None,
-            "too few requests to judge"
-        );
-        let why = verify_breach(&stats(10, 10), &cfg).unwrap();
-        assert!(
-            why.contains("every one of the 10"),
-            "all failed is a failure: {why}"
-        );
-        assert_eq!(
-            verify_breach(&stats(100, 5), &cfg),
-            None,
-            "5% is not above 5%"
-        );
-        let why = verify_breach(&stats(100, 6), &cfg).unwrap();
-        assert!(why.contains("6 of 100"), "{why}");
     }
 }

@@ -97,7 +97,7 @@ impl Secrets {
     }
 
     #[cfg(test)]
-    pub(super) fn with(values: &[(&str, &str)], key: &[u8]) -> Secrets {
+    pub(crate) fn with(values: &[(&str, &str)], key: &[u8]) -> Secrets {
         Secrets {
             values: values
                 .iter()

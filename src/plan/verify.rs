@@ -55,8 +55,10 @@ pub enum VerifyCall {
     },
     /// Over with too few requests, `on_inconclusive: pass`.
     PassInconclusive,
-    /// Switch back: why.
+    /// Switch back: the counts breach the thresholds (why).
     Fail(String),
+    /// Switch back: too few requests to judge by the end (why).
+    FailInconclusive(String),
 }
 
 /// `Some(why)` when the counts alone fail the release: every request
@@ -92,7 +94,8 @@ pub fn judge(c: Counts, p: &VerifyPolicy, window: &VerifyWindow, now_ms: u64) ->
     let over = now_ms >= window.until_ms;
     let enough = c.requests >= p.min_requests.max(1);
     // Waiting past the window ends as soon as there is enough.
-    if !over && !(enough && window.deadline_ms.is_some()) {
+    let ends = over || (enough && window.deadline_ms.is_some());
+    if !ends {
         return VerifyCall::Watch;
     }
     if enough {
@@ -103,7 +106,7 @@ pub fn judge(c: Counts, p: &VerifyPolicy, window: &VerifyWindow, now_ms: u64) ->
             deadline_ms: window.until_ms.saturating_sub(p.duration_ms) + p.deadline_ms,
         },
         (Inconclusive::Pass, _) => VerifyCall::PassInconclusive,
-        (_, deadline) => VerifyCall::Fail(format!(
+        (_, deadline) => VerifyCall::FailInconclusive(format!(
             "inconclusive {}: {}",
             if deadline.is_some() {
                 "by the verify deadline"
@@ -192,7 +195,7 @@ mod tests {
                 Fail,
                 &open,
                 11_000,
-                VerifyCall::Fail(format!(
+                VerifyCall::FailInconclusive(format!(
                     "inconclusive in the window: {}",
                     too_few(counts(5, 0), &POLICY)
                 )),
@@ -202,7 +205,7 @@ mod tests {
                 Wait,
                 &extended,
                 31_000,
-                VerifyCall::Fail(format!(
+                VerifyCall::FailInconclusive(format!(
                     "inconclusive by the verify deadline: {}",
                     too_few(counts(5, 0), &POLICY)
                 )),
@@ -236,7 +239,7 @@ mod tests {
             "at the threshold passes"
         );
         assert_eq!(
-            breach(counts(10, 5), &POLICY),
+            breach(counts(10, 9), &POLICY),
             None,
             "too few to judge a ratio"
         );

@@ -5,10 +5,8 @@
 //! Services.
 
 pub mod docker;
-pub mod exec;
 pub mod follow;
 pub mod kube;
-pub mod listeners;
 
 use std::future::Future;
 

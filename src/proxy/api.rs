@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::lease::Lock;
 use super::router::normalize_host;
-use super::state::{Lock, Maintenance, Preview, RoutePolicy, RouteState, TlsSource, Upstream};
+use super::state::{Maintenance, Preview, RoutePolicy, RouteState, TlsSource, Upstream};
 use crate::release::Color;
 
 /// `PUT /v1/routes/{name}`: where the route's requests come from, and how

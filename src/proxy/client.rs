@@ -17,8 +17,9 @@ use super::api::{
     ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest,
     UpgradeResponse,
 };
+use super::lease::Lock;
 use super::router::RouteView;
-use super::state::{Lock, Maintenance};
+use super::state::Maintenance;
 use super::Home;
 use crate::error::{Error, Result};
 use crate::output::Output;

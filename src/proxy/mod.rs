@@ -2,19 +2,25 @@
 //!
 //! One proxy per host serves every app on it, routed by Host header and/or
 //! listen address. Its parts, one concept each:
-//! - `router`: the ArcSwap'd table and the control side that changes it;
+//! - `router`: the ArcSwap'd table and the primitives that change it;
+//!   `control`: the control plane's named verbs (put route, set color,
+//!   switch, hold, ...), each with its rule; `lease`: the deploy lock;
 //! - `pool`: upstreams, claims (in-flight counting) and per-color counters;
+//!   `upstream`: keep-alive connections to one upstream;
 //! - `forward`: the request path; `attempt`: its tries at an upstream and
 //!   who is to blame for a failure (client or upstream);
 //! - `fast`, `heads`, `framing`, `prefixed`: the HTTP/1.1 fast path;
 //!   `differential`: the fuzz target that holds it to hyper's path;
+//!   `fuzz`: the invariants of cyan's own parsing, on arbitrary input;
 //! - `forwarding`: `X-Forwarded-*` and their kin, believed only from a
 //!   route's trusted proxies;
 //! - `timeouts`: deadlines on every read from a client; `client_body`: a
 //!   request body on hyper's path, read under its deadline;
-//! - `admin` / `api` / `client`: the admin API; `admin_listen`: its Unix
-//!   socket and optional token-guarded loopback TCP listener;
-//! - `certs`: each TLS route's last good certificate, kept in the home and
+//! - `admin`: the admin API, a table from (method, path) to a verb; `api`:
+//!   its bodies; `client`: its client; `admin_listen`: its Unix socket and
+//!   optional token-guarded loopback TCP listener;
+//! - `tls`: TLS termination, a certificate picked by SNI from the table;
+//!   `certs`: each TLS route's last good certificate, kept in the home and
 //!   renewed in place;
 //! - `acme`: certificates obtained and renewed from an ACME CA (Let's
 //!   Encrypt) for routes with `tls: acme`, and the challenges' answers;
@@ -38,6 +44,7 @@ pub mod boot;
 pub mod certs;
 pub mod client;
 pub mod client_body;
+pub mod control;
 pub mod differential;
 pub mod drain;
 pub mod fast;
@@ -48,6 +55,7 @@ pub mod fuzz;
 pub mod handoff;
 pub mod heads;
 pub mod install;
+pub mod lease;
 pub mod metrics;
 pub mod pool;
 pub mod prefixed;
@@ -237,8 +245,6 @@ struct Listening {
 }
 
 impl Proxy {
-    /// Binds `addr` unless it is already served (the same way: plain HTTP
-    /// and TLS cannot share a port).
     /// Is `addr` one of the proxy's listen addresses already?
     pub fn serves(&self, addr: SocketAddr) -> bool {
         self.listeners
@@ -247,6 +253,8 @@ impl Proxy {
             .contains_key(&addr)
     }
 
+    /// Binds `addr` unless it is already served (the same way: plain HTTP
+    /// and TLS cannot share a port).
     pub fn ensure_listener(self: &Arc<Self>, addr: SocketAddr, tls: bool) -> std::io::Result<()> {
         if let Some(l) = self.listeners.lock().expect("listeners lock").get(&addr) {
             if l.tls != tls {
@@ -603,6 +611,28 @@ pub async fn run(home: &Home, opts: &RunOptions, follow: Option<Follow>) -> Resu
         tracing::warn!("drain deadline reached; closing remaining connections");
     }
     Ok(())
+}
+
+/// The control plane's verbs bind a route's listen address here.
+impl control::Listeners for Arc<Proxy> {
+    fn flag_for(&self, addr: SocketAddr) -> Option<&'static str> {
+        match (
+            self.opts.listen.contains(&addr),
+            self.opts.tls_listen.contains(&addr),
+        ) {
+            (true, _) => Some("--listen"),
+            (_, true) => Some("--tls-listen"),
+            _ => None,
+        }
+    }
+
+    fn serves(&self, addr: SocketAddr) -> bool {
+        Proxy::serves(self, addr)
+    }
+
+    fn listen(&self, addr: SocketAddr, tls: bool) -> std::io::Result<()> {
+        self.ensure_listener(addr, tls)
+    }
 }
 
 /// A listening socket that shares its address with its siblings

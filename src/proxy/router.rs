@@ -7,6 +7,12 @@
 //! answer waits for), so no request ever sees a half-made route or a
 //! moment with no upstreams. Pools are shared between table versions, so
 //! in-flight counts survive a swap and the old color can be drained.
+//!
+//! Here are the primitives a change is made of (`Router::change`,
+//! `discard`, `check_claims`) and the rule every change keeps: no route
+//! takes a host or listen address another holds. The named verbs that
+//! build on them, each with its own rule (a switch, a color set, the
+//! lease), are the control plane's, in `control`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -373,8 +379,10 @@ impl Router {
         own.chain(previews).collect()
     }
 
-    /// Applies a change to one route, persists it, and publishes a new table.
-    /// The closure may refuse the change by returning an error; then nothing changes.
+    /// Applies a change to one route (made first when `create`), persists
+    /// it, and publishes a new table. The closure may refuse the change by
+    /// returning an error; then nothing changes. The verbs in `control` are
+    /// the changes the admin API makes.
     pub fn change<T>(
         &self,
         route: &str,
@@ -413,20 +421,20 @@ impl Router {
         }
     }
 
-    /// Takes a route out: its requests, its record and its lock. Its
-    /// upstreams' in-flight requests finish; its tunnels close now. A lock
-    /// held by anyone but `token`'s holder (and not expired) refuses it.
-    pub fn remove(&self, route: &str, token: Option<&str>) -> Result<(), ChangeError> {
+    /// Takes a route out, if `check` (given the route as it is) allows,
+    /// persists that and publishes a new table. Its upstreams' in-flight
+    /// requests finish; its tunnels close now.
+    pub fn discard(
+        &self,
+        route: &str,
+        check: impl FnOnce(&RouteState) -> Result<(), ChangeError>,
+    ) -> Result<(), ChangeError> {
         let mut c = self.for_change()?;
         let mut next = c.state.clone();
         let Some(gone) = next.routes.remove(route) else {
             return Err(ChangeError::NotFound(format!("no route named {route:?}")));
         };
-        if let Some(held) = gone.lock {
-            if held.held(crate::clock::now_ms()) && Some(held.token.as_str()) != token {
-                return Err(ChangeError::Locked(held));
-            }
-        }
+        check(&gone)?;
         self.commit(&mut c, next)
     }
 
@@ -817,16 +825,14 @@ pub enum ChangeError {
     Invalid(String),
     Io(String),
     /// The deploy lock is held by someone else.
-    Locked(super::state::Lock),
+    Locked(super::lease::Lock),
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-    fn router() -> (Router, PathBuf) {
+impl Router {
+    /// A router over a fresh state file in a folder of this test thread's
+    /// own, and that file's path.
+    pub(crate) fn scratch() -> (Router, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
             "cyan-router-{}-{:?}",
             std::process::id(),
@@ -837,6 +843,13 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         (Router::restore(path.clone()).unwrap(), path)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[test]
     fn host_headers_are_normalized() {
@@ -854,7 +867,7 @@ mod tests {
 
     #[test]
     fn a_switch_publishes_a_new_table_and_keeps_pools() {
-        let (r, path) = router();
+        let (r, path) = Router::scratch();
         let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
@@ -911,7 +924,7 @@ mod tests {
 
     #[test]
     fn a_change_that_cannot_be_saved_is_undone() {
-        let (r, path) = router();
+        let (r, path) = Router::scratch();
         let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
         r.change("web", true, |s| {
             s.hosts = vec!["web.localhost".into()];
@@ -941,7 +954,7 @@ mod tests {
 
     #[test]
     fn a_refused_change_changes_nothing() {
-        let (r, _) = router();
+        let (r, _) = Router::scratch();
         let out: Result<(), _> = r.change("web", true, |s| {
             s.live = Some(Color::Blue);
             Err(ChangeError::Conflict("no".into()))
@@ -961,7 +974,7 @@ mod tests {
 
     #[test]
     fn a_live_route_owns_its_host() {
-        let (r, _) = router();
+        let (r, _) = Router::scratch();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         live_on(&r, "web-production", "web.localhost", a.into()).unwrap();
         let taken = live_on(&r, "api-production", "Web.Localhost.", a.into());
@@ -1010,47 +1023,8 @@ mod tests {
     }
 
     #[test]
-    fn a_locked_route_is_not_removed_but_by_its_holder() {
-        let (r, _) = router();
-        r.change("web", true, |s| {
-            s.lock = Some(crate::proxy::state::Lock {
-                token: "t1".into(),
-                holder: "deploy 2 by alice".into(),
-                pid: 1,
-                host: "h".into(),
-                since: "now".into(),
-                renewed_ms: crate::clock::now_ms(),
-                ttl_ms: 15_000,
-            });
-            Ok(())
-        })
-        .unwrap();
-        assert!(matches!(r.remove("web", None), Err(ChangeError::Locked(_))));
-        // A holder whose process is gone from this host holds nothing.
-        let dead = crate::proxy::state::Lock {
-            token: "t0".into(),
-            holder: "deploy 1 by bob".into(),
-            pid: u32::MAX,
-            host: crate::clock::hostname(),
-            since: "then".into(),
-            renewed_ms: crate::clock::now_ms(),
-            ttl_ms: 15_000,
-        };
-        assert!(!dead.held(crate::clock::now_ms()));
-        assert!(matches!(
-            r.remove("web", Some("t2")),
-            Err(ChangeError::Locked(_))
-        ));
-        r.remove("web", Some("t1")).unwrap();
-        assert!(matches!(
-            r.remove("web", None),
-            Err(ChangeError::NotFound(_))
-        ));
-    }
-
-    #[test]
     fn upstreams_follow_their_containers() {
-        let (r, path) = router();
+        let (r, path) = Router::scratch();
         let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
         let old: SocketAddr = "127.0.0.1:32784".parse().unwrap();
         let new: SocketAddr = "127.0.0.1:32786".parse().unwrap();
@@ -1106,7 +1080,7 @@ mod tests {
 
     #[test]
     fn a_listen_address_belongs_to_its_app_before_any_host() {
-        let (r, _) = router();
+        let (r, _) = Router::scratch();
         let owned: SocketAddr = "127.0.0.1:18105".parse().unwrap();
         let shared: SocketAddr = "127.0.0.1:80".parse().unwrap();
         let up: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -1146,7 +1120,7 @@ mod tests {
 
     #[test]
     fn a_trailing_slash_does_not_make_another_claim() {
-        let (r, _) = router();
+        let (r, _) = Router::scratch();
         let up: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let with_prefix = |route: &str, prefix: &str| {
             let spec = super::super::api::RouteSpec {
@@ -1216,7 +1190,7 @@ mod tests {
 
     #[test]
     fn a_preview_serves_the_candidate_and_never_live() {
-        let (r, path) = router();
+        let (r, path) = Router::scratch();
         web_with_preview(&r);
         let (blue, green) = (addr("127.0.0.1:1"), addr("127.0.0.1:2"));
         let no_candidate = ("web".to_string(), true, None);
@@ -1291,7 +1265,7 @@ mod tests {
 
     #[test]
     fn the_live_color_is_never_previewed_nor_made_a_candidate() {
-        let (r, _) = router();
+        let (r, _) = Router::scratch();
         web_with_preview(&r);
         let refused = r.change("web", false, |s| {
             s.set_candidate(Color::Blue, vec![addr("127.0.0.1:1").into()], None)
@@ -1327,7 +1301,7 @@ mod tests {
 
     #[test]
     fn no_app_takes_another_apps_preview_host() {
-        let (r, _) = router();
+        let (r, _) = Router::scratch();
         let up: SocketAddr = addr("127.0.0.1:1");
         // A first deploy awaiting approval: nothing live, its preview set.
         r.change("web", true, |s| {

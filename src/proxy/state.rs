@@ -1,5 +1,5 @@
 //! The proxy's persistent state: routes, their color sets, the deployer's
-//! record and the deploy lock. Written atomically (temp file, fsync, rename,
+//! record and the deploy lock (`lease`). Written atomically (temp file, fsync, rename,
 //! fsync of the folder) after every change, and read back before a restarted
 //! proxy accepts traffic.
 
@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::lease::Lock;
 use crate::release::Color;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -378,38 +379,6 @@ pub struct Maintenance {
     pub retry_after_s: u64,
     #[serde(default)]
     pub message: Option<String>,
-}
-
-/// A deploy lock: a lease renewed by its holder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lock {
-    pub token: String,
-    /// Human description: "deploy 1.4.0 by alice".
-    pub holder: String,
-    pub pid: u32,
-    pub host: String,
-    /// RFC 3339.
-    pub since: String,
-    pub renewed_ms: u64,
-    pub ttl_ms: u64,
-}
-
-impl Lock {
-    /// Is the lease still held at `now_ms`? Not once it expired, nor once
-    /// its holder's process is gone from this host (a SIGKILLed deploy
-    /// frees its app at once rather than after the lease).
-    pub fn held(&self, now_ms: u64) -> bool {
-        let expired = now_ms > self.renewed_ms + self.ttl_ms;
-        let gone = self.host == crate::clock::hostname() && !crate::clock::pid_alive(self.pid);
-        !expired && !gone
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "{} (pid {} on {}, since {})",
-            self.holder, self.pid, self.host, self.since
-        )
-    }
 }
 
 impl ProxyState {

@@ -26,6 +26,13 @@ pub enum Format {
     Github,
 }
 
+/// What a command returns for `output` to render: its JSON (`-o json`,
+/// and under `-o github` its top-level scalar fields become the step
+/// outputs) is the serialization; `text` is what a person reads.
+pub trait Report: Serialize {
+    fn text(&self) -> String;
+}
+
 pub struct Output {
     format: Format,
     fancy: bool,
@@ -168,6 +175,14 @@ impl Output {
             threshold,
             last: Mutex::new(None),
         }
+    }
+
+    /// Prints a command's report ([`Report`]): its text, or its JSON;
+    /// under GitHub Actions also its step outputs and the job summary, all
+    /// from that one value, so every platform that returns the same report
+    /// type prints the same contract.
+    pub fn report<R: Report>(&self, report: &R) {
+        self.result(report, || report.text());
     }
 
     /// Prints a command's result: text for people, or one JSON document;

@@ -1,6 +1,7 @@
 //! The real `cyan` binary against a cluster: deploy (build, push to the
 //! local registry, write the BlueGreenDeployment, follow it), approval and
-//! promote, rollback, status, history and a refused abort.
+//! promote, rollback, status, history and a refused abort; and the same
+//! commands' reports on Docker and on Kubernetes, key for key.
 //!
 //! The cluster is the in-memory API server served over loopback HTTP, with
 //! the operator's reconcile and a simulated Deployment controller running
@@ -11,6 +12,8 @@
 mod apiserver;
 mod util;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use cyan::operator::controller;
 use cyan::operator::crd::BlueGreenDeployment;
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
+use util::TestApp;
 
 const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
 
@@ -39,21 +43,24 @@ async fn run_operator(api: ApiServer) {
 }
 
 struct Env {
-    dir: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
 }
 
 impl Env {
-    fn cyan(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cyan"))
-            .args(args)
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cyan"));
+        cmd.args(args)
             .arg("-c")
             .arg(self.dir.join("cyan.yaml"))
             .env("KUBECONFIG", &self.kubeconfig)
             .env("CI", "true")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn cyan(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -67,46 +74,81 @@ impl Env {
     }
 }
 
-#[test]
-fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
+/// Whether the registry the cluster pulls from runs (in CI it must).
+fn registry_up() -> bool {
     let registry = "127.0.0.1:5000";
-    if std::net::TcpStream::connect(registry).is_err() {
+    let up = std::net::TcpStream::connect(registry).is_ok();
+    if !up {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run a registry on {registry} (.ci/run starts Debian's docker-registry)"
         );
         eprintln!("SKIPPED kube CLI test: no registry on {registry}; .ci/run starts one");
+    }
+    up
+}
+
+/// A cluster with the operator running beside it and the pods' HTTP
+/// answered on loopback, and a cyan.yaml for app `name` (image
+/// `127.0.0.1:5000/cyan-test-{name}`) on it.
+struct Cluster {
+    api: ApiServer,
+    env: Env,
+    name: String,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    fn start(name: &str) -> Cluster {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = ApiServer::new();
+        let addr = rt.block_on(api.serve_http());
+        api.put_service(name, json!({ "app.kubernetes.io/name": name }));
+        rt.spawn(run_operator(api.clone()));
+        let pods = rt.block_on(Backend::start(200, "ok"));
+
+        let dir = std::env::temp_dir().join(format!("cyan-kube-cli-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, "default")).unwrap();
+        std::fs::write(
+            dir.join("cyan.yaml"),
+            format!(
+                "app: {name}\nimage: 127.0.0.1:5000/cyan-test-{name}\nplatform: kubernetes\nbuild:\n  context: {ctx}\n\
+                 replicas: 2\nport: {port}\nhealth:\n  http: {{ path: /healthz }}\n  interval: 1s\n\
+                 kubernetes:\n  scale_down_delay: 1s\n  progress_deadline: 1m\n",
+                ctx = util::repo_root().join("examples/demo").display(),
+                port = pods.port,
+            ),
+        )
+        .unwrap();
+        Cluster {
+            api,
+            env: Env { dir, kubeconfig },
+            name: name.to_string(),
+            _rt: rt,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.env.dir);
+    }
+}
+
+#[test]
+fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
+    if !registry_up() {
         return;
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = ApiServer::new();
-    let addr = rt.block_on(api.serve_http());
-    let name = format!("k{}", std::process::id());
-    api.put_service(&name, json!({ "app.kubernetes.io/name": name }));
-    rt.spawn(run_operator(api.clone()));
-    let pods = rt.block_on(Backend::start(200, "ok"));
-
-    let dir = std::env::temp_dir().join(format!("cyan-kube-cli-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, "default")).unwrap();
-    std::fs::write(
-        dir.join("cyan.yaml"),
-        format!(
-            "app: {name}\nimage: 127.0.0.1:5000/cyan-test-{name}\nplatform: kubernetes\nbuild:\n  context: {ctx}\n\
-             replicas: 2\nport: {port}\nhealth:\n  http: {{ path: /healthz }}\n  interval: 1s\n\
-             kubernetes:\n  scale_down_delay: 1s\n  progress_deadline: 1m\n",
-            ctx = util::repo_root().join("examples/demo").display(),
-            port = pods.port,
-        ),
-    )
-    .unwrap();
-    let env = Env { dir, kubeconfig };
+    let cluster = Cluster::start(&format!("k{}", std::process::id()));
+    let (api, env, name) = (&cluster.api, &cluster.env, &cluster.name);
 
     let out = env.ok(&["deploy", "--version", "1.0.0"]);
-    assert!(out.contains("live is blue (1.0.0)"), "{out}");
-    let bgd = api.get(BGDS, &name).unwrap();
+    assert!(out.contains("1.0.0 is live on blue"), "{out}");
+    let bgd = api.get(BGDS, name).unwrap();
     let image = bgd["spec"]["template"]["spec"]["containers"][0]["image"]
         .as_str()
         .unwrap();
@@ -116,21 +158,27 @@ fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
     );
 
     let out = env.ok(&["deploy", "--version", "2.0.0", "--require-approval"]);
-    assert!(out.contains("waits for approval"), "{out}");
+    assert!(out.contains("Approve with: cyan promote"), "{out}");
     assert_eq!(
-        api.get(SVCS, &name).unwrap()["spec"]["selector"]["cyan.dev/color"],
+        api.get(SVCS, name).unwrap()["spec"]["selector"]["cyan.dev/color"],
         "blue",
         "no switch before approval"
     );
+    let status: Value = serde_json::from_str(&env.ok(&["status", "-o", "json"])).unwrap();
+    assert_eq!(status["phase"], "awaiting-approval", "{status:#}");
+    assert_eq!(status["candidate"]["version"], "2.0.0", "{status:#}");
+    assert_eq!(status["candidate"]["gated"], true, "{status:#}");
+    assert_eq!(status["version"], "1.0.0", "{status:#}");
     let out = env.ok(&["promote"]);
-    assert!(out.contains("live is green (2.0.0)"), "{out}");
+    assert!(out.contains("2.0.0 is live on green"), "{out}");
 
     let out = env.ok(&["rollback"]);
-    assert!(out.contains("live is blue (1.0.0)"), "{out}");
+    assert!(out.contains("1.0.0 is live on blue"), "{out}");
 
     let status: Value = serde_json::from_str(&env.ok(&["status", "-o", "json"])).unwrap();
-    assert_eq!(status["status"]["liveVersion"], "1.0.0");
-    assert_eq!(status["status"]["phase"], "Healthy");
+    assert_eq!(status["version"], "1.0.0", "{status:#}");
+    assert_eq!(status["phase"], "live", "{status:#}");
+    assert_eq!(status["namespace"], "default", "{status:#}");
     // `--platform kubernetes` over a cyan.yaml that says nothing of it.
     let yaml = std::fs::read_to_string(env.dir.join("cyan.yaml")).unwrap();
     let plain = env.dir.join("plain.yaml");
@@ -143,7 +191,8 @@ fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
         .unwrap();
     assert!(out.status.success(), "{}", util::text(&out));
     let flagged: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(flagged["status"]["liveVersion"], "1.0.0");
+    assert_eq!(flagged["version"], "1.0.0");
+    assert_eq!(flagged["platform"], "kubernetes");
 
     let history = env.ok(&["history"]);
     assert_eq!(history.lines().count(), 3, "{history}");
@@ -159,7 +208,211 @@ fn the_cli_deploys_promotes_and_rolls_back_through_the_operator() {
         "nothing to abort: {}",
         util::text(&abort)
     );
-    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+/// `deploy`, `rollback`, `status` and `history` print one contract on
+/// Docker and on Kubernetes: the same JSON keys, and under `-o github` (the
+/// Action) the same step outputs. One image serves both apps, so both
+/// report the same image and digest.
+#[test]
+fn docker_and_kubernetes_print_the_same_reports() {
+    if !registry_up() {
+        return;
+    }
+    let cluster = Cluster::start(&format!("k{}-same", std::process::id()));
+    let kube = &cluster.env;
+    let docker = TestApp::with_image(
+        "same",
+        "",
+        Some(format!("127.0.0.1:5000/cyan-test-{}", cluster.name)),
+    );
+    let kube_run = |args: &[&str], vars: &[(&str, &Path)]| {
+        let mut cmd = kube.command(args);
+        cmd.envs(vars.iter().copied());
+        cmd.output().unwrap()
+    };
+    let docker_run = |args: &[&str], vars: &[(&str, &Path)]| {
+        let mut cmd = docker.command(args);
+        cmd.envs(vars.iter().copied());
+        cmd.output().unwrap()
+    };
+    let scratch = docker.dir.join("github");
+    std::fs::create_dir_all(&scratch).unwrap();
+    // The cluster first: it builds and pushes; Docker then uses that image.
+    let k = Reports::collect("kubernetes", &scratch, kube_run);
+    let d = Reports::collect("docker", &scratch, docker_run);
+
+    for (what, doc, kub) in [
+        ("deploy", &d.deploy, &k.deploy),
+        ("rollback", &d.rollback, &k.rollback),
+        ("status", &d.status, &k.status),
+        ("history", &d.history, &k.history),
+    ] {
+        same_keys(what, doc, kub);
+    }
+    assert!(d.status["live"].is_object() && k.status["live"].is_object());
+    assert!(d.history[0]["release"].is_object() && k.history[0]["release"].is_object());
+    for r in [&d, &k] {
+        assert_eq!(r.status["phase"], "live", "{}: {:#}", r.platform, r.status);
+        assert_eq!(
+            r.status["version"], "1.0.0",
+            "{}: {:#}",
+            r.platform, r.status
+        );
+        assert_eq!(r.history[0]["event"], "rolled-back", "{}", r.platform);
+    }
+
+    for (what, doc, kub) in [
+        ("deploy", &d.deploy_outputs, &k.deploy_outputs),
+        ("status", &d.status_outputs, &k.status_outputs),
+    ] {
+        assert_eq!(
+            doc.keys().collect::<Vec<_>>(),
+            kub.keys().collect::<Vec<_>>(),
+            "{what} step outputs differ:\ndocker: {doc:?}\nkubernetes: {kub:?}"
+        );
+        for declared in [
+            "version",
+            "image",
+            "digest",
+            "previous-version",
+            "url",
+            "phase",
+        ] {
+            assert!(doc.contains_key(declared), "{what}: no {declared}: {doc:?}");
+        }
+    }
+    for r in [&d, &k] {
+        let o = &r.deploy_outputs;
+        assert_eq!(o["version"], "2.0.0", "{}: {o:?}", r.platform);
+        assert_eq!(o["previous-version"], "1.0.0", "{}: {o:?}", r.platform);
+        assert_eq!(o["phase"], "live", "{}: {o:?}", r.platform);
+        assert_eq!(o["platform"], r.platform);
+    }
+    for key in ["image", "digest"] {
+        assert_eq!(
+            d.deploy_outputs[key], k.deploy_outputs[key],
+            "one image, one {key}"
+        );
+    }
+    assert!(
+        k.deploy_outputs["digest"].starts_with(&format!(
+            "127.0.0.1:5000/cyan-test-{}@sha256:",
+            cluster.name
+        )),
+        "{:?}",
+        k.deploy_outputs
+    );
+    assert!(d.deploy_outputs["url"].starts_with("http://"));
+    assert_eq!(
+        k.deploy_outputs["url"], "",
+        "a Service has no URL cyan knows"
+    );
+}
+
+/// What one platform printed for the same commands.
+struct Reports {
+    platform: &'static str,
+    deploy: Value,
+    rollback: Value,
+    status: Value,
+    history: Value,
+    deploy_outputs: BTreeMap<String, String>,
+    status_outputs: BTreeMap<String, String>,
+}
+
+impl Reports {
+    /// Deploys 1.0.0 (`-o json`), then 2.0.0 as the Action does (`-o
+    /// github`), rolls back, and reads status and history.
+    fn collect(
+        platform: &'static str,
+        scratch: &Path,
+        run: impl Fn(&[&str], &[(&str, &Path)]) -> Output,
+    ) -> Reports {
+        let json = |args: &[&str]| -> Value {
+            let out = run(args, &[]);
+            assert!(
+                out.status.success(),
+                "{platform}: cyan {args:?}:\n{}",
+                util::text(&out)
+            );
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{platform}: {args:?}: {e}\n{}", util::text(&out)))
+        };
+        let github = |args: &[&str]| -> BTreeMap<String, String> {
+            let file = scratch.join(format!("{platform}-{}", args[0]));
+            let summary = scratch.join(format!("{platform}-{}-summary", args[0]));
+            let out = run(
+                args,
+                &[("GITHUB_OUTPUT", &file), ("GITHUB_STEP_SUMMARY", &summary)],
+            );
+            assert!(
+                out.status.success(),
+                "{platform}: cyan {args:?}:\n{}",
+                util::text(&out)
+            );
+            step_outputs(&file)
+        };
+        let deploy = json(&["deploy", "--version", "1.0.0", "-o", "json"]);
+        let deploy_outputs = github(&["deploy", "--version", "2.0.0", "-o", "github"]);
+        let status_outputs = github(&["status", "-o", "github"]);
+        let rollback = json(&["rollback", "-o", "json"]);
+        Reports {
+            platform,
+            deploy,
+            rollback,
+            status: json(&["status", "-o", "json"]),
+            history: json(&["history", "-o", "json"]),
+            deploy_outputs,
+            status_outputs,
+        }
+    }
+}
+
+/// Asserts that `docker` and `kube` have the same keys wherever both hold
+/// an object (in arrays, their first elements); `what` names the place.
+fn same_keys(what: &str, docker: &Value, kube: &Value) {
+    match (docker, kube) {
+        (Value::Object(d), Value::Object(k)) => {
+            let (dk, kk): (BTreeSet<&String>, BTreeSet<&String>) =
+                (d.keys().collect(), k.keys().collect());
+            assert_eq!(
+                dk, kk,
+                "{what}: the keys differ\ndocker: {docker:#}\nkubernetes: {kube:#}"
+            );
+            for (key, value) in d {
+                same_keys(&format!("{what}.{key}"), value, &k[key]);
+            }
+        }
+        (Value::Array(d), Value::Array(k)) => {
+            if let (Some(d), Some(k)) = (d.first(), k.first()) {
+                same_keys(&format!("{what}[0]"), d, k);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The step outputs cyan wrote to a `$GITHUB_OUTPUT` file (`name=value`
+/// lines, or `name<<DELIMITER` blocks).
+fn step_outputs(file: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut outputs = BTreeMap::new();
+    let mut lines = text.lines();
+    let is_name = |n: &str| n.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+    while let Some(line) = lines.next() {
+        match (line.split_once("<<"), line.split_once('=')) {
+            (Some((name, delimiter)), _) if is_name(name) => {
+                let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delimiter).collect();
+                outputs.insert(name.to_string(), value.join("\n"));
+            }
+            (_, Some((name, value))) => {
+                outputs.insert(name.to_string(), value.to_string());
+            }
+            _ => panic!("{}: not an output line: {line:?}", file.display()),
+        }
+    }
+    outputs
 }
 
 #[test]

@@ -3,43 +3,18 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
+use super::report::{AbortReport, DeployReport};
 use super::session;
 use crate::config::Loaded;
 use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::lock::DeployLock;
 use crate::output::Output;
-use crate::plan::{rollback_target, Desired, Intent, KeptSet, RollbackTarget};
+use crate::plan::{rollback_target, Desired, Intent, KeptSet, Phase, RollbackTarget};
 use crate::platform::docker::{DockerPlatform, Managed};
 use crate::platform::Platform;
 use crate::proxy::Home;
-use crate::record::VerifyFigures;
 use crate::release::{self, Color, ReleaseKey};
-
-#[derive(Serialize)]
-struct ConvergeResult {
-    app: String,
-    environment: String,
-    intent: Intent,
-    phase: &'static str,
-    version: String,
-    color: Option<Color>,
-    url: String,
-    /// `repository:version`
-    image: String,
-    digest: Option<String>,
-    image_id: Option<String>,
-    previous_version: Option<String>,
-    previous_color: Option<Color>,
-    /// How to undo this, when the previous release is still running.
-    rollback_command: Option<String>,
-    /// What verification saw, when this run watched a verify window to
-    /// its end: `{verdict: passed | inconclusive, requests, status_5xx,
-    /// min_requests}` (a failed one is the command's error).
-    verify: Option<VerifyFigures>,
-}
 
 /// What `cyan deploy` was asked for beyond the config.
 pub struct DeployOptions {
@@ -237,10 +212,12 @@ pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> R
         out.phase(format!("remove candidate {color} ({version})"));
         p.clear(color).await?;
         out.done(format!("removed candidate {color} ({version})"));
-        out.result(
-            &serde_json::json!({"aborted": version, "color": color}),
-            || format!("aborted {version}; live traffic was not touched"),
-        );
+        out.report(&AbortReport {
+            id: super::status::docker_id(cfg),
+            message: format!("aborted {version}; live traffic was not touched"),
+            aborted: version,
+            color: Some(color),
+        });
         Ok(())
     }
     .await;
@@ -325,40 +302,28 @@ impl Run {
         // The switch is done: a proxy that does not answer now costs the
         // URL its port, never the deploy its success.
         let url = c.url(&p.proxy.health().await.unwrap_or_default());
-        let result = ConvergeResult {
-            app: c.app.to_string(),
-            environment: c.environment.to_string(),
+        let done = outcome == Outcome::Done;
+        out.report(&DeployReport {
+            id: super::status::docker_id(p.cfg),
             intent: desired.intent,
-            phase: match outcome {
-                Outcome::Done => "live",
-                Outcome::AwaitingApproval(_) => "awaiting-approval",
+            phase: if done {
+                Phase::Live
+            } else {
+                Phase::AwaitingApproval
             },
             version: desired.target.version.clone(),
+            revision: release.as_ref().map(|r| r.revision),
             color,
-            url: url.clone(),
+            url,
             image: c.image.tag(&desired.target.version),
             digest: release.as_ref().and_then(|r| r.digest.clone()),
             image_id: release.map(|r| r.image_id),
             previous_version: previous.map(|k| k.version),
             previous_color,
-            rollback_command: (outcome == Outcome::Done && previous_color.is_some())
+            rollback_command: (done && previous_color.is_some())
                 .then(|| format!("cyan rollback -c {config_path}")),
             verify: p.verdict.lock().expect("verdict lock").take(),
-        };
-        out.result(&result, || match outcome {
-            Outcome::Done => format!(
-                "{} {} is live on {} at {}",
-                c.app,
-                desired.target.version,
-                color.map_or("?".into(), |c| c.to_string()),
-                url
-            ),
-            Outcome::AwaitingApproval(col) => format!(
-                "{} {} is up on {col} and passed its health gate; live traffic is untouched.\n\
-                 Approve with: cyan promote -c {config_path}\n\
-                 Or remove it: cyan abort -c {config_path}",
-                c.app, desired.target.version
-            ),
+            config_path,
         });
         Ok(())
     }

@@ -9,6 +9,7 @@ mod init;
 mod kube;
 mod proxy;
 mod remove;
+mod report;
 mod session;
 mod status;
 

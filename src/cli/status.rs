@@ -1,79 +1,30 @@
-//! `cyan status` and `cyan history`. The JSON of `status` is a stable
-//! contract (documented in README.md): add fields, never rename or remove.
+//! `cyan status` and `cyan history` on Docker: they read the containers,
+//! the proxy's route and the deploy record, and fill the reports of
+//! `report.rs` (whose JSON is the stable contract documented in README.md).
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
+use super::report::{
+    AppId, ColorView, ContainerView, History, HistoryLine, PreviewView, StatusReport,
+};
 use super::session;
-use crate::config::Loaded;
+use crate::config::{Loaded, PlatformKind};
 use crate::error::Result;
 use crate::health::{DockerHealth, HealthState, Replicas};
 use crate::output::Output;
 use crate::plan::{self, Phase, Seen};
 use crate::platform::docker::Managed;
 use crate::proxy::Home;
-use crate::record::HistoryEntry;
 use crate::release::Color;
 
-#[derive(Serialize)]
-pub struct Status {
-    pub app: String,
-    pub environment: String,
-    pub url: String,
-    /// not-deployed | progressing | interrupted | awaiting-approval |
-    /// verifying | live
-    pub phase: Phase,
-    /// Copies of `live.version`, the live image and `live.digest`, and
-    /// `previous.version`, at the top level for scripts and step outputs.
-    pub version: Option<String>,
-    pub image: Option<String>,
-    pub digest: Option<String>,
-    pub previous_version: Option<String>,
-    pub live: Option<ColorView>,
-    pub previous: Option<ColorView>,
-    pub candidate: Option<ColorView>,
-    pub lock: Option<String>,
-    /// Things a person should look at, one sentence each (an unhealthy
-    /// live container).
-    pub warnings: Vec<String>,
-    /// Where the live color's serving disagrees with its containers or
-    /// with cyan.yaml's route, one line each; `cyan deploy` of the live
-    /// version repairs it. Empty when all is in line.
-    pub drift: Vec<String>,
-    /// `proxy.preview`, when cyan.yaml sets one.
-    pub preview: Option<PreviewView>,
-}
-
-/// The app's preview: where it is, and what it serves now.
-#[derive(Serialize)]
-pub struct PreviewView {
-    pub url: String,
-    /// The candidate it serves; `None`: no candidate, it answers 503.
-    pub color: Option<Color>,
-    pub version: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct ColorView {
-    pub color: Color,
-    pub version: String,
-    pub revision: u64,
-    pub digest: Option<String>,
-    pub image_id: String,
-    pub gated: bool,
-    pub containers: Vec<ContainerView>,
-}
-
-#[derive(Serialize)]
-pub struct ContainerView {
-    pub name: String,
-    pub id: String,
-    pub state: String,
-    pub address: Option<String>,
-    /// Docker's health from the image's HEALTHCHECK: healthy | unhealthy |
-    /// starting | none (no HEALTHCHECK) | unknown (the engine did not say).
-    pub health: HealthState,
+/// The app's id in a Docker report.
+pub(super) fn docker_id(cfg: &Loaded) -> AppId {
+    AppId {
+        app: cfg.config.app.to_string(),
+        environment: cfg.config.environment.to_string(),
+        platform: PlatformKind::Docker,
+        namespace: None,
+    }
 }
 
 pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
@@ -98,7 +49,7 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
             version: first.release.version.clone(),
             revision: first.release.revision,
             digest: first.release.digest.clone(),
-            image_id: first.release.image_id.clone(),
+            image_id: Some(first.release.image_id.clone()),
             gated: record.gated.get(&col) == Some(&first.release.key()),
             containers: set
                 .iter()
@@ -196,14 +147,14 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         }
         None => None,
     };
-    let status = Status {
-        app: c.app.to_string(),
-        environment: c.environment.to_string(),
+    let status = StatusReport {
+        id: docker_id(cfg),
         url: c.url(&served),
         phase,
         version: live_view.as_ref().map(|l| l.version.clone()),
         image: live_view.as_ref().map(|l| c.image.tag(&l.version)),
         digest: live_view.as_ref().and_then(|l| l.digest.clone()),
+        revision: live_view.as_ref().map(|l| l.revision),
         previous_version: previous.as_ref().map(|p| p.version.clone()),
         live: live_view,
         previous,
@@ -212,91 +163,18 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         warnings,
         drift,
         preview,
+        message: None,
     };
-    out.result(&status, || render(&status));
+    out.report(&status);
     Ok(())
-}
-
-fn render(s: &Status) -> String {
-    let mut text = format!(
-        "{} ({}) — {}\nurl: {}\n",
-        s.app, s.environment, s.phase, s.url
-    );
-    for (label, v) in [
-        ("live", &s.live),
-        ("previous", &s.previous),
-        ("candidate", &s.candidate),
-    ] {
-        match v {
-            Some(v) => {
-                text += &format!(
-                    "{label:>9}: {} {} (revision {}, {} container(s){})\n",
-                    v.color,
-                    v.version,
-                    v.revision,
-                    v.containers.len(),
-                    if v.gated { ", gated" } else { "" }
-                );
-                for ct in &v.containers {
-                    text += &format!(
-                        "           {} {} {} health: {}\n",
-                        ct.name,
-                        ct.state,
-                        ct.address.as_deref().unwrap_or("-"),
-                        ct.health
-                    );
-                }
-            }
-            None => text += &format!("{label:>9}: -\n"),
-        }
-    }
-    if let Some(p) = &s.preview {
-        text += &match (&p.version, p.color) {
-            (Some(v), Some(col)) => format!("  preview: {} serves {v} ({col})\n", p.url),
-            _ => format!("  preview: {} (no candidate: answers 503)\n", p.url),
-        };
-    }
-    if let Some(l) = &s.lock {
-        text += &format!("     lock: {l}\n");
-    }
-    for d in &s.drift {
-        text += &format!("    drift: {d}\n");
-    }
-    if let (Some(live), false) = (&s.live, s.drift.is_empty()) {
-        text += &format!(
-            "           repair with: cyan deploy --version {}\n",
-            live.version
-        );
-    }
-    for w in &s.warnings {
-        text += &format!("  warning: {w}\n");
-    }
-    text.trim_end().to_string()
 }
 
 pub async fn history(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
     let p = session::open_to_read(home, cfg, out).await?;
-    let mut entries: Vec<HistoryEntry> = p.record().await?.history;
-    entries.reverse();
-    out.result(&entries, || {
-        if entries.is_empty() {
-            return format!("{}: no releases yet", cfg.config.route());
-        }
-        entries
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}  r{:<4} {:<14} {:<6} {:?}  {}",
-                    e.at,
-                    e.release.revision,
-                    e.release.version,
-                    e.color,
-                    e.event,
-                    e.release.digest.as_deref().unwrap_or(&e.release.image_id)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+    let record = p.record().await?;
+    out.report(&History {
+        route: cfg.config.route(),
+        lines: record.history.iter().rev().map(HistoryLine::from).collect(),
     });
     Ok(())
 }

@@ -4,9 +4,12 @@
 //! (annotations, or a restored template), and follow the outcome.
 //!
 //! The CLI never touches Deployments or Services itself: the operator is the
-//! one writer, so a CLI killed mid-way leaves nothing half-done.
+//! one writer, so a CLI killed mid-way leaves nothing half-done. What each
+//! command prints is the report Docker prints, mapped from the CR's status
+//! (`report.rs`).
 
 mod manifest;
+mod report;
 
 use std::time::{Duration, Instant};
 
@@ -15,13 +18,15 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
-use crate::config::Loaded;
+use crate::cli::report::{AbortReport, AppId, History};
+use crate::config::{Loaded, PlatformKind};
 use crate::error::{is_conflict, Error, Result};
 use crate::image;
 use crate::operator::crd::{
     annotation, BlueGreenDeployment, BlueGreenDeploymentStatus, Outcome, Phase,
 };
 use crate::output::Output;
+use crate::plan::Intent;
 use crate::platform::docker;
 use crate::platform::kube::{objects, revisions};
 use crate::release;
@@ -31,6 +36,8 @@ struct Cluster {
     revisions: Api<ControllerRevision>,
     name: String,
     namespace: String,
+    /// The reports' id of the app.
+    id: AppId,
 }
 
 async fn connect(cfg: &Loaded) -> Result<Cluster> {
@@ -51,6 +58,12 @@ async fn connect(cfg: &Loaded) -> Result<Cluster> {
         api: Api::namespaced(client.clone(), &namespace),
         revisions: Api::namespaced(client, &namespace),
         name: cfg.config.app.to_string(),
+        id: AppId {
+            app: cfg.config.app.to_string(),
+            environment: cfg.config.environment.to_string(),
+            platform: PlatformKind::Kubernetes,
+            namespace: Some(namespace.clone()),
+        },
         namespace,
     };
     // Fail before building anything when the cluster cannot take the CR
@@ -163,15 +176,29 @@ fn follow_limit(b: &BlueGreenDeployment) -> Duration {
     Duration::from_secs(u64::from(b.spec.progress_deadline_seconds + verify) + 120)
 }
 
-fn settled(s: &BlueGreenDeploymentStatus, out: &Output, what: &str) {
-    let live = s.live_color.map_or("none".to_string(), |c| c.to_string());
-    let version = s.live_version.clone().unwrap_or_default();
-    out.result(&s, || match s.phase {
-        Some(Phase::AwaitingApproval) => format!(
-            "{what}: the candidate passed its gates and waits for approval (cyan promote); live is still {live} ({version})"
-        ),
-        _ => format!("{what}: live is {live} ({version})"),
-    });
+impl Cluster {
+    /// Prints the report of a rollout of the image `reference` that began
+    /// at `before` and settled at `after`.
+    fn settled(
+        &self,
+        cfg: &Loaded,
+        intent: Intent,
+        reference: &str,
+        before: &BlueGreenDeploymentStatus,
+        after: &BlueGreenDeploymentStatus,
+        out: &Output,
+    ) {
+        out.report(&report::deploy(
+            self.id.clone(),
+            report::Settled {
+                intent,
+                reference,
+                before,
+                after,
+                config_path: cfg.path.display().to_string(),
+            },
+        ));
+    }
 }
 
 pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result<()> {
@@ -205,7 +232,12 @@ pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result
     let hash = objects::template_hash(&wanted);
 
     out.phase(format!("write {}", cluster.what()));
-    match cluster.api.get_opt(&cluster.name).await? {
+    let existing = cluster.api.get_opt(&cluster.name).await?;
+    let before = existing
+        .as_ref()
+        .and_then(|o| o.status.clone())
+        .unwrap_or_default();
+    match existing {
         None => {
             cluster.api.create(&PostParams::default(), &wanted).await?;
         }
@@ -239,7 +271,7 @@ pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result
         "{version}: {:?}",
         s.phase.unwrap_or(Phase::Healthy)
     ));
-    settled(&s, out, &format!("deploy {version}"));
+    cluster.settled(cfg, Intent::Deploy, &pinned, &before, &s, out);
     Ok(())
 }
 
@@ -263,7 +295,15 @@ pub async fn promote(cfg: &Loaded, out: &Output) -> Result<()> {
         .follow(&hash, false, follow_limit(&obj), out)
         .await?;
     out.done("promoted");
-    settled(&s, out, "promote");
+    let before = obj.status.clone().unwrap_or_default();
+    cluster.settled(
+        cfg,
+        Intent::Promote,
+        &objects::image(&obj),
+        &before,
+        &s,
+        out,
+    );
     Ok(())
 }
 
@@ -288,6 +328,7 @@ pub async fn abort(cfg: &Loaded, out: &Output) -> Result<()> {
             s.phase
         )));
     };
+    let (color, version) = report::aborted(&obj);
     cluster.annotate(annotation::ABORT, &hash).await?;
     out.phase("abort: the operator stops the rollout");
     match cluster
@@ -296,7 +337,12 @@ pub async fn abort(cfg: &Loaded, out: &Output) -> Result<()> {
     {
         Err(Error::GateFailed(why) | Error::VerifyFailed(why)) => {
             out.done("aborted");
-            out.result(&json!({ "aborted": hash, "message": why }), || why.clone());
+            out.report(&AbortReport {
+                id: cluster.id.clone(),
+                aborted: version,
+                color,
+                message: why,
+            });
             Ok(())
         }
         Err(e) => Err(e),
@@ -356,6 +402,11 @@ pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<()
     let template = revisions::template_of(target)?;
     let hash = revisions::hash_of(target).unwrap_or_default().to_string();
     let version = version_of(target);
+    let reference = template
+        .spec
+        .as_ref()
+        .and_then(|t| t.containers.first()?.image.clone())
+        .unwrap_or_default();
     cluster
         .update(|obj| {
             obj.spec.template = template.clone();
@@ -368,56 +419,35 @@ pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<()
         "roll back to revision {} ({version})",
         target.revision
     ));
-    let s = cluster
+    let after = cluster
         .follow(&hash, false, follow_limit(&obj), out)
         .await?;
     out.done(format!("revision {} is live", target.revision));
-    settled(&s, out, "rollback");
+    cluster.settled(cfg, Intent::Rollback, &reference, &s, &after, out);
     Ok(())
 }
 
+/// `cyan status`: the BlueGreenDeployment's status as Docker's report; an
+/// app with no BlueGreenDeployment is not deployed.
 pub async fn status(cfg: &Loaded, out: &Output) -> Result<()> {
     let cluster = connect(cfg).await?;
-    let obj = cluster.get().await?;
-    let s = obj.status.clone().unwrap_or_default();
-    out.result(
-        &json!({ "name": cluster.name, "namespace": cluster.namespace, "status": s }),
-        || {
-            let mut text = format!(
-                "{}: {:?}\nlive: {} revision {} ({})",
-                cluster.what(),
-                s.phase.unwrap_or(Phase::Progressing),
-                s.live_color.map_or("none".into(), |c| c.to_string()),
-                s.live_revision.map_or("-".into(), |r| r.to_string()),
-                s.live_version.clone().unwrap_or_default(),
-            );
-            if let Some(r) = s.candidate_revision.filter(|r| Some(*r) != s.live_revision) {
-                text.push_str(&format!("\ncandidate: revision {r}"));
-            }
-            if let Some(m) = &s.message {
-                text.push_str(&format!("\n{m}"));
-            }
-            text
-        },
-    );
+    let obj = cluster.api.get_opt(&cluster.name).await?;
+    out.report(&report::status(cluster.id.clone(), obj.as_ref()));
     Ok(())
 }
 
+/// `cyan history`: the status's history as Docker's lines, newest first.
 pub async fn history(cfg: &Loaded, out: &Output) -> Result<()> {
     let cluster = connect(cfg).await?;
-    let s = cluster.get().await?.status.unwrap_or_default();
-    let newest_first: Vec<_> = s.history.iter().rev().collect();
-    out.result(&newest_first, || {
-        newest_first
-            .iter()
-            .map(|h| {
-                format!(
-                    "{}  revision {}  {}  {}  {:?}",
-                    h.promoted_at, h.revision, h.version, h.color, h.outcome
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+    let status = cluster
+        .api
+        .get_opt(&cluster.name)
+        .await?
+        .and_then(|o| o.status)
+        .unwrap_or_default();
+    out.report(&History {
+        route: cluster.what(),
+        lines: report::history(&status),
     });
     Ok(())
 }

@@ -79,6 +79,7 @@ pub fn describe(step: &Step, d: &Desired) -> String {
         Step::Verify(c) => format!("verify {c} ({v})"),
         Step::Retire(c) => format!("retire previous {c} set"),
         Step::Repair(c) => format!("repair live {c} ({v})"),
+        Step::Halt(c) => format!("halt {c} ({v}): past its progress deadline"),
         Step::Done => "done".into(),
         Step::Failed(why) => format!("failed: {why}"),
         Step::Blocked(who) => format!("blocked by {who}"),

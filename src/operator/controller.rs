@@ -253,6 +253,7 @@ fn phase_of(step: &Step, s: &BlueGreenDeploymentStatus, d: &Desired) -> Phase {
     let halted = s.halted_hash.as_ref() == Some(&d.target.config_hash);
     match step {
         Step::Launch(_) | Step::Clear(_) | Step::Repair(_) => Phase::Progressing,
+        Step::Halt(_) => Phase::Degraded,
         Step::Gate(_) => Phase::Gating,
         Step::AwaitApproval(_) => Phase::AwaitingApproval,
         Step::Switch(_) => Phase::Switching,

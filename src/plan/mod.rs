@@ -93,6 +93,11 @@ pub struct Observed {
     /// container no longer has), one line each. Empty where the platform
     /// routes by itself (Kubernetes' Services).
     pub drift: Vec<String>,
+    /// When the target's rollout must have passed its gates (Unix ms), on a
+    /// platform that bounds it as a whole (Kubernetes: when the rollout
+    /// began plus `progressDeadlineSeconds`). `None`: the gate bounds
+    /// itself (Docker's `health.deadline`).
+    pub progress_due_ms: Option<u64>,
 }
 
 /// The single next action.
@@ -115,6 +120,10 @@ pub enum Step {
     /// replicas running and gated, the proxy on their addresses): a deploy
     /// of the release that is already live repairs drift.
     Repair(Color),
+    /// The candidate did not pass its gates by `Observed::progress_due_ms`:
+    /// take it down and halt the release (not started again on its own;
+    /// the live color keeps serving).
+    Halt(Color),
     Done,
     Failed(String),
     /// Another cyan took the lock: stop before acting.
@@ -193,7 +202,11 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
         return Step::Launch(color);
     }
     if !gated || set.unavailable > 0 {
-        return Step::Gate(color);
+        // Still not through its gates when its rollout is due: stop it.
+        return match o.progress_due_ms {
+            Some(due) if o.now_ms >= due => Step::Halt(color),
+            _ => Step::Gate(color),
+        };
     }
     if d.intent == Intent::Deploy && d.require_approval {
         return Step::AwaitApproval(color);

@@ -48,6 +48,7 @@ fn world() -> World {
         lock: LockState::Ours,
         now_ms: 1_000,
         drift: Vec::new(),
+        progress_due_ms: None,
     })
 }
 
@@ -121,6 +122,36 @@ fn a_deploy_of_the_live_release_repairs_drift_first() {
     );
     w.0.lock = LockState::Other("alice".into());
     assert_eq!(plan(&d, &w.0), Step::Blocked("alice".into()));
+}
+
+#[test]
+fn a_candidate_not_through_its_gates_by_its_due_time_is_halted() {
+    let d = deploy("2");
+    let mut w = world().built().live(Blue, "1").set(Green, running("2", 2));
+    w.0.progress_due_ms = Some(10_000);
+    w.0.now_ms = 9_999;
+    assert_eq!(plan(&d, &w.0), Step::Gate(Green), "before its due time");
+    w.0.now_ms = 10_000;
+    assert_eq!(plan(&d, &w.0), Step::Halt(Green));
+    let mut short = w.clone();
+    short.0.sets.insert(Green, running("2", 1));
+    assert_eq!(
+        plan(&d, &short.0),
+        Step::Launch(Green),
+        "a launch still goes on: the gate after it is what is due"
+    );
+    let gated = w.clone().gated(Green, "2");
+    assert_eq!(
+        plan(&d, &gated.0),
+        Step::Switch(Green),
+        "a gated set is through: the due time is past its concern"
+    );
+    w.0.progress_due_ms = None;
+    assert_eq!(
+        plan(&d, &w.0),
+        Step::Gate(Green),
+        "no due time: the gate bounds itself"
+    );
 }
 
 #[test]

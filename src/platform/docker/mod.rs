@@ -35,7 +35,7 @@ use bollard::Docker;
 
 use super::Platform;
 use crate::config::{Loaded, Secrets};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image;
 use crate::output::Output;
 use crate::plan::{Desired, ImageState, LockState, Observed, Step};
@@ -92,6 +92,8 @@ impl Platform for DockerPlatform<'_> {
             lock,
             now_ms: crate::clock::now_ms(),
             drift,
+            // The gate bounds itself (`health.deadline`).
+            progress_due_ms: None,
         })
     }
 
@@ -116,6 +118,13 @@ impl Platform for DockerPlatform<'_> {
             Step::Switch(c) => self.switch(*c, d).await,
             Step::Verify(c) => self.verify(*c).await,
             Step::Repair(c) => self.repair(*c, d).await,
+            // Never planned here: `progress_due_ms` is `None`.
+            Step::Halt(c) => {
+                self.clear(*c).await?;
+                Err(Error::GateFailed(format!(
+                    "{version} did not pass its gates in time; {c} was removed"
+                )))
+            }
             Step::AwaitApproval(_) | Step::Done | Step::Failed(_) | Step::Blocked(_) => Ok(()),
         }
     }

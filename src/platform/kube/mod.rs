@@ -209,10 +209,10 @@ impl KubePlatform {
                 d.replicas,
                 self.bgd.spec.gates.min_ready_seconds
             );
-            return self.not_yet(color, d, why).await;
+            return self.not_yet(why);
         }
         if let Err(why) = self.http_gates(color, d).await? {
-            return self.not_yet(color, d, why).await;
+            return self.not_yet(why);
         }
         let now = self.now_ms;
         self.edit(|s| {
@@ -251,17 +251,20 @@ impl KubePlatform {
         Ok(Ok(()))
     }
 
-    /// The candidate is not ready yet; past the progress deadline it is
-    /// halted and scaled down, and the live color keeps serving.
-    async fn not_yet(&self, color: Color, d: &Desired, why: String) -> Result<()> {
-        let deadline = u64::from(self.bgd.spec.progress_deadline_seconds) * 1000;
-        let started = self.status().progress_started_ms.unwrap_or(self.now_ms);
-        if self.now_ms < started + deadline {
-            self.edit(|s| s.message = Some(why));
-            return Ok(());
-        }
+    /// The candidate is not through its gates yet: the status says why
+    /// (the planner halts it once its progress deadline passes).
+    fn not_yet(&self, why: String) -> Result<()> {
+        self.edit(|s| s.message = Some(why));
+        Ok(())
+    }
+
+    /// `Step::Halt`: the candidate missed its progress deadline. It is
+    /// scaled down and halted; the live color keeps serving. The message
+    /// keeps the gate's last reason.
+    async fn halt_overdue(&self, color: Color, d: &Desired) -> Result<()> {
         self.scale_down(color).await?;
         let secs = self.bgd.spec.progress_deadline_seconds;
+        let why = self.status().message.unwrap_or_default();
         self.halt(d, Phase::Degraded, format!(
             "{} did not pass its gates within progressDeadlineSeconds ({secs}s): {why}. It was scaled down; the live color kept serving. Fix the template, or `cyan deploy` again to retry",
             d.target.version
@@ -588,6 +591,9 @@ impl Platform for KubePlatform {
             lock: LockState::Ours,
             now_ms: self.now_ms,
             drift: Vec::new(),
+            progress_due_ms: status
+                .progress_started_ms
+                .map(|started| started + u64::from(self.bgd.spec.progress_deadline_seconds) * 1000),
         })
     }
 
@@ -601,6 +607,7 @@ impl Platform for KubePlatform {
             Step::Done => self.keep_live_scaled().await,
             // Services route by themselves: nothing drifts (`Observed::drift`).
             Step::Repair(_) => Ok(()),
+            Step::Halt(c) => self.halt_overdue(*c, d).await,
             Step::AwaitApproval(_) | Step::Failed(_) | Step::Blocked(_) => Ok(()),
             Step::Build | Step::Push => Err(Error::Platform(
                 "the operator neither builds nor pushes; `cyan deploy` does that before it writes the BlueGreenDeployment".into(),

@@ -630,9 +630,10 @@ fn assert_all_ok_after(samples: &[Sample], t: Instant, log: &str) {
     );
 }
 
-/// Every failure is the proxy saying the app is down (502, 503), after
-/// `from` (when it went down); and from `WITHIN` after it was `healthy`
-/// again, every request succeeds. Returns the failures.
+/// Every failure is the proxy saying the app is down (502, 503), or an
+/// answer cut short by a killed container, after `from` (when it went
+/// down); and from `WITHIN` after it was `healthy` again, every request
+/// succeeds. Returns the failures.
 fn assert_down_only_while<'s>(
     samples: &'s [Sample],
     from: Instant,
@@ -644,7 +645,7 @@ fn assert_down_only_while<'s>(
     let wrong: Vec<&Sample> = failed
         .iter()
         .copied()
-        .filter(|s| !is_proxy_unavailable(s) || s.end < from)
+        .filter(|s| !(is_proxy_unavailable(s) || is_cut_short(s)) || s.end < from)
         .collect();
     assert!(
         wrong.is_empty(),
@@ -653,6 +654,15 @@ fn assert_down_only_while<'s>(
     );
     assert_all_ok_after(samples, healthy + WITHIN, log);
     failed
+}
+
+/// An answer the app began and could not finish: its container was killed
+/// with the response under way (the proxy had sent the head; it can only
+/// end the connection). The app going down, like a 502.
+fn is_cut_short(s: &Sample) -> bool {
+    s.outcome
+        .as_ref()
+        .is_err_and(|e| e.starts_with("body error"))
 }
 
 /// The proxy's own answer for an app it cannot reach now.

@@ -44,8 +44,12 @@ pub async fn converge(p: &impl Platform, d: &Desired, out: &Output) -> Result<Ou
             )));
         }
         out.phase(describe(&step, d));
+        step_event(&step, d, "began");
         match p.act(&step, d).await {
-            Ok(()) => out.done(describe(&step, d)),
+            Ok(()) => {
+                step_event(&step, d, "done");
+                out.done(describe(&step, d))
+            }
             Err(e @ Error::GateFailed(_)) => {
                 if let Step::Gate(color) = step {
                     out.warn(format!("{color} failed its health gate; removing it (live traffic was never touched)"));
@@ -60,6 +64,20 @@ pub async fn converge(p: &impl Platform, d: &Desired, out: &Output) -> Result<Ou
     Err(Error::Platform(format!(
         "no convergence after {MAX_STEPS} steps"
     )))
+}
+
+/// The target of the structured step events: with `--log-format json`
+/// they are on stderr whatever `RUST_LOG` says, one JSON line each
+/// (`"fields": {"step": "verify", "color": "green", "version": "2",
+/// "event": "began" | "done"}`), for scripts and tests to follow a deploy
+/// without reading its progress wording.
+pub const STEP_EVENTS: &str = "cyan::step";
+
+fn step_event(step: &Step, d: &Desired, event: &str) {
+    let tagged = serde_json::to_value(step).expect("a step serializes");
+    let kind = tagged["step"].as_str().unwrap_or_default();
+    let color = tagged["color"].as_str().unwrap_or_default();
+    tracing::info!(target: STEP_EVENTS, step = kind, color, version = %d.target.version, event);
 }
 
 /// A step in words, for progress lines.

@@ -34,7 +34,7 @@ fn zero_downtime_across_deploy_rollback_deploy() {
     pause();
 
     let mut deploy = app.spawn(&["deploy", "--version", "2"]);
-    let switched_to_2 = deploy.wait_for("switched ", Duration::from_secs(120));
+    let switched_to_2 = deploy.wait_for_step("switch", "done", Duration::from_secs(120));
     let (code, _, log) = deploy.finish();
     assert_eq!(code, 0, "{log}");
     pause();
@@ -42,7 +42,7 @@ fn zero_downtime_across_deploy_rollback_deploy() {
     let before_rollback = app.containers();
     let rollback_started = Instant::now();
     let mut rollback = app.spawn(&["rollback"]);
-    let switched_to_1 = rollback.wait_for("switched ", Duration::from_secs(30));
+    let switched_to_1 = rollback.wait_for_step("switch", "done", Duration::from_secs(30));
     let (code, _, log) = rollback.finish();
     assert_eq!(code, 0, "{log}");
     assert!(
@@ -58,7 +58,7 @@ fn zero_downtime_across_deploy_rollback_deploy() {
 
     let deploy3_started = Instant::now();
     let mut deploy = app.spawn(&["deploy", "--version", "3"]);
-    let switched_to_3 = deploy.wait_for("switched ", Duration::from_secs(120));
+    let switched_to_3 = deploy.wait_for_step("switch", "done", Duration::from_secs(120));
     let (code, _, log) = deploy.finish();
     assert_eq!(code, 0, "{log}");
     pause();
@@ -234,13 +234,19 @@ fn a_killed_deploy_converges_when_run_again() {
     let _ctx = rt.enter();
     let load = Load::start(app.port, &format!("{}.localhost", app.name), 3, 1);
     // Kill with SIGKILL in the middle of each phase, then run the same deploy again.
+    // As the launch begins, between a gate's first and second probe (no
+    // step event marks it: its progress line does), as the switch begins.
     for (version, phase) in [
-        ("2", " × "),
-        ("3", "1/2 GET /healthz"),
-        ("4", "▸ switch traffic"),
+        ("2", Ok("launch")),
+        ("3", Err("1/2 GET /healthz")),
+        ("4", Ok("switch")),
     ] {
         let mut deploy = app.spawn(&["deploy", "--version", version]);
-        deploy.wait_for(phase, Duration::from_secs(120));
+        let limit = Duration::from_secs(120);
+        match phase {
+            Ok(step) => deploy.wait_for_step(step, "began", limit),
+            Err(line) => deploy.wait_for(line, limit),
+        };
         deploy.kill9();
         let status = app.status_json();
         assert!(
@@ -248,7 +254,7 @@ fn a_killed_deploy_converges_when_run_again() {
             "a killed holder's lock is free, and status says so: {status:#}"
         );
         // Killed with a candidate up: not "progressing", and says what to do.
-        if phase.contains("healthz") {
+        if phase.is_err() {
             assert!(!status["candidate"].is_null(), "{status:#}");
         }
         if !status["candidate"].is_null() && status["live"]["version"] != version {
@@ -286,7 +292,7 @@ fn a_deploy_killed_while_verifying_is_interrupted_not_verifying() {
     app.deploy("1");
     app.write_config("verify: { duration: 8s, on_inconclusive: pass }\n");
     let mut deploy = app.spawn(&["deploy", "--version", "2"]);
-    deploy.wait_for("▸ verify", Duration::from_secs(120));
+    deploy.wait_for_step("verify", "began", Duration::from_secs(120));
     deploy.kill9();
     // Nobody watches the window any more: status must not say it is
     // being verified, and says how to go on.
@@ -309,7 +315,7 @@ fn a_deploy_killed_while_verifying_is_interrupted_not_verifying() {
     // again after its window is over: judged then, not taken for a pass.
     app.write_config("verify: { duration: 2s, on_inconclusive: pass }\nenv:\n  FAIL_RATE: \"1\"\n");
     let mut deploy = app.spawn(&["deploy", "--version", "3"]);
-    deploy.wait_for("▸ verify", Duration::from_secs(120));
+    deploy.wait_for_step("verify", "began", Duration::from_secs(120));
     for _ in 0..5 {
         assert_eq!(app.get("/").0, 500);
     }
@@ -326,7 +332,7 @@ fn a_deploy_killed_while_verifying_is_interrupted_not_verifying() {
 fn a_concurrent_deploy_is_refused_and_lock_wait_queues() {
     let app = TestApp::new("lock", "");
     let mut first = app.spawn(&["deploy", "--version", "1"]);
-    first.wait_for("▸ build", Duration::from_secs(60));
+    first.wait_for_step("build", "began", Duration::from_secs(60));
     let out = app.cyan(&["deploy", "--version", "1"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(4), "{all}");
@@ -506,7 +512,7 @@ fn an_inconclusive_verification_is_not_a_pass() {
         "{verify}  on_inconclusive: pass\nenv:\n  FAIL_RATE: \"1\"\n"
     ));
     let mut deploy = app.spawn(&["deploy", "--version", "4"]);
-    deploy.wait_for("switched ", Duration::from_secs(60));
+    deploy.wait_for_step("switch", "done", Duration::from_secs(60));
     for _ in 0..10 {
         app.get("/");
     }

@@ -351,7 +351,7 @@ fn remove_frees_the_host_under_the_deploy_lock() {
     // A deploy holds the lock while its slow replicas are gated.
     web.write_config("env:\n  START_DELAY_MS: \"6000\"\n");
     let mut deploy = web.spawn(&["deploy", "--version", "2"]);
-    deploy.wait_for("health-gate", Duration::from_secs(120));
+    deploy.wait_for_step("gate", "began", Duration::from_secs(120));
     let out = web.cyan(&["remove", "--yes"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(4), "{all}");
@@ -401,10 +401,10 @@ fn a_remove_queued_behind_a_deploy_removes_what_the_deploy_launched() {
     let web = TestApp::on_home("queue", "", &proxy.home);
     web.deploy("1");
     let mut deploy = web.spawn(&["deploy", "--version", "2"]);
-    deploy.wait_for("build 2", Duration::from_secs(120));
+    deploy.wait_for_step("build", "began", Duration::from_secs(120));
     let mut remove = web.spawn(&["remove", "--yes", "--lock-wait", "1m"]);
     let queued = remove.wait_for("waiting for the deploy lock", Duration::from_secs(30));
-    let launched = deploy.wait_for("launch 2 as green", Duration::from_secs(120));
+    let launched = deploy.wait_for_step("launch", "began", Duration::from_secs(120));
     if queued > launched {
         // Green may have existed when the remove first looked.
         eprintln!(

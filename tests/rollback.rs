@@ -201,7 +201,7 @@ fn a_rollback_never_goes_back_to_a_release_that_failed_its_verification() {
         "verify: { duration: 3s, max_5xx_ratio: 0.01, min_requests: 5 }\nenv: { FAIL_RATE: \"1\" }\n",
     );
     let mut deploy = app.spawn(&["deploy", "--version", "v2"]);
-    deploy.wait_for("▸ verify", std::time::Duration::from_secs(120));
+    deploy.wait_for_step("verify", "began", std::time::Duration::from_secs(120));
     for _ in 0..10 {
         app.get("/");
     }

@@ -669,8 +669,13 @@ pub fn main_with_args() -> std::process::ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if format == LogFormat::Json {
+        // The step events are the structured progress: always on in JSON.
+        let steps = format!("{}=info", crate::engine::STEP_EVENTS);
+        filter = filter.add_directive(steps.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -127,10 +127,12 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
         self.cyan_ok(&["deploy", "--version", version])
     }
 
-    /// Starts cyan in the background, watching its progress lines.
+    /// Starts cyan in the background, watching its progress lines and its
+    /// structured step events (`--log-format json`).
     pub fn spawn(&self, args: &[&str]) -> Running {
         let mut child = self
             .command(args)
+            .args(["--log-format", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -214,29 +216,48 @@ pub struct Running {
 }
 
 impl Running {
-    /// Waits for a progress line containing `needle`; returns when it was printed.
+    /// Waits for a progress line containing `needle`; returns when it was
+    /// printed. For a moment inside a step (a probe's result, say); a
+    /// step's start or end is `wait_for_step`.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Instant {
+        self.wait_until(needle, timeout, |l| l.contains(needle))
+    }
+
+    /// Waits for the step event `step` (`build`, `launch`, `gate`,
+    /// `switch`, `verify`, …: `Step`'s names) with `event` `began` or
+    /// `done`; returns when it was printed.
+    pub fn wait_for_step(&mut self, step: &str, event: &str, timeout: Duration) -> Instant {
+        self.wait_until(&format!("step {step} {event}"), timeout, |l| {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                return false;
+            };
+            v["target"] == "cyan::step"
+                && v["fields"]["step"] == step
+                && v["fields"]["event"] == event
+        })
+    }
+
+    fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        seen: impl Fn(&str) -> bool,
+    ) -> Instant {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((at, _)) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(_, l)| l.contains(needle))
-            {
+            if let Some((at, _)) = self.lines.lock().unwrap().iter().find(|(_, l)| seen(l)) {
                 return *at;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "cyan exited ({status}) before printing {needle:?}:\n{}",
+                    "cyan exited ({status}) before printing {what:?}:\n{}",
                     self.log()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "no {needle:?} within {timeout:?}:\n{}",
+                "no {what:?} within {timeout:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(5));

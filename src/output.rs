@@ -17,13 +17,33 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::github::{self, StepTiming};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How results are printed (`-o`): `text`, `json` or `github`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     #[default]
     Text,
     Json,
     /// GitHub Actions: log groups, step outputs, job summary, annotations.
     Github,
+}
+
+impl Format {
+    /// The names `-o` takes.
+    pub const NAMES: [&'static str; 3] = ["text", "json", "github"];
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            "github" => Ok(Format::Github),
+            other => Err(format!(
+                "unknown output format {other:?}: text, json or github"
+            )),
+        }
+    }
 }
 
 /// What a command returns for `output` to render: its JSON (`-o json`,

@@ -37,7 +37,7 @@ Then:\n  cyan status -c cyan.yaml\n  cyan rollback -c cyan.yaml",
 )]
 pub struct Cli {
     /// Output format for results (progress always goes to stderr).
-    #[arg(short, long, global = true, value_enum, default_value_t = Format::Text)]
+    #[arg(short, long, global = true, value_parser = one_of::<Format>(&Format::NAMES), default_value = "text")]
     pub output: Format,
     /// Log format for diagnostics (RUST_LOG sets the level).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -66,7 +66,7 @@ pub struct ConfigArg {
 #[derive(Args, Debug, Clone, Default)]
 pub struct PlatformArg {
     /// Act on this platform instead of cyan.yaml's `platform` (docker, kubernetes).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = one_of::<PlatformKind>(&PlatformKind::NAMES))]
     pub platform: Option<PlatformKind>,
 }
 
@@ -666,6 +666,16 @@ pub fn main_with_args() -> std::process::ExitCode {
             e.exit_code()
         }
     }
+}
+
+/// A flag's value parser for a type of the library (which knows no clap):
+/// `names` listed in `--help` and in errors, parsed with its `FromStr`.
+fn one_of<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
 }
 
 fn init_tracing(format: LogFormat) {

@@ -23,12 +23,28 @@ pub use secrets::{log_filter, Secrets};
 pub use values::{Dur, ImageRepo, Name, Ratio, StatusRange};
 
 /// Where the app runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PlatformKind {
     #[default]
     Docker,
     Kubernetes,
+}
+
+impl PlatformKind {
+    /// The names `platform:` and `--platform` take.
+    pub const NAMES: [&'static str; 2] = ["docker", "kubernetes"];
+}
+
+impl std::str::FromStr for PlatformKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "docker" => Ok(PlatformKind::Docker),
+            "kubernetes" => Ok(PlatformKind::Kubernetes),
+            other => Err(format!("unknown platform {other:?}: docker or kubernetes")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

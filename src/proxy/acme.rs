@@ -736,7 +736,7 @@ mod tests {
     /// plain HTTP only.
     #[tokio::test]
     async fn a_pending_http01_token_is_answered_before_any_route() {
-        use super::super::forward::{Client, Forwarder};
+        use super::super::forward::{ClientConn, Forwarder};
         let dir = std::env::temp_dir().join(format!("cyan-acme-claim-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let router = Arc::new(Router::restore(dir.join("proxy.json")).unwrap());
@@ -755,7 +755,7 @@ mod tests {
         let peer = "127.0.0.1:5000".parse().unwrap();
         for (scheme, answered) in [("http", true), ("https", false)] {
             let forwarder = Arc::new(Forwarder::new(router.clone(), scheme, timeouts));
-            let client = Client::new(forwarder.clone(), local, peer);
+            let client = ClientConn::new(forwarder.clone(), local, peer);
             let Err(own) = forwarder
                 .claim(Some("web.test"), &client, "/.well-known/acme-challenge/tok")
                 .await
@@ -766,7 +766,7 @@ mod tests {
             assert_eq!(own.body == "tok.thumb", answered, "{scheme}");
         }
         let forwarder = Arc::new(Forwarder::new(router.clone(), "http", timeouts));
-        let client = Client::new(forwarder.clone(), local, peer);
+        let client = ClientConn::new(forwarder.clone(), local, peer);
         let Err(own) = forwarder
             .claim(
                 Some("web.test"),

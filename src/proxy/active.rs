@@ -30,11 +30,11 @@ pub fn spawn(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
                 _ = stop.changed() => return,
             }
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            for (pool, check, hosts) in router.actively_checked() {
+            for (balancer, check, hosts) in router.actively_checked() {
                 if elapsed_ms % check.interval_ms.max(1000) >= 1000 {
                     continue;
                 }
-                for addr in pool.addrs() {
+                for addr in balancer.addrs() {
                     let mut req = hyper::Request::get(format!("http://{addr}{}", check.path));
                     if let Some(h) = hosts.first() {
                         req = req.header(hyper::header::HOST, h);
@@ -45,7 +45,7 @@ pub fn spawn(router: Arc<Router>, mut stop: watch::Receiver<bool>) {
                     let ok = matches!(&answer, Ok(Ok(r)) if r.status().as_u16() < 400);
                     // Out until the next probe passes (two intervals, so a
                     // late probe does not let it back early).
-                    pool.set_ejected(
+                    balancer.set_ejected(
                         addr,
                         if ok {
                             0

@@ -19,13 +19,14 @@
 //! a refused connection (nothing sent) may go to another replica whatever
 //! the method, a dropped one only then.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 
-use super::forward::Own;
-use super::pool::Claim;
+use super::pages::Page;
 use super::state::RequestPolicy;
+use super::upstream::Claim;
 
 /// Why no upstream response came.
 #[derive(Debug)]
@@ -44,6 +45,30 @@ pub(crate) enum Failed {
     Broken(String),
     /// The client's fault, not the upstream's.
     Client(ClientFault),
+}
+
+impl Failed {
+    /// hyper's path: the exchange failed once the request was (maybe) sent.
+    /// A body the client broke (`body`) is the client's fault, whatever the
+    /// upstream's connection then reported.
+    pub(crate) fn sending(e: hyper::Error, body: Option<&BodyOutcome>) -> Failed {
+        match body.and_then(BodyOutcome::fault) {
+            Some(fault) => Failed::Client(fault),
+            None if connection_ended(&e) => {
+                Failed::Dropped(format!("closed without answering: {e}"))
+            }
+            None => Failed::Broken(e.to_string()),
+        }
+    }
+
+    /// hyper's path: no response head within `timeout`. Still waiting for
+    /// the client's body: the client is slow, not the upstream.
+    pub(crate) fn no_answer(timeout: Duration, body: Option<&BodyOutcome>) -> Failed {
+        match body {
+            Some(o) if !o.ended() => Failed::Client(o.fault().unwrap_or(ClientFault::Slow)),
+            _ => Failed::Timeout(timeout),
+        }
+    }
 }
 
 /// What a client did wrong while its request was being forwarded.
@@ -74,6 +99,51 @@ impl ClientFault {
             ClientFault::Slow => "the request body stopped arriving",
             ClientFault::Malformed => "the request body's framing is invalid",
         }
+    }
+}
+
+/// What became of a client's body that is being sent on hyper's path
+/// (`client_body`): still being read (0), ended, or failed by the client.
+/// Shared between the body (on the upstream connection's task) and the
+/// request that waits for the response, which books a failure by it.
+#[derive(Default)]
+pub(crate) struct BodyOutcome(AtomicU8);
+
+const ENDED: u8 = 1;
+const GONE: u8 = 2;
+const SLOW: u8 = 3;
+const MALFORMED: u8 = 4;
+
+impl BodyOutcome {
+    /// The client's fault, if its body failed.
+    pub(crate) fn fault(&self) -> Option<ClientFault> {
+        match self.0.load(Ordering::Acquire) {
+            GONE => Some(ClientFault::Gone),
+            SLOW => Some(ClientFault::Slow),
+            MALFORMED => Some(ClientFault::Malformed),
+            _ => None,
+        }
+    }
+
+    /// The whole body has been read from the client.
+    pub(crate) fn ended(&self) -> bool {
+        self.0.load(Ordering::Acquire) == ENDED
+    }
+
+    pub(crate) fn set_ended(&self) {
+        self.set(ENDED);
+    }
+
+    pub(crate) fn set_fault(&self, fault: ClientFault) {
+        self.set(match fault {
+            ClientFault::Gone => GONE,
+            ClientFault::Slow => SLOW,
+            ClientFault::Malformed => MALFORMED,
+        });
+    }
+
+    fn set(&self, to: u8) {
+        self.0.store(to, Ordering::Release);
     }
 }
 
@@ -152,17 +222,14 @@ impl<'p> Attempt<'p> {
 
     /// Books a failed try on the side at fault. `Ok`: try again, on the new
     /// `claim`; `Err`: the page for the client (already counted).
-    pub fn failed(&mut self, failed: Failed) -> Result<(), Own> {
+    pub fn failed(&mut self, failed: Failed) -> Result<(), Page> {
         let elapsed = self.started.elapsed();
         let (status, why) = match failed {
             Failed::Client(fault) => {
-                let stats = &self.claim.pool().stats;
+                let stats = &self.claim.balancer().stats;
                 stats.record(fault.status().as_u16(), elapsed);
                 tracing::debug!(upstream = %self.claim.addr(), status = %fault.status(), why = fault.why(), "client fault");
-                return Err(Own::text(
-                    fault.status(),
-                    format!("cyan: {}\n", fault.why()),
-                ));
+                return Err(Page::error(fault.status(), fault.why()));
             }
             Failed::Refused(e) => {
                 self.claim.failed(self.policy);
@@ -188,12 +255,12 @@ impl<'p> Attempt<'p> {
             Failed::Broken(why) => (StatusCode::BAD_GATEWAY, why),
         };
         let claim = &self.claim;
-        claim.pool().stats.record_failure(status.as_u16(), elapsed);
+        claim
+            .balancer()
+            .stats
+            .record_failure(status.as_u16(), elapsed);
         tracing::warn!(upstream = %claim.addr(), %status, error = %why, "upstream request failed");
-        Err(Own::text(
-            status,
-            format!("cyan: upstream {} failed: {why}\n", claim.addr()),
-        ))
+        Err(Page::upstream_failed(status, claim.addr(), &why))
     }
 
     /// Moves the request to another replica, once, when `allowed`; the try
@@ -203,13 +270,13 @@ impl<'p> Attempt<'p> {
             return false;
         }
         self.retried = true;
-        let Some(next) = self.claim.pool().claim(self.policy) else {
+        let Some(next) = self.claim.balancer().claim(self.policy) else {
             return false;
         };
         if next.addr() == self.claim.addr() {
             return false;
         }
-        self.claim.pool().stats.record_failed_try();
+        self.claim.balancer().stats.record_failed_try();
         self.claim = next;
         true
     }

@@ -1,13 +1,12 @@
 //! A client's request body on hyper's path, as it goes to the upstream:
 //! each read from the client has a deadline (the body timeout, between two
 //! frames), and when the body fails, the request knows it was the client's
-//! fault (`attempt::ClientFault`) and not the upstream's, whose connection
+//! fault (`attempt::BodyOutcome`) and not the upstream's, whose connection
 //! merely carried the error.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -16,39 +15,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
-use super::attempt::{connection_ended, ClientFault};
-
-/// What became of a body that is being sent: still being read (0), ended,
-/// or failed by the client. Shared between the body (on the upstream
-/// connection's task) and the request that waits for the response.
-#[derive(Default)]
-pub(crate) struct BodyOutcome(AtomicU8);
-
-const ENDED: u8 = 1;
-const GONE: u8 = 2;
-const SLOW: u8 = 3;
-const MALFORMED: u8 = 4;
-
-impl BodyOutcome {
-    /// The client's fault, if its body failed.
-    pub(crate) fn fault(&self) -> Option<ClientFault> {
-        match self.0.load(Ordering::Acquire) {
-            GONE => Some(ClientFault::Gone),
-            SLOW => Some(ClientFault::Slow),
-            MALFORMED => Some(ClientFault::Malformed),
-            _ => None,
-        }
-    }
-
-    /// The whole body has been read from the client.
-    pub(crate) fn ended(&self) -> bool {
-        self.0.load(Ordering::Acquire) == ENDED
-    }
-
-    fn set(&self, to: u8) {
-        self.0.store(to, Ordering::Release);
-    }
-}
+use super::attempt::{connection_ended, BodyOutcome, ClientFault};
 
 /// A request body for the upstream: none, or the client's, read under a
 /// deadline.
@@ -112,17 +79,21 @@ impl Body for ClientBody {
             Poll::Ready(Some(Ok(frame))) => {
                 s.sleep = None;
                 if s.inner.is_end_stream() {
-                    s.outcome.set(ENDED);
+                    s.outcome.set_ended();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
-                s.outcome.set(ENDED);
+                s.outcome.set_ended();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
                 let gone = e.is_canceled() || connection_ended(&e);
-                s.outcome.set(if gone { GONE } else { MALFORMED });
+                s.outcome.set_fault(if gone {
+                    ClientFault::Gone
+                } else {
+                    ClientFault::Malformed
+                });
                 Poll::Ready(Some(Err(io::Error::other(e))))
             }
             Poll::Pending => {
@@ -131,7 +102,7 @@ impl Body for ClientBody {
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(sleep.as_mut().poll(cx));
-                s.outcome.set(SLOW);
+                s.outcome.set_fault(ClientFault::Slow);
                 Poll::Ready(Some(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the request body stopped arriving",

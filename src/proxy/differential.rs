@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::fast;
-use super::forward::{Client, Forwarder};
+use super::forward::{ClientConn, Forwarder};
 use super::prefixed::Prefixed;
 use super::router::Router;
 use super::timeouts::Timeouts;
@@ -164,7 +164,7 @@ pub fn upstream_requests(data: &[u8], fast_path: bool) -> Vec<Seen> {
             idle: Duration::from_secs(2),
         };
         let forwarder = Arc::new(Forwarder::new(h.router.clone(), "http", timeouts));
-        let client = Arc::new(Client::new(forwarder, local, peer));
+        let client = Arc::new(ClientConn::new(forwarder, local, peer));
         let serve = async move {
             if fast_path {
                 let (_tx, mut close_idle) = tokio::sync::watch::channel(false);

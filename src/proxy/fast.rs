@@ -14,8 +14,9 @@
 //! bytes read so far: HTTP/1.0, upgrades, `Expect`, chunked or doubtful
 //! request framing, absolute-form targets, h2c, a head that does not parse
 //! or is larger than `MAX_HEAD` (hyper then answers 400 or 431 itself).
-//! Routing, claims, retries, passive health, counters and drain are the
-//! same code as on hyper's path (`forward`).
+//! Routing and claims (`forward`'s `Forwarder::claim`), retries and blame
+//! (`attempt`), passive health (`upstream`), counters (`stats`), cyan's
+//! pages (`pages`) and drain are the same code as on hyper's path.
 
 use std::io;
 use std::ops::Range;
@@ -28,13 +29,14 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::attempt::{Attempt, ClientFault, Failed};
+use super::conn_pool::ConnPool;
 use super::drain::{slot_reached, EventBoundary, BOUNDARY_GRACE};
-use super::forward::{Client, Own};
+use super::forward::ClientConn;
 use super::framing::{Chunked, Framing};
 use super::heads::{header, status_line, Parse, RequestHead, ResponseHead};
-use super::pool::Pool;
+use super::load_balancer::LoadBalancer;
+use super::pages::{Page, REQUEST_TIMEOUT};
 use super::prefixed::Prefixed;
-use super::upstream::Conns;
 
 /// Larger request heads go to hyper, which takes up to ~400 KiB and
 /// answers 431 past that.
@@ -61,7 +63,7 @@ pub enum Ended {
 /// timeout, each piece of its body within the body timeout.
 pub async fn serve(
     mut stream: TcpStream,
-    client: &Client,
+    client: &ClientConn,
     close_idle: &mut watch::Receiver<bool>,
 ) -> Ended {
     let timeouts = client.forwarder.timeouts;
@@ -114,11 +116,6 @@ pub async fn serve(
     }
 }
 
-/// The answer to a request head that did not arrive in time.
-const REQUEST_TIMEOUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n\
-    content-length: 38\r\nconnection: close\r\n\r\ncyan: the request head did not arrive\n";
-
 /// Closes after a last response: the write side first, then what the
 /// client still sends is read and dropped for a moment. Closing with
 /// unread bytes would answer them with a reset, which can destroy the
@@ -138,7 +135,7 @@ async fn forward(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     mut head: RequestHead,
-    client: &Client,
+    client: &ClientConn,
 ) -> io::Result<bool> {
     let forwarder = &client.forwarder;
     let claimed = {
@@ -164,7 +161,7 @@ async fn forward(
     let (claim, policy) = match claimed {
         Ok(claimed) => claimed,
         // Unread body bytes would be taken for the next request: close.
-        Err(own) => return answer(stream, &own, None, &head, keep_alive && unread == 0).await,
+        Err(page) => return answer(stream, &page, None, &head, keep_alive && unread == 0).await,
     };
     let started = Instant::now();
     let exchange = Exchange {
@@ -186,18 +183,18 @@ async fn forward(
             Err(failed) => failed,
         };
         let client_gone = matches!(failed, Failed::Client(ClientFault::Gone));
-        if let Err(own) = attempt.failed(failed) {
+        if let Err(page) = attempt.failed(failed) {
             if client_gone {
                 return Ok(false);
             }
             // Unread body bytes would be taken for the next request: close.
             let reusable = keep_alive && (unread == 0 || body_sent);
             let id = head.id.as_bytes();
-            return answer(stream, &own, Some(id), &head, reusable).await;
+            return answer(stream, &page, Some(id), &head, reusable).await;
         }
     };
     claim
-        .pool()
+        .balancer()
         .stats
         .record(response.status, started.elapsed());
     let mut reply = response.client_head;
@@ -211,7 +208,7 @@ async fn forward(
     let copy = BodyCopy {
         framing: response.framing,
         event_stream: response.event_stream,
-        pool: claim.pool(),
+        balancer: claim.balancer(),
     };
     let complete = copy.run(&mut upstream, &mut rbuf, reply, stream).await?;
     if complete && response.reusable && rbuf.is_empty() {
@@ -242,7 +239,7 @@ impl Exchange<'_> {
     /// `body_sent` turns true once the client's body has been read whole.
     async fn send(
         &self,
-        conns: &Conns,
+        conns: &ConnPool,
         client: &mut TcpStream,
         buf: &mut BytesMut,
         body_sent: &mut bool,
@@ -378,7 +375,7 @@ struct BodyCopy<'a> {
     event_stream: bool,
     /// The color it comes from: if that stops being live, the body ends at
     /// its slot before the drain deadline (`drain`).
-    pool: &'a Arc<Pool>,
+    balancer: &'a Arc<LoadBalancer>,
 }
 
 impl BodyCopy<'_> {
@@ -449,8 +446,8 @@ impl BodyCopy<'_> {
             }
             rbuf.clear();
             rbuf.reserve(READ_SIZE);
-            let (closing, slot) =
-                closing.get_or_insert_with(|| (self.pool.closing(), self.pool.slots.next()));
+            let (closing, slot) = closing
+                .get_or_insert_with(|| (self.balancer.closing(), self.balancer.slots.next()));
             let grace = ending_since.map(|t: tokio::time::Instant| t + BOUNDARY_GRACE);
             let read = tokio::select! {
                 read = upstream.read_buf(rbuf) => read?,
@@ -504,17 +501,17 @@ impl BodyCopy<'_> {
 /// Answers with a page cyan made.
 async fn answer(
     stream: &mut TcpStream,
-    own: &Own,
+    page: &Page,
     id: Option<&[u8]>,
     head: &RequestHead,
     keep_alive: bool,
 ) -> io::Result<bool> {
-    let mut out = Vec::with_capacity(256 + own.body.len());
-    status_line(&mut out, own.status.as_u16(), None);
+    let mut out = Vec::with_capacity(256 + page.body.len());
+    status_line(&mut out, page.status.as_u16(), None);
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ");
-    out.extend_from_slice(own.body.len().to_string().as_bytes());
+    out.extend_from_slice(page.body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
-    if let Some(s) = own.retry_after_s {
+    if let Some(s) = page.retry_after_s {
         out.extend_from_slice(format!("retry-after: {s}\r\n").as_bytes());
     }
     if let Some(id) = id {
@@ -525,7 +522,7 @@ async fn answer(
     }
     out.extend_from_slice(b"\r\n");
     if !head.method_head {
-        out.extend_from_slice(own.body.as_bytes());
+        out.extend_from_slice(page.body.as_bytes());
     }
     stream.write_all(&out).await?;
     Ok(keep_alive)
@@ -533,19 +530,4 @@ async fn answer(
 
 fn text_at(buf: &[u8], range: Range<usize>) -> &str {
     std::str::from_utf8(&buf[range]).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_408_page_is_framed_by_its_length() {
-        let Ok(Some(r)) = ResponseHead::parse(REQUEST_TIMEOUT, false) else {
-            panic!("the 408 page does not parse");
-        };
-        assert_eq!(r.status, 408);
-        let body = (REQUEST_TIMEOUT.len() - r.len) as u64;
-        assert_eq!(r.framing, Framing::Length(body));
-    }
 }

@@ -17,7 +17,7 @@
 //! dropped even from a trusted peer: no balancer sends it, and it could
 //! override the real one.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -74,6 +74,12 @@ pub(crate) fn classify(name: &[u8]) -> Name {
         Some(i) => Name::Forwarding(i),
         None => Name::Other,
     }
+}
+
+/// A client's address as `X-Forwarded-For` carries it, formatted once per
+/// connection.
+pub(crate) fn client_ip(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a valid header")
 }
 
 /// Whether `peer` is one of the route's trusted proxies.

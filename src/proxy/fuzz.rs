@@ -8,12 +8,11 @@ use std::sync::{Arc, OnceLock};
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::forward::{
-    connection_named, is_hop_by_hop, prepare_upstream_headers, request_id, upgrade_protocol,
-    Client, Forwarder,
-};
+use super::forward::{ClientConn, Forwarder};
 use super::framing::{Chunked, Framing};
+use super::headers::{connection_named, is_hop_by_hop, prepare_upstream_headers, upgrade_protocol};
 use super::heads::{Parse, RequestHead, ResponseHead};
+use super::request_id::request_id;
 use super::router::{normalize_host, Router};
 use super::tunnel::FrameCursor;
 
@@ -76,11 +75,11 @@ pub fn request_path(data: &[u8]) {
 /// The fast path: rewritten heads parse again and carry nothing
 /// hop-by-hop; the end of a chunked body does not depend on how it is split.
 fn fast_path(data: &[u8], split: usize) {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
+    static CLIENT: OnceLock<ClientConn> = OnceLock::new();
     let client = CLIENT.get_or_init(|| {
         let state = std::env::temp_dir().join("cyan-fuzz-never-written.json");
         let router = Router::restore(state).expect("an empty router");
-        Client::new(
+        ClientConn::new(
             Arc::new(Forwarder::new(Arc::new(router), "http", Default::default())),
             "127.0.0.1:80".parse().expect("an address"),
             "192.0.2.7:4000".parse().expect("an address"),

@@ -11,46 +11,18 @@ use hyper::StatusCode;
 
 use super::attempt::{idempotent, Failed};
 use super::drain;
-use super::forward::{
-    connection_tokens, is_hop_by_hop, named_hop_by_hop, new_request_id, only_chunked,
-    sane_request_id, valid_host, Client, MAX_REQUEST_ID,
-};
+use super::forward::ClientConn;
 use super::forwarding;
 use super::framing::Framing;
+use super::headers::{
+    connection_tokens, is_hop_by_hop, named_hop_by_hop, only_chunked, valid_host,
+};
+use super::request_id::RequestId;
 
 /// More request header lines go to hyper (which takes 100).
 const MAX_HEADERS: usize = 64;
 /// As many response header lines as hyper's client takes.
 const MAX_RESPONSE_HEADERS: usize = 100;
-
-/// A request id as sent by the client, or a new one.
-pub(crate) struct RequestId {
-    bytes: [u8; MAX_REQUEST_ID],
-    len: usize,
-}
-
-impl RequestId {
-    fn new(sent: Option<&[u8]>) -> RequestId {
-        let fresh;
-        let id = match sent {
-            Some(id) if sane_request_id(id) => id,
-            _ => {
-                fresh = new_request_id();
-                &fresh[..]
-            }
-        };
-        let mut bytes = [0u8; MAX_REQUEST_ID];
-        bytes[..id.len()].copy_from_slice(id);
-        RequestId {
-            bytes,
-            len: id.len(),
-        }
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
 
 pub(crate) enum Parse<T> {
     Complete(T),
@@ -80,7 +52,7 @@ pub(crate) struct RequestHead {
 }
 
 impl RequestHead {
-    pub(crate) fn parse(buf: &[u8], client: &Client) -> Parse<RequestHead> {
+    pub(crate) fn parse(buf: &[u8], client: &ClientConn) -> Parse<RequestHead> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let len = match req.parse(buf) {
@@ -159,7 +131,7 @@ impl RequestHead {
     /// trusted proxies: its forwarding headers kept (`forwarding`). `buf`
     /// is the buffer the head was parsed from. Built again only when it
     /// differs: when the client sent a forwarding header.
-    pub(crate) fn trust(&mut self, buf: &[u8], client: &Client) {
+    pub(crate) fn trust(&mut self, buf: &[u8], client: &ClientConn) {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         if !matches!(
@@ -186,7 +158,7 @@ fn upstream_head(
     len: usize,
     host: &[u8],
     id: &RequestId,
-    client: &Client,
+    client: &ClientConn,
     trusted: bool,
 ) -> Vec<u8> {
     let (method, target) = (req.method.unwrap_or("GET"), req.path.unwrap_or("/"));
@@ -380,10 +352,10 @@ mod tests {
     use crate::proxy::router::Router;
     use std::sync::Arc;
 
-    fn client() -> Client {
+    fn client() -> ClientConn {
         let state = std::env::temp_dir().join("cyan-fast-tests-never-written.json");
         let router = Arc::new(Router::restore(state).unwrap());
-        Client::new(
+        ClientConn::new(
             Arc::new(Forwarder::new(router, "http", Default::default())),
             "127.0.0.1:80".parse().unwrap(),
             "10.1.2.3:5555".parse().unwrap(),

@@ -25,8 +25,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::pool::StatsView;
 use super::router::{RouteView, Router};
+use super::stats::StatsView;
 use crate::error::{Error, Result};
 
 /// Serves `GET /metrics` on `addr`, which must be a loopback address, until

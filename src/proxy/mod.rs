@@ -5,17 +5,26 @@
 //! - `router`: the ArcSwap'd table and the primitives that change it;
 //!   `control`: the control plane's named verbs (put route, set color,
 //!   switch, hold, ...), each with its rule; `lease`: the deploy lock;
-//! - `pool`: upstreams, claims (in-flight counting) and per-color counters;
-//!   `upstream`: keep-alive connections to one upstream;
-//! - `forward`: the request path; `attempt`: its tries at an upstream and
-//!   who is to blame for a failure (client or upstream);
+//! - the request path, the same for the fast path and hyper's: `forward`:
+//!   a listener's `Forwarder` and each connection's `ClientConn`, the claim
+//!   that routes a request, and hyper's path; `load_balancer`: one color of
+//!   a route, picking the upstream a request claims (round-robin or least
+//!   connections); `upstream`: one upstream, its claims (in-flight
+//!   counting, which a drain waits on) and passive health; `conn_pool`:
+//!   keep-alive connections to one upstream; `stats`: per-color counters;
+//!   `attempt`: a request's tries at an upstream, and who is to blame for
+//!   a failure (client or upstream); `pages`: cyan's own answers (404,
+//!   maintenance, 503s, 502/504, refused requests);
+//! - headers on the way: `headers`: authority, hop-by-hop, framing and
+//!   upgrade rules; `forwarding`: `X-Forwarded-*` and their kin, believed
+//!   only from a route's trusted proxies; `request_id`: `X-Request-Id`;
 //! - `fast`, `heads`, `framing`, `prefixed`: the HTTP/1.1 fast path;
 //!   `differential`: the fuzz target that holds it to hyper's path;
 //!   `fuzz`: the invariants of cyan's own parsing, on arbitrary input;
-//! - `forwarding`: `X-Forwarded-*` and their kin, believed only from a
-//!   route's trusted proxies;
 //! - `timeouts`: deadlines on every read from a client; `client_body`: a
 //!   request body on hyper's path, read under its deadline;
+//!   `response_body`: a response body on hyper's path, holding its claim
+//!   until its last byte;
 //! - `admin`: the admin API, a table from (method, path) to a verb; `api`:
 //!   its bodies; `client`: its client; `admin_listen`: its Unix socket and
 //!   optional token-guarded loopback TCP listener;
@@ -44,6 +53,7 @@ pub mod boot;
 pub mod certs;
 pub mod client;
 pub mod client_body;
+pub mod conn_pool;
 pub mod control;
 pub mod differential;
 pub mod drain;
@@ -53,14 +63,19 @@ pub mod forwarding;
 pub mod framing;
 pub mod fuzz;
 pub mod handoff;
+pub mod headers;
 pub mod heads;
 pub mod install;
 pub mod lease;
+pub mod load_balancer;
 pub mod metrics;
-pub mod pool;
+pub mod pages;
 pub mod prefixed;
+pub mod request_id;
+pub mod response_body;
 pub mod router;
 pub mod state;
+pub mod stats;
 pub mod timeouts;
 pub mod tls;
 pub mod tunnel;
@@ -83,7 +98,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use forward::{Client, Forwarder};
+use forward::{ClientConn, Forwarder};
 use router::Router;
 use timeouts::IdleDeadline;
 
@@ -350,7 +365,7 @@ impl Proxy {
             let tls = tls.clone();
             let mut close_idle = self.close_idle.local().1.subscribe();
             tokio::spawn(async move {
-                let client = Arc::new(Client::new(forwarder, local, peer));
+                let client = Arc::new(ClientConn::new(forwarder, local, peer));
                 let served = match tls {
                     // The fast path first; hyper for what it hands over.
                     None => {
@@ -442,7 +457,7 @@ impl Proxy {
 /// shutdown close it gracefully.
 pub(crate) async fn serve_hyper<I>(
     io: I,
-    client: Arc<Client>,
+    client: Arc<ClientConn>,
     watcher: Option<Watcher>,
 ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>
 where

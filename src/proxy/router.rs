@@ -5,8 +5,9 @@
 //! change (a switch included) builds a complete new table and stores it with
 //! one atomic pointer swap (before the state file's fsync, which the caller's
 //! answer waits for), so no request ever sees a half-made route or a
-//! moment with no upstreams. Pools are shared between table versions, so
-//! in-flight counts survive a swap and the old color can be drained.
+//! moment with no upstreams. Load balancers are shared between table
+//! versions, so in-flight counts survive a swap and the old color can be
+//! drained.
 //!
 //! Here are the primitives a change is made of (`Router::change`,
 //! `discard`, `check_claims`) and the rule every change keeps: no route
@@ -27,17 +28,18 @@ use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
 use super::certs::CertStore;
-use super::pool::{Pool, StatsView};
+use super::load_balancer::LoadBalancer;
 use super::state::{routable, Maintenance, ProxyState, RoutePolicy, RouteState, Upstream};
+use super::stats::StatsView;
 use crate::release::Color;
 
 /// What the request path needs of one route, or of its preview.
 pub struct RouteEntry {
     pub name: String,
-    /// The pool requests go to: the live color's, or for a preview the
-    /// candidate's own pool (its counters apart from the color's, which
-    /// `verify` reads after the switch). `None`: a 503 that says why.
-    pub live: Option<Arc<Pool>>,
+    /// The load balancer requests go to: the live color's, or for a
+    /// preview the candidate's own (its counters apart from the color's,
+    /// which `verify` reads after the switch). `None`: a 503 that says why.
+    pub live: Option<Arc<LoadBalancer>>,
     /// The route's preview (`proxy.preview`): it serves only a candidate.
     pub preview: bool,
     pub path_prefix: Option<String>,
@@ -302,7 +304,7 @@ pub struct RouteView {
     pub name: String,
     #[serde(flatten)]
     pub state: RouteState,
-    /// Per color: what its own (live or standby) pool served. Preview
+    /// Per color: what its own (live or standby) set served. Preview
     /// traffic is not in it, so `verify` judges only what went live.
     pub stats: std::collections::BTreeMap<Color, StatsView>,
     /// What the preview served of the candidate it serves now
@@ -311,7 +313,8 @@ pub struct RouteView {
     pub preview_stats: Option<StatsView>,
 }
 
-/// The control side: owns the state, the pools and the published table.
+/// The control side: owns the state, the load balancers and the published
+/// table.
 pub struct Router {
     table: ArcSwap<Table>,
     inner: Mutex<Control>,
@@ -327,11 +330,11 @@ pub struct Router {
 
 struct Control {
     state: ProxyState,
-    pools: HashMap<(String, Color), Arc<Pool>>,
+    balancers: HashMap<(String, Color), Arc<LoadBalancer>>,
     /// Per route with a preview that serves a candidate: the candidate's
-    /// pool for preview requests, with counters (and in-flight claims) of
-    /// its own.
-    previews: HashMap<String, Arc<Pool>>,
+    /// load balancer for preview requests, with counters (and in-flight
+    /// claims) of its own.
+    previews: HashMap<String, Arc<LoadBalancer>>,
     certs: CertStore,
 }
 
@@ -341,11 +344,11 @@ impl Router {
         let state = ProxyState::load(&state_path)?;
         let mut control = Control {
             state,
-            pools: HashMap::new(),
+            balancers: HashMap::new(),
             previews: HashMap::new(),
             certs: CertStore::new(state_path.with_file_name("certs")),
         };
-        control.sync_pools();
+        control.sync_balancers();
         control.sync_certs();
         let table = control.build_table();
         Ok(Router {
@@ -528,7 +531,7 @@ impl Router {
     }
 
     fn publish(&self, c: &mut Control) {
-        c.sync_pools();
+        c.sync_balancers();
         c.sync_certs();
         self.table.store(Arc::new(c.build_table()));
         self.published.send_modify(|n| *n += 1);
@@ -582,22 +585,24 @@ impl Router {
     /// At shutdown: every color's tunnels close (cleanly) by `now + grace`.
     pub fn close_all(&self, grace: Duration) {
         let c = self.inner.lock().expect("router lock");
-        c.pools
+        c.balancers
             .values()
             .chain(c.previews.values())
-            .for_each(|p| p.close_by(grace, Duration::ZERO));
+            .for_each(|b| b.close_by(grace, Duration::ZERO));
     }
 
-    /// Each live pool with its route's active check, if it has one.
-    pub fn actively_checked(&self) -> Vec<(Arc<Pool>, super::state::ActiveCheck, Vec<String>)> {
+    /// Each live load balancer with its route's active check, if it has one.
+    pub fn actively_checked(
+        &self,
+    ) -> Vec<(Arc<LoadBalancer>, super::state::ActiveCheck, Vec<String>)> {
         let c = self.inner.lock().expect("router lock");
         c.state
             .routes
             .iter()
             .filter_map(|(name, r)| {
                 let check = r.policy.active_check.clone()?;
-                let pool = c.pools.get(&(name.clone(), r.live?))?.clone();
-                Some((pool, check, r.hosts.clone()))
+                let balancer = c.balancers.get(&(name.clone(), r.live?))?.clone();
+                Some((balancer, check, r.hosts.clone()))
             })
             .collect()
     }
@@ -605,10 +610,10 @@ impl Router {
     /// Requests and tunnels still in flight, over every route and color.
     pub fn inflight(&self) -> u64 {
         let c = self.inner.lock().expect("router lock");
-        c.pools
+        c.balancers
             .values()
             .chain(c.previews.values())
-            .map(|p| p.inflight())
+            .map(|b| b.inflight())
             .sum()
     }
 
@@ -632,45 +637,46 @@ impl Router {
 }
 
 impl Control {
-    /// Keeps one pool per (route, color) whose upstream list matches the
-    /// state; a pool whose list is unchanged is kept, with its counters.
+    /// Keeps one load balancer per (route, color) whose upstream list
+    /// matches the state; one whose list is unchanged is kept, with its
+    /// counters.
     ///
-    /// A pool that is not live gets a closing deadline (now + the route's
+    /// A color that is not live gets a closing deadline (now + the route's
     /// drain timeout) for its long-lived connections; a live one has none, so
     /// a rollback to a color that is still draining keeps its WebSockets.
-    fn sync_pools(&mut self) {
-        let mut pools = HashMap::new();
+    fn sync_balancers(&mut self) {
+        let mut balancers = HashMap::new();
         for (name, route) in &self.state.routes {
             for (color, upstreams) in &route.colors {
                 let k = (name.clone(), *color);
                 let addrs = routable(upstreams);
-                let pool = match self.pools.remove(&k) {
-                    Some(p) if p.addrs() == addrs => p,
-                    Some(p) => p.moved(&addrs),
-                    None => Pool::new(*color, &addrs),
+                let balancer = match self.balancers.remove(&k) {
+                    Some(b) if b.addrs() == addrs => b,
+                    Some(b) => b.moved(&addrs),
+                    None => LoadBalancer::new(*color, &addrs),
                 };
                 if route.live == Some(*color) {
-                    pool.keep_open();
+                    balancer.keep_open();
                 } else {
-                    pool.close_by(
+                    balancer.close_by(
                         Duration::from_millis(route.policy.drain_timeout_ms),
                         route.policy.drain_spread(),
                     );
                 }
-                pools.insert(k, pool);
+                balancers.insert(k, balancer);
             }
         }
-        // Pools of removed colors close their tunnels now.
-        for (_, gone) in self.pools.drain() {
+        // Removed colors close their tunnels now.
+        for (_, gone) in self.balancers.drain() {
             gone.close_by(Duration::ZERO, Duration::ZERO);
         }
-        self.pools = pools;
+        self.balancers = balancers;
         self.sync_previews();
     }
 
-    /// One preview pool per route whose preview serves a candidate, over
-    /// the candidate's upstreams, kept (with its counters) while it
-    /// previews the same color. A preview pool that stops previewing (its
+    /// One preview load balancer per route whose preview serves a
+    /// candidate, over the candidate's upstreams, kept (with its counters)
+    /// while it previews the same color. One that stops previewing (its
     /// candidate went live, or was removed) lets its long-lived
     /// connections run to the route's drain deadline, as an old color's.
     fn sync_previews(&mut self) {
@@ -680,16 +686,16 @@ impl Control {
                 continue;
             };
             let addrs = route.colors.get(&color).map_or(Vec::new(), |u| routable(u));
-            let pool = match self.previews.remove(name) {
-                Some(p) if p.color == color && p.addrs() == addrs => p,
-                Some(p) if p.color == color => p.moved(&addrs),
-                Some(p) => {
-                    Self::close_preview(&p, route);
-                    Pool::new(color, &addrs)
+            let balancer = match self.previews.remove(name) {
+                Some(b) if b.color == color && b.addrs() == addrs => b,
+                Some(b) if b.color == color => b.moved(&addrs),
+                Some(b) => {
+                    Self::close_preview(&b, route);
+                    LoadBalancer::new(color, &addrs)
                 }
-                None => Pool::new(color, &addrs),
+                None => LoadBalancer::new(color, &addrs),
             };
-            previews.insert(name.clone(), pool);
+            previews.insert(name.clone(), balancer);
         }
         for (name, gone) in self.previews.drain() {
             match self.state.routes.get(&name) {
@@ -700,8 +706,8 @@ impl Control {
         self.previews = previews;
     }
 
-    fn close_preview(pool: &Pool, route: &RouteState) {
-        pool.close_by(
+    fn close_preview(balancer: &LoadBalancer, route: &RouteState) {
+        balancer.close_by(
             Duration::from_millis(route.policy.drain_timeout_ms),
             route.policy.drain_spread(),
         );
@@ -723,7 +729,7 @@ impl Control {
         for (name, route) in self.state.routes.iter().filter(|(_, r)| serving(r)) {
             let live = route
                 .live
-                .and_then(|c| self.pools.get(&(name.clone(), c)).cloned());
+                .and_then(|c| self.balancers.get(&(name.clone(), c)).cloned());
             let entry = Arc::new(RouteEntry {
                 name: name.clone(),
                 live,
@@ -768,7 +774,7 @@ impl Control {
             let Some(preview) = &route.preview else {
                 continue;
             };
-            // Never a live pool: the candidate's own, or none (503).
+            // Never the live color's: the candidate's own, or none (503).
             let entry = Arc::new(RouteEntry {
                 name: name.clone(),
                 live: self.previews.get(name).cloned(),
@@ -800,14 +806,14 @@ impl Control {
         let stats = Color::ALL
             .into_iter()
             .filter_map(|c| {
-                let p = self.pools.get(&(name.to_string(), c))?;
-                Some((c, p.stats.snapshot(p.inflight(), p.ejected())))
+                let b = self.balancers.get(&(name.to_string(), c))?;
+                Some((c, b.stats.snapshot(b.inflight(), b.ejected())))
             })
             .collect();
         let preview_stats = self
             .previews
             .get(name)
-            .map(|p| p.stats.snapshot(p.inflight(), p.ejected()));
+            .map(|b| b.stats.snapshot(b.inflight(), b.ejected()));
         RouteView {
             name: name.to_string(),
             state: r.clone(),
@@ -866,7 +872,7 @@ mod tests {
     }
 
     #[test]
-    fn a_switch_publishes_a_new_table_and_keeps_pools() {
+    fn a_switch_publishes_a_new_table_and_keeps_load_balancers() {
         let (r, path) = Router::scratch();
         let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -913,7 +919,8 @@ mod tests {
                 .color,
             Color::Blue
         );
-        // Blue's pool (and its in-flight count) is shared with the new table's state.
+        // Blue's load balancer (and its in-flight count) is shared with the new
+        // table's state.
         assert_eq!(r.view("web").unwrap().stats[&Color::Blue].inflight, 1);
         drop(held);
         assert_eq!(r.view("web").unwrap().stats[&Color::Blue].inflight, 0);
@@ -1048,13 +1055,13 @@ mod tests {
             "nothing left to do"
         );
         let table = r.table();
-        let pool = table
+        let balancer = table
             .route(Some("web.localhost"), local, "/")
             .unwrap()
             .live
             .clone();
         assert_eq!(
-            pool.unwrap().addrs(),
+            balancer.unwrap().addrs(),
             vec![new, old],
             "an upstream with no container is left alone"
         );
@@ -1065,12 +1072,12 @@ mod tests {
             vec!["web blue c1: out of rotation (removed)".to_string()]
         );
         let table = r.table();
-        let pool = table
+        let balancer = table
             .route(Some("web.localhost"), local, "/")
             .unwrap()
             .live
             .clone();
-        assert_eq!(pool.unwrap().addrs(), vec![old]);
+        assert_eq!(balancer.unwrap().addrs(), vec![old]);
         // Persisted: a restarted proxy starts from what it last knew.
         let again = Router::restore(path).unwrap();
         let blue = &again.view("web").unwrap().state.colors[&Color::Blue];
@@ -1220,13 +1227,13 @@ mod tests {
 
         // Preview traffic is counted apart: verify reads only live's.
         let table = r.table();
-        let pool = table
+        let balancer = table
             .route(Some("preview.localhost"), addr(SHARED), "/")
             .unwrap()
             .live
             .clone()
             .unwrap();
-        pool.stats.record(500, Duration::from_millis(1));
+        balancer.stats.record(500, Duration::from_millis(1));
         let view = r.view("web").unwrap();
         assert_eq!(view.preview_stats.as_ref().unwrap().requests, 1);
         assert!(view.stats.values().all(|s| s.requests == 0), "{view:?}");

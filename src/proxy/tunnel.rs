@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::drain::{slot_reached, Closing, BOUNDARY_GRACE};
-use super::pool::Claim;
+use super::upstream::Claim;
 
 /// Close frame, status 1001 "going away", as a server sends it (unmasked).
 const CLOSE_TO_CLIENT: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
@@ -28,9 +28,9 @@ const CLOSE_TO_SERVER: [u8; 8] = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9];
 /// Copies between the client and the upstream until either side ends or the
 /// color's closing deadline passes.
 pub async fn run(client: Upgraded, upstream: Upgraded, websocket: bool, claim: Claim) {
-    let closing = claim.pool().closing();
+    let closing = claim.balancer().closing();
     // Both directions end at the same place in the drain's spread window.
-    let slot = claim.pool().slots.next();
+    let slot = claim.balancer().slots.next();
     let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
     let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
     let (to_client, to_server) = if websocket {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use cyan::proxy::api::{RouteSpec, SwitchRequest};
 use cyan::proxy::client::AdminClient;
-use cyan::proxy::pool::StatsView;
 use cyan::proxy::state::{RoutePolicy, TlsFiles};
+use cyan::proxy::stats::StatsView;
 use cyan::proxy::Home;
 use cyan::release::Color;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -972,9 +972,17 @@ static ENGINE_OF_OUR_OWN: Mutex<()> = Mutex::new(());
 
 /// A Docker engine of the test's own, for what the machine's must never go
 /// through: `dockerd` on its own socket, data root, exec root and pidfile,
-/// with no default bridge, no iptables rules, and an address pool of its
-/// own (10.`pool`.0.0/16). Dropping it stops it, kills what it left
-/// running and removes its folders.
+/// with a default bridge of its own (`bridge_of`, 10.`pool`.255.1/24), no
+/// iptables rules, and an address pool of its own (10.`pool`.0.0/16).
+/// Dropping it stops it, kills what it left running and removes its
+/// folders and its bridge.
+///
+/// Not `--bridge=none`: a dockerd started so deletes the host's `docker0`
+/// (moby's `removeDefaultBridgeInterface`), and the machine's engine then
+/// fails every `docker run` on its default network ("could not find
+/// bridge docker0"). A dockerd started again on a data root it used
+/// before deletes `docker0` too, whatever its `--bridge` (seen, not traced
+/// in moby), so each launch puts the machine's back as it was.
 struct Dockerd {
     dir: PathBuf,
     pool: u8,
@@ -994,6 +1002,25 @@ impl Dockerd {
         // The machine's /etc/docker/daemon.json names its data root and
         // storage driver; this engine reads an empty one instead.
         std::fs::write(dir.join("daemon.json"), "{}").unwrap();
+        let bridge = Self::bridge_of(pool);
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec![
+                "addr",
+                "add",
+                &format!("10.{pool}.255.1/24"),
+                "dev",
+                &bridge,
+            ],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let out = Command::new("ip")
+                .args(&args)
+                .output()
+                .expect("ip is installed");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
         let mut d = Dockerd {
             dir,
             pool,
@@ -1009,8 +1036,22 @@ impl Dockerd {
         format!("unix://{}", self.dir.join("d.sock").display())
     }
 
-    /// Starts dockerd (again, with the same flags) and waits until it answers.
+    /// The name of the default bridge of the engine with address pool `pool`.
+    fn bridge_of(pool: u8) -> String {
+        format!("cyandd{pool}")
+    }
+
+    /// Starts dockerd (again, with the same flags) and waits until it
+    /// answers; the machine's `docker0` is as it was before.
     fn launch(&mut self) {
+        let docker0 = MachineBridge::read();
+        self.start_dockerd();
+        if let Some(bridge) = docker0 {
+            bridge.restore();
+        }
+    }
+
+    fn start_dockerd(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1027,7 +1068,8 @@ impl Dockerd {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("d.pid"))
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .arg(format!("--bridge={}", Self::bridge_of(self.pool)))
+            .args(["--iptables=false", "--ip6tables=false"])
             .arg(format!(
                 "--default-address-pool=base=10.{}.0.0/16,size=24",
                 self.pool
@@ -1123,6 +1165,45 @@ impl Dockerd {
     }
 }
 
+/// The machine engine's default bridge, `docker0`, and its address.
+struct MachineBridge {
+    /// `172.17.0.1/16`
+    addr: String,
+}
+
+impl MachineBridge {
+    fn read() -> Option<MachineBridge> {
+        let out = Command::new("ip")
+            .args(["-o", "-4", "addr", "show", "dev", "docker0"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        words.find(|w| *w == "inet")?;
+        Some(MachineBridge {
+            addr: words.next()?.to_string(),
+        })
+    }
+
+    /// Makes `docker0` again if a dockerd of the test's own deleted it.
+    fn restore(&self) {
+        if std::path::Path::new("/sys/class/net/docker0").exists() {
+            return;
+        }
+        for args in [
+            vec!["link", "add", "docker0", "type", "bridge"],
+            vec!["addr", "add", &self.addr, "dev", "docker0"],
+            vec!["link", "set", "docker0", "up"],
+        ] {
+            let out = Command::new("ip")
+                .args(&args)
+                .output()
+                .expect("ip is installed");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+    }
+}
+
 impl Drop for Dockerd {
     fn drop(&mut self) {
         if self.child.is_some() {
@@ -1161,6 +1242,9 @@ impl Drop for Dockerd {
             let _ = Command::new("umount").args(["-l", m]).output();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = Command::new("ip")
+            .args(["link", "del", &Self::bridge_of(self.pool)])
+            .output();
     }
 }
 

@@ -530,20 +530,9 @@ async fn an_upgrade_under_load_fails_nothing() {
         .await;
     let load = Load::start(proxy.port, "upg.localhost", 4, 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let old_pid = proxy.child.id();
-    let r = proxy
-        .admin()
-        .upgrade(std::path::Path::new(env!("CARGO_BIN_EXE_cyan")))
-        .await
-        .unwrap();
-    assert_eq!(r.old_pid, old_pid);
-    assert_ne!(r.new_pid, old_pid);
+    let r = proxy.upgrade().await;
     // The old process drains its keep-alive connections and exits.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the old proxy did not exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy.wait_old_exited().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The successor serves and accepts route changes.
     assert_eq!(proxy.admin().health().await.unwrap().pid, r.new_pid);
@@ -577,13 +566,7 @@ async fn a_switch_right_after_an_upgrade_holds_for_every_later_request() {
     let (idle, fresh) = (load::client(true), load::client(true));
     let mut mine = vec![load::get(&idle, port, host).await];
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let old_pid = proxy.child.id();
-    let r = proxy
-        .admin()
-        .upgrade(std::path::Path::new(env!("CARGO_BIN_EXE_cyan")))
-        .await
-        .unwrap();
-    assert_eq!(r.old_pid, old_pid);
+    proxy.upgrade().await;
     mine.push(load::get(&fresh, port, host).await);
     let asked = Instant::now();
     proxy.switch("upgsw", Color::Green, None).await;
@@ -618,11 +601,7 @@ async fn a_switch_right_after_an_upgrade_holds_for_every_later_request() {
         stale.last()
     );
     // The old process still drains and exits.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the old proxy did not exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy.wait_old_exited().await;
     eprintln!(
         "{} requests across an upgrade and a switch (which took {:?}), {} after it, \
          all green, 0 failed",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cyan::proxy::api::{RouteSpec, SwitchRequest};
+use cyan::proxy::api::{RouteSpec, SwitchRequest, UpgradeResponse};
 use cyan::proxy::client::AdminClient;
 use cyan::proxy::state::{RoutePolicy, TlsFiles};
 use cyan::proxy::stats::StatsView;
@@ -138,6 +138,29 @@ impl TestProxy {
                 return stats;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `cyan proxy upgrade` to this test build of cyan: the answer, which
+    /// names this process as the old one and another as the new.
+    pub async fn upgrade(&self) -> UpgradeResponse {
+        let r = self
+            .admin()
+            .upgrade(Path::new(env!("CARGO_BIN_EXE_cyan")))
+            .await
+            .unwrap();
+        assert_eq!(r.old_pid, self.child.id());
+        assert_ne!(r.new_pid, r.old_pid);
+        r
+    }
+
+    /// Waits (10 s at most) for the process an upgrade replaced to drain
+    /// and exit.
+    pub async fn wait_old_exited(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the old proxy did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

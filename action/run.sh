@@ -33,7 +33,7 @@ cyan_binary() {
   local src="$GITHUB_ACTION_PATH" key root cache
   command -v cargo >/dev/null ||
     fail "cargo is not installed: set up Rust (e.g. dtolnay/rust-toolchain) or pass cyan-binary"
-  key=$(cd "$src" && find Cargo.toml Cargo.lock src -type f -print0 | sort -z |
+  key=$(cd "$src" && find Cargo.toml Cargo.lock src crates -type f -print0 | sort -z |
     xargs -0 sha256sum | sha256sum | cut -c1-16)
   root="${RUNNER_TOOL_CACHE:-$HOME/.cache}/cyan"
   cache="$root/$key"

@@ -101,6 +101,27 @@ impl Error {
     }
 }
 
+impl From<cyan_proxy::Error> for Error {
+    /// The same kind: the proxy's errors are grouped as these are.
+    fn from(e: cyan_proxy::Error) -> Self {
+        use cyan_proxy::Error as P;
+        match e {
+            P::Config(m) => Error::Config(m),
+            P::Refused(m) => Error::Refused(m),
+            P::LockHeld(m) => Error::LockHeld(m),
+            P::Unreachable(m) => Error::Unreachable(m),
+            P::Platform(m) => Error::Platform(m),
+        }
+    }
+}
+
+impl From<cyan_plan::release::Invalid> for Error {
+    /// A color or version that is not one is bad input.
+    fn from(e: cyan_plan::release::Invalid) -> Self {
+        Error::Config(e.0)
+    }
+}
+
 impl From<bollard::errors::Error> for Error {
     fn from(e: bollard::errors::Error) -> Self {
         use bollard::errors::Error as B;

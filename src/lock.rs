@@ -44,19 +44,19 @@ impl DeployLock {
         loop {
             match client.lock(route, &req).await {
                 Ok(_) => break,
-                Err(Error::LockHeld(msg)) if Instant::now() < deadline => {
+                Err(cyan_proxy::Error::LockHeld(msg)) if Instant::now() < deadline => {
                     if !said {
                         out.phase(format!("waiting for the deploy lock: {msg}"));
                         said = true;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(Error::LockHeld(msg)) => {
+                Err(cyan_proxy::Error::LockHeld(msg)) => {
                     return Err(Error::LockHeld(format!(
                         "{msg}. Another deploy of this app is running; wait for it, or pass --lock-wait 5m to queue behind it"
                     )))
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let heartbeat = {

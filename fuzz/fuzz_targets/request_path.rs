@@ -1,6 +1,6 @@
-//! cargo fuzz run request_path: see cyan::proxy::fuzz for the invariants.
+//! cargo fuzz run request_path: see cyan_proxy::fuzz for the invariants.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    cyan::proxy::fuzz::request_path(data);
+    cyan_proxy::fuzz::request_path(data);
 });

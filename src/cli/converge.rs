@@ -104,7 +104,11 @@ pub async fn rollback(
             kept: hot_replicas,
         } = rollback_target(&route, &record, live.as_ref(), kept.as_ref(), to)
             .map_err(Error::Refused)?;
-        let recorded = record.runtime_of(&target).cloned();
+        // Recorded by an older or newer cyan in a shape this one cannot
+        // read: as if not recorded (a cold rollback with today's config).
+        let recorded = record
+            .runtime_of(&target)
+            .and_then(|v| serde_json::from_value::<crate::config::Runtime>(v.clone()).ok());
         (
             target,
             hot_replicas,

@@ -466,7 +466,12 @@ pub struct AcmeArgs {
     /// How the CA checks that this host serves the app's names. The CA
     /// always comes to ports 80 and 443 of the name's address: they must
     /// reach the proxy's --listen and --tls-listen.
-    #[arg(long, value_enum, value_name = "TYPE", default_value = "http-01")]
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "http-01",
+        value_parser = one_of::<crate::proxy::acme::ChallengeKind>(&["http-01", "tls-alpn-01"])
+    )]
     pub acme_challenge: crate::proxy::acme::ChallengeKind,
 }
 

@@ -137,49 +137,11 @@ pub async fn maintenance(home: &Home, cmd: MaintenanceCommand, out: &Output) -> 
 
 pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
     match cmd {
-        ProxyCommand::Run {
-            listen,
-            tls_listen,
-            drain_timeout,
-            metrics,
-            threads,
-            header_timeout,
-            body_timeout,
-            idle_timeout,
-            cert_check_interval,
-            admin_listen,
-            admin_token_file,
-            acme,
-        } => {
-            let admin_tcp = match (admin_listen, admin_token_file) {
-                (Some(addr), Some(file)) => Some(TcpAdmin::new(addr, file)?),
-                _ => None,
-            };
-            let opts = proxy::RunOptions {
-                listen,
-                tls_listen,
-                drain: drain_timeout,
-                metrics,
-                admin_tcp,
-                threads,
-                timeouts: proxy::timeouts::Timeouts {
-                    header: header_timeout,
-                    body: body_timeout,
-                    idle: idle_timeout,
-                },
-                cert_check: cert_check_interval,
-                acme: proxy::acme::AcmeOptions {
-                    directory: acme.acme_directory,
-                    email: acme.acme_email,
-                    ca_root: acme
-                        .acme_ca_root
-                        .map(|p| std::path::absolute(&p).unwrap_or(p)),
-                    challenge: acme.acme_challenge,
-                },
-            };
+        cmd @ ProxyCommand::Run { .. } => {
+            let opts = run_options(home, cmd)?;
             let follow: proxy::Follow =
                 Box::new(|router, stop| Box::pin(crate::platform::follow::follow(router, stop)));
-            proxy::run(home, &opts, Some(follow)).await
+            Ok(proxy::run(home, &opts, Some(follow)).await?)
         }
         ProxyCommand::Reload => {
             let reloaded = AdminClient::new(home).reload().await?;
@@ -319,5 +281,177 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
             });
             Ok(())
         }
+    }
+}
+
+/// The proxy's options from `cyan proxy run`'s flags (`cmd` is `Run`),
+/// with the arguments that start a successor the same way.
+fn run_options(home: &Home, cmd: ProxyCommand) -> Result<proxy::RunOptions> {
+    let ProxyCommand::Run {
+        listen,
+        tls_listen,
+        drain_timeout,
+        metrics,
+        threads,
+        header_timeout,
+        body_timeout,
+        idle_timeout,
+        cert_check_interval,
+        admin_listen,
+        admin_token_file,
+        acme,
+    } = cmd
+    else {
+        unreachable!("run_options is given `cyan proxy run`");
+    };
+    let admin_tcp = match (admin_listen, admin_token_file) {
+        (Some(addr), Some(file)) => Some(TcpAdmin::new(addr, file)?),
+        _ => None,
+    };
+    let mut opts = proxy::RunOptions {
+        listen,
+        tls_listen,
+        drain: drain_timeout,
+        metrics,
+        admin_tcp,
+        threads,
+        timeouts: proxy::timeouts::Timeouts {
+            header: header_timeout,
+            body: body_timeout,
+            idle: idle_timeout,
+        },
+        cert_check: cert_check_interval,
+        acme: proxy::acme::AcmeOptions {
+            directory: acme.acme_directory,
+            email: acme.acme_email,
+            ca_root: acme
+                .acme_ca_root
+                .map(|p| std::path::absolute(&p).unwrap_or(p)),
+            challenge: acme.acme_challenge,
+        },
+        successor_args: Vec::new(),
+    };
+    opts.successor_args = successor_args(home, &opts);
+    Ok(opts)
+}
+
+/// The arguments of `cyan proxy run` that give an upgrade's successor the
+/// same options as `opts`. Listen addresses are left out: the successor
+/// takes the sockets themselves (`proxy::handoff`).
+fn successor_args(home: &Home, opts: &proxy::RunOptions) -> Vec<String> {
+    let d = |d| humantime::format_duration(d).to_string();
+    let t = &opts.timeouts;
+    let mut args: Vec<String> = vec![
+        "proxy".into(),
+        "run".into(),
+        "--home".into(),
+        home.dir.display().to_string(),
+        "--drain-timeout".into(),
+        d(opts.drain),
+        "--header-timeout".into(),
+        d(t.header),
+        "--body-timeout".into(),
+        d(t.body),
+        "--idle-timeout".into(),
+        d(t.idle),
+        "--cert-check-interval".into(),
+        d(opts.cert_check),
+    ];
+    let flag = |name: &str, value: String| [name.to_string(), value];
+    args.extend(
+        opts.metrics
+            .iter()
+            .flat_map(|m| flag("--metrics", m.to_string())),
+    );
+    args.extend(
+        opts.threads
+            .iter()
+            .flat_map(|n| flag("--threads", n.to_string())),
+    );
+    args.extend(
+        opts.tls_listen
+            .iter()
+            .flat_map(|a| flag("--tls-listen", a.to_string())),
+    );
+    let acme = &opts.acme;
+    args.extend(flag("--acme-directory", acme.directory.clone()));
+    args.extend(flag("--acme-challenge", acme.challenge.as_str().into()));
+    args.extend(
+        acme.email
+            .iter()
+            .flat_map(|e| flag("--acme-email", e.clone())),
+    );
+    args.extend(
+        acme.ca_root
+            .iter()
+            .flat_map(|r| flag("--acme-ca-root", r.display().to_string())),
+    );
+    if let Some(a) = &opts.admin_tcp {
+        args.extend(flag("--admin-listen", a.addr.to_string()));
+        args.extend(flag(
+            "--admin-token-file",
+            a.token_file.display().to_string(),
+        ));
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upgrade's successor, started with `successor_args`, runs with
+    /// every option its predecessor had.
+    #[test]
+    fn a_successor_gets_the_same_options() {
+        let dir = std::env::temp_dir().join(format!("cyan-successor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "0123456789abcdef0123").unwrap();
+        let home = Home { dir: dir.clone() };
+        let flags: Vec<String> = [
+            "--drain-timeout",
+            "7s",
+            "--header-timeout",
+            "3s",
+            "--body-timeout",
+            "11s",
+            "--idle-timeout",
+            "42s",
+            "--cert-check-interval",
+            "5m",
+            "--metrics",
+            "127.0.0.1:9109",
+            "--threads",
+            "3",
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--acme-directory",
+            "https://127.0.0.1:14000/dir",
+            "--acme-email",
+            "ops@example.com",
+            "--acme-ca-root",
+            "/etc/pebble.pem",
+            "--acme-challenge",
+            "tls-alpn-01",
+            "--admin-listen",
+            "127.0.0.1:9180",
+            "--admin-token-file",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([token.display().to_string()])
+        .collect();
+        let first = run_options(&home, parse_run_flags(&flags, "test").unwrap()).unwrap();
+        let args = &first.successor_args;
+        assert_eq!(
+            args[..4],
+            ["proxy", "run", "--home", &dir.display().to_string()]
+        );
+        let again = run_options(&home, parse_run_flags(&args[4..], "successor").unwrap()).unwrap();
+        assert_eq!(format!("{first:?}"), format!("{again:?}"));
+        assert_eq!(again.acme.challenge, proxy::acme::ChallengeKind::TlsAlpn01);
+        assert_eq!(again.timeouts.idle, std::time::Duration::from_secs(42));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

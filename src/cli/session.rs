@@ -10,7 +10,7 @@ use crate::config::{Config, Loaded, PlatformKind, Secrets};
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::platform::docker::{self, DockerPlatform};
-use crate::proxy::client;
+use crate::proxy::autostart;
 use crate::proxy::Home;
 
 /// Loads and checks config, secrets, engine and proxy, in that order, so the
@@ -38,7 +38,7 @@ async fn with_secrets<'a>(
     secrets: Secrets,
 ) -> Result<DockerPlatform<'a>> {
     let docker = docker::connect().await?;
-    let proxy = client::ensure_running(home, out).await?;
+    let proxy = autostart::ensure_running(home, out).await?;
     Ok(DockerPlatform {
         docker,
         proxy,

@@ -75,17 +75,17 @@ impl DockerPlatform<'_> {
             .claim(&self.route(), &self.route_spec())
             .await
             .map_err(|e| match e {
-                Error::Config(why) => Error::Config(format!(
+                cyan_proxy::Error::Config(why) => Error::Config(format!(
                     "{} cannot be routed as cyan.yaml asks: {why}",
                     self.route()
                 )),
-                e => e,
+                e => e.into(),
             })
     }
 
     /// The app's route in the proxy, if it has one yet.
     pub async fn route_view(&self) -> Result<Option<RouteView>> {
-        self.proxy.route(&self.route()).await
+        Ok(self.proxy.route(&self.route()).await?)
     }
 
     /// The deploy record; empty before the first deploy.
@@ -99,7 +99,7 @@ impl DockerPlatform<'_> {
 
     pub(super) async fn put_record(&self, record: &DeployRecord) -> Result<()> {
         let value = serde_json::to_value(record).expect("record serializes");
-        self.proxy.put_record(&self.route(), &value).await
+        Ok(self.proxy.put_record(&self.route(), &value).await?)
     }
 
     /// Registers a gated `set` of `color` with the proxy (not live) and
@@ -122,7 +122,9 @@ impl DockerPlatform<'_> {
             self.proxy.set_candidate(&self.route(), &req).await?;
         }
         record.gated.insert(color, d.target.clone());
-        record.record_runtime(&d.target, self.cfg.config.runtime());
+        let runtime =
+            serde_json::to_value(self.cfg.config.runtime()).expect("a runtime serializes to JSON");
+        record.record_runtime(&d.target, runtime);
         self.put_record(&record).await
     }
 

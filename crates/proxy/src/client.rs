@@ -1,7 +1,6 @@
 //! The admin API client, and starting a proxy when none is running.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,8 +21,7 @@ use super::router::RouteView;
 use super::state::Maintenance;
 use super::Home;
 use crate::error::{Error, Result};
-use crate::output::Output;
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -280,70 +278,6 @@ impl AdminClient {
     }
 }
 
-/// Returns a client for the proxy of `home`, starting `cyan proxy run` in the
-/// background first when none answers (and saying so on `out` when that
-/// happens inside a CI job).
-pub async fn ensure_running(home: &Home, out: &Output) -> Result<AdminClient> {
-    let client = AdminClient::new(home);
-    if client.health().await.is_ok() {
-        return Ok(client);
-    }
-    // A proxy container (`cyan proxy boot`) that is restarting owns this
-    // home: wait for it rather than start a host process beside it.
-    if let Ok(docker) = crate::platform::docker::connect().await {
-        let name = super::boot::container_name(home);
-        if docker.inspect_container(&name, None).await.is_ok() {
-            return wait_healthy(client, &format!("the proxy container {name}")).await;
-        }
-    }
-    home.create()
-        .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
-    let exe = std::env::current_exe().map_err(|e| {
-        Error::Platform(format!(
-            "cannot find the cyan binary to start the proxy: {e}"
-        ))
-    })?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.log())
-        .map_err(|e| Error::Platform(format!("cannot open {}: {e}", home.log().display())))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| Error::Platform(format!("cannot open proxy log: {e}")))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["proxy", "run", "--home"])
-        .arg(&home.dir)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        // The service manager that runs this cyan (a CI runner's unit, say)
-        // is not the proxy's: an upgrade must not hand it a new main pid.
-        .env_remove(super::handoff::NOTIFY_SOCKET);
-    own_session(&mut cmd);
-    leave_ci_job(&mut cmd);
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Platform(format!("cannot start the cyan proxy: {e}")))?;
-    let client = wait_healthy(client, "the cyan proxy").await.map_err(|e| {
-        let tail = std::fs::read_to_string(home.log()).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(10).collect();
-        Error::Unreachable(format!(
-            "{e}; last log lines:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ))
-    })?;
-    if inside_ci() {
-        out.warn(format!(
-            "started the cyan proxy (pid {}) detached from this CI job, so it keeps serving after \
-             the job ends; to run it as a service instead: `cyan proxy install` (systemd) or \
-             `cyan proxy boot` (container)",
-            child.id()
-        ));
-    }
-    Ok(client)
-}
-
 /// The variables CI runners mark a job's processes with, to kill them all
 /// when the job ends, by scanning every process's environment:
 /// - `RUNNER_TRACKING_ID`: GitHub Actions runner (`Constants.ProcessTrackingId`
@@ -383,7 +317,7 @@ pub const CI_SIGNS: [&str; 7] = [
 
 /// Keeps a proxy started from a CI job out of the job's end-of-job sweep:
 /// removes the runners' marks (`CI_JOB_MARKS`) from `cmd`'s environment.
-pub(crate) fn leave_ci_job(cmd: &mut std::process::Command) {
+pub fn leave_ci_job(cmd: &mut std::process::Command) {
     for mark in CI_JOB_MARKS {
         cmd.env_remove(mark);
     }
@@ -391,7 +325,7 @@ pub(crate) fn leave_ci_job(cmd: &mut std::process::Command) {
 
 /// Whether this cyan runs inside a CI job: a runner's mark or a CI's usual
 /// variable is set (`CI=false` or empty says no).
-fn inside_ci() -> bool {
+pub fn inside_ci() -> bool {
     CI_JOB_MARKS.iter().chain(&CI_SIGNS).any(|name| {
         std::env::var_os(name)
             .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("false") && v != "0")
@@ -405,7 +339,7 @@ fn inside_ci() -> bool {
 /// gets a share of its own instead of one shared with everything else
 /// started from that terminal or CI job. On a loaded 2-core host, sharing
 /// the load generator's session cost the proxy 10-20% of its requests/s.
-pub(crate) fn own_session(cmd: &mut std::process::Command) {
+pub fn own_session(cmd: &mut std::process::Command) {
     // SAFETY: between fork and exec only setsid, async-signal-safe, runs.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(cmd, || {
@@ -418,7 +352,7 @@ pub(crate) fn own_session(cmd: &mut std::process::Command) {
 }
 
 /// Polls the proxy's health for up to 15 s.
-pub(crate) async fn wait_healthy(client: AdminClient, what: &str) -> Result<AdminClient> {
+pub async fn wait_healthy(client: AdminClient, what: &str) -> Result<AdminClient> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if client.health().await.is_ok() {

@@ -90,21 +90,22 @@ impl Default for AcmeOptions {
 }
 
 /// A challenge type the proxy answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChallengeKind {
     /// The CA fetches http://HOST/.well-known/acme-challenge/TOKEN (RFC
     /// 8555 §8.3); the proxy answers on its plain-HTTP listeners.
     #[default]
-    #[value(name = "http-01")]
     Http01,
     /// The CA makes a TLS handshake offering ALPN acme-tls/1 (RFC 8737);
     /// the proxy answers on its TLS listeners. For hosts whose port 80 is
     /// closed.
-    #[value(name = "tls-alpn-01")]
     TlsAlpn01,
 }
 
 impl ChallengeKind {
+    /// Every kind, in the order `--help` lists them.
+    pub const ALL: [ChallengeKind; 2] = [ChallengeKind::Http01, ChallengeKind::TlsAlpn01];
+
     /// As written on the command line and by the CA.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,6 +119,17 @@ impl ChallengeKind {
             ChallengeKind::Http01 => ChallengeType::Http01,
             ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
         }
+    }
+}
+
+impl std::str::FromStr for ChallengeKind {
+    type Err = String;
+    /// `http-01` or `tls-alpn-01`, as `as_str` writes them.
+    fn from_str(s: &str) -> Result<Self, String> {
+        ChallengeKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown ACME challenge {s:?}: expected http-01 or tls-alpn-01"))
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::lease::Lock;
 use super::router::normalize_host;
 use super::state::{Maintenance, Preview, RoutePolicy, RouteState, TlsSource, Upstream};
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 /// `PUT /v1/routes/{name}`: where the route's requests come from, and how
 /// they are balanced and drained.

@@ -38,7 +38,7 @@ use super::api::{CandidateRequest, LockRequest, RouteSpec, SwitchRequest, Switch
 use super::lease::{self, Lock};
 use super::router::{ChangeError, Router};
 use super::state::{routable, Maintenance, RouteState, TlsSource, Upstream};
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 /// A hold is bounded: requests never wait longer than this.
 pub const MAX_HOLD_MS: u64 = 60_000;
@@ -389,8 +389,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::proxy::api::PreviewSpec;
-    use crate::proxy::state::{Preview, RoutePolicy};
+    use crate::api::PreviewSpec;
+    use crate::state::{Preview, RoutePolicy};
 
     /// The server's side with real sockets on loopback, bound on demand;
     /// `own` plays the proxy's `--listen`.

@@ -30,7 +30,7 @@ use super::forward::{ClientConn, Forwarder};
 use super::prefixed::Prefixed;
 use super::router::Router;
 use super::timeouts::Timeouts;
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 /// One request as the upstream got it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use super::api::{
 };
 use super::router::ChangeError;
 use super::Proxy;
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 type AdminResponse = Response<Full<Bytes>>;
 

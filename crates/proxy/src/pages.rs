@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use hyper::StatusCode;
 
 use super::state::Maintenance;
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 /// A response cyan makes itself.
 pub(crate) struct Page {
@@ -101,8 +101,8 @@ pub(crate) const REQUEST_TIMEOUT: &[u8] =
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::framing::Framing;
-    use crate::proxy::heads::ResponseHead;
+    use crate::framing::Framing;
+    use crate::heads::ResponseHead;
 
     #[test]
     fn the_408_page_is_framed_by_its_length() {

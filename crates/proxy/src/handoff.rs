@@ -162,41 +162,7 @@ fn start_successor(proxy: &Proxy, binary: &Path) -> Result<(Child, OwnedFd)> {
     let (gate_read, gate_write) =
         pipe().map_err(|e| Error::Platform(format!("cannot make the handoff pipe: {e}")))?;
     let mut cmd = Command::new(binary);
-    cmd.args(["proxy", "run", "--home"])
-        .arg(&proxy.home.dir)
-        .arg("--drain-timeout")
-        .arg(humantime::format_duration(proxy.opts.drain).to_string())
-        .args(timeout_flags(&proxy.opts))
-        .args(
-            proxy
-                .opts
-                .metrics
-                .iter()
-                .flat_map(|m| ["--metrics".to_string(), m.to_string()]),
-        )
-        .args(
-            proxy
-                .opts
-                .threads
-                .iter()
-                .flat_map(|n| ["--threads".to_string(), n.to_string()]),
-        )
-        .args(
-            proxy
-                .opts
-                .tls_listen
-                .iter()
-                .flat_map(|a| ["--tls-listen".to_string(), a.to_string()]),
-        )
-        .args(acme_flags(&proxy.opts.acme))
-        .args(proxy.opts.admin_tcp.iter().flat_map(|a| {
-            [
-                "--admin-listen".into(),
-                a.addr.to_string(),
-                "--admin-token-file".into(),
-                a.token_file.display().to_string(),
-            ]
-        }))
+    cmd.args(&proxy.opts.successor_args)
         .env(LISTEN_FDS, spec)
         .env(GATE_FD, gate_read.as_raw_fd().to_string())
         .stdin(Stdio::null())
@@ -293,7 +259,7 @@ fn is_pipe(fd: RawFd) -> bool {
 
 /// systemd's notification socket (`sd_notify(3)`), set for a unit with
 /// `NotifyAccess=`; `@` starts an abstract socket's name.
-pub(crate) const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 /// Under systemd, makes the successor the unit's main process
 /// (`MAINPID=`), before this one exits: otherwise systemd would take this
@@ -393,39 +359,6 @@ fn parse(spec: &str) -> Result<Vec<(SocketAddr, RawFd, bool)>> {
         .collect()
 }
 
-/// The flags that give a successor the same deadlines and checks.
-fn timeout_flags(opts: &super::RunOptions) -> [String; 8] {
-    let d = |d| humantime::format_duration(d).to_string();
-    let t = &opts.timeouts;
-    [
-        "--header-timeout".into(),
-        d(t.header),
-        "--body-timeout".into(),
-        d(t.body),
-        "--idle-timeout".into(),
-        d(t.idle),
-        "--cert-check-interval".into(),
-        d(opts.cert_check),
-    ]
-}
-
-/// The flags that give a successor the same ACME CA and account.
-fn acme_flags(acme: &super::acme::AcmeOptions) -> Vec<String> {
-    let mut flags = vec![
-        "--acme-directory".into(),
-        acme.directory.clone(),
-        "--acme-challenge".into(),
-        acme.challenge.as_str().into(),
-    ];
-    if let Some(email) = &acme.email {
-        flags.extend(["--acme-email".into(), email.clone()]);
-    }
-    if let Some(root) = &acme.ca_root {
-        flags.extend(["--acme-ca-root".into(), root.display().to_string()]);
-    }
-    flags
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,29 +375,5 @@ mod tests {
         assert!(parse("").unwrap().is_empty());
         assert!(parse("127.0.0.1:8000").is_err());
         assert!(parse("nope=5").is_err());
-    }
-
-    #[test]
-    fn a_successor_gets_the_same_acme_flags() {
-        use clap::Parser;
-        let acme = crate::proxy::acme::AcmeOptions {
-            directory: "https://127.0.0.1:14000/dir".into(),
-            email: Some("ops@example.com".into()),
-            ca_root: Some("/etc/pebble.pem".into()),
-            challenge: crate::proxy::acme::ChallengeKind::TlsAlpn01,
-        };
-        let args = ["cyan", "proxy", "run"].map(String::from);
-        let cli =
-            crate::cli::Cli::try_parse_from(args.into_iter().chain(acme_flags(&acme))).unwrap();
-        let crate::cli::Command::Proxy {
-            command: crate::cli::ProxyCommand::Run { acme: parsed, .. },
-        } = cli.command
-        else {
-            panic!("not proxy run");
-        };
-        assert_eq!(parsed.acme_directory, acme.directory);
-        assert_eq!(parsed.acme_email, acme.email);
-        assert_eq!(parsed.acme_ca_root, acme.ca_root);
-        assert_eq!(parsed.acme_challenge, acme.challenge);
     }
 }

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Runtime;
 use crate::release::{Color, Release, ReleaseKey};
 
 /// At most this many history entries are kept.
@@ -37,9 +36,10 @@ pub struct DeployRecord {
     pub halted: Option<ReleaseKey>,
     /// The runtime config each release passed its gate with, for the
     /// releases still in `gated`, `verify` or `history` (Docker; on
-    /// Kubernetes the ControllerRevisions keep whole pod templates). An
-    /// entry this cyan cannot read (written by a newer one) is dropped,
-    /// never the record.
+    /// Kubernetes the ControllerRevisions keep whole pod templates). The
+    /// planner never reads it: it is kept as the deployer wrote it (JSON of
+    /// `config::Runtime`), and an entry of another shape is dropped, never
+    /// the record.
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
@@ -48,20 +48,12 @@ pub struct DeployRecord {
     pub runtimes: Vec<RecordedRuntime>,
 }
 
-/// `Runtime` of one release.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The runtime config of one release, as the deployer recorded it (a JSON
+/// object; the deployer's `config::Runtime`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedRuntime {
     pub release: ReleaseKey,
-    pub runtime: Runtime,
-}
-
-impl PartialEq for RecordedRuntime {
-    /// Compared as recorded JSON: `Runtime` holds config types that have
-    /// no equality of their own.
-    fn eq(&self, other: &Self) -> bool {
-        self.release == other.release
-            && serde_json::to_value(&self.runtime).ok() == serde_json::to_value(&other.runtime).ok()
-    }
+    pub runtime: serde_json::Value,
 }
 
 fn readable_runtimes<'de, D: serde::Deserializer<'de>>(
@@ -175,7 +167,7 @@ impl DeployRecord {
     /// Records `runtime` as what `release` runs with (replacing an older
     /// entry for it), and forgets the runtimes of releases no longer
     /// named by `gated`, `verify` or `history`.
-    pub fn record_runtime(&mut self, release: &ReleaseKey, runtime: Runtime) {
+    pub fn record_runtime(&mut self, release: &ReleaseKey, runtime: serde_json::Value) {
         self.runtimes.retain(|r| &r.release != release);
         self.runtimes.push(RecordedRuntime {
             release: release.clone(),
@@ -192,7 +184,7 @@ impl DeployRecord {
     }
 
     /// What `release` ran with when it passed its gate, if recorded.
-    pub fn runtime_of(&self, release: &ReleaseKey) -> Option<&Runtime> {
+    pub fn runtime_of(&self, release: &ReleaseKey) -> Option<&serde_json::Value> {
         self.runtimes
             .iter()
             .find(|r| &r.release == release)

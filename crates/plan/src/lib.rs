@@ -4,6 +4,13 @@
 //! nothing; the CLI loop and the operator's reconcile both ask this function
 //! for the next single step. Because it sees only what is on the platform, a
 //! cyan killed at any moment and run again gets the same answer and converges.
+//!
+//! This crate is the planner and its vocabulary, and nothing else: no tokio,
+//! no I/O, no platform. `release` names what is deployed (colors, release
+//! keys); `record` is the state a deploy keeps on the platform; `verify`,
+//! `phase` and `rollback` are the planner's other pure answers. The compiler
+//! keeps it so: the deployer and the proxy depend on this crate, never the
+//! other way round.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +20,8 @@ use crate::record::DeployRecord;
 use crate::release::{Color, ReleaseKey};
 
 mod phase;
+pub mod record;
+pub mod release;
 mod rollback;
 pub mod verify;
 pub use phase::{phase, Phase, Seen};

@@ -348,8 +348,8 @@ pub(crate) fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::forward::Forwarder;
-    use crate::proxy::router::Router;
+    use crate::forward::Forwarder;
+    use crate::router::Router;
     use std::sync::Arc;
 
     fn client() -> ClientConn {

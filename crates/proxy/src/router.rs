@@ -31,7 +31,7 @@ use super::certs::CertStore;
 use super::load_balancer::LoadBalancer;
 use super::state::{routable, Maintenance, ProxyState, RoutePolicy, RouteState, Upstream};
 use super::stats::StatsView;
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 /// What the request path needs of one route, or of its preview.
 pub struct RouteEntry {
@@ -1173,7 +1173,7 @@ mod tests {
             s.colors
                 .insert(Color::Blue, vec![addr("127.0.0.1:1").into()]);
             s.live = Some(Color::Blue);
-            s.preview = Some(crate::proxy::state::Preview {
+            s.preview = Some(crate::state::Preview {
                 hosts: vec!["preview.localhost".into()],
                 listen: Some(addr(PREVIEW_LISTEN)),
                 path_prefix: None,
@@ -1312,7 +1312,7 @@ mod tests {
         let up: SocketAddr = addr("127.0.0.1:1");
         // A first deploy awaiting approval: nothing live, its preview set.
         r.change("web", true, |s| {
-            let preview = Some(crate::proxy::state::Preview {
+            let preview = Some(crate::state::Preview {
                 hosts: vec!["preview.localhost".into()],
                 listen: Some(addr(PREVIEW_LISTEN)),
                 path_prefix: None,
@@ -1339,7 +1339,7 @@ mod tests {
         assert!(r.check_claims("api", &claim).is_err(), "its listen address");
         // Nor as a preview of its own.
         claim.listen = None;
-        claim.preview = Some(crate::proxy::state::Preview {
+        claim.preview = Some(crate::state::Preview {
             hosts: vec!["preview.localhost".into()],
             ..Default::default()
         });
@@ -1356,7 +1356,7 @@ mod tests {
         );
         // Nor one of its own app's: a request there could not tell.
         let refused = r.change("api", false, |s| {
-            s.preview = Some(crate::proxy::state::Preview {
+            s.preview = Some(crate::state::Preview {
                 hosts: vec!["api.localhost".into()],
                 ..Default::default()
             });

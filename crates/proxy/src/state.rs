@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::lease::Lock;
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyState {
@@ -145,7 +145,7 @@ impl RouteState {
 /// A published port belongs to a container only while it runs: a restart
 /// moves it, and a freed port can be taken by another app's container. So
 /// an upstream with a `container` is used only while the engine says the
-/// address is that container's (`crate::platform::follow` keeps it so),
+/// address is that container's (the deployer's `platform::follow` keeps it so),
 /// and is out of rotation (`down`) while it is not. Written as an object;
 /// read as one or as a bare `"ip:port"` (older state files and clients).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -20,7 +20,7 @@ use super::state::{Balance, RequestPolicy};
 use super::stats::ColorStats;
 use super::upstream::{Claim, Upstream};
 use super::workers::PerThread;
-use crate::release::Color;
+use cyan_plan::release::Color;
 
 /// The live (or standby) set of one color of one route.
 pub struct LoadBalancer {
@@ -166,7 +166,7 @@ mod tests {
     use super::*;
 
     const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    use crate::proxy::state::RoutePolicy;
+    use crate::state::RoutePolicy;
 
     #[test]
     fn claims_rotate_and_release_on_drop() {

@@ -171,11 +171,11 @@ pub fn upstream_requests(data: &[u8], fast_path: bool) -> Vec<Seen> {
                 if let fast::Ended::HandOff(io) =
                     fast::serve(served, &client, &mut close_idle).await
                 {
-                    let _ = super::serve_hyper(io, client, None).await;
+                    let _ = crate::server::serve_hyper(io, client, None).await;
                 }
             } else {
                 let io = Prefixed::new(Bytes::new(), served);
-                let _ = super::serve_hyper(io, client, None).await;
+                let _ = crate::server::serve_hyper(io, client, None).await;
             }
         };
         let talk = async move {

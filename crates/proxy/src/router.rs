@@ -13,9 +13,9 @@
 //! `discard`, `check_claims`) and the rule every change keeps: no route
 //! takes a host or listen address another holds. The named verbs that
 //! build on them, each with its own rule (a switch, a color set, the
-//! lease), are the control plane's, in `control`.
+//! lease), are the control plane's, in `control`. The table itself is
+//! `table`; who may hold a host or listen address is `claims`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,242 +23,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fnv::FnvHashMap;
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
+mod claims;
+mod table;
+
 use super::certs::CertStore;
 use super::load_balancer::LoadBalancer;
-use super::state::{routable, Maintenance, ProxyState, RoutePolicy, RouteState, Upstream};
+use super::state::{routable, ProxyState, RouteState, Upstream};
 use super::stats::StatsView;
+use claims::new_conflict;
 use cyan_plan::release::Color;
-
-/// What the request path needs of one route, or of its preview.
-pub struct RouteEntry {
-    pub name: String,
-    /// The load balancer requests go to: the live color's, or for a
-    /// preview the candidate's own (its counters apart from the color's,
-    /// which `verify` reads after the switch). `None`: a 503 that says why.
-    pub live: Option<Arc<LoadBalancer>>,
-    /// The route's preview (`proxy.preview`): it serves only a candidate.
-    pub preview: bool,
-    pub path_prefix: Option<String>,
-    pub policy: RoutePolicy,
-    pub maintenance: Option<Maintenance>,
-    pub hold_until_ms: Option<u64>,
-}
-
-impl RouteEntry {
-    fn matches(&self, path: &str) -> bool {
-        self.path_prefix.as_deref().is_none_or(|p| {
-            path.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.ends_with('/'))
-        })
-    }
-}
-
-/// One immutable version of the routing table. Each key holds its routes
-/// longest path prefix first, so `/api` wins over the host's catch-all.
-///
-/// Keyed with FNV rather than SipHash: a look-up per request, over a few
-/// short keys that only the admin API inserts, so a client cannot flood a
-/// bucket; SipHash cost more than the rest of the route look-up.
-#[derive(Default)]
-pub struct Table {
-    by_host: FnvHashMap<String, Vec<Arc<RouteEntry>>>,
-    by_listen: FnvHashMap<SocketAddr, Vec<Arc<RouteEntry>>>,
-    certs_by_host: FnvHashMap<String, Arc<CertifiedKey>>,
-    certs_by_listen: FnvHashMap<SocketAddr, Arc<CertifiedKey>>,
-}
-
-impl Table {
-    pub fn cert_for_host(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        self.certs_by_host.get(host).cloned()
-    }
-
-    pub fn cert_for_listen(&self, local: SocketAddr) -> Option<Arc<CertifiedKey>> {
-        self.certs_by_listen.get(&local).cloned()
-    }
-
-    /// The routes for a request: on a listen address no app owns, the Host
-    /// header's; on one an app owns, that app's, unless the Host is one of
-    /// the owner's own hosts (then all routes of that host, so another
-    /// app's path prefix on it still gets its paths). A listen address
-    /// belongs to its app: no other app's host takes its requests. Within
-    /// each, the longest matching path prefix. To route several apps by
-    /// host on one port, give the port to the proxy (`--listen`).
-    ///
-    /// An app's preview host is one of its own hosts on its listen
-    /// address (where else would a host-only preview be asked for?); on
-    /// a preview's listen address only preview hosts are: the preview
-    /// never answers with the live color.
-    pub fn route(
-        &self,
-        host: Option<&str>,
-        local: SocketAddr,
-        path: &str,
-    ) -> Option<&Arc<RouteEntry>> {
-        fn pick<'t>(
-            routes: Option<&'t Vec<Arc<RouteEntry>>>,
-            path: &str,
-        ) -> Option<&'t Arc<RouteEntry>> {
-            routes.and_then(|rs| rs.iter().find(|r| r.matches(path)))
-        }
-        let by_host = host.and_then(|h| self.by_host.get(h));
-        match self.by_listen.get(&local) {
-            None => pick(by_host, path),
-            Some(owners) => {
-                let own = |r: &Arc<RouteEntry>| {
-                    owners
-                        .iter()
-                        .any(|o| o.name == r.name && (r.preview || !o.preview))
-                };
-                let owners_host = by_host.filter(|rs| rs.iter().any(own));
-                pick(owners_host, path).or_else(|| pick(Some(owners), path))
-            }
-        }
-    }
-}
-
-/// Lowercases a Host header and drops its port and a trailing dot. A
-/// normalized host is a fixed point (the fuzz target checks it).
-pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    // Port and dot off until nothing changes: `a:80.` and `a.:80` are `a`.
-    let mut host = host;
-    loop {
-        let next = strip_port(host.trim_ascii())
-            .trim_ascii()
-            .trim_end_matches('.');
-        if next.len() == host.len() {
-            break;
-        }
-        host = next;
-    }
-    match host.bytes().any(|b| b.is_ascii_uppercase()) {
-        true => Cow::Owned(host.to_ascii_lowercase()),
-        false => Cow::Borrowed(host),
-    }
-}
-
-/// A host without its `:port` (an IP literal keeps its brackets); a fully
-/// qualified name's trailing dot is taken off by the caller.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-/// One key only one route may hold (`host a`, `listen address b`), with
-/// the path prefix it is held for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Claim<'r> {
-    key: String,
-    prefix: Option<&'r str>,
-    /// Held by the route's preview rather than its live color.
-    preview: bool,
-}
-
-impl Claim<'_> {
-    /// The same key and path, whoever holds it for what.
-    fn same(&self, other: &Claim) -> bool {
-        self.key == other.key && self.prefix == other.prefix
-    }
-}
-
-/// The keys of `hosts` and `listen` under `prefix`.
-fn keys<'r>(
-    hosts: &[String],
-    listen: Option<SocketAddr>,
-    prefix: Option<&'r str>,
-    preview: bool,
-) -> Vec<Claim<'r>> {
-    let prefix = prefix.and_then(super::api::prefix_key);
-    let hosts = hosts.iter().map(|h| format!("host {}", normalize_host(h)));
-    let listen = listen.map(|a| format!("listen address {a}"));
-    hosts
-        .chain(listen)
-        .map(|key| Claim {
-            key,
-            prefix,
-            preview,
-        })
-        .collect()
-}
-
-/// What a route serves, as keys only one app may hold: each host and its
-/// listen address, with its path prefix, while it has a live color (one
-/// that never went live serves nothing, so it cannot take requests from
-/// one that did); and its preview's, from the moment the preview is set
-/// (it answers then, with the candidate or a 503), so no app can take
-/// another's preview host either.
-fn claims(r: &RouteState) -> Vec<Claim<'_>> {
-    let live = r
-        .live
-        .map(|_| keys(&r.hosts, r.listen, r.path_prefix.as_deref(), false));
-    let preview = r
-        .preview
-        .as_ref()
-        .map(|p| keys(&p.hosts, p.listen, p.path_prefix.as_deref(), true));
-    live.into_iter()
-        .flatten()
-        .chain(preview.into_iter().flatten())
-        .collect()
-}
-
-/// A claim `route` makes in `next` that it did not make in `now` and that
-/// another route already makes: who holds it, and how to free it. Claims
-/// that were already shared (a state from before owners were checked) are
-/// left as they are. A preview on one of the route's own hosts or its
-/// listen address is refused too: a request there could not tell the
-/// candidate from live.
-fn new_conflict(now: &ProxyState, next: &ProxyState, route: &str) -> Option<String> {
-    let held: Vec<_> = now.routes.get(route).map(claims).unwrap_or_default();
-    let r = next.routes.get(route)?;
-    if let Some(key) = own_preview_overlap(r) {
-        if now.routes.get(route).and_then(own_preview_overlap) != Some(key.clone()) {
-            return Some(format!(
-                "the preview's {key} is also {route}'s own: give the preview a host and listen address of its own"
-            ));
-        }
-    }
-    let wanted = claims(r);
-    for claim in wanted.iter().filter(|c| !held.iter().any(|h| h.same(c))) {
-        let owner = next.routes.iter().find_map(|(name, r)| {
-            let theirs = claims(r).into_iter().find(|c| c.same(claim))?;
-            (name.as_str() != route).then_some((name, theirs.preview))
-        });
-        if let Some((owner, preview)) = owner {
-            let path = claim
-                .prefix
-                .map_or(String::new(), |p| format!(" (path prefix {p})"));
-            let on_it = match preview {
-                true => "which previews its candidate on it",
-                false => "which is live on it",
-            };
-            return Some(format!(
-                "{}{path} belongs to {owner}, {on_it}; free it with \
-                 `cyan remove -c <{owner}'s cyan.yaml> --yes`, or give this app another host or listen address",
-                claim.key
-            ));
-        }
-    }
-    None
-}
-
-/// A key the route's preview shares with the route itself, if any.
-fn own_preview_overlap(r: &RouteState) -> Option<String> {
-    let p = r.preview.as_ref()?;
-    let own = keys(&r.hosts, r.listen, r.path_prefix.as_deref(), false);
-    let previewed = keys(&p.hosts, p.listen, p.path_prefix.as_deref(), true);
-    previewed
-        .into_iter()
-        .find(|c| own.iter().any(|o| o.same(c)))
-        .map(|c| c.key)
-}
+pub use table::{normalize_host, RouteEntry, Table};
 
 /// What the engine says of one container now (`Router::retarget`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -854,6 +631,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::RoutePolicy;
 
     const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 

@@ -103,3 +103,259 @@ pub fn describe(step: &Step, d: &Desired) -> String {
         Step::Blocked(who) => format!("blocked by {who}"),
     }
 }
+
+/// The loop on a fake platform: the planner's simulated world
+/// (`cyan_plan::sim`), acted on step by step, with the failures a real
+/// platform has (a failed gate, an act that changes nothing, a killed cyan).
+#[cfg(test)]
+mod tests {
+    use std::mem::discriminant;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::output::Format;
+    use crate::plan::sim::{apply, deploy, key, running, world, World};
+    use crate::plan::{LockState, Observed};
+    use Color::{Blue, Green};
+
+    /// A platform that is the simulated world: `observe` clones it (its
+    /// clock stands still: no walk here waits on time), `act` applies the
+    /// step with `sim::apply` and records it.
+    struct FakePlatform {
+        world: Mutex<Observed>,
+        acted: Mutex<Vec<Step>>,
+        /// Every gate fails, changing nothing.
+        fail_gates: bool,
+        /// Steps of this kind (any color) succeed but do not take effect.
+        ignored: Option<Step>,
+        /// Acts left before cyan is killed; after that every act fails
+        /// without happening. `None`: never.
+        acts_left: Mutex<Option<usize>>,
+    }
+
+    impl FakePlatform {
+        fn new(w: World) -> Self {
+            FakePlatform {
+                world: Mutex::new(w.0),
+                acted: Mutex::new(Vec::new()),
+                fail_gates: false,
+                ignored: None,
+                acts_left: Mutex::new(None),
+            }
+        }
+        fn failing_gates(self) -> Self {
+            FakePlatform {
+                fail_gates: true,
+                ..self
+            }
+        }
+        fn ignoring(self, kind: Step) -> Self {
+            FakePlatform {
+                ignored: Some(kind),
+                ..self
+            }
+        }
+        fn killed_after(self, acts: usize) -> Self {
+            *self.acts_left.lock().expect("fake lock") = Some(acts);
+            self
+        }
+        /// A fresh cyan on the same platform.
+        fn revive(&self) {
+            *self.acts_left.lock().expect("fake lock") = None;
+        }
+        /// The steps acted since the last call.
+        fn take_acted(&self) -> Vec<Step> {
+            std::mem::take(&mut *self.acted.lock().expect("fake lock"))
+        }
+        fn world(&self) -> Observed {
+            self.world.lock().expect("fake lock").clone()
+        }
+    }
+
+    impl Platform for FakePlatform {
+        async fn observe(&self, _: &Desired) -> Result<Observed> {
+            Ok(self.world())
+        }
+
+        async fn act(&self, step: &Step, d: &Desired) -> Result<()> {
+            if let Some(left) = self.acts_left.lock().expect("fake lock").as_mut() {
+                if *left == 0 {
+                    return Err(Error::Platform("cyan was killed".into()));
+                }
+                *left -= 1;
+            }
+            self.acted.lock().expect("fake lock").push(step.clone());
+            if self.fail_gates && matches!(step, Step::Gate(_)) {
+                return Err(Error::GateFailed(format!("{step:?}: GET /healthz -> 503")));
+            }
+            if self
+                .ignored
+                .as_ref()
+                .is_some_and(|kind| discriminant(kind) == discriminant(step))
+            {
+                return Ok(());
+            }
+            apply(d, &mut self.world.lock().expect("fake lock"), step);
+            Ok(())
+        }
+    }
+
+    fn output() -> Output {
+        // Text is the quietest: no GitHub log groups, and progress is plain
+        // lines on stderr, which the test harness captures.
+        Output::new(Format::Text)
+    }
+
+    #[tokio::test]
+    async fn a_fresh_deploy_builds_launches_gates_and_switches() {
+        let p = FakePlatform::new(world());
+        let outcome = converge(&p, &deploy("1"), &output()).await;
+        assert_eq!(outcome.expect("converges"), Outcome::Done);
+        assert_eq!(
+            p.take_acted(),
+            vec![
+                Step::Build,
+                Step::Launch(Blue),
+                Step::Gate(Blue),
+                Step::Switch(Blue)
+            ]
+        );
+        let o = p.world();
+        assert_eq!(o.live, Some(Blue));
+        assert_eq!(o.sets[&Blue], running("1", 2));
+    }
+
+    #[tokio::test]
+    async fn approval_stops_before_the_switch_and_promote_finishes() {
+        let p = FakePlatform::new(world().built().live(Blue, "1"));
+        let d = Desired {
+            require_approval: true,
+            ..deploy("2")
+        };
+        let outcome = converge(&p, &d, &output()).await;
+        assert_eq!(outcome.expect("stops"), Outcome::AwaitingApproval(Green));
+        assert_eq!(p.take_acted(), vec![Step::Launch(Green), Step::Gate(Green)]);
+        assert_eq!(p.world().live, Some(Blue), "no switch before approval");
+
+        let promote = Desired {
+            intent: Intent::Promote,
+            ..d
+        };
+        let outcome = converge(&p, &promote, &output()).await;
+        assert_eq!(outcome.expect("converges"), Outcome::Done);
+        assert_eq!(p.take_acted(), vec![Step::Switch(Green)]);
+        assert_eq!(p.world().live, Some(Green));
+    }
+
+    #[tokio::test]
+    async fn a_failed_gate_clears_the_candidate_and_leaves_live_alone() {
+        let start = world().built().live(Blue, "1");
+        let p = FakePlatform::new(start.clone()).failing_gates();
+        let outcome = converge(&p, &deploy("2"), &output()).await;
+        assert!(matches!(outcome, Err(Error::GateFailed(_))), "{outcome:?}");
+        assert_eq!(
+            p.take_acted(),
+            vec![Step::Launch(Green), Step::Gate(Green), Step::Clear(Green)]
+        );
+        let o = p.world();
+        assert_eq!(o.live, Some(Blue));
+        assert_eq!(o.sets[&Blue], running("1", 2), "live is never cleared");
+        assert_eq!(o.record.gated.get(&Blue), Some(&key("1")));
+        assert_eq!(o, start.0, "the candidate is gone: the host as it was");
+    }
+
+    #[tokio::test]
+    async fn an_act_that_does_not_take_effect_stops_the_loop() {
+        let p = FakePlatform::new(world()).ignoring(Step::Launch(Blue));
+        let outcome = converge(&p, &deploy("1"), &output()).await;
+        match outcome {
+            Err(Error::Platform(why)) => assert!(why.contains("did not take effect"), "{why}"),
+            other => panic!("expected the platform error, got {other:?}"),
+        }
+        assert_eq!(
+            p.take_acted(),
+            vec![Step::Build, Step::Launch(Blue)],
+            "stopped at the first repeat, long before {MAX_STEPS} steps"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lock_held_by_another_stops_before_any_act() {
+        let mut start = world().built().live(Blue, "1");
+        start.0.lock = LockState::Other("pid 42 on ci-7".into());
+        let p = FakePlatform::new(start.clone());
+        let outcome = converge(&p, &deploy("2"), &output()).await;
+        match outcome {
+            Err(Error::LockHeld(why)) => assert!(why.contains("pid 42 on ci-7"), "{why}"),
+            other => panic!("expected the lock error, got {other:?}"),
+        }
+        assert_eq!(p.take_acted(), vec![]);
+        assert_eq!(p.world(), start.0);
+    }
+
+    #[tokio::test]
+    async fn a_killed_run_started_again_ends_where_an_uninterrupted_one_does() {
+        let redeploy = world()
+            .built()
+            .live(Green, "2")
+            .set(Blue, running("1", 2))
+            .gated(Blue, "1");
+        let cold = Desired {
+            keep_hot: false,
+            ..deploy("3")
+        };
+        let walks = [
+            (
+                deploy("1"),
+                world(),
+                vec![
+                    Step::Build,
+                    Step::Launch(Blue),
+                    Step::Gate(Blue),
+                    Step::Switch(Blue),
+                ],
+            ),
+            (
+                cold,
+                redeploy,
+                vec![
+                    Step::Clear(Blue),
+                    Step::Launch(Blue),
+                    Step::Gate(Blue),
+                    Step::Switch(Blue),
+                    Step::Retire(Green),
+                ],
+            ),
+        ];
+        for (d, start, full) in walks {
+            let clean = FakePlatform::new(start.clone());
+            let outcome = converge(&clean, &d, &output()).await;
+            assert_eq!(outcome.expect("converges"), Outcome::Done);
+            assert_eq!(clean.take_acted(), full);
+            let end = clean.world();
+
+            for k in 0..full.len() {
+                let p = FakePlatform::new(start.clone()).killed_after(k);
+                let outcome = converge(&p, &d, &output()).await;
+                assert!(
+                    matches!(&outcome, Err(Error::Platform(why)) if why == "cyan was killed"),
+                    "killed after {k}: {outcome:?}"
+                );
+                assert_eq!(p.take_acted(), full[..k]);
+                p.revive();
+                let outcome = converge(&p, &d, &output()).await;
+                assert_eq!(
+                    outcome.expect("converges"),
+                    Outcome::Done,
+                    "killed after {k}"
+                );
+                assert_eq!(
+                    p.take_acted(),
+                    full[k..],
+                    "killed after {k}: picks up there"
+                );
+                assert_eq!(p.world(), end, "killed after {k}");
+            }
+        }
+    }
+}

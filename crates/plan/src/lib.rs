@@ -19,11 +19,15 @@ use serde::Serialize;
 use crate::record::DeployRecord;
 use crate::release::{Color, ReleaseKey};
 
+mod abort;
 mod phase;
 pub mod record;
 pub mod release;
 mod rollback;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod verify;
+pub use abort::{abort, Abort};
 pub use phase::{phase, Phase, Seen};
 pub use rollback::{rollback_target, KeptSet, RollbackTarget};
 

@@ -1,88 +1,10 @@
 //! Table tests for every transition of the planner, plus a walk that applies
-//! each step to a simulated platform and checks that deploys converge from
-//! any crash point.
+//! each step to the simulated platform (`crate::sim`) and checks that
+//! deploys converge from any crash point.
 
 use super::*;
-use crate::record::VerifyWindow;
+use crate::sim::*;
 use Color::{Blue, Green};
-
-fn key(v: &str) -> ReleaseKey {
-    ReleaseKey {
-        version: v.into(),
-        config_hash: "c0ffee".into(),
-    }
-}
-
-fn deploy(v: &str) -> Desired {
-    Desired {
-        intent: Intent::Deploy,
-        target: key(v),
-        replicas: 2,
-        build: true,
-        push: false,
-        require_approval: false,
-        keep_hot: true,
-        retire_delay_ms: 0,
-    }
-}
-
-fn running(v: &str, n: u32) -> SetState {
-    SetState {
-        release: Some(key(v)),
-        total: n,
-        running: n,
-        ..SetState::default()
-    }
-}
-
-/// A fluent observed state: `world().live(Blue, "1").built()`.
-#[derive(Clone)]
-struct World(Observed);
-
-fn world() -> World {
-    World(Observed {
-        image: ImageState::Missing,
-        live: None,
-        sets: BTreeMap::new(),
-        record: DeployRecord::default(),
-        lock: LockState::Ours,
-        now_ms: 1_000,
-        drift: Vec::new(),
-        progress_due_ms: None,
-    })
-}
-
-impl World {
-    fn built(mut self) -> Self {
-        self.0.image = ImageState::Local;
-        self
-    }
-    fn pushed(mut self) -> Self {
-        self.0.image = ImageState::Pushed;
-        self
-    }
-    fn set(mut self, c: Color, s: SetState) -> Self {
-        self.0.sets.insert(c, s);
-        self
-    }
-    fn gated(mut self, c: Color, v: &str) -> Self {
-        self.0.record.gated.insert(c, key(v));
-        self
-    }
-    fn live(mut self, c: Color, v: &str) -> Self {
-        self.0.live = Some(c);
-        self.set(c, running(v, 2)).gated(c, v)
-    }
-    fn verifying(mut self, c: Color, v: &str, until_ms: u64) -> Self {
-        self.0.record.verify = Some(VerifyWindow {
-            color: c,
-            release: key(v),
-            until_ms,
-            deadline_ms: None,
-        });
-        self
-    }
-}
 
 #[test]
 fn fresh_deploy_walks_build_launch_gate_switch_done() {
@@ -354,14 +276,6 @@ fn a_gated_set_that_lost_availability_is_gated_again_not_switched() {
     assert_eq!(plan(&deploy("2"), &w.0), Step::Gate(Green));
 }
 
-fn rollback_to(v: &str) -> Desired {
-    Desired {
-        intent: Intent::Rollback,
-        build: false,
-        ..deploy(v)
-    }
-}
-
 #[test]
 fn hot_rollback_is_a_single_switch() {
     let w = world()
@@ -408,27 +322,6 @@ fn a_concurrent_deploy_is_refused() {
 }
 
 // ---- convergence: apply steps to a simulated platform, crash anywhere ----
-
-/// Applies a step the way a platform would, so a walk can be simulated.
-fn apply(d: &Desired, o: &mut Observed, step: &Step) {
-    match step {
-        Step::Build => o.image = ImageState::Local,
-        Step::Push => o.image = ImageState::Pushed,
-        Step::Clear(c) | Step::Retire(c) => {
-            o.sets.remove(c);
-            o.record.gated.remove(c);
-        }
-        Step::Launch(c) => {
-            o.sets.insert(*c, running(&d.target.version, d.replicas));
-        }
-        Step::Gate(c) => {
-            o.record.gated.insert(*c, d.target.clone());
-        }
-        Step::Switch(c) => o.live = Some(*c),
-        Step::Verify(_) => o.record.verify = None,
-        other => panic!("walk reached {other:?}"),
-    }
-}
 
 /// Runs plan/apply until Done, returning the steps taken.
 fn walk(d: &Desired, o: &mut Observed) -> Vec<Step> {

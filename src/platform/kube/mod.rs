@@ -26,7 +26,7 @@ use crate::health::{probe_client, ProbeClient};
 use crate::operator::crd::{
     annotation, label, BlueGreenDeployment, BlueGreenDeploymentStatus, HistoryEntry, Outcome, Phase,
 };
-use crate::plan::{Desired, ImageState, Intent, LockState, Observed, Step};
+use crate::plan::{self, Abort, Desired, ImageState, Intent, LockState, Observed, Step};
 use crate::platform::Platform;
 use crate::record::{DeployRecord, VerifyWindow, HISTORY_LIMIT};
 use crate::release::{Color, ReleaseKey};
@@ -469,32 +469,27 @@ impl KubePlatform {
         Ok(())
     }
 
-    /// `cyan abort`: a candidate not yet live is scaled down and halted; a
-    /// release still being verified is rolled back. A verified live release
-    /// is left alone (that is what rollback is for).
+    /// `cyan abort`: acts on the planner's answer (`plan::abort`): a
+    /// candidate not yet live is scaled down and halted; a release still
+    /// being verified is rolled back; a verified live release is left alone
+    /// (that is what rollback is for).
     pub async fn abort(&self, o: &Observed, d: &Desired) -> Result<()> {
-        let holds = |c: Color| o.sets.get(&c).and_then(|s| s.release.as_ref()) == Some(&d.target);
-        match o.live {
-            Some(live) if holds(live) => match &o.record.verify {
-                Some(w) if o.now_ms < w.until_ms => {
-                    self.roll_back_live(live, d, "aborted while verifying")
-                        .await
-                }
-                _ => {
-                    self.edit(|s| {
-                        s.message = Some(format!(
-                            "nothing to abort: {} is live and verified; use cyan rollback",
-                            d.target.version
-                        ))
-                    });
-                    Ok(())
-                }
-            },
-            live => {
-                for color in Color::ALL
-                    .into_iter()
-                    .filter(|c| Some(*c) != live && holds(*c))
-                {
+        match plan::abort(o, &d.target) {
+            Abort::SwitchBack(live) => {
+                self.roll_back_live(live, d, "aborted while verifying")
+                    .await
+            }
+            Abort::Verified => {
+                self.edit(|s| {
+                    s.message = Some(format!(
+                        "nothing to abort: {} is live and verified; use cyan rollback",
+                        d.target.version
+                    ))
+                });
+                Ok(())
+            }
+            Abort::Remove(colors) => {
+                for color in colors {
                     self.scale_down(color).await?;
                 }
                 self.halt(

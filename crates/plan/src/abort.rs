@@ -1,0 +1,136 @@
+//! What `cyan abort` does to a release: deploy policy, so it lives beside
+//! `plan`, pure, with a table test per rule. The platform observes, asks,
+//! and acts on the answer.
+
+use crate::release::{Color, ReleaseKey};
+use crate::Observed;
+
+/// The answer to "abort this release".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abort {
+    /// The release is live and its verify window is still open: take it
+    /// off the air as a failed verification would (traffic back to the
+    /// previous color where it can take it), then halt it.
+    SwitchBack(Color),
+    /// The release runs in these colors but was never switched to: take
+    /// them down and halt it. Live traffic is not touched. Empty when the
+    /// release runs nowhere: the halt alone keeps it from starting.
+    Remove(Vec<Color>),
+    /// The release is live and its verification is over: there is nothing
+    /// to abort (`cyan rollback` is for that).
+    Verified,
+}
+
+/// What aborting `release` means in the observed state.
+///
+/// Rules: a live release is aborted only while its verify window is open
+/// (judged at `o.now_ms`); otherwise every non-live color that runs the
+/// release is its candidate and is removed.
+pub fn abort(o: &Observed, release: &ReleaseKey) -> Abort {
+    let holds = |c: Color| o.sets.get(&c).and_then(|s| s.release.as_ref()) == Some(release);
+    match o.live {
+        Some(live) if holds(live) => match &o.record.verify {
+            Some(w) if w.color == live && o.now_ms < w.until_ms => Abort::SwitchBack(live),
+            _ => Abort::Verified,
+        },
+        live => Abort::Remove(
+            Color::ALL
+                .into_iter()
+                .filter(|c| Some(*c) != live && holds(*c))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{DeployRecord, VerifyWindow};
+    use crate::{ImageState, LockState, SetState};
+    use Color::{Blue, Green};
+
+    fn key(v: &str) -> ReleaseKey {
+        ReleaseKey {
+            version: v.into(),
+            config_hash: format!("h{v}"),
+        }
+    }
+
+    fn set(v: &str) -> SetState {
+        SetState {
+            release: Some(key(v)),
+            total: 2,
+            running: 2,
+            created: 0,
+            exited: 0,
+            unavailable: 0,
+        }
+    }
+
+    /// Blue runs `blue`, green runs `green` (when given); `live` is live.
+    fn world(blue: &str, green: Option<&str>, live: Option<Color>) -> Observed {
+        let mut sets = std::collections::BTreeMap::from([(Blue, set(blue))]);
+        if let Some(v) = green {
+            sets.insert(Green, set(v));
+        }
+        Observed {
+            image: ImageState::Pushed,
+            live,
+            sets,
+            record: DeployRecord::default(),
+            lock: LockState::Ours,
+            now_ms: 10_000,
+            drift: Vec::new(),
+            progress_due_ms: None,
+        }
+    }
+
+    fn verifying(mut o: Observed, color: Color, until_ms: u64) -> Observed {
+        let release = o.sets[&color].release.clone().unwrap();
+        o.record.verify = Some(VerifyWindow {
+            color,
+            release,
+            until_ms,
+            deadline_ms: None,
+        });
+        o
+    }
+
+    #[test]
+    fn a_candidate_beside_live_is_removed_and_live_untouched() {
+        let o = world("1", Some("2"), Some(Blue));
+        assert_eq!(abort(&o, &key("2")), Abort::Remove(vec![Green]));
+    }
+
+    #[test]
+    fn a_first_release_with_nothing_live_is_removed() {
+        let o = world("1", None, None);
+        assert_eq!(abort(&o, &key("1")), Abort::Remove(vec![Blue]));
+    }
+
+    #[test]
+    fn a_release_running_nowhere_has_nothing_to_remove() {
+        let o = world("1", Some("2"), Some(Blue));
+        assert_eq!(abort(&o, &key("3")), Abort::Remove(vec![]));
+    }
+
+    #[test]
+    fn a_live_release_in_its_window_is_switched_back() {
+        let o = verifying(world("1", Some("2"), Some(Green)), Green, 20_000);
+        assert_eq!(abort(&o, &key("2")), Abort::SwitchBack(Green));
+    }
+
+    #[test]
+    fn a_live_release_past_its_window_or_with_none_is_verified() {
+        let past = verifying(world("1", Some("2"), Some(Green)), Green, 10_000);
+        assert_eq!(abort(&past, &key("2")), Abort::Verified);
+        let none = world("1", Some("2"), Some(Green));
+        assert_eq!(abort(&none, &key("2")), Abort::Verified);
+    }
+
+    #[test]
+    fn a_window_of_the_other_color_does_not_make_live_abortable() {
+        let o = verifying(world("1", Some("2"), Some(Green)), Blue, 20_000);
+        assert_eq!(abort(&o, &key("2")), Abort::Verified);
+    }
+}

@@ -247,7 +247,7 @@ async fn no_preview_nor_app_takes_the_proxys_own_listen_address() {
             }
         })
     };
-    let proxy = TestProxy::start_listening("preview-own-port").await;
+    let mut proxy = TestProxy::start_listening("preview-own-port").await;
     proxy
         .route_by_host("web", vec![answering("web").await])
         .await;
@@ -298,6 +298,24 @@ async fn no_preview_nor_app_takes_the_proxys_own_listen_address() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // The successor of `cyan proxy upgrade` knows its own listen address
+    // too: it says so (deploy URLs are built from it) and keeps refusing.
+    proxy.upgrade().await;
+    proxy.wait_old_exited().await;
+    let health = admin.health().await.unwrap();
+    assert_eq!(health.listen, vec![own], "after an upgrade");
+    for (how, answer) in [
+        ("put, listen", admin.put_route("evil", &listening).await),
+        ("candidate", admin.set_candidate("evil", &candidate).await),
+    ] {
+        assert!(
+            matches!(&answer, Err(e) if e.to_string().contains("is the proxy's own --listen address")),
+            "after an upgrade, {how}: {answer:?}"
+        );
+    }
+    let (status, body) = http_get(&proxy.addr(), "web.localhost", "/");
+    assert_eq!((status, body.as_str()), (200, "web"), "after an upgrade");
 }
 
 /// A route or preview refused for a host another app holds leaves no

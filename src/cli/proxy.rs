@@ -336,8 +336,10 @@ fn run_options(home: &Home, cmd: ProxyCommand) -> Result<proxy::RunOptions> {
 }
 
 /// The arguments of `cyan proxy run` that give an upgrade's successor the
-/// same options as `opts`. Listen addresses are left out: the successor
-/// takes the sockets themselves (`proxy::handoff`).
+/// same options as `opts`. The successor takes the listening sockets
+/// themselves (`proxy::handoff`) and binds nothing twice; it gets the
+/// listen flags anyway, since they say which addresses are the proxy's own
+/// (no route may take one, and deploy URLs name them).
 fn successor_args(home: &Home, opts: &proxy::RunOptions) -> Vec<String> {
     let d = |d| humantime::format_duration(d).to_string();
     let t = &opts.timeouts;
@@ -358,6 +360,11 @@ fn successor_args(home: &Home, opts: &proxy::RunOptions) -> Vec<String> {
         d(opts.cert_check),
     ];
     let flag = |name: &str, value: String| [name.to_string(), value];
+    args.extend(
+        opts.listen
+            .iter()
+            .flat_map(|a| flag("--listen", a.to_string())),
+    );
     args.extend(
         opts.metrics
             .iter()
@@ -420,6 +427,10 @@ mod tests {
             "42s",
             "--cert-check-interval",
             "5m",
+            "--listen",
+            "127.0.0.1:8080",
+            "--listen",
+            "[::1]:8080",
             "--metrics",
             "127.0.0.1:9109",
             "--threads",
@@ -452,6 +463,7 @@ mod tests {
         assert_eq!(format!("{first:?}"), format!("{again:?}"));
         assert_eq!(again.acme.challenge, proxy::acme::ChallengeKind::TlsAlpn01);
         assert_eq!(again.timeouts.idle, std::time::Duration::from_secs(42));
+        assert_eq!(again.listen.len(), 2, "the proxy's own addresses");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

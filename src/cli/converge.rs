@@ -23,7 +23,12 @@ pub struct DeployOptions {
     pub lock_wait: Duration,
 }
 
-pub async fn deploy(home: &Home, cfg: &Loaded, o: &DeployOptions, out: &Output) -> Result<()> {
+pub async fn deploy(
+    home: &Home,
+    cfg: &Loaded,
+    o: &DeployOptions,
+    out: &Output,
+) -> Result<DeployReport> {
     let version = release::resolve_version(o.version.as_deref(), &cfg.dir())?;
     let mut p = session::open(home, cfg, out).await?;
     let c = &cfg.config;
@@ -48,7 +53,12 @@ pub async fn deploy(home: &Home, cfg: &Loaded, o: &DeployOptions, out: &Output) 
     run.go(&mut p, &desired, out).await
 }
 
-pub async fn promote(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> Result<()> {
+pub async fn promote(
+    home: &Home,
+    cfg: &Loaded,
+    wait: Duration,
+    out: &Output,
+) -> Result<DeployReport> {
     let mut p = session::open(home, cfg, out).await?;
     let (live, other) = sides(&p).await?;
     let record = p.record().await?;
@@ -81,7 +91,7 @@ pub async fn rollback(
     to: Option<&str>,
     wait: Duration,
     out: &Output,
-) -> Result<()> {
+) -> Result<DeployReport> {
     let (target, hot_replicas, recorded, instant) = {
         let p = session::open_to_read(home, cfg, out).await?;
         let record = p.record().await?;
@@ -199,7 +209,7 @@ fn unset_secret(
     )))
 }
 
-pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> Result<()> {
+pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> Result<AbortReport> {
     let mut p = session::open(home, cfg, out).await?;
     let lock = DeployLock::acquire(&p.proxy, &cfg.config.route(), "abort", wait, out).await?;
     p.lock_token = lock.token.clone();
@@ -216,13 +226,12 @@ pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> R
         out.phase(format!("remove candidate {color} ({version})"));
         p.clear(color).await?;
         out.done(format!("removed candidate {color} ({version})"));
-        out.report(&AbortReport {
+        Ok(AbortReport {
             id: super::status::docker_id(cfg),
             message: format!("aborted {version}; live traffic was not touched"),
             aborted: version,
             color: Some(color),
-        });
-        Ok(())
+        })
     }
     .await;
     lock.release().await;
@@ -267,7 +276,12 @@ impl Run {
         }
     }
 
-    async fn go(&self, p: &mut DockerPlatform<'_>, desired: &Desired, out: &Output) -> Result<()> {
+    async fn go(
+        &self,
+        p: &mut DockerPlatform<'_>,
+        desired: &Desired,
+        out: &Output,
+    ) -> Result<DeployReport> {
         let c = &p.cfg.config;
         // A host or listen address another app serves is refused before
         // anything is built, started or locked.
@@ -307,7 +321,7 @@ impl Run {
         // URL its port, never the deploy its success.
         let url = c.url(&p.proxy.health().await.unwrap_or_default());
         let done = outcome == Outcome::Done;
-        out.report(&DeployReport {
+        Ok(DeployReport {
             id: super::status::docker_id(p.cfg),
             intent: desired.intent,
             phase: if done {
@@ -328,8 +342,7 @@ impl Run {
                 .then(|| format!("cyan rollback -c {config_path}")),
             verify: p.verdict.lock().expect("verdict lock").take(),
             config_path,
-        });
-        Ok(())
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 //! logic runs; nothing below this layer sees clap types.
 
 mod converge;
+mod deployer;
 mod image;
 mod init;
 mod kube;
@@ -18,9 +19,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ImageRepo, Loaded, Name, PlatformKind};
-use crate::error::{Error, Result};
+use crate::config::{ImageRepo, Name, PlatformKind};
+use crate::error::Result;
 use crate::output::{Format, Output};
+use deployer::Deployer;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -496,15 +498,14 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             if let Some(required) = require_approval {
                 cfg.config.require_approval = required;
             }
-            if on_kubernetes(&cfg) {
-                return kube::deploy(&cfg, release.as_deref(), out).await;
-            }
             let options = converge::DeployOptions {
                 version: release,
                 rollback_on_failure,
                 lock_wait: lock.lock_wait,
             };
-            converge::deploy(&home, &cfg, &options, out).await
+            let on = Deployer::open(&home, &cfg).await?;
+            out.report(&on.deploy(&cfg, &options, out).await?);
+            Ok(())
         }
         Command::Rollback {
             config,
@@ -514,10 +515,12 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             lock,
         } => {
             let cfg = session::load_with(&config.config, &image, platform.platform)?;
-            if on_kubernetes(&cfg) {
-                return kube::rollback(&cfg, to.as_deref(), out).await;
-            }
-            converge::rollback(&home, &cfg, to.as_deref(), lock.lock_wait, out).await
+            let on = Deployer::open(&home, &cfg).await?;
+            out.report(
+                &on.rollback(&cfg, to.as_deref(), lock.lock_wait, out)
+                    .await?,
+            );
+            Ok(())
         }
         Command::Promote {
             config,
@@ -526,10 +529,9 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             lock,
         } => {
             let cfg = session::load_with(&config.config, &image, platform.platform)?;
-            if on_kubernetes(&cfg) {
-                return kube::promote(&cfg, out).await;
-            }
-            converge::promote(&home, &cfg, lock.lock_wait, out).await
+            let on = Deployer::open(&home, &cfg).await?;
+            out.report(&on.promote(&cfg, lock.lock_wait, out).await?);
+            Ok(())
         }
         Command::Abort {
             config,
@@ -538,37 +540,28 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         } => {
             let cfg =
                 session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
-            if on_kubernetes(&cfg) {
-                return kube::abort(&cfg, out).await;
-            }
-            converge::abort(&home, &cfg, lock.lock_wait, out).await
+            let on = Deployer::open(&home, &cfg).await?;
+            out.report(&on.abort(&cfg, lock.lock_wait, out).await?);
+            Ok(())
         }
         Command::Remove { config, yes, lock } => {
             let cfg = session::load(&config.config)?;
-            if on_kubernetes(&cfg) {
-                return Err(Error::Refused(format!(
-                    "{} runs on Kubernetes: delete its BlueGreenDeployment instead (kubectl delete bgd {})",
-                    cfg.config.route(),
-                    cfg.config.app
-                )));
-            }
-            remove::remove(&home, &cfg, yes, lock.lock_wait, out).await
+            let on = Deployer::open(&home, &cfg).await?;
+            on.remove(&cfg, yes, lock.lock_wait, out).await
         }
         Command::Status { config, platform } => {
             let cfg =
                 session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
-            if on_kubernetes(&cfg) {
-                return kube::status(&cfg, out).await;
-            }
-            status::status(&home, &cfg, out).await
+            let on = Deployer::open(&home, &cfg).await?;
+            out.report(&on.status(&cfg, out).await?);
+            Ok(())
         }
         Command::History { config, platform } => {
             let cfg =
                 session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
-            if on_kubernetes(&cfg) {
-                return kube::history(&cfg, out).await;
-            }
-            status::history(&home, &cfg, out).await
+            let on = Deployer::open(&home, &cfg).await?;
+            out.report(&on.history(&cfg, out).await?);
+            Ok(())
         }
         Command::Build(step) => {
             let cfg = session::load_with(&step.config.config, &step.image, None)?;
@@ -631,10 +624,6 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             .await
         }
     }
-}
-
-fn on_kubernetes(cfg: &Loaded) -> bool {
-    cfg.config.platform == PlatformKind::Kubernetes
 }
 
 /// Parses args, runs, and turns an error into its exit code after printing it once.

@@ -27,7 +27,7 @@ pub(super) fn docker_id(cfg: &Loaded) -> AppId {
     }
 }
 
-pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
+pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<StatusReport> {
     let p = session::open_to_read(home, cfg, out).await?;
     let c = &cfg.config;
     let view = p.route_view().await?;
@@ -165,16 +165,14 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
         preview,
         message: None,
     };
-    out.report(&status);
-    Ok(())
+    Ok(status)
 }
 
-pub async fn history(home: &Home, cfg: &Loaded, out: &Output) -> Result<()> {
+pub async fn history(home: &Home, cfg: &Loaded, out: &Output) -> Result<History> {
     let p = session::open_to_read(home, cfg, out).await?;
     let record = p.record().await?;
-    out.report(&History {
+    Ok(History {
         route: cfg.config.route(),
         lines: record.history.iter().rev().map(HistoryLine::from).collect(),
-    });
-    Ok(())
+    })
 }

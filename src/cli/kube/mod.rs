@@ -18,7 +18,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
-use crate::cli::report::{AbortReport, AppId, History};
+use crate::cli::report::{AbortReport, AppId, DeployReport, History, StatusReport};
 use crate::config::{Loaded, PlatformKind};
 use crate::error::{is_conflict, Error, Result};
 use crate::image;
@@ -31,7 +31,7 @@ use crate::platform::docker;
 use crate::platform::kube::{objects, revisions};
 use crate::release;
 
-struct Cluster {
+pub struct Cluster {
     api: Api<BlueGreenDeployment>,
     revisions: Api<ControllerRevision>,
     name: String,
@@ -40,7 +40,7 @@ struct Cluster {
     id: AppId,
 }
 
-async fn connect(cfg: &Loaded) -> Result<Cluster> {
+pub async fn connect(cfg: &Loaded) -> Result<Cluster> {
     let config = kube::Config::infer().await.map_err(|e| {
         Error::Config(format!(
             "no Kubernetes configuration (KUBECONFIG, ~/.kube/config, or in-cluster): {e}"
@@ -177,8 +177,8 @@ fn follow_limit(b: &BlueGreenDeployment) -> Duration {
 }
 
 impl Cluster {
-    /// Prints the report of a rollout of the image `reference` that began
-    /// at `before` and settled at `after`.
+    /// The report of a rollout of the image `reference` that began at
+    /// `before` and settled at `after`.
     fn settled(
         &self,
         cfg: &Loaded,
@@ -186,9 +186,8 @@ impl Cluster {
         reference: &str,
         before: &BlueGreenDeploymentStatus,
         after: &BlueGreenDeploymentStatus,
-        out: &Output,
-    ) {
-        out.report(&report::deploy(
+    ) -> DeployReport {
+        report::deploy(
             self.id.clone(),
             report::Settled {
                 intent,
@@ -197,11 +196,16 @@ impl Cluster {
                 after,
                 config_path: cfg.path.display().to_string(),
             },
-        ));
+        )
     }
 }
 
-pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result<()> {
+pub async fn deploy(
+    cluster: &Cluster,
+    cfg: &Loaded,
+    version: Option<&str>,
+    out: &Output,
+) -> Result<DeployReport> {
     let version = release::resolve_version(version, &cfg.dir())?;
     let c = &cfg.config;
     if c.image.registry().is_none() {
@@ -210,7 +214,6 @@ pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result
             c.image
         )));
     }
-    let cluster = connect(cfg).await?;
     let d = docker::connect().await?;
     if image::inspect(&d, c.image.as_str(), &version)
         .await?
@@ -271,12 +274,10 @@ pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result
         "{version}: {:?}",
         s.phase.unwrap_or(Phase::Healthy)
     ));
-    cluster.settled(cfg, Intent::Deploy, &pinned, &before, &s, out);
-    Ok(())
+    Ok(cluster.settled(cfg, Intent::Deploy, &pinned, &before, &s))
 }
 
-pub async fn promote(cfg: &Loaded, out: &Output) -> Result<()> {
-    let cluster = connect(cfg).await?;
+pub async fn promote(cluster: &Cluster, cfg: &Loaded, out: &Output) -> Result<DeployReport> {
     let obj = cluster.get().await?;
     let s = obj.status.clone().unwrap_or_default();
     let hash = match (s.phase, &s.current_hash) {
@@ -296,19 +297,10 @@ pub async fn promote(cfg: &Loaded, out: &Output) -> Result<()> {
         .await?;
     out.done("promoted");
     let before = obj.status.clone().unwrap_or_default();
-    cluster.settled(
-        cfg,
-        Intent::Promote,
-        &objects::image(&obj),
-        &before,
-        &s,
-        out,
-    );
-    Ok(())
+    Ok(cluster.settled(cfg, Intent::Promote, &objects::image(&obj), &before, &s))
 }
 
-pub async fn abort(cfg: &Loaded, out: &Output) -> Result<()> {
-    let cluster = connect(cfg).await?;
+pub async fn abort(cluster: &Cluster, out: &Output) -> Result<AbortReport> {
     let obj = cluster.get().await?;
     let s = obj.status.clone().unwrap_or_default();
     let active = matches!(
@@ -337,13 +329,12 @@ pub async fn abort(cfg: &Loaded, out: &Output) -> Result<()> {
     {
         Err(Error::GateFailed(why) | Error::VerifyFailed(why)) => {
             out.done("aborted");
-            out.report(&AbortReport {
+            Ok(AbortReport {
                 id: cluster.id.clone(),
                 aborted: version,
                 color,
                 message: why,
-            });
-            Ok(())
+            })
         }
         Err(e) => Err(e),
         Ok(s) => Err(Error::Refused(format!(
@@ -354,8 +345,12 @@ pub async fn abort(cfg: &Loaded, out: &Output) -> Result<()> {
     }
 }
 
-pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<()> {
-    let cluster = connect(cfg).await?;
+pub async fn rollback(
+    cluster: &Cluster,
+    cfg: &Loaded,
+    to: Option<&str>,
+    out: &Output,
+) -> Result<DeployReport> {
     let obj = cluster.get().await?;
     let s = obj.status.clone().unwrap_or_default();
     let kept = revisions::list(&cluster.revisions, &cluster.name).await?;
@@ -423,31 +418,26 @@ pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<()
         .follow(&hash, false, follow_limit(&obj), out)
         .await?;
     out.done(format!("revision {} is live", target.revision));
-    cluster.settled(cfg, Intent::Rollback, &reference, &s, &after, out);
-    Ok(())
+    Ok(cluster.settled(cfg, Intent::Rollback, &reference, &s, &after))
 }
 
 /// `cyan status`: the BlueGreenDeployment's status as Docker's report; an
 /// app with no BlueGreenDeployment is not deployed.
-pub async fn status(cfg: &Loaded, out: &Output) -> Result<()> {
-    let cluster = connect(cfg).await?;
+pub async fn status(cluster: &Cluster) -> Result<StatusReport> {
     let obj = cluster.api.get_opt(&cluster.name).await?;
-    out.report(&report::status(cluster.id.clone(), obj.as_ref()));
-    Ok(())
+    Ok(report::status(cluster.id.clone(), obj.as_ref()))
 }
 
 /// `cyan history`: the status's history as Docker's lines, newest first.
-pub async fn history(cfg: &Loaded, out: &Output) -> Result<()> {
-    let cluster = connect(cfg).await?;
+pub async fn history(cluster: &Cluster) -> Result<History> {
     let status = cluster
         .api
         .get_opt(&cluster.name)
         .await?
         .and_then(|o| o.status)
         .unwrap_or_default();
-    out.report(&History {
+    Ok(History {
         route: cluster.what(),
         lines: report::history(&status),
-    });
-    Ok(())
+    })
 }

@@ -278,12 +278,11 @@ fn requeue_after(
                 .as_ref()
                 .map_or(5, |v| u64::from(v.interval_seconds.max(1))),
         ),
-        Step::AwaitApproval(_) => match (bgd.spec.auto_promote_seconds, s.gated_at_ms) {
-            (Some(auto), Some(at)) => {
-                let due = at + u64::from(auto) * 1000;
+        Step::AwaitApproval(_) => match o.auto_promote_due_ms {
+            Some(due) => {
                 Action::requeue(Duration::from_millis(due.saturating_sub(o.now_ms).max(500)))
             }
-            _ => secs(60),
+            None => secs(60),
         },
         Step::Done => match s.switched_at_ms {
             Some(at)

@@ -82,6 +82,7 @@ mod tests {
             now_ms: 10_000,
             drift: Vec::new(),
             progress_due_ms: None,
+            auto_promote_due_ms: None,
         }
     }
 

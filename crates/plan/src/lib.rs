@@ -49,6 +49,10 @@ pub struct Desired {
     pub intent: Intent,
     pub target: ReleaseKey,
     pub replicas: u32,
+    /// While a deploy waits for approval, its candidate runs this many
+    /// replicas instead (Kubernetes' `previewReplicas`); promoted, it is
+    /// scaled to `replicas` before the switch. `None`: always `replicas`.
+    pub preview_replicas: Option<u32>,
     /// cyan may build the image when it is missing (false for rollback).
     pub build: bool,
     /// The image names a registry, so it must be pushed before launch.
@@ -111,6 +115,28 @@ pub struct Observed {
     /// began plus `progressDeadlineSeconds`). `None`: the gate bounds
     /// itself (Docker's `health.deadline`).
     pub progress_due_ms: Option<u64>,
+    /// When a candidate waiting for approval is promoted without `cyan
+    /// promote` (Unix ms; Kubernetes: its gate plus `autoPromoteSeconds`).
+    /// `None`: only a promote does.
+    pub auto_promote_due_ms: Option<u64>,
+}
+
+/// Whether the target may go live without waiting: it is not a deploy
+/// that requires approval, or its auto-promote time has come.
+pub fn approved(d: &Desired, o: &Observed) -> bool {
+    d.intent != Intent::Deploy
+        || !d.require_approval
+        || o.auto_promote_due_ms.is_some_and(|due| o.now_ms >= due)
+}
+
+/// How many replicas the target runs now: `preview_replicas` while it
+/// waits for approval, else `replicas`. A `Step::Launch` starts (or
+/// scales to) this many.
+pub fn replicas(d: &Desired, o: &Observed) -> u32 {
+    match d.preview_replicas {
+        Some(n) if !approved(d, o) => n.clamp(1, d.replicas.max(1)),
+        _ => d.replicas,
+    }
 }
 
 /// The single next action.
@@ -121,7 +147,9 @@ pub enum Step {
     Push,
     /// Drain and remove a color's containers: a stale, mixed or decayed set.
     Clear(Color),
-    /// Create and start the missing containers of the target in a color.
+    /// Create and start the missing containers of the target in a color
+    /// (`replicas(d, o)` of them: a candidate waiting for approval runs
+    /// its preview size).
     Launch(Color),
     Gate(Color),
     AwaitApproval(Color),
@@ -211,7 +239,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
         // known good: start it afresh rather than switch to it.
         return Step::Clear(color);
     }
-    if set.total < d.replicas || set.created > 0 {
+    if set.total < replicas(d, o) || set.created > 0 {
         return Step::Launch(color);
     }
     if !gated || set.unavailable > 0 {
@@ -221,7 +249,7 @@ pub fn plan(d: &Desired, o: &Observed) -> Step {
             _ => Step::Gate(color),
         };
     }
-    if d.intent == Intent::Deploy && d.require_approval {
+    if !approved(d, o) {
         return Step::AwaitApproval(color);
     }
     Step::Switch(color)

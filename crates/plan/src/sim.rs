@@ -27,6 +27,7 @@ pub fn deploy(v: &str) -> Desired {
         intent: Intent::Deploy,
         target: key(v),
         replicas: 2,
+        preview_replicas: None,
         build: true,
         push: false,
         require_approval: false,
@@ -69,6 +70,7 @@ pub fn world() -> World {
         now_ms: 1_000,
         drift: Vec::new(),
         progress_due_ms: None,
+        auto_promote_due_ms: None,
     })
 }
 
@@ -122,7 +124,8 @@ pub fn apply(d: &Desired, o: &mut Observed, step: &Step) {
             o.record.gated.remove(c);
         }
         Step::Launch(c) => {
-            o.sets.insert(*c, running(&d.target.version, d.replicas));
+            o.sets
+                .insert(*c, running(&d.target.version, crate::replicas(d, o)));
         }
         Step::Gate(c) => {
             o.record.gated.insert(*c, d.target.clone());

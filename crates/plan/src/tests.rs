@@ -176,6 +176,65 @@ fn approval_stops_before_the_switch_and_promote_continues() {
 }
 
 #[test]
+fn a_candidate_waiting_for_approval_runs_its_preview_size_until_promoted() {
+    let d = Desired {
+        require_approval: true,
+        preview_replicas: Some(1),
+        ..deploy("2")
+    };
+    let mut o = world().built().live(Blue, "1").0;
+    // Launched and gated at its preview size, then it waits.
+    for want in [Step::Launch(Green), Step::Gate(Green)] {
+        let step = plan(&d, &o);
+        assert_eq!(step, want);
+        apply(&d, &mut o, &step);
+    }
+    assert_eq!(o.sets[&Green].total, 1, "previewReplicas while it waits");
+    assert_eq!(plan(&d, &o), Step::AwaitApproval(Green));
+    // Promoted: scaled to replicas before the switch.
+    let promote = Desired {
+        intent: Intent::Promote,
+        ..d.clone()
+    };
+    assert_eq!(
+        walk(&promote, &mut o),
+        [Step::Launch(Green), Step::Switch(Green)]
+    );
+    assert_eq!(o.sets[&Green].total, 2);
+}
+
+#[test]
+fn auto_promote_goes_live_when_its_time_comes_and_not_before() {
+    let d = Desired {
+        require_approval: true,
+        preview_replicas: Some(1),
+        ..deploy("2")
+    };
+    let mut o = world()
+        .built()
+        .live(Blue, "1")
+        .set(Green, running("2", 1))
+        .gated(Green, "2")
+        .0;
+    o.auto_promote_due_ms = Some(o.now_ms + 1);
+    assert_eq!(plan(&d, &o), Step::AwaitApproval(Green), "not yet");
+    assert_eq!(crate::replicas(&d, &o), 1);
+    o.now_ms += 1;
+    assert!(crate::approved(&d, &o));
+    assert_eq!(crate::replicas(&d, &o), 2, "full size once due");
+    assert_eq!(walk(&d, &mut o), [Step::Launch(Green), Step::Switch(Green)]);
+    // Without approval required there is nothing to wait for, and the
+    // preview size never applies.
+    let plain = Desired {
+        preview_replicas: Some(1),
+        ..deploy("3")
+    };
+    let o = world().built().0;
+    assert!(crate::approved(&plain, &o));
+    assert_eq!(crate::replicas(&plain, &o), 2);
+}
+
+#[test]
 fn verify_runs_until_a_verdict_closes_its_window() {
     let d = deploy("2");
     let w = world()

@@ -94,6 +94,8 @@ impl Platform for DockerPlatform<'_> {
             drift,
             // The gate bounds itself (`health.deadline`).
             progress_due_ms: None,
+            // Only `cyan promote` promotes on Docker.
+            auto_promote_due_ms: None,
         })
     }
 

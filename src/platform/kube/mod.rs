@@ -47,6 +47,9 @@ pub struct KubePlatform {
     /// The live color and its Deployment's replicas, as last observed (the
     /// `Done` act needs them, and this reconcile has just read them).
     live_size: Mutex<Option<(Color, u32)>>,
+    /// The replicas the planner sizes the target at (`plan::replicas`), as
+    /// of this reconcile's observe: `Launch` creates or scales to that many.
+    sized: Mutex<Option<u32>>,
 }
 
 impl KubePlatform {
@@ -64,6 +67,7 @@ impl KubePlatform {
             now_ms,
             status: Mutex::new(status),
             live_size: Mutex::default(),
+            sized: Mutex::default(),
         }
     }
 
@@ -88,29 +92,18 @@ impl KubePlatform {
         let spec = &self.bgd.spec;
         let target = objects::target(&self.bgd);
         let hash = target.config_hash.as_str();
-        let status = self.status();
-        let auto_promoted = spec.auto_promote_seconds.is_some_and(|s| {
-            status.gated.values().any(|h| h == hash)
-                && status
-                    .gated_at_ms
-                    .is_some_and(|t| self.now_ms >= t + u64::from(s) * 1000)
-        });
         let intent = if self.annotation(annotation::ROLLBACK) == Some(hash) {
             Intent::Rollback
-        } else if self.annotation(annotation::PROMOTE) == Some(hash) || auto_promoted {
+        } else if self.annotation(annotation::PROMOTE) == Some(hash) {
             Intent::Promote
         } else {
             Intent::Deploy
         };
-        let previewing = intent == Intent::Deploy && spec.require_approval;
-        let replicas = match spec.preview_replicas {
-            Some(n) if previewing => n.clamp(1, spec.replicas),
-            _ => spec.replicas,
-        };
         Desired {
             intent,
             target,
-            replicas: replicas.max(1) as u32,
+            replicas: spec.replicas.max(1) as u32,
+            preview_replicas: spec.preview_replicas.map(|n| n.max(1) as u32),
             build: false,
             push: false,
             require_approval: spec.require_approval,
@@ -158,7 +151,8 @@ impl KubePlatform {
     async fn launch(&self, color: Color, d: &Desired) -> Result<()> {
         let hash = &d.target.config_hash;
         let revision = revisions::ensure(&self.revisions, &self.bgd, hash).await?;
-        let dep = objects::deployment(&self.bgd, color, d.replicas as i32, revision);
+        let replicas = self.sized.lock().expect("sized lock").unwrap_or(d.replicas);
+        let dep = objects::deployment(&self.bgd, color, replicas as i32, revision);
         let name = objects::deployment_name(&self.bgd, color);
         self.deployments
             .patch(
@@ -217,7 +211,9 @@ impl KubePlatform {
         let now = self.now_ms;
         self.edit(|s| {
             s.gated.insert(color, d.target.config_hash.clone());
-            s.gated_at_ms = Some(now);
+            // The rollout's first gate starts its auto-promote delay; a
+            // gate again (a scale-up to full size) does not restart it.
+            s.gated_at_ms.get_or_insert(now);
             s.message = Some(format!("{name} passed its gates"));
         });
         Ok(())
@@ -571,7 +567,7 @@ impl Platform for KubePlatform {
             .map(|_| d.target.clone());
         *self.live_size.lock().expect("live size lock") =
             live.and_then(|c| Some((c, sets.get(&c)?.total)));
-        Ok(Observed {
+        let observed = Observed {
             image: ImageState::Pushed,
             live,
             sets,
@@ -589,7 +585,15 @@ impl Platform for KubePlatform {
             progress_due_ms: status
                 .progress_started_ms
                 .map(|started| started + u64::from(self.bgd.spec.progress_deadline_seconds) * 1000),
-        })
+            auto_promote_due_ms: self
+                .bgd
+                .spec
+                .auto_promote_seconds
+                .zip(status.gated_at_ms)
+                .map(|(secs, gated)| gated + u64::from(secs) * 1000),
+        };
+        *self.sized.lock().expect("sized lock") = Some(plan::replicas(d, &observed));
+        Ok(observed)
     }
 
     async fn act(&self, step: &Step, d: &Desired) -> Result<()> {

@@ -16,7 +16,6 @@ pub use cyan_proxy::clock;
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod github;
 pub mod health;
 pub mod image;
 pub mod lock;

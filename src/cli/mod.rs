@@ -606,7 +606,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Hold { command } => proxy::hold(&home, command, out).await,
         Command::Proxy { command } => proxy::run(&home, command, out).await,
         Command::Crd => {
-            print!("{}", crate::operator::crd::crd_yaml());
+            print!("{}", crate::platform::kube::crd::crd_yaml());
             Ok(())
         }
         Command::Operator {

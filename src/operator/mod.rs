@@ -5,7 +5,9 @@
 //! (`server`, `metrics`), and a graceful stop on SIGTERM.
 
 pub mod controller;
-pub mod crd;
+/// The CRD is the Kubernetes platform's (`platform::kube::crd`): the operator,
+/// the platform and the CLI all use it, so it sits below them.
+pub use crate::platform::kube::crd;
 pub mod leader;
 pub mod metrics;
 pub mod server;

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::{self, Config};
-use crate::operator::crd::{
+use crate::platform::kube::crd::{
     BlueGreenDeployment, BlueGreenDeploymentSpec, Gates, HttpCheck, Verify,
 };
 

@@ -22,12 +22,12 @@ use crate::cli::report::{AbortReport, AppId, DeployReport, History, StatusReport
 use crate::config::{Loaded, PlatformKind};
 use crate::error::{is_conflict, Error, Result};
 use crate::image;
-use crate::operator::crd::{
-    annotation, BlueGreenDeployment, BlueGreenDeploymentStatus, Outcome, Phase,
-};
 use crate::output::Output;
 use crate::plan::Intent;
 use crate::platform::docker;
+use crate::platform::kube::crd::{
+    annotation, BlueGreenDeployment, BlueGreenDeploymentStatus, Outcome, Phase,
+};
 use crate::platform::kube::{objects, revisions};
 use crate::release;
 

@@ -17,8 +17,8 @@
 //! so a killed CLI leaves nothing waiting.
 
 use crate::cli::report::{AppId, ColorView, DeployReport, HistoryLine, ReleaseView, StatusReport};
-use crate::operator::crd::{self, BlueGreenDeployment, BlueGreenDeploymentStatus, Outcome};
 use crate::plan::{Intent, Phase};
+use crate::platform::kube::crd::{self, BlueGreenDeployment, BlueGreenDeploymentStatus, Outcome};
 use crate::platform::kube::objects;
 use crate::record::Event;
 use crate::release::Color;
@@ -301,7 +301,7 @@ mod tests {
 
     use super::*;
     use crate::config::PlatformKind;
-    use crate::operator::crd::BlueGreenDeploymentSpec;
+    use crate::platform::kube::crd::BlueGreenDeploymentSpec;
 
     const REPO: &str = "127.0.0.1:5000/web";
 

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::health::{http_get, snippet, ProbeClient};
-use crate::operator::crd::{HttpCheck, PrometheusCheck};
+use crate::platform::kube::crd::{HttpCheck, PrometheusCheck};
 
 /// One GET judged by the check's accepted status range.
 pub async fn http(client: &ProbeClient, check: &HttpCheck, url: &str) -> Result<(), String> {

@@ -9,6 +9,7 @@
 //! reconcile writes back.
 
 pub mod checks;
+pub mod crd;
 pub mod objects;
 pub mod revisions;
 
@@ -23,10 +24,10 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::health::{probe_client, ProbeClient};
-use crate::operator::crd::{
+use crate::plan::{self, Abort, Desired, ImageState, Intent, LockState, Observed, Step};
+use crate::platform::kube::crd::{
     annotation, label, BlueGreenDeployment, BlueGreenDeploymentStatus, HistoryEntry, Outcome, Phase,
 };
-use crate::plan::{self, Abort, Desired, ImageState, Intent, LockState, Observed, Step};
 use crate::platform::Platform;
 use crate::record::{DeployRecord, VerifyWindow, HISTORY_LIMIT};
 use crate::release::{Color, ReleaseKey};

@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::operator::crd::{label, BlueGreenDeployment};
 use crate::plan::SetState;
+use crate::platform::kube::crd::{label, BlueGreenDeployment};
 use crate::release::{Color, ReleaseKey};
 
 /// `<name>-blue` or `<name>-green`.

@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::error::{Error, Result};
-use crate::operator::crd::{label, BlueGreenDeployment};
+use crate::platform::kube::crd::{label, BlueGreenDeployment};
 
 /// The app's revisions, oldest first.
 pub async fn list(api: &Api<ControllerRevision>, app: &str) -> Result<Vec<ControllerRevision>> {

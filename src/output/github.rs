@@ -2,7 +2,7 @@
 //! job summary.
 //!
 //! `--output github` (what `action.yml` uses) routes a command's result
-//! here instead of to plain stdout. Kept apart from `output.rs` because these
+//! here instead of to plain stdout. Kept apart from `output`'s own code because these
 //! are file formats with escaping rules of their own, and they are tested as
 //! such.
 
@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::output::fmt_duration;
+use super::fmt_duration;
 
 /// Escapes the message of a workflow command (`::error::message`).
 pub fn escape_data(s: &str) -> String {

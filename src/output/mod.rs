@@ -7,6 +7,8 @@
 //! `action.yml`: phases become collapsible log groups, the result becomes
 //! step outputs and a job summary, and a failure becomes an annotation.
 
+pub mod github;
+
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::github::{self, StepTiming};
+use github::StepTiming;
 
 /// How results are printed (`-o`): `text`, `json` or `github`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

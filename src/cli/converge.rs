@@ -118,9 +118,7 @@ pub async fn rollback(
             .map_err(Error::Refused)?;
         // Recorded by an older or newer cyan in a shape this one cannot
         // read: as if not recorded (a cold rollback with today's config).
-        let recorded = record
-            .runtime_of(&target)
-            .and_then(|v| serde_json::from_value::<crate::config::Runtime>(v.clone()).ok());
+        let recorded = crate::config::Runtime::recorded(&record, &target);
         (
             target,
             hot_replicas,
@@ -147,7 +145,7 @@ pub async fn rollback(
                 )
             }
             None => format!(
-                "{} is no longer running: cold rollback with today's config (no config was recorded for it: it was deployed by an older cyan)",
+                "{} is no longer running: cold rollback with today's config (no config this cyan can read was recorded for it: it was deployed by another version of cyan)",
                 target.version
             ),
         });

@@ -1,5 +1,7 @@
 //! `cyan proxy run|status|boot|install|upgrade|stop` and `cyan maintenance on|off`.
 
+use std::ffi::OsString;
+
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::proxy::client::AdminClient;
@@ -340,65 +342,43 @@ fn run_options(home: &Home, cmd: ProxyCommand) -> Result<proxy::RunOptions> {
 /// themselves (`proxy::handoff`) and binds nothing twice; it gets the
 /// listen flags anyway, since they say which addresses are the proxy's own
 /// (no route may take one, and deploy URLs name them).
-fn successor_args(home: &Home, opts: &proxy::RunOptions) -> Vec<String> {
+fn successor_args(home: &Home, opts: &proxy::RunOptions) -> Vec<OsString> {
+    // `--flag=value`, each one argument: a value that starts with `-` is
+    // not taken for a flag, and a path goes through as it is (a home that
+    // is not UTF-8 included).
+    let flag = |name: &str, value: &dyn AsRef<std::ffi::OsStr>| {
+        let mut arg = OsString::from(format!("--{name}="));
+        arg.push(value);
+        arg
+    };
     let d = |d| humantime::format_duration(d).to_string();
     let t = &opts.timeouts;
-    let mut args: Vec<String> = vec![
-        "proxy".into(),
-        "run".into(),
-        "--home".into(),
-        home.dir.display().to_string(),
-        "--drain-timeout".into(),
-        d(opts.drain),
-        "--header-timeout".into(),
-        d(t.header),
-        "--body-timeout".into(),
-        d(t.body),
-        "--idle-timeout".into(),
-        d(t.idle),
-        "--cert-check-interval".into(),
-        d(opts.cert_check),
+    let acme = &opts.acme;
+    let mut args = vec![
+        OsString::from("proxy"),
+        OsString::from("run"),
+        flag("home", &home.dir),
+        flag("drain-timeout", &d(opts.drain)),
+        flag("header-timeout", &d(t.header)),
+        flag("body-timeout", &d(t.body)),
+        flag("idle-timeout", &d(t.idle)),
+        flag("cert-check-interval", &d(opts.cert_check)),
+        flag("acme-directory", &acme.directory),
+        flag("acme-challenge", &acme.challenge.as_str()),
     ];
-    let flag = |name: &str, value: String| [name.to_string(), value];
-    args.extend(
-        opts.listen
-            .iter()
-            .flat_map(|a| flag("--listen", a.to_string())),
-    );
-    args.extend(
-        opts.metrics
-            .iter()
-            .flat_map(|m| flag("--metrics", m.to_string())),
-    );
-    args.extend(
-        opts.threads
-            .iter()
-            .flat_map(|n| flag("--threads", n.to_string())),
-    );
+    args.extend(opts.listen.iter().map(|a| flag("listen", &a.to_string())));
     args.extend(
         opts.tls_listen
             .iter()
-            .flat_map(|a| flag("--tls-listen", a.to_string())),
+            .map(|a| flag("tls-listen", &a.to_string())),
     );
-    let acme = &opts.acme;
-    args.extend(flag("--acme-directory", acme.directory.clone()));
-    args.extend(flag("--acme-challenge", acme.challenge.as_str().into()));
-    args.extend(
-        acme.email
-            .iter()
-            .flat_map(|e| flag("--acme-email", e.clone())),
-    );
-    args.extend(
-        acme.ca_root
-            .iter()
-            .flat_map(|r| flag("--acme-ca-root", r.display().to_string())),
-    );
+    args.extend(opts.metrics.iter().map(|m| flag("metrics", &m.to_string())));
+    args.extend(opts.threads.iter().map(|n| flag("threads", &n.to_string())));
+    args.extend(acme.email.iter().map(|e| flag("acme-email", e)));
+    args.extend(acme.ca_root.iter().map(|r| flag("acme-ca-root", r)));
     if let Some(a) = &opts.admin_tcp {
-        args.extend(flag("--admin-listen", a.addr.to_string()));
-        args.extend(flag(
-            "--admin-token-file",
-            a.token_file.display().to_string(),
-        ));
+        args.push(flag("admin-listen", &a.addr.to_string()));
+        args.push(flag("admin-token-file", &a.token_file));
     }
     args
 }
@@ -454,12 +434,32 @@ mod tests {
         .chain([token.display().to_string()])
         .collect();
         let first = run_options(&home, parse_run_flags(&flags, "test").unwrap()).unwrap();
-        let args = &first.successor_args;
+        // The successor's whole command line, as it will be parsed: its home
+        // may start with '-' and need not be UTF-8.
+        use std::os::unix::ffi::OsStringExt;
+        let odd = Home {
+            dir: std::path::PathBuf::from(std::ffi::OsString::from_vec(b"-odd/h\xffome".to_vec())),
+        };
+        let first = proxy::RunOptions {
+            successor_args: successor_args(&odd, &first),
+            ..first
+        };
+        let line = [OsString::from("cyan")]
+            .into_iter()
+            .chain(first.successor_args.iter().cloned());
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(line).unwrap();
         assert_eq!(
-            args[..4],
-            ["proxy", "run", "--home", &dir.display().to_string()]
+            cli.home.as_deref(),
+            Some(odd.dir.as_path()),
+            "the home, exactly"
         );
-        let again = run_options(&home, parse_run_flags(&args[4..], "successor").unwrap()).unwrap();
+        let crate::cli::Command::Proxy { command } = cli.command else {
+            panic!("not `cyan proxy run`");
+        };
+        let again = proxy::RunOptions {
+            successor_args: first.successor_args.clone(),
+            ..run_options(&odd, command).unwrap()
+        };
         assert_eq!(format!("{first:?}"), format!("{again:?}"));
         assert_eq!(again.acme.challenge, proxy::acme::ChallengeKind::TlsAlpn01);
         assert_eq!(again.timeouts.idle, std::time::Duration::from_secs(42));

@@ -8,6 +8,8 @@ use std::num::NonZeroU32;
 use serde::{Deserialize, Serialize};
 
 use super::{default_stop_timeout, Config, Dur, HealthConfig};
+use crate::record::DeployRecord;
+use crate::release::ReleaseKey;
 
 /// What a release runs with besides its image, as recorded when it passed
 /// its gate (`DeployRecord::runtimes`): a cold rollback starts the old
@@ -29,6 +31,22 @@ pub struct Runtime {
     pub stop_timeout: Dur,
     #[serde(default)]
     pub health: HealthConfig,
+}
+
+impl Runtime {
+    /// What `release` ran with when it passed its gate, as `record` holds
+    /// it: the first entry for it this cyan can read (`None`: none
+    /// recorded, or only in another cyan's shape).
+    pub fn recorded(record: &DeployRecord, release: &ReleaseKey) -> Option<Runtime> {
+        record
+            .runtimes_of(release)
+            .find_map(|v| serde_json::from_value(v.clone()).ok())
+    }
+
+    /// As the record keeps it (JSON; the planner's crate never reads it).
+    pub fn to_record(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a runtime serializes to JSON")
+    }
 }
 
 impl Config {
@@ -95,5 +113,51 @@ impl Config {
             }
         }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(v: &str) -> ReleaseKey {
+        ReleaseKey {
+            version: v.into(),
+            config_hash: format!("h{v}"),
+        }
+    }
+
+    /// A record as another cyan may have written it: for v2 an entry of
+    /// another shape first, then a readable one; `runtimes` itself may not
+    /// even be a list.
+    #[test]
+    fn a_recorded_runtime_is_the_first_this_cyan_can_read() {
+        let readable = serde_json::json!({"port": 8080, "replicas": 2, "env": {"MODE": "two"}});
+        let record: DeployRecord = serde_json::from_value(serde_json::json!({
+            "history": [],
+            "runtimes": [
+                {"release": key("2"), "runtime": {"shape": "from cyan 2.0"}},
+                {"release": key("2"), "runtime": readable},
+                {"release": key("3"), "runtime": {"shape": "from cyan 2.0"}},
+            ],
+        }))
+        .unwrap();
+        let two = Runtime::recorded(&record, &key("2")).expect("the readable entry");
+        assert_eq!(two.env["MODE"], "two");
+        assert!(Runtime::recorded(&record, &key("3")).is_none());
+        assert!(Runtime::recorded(&record, &key("4")).is_none());
+
+        let history = serde_json::json!([{
+            "release": {"version": "1", "revision": 1, "image_id": "sha256:1",
+                        "digest": null, "config_hash": "h1"},
+            "event": "promoted", "color": "blue", "at": "2026-11-30T00:00:00Z"
+        }]);
+        let record: DeployRecord = serde_json::from_value(serde_json::json!({
+            "history": history,
+            "runtimes": {"2": {"port": 8080}},
+        }))
+        .expect("a runtimes field of another shape does not break the record");
+        assert!(record.runtimes.is_empty());
+        assert_eq!(record.history.len(), 1, "the history survives it");
     }
 }

@@ -19,6 +19,25 @@ use serde::Serialize;
 use crate::error::Error;
 use github::StepTiming;
 
+/// A line to stdout. A reader that went away (`cyan history | head`)
+/// is not an error: the line is dropped, where `println!` would panic.
+macro_rules! out_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// A line to stderr, where progress goes. A closed pipe (`cyan rollback
+/// 2>&1 | head -3`) must not stop a deploy half-way, as `eprintln!`'s
+/// panic did: the line is dropped and the command goes on.
+macro_rules! err_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// How results are printed (`-o`): `text`, `json` or `github`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -104,7 +123,7 @@ impl Output {
             let _ = self.multi.println(text);
         } else {
             let t = self.started.elapsed().as_secs_f64();
-            eprintln!("[{t:7.2}s] {text}");
+            err_line!("[{t:7.2}s] {text}");
         }
     }
 
@@ -123,7 +142,7 @@ impl Output {
             bar
         } else {
             if self.github() {
-                eprintln!("::group::{}", github::escape_data(&name));
+                err_line!("::group::{}", github::escape_data(&name));
             }
             self.line(&format!("▸ {name}"));
             ProgressBar::hidden()
@@ -161,7 +180,7 @@ impl Output {
         let took = p.since.elapsed();
         p.bar.finish_and_clear();
         if self.github() {
-            eprintln!("::endgroup::");
+            err_line!("::endgroup::");
         }
         self.steps.lock().expect("output lock").push(StepTiming {
             name: p.name,
@@ -212,14 +231,14 @@ impl Output {
     pub fn result<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         self.finish_current(None);
         match self.format {
-            Format::Json => println!(
+            Format::Json => out_line!(
                 "{}",
                 serde_json::to_string_pretty(value).expect("serializable")
             ),
             Format::Text | Format::Github => {
                 let t = text();
                 if !t.is_empty() {
-                    println!("{t}");
+                    out_line!("{t}");
                 }
                 if self.github() {
                     let value = serde_json::to_value(value).expect("serializable");
@@ -242,12 +261,12 @@ impl Output {
     pub fn error(&self, e: &Error) {
         self.finish_current(None);
         match self.format {
-            Format::Json => println!(
+            Format::Json => out_line!(
                 "{}",
                 serde_json::json!({"error": {"kind": e.kind(), "message": e.to_string()}})
             ),
             Format::Github => {
-                println!(
+                out_line!(
                     "::error title={}::{}",
                     github::escape_property(&format!("cyan: {}", e.kind())),
                     github::escape_data(&e.to_string())
@@ -270,7 +289,7 @@ impl Output {
             }
             Format::Text => {}
         }
-        eprintln!("error: {e}");
+        err_line!("error: {e}");
     }
 
     /// Writes step outputs and the job summary (completed with this run's
@@ -279,7 +298,7 @@ impl Output {
         let write = |var: &str, f: &dyn Fn(&std::path::Path) -> std::io::Result<()>| {
             if let Some(path) = std::env::var_os(var) {
                 if let Err(e) = f(std::path::Path::new(&path)) {
-                    eprintln!("::warning::cannot write {var}: {e}");
+                    err_line!("::warning::cannot write {var}: {e}");
                 }
             }
         };

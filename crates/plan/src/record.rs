@@ -59,7 +59,11 @@ pub struct RecordedRuntime {
 fn readable_runtimes<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Vec<RecordedRuntime>, D::Error> {
-    let values = Vec::<serde_json::Value>::deserialize(d)?;
+    // Not even a list (another cyan's shape): no runtimes, never a
+    // record that cannot be read.
+    let serde_json::Value::Array(values) = serde_json::Value::deserialize(d)? else {
+        return Ok(Vec::new());
+    };
     Ok(values
         .into_iter()
         .filter_map(|v| serde_json::from_value(v).ok())
@@ -183,11 +187,16 @@ impl DeployRecord {
         self.runtimes.retain(|r| named.contains(&r.release));
     }
 
-    /// What `release` ran with when it passed its gate, if recorded.
-    pub fn runtime_of(&self, release: &ReleaseKey) -> Option<&serde_json::Value> {
+    /// What `release` ran with when it passed its gate, as recorded: every
+    /// entry for it, oldest first (one, unless another cyan wrote one too;
+    /// the reader takes the first it can read).
+    pub fn runtimes_of<'r>(
+        &'r self,
+        release: &'r ReleaseKey,
+    ) -> impl Iterator<Item = &'r serde_json::Value> + 'r {
         self.runtimes
             .iter()
-            .find(|r| &r.release == release)
+            .filter(move |r| &r.release == release)
             .map(|r| &r.runtime)
     }
 

@@ -130,7 +130,7 @@ pub struct RunOptions {
     /// The arguments (after the program) that start a successor with these
     /// options, for `cyan proxy upgrade` (`handoff`): whoever parsed the
     /// flags writes them back, so the proxy never learns its command line.
-    pub successor_args: Vec<String>,
+    pub successor_args: Vec<std::ffi::OsString>,
 }
 
 /// What keeps upstreams that name containers on their containers' current

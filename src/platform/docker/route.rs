@@ -122,9 +122,7 @@ impl DockerPlatform<'_> {
             self.proxy.set_candidate(&self.route(), &req).await?;
         }
         record.gated.insert(color, d.target.clone());
-        let runtime =
-            serde_json::to_value(self.cfg.config.runtime()).expect("a runtime serializes to JSON");
-        record.record_runtime(&d.target, runtime);
+        record.record_runtime(&d.target, self.cfg.config.runtime().to_record());
         self.put_record(&record).await
     }
 

@@ -3,10 +3,13 @@
 //! returns the command's report (`report`), the same on both; `cli::run`
 //! renders it.
 //!
-//! Kubernetes is connected once (kubeconfig, namespace, the
-//! BlueGreenDeployment's API). On Docker each command opens the session it
-//! needs (`session`): a read-only one needs no secrets, a write reads them,
-//! and a rollback only knows which after it has read the record.
+//! Choosing is not connecting: each command connects when its own checks
+//! that need no platform have passed (a deploy to a cluster with no
+//! registry in its image is refused before any kubeconfig is read, and
+//! `cyan remove` of a cluster's app before any API call). On Docker each
+//! command opens the session it needs (`session`): a read-only one needs no
+//! secrets, a write reads them, and a rollback only knows which after it
+//! has read the record.
 
 use std::time::Duration;
 
@@ -23,17 +26,16 @@ pub enum Deployer<'a> {
     /// This Docker host, through its cyan proxy (whose home this is).
     Docker(&'a Home),
     /// A cluster, through the BlueGreenDeployment the operator acts on.
-    Kubernetes(Box<kube::Cluster>),
+    Kubernetes,
 }
 
 impl<'a> Deployer<'a> {
-    /// The platform `cfg` names; a cluster is connected here (an error
-    /// says what is missing: no kubeconfig, an unreachable API server).
-    pub async fn open(home: &'a Home, cfg: &Loaded) -> Result<Deployer<'a>> {
-        Ok(match cfg.config.platform {
+    /// The platform `cfg` names.
+    pub fn of(home: &'a Home, cfg: &Loaded) -> Deployer<'a> {
+        match cfg.config.platform {
             PlatformKind::Docker => Deployer::Docker(home),
-            PlatformKind::Kubernetes => Deployer::Kubernetes(Box::new(kube::connect(cfg).await?)),
-        })
+            PlatformKind::Kubernetes => Deployer::Kubernetes,
+        }
     }
 
     /// `cyan deploy`: build, push where a registry is named, then roll out
@@ -46,7 +48,7 @@ impl<'a> Deployer<'a> {
     ) -> Result<DeployReport> {
         match self {
             Deployer::Docker(home) => converge::deploy(home, cfg, o, out).await,
-            Deployer::Kubernetes(c) => kube::deploy(c, cfg, o.version.as_deref(), out).await,
+            Deployer::Kubernetes => kube::deploy(cfg, o.version.as_deref(), out).await,
         }
     }
 
@@ -59,7 +61,7 @@ impl<'a> Deployer<'a> {
     ) -> Result<DeployReport> {
         match self {
             Deployer::Docker(home) => converge::promote(home, cfg, wait, out).await,
-            Deployer::Kubernetes(c) => kube::promote(c, cfg, out).await,
+            Deployer::Kubernetes => kube::promote(cfg, out).await,
         }
     }
 
@@ -73,7 +75,7 @@ impl<'a> Deployer<'a> {
     ) -> Result<DeployReport> {
         match self {
             Deployer::Docker(home) => converge::rollback(home, cfg, to, wait, out).await,
-            Deployer::Kubernetes(c) => kube::rollback(c, cfg, to, out).await,
+            Deployer::Kubernetes => kube::rollback(cfg, to, out).await,
         }
     }
 
@@ -81,7 +83,7 @@ impl<'a> Deployer<'a> {
     pub async fn abort(&self, cfg: &Loaded, wait: Duration, out: &Output) -> Result<AbortReport> {
         match self {
             Deployer::Docker(home) => converge::abort(home, cfg, wait, out).await,
-            Deployer::Kubernetes(c) => kube::abort(c, out).await,
+            Deployer::Kubernetes => kube::abort(cfg, out).await,
         }
     }
 
@@ -89,7 +91,7 @@ impl<'a> Deployer<'a> {
     pub async fn status(&self, cfg: &Loaded, out: &Output) -> Result<StatusReport> {
         match self {
             Deployer::Docker(home) => status::status(home, cfg, out).await,
-            Deployer::Kubernetes(c) => kube::status(c).await,
+            Deployer::Kubernetes => kube::status(cfg).await,
         }
     }
 
@@ -97,7 +99,7 @@ impl<'a> Deployer<'a> {
     pub async fn history(&self, cfg: &Loaded, out: &Output) -> Result<History> {
         match self {
             Deployer::Docker(home) => status::history(home, cfg, out).await,
-            Deployer::Kubernetes(c) => kube::history(c).await,
+            Deployer::Kubernetes => kube::history(cfg).await,
         }
     }
 
@@ -112,7 +114,7 @@ impl<'a> Deployer<'a> {
     ) -> Result<()> {
         match self {
             Deployer::Docker(home) => remove::remove(home, cfg, yes, wait, out).await,
-            Deployer::Kubernetes(_) => Err(Error::Refused(format!(
+            Deployer::Kubernetes => Err(Error::Refused(format!(
                 "{} runs on Kubernetes: delete its BlueGreenDeployment instead (kubectl delete bgd {})",
                 cfg.config.route(),
                 cfg.config.app

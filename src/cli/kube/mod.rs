@@ -31,7 +31,7 @@ use crate::platform::kube::crd::{
 use crate::platform::kube::{objects, revisions};
 use crate::release;
 
-pub struct Cluster {
+struct Cluster {
     api: Api<BlueGreenDeployment>,
     revisions: Api<ControllerRevision>,
     name: String,
@@ -40,7 +40,7 @@ pub struct Cluster {
     id: AppId,
 }
 
-pub async fn connect(cfg: &Loaded) -> Result<Cluster> {
+async fn connect(cfg: &Loaded) -> Result<Cluster> {
     let config = kube::Config::infer().await.map_err(|e| {
         Error::Config(format!(
             "no Kubernetes configuration (KUBECONFIG, ~/.kube/config, or in-cluster): {e}"
@@ -200,12 +200,7 @@ impl Cluster {
     }
 }
 
-pub async fn deploy(
-    cluster: &Cluster,
-    cfg: &Loaded,
-    version: Option<&str>,
-    out: &Output,
-) -> Result<DeployReport> {
+pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result<DeployReport> {
     let version = release::resolve_version(version, &cfg.dir())?;
     let c = &cfg.config;
     if c.image.registry().is_none() {
@@ -214,6 +209,7 @@ pub async fn deploy(
             c.image
         )));
     }
+    let cluster = connect(cfg).await?;
     let d = docker::connect().await?;
     if image::inspect(&d, c.image.as_str(), &version)
         .await?
@@ -277,7 +273,8 @@ pub async fn deploy(
     Ok(cluster.settled(cfg, Intent::Deploy, &pinned, &before, &s))
 }
 
-pub async fn promote(cluster: &Cluster, cfg: &Loaded, out: &Output) -> Result<DeployReport> {
+pub async fn promote(cfg: &Loaded, out: &Output) -> Result<DeployReport> {
+    let cluster = connect(cfg).await?;
     let obj = cluster.get().await?;
     let s = obj.status.clone().unwrap_or_default();
     let hash = match (s.phase, &s.current_hash) {
@@ -300,7 +297,8 @@ pub async fn promote(cluster: &Cluster, cfg: &Loaded, out: &Output) -> Result<De
     Ok(cluster.settled(cfg, Intent::Promote, &objects::image(&obj), &before, &s))
 }
 
-pub async fn abort(cluster: &Cluster, out: &Output) -> Result<AbortReport> {
+pub async fn abort(cfg: &Loaded, out: &Output) -> Result<AbortReport> {
+    let cluster = connect(cfg).await?;
     let obj = cluster.get().await?;
     let s = obj.status.clone().unwrap_or_default();
     let active = matches!(
@@ -345,12 +343,8 @@ pub async fn abort(cluster: &Cluster, out: &Output) -> Result<AbortReport> {
     }
 }
 
-pub async fn rollback(
-    cluster: &Cluster,
-    cfg: &Loaded,
-    to: Option<&str>,
-    out: &Output,
-) -> Result<DeployReport> {
+pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<DeployReport> {
+    let cluster = connect(cfg).await?;
     let obj = cluster.get().await?;
     let s = obj.status.clone().unwrap_or_default();
     let kept = revisions::list(&cluster.revisions, &cluster.name).await?;
@@ -423,13 +417,15 @@ pub async fn rollback(
 
 /// `cyan status`: the BlueGreenDeployment's status as Docker's report; an
 /// app with no BlueGreenDeployment is not deployed.
-pub async fn status(cluster: &Cluster) -> Result<StatusReport> {
+pub async fn status(cfg: &Loaded) -> Result<StatusReport> {
+    let cluster = connect(cfg).await?;
     let obj = cluster.api.get_opt(&cluster.name).await?;
     Ok(report::status(cluster.id.clone(), obj.as_ref()))
 }
 
 /// `cyan history`: the status's history as Docker's lines, newest first.
-pub async fn history(cluster: &Cluster) -> Result<History> {
+pub async fn history(cfg: &Loaded) -> Result<History> {
+    let cluster = connect(cfg).await?;
     let status = cluster
         .api
         .get_opt(&cluster.name)

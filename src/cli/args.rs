@@ -1,0 +1,483 @@
+//! The command line as clap sees it: every command, flag and value parser,
+//! and nothing that runs them.
+//!
+//! Apart from `run` (in `cli/mod.rs`), as ripgrep keeps its flags apart
+//! from what acts on them: this file is what `--help` says, in one place,
+//! and a command's code starts from values already parsed. The library's
+//! own types are parsed through their `FromStr` (`one_of`), so the library
+//! needs no clap.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ImageRepo, Name, PlatformKind};
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cyan",
+    version,
+    about = "Blue/green deploys for containers: atomic switch, zero dropped requests, instant rollback",
+    long_about = "cyan builds your image, starts the new version (green) beside the live one (blue), \
+health-gates it, switches traffic atomically through the cyan proxy, and keeps blue running so a \
+rollback is one more atomic switch.\n\nA first deploy:\n  cyan deploy -c cyan.yaml --version 1.0.0\n\
+Then:\n  cyan status -c cyan.yaml\n  cyan rollback -c cyan.yaml",
+    after_help = "Exit codes: 0 ok, 1 internal, 2 config, 3 health gate failed, 4 lock held, \
+5 Docker/proxy/registry unreachable, 6 verification failed (rolled back), 7 build failed, \
+8 push failed, 9 refused (e.g. nothing to roll back to)."
+)]
+pub struct Cli {
+    /// Output format for results (progress always goes to stderr).
+    #[arg(short, long, global = true, value_parser = one_of::<Format>(&Format::NAMES), default_value = "text")]
+    pub output: Format,
+    /// Log format for diagnostics (RUST_LOG sets the level).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Folder of the cyan proxy (socket, state, log) [env: CYAN_HOME]
+    #[arg(long, global = true)]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// Path to the app's config.
+    #[arg(short, long, default_value = "cyan.yaml")]
+    pub config: PathBuf,
+}
+
+/// Which platform to act on, when it is not cyan.yaml's.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlatformArg {
+    /// Act on this platform instead of cyan.yaml's `platform` (docker, kubernetes).
+    #[arg(long, value_parser = one_of::<PlatformKind>(&PlatformKind::NAMES))]
+    pub platform: Option<PlatformKind>,
+}
+
+/// Where the image goes, when it is not where cyan.yaml says.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ImageOverride {
+    /// Image repository to use instead of cyan.yaml's `image` (e.g. ghcr.io/acme/web).
+    #[arg(long, value_name = "REPO", value_parser = ImageRepo::parse)]
+    pub image: Option<ImageRepo>,
+    /// Registry host to push to, replacing the image's own (e.g. ghcr.io, 127.0.0.1:5000).
+    #[arg(long, value_name = "HOST")]
+    pub registry: Option<String>,
+}
+
+/// What `build` and `push` act on.
+#[derive(Args, Debug, Clone)]
+pub struct ImageStep {
+    #[command(flatten)]
+    pub(super) config: ConfigArg,
+    /// Release version (default: VERSION file, then `git describe`).
+    #[arg(long = "version", value_name = "VERSION")]
+    pub(super) release: Option<String>,
+    #[command(flatten)]
+    pub(super) image: ImageOverride,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LockWait {
+    /// Wait this long for another deploy's lock instead of failing at once (e.g. 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build, launch beside live, health-gate, switch, verify. The main command.
+    ///
+    /// Re-running it after a crash or Ctrl-C continues where it stopped.
+    Deploy {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
+        /// Release version (default: VERSION file, then `git describe`).
+        #[arg(long = "version", value_name = "VERSION")]
+        release: Option<String>,
+        #[command(flatten)]
+        image: ImageOverride,
+        /// Stop at the gated candidate until `cyan promote` (overrides require_approval).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        require_approval: Option<bool>,
+        /// If the deploy fails after traffic moved to the new release (a lost
+        /// proxy during verify, say), switch back to the previous one. A
+        /// verify breach always switches back.
+        #[arg(long)]
+        rollback_on_failure: bool,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Switch back to the previous release: instant while it is still running.
+    Rollback {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
+        /// Roll back to this version instead of the previous one.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        image: ImageOverride,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Approve the gated candidate (require_approval: true) and switch to it.
+    Promote {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
+        #[command(flatten)]
+        image: ImageOverride,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Stop the rollout in progress: remove the candidate that waits for
+    /// approval (on Kubernetes also one being gated; one being verified is
+    /// rolled back). The live release is untouched.
+    Abort {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Remove an app from this host: its route in the proxy (traffic to it
+    /// stops at once), its containers of both colors, and its deploy record
+    /// and history. Images are kept. Without --yes it only says what it
+    /// would remove. Refused while a deploy holds the app's lock.
+    ///
+    /// This is how a host or listen address that another app holds is
+    /// freed (`cyan deploy` names the holder when it refuses).
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Really remove it.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        lock: LockWait,
+    },
+    /// Show what is live, previous and candidate (`-o json` is a stable contract).
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
+    },
+    /// Show the release history, newest first.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        platform: PlatformArg,
+    },
+    /// Build and tag the image (VERSION and latest) only.
+    Build(ImageStep),
+    /// Push VERSION and latest to the image's registry only.
+    Push(ImageStep),
+    /// Serve a 503 maintenance page (with Retry-After) instead of the app, or stop.
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
+    /// Hold the app's new requests (they wait, they do not fail) until the
+    /// next switch releases them to the new color, e.g. around a migration:
+    /// `cyan hold on --for 30s; ./migrate; cyan deploy` (or `cyan promote`).
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+    /// Write a commented cyan.yaml for the project in this folder, read
+    /// from what it holds: the app's name from the folder's, the port from
+    /// the Dockerfile's EXPOSE, the health path from its HEALTHCHECK (and
+    /// Docker's health gating when it has one), where versions come from
+    /// (a VERSION file, git). Each value says in a comment where it came
+    /// from; a guess says it is one. The file is checked with cyan's own
+    /// loader before it is written. An existing cyan.yaml is never
+    /// replaced, nor one written beside a cyan.yml (exit 2), without
+    /// --force.
+    #[command(
+        after_help = "Example, in a folder `My_Web` whose Dockerfile says EXPOSE 3000:\n  \
+cyan init                  # writes cyan.yaml: app my-web, port 3000, on http://127.0.0.1:8000\n  \
+cyan deploy --version 1.0.0\n  \
+curl http://127.0.0.1:8000/\n\n\
+Elsewhere: cyan init --dir path/to/app --listen 127.0.0.1:8001 --app web\n\
+-o json prints what was read and chosen. The README's config reference explains every key."
+    )]
+    Init {
+        /// The project's folder (where its Dockerfile is); cyan.yaml is written there.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Replace an existing cyan.yaml.
+        #[arg(long)]
+        force: bool,
+        /// The app's name, instead of one made from the folder's name.
+        #[arg(long, value_name = "NAME", value_parser = Name::parse)]
+        app: Option<Name>,
+        /// Where the cyan proxy serves the app (proxy.listen); another app
+        /// on this host needs another port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+    },
+    /// Work with cyan.yaml.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run or manage the cyan proxy (deploy starts one by itself when needed).
+    Proxy {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
+    /// Print the BlueGreenDeployment CustomResourceDefinition (YAML), for
+    /// `cyan crd | kubectl apply -f -`.
+    Crd,
+    /// Run the Kubernetes operator that reconciles BlueGreenDeployments
+    /// (in the cluster: see manifests/operator.yaml).
+    Operator {
+        /// Where /metrics, /healthz and /readyz listen.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// Watch only this namespace (default: all).
+        #[arg(long, env = "CYAN_WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "cyan-system")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a config file; errors name file:line:column and the key.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MaintenanceCommand {
+    /// Answer every request with 503 and Retry-After; the app keeps running.
+    On {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What Retry-After tells clients.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        retry_after: Duration,
+        /// The page's text.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Send traffic to the live color again.
+    Off {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Start holding new requests; at most `--for` (capped at 60s), then they go on.
+    On {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "for", value_parser = parse_duration, default_value = "30s")]
+        duration: Duration,
+    },
+    /// Release the held requests to the live color now.
+    Off {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProxyCommand {
+    /// Run the proxy in the foreground (systemd-friendly; SIGTERM drains).
+    Run {
+        /// Extra listen addresses for host-routed apps (repeatable).
+        #[arg(long)]
+        listen: Vec<std::net::SocketAddr>,
+        /// TLS listen addresses for host-routed apps, certificates chosen by
+        /// SNI from the apps' `proxy.tls` (repeatable, e.g. 0.0.0.0:443).
+        #[arg(long)]
+        tls_listen: Vec<std::net::SocketAddr>,
+        /// How long open connections get to finish at shutdown.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        drain_timeout: Duration,
+        /// Serve Prometheus metrics at http://ADDR/metrics (loopback only, e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Serving threads, each with its own event loop (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// A request head must arrive whole within this (slow heads get 408).
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        header_timeout: Duration,
+        /// The longest wait for the next bytes of a request body (then 408).
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        body_timeout: Duration,
+        /// How long a keep-alive connection may wait for its next request.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        idle_timeout: Duration,
+        /// How often the apps' TLS files are checked for a renewed
+        /// certificate (`cyan proxy reload` checks at once).
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        cert_check_interval: Duration,
+        /// Also serve the admin API on this loopback address (needs --admin-token-file).
+        #[arg(long, value_name = "ADDR", requires = "admin_token_file")]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// File holding the bearer token TCP admin requests must carry (16+ characters).
+        #[arg(long, value_name = "FILE", requires = "admin_listen")]
+        admin_token_file: Option<PathBuf>,
+        /// Automatic certificates for apps with `proxy.tls: acme`.
+        #[command(flatten)]
+        acme: Box<AcmeArgs>,
+    },
+    /// Show the proxy's routes and counters.
+    Status,
+    /// Read the apps' TLS files again now, and serve the certificates
+    /// renewed in place (the proxy also checks on its own, every
+    /// --cert-check-interval). A renewed pair that does not load is
+    /// refused, and the last good one stays.
+    Reload,
+    /// Run the proxy as a container (FROM scratch, restart unless-stopped,
+    /// state in the home folder, mounted) instead of a host process.
+    Boot {
+        /// The static cyan binary the container runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Extra listen addresses for host-routed apps (repeatable).
+        #[arg(long)]
+        listen: Vec<std::net::SocketAddr>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// More `cyan proxy run` flags for the container, after `--`, e.g.
+        /// `-- --tls-listen 0.0.0.0:443 --header-timeout 5s --acme-email
+        /// ops@example.com`. They are checked before anything starts. Files
+        /// they name must be inside the proxy's home, which is mounted; the
+        /// host's /etc/ssl/certs is mounted read-only for the ACME CA's roots.
+        #[arg(last = true, value_name = "RUN_FLAGS")]
+        run_flags: Vec<String>,
+    },
+    /// Run the proxy as a systemd service: started at boot, restarted after
+    /// a crash, owned by no shell or CI job.
+    ///
+    /// Writes /etc/systemd/system/cyan-proxy.service, which runs `cyan proxy
+    /// run` with this binary's absolute path (or --binary), this --home and
+    /// the RUN_FLAGS after `--`; then runs `systemctl daemon-reload` and
+    /// `systemctl enable --now cyan-proxy`. Where systemd does not run (no
+    /// /run/systemd/system), it prints the unit and how to install it.
+    ///
+    /// Use it where the proxy should be a host process under systemd:
+    /// `cyan proxy upgrade` then replaces it with no gap, and the unit
+    /// follows the new process. Use `cyan proxy boot` where Docker should
+    /// look after it instead (a replaced container restarts with a short
+    /// gap).
+    ///
+    /// A proxy already serving this home outside systemd keeps serving: the
+    /// unit is enabled but not started (both would contend for the home);
+    /// the output says how to switch. Under systemd, stop the proxy with
+    /// `systemctl stop cyan-proxy` (systemd starts again a proxy that `cyan
+    /// proxy stop` ended); `systemctl reload cyan-proxy` runs `cyan proxy
+    /// reload`.
+    Install {
+        /// The cyan binary the unit runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Write the unit into this folder instead of /etc/systemd/system
+        /// (always, even where systemd does not run).
+        #[arg(long, value_name = "DIR")]
+        unit_dir: Option<PathBuf>,
+        /// Write the unit, but do not reload, enable or start anything.
+        #[arg(long)]
+        no_start: bool,
+        /// Only print the unit, to stdout; write nothing.
+        #[arg(long, conflicts_with_all = ["unit_dir", "no_start"])]
+        print: bool,
+        /// More `cyan proxy run` flags for the unit, after `--`, e.g. `--
+        /// --listen 0.0.0.0:80 --tls-listen 0.0.0.0:443`. They are checked
+        /// before anything is written; files they name must be absolute
+        /// paths.
+        #[arg(last = true, value_name = "RUN_FLAGS")]
+        run_flags: Vec<String>,
+    },
+    /// Replace the running proxy with a new process, with no gap: it takes
+    /// over the listening sockets, then the old one drains and exits.
+    Upgrade {
+        /// The cyan binary the new proxy runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+    /// Stop the proxy gracefully (open requests finish).
+    Stop,
+}
+
+/// `cyan proxy run`'s ACME flags: the CA and account the proxy gets
+/// certificates from for apps with `proxy.tls: acme`.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Automatic certificates (apps with proxy.tls: acme)")]
+pub struct AcmeArgs {
+    /// The ACME CA (RFC 8555 directory URL, HTTPS) that apps with
+    /// `proxy.tls: acme` get certificates from; the proxy registers an
+    /// account there, agreeing to the CA's terms of service, and keeps
+    /// it and the certificates in its home (acme/, mode 0600).
+    /// Certificates are renewed when a third of their lifetime is left.
+    /// To try things out, Let's Encrypt's staging CA
+    /// (https://acme-staging-v02.api.letsencrypt.org/directory) has
+    /// generous rate limits, but browsers do not trust it.
+    #[arg(long, value_name = "URL", default_value = crate::proxy::acme::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// Contact address for the ACME account: the CA writes there about a
+    /// certificate left to expire, or policy changes. Optional.
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// A PEM file of CA roots trusted for the ACME directory's HTTPS,
+    /// besides the system's: a private or test CA (pebble), or a host
+    /// without roots of its own (a FROM scratch container).
+    #[arg(long, value_name = "PEM")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// How the CA checks that this host serves the app's names. The CA
+    /// always comes to ports 80 and 443 of the name's address: they must
+    /// reach the proxy's --listen and --tls-listen.
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "http-01",
+        value_parser = one_of::<crate::proxy::acme::ChallengeKind>(&["http-01", "tls-alpn-01"])
+    )]
+    pub acme_challenge: crate::proxy::acme::ChallengeKind,
+}
+
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m)"))
+}
+
+/// A flag's value parser for a type of the library (which knows no clap):
+/// `names` listed in `--help` and in errors, parsed with its `FromStr`.
+fn one_of<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}

@@ -31,10 +31,18 @@ fn a_clusters_app_is_refused_what_needs_no_cluster_before_any_connection() {
 
     let removed = cyan(&dir, &["remove", "-c", config, "--yes"]);
     assert_eq!(removed.status.code(), Some(9), "{}", stderr(&removed));
-    assert!(stderr(&removed).contains("kubectl delete bgd katk"), "{}", stderr(&removed));
+    assert!(
+        stderr(&removed).contains("kubectl delete bgd katk"),
+        "{}",
+        stderr(&removed)
+    );
 
     let deployed = cyan(&dir, &["deploy", "-c", config, "--version", "v1"]);
     assert_eq!(deployed.status.code(), Some(2), "{}", stderr(&deployed));
-    assert!(stderr(&deployed).contains("must name a registry"), "{}", stderr(&deployed));
+    assert!(
+        stderr(&deployed).contains("must name a registry"),
+        "{}",
+        stderr(&deployed)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -30,7 +30,11 @@ Then:\n  cyan status -c cyan.yaml\n  cyan rollback -c cyan.yaml",
 )]
 pub struct Cli {
     /// Output format for results (progress always goes to stderr).
-    #[arg(short, long, global = true, value_parser = one_of::<Format>(&Format::NAMES), default_value = "text")]
+    #[arg(short, long, global = true, value_parser = described::<Format>([
+        ("text", "for people"),
+        ("json", "one JSON document"),
+        ("github", "GitHub Actions: log groups, step outputs, job summary, annotations"),
+    ]), default_value = "text")]
     pub output: Format,
     /// Log format for diagnostics (RUST_LOG sets the level).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -463,7 +467,10 @@ pub struct AcmeArgs {
         long,
         value_name = "TYPE",
         default_value = "http-01",
-        value_parser = one_of::<crate::proxy::acme::ChallengeKind>(&["http-01", "tls-alpn-01"])
+        value_parser = described::<crate::proxy::acme::ChallengeKind>([
+            ("http-01", "the CA fetches http://HOST/.well-known/acme-challenge/TOKEN (RFC 8555 §8.3); answered on the plain-HTTP listeners"),
+            ("tls-alpn-01", "the CA makes a TLS handshake offering ALPN acme-tls/1 (RFC 8737); answered on the TLS listeners, for hosts whose port 80 is closed"),
+        ])
     )]
     pub acme_challenge: crate::proxy::acme::ChallengeKind,
 }
@@ -478,6 +485,21 @@ fn one_of<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValuePa
 where
     T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
 {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+    described::<T>(names.iter().map(|n| (*n, "")))
+}
+
+/// `one_of`, with what each value means, for `--help` (empty: nothing to
+/// add to the name).
+fn described<T>(
+    values: impl IntoIterator<Item = (&'static str, &'static str)>,
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::{PossibleValue, TypedValueParser};
+    let values = values.into_iter().map(|(name, help)| match help {
+        "" => PossibleValue::new(name),
+        help => PossibleValue::new(name).help(help),
+    });
+    clap::builder::PossibleValuesParser::new(values).try_map(|s| s.parse::<T>())
 }

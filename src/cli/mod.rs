@@ -160,7 +160,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Maintenance { command } => proxy::maintenance(&home, command, out).await,
         Command::Hold { command } => proxy::hold(&home, command, out).await,
-        Command::Proxy { command } => proxy::run(&home, command, out).await,
+        Command::Proxy { command } => proxy::run(&home, command, cli.log_format, out).await,
         Command::Crd => {
             // `cyan crd | head` is not an error (`output`'s rule).
             use std::io::Write as _;

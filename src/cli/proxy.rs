@@ -7,7 +7,7 @@ use crate::output::Output;
 use crate::proxy::client::AdminClient;
 use crate::proxy::{self, install, Home};
 
-use super::{session, HoldCommand, MaintenanceCommand, ProxyCommand};
+use super::{session, HoldCommand, LogFormat, MaintenanceCommand, ProxyCommand};
 use crate::proxy::admin_listen::TcpAdmin;
 use crate::proxy::state::Maintenance;
 
@@ -137,10 +137,17 @@ pub async fn maintenance(home: &Home, cmd: MaintenanceCommand, out: &Output) -> 
     Ok(())
 }
 
-pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
+/// `cyan proxy …`; `log_format` is the global `--log-format`, which an
+/// upgrade's successor keeps.
+pub async fn run(
+    home: &Home,
+    cmd: ProxyCommand,
+    log_format: LogFormat,
+    out: &Output,
+) -> Result<()> {
     match cmd {
         cmd @ ProxyCommand::Run { .. } => {
-            let opts = run_options(home, cmd)?;
+            let opts = run_options(home, cmd, log_format)?;
             let follow: proxy::Follow =
                 Box::new(|router, stop| Box::pin(crate::platform::follow::follow(router, stop)));
             Ok(proxy::run(home, &opts, Some(follow)).await?)
@@ -288,7 +295,7 @@ pub async fn run(home: &Home, cmd: ProxyCommand, out: &Output) -> Result<()> {
 
 /// The proxy's options from `cyan proxy run`'s flags (`cmd` is `Run`),
 /// with the arguments that start a successor the same way.
-fn run_options(home: &Home, cmd: ProxyCommand) -> Result<proxy::RunOptions> {
+fn run_options(home: &Home, cmd: ProxyCommand, log_format: LogFormat) -> Result<proxy::RunOptions> {
     let ProxyCommand::Run {
         listen,
         tls_listen,
@@ -333,7 +340,7 @@ fn run_options(home: &Home, cmd: ProxyCommand) -> Result<proxy::RunOptions> {
         },
         successor_args: Vec::new(),
     };
-    opts.successor_args = successor_args(home, &opts);
+    opts.successor_args = successor_args(home, &opts, log_format);
     Ok(opts)
 }
 
@@ -342,7 +349,7 @@ fn run_options(home: &Home, cmd: ProxyCommand) -> Result<proxy::RunOptions> {
 /// themselves (`proxy::handoff`) and binds nothing twice; it gets the
 /// listen flags anyway, since they say which addresses are the proxy's own
 /// (no route may take one, and deploy URLs name them).
-fn successor_args(home: &Home, opts: &proxy::RunOptions) -> Vec<OsString> {
+fn successor_args(home: &Home, opts: &proxy::RunOptions, log_format: LogFormat) -> Vec<OsString> {
     // `--flag=value`, each one argument: a value that starts with `-` is
     // not taken for a flag, and a path goes through as it is (a home that
     // is not UTF-8 included).
@@ -354,9 +361,14 @@ fn successor_args(home: &Home, opts: &proxy::RunOptions) -> Vec<OsString> {
     let d = |d| humantime::format_duration(d).to_string();
     let t = &opts.timeouts;
     let acme = &opts.acme;
+    let log_format = match log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
     let mut args = vec![
         OsString::from("proxy"),
         OsString::from("run"),
+        flag("log-format", &log_format),
         flag("home", &home.dir),
         flag("drain-timeout", &d(opts.drain)),
         flag("header-timeout", &d(t.header)),
@@ -433,7 +445,12 @@ mod tests {
         .map(String::from)
         .chain([token.display().to_string()])
         .collect();
-        let first = run_options(&home, parse_run_flags(&flags, "test").unwrap()).unwrap();
+        let first = run_options(
+            &home,
+            parse_run_flags(&flags, "test").unwrap(),
+            LogFormat::Json,
+        )
+        .unwrap();
         // The successor's whole command line, as it will be parsed: its home
         // may start with '-' and need not be UTF-8.
         use std::os::unix::ffi::OsStringExt;
@@ -441,7 +458,7 @@ mod tests {
             dir: std::path::PathBuf::from(std::ffi::OsString::from_vec(b"-odd/h\xffome".to_vec())),
         };
         let first = proxy::RunOptions {
-            successor_args: successor_args(&odd, &first),
+            successor_args: successor_args(&odd, &first, LogFormat::Json),
             ..first
         };
         let line = [OsString::from("cyan")]
@@ -453,12 +470,13 @@ mod tests {
             Some(odd.dir.as_path()),
             "the home, exactly"
         );
+        assert_eq!(cli.log_format, LogFormat::Json, "the log format");
         let crate::cli::Command::Proxy { command } = cli.command else {
             panic!("not `cyan proxy run`");
         };
         let again = proxy::RunOptions {
             successor_args: first.successor_args.clone(),
-            ..run_options(&odd, command).unwrap()
+            ..run_options(&odd, command, cli.log_format).unwrap()
         };
         assert_eq!(format!("{first:?}"), format!("{again:?}"));
         assert_eq!(again.acme.challenge, proxy::acme::ChallengeKind::TlsAlpn01);

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cyan::proxy::api::RouteSpec;
@@ -24,9 +23,10 @@ use cyan::proxy::state::TlsSource;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use util::free_port;
 use util::proxy::{host_route, proxy_run, TestProxy};
-use util::raw::{read_head, serve_each};
+use util::tls::connector;
+use util::upstream::answering;
+use util::{free_port, wait};
 
 /// The app's host name: the CA resolves it (through challtestsrv) to 127.0.0.1.
 const HOST: &str = "web.test";
@@ -35,14 +35,11 @@ fn pebble_available() -> bool {
     let found = ["pebble", "pebble-challtestsrv"]
         .iter()
         .all(|b| Command::new(b).arg("-h").output().is_ok());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "pebble is not installed; .ci/run installs it with `apt-get install pebble`"
-        );
-        eprintln!("SKIPPED: pebble is not installed (apt-get install pebble)");
-    }
-    found
+    util::present_or_skipped(
+        found,
+        "pebble is not installed",
+        ".ci/run installs it with `apt-get install pebble`",
+    )
 }
 
 /// pebble and its DNS server, each test its own, on free loopback ports.
@@ -202,30 +199,14 @@ fn https_certificate(dir: &Path) -> PathBuf {
 }
 
 async fn wait_listening(port: u16, logs: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {port}:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn connector(roots: &[CertificateDer<'static>], alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    wait::until_async(
+        &format!("something to listen on {port}"),
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        async || TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop),
+        async || logs(),
+    )
+    .await
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
@@ -282,15 +263,10 @@ async fn https_get(addr: &str, root: &CertificateDer<'static>) -> String {
 
 /// The app: answers every request with its name and closes.
 async fn upstream() -> SocketAddr {
-    serve_each(|mut s| async move {
-        if read_head(&mut s).await.is_some() {
-            let _ = s
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nthe app\r\n",
-                )
-                .await;
-        }
-    })
+    answering(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nthe app\r\n",
+        true,
+    )
     .await
 }
 

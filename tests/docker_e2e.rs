@@ -6,16 +6,8 @@ mod util;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use util::load::{assert_none_failed, failures, Load};
-use util::{identity, text, TestApp};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use util::load::{assert_none_failed, failures, runtime, Load};
+use util::{assert_contains_all, identity, text, TestApp};
 
 fn pause() {
     std::thread::sleep(Duration::from_millis(300));
@@ -174,16 +166,17 @@ fn a_failing_green_never_touches_blue() {
     let out = app.cyan(&["deploy", "--version", "2"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(3), "{all}");
-    for needle in [
-        "health gate failed for",
-        "(0/2 replicas healthy)",
-        "GET /healthz -> 503",
-        "unhealthy (FAIL_HEALTH=1)",
-        "last log lines of",
-        "listening on :8080",
-    ] {
-        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-    }
+    assert_contains_all(
+        &all,
+        &[
+            "health gate failed for",
+            "(0/2 replicas healthy)",
+            "GET /healthz -> 503",
+            "unhealthy (FAIL_HEALTH=1)",
+            "last log lines of",
+            "listening on :8080",
+        ],
+    );
     assert_eq!(
         app.containers(),
         blue,
@@ -753,18 +746,17 @@ fn the_proxy_runs_as_a_container_and_survives_a_crash() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = app.cyan(&["status", "-o", "json"]);
-        if out.status.success() && inspect("{{.State.Pid}}") != pid && app.get("/").0 == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy container did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    util::wait::until(
+        "the proxy container to come back",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let out = app.cyan(&["status", "-o", "json"]);
+            (out.status.success() && inspect("{{.State.Pid}}") != pid && app.get("/").0 == 200)
+                .then_some(())
+        },
+        String::new,
+    );
     assert_eq!(identity(&app.get("/").1).1, "2");
     app.cyan_ok(&["rollback"]);
     assert_eq!(identity(&app.get("/").1).1, "1");

@@ -5,13 +5,10 @@
 
 mod util;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use util::{identity, text, TestApp};
-
-/// Exit code of a failed health gate (README, "Exit codes").
-const GATE_FAILED: i32 = 3;
+use util::{assert_contains_all, text, TestApp, GATE_FAILED};
 
 /// A demo app whose image has a HEALTHCHECK; `extra` as for `TestApp::new`.
 fn with_healthcheck(tag: &str, extra: &str) -> TestApp {
@@ -42,15 +39,6 @@ fn healths(status: &Value, color: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every answer through the proxy comes from `version`.
-fn all_answers_from(app: &TestApp, version: &str) {
-    for _ in 0..20 {
-        let (status, body) = app.get("/");
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(identity(&body).1, version, "{body}");
-    }
-}
-
 #[test]
 fn a_failing_healthcheck_fails_the_gate_though_http_passes() {
     let app = with_healthcheck("dh-fail", "");
@@ -61,19 +49,20 @@ fn a_failing_healthcheck_fails_the_gate_though_http_passes() {
     let out = app.cyan(&["deploy", "--version", "2"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(GATE_FAILED), "{all}");
-    for needle in [
-        "health gate failed for",
-        "(0/2 replicas healthy)",
-        "Docker reports the container unhealthy",
-        // cyan's own probe passed: Docker's check is what failed.
-        "GET /healthz -> ok",
-        // Docker's log of the check: its exit code and output.
-        "exit 1: check failed: FAIL_CHECK=1",
-        "health.docker: false",
-        "waiting for Docker's health (starting)",
-    ] {
-        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-    }
+    assert_contains_all(
+        &all,
+        &[
+            "health gate failed for",
+            "(0/2 replicas healthy)",
+            "Docker reports the container unhealthy",
+            // cyan's own probe passed: Docker's check is what failed.
+            "GET /healthz -> ok",
+            // Docker's log of the check: its exit code and output.
+            "exit 1: check failed: FAIL_CHECK=1",
+            "health.docker: false",
+            "waiting for Docker's health (starting)",
+        ],
+    );
     assert!(
         !all.contains("(deadline"),
         "unhealthy must fail the gate at once, not at the deadline:\n{all}"
@@ -83,7 +72,7 @@ fn a_failing_healthcheck_fails_the_gate_though_http_passes() {
         blue,
         "green must be removed and blue left as it was"
     );
-    all_answers_from(&app, "1");
+    app.assert_all_answers_from("1", 20);
 }
 
 #[test]
@@ -96,22 +85,23 @@ fn health_docker_false_gates_on_http_alone_and_status_warns() {
         !all.contains("Docker's health"),
         "health.docker: false must not wait for Docker:\n{all}"
     );
-    all_answers_from(&app, "1");
+    app.assert_all_answers_from("1", 20);
 
     // Docker calls the live containers unhealthy after two failed checks
     // (1s apart); status says so, with a warning line.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let status = app.status_json();
-        if healths(&status, "live").iter().all(|h| h == "unhealthy") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Docker never reported the live containers unhealthy: {status:#}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let status = util::wait::until(
+        "Docker to report the live containers unhealthy",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || {
+            let status = app.status_json();
+            healths(&status, "live")
+                .iter()
+                .all(|h| h == "unhealthy")
+                .then_some(status)
+        },
+        || format!("{:#}", app.status_json()),
+    );
     let warnings = status["warnings"].as_array().unwrap();
     assert_eq!(
         warnings.len(),
@@ -154,7 +144,7 @@ fn a_passing_healthcheck_is_waited_for_and_shown_healthy() {
         2,
         "{text_status}"
     );
-    all_answers_from(&app, "1");
+    app.assert_all_answers_from("1", 20);
 }
 
 #[test]
@@ -169,7 +159,7 @@ fn an_image_without_healthcheck_is_unaffected() {
     );
     let status = app.status_json();
     assert_eq!(healths(&status, "live"), ["none", "none"], "{status:#}");
-    all_answers_from(&app, "1");
+    app.assert_all_answers_from("1", 20);
 }
 
 #[test]
@@ -201,12 +191,13 @@ fn starting_blocks_the_switch_until_the_deadline() {
     let out = app.cyan(&["deploy", "--version", "1"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(GATE_FAILED), "{all}");
-    for needle in [
-        "GET /healthz -> ok; waiting for Docker's health (starting) after",
-        "(deadline 3s)",
-        "Docker has run no health check yet",
-    ] {
-        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-    }
+    assert_contains_all(
+        &all,
+        &[
+            "GET /healthz -> ok; waiting for Docker's health (starting) after",
+            "(deadline 3s)",
+            "Docker has run no health check yet",
+        ],
+    );
     assert!(app.containers().is_empty(), "the failed color is removed");
 }

@@ -8,10 +8,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use util::{identity, text, TestApp};
-
-/// Exit code of a failed health gate (README, "Exit codes").
-const GATE_FAILED: i32 = 3;
+use util::{assert_contains_all, text, TestApp, GATE_FAILED};
 
 /// Rewrites the app's cyan.yaml with `probe` (lines under `health:`) in
 /// place of its HTTP check, the gate deadline `deadline`, and `extra`.
@@ -43,17 +40,8 @@ fn gate_fails(app: &TestApp, version: &str) -> (String, Duration) {
         blue,
         "green must be removed and blue left as it was"
     );
-    all_answers_from(app, "1");
+    app.assert_all_answers_from("1", 10);
     (all, took)
-}
-
-/// Every answer through the proxy comes from `version`.
-fn all_answers_from(app: &TestApp, version: &str) {
-    for _ in 0..10 {
-        let (status, body) = app.get("/");
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(identity(&body).1, version, "{body}");
-    }
 }
 
 /// A replica is named right before `reason`, e.g.
@@ -77,7 +65,7 @@ fn a_tcp_gate_passes_a_listening_app_and_fails_one_that_never_listens() {
     assert_eq!(out.status.code(), Some(0), "{all}");
     names_a_replica(&all, &app, "2/2 connect to 127.0.0.1:");
     assert!(all.contains(": open"), "{all}");
-    all_answers_from(&app, "1");
+    app.assert_all_answers_from("1", 10);
 
     // Never listens within the deadline: Docker's userland proxy accepts on
     // the published port and closes at once, which must not pass.
@@ -88,13 +76,14 @@ fn a_tcp_gate_passes_a_listening_app_and_fails_one_that_never_listens() {
         "env:\n  START_DELAY_MS: \"600000\"\n",
     );
     let (all, took) = gate_fails(&app, "2");
-    for needle in [
-        "(0/2 replicas healthy)",
-        "accepted, then closed at once without a byte",
-        "(deadline 3s)",
-    ] {
-        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-    }
+    assert_contains_all(
+        &all,
+        &[
+            "(0/2 replicas healthy)",
+            "accepted, then closed at once without a byte",
+            "(deadline 3s)",
+        ],
+    );
     names_a_replica(&all, &app, "connect to 127.0.0.1:");
     assert!(took < Duration::from_secs(15), "the gate took {took:?}");
 
@@ -122,7 +111,7 @@ fn a_command_gate_passes_on_exit_0_and_fails_with_the_exit_code_and_output() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("`/cyan-demo check` exited 0"), "{all}");
-    all_answers_from(&app, "1");
+    app.assert_all_answers_from("1", 10);
 
     // The app serves, but its own check says no: exit 1 and its output.
     configure(&app, check, "3s", "env:\n  FAIL_CHECK: \"1\"\n");

@@ -14,189 +14,15 @@ use std::time::Duration;
 
 use cyan::proxy::state::RoutePolicy;
 use cyan::release::Color;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use util::proxy::TestProxy;
-use util::raw::{
-    assert_all_right, exchange, header_values, line, serve_each, status, take_request, Conn, Resp,
-    Take,
-};
+use util::proxy::{ws_hello, TestProxy};
+use util::raw::{assert_all_right, exchange, line, serve_each, status, Conn, Resp};
+use util::upstream::{fixed, Upstream};
 
-/// What a recording upstream answers by default.
-const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 /// How long after the client's answer the upstream may still record.
 const SETTLE: Duration = Duration::from_millis(150);
 
 // ---------------------------------------------------------------------------
-// The recording upstream.
-
-/// One request as the upstream read it.
-#[derive(Debug, Clone)]
-struct Seen {
-    /// Which of the upstream's connections it came on, from 0.
-    conn: usize,
-    head: Vec<u8>,
-    /// Decoded: without chunked framing.
-    body: Vec<u8>,
-    /// Why the upstream could not frame its body, if it could not (it then
-    /// closed the connection unanswered).
-    bad: Option<String>,
-}
-
-impl Seen {
-    fn start_line(&self) -> String {
-        let head = String::from_utf8_lossy(&self.head);
-        head.split("\r\n").next().unwrap_or_default().to_string()
-    }
-
-    fn headers(&self, name: &str) -> Vec<String> {
-        header_values(&self.head, name)
-    }
-}
-
-#[derive(Default)]
-struct Log {
-    requests: Vec<Seen>,
-    /// Per connection: bytes read that are not (yet) a whole request.
-    pending: Vec<Vec<u8>>,
-    connections: usize,
-    bytes: usize,
-}
-
-type Reply = Arc<dyn Fn(&Seen) -> Option<Vec<u8>> + Send + Sync>;
-
-/// A raw HTTP/1.1 server that records every request and answers each with
-/// what `reply` returns for it (`None`: close the connection unanswered).
-#[derive(Clone)]
-struct Upstream {
-    addr: SocketAddr,
-    log: Arc<Mutex<Log>>,
-}
-
-impl Upstream {
-    async fn start() -> Upstream {
-        Self::answering(OK).await
-    }
-
-    async fn answering(response: &'static [u8]) -> Upstream {
-        Self::with(move |_| Some(response.to_vec())).await
-    }
-
-    async fn with(reply: impl Fn(&Seen) -> Option<Vec<u8>> + Send + Sync + 'static) -> Upstream {
-        let log: Arc<Mutex<Log>> = Arc::default();
-        let (served, reply): (_, Reply) = (log.clone(), Arc::new(reply));
-        let addr = serve_each(move |stream| {
-            let conn = {
-                let mut l = served.lock().unwrap();
-                l.connections += 1;
-                l.pending.push(Vec::new());
-                l.connections - 1
-            };
-            serve_recorded(stream, conn, served.clone(), reply.clone())
-        })
-        .await;
-        Upstream { addr, log }
-    }
-
-    fn requests(&self) -> Vec<Seen> {
-        self.log.lock().unwrap().requests.clone()
-    }
-
-    fn bytes(&self) -> usize {
-        self.log.lock().unwrap().bytes
-    }
-
-    /// Bytes left over on each connection that are not a whole request.
-    fn pending(&self) -> Vec<String> {
-        let log = self.log.lock().unwrap();
-        log.pending
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect()
-    }
-
-    /// What it received, for failure messages.
-    fn report(&self) -> String {
-        let log = self.log.lock().unwrap();
-        let mut out = format!(
-            "upstream got {} bytes on {} connections, {} requests",
-            log.bytes,
-            log.connections,
-            log.requests.len()
-        );
-        for r in &log.requests {
-            out += &format!(
-                "\n  [conn {}] {:?} body {:?}{}",
-                r.conn,
-                String::from_utf8_lossy(&r.head),
-                String::from_utf8_lossy(&r.body),
-                r.bad
-                    .as_ref()
-                    .map_or(String::new(), |b| format!(" (unframeable: {b})"))
-            );
-        }
-        for p in log.pending.iter().filter(|p| !p.is_empty()) {
-            out += &format!("\n  left over: {:?}", String::from_utf8_lossy(p));
-        }
-        out
-    }
-}
-
-async fn serve_recorded(mut s: TcpStream, conn: usize, log: Arc<Mutex<Log>>, reply: Reply) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        loop {
-            let (seen, used) = match take_request(&buf) {
-                Take::Partial => break,
-                Take::Whole { head, body, used } => {
-                    let seen = Seen {
-                        conn,
-                        head,
-                        body,
-                        bad: None,
-                    };
-                    (seen, used)
-                }
-                Take::Bad { head, why } => {
-                    let used = head.len();
-                    let seen = Seen {
-                        conn,
-                        head,
-                        body: Vec::new(),
-                        bad: Some(why),
-                    };
-                    (seen, used)
-                }
-            };
-            buf.drain(..used);
-            {
-                let mut l = log.lock().unwrap();
-                l.requests.push(seen.clone());
-                l.pending[conn] = buf.clone();
-            }
-            if seen.bad.is_some() {
-                return;
-            }
-            match reply(&seen) {
-                Some(r) => {
-                    if s.write_all(&r).await.is_err() {
-                        return;
-                    }
-                }
-                None => return,
-            }
-        }
-        log.lock().unwrap().pending[conn] = buf.clone();
-        let n = match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        log.lock().unwrap().bytes += n;
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
+// Upstreams.
 
 /// A replica that accepts each connection and closes it at once without
 /// reading (with `reset`: an RST, by SO_LINGER 0), as docker-proxy does
@@ -231,7 +57,7 @@ async fn edge(tag: &str, app: &str, upstreams: Vec<SocketAddr>) -> TestProxy {
 async fn refused(proxy: &TestProxy, app: &str, cases: &[(&str, Vec<u8>)]) -> Vec<String> {
     let mut wrong = Vec::new();
     for (name, request) in cases {
-        let up = Upstream::start().await;
+        let up = Upstream::named("ok").await;
         proxy.switch(app, Color::Blue, Some(vec![up.addr])).await;
         let r = exchange(&proxy.addr(), request).await;
         tokio::time::sleep(SETTLE).await;
@@ -275,7 +101,7 @@ async fn assert_framing_kept(
     chunked: bool,
     kept: Option<(&str, &str)>,
 ) {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge(tag, "edge", vec![up.addr]).await;
     let framed = match chunked {
         false => format!("Content-Length: {}\r\n\r\n{HIDDEN}", HIDDEN.len()),
@@ -398,7 +224,7 @@ async fn connection_transfer_encoding_on_a_response_keeps_its_chunking_and_the_c
 /// the upstream, or one request there without Content-Length and with the
 /// chunked body (empty) decoded; never one starting with `G`.
 async fn assert_not_smuggled(tag: &str, request: &[u8]) {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge(tag, "edge", vec![up.addr]).await;
     let mut c = Conn::open(&proxy.addr()).await;
     c.send(request).await;
@@ -453,7 +279,7 @@ async fn transfer_encoding_then_content_length_smuggles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_different_content_lengths_are_refused() {
-    let proxy = edge("cl2diff", "edge", vec![Upstream::start().await.addr]).await;
+    let proxy = edge("cl2diff", "edge", vec![Upstream::named("ok").await.addr]).await;
     let wrong = refused(
         &proxy,
         "edge",
@@ -470,7 +296,7 @@ async fn two_different_content_lengths_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_equal_content_lengths_reach_the_upstream_as_one() {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge("cl2same", "edge", vec![up.addr]).await;
     let r = exchange(
         &proxy.addr(),
@@ -489,10 +315,10 @@ async fn two_equal_content_lengths_reach_the_upstream_as_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_signed_or_hex_content_length_is_refused_or_made_one() {
-    let proxy = edge("cllist", "edge", vec![Upstream::start().await.addr]).await;
+    let proxy = edge("cllist", "edge", vec![Upstream::named("ok").await.addr]).await;
     let mut wrong = Vec::new();
     for value in ["5, 5", "+5", "0x5"] {
-        let up = Upstream::start().await;
+        let up = Upstream::named("ok").await;
         proxy.switch("edge", Color::Blue, Some(vec![up.addr])).await;
         let request = format!(
             "POST / HTTP/1.1\r\nHost: edge.localhost\r\nContent-Length: {value}\r\n\r\nhello"
@@ -518,7 +344,7 @@ async fn a_listed_signed_or_hex_content_length_is_refused_or_made_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_heads_are_refused_before_the_upstream() {
-    let proxy = edge("malformed", "edge", vec![Upstream::start().await.addr]).await;
+    let proxy = edge("malformed", "edge", vec![Upstream::named("ok").await.addr]).await;
     let post = |version: &str, header: &str| {
         format!(
             "POST / {version}\r\nHost: edge.localhost\r\n{header}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
@@ -562,7 +388,7 @@ async fn malformed_heads_are_refused_before_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_chunk_sizes_are_the_clients_fault() {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge("badchunk", "edge", vec![up.addr]).await;
     let mut wrong = Vec::new();
     for (name, body) in [
@@ -594,7 +420,7 @@ async fn invalid_chunk_sizes_are_the_clients_fault() {
 /// closing), with two replicas behind `edge`; nothing of it may count
 /// against the color.
 async fn assert_early_end_is_not_upstream_failure(tag: &str, head: &str, partial: &str) {
-    let (one, two) = (Upstream::start().await, Upstream::start().await);
+    let (one, two) = (Upstream::named("ok").await, Upstream::named("ok").await);
     let proxy = edge(tag, "edge", vec![one.addr, two.addr]).await;
     for i in 0..4 {
         let mut c = Conn::open(&proxy.addr()).await;
@@ -638,7 +464,7 @@ async fn a_chunked_request_body_ending_early_on_hypers_path_is_no_upstream_failu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_answered_405_and_never_forwarded() {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge("connect", "a", vec![up.addr]).await;
     let r = exchange(
         &proxy.addr(),
@@ -652,7 +478,7 @@ async fn connect_is_answered_405_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_header_named_in_connection_does_not_reach_the_upstream() {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge("hopreq", "edge", vec![up.addr]).await;
     let requests: [&[u8]; 2] = [
         b"GET / HTTP/1.1\r\nHost: edge.localhost\r\nConnection: x-secret\r\nX-Secret: 1\r\n\r\n",
@@ -687,7 +513,7 @@ async fn a_response_header_named_in_connection_does_not_reach_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_host_headers_are_refused() {
-    let proxy = edge("host2", "edge", vec![Upstream::start().await.addr]).await;
+    let proxy = edge("host2", "edge", vec![Upstream::named("ok").await.addr]).await;
     let cases = [
         (
             "the same host twice",
@@ -704,7 +530,7 @@ async fn two_host_headers_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http11_without_a_host_is_refused() {
-    let proxy = edge("nohost", "edge", vec![Upstream::start().await.addr]).await;
+    let proxy = edge("nohost", "edge", vec![Upstream::named("ok").await.addr]).await;
     let cases = [("no Host", b"GET / HTTP/1.1\r\nX-Foo: 1\r\n\r\n".to_vec())];
     let wrong = refused(&proxy, "edge", &cases).await;
     assert_all_right(&wrong);
@@ -712,7 +538,7 @@ async fn http11_without_a_host_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_with_a_space_a_slash_or_an_at_is_refused() {
-    let proxy = edge("badhost", "edge", vec![Upstream::start().await.addr]).await;
+    let proxy = edge("badhost", "edge", vec![Upstream::named("ok").await.addr]).await;
     let cases: Vec<(&str, Vec<u8>)> = ["a b", "a/b", "a@b"]
         .into_iter()
         .map(|h| {
@@ -728,7 +554,7 @@ async fn a_host_with_a_space_a_slash_or_an_at_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_without_a_host_is_routed_by_the_listen_address() {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge("h10", "edge", vec![up.addr]).await;
     let r = exchange(&proxy.addr(), b"GET /old HTTP/1.0\r\n\r\n").await;
     tokio::time::sleep(SETTLE).await;
@@ -738,7 +564,7 @@ async fn http10_without_a_host_is_routed_by_the_listen_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absolute_form_target_is_routed_by_its_authority() {
-    let (a, b) = (Upstream::start().await, Upstream::start().await);
+    let (a, b) = (Upstream::named("ok").await, Upstream::named("ok").await);
     // Both by host, on the proxy's port: a listen address an app owns
     // would take every request that arrives there.
     let proxy = TestProxy::start_listening("absform").await;
@@ -766,7 +592,7 @@ async fn an_absolute_form_target_is_routed_by_its_authority() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trailing_dot_upper_case_or_a_port_in_host_routes_alike() {
-    let (other, web) = (Upstream::start().await, Upstream::start().await);
+    let (other, web) = (Upstream::named("ok").await, Upstream::named("ok").await);
     // `other` is another app on the same port: a host that does not
     // match `web` would go there, or to nobody.
     let proxy = TestProxy::start_listening("hostnorm").await;
@@ -803,7 +629,7 @@ async fn closing_on_work() -> (Upstream, Arc<Mutex<usize>>) {
             *counted.lock().unwrap() += 1;
             return None;
         }
-        Some(OK.to_vec())
+        Some(fixed(b"ok"))
     })
     .await;
     (up, count)
@@ -905,7 +731,7 @@ async fn a_post_expecting_100_continue_is_never_replayed() {
 /// 50 sequential GETs with a good replica and one that `closing_upstream`
 /// serves: all 200, and the bad one ejected.
 async fn assert_closing_replica_is_retried_and_ejected(tag: &str, reset: bool) {
-    let (good, bad) = (Upstream::start().await, closing_upstream(reset).await);
+    let (good, bad) = (Upstream::named("ok").await, closing_upstream(reset).await);
     let proxy = edge(tag, "edge", vec![good.addr, bad]).await;
     let mut failed = Vec::new();
     for i in 0..50 {
@@ -940,7 +766,7 @@ async fn a_replica_that_accepts_and_resets_is_retried_around_and_ejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2c_upgrade_is_not_carried_and_smuggles_nothing() {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge("h2c", "edge", vec![up.addr]).await;
     let mut c = Conn::open(&proxy.addr()).await;
     c.send(
@@ -981,19 +807,14 @@ async fn a_switch_to_a_protocol_the_client_did_not_ask_for_is_refused() {
     )
     .await;
     let proxy = edge("badswitch", "edge", vec![up.addr]).await;
-    let r = exchange(
-        &proxy.addr(),
-        b"GET /ws HTTP/1.1\r\nHost: edge.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await;
+    let r = exchange(&proxy.addr(), ws_hello("edge.localhost").as_bytes()).await;
     assert_eq!(status(&r), 502, "{}", line(&r));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_codings_other_than_chunked_are_refused_both_ways() {
     // Requests: 501 (RFC 9112 §6.1), nothing at the upstream.
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge("codings", "edge", vec![up.addr]).await;
     let mut wrong = Vec::new();
     for te in [
@@ -1055,7 +876,7 @@ async fn no_length_reaches_the_client_on_a_204() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_a_reverse_proxy_does_not_serve_are_refused() {
-    let up = Upstream::start().await;
+    let up = Upstream::named("ok").await;
     let proxy = edge("targets", "edge", vec![up.addr]).await;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (

@@ -18,7 +18,7 @@ mod util;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cyan::proxy::api::RouteSpec;
@@ -30,125 +30,21 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::DigitallySignedStruct;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use util::proxy::{
-    body, get, host_route, proxy_ctl, proxy_run, self_signed, spawn_proxy, TestProxy, Ws,
-};
+use util::proxy::{body, get, host_route, proxy_ctl, proxy_run, spawn_proxy, TestProxy, Ws};
 use util::raw::{
     assert_all_right, chunk, content_length, dechunk, find, header_values, is_chunked, read_head,
-    serve_each, shown, split_response, status_of, take_request, whole_body, Chunks, Conn, Take,
-    RESPONSE_TIMEOUT,
+    serve_each, shown, split_response, status_of, whole_body, Chunks, Conn, RESPONSE_TIMEOUT,
 };
+use util::tls::self_signed;
+use util::upstream::{fixed, Seen, Step, Upstream};
+use util::wait;
 
 /// The app every test routes, on the proxy's listen address.
 const APP: &str = "edge";
 const HOST: &str = "edge.localhost";
 
 // ---------------------------------------------------------------------------
-// The scripted, recording upstream.
-
-/// A request head as an upstream read it.
-#[derive(Debug, Clone)]
-struct Seen {
-    head: String,
-}
-
-impl Seen {
-    fn path(&self) -> &str {
-        self.head.split(' ').nth(1).unwrap_or_default()
-    }
-
-    fn headers(&self, name: &str) -> Vec<String> {
-        header_values(&self.head, name)
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.head
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|line| line.split_once(':'))
-            .map(|(k, _)| k.to_string())
-            .collect()
-    }
-}
-
-/// What an upstream does for one request, in order.
-enum Step {
-    Write(Vec<u8>),
-    Wait(Duration),
-}
-
-type Script = Arc<dyn Fn(&Seen) -> Vec<Step> + Send + Sync>;
-
-/// A raw HTTP/1.1 upstream that records every request head and answers
-/// each request, once whole, with the steps its script gives.
-#[derive(Clone)]
-struct Upstream {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Upstream {
-    async fn scripted(script: impl Fn(&Seen) -> Vec<Step> + Send + Sync + 'static) -> Upstream {
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let (log, script): (_, Script) = (seen.clone(), Arc::new(script));
-        let addr =
-            serve_each(move |stream| serve_scripted(stream, log.clone(), script.clone())).await;
-        Upstream { addr, seen }
-    }
-
-    /// Answers every request with `name` as its body.
-    async fn named(name: &'static str) -> Upstream {
-        Self::scripted(move |_| vec![Step::Write(fixed(name.as_bytes()))]).await
-    }
-
-    fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn report(&self) -> String {
-        let seen = self.requests();
-        let mut out = format!("the upstream saw {} requests", seen.len());
-        for s in &seen {
-            out += &format!("\n  {:?}", s.head);
-        }
-        out
-    }
-}
-
-/// A 200 response with a fixed-length body.
-fn fixed(body: &[u8]) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-async fn serve_scripted(mut s: TcpStream, log: Arc<Mutex<Vec<Seen>>>, script: Script) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        while let Take::Whole { head, used, .. } = take_request(&buf) {
-            buf.drain(..used);
-            let seen = Seen {
-                head: String::from_utf8_lossy(&head).into_owned(),
-            };
-            log.lock().unwrap().push(seen.clone());
-            for step in script(&seen) {
-                match step {
-                    Step::Write(bytes) => {
-                        if s.write_all(&bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                    Step::Wait(d) => tokio::time::sleep(d).await,
-                }
-            }
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
+// Upstreams.
 
 const SSE_HEAD: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -677,15 +573,14 @@ async fn two_thousand_idle_connections_under_a_1024_soft_limit_stop_neither_requ
         }
     }
     // The proxy holds them all (more descriptors than its old soft limit).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_fds(pid) < IDLE {
-        assert!(
-            Instant::now() < deadline,
-            "the proxy holds {} descriptors with {IDLE} connections open",
-            open_fds(pid)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait::until_async(
+        &format!("the proxy to hold {IDLE} descriptors"),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || (open_fds(pid) >= IDLE).then_some(()),
+        async || format!("it holds {}", open_fds(pid)),
+    )
+    .await;
     eprintln!(
         "{IDLE} idle connections open in {:?}; the proxy holds {} descriptors",
         started.elapsed(),

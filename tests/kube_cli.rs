@@ -18,14 +18,12 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::{ApiServer, Backend, SERVICES as SVCS};
+use apiserver::{ApiServer, Backend, BGDS, SERVICES as SVCS};
 use cyan::operator::controller;
 use cyan::operator::crd::BlueGreenDeployment;
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 use util::TestApp;
-
-const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
 
 /// What the operator Deployment and kube-controller-manager would do.
 async fn run_operator(api: ApiServer) {
@@ -64,13 +62,7 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.cyan(args);
-        assert!(
-            out.status.success(),
-            "cyan {args:?} failed:\n{}",
-            util::text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        util::succeeded(args, &self.cyan(args))
     }
 }
 
@@ -78,14 +70,11 @@ impl Env {
 fn registry_up() -> bool {
     let registry = "127.0.0.1:5000";
     let up = std::net::TcpStream::connect(registry).is_ok();
-    if !up {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run a registry on {registry} (.ci/run starts Debian's docker-registry)"
-        );
-        eprintln!("SKIPPED kube CLI test: no registry on {registry}; .ci/run starts one");
-    }
-    up
+    util::present_or_skipped(
+        up,
+        &format!("no registry on {registry}"),
+        "CI must run one: .ci/run starts Debian's docker-registry",
+    )
 }
 
 /// A cluster with the operator running beside it and the pods' HTTP

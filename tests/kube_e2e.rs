@@ -6,8 +6,10 @@
 //! (`CYAN_E2E_CLUSTER=required`, as the workflow sets): then a missing
 //! `KUBECONFIG` is a failure, never a silent pass.
 
+mod util;
+
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn kubectl(args: &[&str]) -> String {
     let out = Command::new("kubectl")
@@ -23,11 +25,13 @@ fn kubectl(args: &[&str]) -> String {
 }
 
 fn wait_for(what: &str, limit: Duration, check: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    util::wait::until(
+        what,
+        limit,
+        Duration::from_secs(2),
+        || check().then_some(()),
+        String::new,
+    )
 }
 
 fn jsonpath(path: &str) -> String {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use apiserver::{ApiServer, Backend};
+use apiserver::{ApiServer, Backend, BGDS};
 use cyan::operator::controller::{self, Context};
 use cyan::operator::crd::{crd_yaml, BlueGreenDeployment};
 use cyan::operator::leader::LeaseLock;
@@ -197,7 +197,6 @@ fn granted() -> BTreeSet<(String, String, String)> {
 }
 
 async fn reconcile(api: &ApiServer, ctx: &Arc<Context>, rounds: usize) {
-    const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
     for _ in 0..rounds {
         // Read as the runtime's watch would hand it over (not an API call).
         let obj: BlueGreenDeployment =
@@ -209,7 +208,6 @@ async fn reconcile(api: &ApiServer, ctx: &Arc<Context>, rounds: usize) {
 
 #[tokio::test]
 async fn rbac_grants_exactly_the_verbs_the_operator_uses() {
-    const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
     let api = ApiServer::new();
     let app = Backend::start(200, "ok").await;
     let app_port = app.port;
@@ -219,17 +217,14 @@ async fn rbac_grants_exactly_the_verbs_the_operator_uses() {
     let image = |v: &str| json!([{ "name": "web", "image": format!("web:{v}") }]);
     api.put(
         BGDS,
-        json!({
-            "apiVersion": "cyan.dev/v1alpha1", "kind": "BlueGreenDeployment",
-            "metadata": { "name": "web" },
-            "spec": {
-                "selector": { "matchLabels": { "app": "web" } },
-                "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": image("1") } },
-                "activeService": "web", "previewService": "web-preview",
+        apiserver::bgd(
+            "web:1",
+            json!({
+                "previewService": "web-preview",
                 "gates": { "http": [{ "path": "/", "port": app_port }] },
                 "revisionHistoryLimit": 1, "scaleDownDelaySeconds": 0,
-            },
-        }),
+            }),
+        ),
     );
     let now = Arc::new(AtomicU64::new(1_800_000_000_000));
     let clock = now.clone();

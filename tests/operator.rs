@@ -9,7 +9,7 @@ mod apiserver;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use apiserver::{ApiServer, Backend, SERVICES as SVCS};
+use apiserver::{ApiServer, Backend, BGDS, SERVICES as SVCS};
 use cyan::operator::controller::{self, Context};
 use cyan::operator::crd::BlueGreenDeployment;
 use cyan::operator::leader::LeaseLock;
@@ -18,7 +18,6 @@ use http::Method;
 use kube::api::Api;
 use serde_json::{json, Value};
 
-const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
 const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
 const REVS: &str = "/apis/apps/v1/namespaces/default/controllerrevisions";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
@@ -35,22 +34,33 @@ struct Cluster {
 }
 
 fn bgd(image: &str) -> Value {
-    json!({
-        "apiVersion": "cyan.dev/v1alpha1", "kind": "BlueGreenDeployment",
-        "metadata": { "name": "web", "namespace": "default" },
-        "spec": {
+    let mut bgd = apiserver::bgd(
+        image,
+        json!({
             "replicas": 2,
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": {
-                "metadata": { "labels": { "app": "web" } },
-                "spec": { "containers": [{ "name": "web", "image": image }] },
-            },
-            "activeService": "web",
             "previewService": "web-preview",
             "scaleDownDelaySeconds": 30,
             "progressDeadlineSeconds": 120,
-        },
-    })
+        }),
+    );
+    bgd["metadata"]["namespace"] = json!("default");
+    bgd
+}
+
+/// The status's message.
+fn message(status: &Value) -> String {
+    status["message"].as_str().unwrap().to_string()
+}
+
+/// The status's condition of type `kind`.
+fn condition(status: &Value, kind: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap()
+        .clone()
 }
 
 impl Cluster {
@@ -137,12 +147,66 @@ impl Cluster {
         );
     }
 
-    async fn healthy_on(&self, version: &str) -> Value {
-        let v = version.to_string();
-        self.run_until(&format!("Healthy on {version}"), move |s| {
-            s["phase"] == "Healthy" && s["liveVersion"] == v.as_str()
+    /// Runs until the status is `phase`.
+    async fn in_phase(&self, phase: &str) -> Value {
+        self.run_until(phase, |s| s["phase"] == phase).await
+    }
+
+    /// Runs until the status is `phase` with `version` live.
+    async fn live_in(&self, phase: &str, version: &str) -> Value {
+        self.run_until(&format!("{phase} on {version}"), |s| {
+            s["phase"] == phase && s["liveVersion"] == version
         })
         .await
+    }
+
+    async fn healthy_on(&self, version: &str) -> Value {
+        self.live_in("Healthy", version).await
+    }
+
+    /// `n` reconciles, each followed by the Deployment controller; each
+    /// must succeed.
+    async fn rounds(&self, n: usize) {
+        for _ in 0..n {
+            self.reconcile().await.unwrap();
+            self.api.settle_deployments();
+        }
+    }
+
+    /// `rounds`, whatever each reconcile returns.
+    async fn rounds_ignoring_errors(&self, n: usize) {
+        for _ in 0..n {
+            let _ = self.reconcile().await;
+            self.api.settle_deployments();
+        }
+    }
+
+    /// Annotates the BGD with `key` (`cyan.dev/promote`, `cyan.dev/abort`)
+    /// for the release it is rolling out now.
+    fn annotate_current(&self, key: &str) {
+        let hash = self.hash();
+        self.annotate(key, &hash);
+    }
+
+    /// Releases web:1, then web:2, each until Healthy: revision 1's hash
+    /// and template, for a rollback to it.
+    async fn two_releases(&self) -> (String, Value) {
+        self.create(bgd("web:1"));
+        self.healthy_on("1").await;
+        let v1 = self.hash();
+        let v1_template = self.api.get(BGDS, "web").unwrap()["spec"]["template"].clone();
+        self.set_image("web:2");
+        self.healthy_on("2").await;
+        (v1, v1_template)
+    }
+
+    /// What `cyan rollback` writes: the revision's template and the
+    /// annotation naming its hash.
+    fn roll_back_to(&self, hash: &str, template: Value) {
+        self.edit(|o| {
+            o["spec"]["template"] = template;
+            o["metadata"]["annotations"]["cyan.dev/rollback"] = json!(hash);
+        });
     }
 
     fn status(&self) -> Value {
@@ -161,6 +225,10 @@ impl Cluster {
 
     fn hash(&self) -> String {
         self.status()["currentHash"].as_str().unwrap().to_string()
+    }
+
+    fn message(&self) -> String {
+        message(&self.status())
     }
 
     fn phases(&self) -> Vec<String> {
@@ -184,15 +252,7 @@ async fn a_first_deploy_is_gated_then_switched_and_recorded() {
     assert_eq!(s["history"].as_array().unwrap().len(), 1);
     assert_eq!(s["history"][0]["outcome"], "Promoted");
     assert_eq!(s["observedGeneration"], 1);
-    let cond = |t: &str| {
-        s["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == t)
-            .unwrap()["status"]
-            .clone()
-    };
+    let cond = |t: &str| condition(&s, t)["status"].clone();
     assert_eq!(cond("Available"), "True");
     assert_eq!(cond("Promoted"), "True");
     assert_eq!(cond("Progressing"), "False");
@@ -272,8 +332,7 @@ async fn approval_holds_the_candidate_at_preview_size_until_promote() {
         o["spec"]["previewReplicas"] = json!(1);
         o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
     });
-    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
-        .await;
+    c.in_phase("AwaitingApproval").await;
     for _ in 0..3 {
         c.reconcile().await.unwrap();
     }
@@ -293,13 +352,9 @@ async fn approval_holds_the_candidate_at_preview_size_until_promote() {
         Some(1),
         "previewReplicas until promotion"
     );
-    assert!(c.status()["message"]
-        .as_str()
-        .unwrap()
-        .contains("cyan promote"));
+    assert!(c.message().contains("cyan promote"));
 
-    let hash = c.hash();
-    c.annotate("cyan.dev/promote", &hash);
+    c.annotate_current("cyan.dev/promote");
     c.healthy_on("2").await;
     assert_eq!(
         c.replicas("green"),
@@ -316,8 +371,7 @@ async fn auto_promote_switches_after_its_delay() {
     spec["spec"]["requireApproval"] = json!(true);
     spec["spec"]["autoPromoteSeconds"] = json!(60);
     c.create(spec);
-    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
-        .await;
+    c.in_phase("AwaitingApproval").await;
     c.advance(59);
     c.reconcile().await.unwrap();
     assert_eq!(c.status()["phase"], "AwaitingApproval");
@@ -326,28 +380,52 @@ async fn auto_promote_switches_after_its_delay() {
     assert_eq!(c.selected("web").as_deref(), Some("blue"));
 }
 
+/// A candidate held at previewReplicas is scaled to replicas when its
+/// auto-promote delay is up, and switched to once that many are available:
+/// the scale-up's new gate does not start the delay again.
+#[tokio::test]
+async fn auto_promote_scales_the_preview_up_and_switches_without_a_second_delay() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    c.edit(|o| {
+        o["spec"]["requireApproval"] = json!(true);
+        o["spec"]["previewReplicas"] = json!(1);
+        o["spec"]["autoPromoteSeconds"] = json!(60);
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+    });
+    c.in_phase("AwaitingApproval").await;
+    assert_eq!(
+        c.replicas("green"),
+        Some(1),
+        "previewReplicas while it waits"
+    );
+    c.advance(61);
+    // The scale-up's new pod is not available at once: the candidate is
+    // gated again meanwhile, and its wait must not start over.
+    c.reconcile().await.unwrap();
+    assert_eq!(c.replicas("green"), Some(2), "scaled up when its time came");
+    c.reconcile().await.unwrap();
+    c.healthy_on("2").await;
+    assert_eq!(c.replicas("green"), Some(2), "scaled to replicas");
+    assert_eq!(c.selected("web").as_deref(), Some("green"));
+}
+
 #[tokio::test]
 async fn abort_scales_the_candidate_down_and_keeps_live_until_a_retry() {
     let c = Cluster::new();
     let mut spec = bgd("web:1");
     spec["spec"]["requireApproval"] = json!(true);
     c.create(spec);
-    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
-        .await;
-    let hash = c.hash();
-    c.annotate("cyan.dev/promote", &hash);
+    c.in_phase("AwaitingApproval").await;
+    c.annotate_current("cyan.dev/promote");
     c.healthy_on("1").await;
 
     c.set_image("web:2");
-    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
-        .await;
-    let hash = c.hash();
-    c.annotate("cyan.dev/abort", &hash);
-    c.run_until("Degraded", |s| s["phase"] == "Degraded").await;
-    for _ in 0..3 {
-        c.reconcile().await.unwrap();
-        c.api.settle_deployments();
-    }
+    c.in_phase("AwaitingApproval").await;
+    c.annotate_current("cyan.dev/abort");
+    c.in_phase("Degraded").await;
+    c.rounds(3).await;
     assert_eq!(
         c.status()["phase"],
         "Degraded",
@@ -355,7 +433,7 @@ async fn abort_scales_the_candidate_down_and_keeps_live_until_a_retry() {
     );
     assert_eq!(c.replicas("green"), Some(0));
     assert_eq!(c.selected("web").as_deref(), Some("blue"));
-    assert!(c.status()["message"].as_str().unwrap().contains("aborted"));
+    assert!(c.message().contains("aborted"));
 
     c.annotate("cyan.dev/retry", "try-2");
     c.run_until("AwaitingApproval again", |s| {
@@ -374,8 +452,7 @@ async fn verifying(mut verify: Value) -> (Backend, Cluster) {
     verify["http"] = json!({ "url": format!("http://127.0.0.1:{}/healthz", backend.port) });
     let c = Cluster::new();
     c.create(with_verify("web:1", verify));
-    c.run_until("Verifying", |s| s["phase"] == "Verifying")
-        .await;
+    c.in_phase("Verifying").await;
     (backend, c)
 }
 
@@ -392,10 +469,7 @@ async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
     c.healthy_on("1").await;
 
     c.set_image("web:2");
-    c.run_until("Verifying v2", |s| {
-        s["phase"] == "Verifying" && s["liveVersion"] == "2"
-    })
-    .await;
+    c.live_in("Verifying", "2").await;
     assert_eq!(c.selected("web").as_deref(), Some("green"));
     backend.set(500, "boom");
     c.reconcile().await.unwrap();
@@ -422,15 +496,8 @@ async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
         s["history"].as_array().unwrap().last().unwrap()["outcome"],
         "VerifyFailed"
     );
-    assert!(
-        s["message"].as_str().unwrap().contains("500"),
-        "{}",
-        s["message"]
-    );
-    for _ in 0..3 {
-        c.reconcile().await.unwrap();
-        c.api.settle_deployments();
-    }
+    assert!(message(&s).contains("500"), "{}", s["message"]);
+    c.rounds(3).await;
     assert_eq!(
         c.status()["phase"],
         "RolledBack",
@@ -449,30 +516,22 @@ async fn abort_while_verifying_rolls_back_and_a_verified_release_is_left_alone()
     c.advance(61);
     c.healthy_on("1").await;
 
-    let hash = c.hash();
-    c.annotate("cyan.dev/abort", &hash);
+    c.annotate_current("cyan.dev/abort");
     c.reconcile().await.unwrap();
     assert_eq!(
         c.status()["phase"],
         "Healthy",
         "a verified live release is not aborted"
     );
-    assert!(c.status()["message"]
-        .as_str()
-        .unwrap()
-        .contains("use cyan rollback"));
+    assert!(c.message().contains("use cyan rollback"));
     assert!(
         c.api.get(BGDS, "web").unwrap()["metadata"]["annotations"]["cyan.dev/abort"].is_null(),
         "the abort was consumed"
     );
 
     c.set_image("web:2");
-    c.run_until("Verifying v2", |s| {
-        s["phase"] == "Verifying" && s["liveVersion"] == "2"
-    })
-    .await;
-    let hash = c.hash();
-    c.annotate("cyan.dev/abort", &hash);
+    c.live_in("Verifying", "2").await;
+    c.annotate_current("cyan.dev/abort");
     c.reconcile().await.unwrap();
     let s = c.status();
     assert_eq!(s["phase"], "RolledBack", "{s:#}");
@@ -495,25 +554,17 @@ async fn a_prometheus_query_above_its_maximum_rolls_back() {
         "prometheus": { "address": format!("http://127.0.0.1:{}", prom.port), "query": "error_ratio", "max": 0.05 },
     });
     c.create(with_verify("web:1", verify));
-    c.run_until("Verifying", |s| s["phase"] == "Verifying")
-        .await;
+    c.in_phase("Verifying").await;
     c.reconcile().await.unwrap();
     assert_eq!(c.status()["phase"], "Verifying", "0.01 is under 0.05");
     c.advance(31);
     c.healthy_on("1").await;
     c.set_image("web:2");
-    c.run_until("Verifying v2", |s| {
-        s["phase"] == "Verifying" && s["liveVersion"] == "2"
-    })
-    .await;
+    c.live_in("Verifying", "2").await;
     prom.set(200, &answer("0.4"));
-    c.run_until("RolledBack", |s| s["phase"] == "RolledBack")
-        .await;
+    c.in_phase("RolledBack").await;
     assert_eq!(c.selected("web").as_deref(), Some("blue"));
-    assert!(c.status()["message"]
-        .as_str()
-        .unwrap()
-        .contains("error_ratio = 0.4 exceeds 0.05"));
+    assert!(c.message().contains("error_ratio = 0.4 exceeds 0.05"));
 }
 
 #[tokio::test]
@@ -530,18 +581,8 @@ async fn a_verify_that_passes_ends_healthy_after_its_duration() {
 #[tokio::test]
 async fn rollback_to_a_hot_color_is_one_reconcile() {
     let c = Cluster::new();
-    c.create(bgd("web:1"));
-    c.healthy_on("1").await;
-    let v1 = c.hash();
-    let v1_template = c.api.get(BGDS, "web").unwrap()["spec"]["template"].clone();
-    c.set_image("web:2");
-    c.healthy_on("2").await;
-
-    // What `cyan rollback` writes: revision 1's template and the annotation.
-    c.edit(|o| {
-        o["spec"]["template"] = v1_template;
-        o["metadata"]["annotations"]["cyan.dev/rollback"] = json!(v1);
-    });
+    let (v1, v1_template) = c.two_releases().await;
+    c.roll_back_to(&v1, v1_template);
     c.reconcile().await.unwrap();
     assert_eq!(
         c.selected("web").as_deref(),
@@ -561,19 +602,11 @@ async fn rollback_to_a_hot_color_is_one_reconcile() {
 #[tokio::test]
 async fn rollback_after_scale_down_restarts_the_old_revision_gated() {
     let c = Cluster::new();
-    c.create(bgd("web:1"));
-    c.healthy_on("1").await;
-    let v1 = c.hash();
-    let v1_template = c.api.get(BGDS, "web").unwrap()["spec"]["template"].clone();
-    c.set_image("web:2");
-    c.healthy_on("2").await;
+    let (v1, v1_template) = c.two_releases().await;
     c.advance(31);
     c.reconcile().await.unwrap();
     assert_eq!(c.replicas("blue"), Some(0));
-    c.edit(|o| {
-        o["spec"]["template"] = v1_template;
-        o["metadata"]["annotations"]["cyan.dev/rollback"] = json!(v1);
-    });
+    c.roll_back_to(&v1, v1_template);
     c.reconcile().await.unwrap();
     assert_eq!(
         c.selected("web").as_deref(),
@@ -592,34 +625,22 @@ async fn a_candidate_past_its_progress_deadline_is_halted_and_live_keeps_serving
     c.healthy_on("1").await;
     c.api.hold("web-green");
     c.set_image("web:2");
-    c.run_until("Gating", |s| s["phase"] == "Gating").await;
+    c.in_phase("Gating").await;
     c.advance(60);
     c.reconcile().await.unwrap();
     assert_eq!(c.status()["phase"], "Gating");
-    assert!(c.status()["message"]
-        .as_str()
-        .unwrap()
-        .contains("0/2 pods available"));
+    assert!(c.message().contains("0/2 pods available"));
     c.advance(61);
     c.reconcile().await.unwrap();
     let s = c.status();
     assert_eq!(s["phase"], "Degraded");
     assert!(
-        s["message"]
-            .as_str()
-            .unwrap()
-            .contains("progressDeadlineSeconds (120s)"),
+        message(&s).contains("progressDeadlineSeconds (120s)"),
         "{s:#}"
     );
     assert_eq!(c.replicas("green"), Some(0));
     assert_eq!(c.selected("web").as_deref(), Some("blue"));
-    let progressing = s["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Progressing")
-        .unwrap()
-        .clone();
+    let progressing = condition(&s, "Progressing");
     assert_eq!(progressing["status"], "False");
     assert_eq!(progressing["reason"], "Degraded");
 }
@@ -629,10 +650,7 @@ async fn a_deployment_that_never_becomes_available_is_never_switched_to() {
     let c = Cluster::new();
     c.api.hold("web-blue");
     c.create(bgd("web:1"));
-    for _ in 0..10 {
-        let _ = c.reconcile().await;
-        c.api.settle_deployments();
-    }
+    c.rounds_ignoring_errors(10).await;
     assert_eq!(c.status()["phase"], "Gating");
     assert_eq!(
         c.selected("web"),
@@ -649,16 +667,11 @@ async fn a_gated_color_that_loses_availability_is_gated_again_not_switched() {
     let mut spec = bgd("web:1");
     spec["spec"]["requireApproval"] = json!(true);
     c.create(spec);
-    c.run_until("AwaitingApproval", |s| s["phase"] == "AwaitingApproval")
-        .await;
+    c.in_phase("AwaitingApproval").await;
     c.api.hold("web-blue");
     c.api.settle_deployments();
-    let hash = c.hash();
-    c.annotate("cyan.dev/promote", &hash);
-    for _ in 0..4 {
-        c.reconcile().await.unwrap();
-        c.api.settle_deployments();
-    }
+    c.annotate_current("cyan.dev/promote");
+    c.rounds(4).await;
     assert_eq!(c.selected("web"), None);
     assert_eq!(c.status()["phase"], "Gating");
     c.api.release("web-blue");
@@ -672,10 +685,7 @@ async fn http_gates_probe_every_candidate_pod_before_the_switch() {
     let mut spec = bgd("web:1");
     spec["spec"]["gates"] = json!({ "http": [{ "path": "/healthz", "port": app.port }] });
     c.create(spec);
-    for _ in 0..6 {
-        let _ = c.reconcile().await;
-        c.api.settle_deployments();
-    }
+    c.rounds_ignoring_errors(6).await;
     let s = c.status();
     assert_eq!(s["phase"], "Gating");
     let msg = s["message"].as_str().unwrap();
@@ -698,10 +708,7 @@ async fn skip_first_deploy_skips_the_http_gates_only_the_first_time() {
     c.create(spec);
     c.healthy_on("1").await;
     c.set_image("web:2");
-    for _ in 0..6 {
-        let _ = c.reconcile().await;
-        c.api.settle_deployments();
-    }
+    c.rounds_ignoring_errors(6).await;
     assert_eq!(c.status()["phase"], "Gating", "the second deploy is gated");
 }
 
@@ -715,10 +722,7 @@ async fn a_missing_active_service_is_reported_and_nothing_is_created() {
     let s = c.status();
     assert_eq!(s["phase"], "Degraded");
     assert!(
-        s["message"]
-            .as_str()
-            .unwrap()
-            .contains("activeService Service default/web does not exist"),
+        message(&s).contains("activeService Service default/web does not exist"),
         "{s:#}"
     );
     assert!(c.api.get(DEPLOYS, "web-blue").is_none());
@@ -737,11 +741,8 @@ async fn a_service_selector_the_pods_cannot_match_is_never_switched() {
         svc["spec"]["selector"]["tier"] = json!("frontend")
     });
     c.create(bgd("web:1"));
-    c.run_until("Degraded", |s| s["phase"] == "Degraded").await;
-    assert!(c.status()["message"]
-        .as_str()
-        .unwrap()
-        .contains("tier=frontend"));
+    c.in_phase("Degraded").await;
+    assert!(c.message().contains("tier=frontend"));
     assert_eq!(c.selected("web"), None, "the selector was left as it was");
 }
 
@@ -799,7 +800,7 @@ async fn an_operator_restarted_mid_rollout_continues_from_the_cluster() {
     c.create(bgd("web:1"));
     c.healthy_on("1").await;
     c.set_image("web:2");
-    c.run_until("Gating", |s| s["phase"] == "Gating").await;
+    c.in_phase("Gating").await;
 
     let restarted = Cluster::attach(c.api.clone(), c.now.clone());
     restarted.healthy_on("2").await;
@@ -861,7 +862,7 @@ async fn a_paused_or_invalid_spec_changes_nothing() {
     c.create(spec);
     c.reconcile().await.unwrap();
     assert!(c.api.get(DEPLOYS, "web-blue").is_none());
-    assert!(c.status()["message"].as_str().unwrap().contains("paused"));
+    assert!(c.message().contains("paused"));
 
     c.edit(|o| {
         o["spec"]["paused"] = json!(false);
@@ -870,10 +871,7 @@ async fn a_paused_or_invalid_spec_changes_nothing() {
     c.reconcile().await.unwrap();
     let s = c.status();
     assert_eq!(s["phase"], "Degraded");
-    assert!(
-        s["message"].as_str().unwrap().contains("app=other"),
-        "{s:#}"
-    );
+    assert!(message(&s).contains("app=other"), "{s:#}");
     assert!(c.api.get(DEPLOYS, "web-blue").is_none());
 }
 

@@ -8,21 +8,12 @@ mod apiserver;
 mod util;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use apiserver::{ApiServer, SERVICES};
+use apiserver::{ApiServer, BGDS, SERVICES};
 use serde_json::json;
 
-const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn operator(
     kubeconfig: &std::path::Path,
@@ -47,31 +38,29 @@ fn holder(api: &ApiServer) -> Option<String> {
         .map(String::from)
 }
 
+/// Waits for `check`, failing with the operator's log.
 fn wait(what: &str, limit: Duration, log: &std::path::Path, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out waiting for {what}; operator log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    util::wait::until(
+        what,
+        limit,
+        Duration::from_millis(200),
+        || check().then_some(()),
+        || {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            format!("operator log:\n{log}")
+        },
+    )
 }
 
 fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    util::wait::until(
+        "an exit after SIGTERM",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || child.try_wait().unwrap(),
+        String::new,
+    )
 }
 
 #[test]
@@ -80,32 +69,19 @@ fn the_operator_process_leads_rolls_out_serves_probes_and_hands_over_on_sigterm(
     let api = ApiServer::new();
     let addr = rt.block_on(api.serve_http());
     api.put_service("web", json!({ "app": "web" }));
-    api.put(
-        BGDS,
-        json!({
-            "apiVersion": "cyan.dev/v1alpha1", "kind": "BlueGreenDeployment",
-            "metadata": { "name": "web" },
-            "spec": {
-                "replicas": 2,
-                "selector": { "matchLabels": { "app": "web" } },
-                "template": { "metadata": { "labels": { "app": "web" } },
-                              "spec": { "containers": [{ "name": "web", "image": "web:1" }] } },
-                "activeService": "web",
-            },
-        }),
-    );
+    api.put(BGDS, apiserver::bgd("web:1", json!({ "replicas": 2 })));
     let dir = std::env::temp_dir().join(format!("cyan-operator-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, "default")).unwrap();
     let (log1, log2) = (dir.join("op-1.log"), dir.join("op-2.log"));
 
-    let port1 = free_port();
+    let port1 = util::free_port();
     let mut first = operator(&kubeconfig, "op-1", port1, &log1);
     wait("op-1 to lead", Duration::from_secs(20), &log1, || {
         holder(&api).as_deref() == Some("op-1")
     });
-    let port2 = free_port();
+    let port2 = util::free_port();
     let mut second = operator(&kubeconfig, "op-2", port2, &log2);
 
     wait(

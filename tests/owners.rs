@@ -10,14 +10,15 @@
 
 mod util;
 
-use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cyan::proxy::state::RouteState;
 use util::load::{assert_none_failed, runtime, Load, Sample};
 use util::proxy::TestProxy;
-use util::{http_get, identity, text, TestApp};
+use util::{
+    assert_contains_all, foreign_answers, hostname, http_get, identity, short_ids, text, TestApp,
+};
 
 /// Each load's windows (before, during and after the commands) must each
 /// carry at least this many requests to prove anything.
@@ -38,10 +39,6 @@ fn route_as(app: &TestApp, host: &str, listen: u16, more_hosts: &[&str], extra: 
         routed += &format!("  hosts: [{}]\n", more_hosts.join(", "));
     }
     std::fs::write(&app.config, yaml.replace(&own, &routed)).unwrap();
-}
-
-fn host(app: &TestApp) -> String {
-    format!("{}.localhost", app.name)
 }
 
 fn route_name(app: &TestApp, environment: &str) -> String {
@@ -76,15 +73,6 @@ fn images(image: &str) -> Vec<String> {
         .collect()
 }
 
-/// The demo's hostname (its container's short id) in a 200's body.
-fn hostname(body: &str) -> &str {
-    body.split_whitespace().next().unwrap_or("")
-}
-
-fn shorts(ids: &[String]) -> HashSet<&str> {
-    ids.iter().map(|id| &id[..12]).collect()
-}
-
 /// Runs `f` while two bounded loads ask for `web` on its listen address
 /// and by its host on the proxy's own listener; panics unless every request
 /// of both, before, during and after `f`, got a 200 from one of `web`'s
@@ -92,21 +80,17 @@ fn shorts(ids: &[String]) -> HashSet<&str> {
 fn serving_only<T>(proxy: &TestProxy, web: &TestApp, ids: &[String], f: impl FnOnce() -> T) -> T {
     let rt = runtime();
     let _ctx = rt.enter();
-    let on_listen = Load::start(web.port, &host(web), 2, 1);
-    let by_host = Load::start(proxy.port, &host(web), 1, 1);
+    let on_listen = Load::start(web.port, &web.host(), 2, 1);
+    let by_host = Load::start(proxy.port, &web.host(), 1, 1);
     std::thread::sleep(Duration::from_secs(1));
     let (began, out, ended) = (Instant::now(), f(), Instant::now());
     std::thread::sleep(Duration::from_secs(1));
-    let ours = shorts(ids);
+    let ours = short_ids(ids);
     for (load, where_) in [(on_listen, "on its listen address"), (by_host, "by host")] {
         let samples: Vec<Sample> = rt.block_on(load.finish());
         let during = format!("for {} {where_}", web.name);
         assert_none_failed(&samples, &during);
-        let foreign: Vec<&String> = samples
-            .iter()
-            .filter_map(|s| s.outcome.as_ref().ok())
-            .filter(|b| !ours.contains(hostname(b)))
-            .collect();
+        let foreign = foreign_answers(&samples, &ours);
         assert!(
             foreign.is_empty(),
             "{} of {} requests {during} were answered by a container not web's {ours:?}: {:?}",
@@ -139,13 +123,14 @@ fn serving_only<T>(proxy: &TestProxy, web: &TestApp, ids: &[String], f: impl FnO
 fn assert_refused_for(out: &std::process::Output, owner: &str, what: &str) {
     let all = text(out);
     assert_eq!(out.status.code(), Some(2), "{all}");
-    for needle in [
-        what,
-        &format!("belongs to {owner}, which is live on it"),
-        "cyan remove",
-    ] {
-        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-    }
+    assert_contains_all(
+        &all,
+        &[
+            what,
+            &format!("belongs to {owner}, which is live on it"),
+            "cyan remove",
+        ],
+    );
 }
 
 #[test]
@@ -159,12 +144,12 @@ fn another_app_on_a_live_host_reads_without_touching_it_and_is_refused() {
 
     // `api` asks for web's host and web's listen address, as in the report.
     let api = TestApp::on_home("api", "", &proxy.home);
-    route_as(&api, &host(&web), web.port, &[], "");
+    route_as(&api, &web.host(), web.port, &[], "");
     // Only web's listen address; only web's host.
     let on_listen = TestApp::on_home("onlisten", "", &proxy.home);
-    route_as(&on_listen, &host(&on_listen), web.port, &[], "");
+    route_as(&on_listen, &on_listen.host(), web.port, &[], "");
     let on_host = TestApp::on_home("onhost", "", &proxy.home);
-    route_as(&on_host, &host(&web), on_host.port, &[], "");
+    route_as(&on_host, &web.host(), on_host.port, &[], "");
 
     serving_only(&proxy, &web, &web_ids, || {
         for _ in 0..3 {
@@ -174,12 +159,12 @@ fn another_app_on_a_live_host_reads_without_touching_it_and_is_refused() {
             }
         }
         let out = api.cyan(&["deploy", "--version", "1"]);
-        assert_refused_for(&out, &web_route, &format!("host {}", host(&web)));
+        assert_refused_for(&out, &web_route, &format!("host {}", web.host()));
         let out = on_listen.cyan(&["deploy", "--version", "1"]);
         let listen = format!("listen address 127.0.0.1:{}", web.port);
         assert_refused_for(&out, &web_route, &listen);
         let out = on_host.cyan(&["deploy", "--version", "1"]);
-        assert_refused_for(&out, &web_route, &format!("host {}", host(&web)));
+        assert_refused_for(&out, &web_route, &format!("host {}", web.host()));
     });
 
     for app in [&api, &on_listen, &on_host] {
@@ -215,7 +200,7 @@ fn another_environment_of_a_live_app_is_refused_its_host() {
         let out = web.cyan(&["status"]);
         assert!(out.status.success(), "{}", text(&out));
         let out = web.cyan(&["deploy", "--version", "2"]);
-        assert_refused_for(&out, &production, &format!("host {}", host(&web)));
+        assert_refused_for(&out, &production, &format!("host {}", web.host()));
     });
 
     assert_eq!(web.containers(), web_ids, "nothing was launched");
@@ -227,7 +212,7 @@ fn another_environment_of_a_live_app_is_refused_its_host() {
     assert_eq!(routing(&proxy, &route_name(&web, "staging")), None);
     let after = routing(&proxy, &production).expect("web is routed");
     assert_eq!(after, before);
-    assert_eq!(after.hosts, vec![host(&web)]);
+    assert_eq!(after.hosts, vec![web.host()]);
     assert_eq!(
         after.listen,
         Some(format!("127.0.0.1:{}", web.port).parse().unwrap())
@@ -246,7 +231,7 @@ fn a_failed_deploy_leaves_routing_as_it_was() {
 
     route_as(
         &web,
-        &host(&web),
+        &web.host(),
         web.port,
         &[&extra],
         "env:\n  FAIL_HEALTH: \"1\"\n",
@@ -256,19 +241,19 @@ fn a_failed_deploy_leaves_routing_as_it_was() {
     let (status, body) = get_by_host(&proxy, &extra);
     assert_eq!(status, 404, "the failed deploy routed its new host: {body}");
     assert!(body.contains("no app is routed for host"), "{body}");
-    let (status, body) = get_by_host(&proxy, &host(&web));
+    let (status, body) = get_by_host(&proxy, &web.host());
     assert_eq!((status, identity(&body).1.as_str()), (200, "1"));
     assert_eq!(routing(&proxy, &route), Some(before), "the route changed");
 
-    route_as(&web, &host(&web), web.port, &[&extra], "");
+    route_as(&web, &web.host(), web.port, &[&extra], "");
     web.deploy("3");
-    for h in [&extra, &host(&web)] {
+    for h in [&extra, &web.host()] {
         let (status, body) = get_by_host(&proxy, h);
         assert_eq!(status, 200, "{h}: {body}");
         assert_eq!(identity(&body).1, "3", "{h}");
     }
     let after = routing(&proxy, &route).unwrap();
-    assert_eq!(after.hosts, vec![host(&web), extra]);
+    assert_eq!(after.hosts, vec![web.host(), extra]);
 }
 
 #[test]
@@ -280,7 +265,7 @@ fn a_deploy_of_the_live_version_repairs_the_route() {
     let route = route_name(&web, "production");
     let extra = format!("{}-extra.localhost", web.name);
 
-    route_as(&web, &host(&web), web.port, &[&extra], "");
+    route_as(&web, &web.host(), web.port, &[&extra], "");
     // A config change alone routes nothing: the route follows a switch or
     // a repair.
     web.cyan_ok(&["status"]);
@@ -291,12 +276,15 @@ fn a_deploy_of_the_live_version_repairs_the_route() {
     });
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
-    for needle in [
-        &format!("repairing: the proxy routes {route} differently from cyan.yaml's proxy settings"),
-        "repaired:",
-    ] {
-        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-    }
+    assert_contains_all(
+        &all,
+        &[
+            &format!(
+                "repairing: the proxy routes {route} differently from cyan.yaml's proxy settings"
+            ),
+            "repaired:",
+        ],
+    );
     assert_eq!(
         web.containers(),
         web_ids,
@@ -304,14 +292,14 @@ fn a_deploy_of_the_live_version_repairs_the_route() {
     );
     let (status, body) = get_by_host(&proxy, &extra);
     assert_eq!(status, 200, "{body}");
-    assert!(shorts(&web_ids).contains(hostname(&body)), "{body}");
+    assert!(short_ids(&web_ids).contains(hostname(&body)), "{body}");
     assert_eq!(
         routing(&proxy, &route).unwrap().hosts,
-        vec![host(&web), extra.clone()]
+        vec![web.host(), extra.clone()]
     );
 
     // And back: the host taken out of cyan.yaml is taken out of routing.
-    route_as(&web, &host(&web), web.port, &[], "");
+    route_as(&web, &web.host(), web.port, &[], "");
     let out = web.cyan(&["deploy", "--version", "1"]);
     assert!(
         out.status.success() && text(&out).contains("repairing: the proxy routes"),
@@ -319,7 +307,7 @@ fn a_deploy_of_the_live_version_repairs_the_route() {
         text(&out)
     );
     assert_eq!(get_by_host(&proxy, &extra).0, 404);
-    assert_eq!(get_by_host(&proxy, &host(&web)).0, 200);
+    assert_eq!(get_by_host(&proxy, &web.host()).0, 200);
 }
 
 #[test]
@@ -329,7 +317,7 @@ fn remove_frees_the_host_under_the_deploy_lock() {
     web.deploy("1");
     let route = route_name(&web, "production");
     let api = TestApp::on_home("rmapi", "", &proxy.home);
-    route_as(&api, &host(&web), web.port, &[], "");
+    route_as(&api, &web.host(), web.port, &[], "");
 
     // Without --yes: what it would remove, and nothing removed.
     let blue = web.containers();
@@ -337,16 +325,17 @@ fn remove_frees_the_host_under_the_deploy_lock() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let listen = format!("127.0.0.1:{}", web.port);
-    for needle in [
-        "cyan remove would remove",
-        &format!("route {route} ({}, {listen})", host(&web)),
-        "2 container(s)",
-        "--yes",
-    ] {
-        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
-    }
+    assert_contains_all(
+        &all,
+        &[
+            "cyan remove would remove",
+            &format!("route {route} ({}, {listen})", web.host()),
+            "2 container(s)",
+            "--yes",
+        ],
+    );
     assert_eq!(web.containers(), blue);
-    assert_eq!(identity(&get_by_host(&proxy, &host(&web)).1).1, "1");
+    assert_eq!(identity(&get_by_host(&proxy, &web.host()).1).1, "1");
 
     // A deploy holds the lock while its slow replicas are gated.
     web.write_config("env:\n  START_DELAY_MS: \"6000\"\n");
@@ -360,10 +349,10 @@ fn remove_frees_the_host_under_the_deploy_lock() {
         blue.iter().all(|id| web.containers().contains(id)),
         "a refused remove removed a container"
     );
-    assert_eq!(identity(&get_by_host(&proxy, &host(&web)).1).1, "1");
+    assert_eq!(identity(&get_by_host(&proxy, &web.host()).1).1, "1");
     let (code, _, log) = deploy.finish();
     assert_eq!(code, 0, "{log}");
-    assert_eq!(identity(&get_by_host(&proxy, &host(&web)).1).1, "2");
+    assert_eq!(identity(&get_by_host(&proxy, &web.host()).1).1, "2");
     assert_eq!(web.containers().len(), 4, "live 2 and previous 1");
 
     // Free: the route, all four containers and the record go.
@@ -380,7 +369,7 @@ fn remove_frees_the_host_under_the_deploy_lock() {
     let history: serde_json::Value =
         serde_json::from_str(&web.cyan_ok(&["history", "-o", "json"])).unwrap();
     assert_eq!(history, serde_json::json!([]));
-    let (status, body) = get_by_host(&proxy, &host(&web));
+    let (status, body) = get_by_host(&proxy, &web.host());
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("no app is routed for host"), "{body}");
 
@@ -388,10 +377,10 @@ fn remove_frees_the_host_under_the_deploy_lock() {
     api.deploy("1");
     let api_ids = api.containers();
     assert_eq!(api_ids.len(), 2);
-    let on_listen = http_get(&format!("127.0.0.1:{}", web.port), &host(&web), "/");
-    for (status, body) in [get_by_host(&proxy, &host(&web)), on_listen] {
+    let on_listen = http_get(&format!("127.0.0.1:{}", web.port), &web.host(), "/");
+    for (status, body) in [get_by_host(&proxy, &web.host()), on_listen] {
         assert_eq!(status, 200, "{body}");
-        assert!(shorts(&api_ids).contains(hostname(&body)), "{body}");
+        assert!(short_ids(&api_ids).contains(hostname(&body)), "{body}");
     }
 }
 
@@ -425,5 +414,5 @@ fn a_remove_queued_behind_a_deploy_removes_what_the_deploy_launched() {
         "containers were left: {stdout}\n{log}"
     );
     assert_eq!(routing(&proxy, &route_name(&web, "production")), None);
-    assert_eq!(get_by_host(&proxy, &host(&web)).0, 404);
+    assert_eq!(get_by_host(&proxy, &web.host()).0, 404);
 }

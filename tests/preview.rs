@@ -65,14 +65,13 @@ fn wait_for_exit(upgraded: &std::process::Output) {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no predecessor pid in {said:?}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{old}")).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "pid {old} still runs after the upgrade"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    util::wait::until(
+        &format!("pid {old} to exit after the upgrade"),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || (!std::path::Path::new(&format!("/proc/{old}")).exists()).then_some(()),
+        String::new,
+    )
 }
 
 /// The version live traffic gets.
@@ -232,20 +231,14 @@ async fn no_preview_nor_app_takes_the_proxys_own_listen_address() {
     use cyan::proxy::api::{CandidateRequest, PreviewSpec, RouteSpec};
     use cyan::proxy::state::Preview;
     use cyan::release::Color;
-    use tokio::io::AsyncWriteExt;
     use util::proxy::{host_route, TestProxy};
-    use util::raw::{read_head, serve_each};
 
-    let answering = |name: &'static str| {
-        serve_each(move |mut s| async move {
-            if read_head(&mut s).await.is_some() {
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-                let _ = s.write_all(response.as_bytes()).await;
-            }
-        })
+    let answering = |name: &str| {
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+            name.len()
+        );
+        util::upstream::answering(response, true)
     };
     let mut proxy = TestProxy::start_listening("preview-own-port").await;
     proxy

@@ -20,7 +20,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use util::load::{self, assert_none_failed, Load};
-use util::proxy::{body, get, raw, self_signed, spawn_proxy, TestProxy, Ws};
+use util::proxy::{body, get, host_route, raw, spawn_proxy, TestProxy, Ws};
+use util::tls::{connector, self_signed};
+use util::upstream::answering;
+use util::{free_port, wait};
 
 /// A backend answering `GET /` with its name, `/slow` after 3 s, `/echo-headers`
 /// with the request's headers, and WebSocket upgrades with an echo that
@@ -119,33 +122,21 @@ async fn echo_frames(name: &str, mut io: TokioIo<hyper::upgrade::Upgraded>) {
     }
 }
 
-/// A backend that answers each request head it reads with `response`, as
-/// is (then closes, if `close`): for framings hyper's server does not make
-/// on request.
-async fn raw_backend(response: &'static [u8], close: bool) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    match stream.read(&mut chunk).await {
-                        Ok(n) if n > 0 => seen.extend_from_slice(&chunk[..n]),
-                        _ => return,
-                    }
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        if stream.write_all(response).await.is_err() || close {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
+/// A GET of `url` over HTTP/2 on `io` (prior knowledge, or ALPN's
+/// choice): the response, its body still to read.
+async fn h2_get<IO>(io: IO, url: &str) -> Response<hyper::body::Incoming>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(url).body(Full::<Bytes>::default()).unwrap();
+    send.send_request(req).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,10 +271,8 @@ async fn repeated_switches_under_load_fail_nothing_and_order_holds() {
 async fn bad_input_is_answered_and_never_fatal() {
     let proxy = TestProxy::start("bad").await;
     let good = backend("blue").await;
-    let dead: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    }; // closed again: connections are refused
+    // Free, and nothing listens there: connections are refused.
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let policy = RoutePolicy {
         response_timeout_ms: 500,
         eject_after: 2,
@@ -368,12 +357,8 @@ async fn forwarding_headers_request_ids_path_prefixes_and_h2c() {
         .await;
     let admin = proxy.admin();
     let spec = RouteSpec {
-        hosts: vec!["hdr.localhost".into()],
-        listen: None,
         path_prefix: Some("/api".into()),
-        policy: RoutePolicy::default(),
-        tls: None,
-        preview: None,
+        ..host_route(&["hdr.localhost"])
     };
     admin.put_route("hdr-api", &spec).await.unwrap();
     proxy.switch("hdr-api", Color::Blue, Some(vec![api])).await;
@@ -405,17 +390,8 @@ async fn forwarding_headers_request_ids_path_prefixes_and_h2c() {
 
     // HTTP/2 with prior knowledge (h2c).
     let stream = TcpStream::connect(&addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(format!("http://hdr.localhost:{}/api/x", proxy.port))
-        .body(Full::<Bytes>::default())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    let url = format!("http://hdr.localhost:{}/api/x", proxy.port);
+    let resp = h2_get(stream, &url).await;
     assert_eq!(resp.version(), hyper::Version::HTTP_2);
     let b = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&b[..], b"api");
@@ -463,7 +439,7 @@ async fn bodies_and_keep_alive_through_the_http1_fast_path() {
 
     // A chunked response passes through as chunked, and the upstream
     // connection is reused after its last chunk.
-    let chunked = raw_backend(
+    let chunked = answering(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
           5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
         false,
@@ -494,7 +470,7 @@ async fn bodies_and_keep_alive_through_the_http1_fast_path() {
     // No length and no chunks: the body runs to the upstream's close. The
     // client gets it in chunks, so its end (or a cut) shows, and keeps its
     // connection for the next request.
-    let until_close = raw_backend(b"HTTP/1.1 200 OK\r\n\r\nall of it", true).await;
+    let until_close = answering(b"HTTP/1.1 200 OK\r\n\r\nall of it", true).await;
     proxy
         .switch("body", Color::Blue, Some(vec![until_close]))
         .await;
@@ -659,12 +635,7 @@ async fn admin_access_is_the_owners_socket_or_a_bearer_token() {
     let token_file = token_dir.join("token");
     let token = "t0ken-for-the-admin-api-0123";
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let admin_addr = format!("127.0.0.1:{}", free_port());
     let proxy = TestProxy::start_with(
         "perm",
         &[
@@ -710,12 +681,7 @@ async fn admin_access_is_the_owners_socket_or_a_bearer_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics_count_per_app_and_color() {
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics = format!("127.0.0.1:{metrics_port}");
+    let metrics = format!("127.0.0.1:{}", free_port());
     let proxy = TestProxy::start_with("metrics", &["--metrics", &metrics]).await;
     let (blue, green) = (backend("blue").await, backend("green").await);
     proxy
@@ -755,31 +721,20 @@ async fn tls_termination_with_h2_over_alpn() {
     let files = self_signed(&proxy.home.join("certs"), "tls.localhost");
     let app = backend("blue").await;
     let spec = RouteSpec {
-        hosts: vec!["tls.localhost".into()],
         listen: Some(proxy.addr().parse().unwrap()),
-        path_prefix: None,
-        policy: RoutePolicy::default(),
         tls: Some(files.clone().into()),
-        preview: None,
+        ..host_route(&["tls.localhost"])
     };
     proxy.admin().put_route("tls", &spec).await.unwrap();
     proxy.switch("tls", Color::Blue, Some(vec![app])).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&files.cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+    let roots: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&files.cert)
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        .map(Result::unwrap)
+        .collect();
     let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("tls.localhost").unwrap();
-    let tls = connector
+    let tls = connector(&roots, &[b"h2", b"http/1.1"])
         .connect(name, tcp)
         .await
         .expect("handshake with the route's certificate");
@@ -788,17 +743,8 @@ async fn tls_termination_with_h2_over_alpn() {
         Some(&b"h2"[..]),
         "h2 by ALPN"
     );
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(format!("https://tls.localhost:{}/echo-headers", proxy.port))
-        .body(Full::<Bytes>::default())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    let url = format!("https://tls.localhost:{}/echo-headers", proxy.port);
+    let resp = h2_get(tls, &url).await;
     assert_eq!(resp.status(), 200);
     let seen = resp.into_body().collect().await.unwrap().to_bytes();
     let seen = String::from_utf8_lossy(&seen);
@@ -881,15 +827,15 @@ async fn active_checks_take_a_sick_replica_out_of_rotation() {
     proxy
         .route("active", policy, vec![good, sick], vec![])
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let view = proxy.admin().route("active").await.unwrap().unwrap();
-        if view.stats[&Color::Blue].ejected == vec![sick] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not ejected: {view:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let view = async || proxy.admin().route("active").await.unwrap().unwrap();
+    wait::until_async(
+        "the sick replica to be ejected",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        async || (view().await.stats[&Color::Blue].ejected == vec![sick]).then_some(()),
+        async || format!("{:?}", view().await),
+    )
+    .await;
     for _ in 0..10 {
         assert_eq!(
             body(&get(&proxy.addr(), "active.localhost", "/").await),

@@ -24,13 +24,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use util::load::{runtime, Load, Sample};
-use util::{identity, proxy::proxy_ctl, text, TestApp};
+use util::{
+    foreign_answers, hostname, identity, proxy::proxy_ctl, short_id, short_ids, succeeded, text,
+    wait, TestApp,
+};
 
 /// How soon after its replicas pass /healthz an app must answer 200 again.
 const WITHIN: Duration = Duration::from_secs(5);
 
 /// The port the demo listens on in its container.
 const APP_PORT: &str = "8080/tcp";
+
+/// How often a wait checks again.
+const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------------------
 // 1. A crash that the restart policy restarts
@@ -61,14 +67,16 @@ fn a_crashed_replica_restarted_by_its_policy_is_followed_under_load() {
     let rt = runtime();
     let _ctx = rt.enter();
     let (keepalive, fresh) = (1, 1);
-    let load = Load::start(app.port, &host(&app), keepalive, fresh);
-    wait_until(
+    let load = Load::start(app.port, &app.host(), keepalive, fresh);
+    wait::until(
         "the crashed replica to be running again",
         Duration::from_secs(30),
+        POLL,
         || {
             let s = inspect(None, doomed);
             (s.restarts >= 1 && s.running).then_some(())
         },
+        String::new,
     );
     let after = wait_published(None, doomed);
     let healthy = wait_healthz(&[after]);
@@ -87,7 +95,7 @@ fn a_crashed_replica_restarted_by_its_policy_is_followed_under_load() {
         "only one replica was to crash"
     );
     assert_routed_at_their_ports(&routed, None, &ids, &log);
-    let ours = shorts(&ids);
+    let ours = short_ids(&ids);
     assert_answers_from(&samples, &ours, &log);
     // A request in flight on the dying process gets no byte of an answer;
     // the proxy sends a GET that got none to the other replica, once. So at
@@ -111,7 +119,7 @@ fn a_crashed_replica_restarted_by_its_policy_is_followed_under_load() {
         "requests failed after the restarted replica passed /healthz: {:?}\nproxy log:\n{log}",
         outcomes(&late)
     );
-    let back = first_answer_from(&samples, short(doomed), &old_uuid);
+    let back = first_answer_from(&samples, short_id(doomed), &old_uuid);
     assert!(
         back.is_some_and(|t| t < healthy + WITHIN),
         "the restarted replica was not answering through the proxy within {WITHIN:?} of passing /healthz \
@@ -140,7 +148,7 @@ fn docker_restart_of_every_replica_is_followed_under_load() {
 
     let rt = runtime();
     let _ctx = rt.enter();
-    let load = Load::start(app.port, &host(&app), 2, 1);
+    let load = Load::start(app.port, &app.host(), 2, 1);
     std::thread::sleep(Duration::from_millis(500));
     let restarting = Instant::now();
     docker(None, &command("restart", &ids));
@@ -155,7 +163,7 @@ fn docker_restart_of_every_replica_is_followed_under_load() {
         assert_ne!(b, a, "a restarted container is published on another port");
     }
     assert_routed_at_their_ports(&routed, None, &ids, &log);
-    let ours = shorts(&ids);
+    let ours = short_ids(&ids);
     assert_answers_from(&samples, &ours, &log);
     // While a replica restarts, the app may be down: then the proxy says so
     // (502, 503), and only then.
@@ -170,12 +178,12 @@ fn docker_restart_of_every_replica_is_followed_under_load() {
         let back = samples.iter().find(|s| {
             s.outcome
                 .as_ref()
-                .is_ok_and(|b| b.starts_with(short(id)) && !old_uuids.contains(&identity(b).0))
+                .is_ok_and(|b| b.starts_with(short_id(id)) && !old_uuids.contains(&identity(b).0))
         });
         assert!(
             back.is_some_and(|s| s.start < healthy + WITHIN),
             "restarted {} did not answer through the proxy within {WITHIN:?} of passing /healthz\nproxy log:\n{log}",
-            short(id)
+            short_id(id)
         );
     }
     let last_failure = failed.last().map(|s| ms_since(healthy, s.start));
@@ -207,12 +215,12 @@ fn after_a_reboot_each_app_answers_from_its_own_containers() {
     let (a_ids, b_ids) = (engine.containers(&a.name), engine.containers(&b.name));
     assert_eq!(
         answered(&a),
-        shorts(&a_ids),
+        short_ids(&a_ids),
         "A answers from its own containers"
     );
     assert_eq!(
         answered(&b),
-        shorts(&b_ids),
+        short_ids(&b_ids),
         "B answers from its own containers"
     );
     let (a_before, b_before) = (engine.ports(&a_ids), engine.ports(&b_ids));
@@ -230,8 +238,8 @@ fn after_a_reboot_each_app_answers_from_its_own_containers() {
         .map(|p| {
             format!(
                 "{p}: {} of A -> {} of B",
-                short(&a_before[p]),
-                short(&b_after[p])
+                short_id(&a_before[p]),
+                short_id(&b_after[p])
             )
         })
         .chain(
@@ -241,8 +249,8 @@ fn after_a_reboot_each_app_answers_from_its_own_containers() {
                 .map(|p| {
                     format!(
                         "{p}: {} of B -> {} of A",
-                        short(&b_before[p]),
-                        short(&a_after[p])
+                        short_id(&b_before[p]),
+                        short_id(&a_after[p])
                     )
                 }),
         )
@@ -263,8 +271,8 @@ fn after_a_reboot_each_app_answers_from_its_own_containers() {
     let rt = runtime();
     let _ctx = rt.enter();
     let (load_a, load_b) = (
-        Load::start(a.port, &host(&a), 1, 1),
-        Load::start(b.port, &host(&b), 1, 1),
+        Load::start(a.port, &a.host(), 1, 1),
+        Load::start(b.port, &b.host(), 1, 1),
     );
     // `cyan status` starts the proxy of this home, and returns once it answers.
     cyan_ok(&a, Some(&engine), &["status"]);
@@ -277,7 +285,7 @@ fn after_a_reboot_each_app_answers_from_its_own_containers() {
     assert_routed_at_their_ports(&routed_a, Some(&engine), &a_ids, &log);
     assert_routed_at_their_ports(&routed_b, Some(&engine), &b_ids, &log);
     for (samples, ids, app) in [(&samples_a, &a_ids, "A"), (&samples_b, &b_ids, "B")] {
-        assert_answers_from(samples, &shorts(ids), &log);
+        assert_answers_from(samples, &short_ids(ids), &log);
         // Until the proxy listens, its port refuses; after, it answers.
         let wrong: Vec<&Sample> = samples
             .iter()
@@ -343,7 +351,7 @@ fn the_proxy_follows_an_engine_restart() {
 
     let rt = runtime();
     let _ctx = rt.enter();
-    let load = Load::start(app.port, &host(&app), 2, 1);
+    let load = Load::start(app.port, &app.host(), 2, 1);
     std::thread::sleep(Duration::from_millis(500));
     let down = Instant::now();
     engine.stop();
@@ -376,7 +384,7 @@ fn the_proxy_follows_an_engine_restart() {
         "the proxy connected to an old port after its container stopped\nproxy log:\n{log}"
     );
     assert_routed_at_their_ports(&routed, Some(&engine), &ids, &log);
-    let ours = shorts(&ids);
+    let ours = short_ids(&ids);
     assert_answers_from(&samples, &ours, &log);
     let failed = assert_down_only_while(&samples, down, healthy, "the engine restarted", &log);
     let back = samples
@@ -421,7 +429,7 @@ fn a_deploy_of_the_live_version_repairs_drift() {
     let rt = runtime();
     let _ctx = rt.enter();
     let (keepalive, fresh) = (1, 1);
-    let load = Load::start(app.port, &host(&app), keepalive, fresh);
+    let load = Load::start(app.port, &app.host(), keepalive, fresh);
     std::thread::sleep(Duration::from_millis(300));
     docker(None, &["stop", stopped]);
     let status = app.status_json();
@@ -453,13 +461,13 @@ fn a_deploy_of_the_live_version_repairs_drift() {
     // The repair gated the replica: it must take its share within WITHIN.
     let deadline = Instant::now() + WITHIN;
     let mut seen = answered(&app);
-    while seen != shorts(&ids) && Instant::now() < deadline {
+    while seen != short_ids(&ids) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
         seen = answered(&app);
     }
     assert_eq!(
         seen,
-        shorts(&ids),
+        short_ids(&ids),
         "both replicas do not serve {WITHIN:?} after the repair\nproxy log:\n{}",
         proxy_log(&app.home)
     );
@@ -508,10 +516,12 @@ fn pause_unpause_and_kill_are_followed() {
     };
 
     docker(None, &command("pause", &ids));
-    wait_until(
+    wait::until(
         "both replicas out of rotation as paused",
         WITHIN,
+        POLL,
         all_down("paused"),
+        String::new,
     );
     let asked = Instant::now();
     let (code, body) = app.get("/");
@@ -523,17 +533,22 @@ fn pause_unpause_and_kill_are_followed() {
     );
 
     docker(None, &command("unpause", &ids));
-    wait_until("both replicas back in rotation", WITHIN, || {
-        (answered(&app) == shorts(&ids)).then_some(())
-    });
+    wait::until(
+        "both replicas back in rotation",
+        WITHIN,
+        POLL,
+        || (answered(&app) == short_ids(&ids)).then_some(()),
+        String::new,
+    );
     let log = proxy_log(&app.home);
     assert_routed_at_their_ports(&routed(&app.home, &app.name), None, &ids, &log);
 
     let ports: Vec<SocketAddr> = ids.iter().map(|id| published(None, id).unwrap()).collect();
     docker(None, &command("kill", &ids));
-    wait_until(
+    wait::until(
         "both replicas out of rotation after the kill",
         WITHIN,
+        POLL,
         || {
             let routed = routed(&app.home, &app.name);
             routed
@@ -541,6 +556,7 @@ fn pause_unpause_and_kill_are_followed() {
                 .all(|(_, down)| down.is_some())
                 .then_some(())
         },
+        String::new,
     );
     let squatters: Vec<Squatter> = ports.iter().filter_map(|a| Squatter::on(*a)).collect();
     for _ in 0..20 {
@@ -567,42 +583,16 @@ fn drift_named(status: &serde_json::Value) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // Checks on the load
 
-fn host(app: &TestApp) -> String {
-    format!("{}.localhost", app.name)
-}
-
-/// The first 12 characters of an engine id: the demo's hostname, the first
-/// word of its answers.
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
-/// The short ids of `ids`: what the demo answers as its hostname.
-fn shorts(ids: &[String]) -> HashSet<String> {
-    ids.iter().map(|id| short(id).to_string()).collect()
-}
-
 /// Which containers (short ids) answer 20 GET / through the proxy.
 fn answered(app: &TestApp) -> HashSet<String> {
     (0..20)
-        .map(|_| {
-            app.get("/")
-                .1
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(|_| hostname(&app.get("/").1).to_string())
         .collect()
 }
 
 /// Panics unless every 200 came from one of `ours` (short ids).
 fn assert_answers_from(samples: &[Sample], ours: &HashSet<String>, log: &str) {
-    let foreign: Vec<&String> = samples
-        .iter()
-        .filter_map(|s| s.outcome.as_ref().ok())
-        .filter(|b| !ours.contains(b.split_whitespace().next().unwrap_or("")))
-        .collect();
+    let foreign = foreign_answers(samples, ours);
     assert!(
         foreign.is_empty(),
         "{} answers came from something other than this app's containers {ours:?}: {:?}\nproxy log:\n{log}",
@@ -717,13 +707,7 @@ fn cyan(app: &TestApp, engine: Option<&Dockerd>, args: &[&str]) -> Output {
 }
 
 fn cyan_ok(app: &TestApp, engine: Option<&Dockerd>, args: &[&str]) -> String {
-    let out = cyan(app, engine, args);
-    assert!(
-        out.status.success(),
-        "cyan {args:?} failed:\n{}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(args, &cyan(app, engine, args))
 }
 
 /// The proxy's log (home/proxy.log), for failure messages.
@@ -807,15 +791,17 @@ fn published(engine: Option<&Dockerd>, id: &str) -> Option<SocketAddr> {
 
 /// Waits (30 s at most) until the container is running and published.
 fn wait_published(engine: Option<&Dockerd>, id: &str) -> SocketAddr {
-    wait_until(
+    wait::until(
         "the container to run and be published",
         Duration::from_secs(30),
+        POLL,
         || {
             inspect(engine, id)
                 .running
                 .then(|| published(engine, id))
                 .flatten()
         },
+        String::new,
     )
 }
 
@@ -848,10 +834,12 @@ fn inspect(engine: Option<&Dockerd>, id: &str) -> State {
 /// answers 200; returns when the last did.
 fn wait_healthz(addrs: &[SocketAddr]) -> Instant {
     for addr in addrs {
-        wait_until(
+        wait::until(
             &format!("{addr}/healthz to answer 200"),
             Duration::from_secs(30),
+            POLL,
             || healthz(*addr).then_some(()),
+            String::new,
         );
     }
     Instant::now()
@@ -867,18 +855,6 @@ fn healthz(addr: SocketAddr) -> bool {
         Ok(line)
     };
     status().is_ok_and(|l| l.starts_with("HTTP/1.1 200"))
-}
-
-/// Polls `f` every 20 ms until it gives a value, for `limit` at most.
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Sends `n` GET / straight to `addr`, pipelined on one connection, and
@@ -1083,9 +1059,10 @@ impl Dockerd {
             .expect("dockerd is installed");
         self.child = Some(child);
         let host = self.host();
-        wait_until(
+        wait::until(
             "the test's own dockerd to answer",
             Duration::from_secs(60),
+            POLL,
             || {
                 if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                     panic!(
@@ -1099,6 +1076,7 @@ impl Dockerd {
                     .unwrap();
                 out.status.success().then_some(())
             },
+            String::new,
         );
         if let Some(t) = self.stopped_at.take() {
             self.down_for = t.elapsed();

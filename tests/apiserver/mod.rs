@@ -39,6 +39,28 @@ struct State {
 /// The default namespace's Services.
 pub const SERVICES: &str = "/api/v1/namespaces/default/services";
 
+/// The default namespace's BlueGreenDeployments.
+pub const BGDS: &str = "/apis/cyan.dev/v1alpha1/namespaces/default/bluegreendeployments";
+
+/// A BlueGreenDeployment `web` of pods `app: web` running `image`, that
+/// switches the Service `web`; `spec` is merged into its spec (RFC 7386).
+pub fn bgd(image: &str, spec: Value) -> Value {
+    let mut bgd = json!({
+        "apiVersion": "cyan.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": "web" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "web", "image": image }] },
+            },
+            "activeService": "web",
+        },
+    });
+    merge(&mut bgd["spec"], &spec);
+    bgd
+}
+
 struct Fault {
     method: Method,
     path_contains: String,

@@ -1,13 +1,23 @@
 //! Test harness: one `TestApp` per test, with its own app name, proxy home
 //! and listen port, running the real `cyan` binary against the real Docker
 //! engine. Dropping it removes everything it made, found by label.
+//!
+//! Beside it, what more than one test file needs, one concept a file: the
+//! proxy on its own (`proxy`), upstreams on loopback (`upstream`), raw
+//! HTTP/1.1 (`raw`), bounded load (`load`), TLS (`tls`) and bounded waits
+//! (`wait`). The Kubernetes API the operator tests talk to is
+//! `tests/apiserver`.
 
 #![allow(dead_code)]
 
 pub mod load;
 pub mod proxy;
 pub mod raw;
+pub mod tls;
+pub mod upstream;
+pub mod wait;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,6 +38,20 @@ pub fn demo_binary_present() {
         "{} is missing: run scripts/build-static before the tests (the README's test command does)",
         bin.display()
     );
+}
+
+/// Exit code of a failed health gate (README, "Exit codes").
+pub const GATE_FAILED: i32 = 3;
+
+/// Whether what a test needs (a tool, a service) is here: `found`. Without
+/// it the test says it skipped, naming what is `missing` and how `.ci/run`
+/// provides it (`provided`), except in CI, where that is a failure.
+pub fn present_or_skipped(found: bool, missing: &str, provided: &str) -> bool {
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{missing}; {provided}");
+        eprintln!("SKIPPED: {missing} ({provided})");
+    }
+    found
 }
 
 pub fn free_port() -> u16 {
@@ -96,6 +120,11 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
         std::fs::write(&self.config, yaml).unwrap();
     }
 
+    /// The host the proxy routes this app by: `{name}.localhost`.
+    pub fn host(&self) -> String {
+        format!("{}.localhost", self.name)
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cyan"));
         cmd.args(args)
@@ -114,13 +143,7 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
 
     /// Runs cyan and panics with its output unless it succeeds.
     pub fn cyan_ok(&self, args: &[&str]) -> String {
-        let out = self.cyan(args);
-        assert!(
-            out.status.success(),
-            "cyan {args:?} failed:\n{}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, &self.cyan(args))
     }
 
     pub fn deploy(&self, version: &str) -> String {
@@ -154,11 +177,16 @@ health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout
 
     /// GET through the proxy: (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
-        http_get(
-            &format!("127.0.0.1:{}", self.port),
-            &format!("{}.localhost", self.name),
-            path,
-        )
+        http_get(&format!("127.0.0.1:{}", self.port), &self.host(), path)
+    }
+
+    /// `times` GET / through the proxy: each a 200 from `version`.
+    pub fn assert_all_answers_from(&self, version: &str, times: usize) {
+        for _ in 0..times {
+            let (status, body) = self.get("/");
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(identity(&body).1, version, "{body}");
+        }
     }
 
     /// IDs of this app's containers, running or not, sorted.
@@ -294,6 +322,21 @@ impl Running {
     }
 }
 
+/// The stdout of cyan run with `args`, once it succeeded: panics with its
+/// output otherwise.
+pub fn succeeded(args: &[&str], out: &Output) -> String {
+    assert!(out.status.success(), "cyan {args:?} failed:\n{}", text(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Panics unless `all` contains each of `needles`, naming the first it
+/// does not.
+pub fn assert_contains_all(all: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -331,6 +374,31 @@ pub fn identity(body: &str) -> (String, String) {
     let parts: Vec<&str> = body.split_whitespace().collect();
     assert_eq!(parts.len(), 3, "unexpected demo body {body:?}");
     (parts[1].to_string(), parts[2].to_string())
+}
+
+/// The demo's hostname (its container's short id): the first word of its
+/// answer.
+pub fn hostname(body: &str) -> &str {
+    body.split_whitespace().next().unwrap_or("")
+}
+
+/// The first 12 characters of an engine id: the demo's hostname.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// The short ids of `ids`: what the demo answers as its hostname.
+pub fn short_ids(ids: &[String]) -> HashSet<String> {
+    ids.iter().map(|id| short_id(id).to_string()).collect()
+}
+
+/// The 200s among `samples` that came from none of `ours` (short ids).
+pub fn foreign_answers<'s>(samples: &'s [load::Sample], ours: &HashSet<String>) -> Vec<&'s String> {
+    samples
+        .iter()
+        .filter_map(|s| s.outcome.as_ref().ok())
+        .filter(|b| !ours.contains(hostname(b)))
+        .collect()
 }
 
 pub fn path_str(p: &Path) -> String {

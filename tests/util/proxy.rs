@@ -1,6 +1,6 @@
 //! The cyan proxy under test: the real `cyan proxy run` process with its own
-//! home and listen port, driven through its admin socket, and raw HTTP/1.1
-//! helpers for talking to it.
+//! home and listen port, driven through its admin socket, raw HTTP/1.1
+//! helpers for talking to it, and a WebSocket client.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use cyan::proxy::api::{RouteSpec, SwitchRequest, UpgradeResponse};
 use cyan::proxy::client::AdminClient;
-use cyan::proxy::state::{RoutePolicy, TlsFiles};
+use cyan::proxy::state::RoutePolicy;
 use cyan::proxy::stats::StatsView;
 use cyan::proxy::Home;
 use cyan::release::Color;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::wait;
 
 /// A `cyan proxy run` process with its own home and listen port.
 pub struct TestProxy {
@@ -61,11 +63,14 @@ impl TestProxy {
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.admin().health().await.is_err() {
-            assert!(Instant::now() < deadline, "proxy did not come up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait::until_async(
+            "the proxy to come up",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            async || self.admin().health().await.ok().map(drop),
+            async || String::new(),
+        )
+        .await
     }
 
     pub fn admin(&self) -> AdminClient {
@@ -157,11 +162,14 @@ impl TestProxy {
     /// Waits (10 s at most) for the process an upgrade replaced to drain
     /// and exit.
     pub async fn wait_old_exited(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the old proxy did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait::until_async(
+            "the old proxy to exit",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            async || self.child.try_wait().unwrap().map(drop),
+            async || String::new(),
+        )
+        .await
     }
 
     pub fn kill9(&mut self) {
@@ -243,17 +251,21 @@ pub fn body(resp: &str) -> &str {
     resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
+/// A WebSocket client's upgrade request for `/ws` on `host`.
+pub fn ws_hello(host: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
 /// A WebSocket client over the proxy.
 pub struct Ws(pub TcpStream);
 
 impl Ws {
     pub async fn open(addr: &str, host: &str) -> Ws {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        let hello = format!(
-            "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        );
-        s.write_all(hello.as_bytes()).await.unwrap();
+        s.write_all(ws_hello(host).as_bytes()).await.unwrap();
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut b = [0u8; 1];
@@ -289,35 +301,4 @@ impl Ws {
         self.0.read_exact(&mut payload).await?;
         Ok((head[0] & 0x0f, payload))
     }
-}
-
-/// A self-signed certificate for `host`, made by the openssl command (a new
-/// key and a random serial each time).
-pub fn self_signed(dir: &Path, host: &str) -> TlsFiles {
-    std::fs::create_dir_all(dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={host}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    TlsFiles { cert, key }
 }

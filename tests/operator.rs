@@ -933,3 +933,106 @@ async fn two_racing_lease_writes_elect_one_leader() {
         "a conflict loses"
     );
 }
+
+/// A candidate held at previewReplicas with HTTP gates is probed at its
+/// preview size: it reaches approval, and once promoted it is probed at
+/// full size and switched.
+#[tokio::test]
+async fn a_preview_with_http_gates_is_probed_at_its_own_size() {
+    let app = Backend::start(200, "ok").await;
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["gates"] = json!({ "http": [{ "path": "/healthz", "port": app.port }] });
+    c.create(spec);
+    c.healthy_on("1").await;
+    c.edit(|o| {
+        o["spec"]["requireApproval"] = json!(true);
+        o["spec"]["previewReplicas"] = json!(1);
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+    });
+    c.in_phase("AwaitingApproval").await;
+    assert_eq!(c.replicas("green"), Some(1));
+    c.annotate_current("cyan.dev/promote");
+    c.healthy_on("2").await;
+    assert_eq!(c.replicas("green"), Some(2));
+}
+
+/// progressDeadlineSeconds bounds a rollout until its candidate passes its
+/// gates. A promote (by hand or on its own) long after that scales the
+/// preview up and gates it again: it is switched, not halted; and so is a
+/// waiting candidate whose pod is unavailable for a moment.
+#[tokio::test]
+async fn a_promote_after_the_progress_deadline_is_switched_not_halted() {
+    for (auto, blip) in [(false, false), (true, false), (false, true)] {
+        let c = Cluster::new();
+        c.create(bgd("web:1"));
+        c.healthy_on("1").await;
+        c.edit(|o| {
+            o["spec"]["requireApproval"] = json!(true);
+            if !blip {
+                o["spec"]["previewReplicas"] = json!(1);
+            }
+            if auto {
+                o["spec"]["autoPromoteSeconds"] = json!(900);
+            }
+            o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+        });
+        c.in_phase("AwaitingApproval").await;
+        c.advance(901);
+        let case = format!("auto {auto}, blip {blip}");
+        if blip {
+            c.api.hold("web-green");
+            c.api.settle_deployments();
+            c.reconcile().await.unwrap();
+            assert_ne!(
+                c.status()["phase"],
+                "Degraded",
+                "{case}: {}",
+                message(&c.status())
+            );
+            c.api.release("web-green");
+            c.annotate_current("cyan.dev/promote");
+        } else if !auto {
+            c.annotate_current("cyan.dev/promote");
+        }
+        // The scale-up's (or the blip's) pod is not available at once.
+        c.reconcile().await.unwrap();
+        c.reconcile().await.unwrap();
+        assert_ne!(
+            c.status()["phase"],
+            "Degraded",
+            "{case}: {}",
+            message(&c.status())
+        );
+        c.live_in("Healthy", "2").await;
+        assert_eq!(c.selected("web").as_deref(), Some("green"), "{case}");
+    }
+}
+
+/// A retry after an abort starts the rollout over: at preview size, and
+/// waiting for approval again (its autoPromoteSeconds counted from its own
+/// gate, not the aborted one's).
+#[tokio::test]
+async fn a_retry_after_an_abort_waits_for_approval_again() {
+    let c = Cluster::new();
+    c.create(bgd("web:1"));
+    c.healthy_on("1").await;
+    c.edit(|o| {
+        o["spec"]["requireApproval"] = json!(true);
+        o["spec"]["previewReplicas"] = json!(1);
+        o["spec"]["autoPromoteSeconds"] = json!(60);
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+    });
+    c.in_phase("AwaitingApproval").await;
+    c.annotate_current("cyan.dev/abort");
+    c.in_phase("Degraded").await;
+    c.advance(3600);
+    c.annotate("cyan.dev/retry", "try-2");
+    c.rounds(6).await;
+    let s = c.status();
+    assert_eq!(s["phase"], "AwaitingApproval", "{}", message(&s));
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    assert_eq!(c.replicas("green"), Some(1));
+    c.advance(61);
+    c.healthy_on("2").await;
+}

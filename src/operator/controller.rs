@@ -196,8 +196,11 @@ fn begin_rollout(p: &KubePlatform, bgd: &BlueGreenDeployment, d: &Desired, now: 
         if retry.is_some() && s.observed_retry_token != retry {
             s.observed_retry_token = retry;
             if s.halted_hash.as_deref() == Some(hash.as_str()) {
+                // A retried rollout starts over: its own deadline, and
+                // (with approval) its own wait from its own first gate.
                 s.halted_hash = None;
                 s.progress_started_ms = Some(now);
+                s.gated_at_ms = None;
             }
         }
     });

@@ -112,8 +112,10 @@ pub struct Observed {
     pub drift: Vec<String>,
     /// When the target's rollout must have passed its gates (Unix ms), on a
     /// platform that bounds it as a whole (Kubernetes: when the rollout
-    /// began plus `progressDeadlineSeconds`). `None`: the gate bounds
-    /// itself (Docker's `health.deadline`).
+    /// began plus `progressDeadlineSeconds`, until its candidate first
+    /// passes them). `None`: the gate bounds itself (Docker's
+    /// `health.deadline`), or the candidate passed its gates once, and a
+    /// gate again (a scale-up at promotion) is not a late rollout.
     pub progress_due_ms: Option<u64>,
     /// When a candidate waiting for approval is promoted without `cyan
     /// promote` (Unix ms; Kubernetes: its gate plus `autoPromoteSeconds`).

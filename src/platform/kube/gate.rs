@@ -23,7 +23,7 @@ impl KubePlatform {
             let why = format!(
                 "{name}: {}/{} pods available (ready for minReadySeconds {})",
                 st.available_replicas.unwrap_or(0),
-                d.replicas,
+                self.size(d),
                 self.bgd.spec.gates.min_ready_seconds
             );
             return self.not_yet(why);
@@ -52,11 +52,11 @@ impl KubePlatform {
         }
         let lp = ListParams::default().labels(&objects::pod_selector(&self.bgd, color));
         let pods = objects::ready_ips(&self.pods.list(&lp).await?.items);
-        if pods.len() < d.replicas as usize {
+        let size = self.size(d);
+        if pods.len() < size as usize {
             return Ok(Err(format!(
-                "{}/{} candidate pods are ready to probe",
-                pods.len(),
-                d.replicas
+                "{}/{size} candidate pods are ready to probe",
+                pods.len()
             )));
         }
         for check in &gates.http {

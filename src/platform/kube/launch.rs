@@ -15,7 +15,7 @@ impl KubePlatform {
     pub(super) async fn launch(&self, color: Color, d: &Desired) -> Result<()> {
         let hash = &d.target.config_hash;
         let revision = revisions::ensure(&self.revisions, &self.bgd, hash).await?;
-        let replicas = self.sized.lock().expect("sized lock").unwrap_or(d.replicas);
+        let replicas = self.size(d);
         let dep = objects::deployment(&self.bgd, color, replicas as i32, revision);
         let name = objects::deployment_name(&self.bgd, color);
         self.deployments

@@ -99,6 +99,13 @@ impl KubePlatform {
         f(&mut self.status.lock().expect("status lock"))
     }
 
+    /// How many replicas the target runs now, as the planner sized it at
+    /// this reconcile's observe (`plan::replicas`: the preview size while
+    /// it waits for approval); `d.replicas` before any observe.
+    fn size(&self, d: &Desired) -> u32 {
+        self.sized.lock().expect("sized lock").unwrap_or(d.replicas)
+    }
+
     fn annotation(&self, key: &str) -> Option<&str> {
         self.bgd.annotations().get(key).map(String::as_str)
     }
@@ -219,8 +226,12 @@ impl Platform for KubePlatform {
             lock: LockState::Ours,
             now_ms: self.now_ms,
             drift: Vec::new(),
+            // The deadline bounds a rollout until its candidate first passes
+            // its gates; a gate again after that (the scale-up of a preview
+            // at promotion, a pod's blip while it waits) has none.
             progress_due_ms: status
                 .progress_started_ms
+                .filter(|_| status.gated_at_ms.is_none())
                 .map(|started| started + u64::from(self.bgd.spec.progress_deadline_seconds) * 1000),
             auto_promote_due_ms: self
                 .bgd

@@ -46,3 +46,62 @@ fn a_clusters_app_is_refused_what_needs_no_cluster_before_any_connection() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `cyan proxy run` refuses a listen address on port 0: it binds a random
+/// port at each start, which nothing in front of the proxy can follow, and
+/// an upgrade (which hands sockets over by address) failed on it.
+#[test]
+fn a_proxy_listen_address_needs_a_port_of_its_own() {
+    let dir = std::env::temp_dir().join(format!("cyan-cli-port0-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let home = dir.join("home");
+    let home = home.to_str().unwrap();
+    for flag in ["--listen", "--tls-listen"] {
+        let out = cyan(&dir, &["proxy", "run", "--home", home, flag, "127.0.0.1:0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains("port 0 binds a random port"),
+            "{flag}: {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A proxy that `cyan` starts by itself gets its home as one argument, so
+/// a home named like a flag (`--home=-h`, relative) still starts one.
+#[test]
+fn a_proxy_started_for_a_home_named_like_a_flag_serves_it() {
+    let dir = std::env::temp_dir().join(format!("cyan-cli-dash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cyan.yaml"),
+        "app: dash\nimage: cyan-dash\nport: 8080\nproxy:\n  host: dash.localhost\n",
+    )
+    .unwrap();
+    let in_dir = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cyan"))
+            .args(args)
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let status = in_dir(&["--home=-h", "status", "-c", "cyan.yaml"]);
+    let stopped = in_dir(&["--home=-h", "proxy", "stop"]);
+    let log = std::fs::read_to_string(dir.join("-h/proxy.log")).unwrap_or_default();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}\nproxy log:\n{log}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(
+        stopped.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

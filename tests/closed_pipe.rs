@@ -1,7 +1,8 @@
 //! A reader that goes away (`cyan history | head`, `cyan rollback 2>&1 |
 //! head -3`) must not stop cyan: writes to a closed stdout or stderr are
-//! dropped, the command runs to its end and exits with its own code. No
-//! Docker: `cyan config check` is enough to write to both.
+//! dropped, the command runs to its end and exits with its own code. A
+//! result lost for another reason (a full disk) is a failure. No Docker:
+//! `cyan config check` is enough to write to both.
 
 use std::process::{Command, Stdio};
 
@@ -45,5 +46,12 @@ fn a_closed_stdout_or_stderr_does_not_stop_cyan() {
     // The error goes to a closed stderr: still the config error's exit 2.
     let out = run(&bad, Stdio::piped(), Stdio::from(closed_pipe()));
     assert_eq!(out.status.code(), Some(2));
+    // A result that cannot be written for another reason (a full disk)
+    // is not a success: it says why, with the internal error's exit 1.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = run(&good, Stdio::from(full), Stdio::piped());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("cannot write the result to stdout"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

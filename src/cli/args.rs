@@ -318,11 +318,11 @@ pub enum ProxyCommand {
     /// Run the proxy in the foreground (systemd-friendly; SIGTERM drains).
     Run {
         /// Extra listen addresses for host-routed apps (repeatable).
-        #[arg(long)]
+        #[arg(long, value_parser = fixed_port)]
         listen: Vec<std::net::SocketAddr>,
         /// TLS listen addresses for host-routed apps, certificates chosen by
         /// SNI from the apps' `proxy.tls` (repeatable, e.g. 0.0.0.0:443).
-        #[arg(long)]
+        #[arg(long, value_parser = fixed_port)]
         tls_listen: Vec<std::net::SocketAddr>,
         /// How long open connections get to finish at shutdown.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
@@ -370,7 +370,7 @@ pub enum ProxyCommand {
         #[arg(long)]
         binary: Option<PathBuf>,
         /// Extra listen addresses for host-routed apps (repeatable).
-        #[arg(long)]
+        #[arg(long, value_parser = fixed_port)]
         listen: Vec<std::net::SocketAddr>,
         /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
         #[arg(long, value_name = "ADDR")]
@@ -473,6 +473,21 @@ pub struct AcmeArgs {
         ])
     )]
     pub acme_challenge: crate::proxy::acme::ChallengeKind,
+}
+
+/// A listen address with a port of its own: port 0 would bind a random
+/// port at every start, which no load balancer, health check or upgrade
+/// (it hands over the sockets by address) can follow.
+fn fixed_port(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = s
+        .parse()
+        .map_err(|e| format!("{e} (write e.g. 0.0.0.0:80 or [::]:443)"))?;
+    match addr.port() {
+        0 => Err(
+            "port 0 binds a random port at each start; write the port the proxy serves on".into(),
+        ),
+        _ => Ok(addr),
+    }
 }
 
 fn parse_duration(s: &str) -> std::result::Result<Duration, String> {

@@ -29,7 +29,7 @@ mod status;
 
 use clap::Parser;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::output::Output;
 pub use args::{
     AcmeArgs, Cli, Command, ConfigArg, ConfigCommand, HoldCommand, ImageOverride, ImageStep,
@@ -162,10 +162,14 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Hold { command } => proxy::hold(&home, command, out).await,
         Command::Proxy { command } => proxy::run(&home, command, cli.log_format, out).await,
         Command::Crd => {
-            // `cyan crd | head` is not an error (`output`'s rule).
+            // `cyan crd | head` is not an error, a full disk is (`output`'s rule).
             use std::io::Write as _;
-            let _ = std::io::stdout().write_all(crate::platform::kube::crd::crd_yaml().as_bytes());
-            Ok(())
+            match std::io::stdout().write_all(crate::platform::kube::crd::crd_yaml().as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Platform(
+                    format!("cannot write the CRD to stdout: {e}"),
+                )),
+                _ => Ok(()),
+            }
         }
         Command::Operator {
             listen,
@@ -211,7 +215,15 @@ pub fn main_with_args() -> std::process::ExitCode {
         }
     };
     let out = Output::new(cli.output);
-    match runtime.block_on(run(cli, &out)) {
+    let outcome = runtime.block_on(run(cli, &out));
+    // A result that did not reach stdout is not a success.
+    let outcome = outcome.and_then(|()| match out.unwritten() {
+        Some(e) => Err(Error::Platform(format!(
+            "cannot write the result to stdout: {e}"
+        ))),
+        None => Ok(()),
+    });
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             out.error(&e);

@@ -19,15 +19,6 @@ use serde::Serialize;
 use crate::error::Error;
 use github::StepTiming;
 
-/// A line to stdout. A reader that went away (`cyan history | head`)
-/// is not an error: the line is dropped, where `println!` would panic.
-macro_rules! out_line {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
 /// A line to stderr, where progress goes. A closed pipe (`cyan rollback
 /// 2>&1 | head -3`) must not stop a deploy half-way, as `eprintln!`'s
 /// panic did: the line is dropped and the command goes on.
@@ -83,6 +74,8 @@ pub struct Output {
     /// Finished phases and gate results, for the GitHub job summary.
     steps: Mutex<Vec<StepTiming>>,
     gates: Mutex<Vec<String>>,
+    /// A result that could not be written to stdout (`put`).
+    unwritten: Mutex<Option<std::io::Error>>,
 }
 
 struct Phase {
@@ -107,6 +100,7 @@ impl Output {
             started: Instant::now(),
             steps: Mutex::new(Vec::new()),
             gates: Mutex::new(Vec::new()),
+            unwritten: Mutex::new(None),
         }
     }
 
@@ -231,14 +225,14 @@ impl Output {
     pub fn result<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         self.finish_current(None);
         match self.format {
-            Format::Json => out_line!(
+            Format::Json => self.put(format_args!(
                 "{}",
                 serde_json::to_string_pretty(value).expect("serializable")
-            ),
+            )),
             Format::Text | Format::Github => {
                 let t = text();
                 if !t.is_empty() {
-                    out_line!("{t}");
+                    self.put(format_args!("{t}"));
                 }
                 if self.github() {
                     let value = serde_json::to_value(value).expect("serializable");
@@ -257,20 +251,39 @@ impl Output {
         }
     }
 
+    /// Writes a line of the result to stdout. A reader that went away
+    /// (`cyan history | head`) is not an error: the line is dropped, where
+    /// `println!` would panic. Any other failure (a full disk under
+    /// `cyan crd > crd.yaml`) is kept for `unwritten`, so the command
+    /// does not exit 0 with its result lost.
+    fn put(&self, line: std::fmt::Arguments) {
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                self.unwritten.lock().expect("output lock").get_or_insert(e);
+            }
+        }
+    }
+
+    /// The error that kept a result off stdout, other than a closed pipe.
+    pub fn unwritten(&self) -> Option<std::io::Error> {
+        self.unwritten.lock().expect("output lock").take()
+    }
+
     /// Reports the error that ends the run, once, in the chosen format.
     pub fn error(&self, e: &Error) {
         self.finish_current(None);
         match self.format {
-            Format::Json => out_line!(
+            Format::Json => self.put(format_args!(
                 "{}",
                 serde_json::json!({"error": {"kind": e.kind(), "message": e.to_string()}})
-            ),
+            )),
             Format::Github => {
-                out_line!(
+                self.put(format_args!(
                     "::error title={}::{}",
                     github::escape_property(&format!("cyan: {}", e.kind())),
                     github::escape_data(&e.to_string())
-                );
+                ));
                 let outputs = [
                     ("phase".to_string(), "failed".to_string()),
                     ("error".to_string(), e.to_string()),

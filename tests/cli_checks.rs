@@ -105,3 +105,30 @@ fn a_proxy_started_for_a_home_named_like_a_flag_serves_it() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Holding requests and the maintenance page are the cyan proxy's: for an
+/// app on Kubernetes they are refused (exit 9) before any proxy is asked.
+#[test]
+fn hold_and_maintenance_are_refused_for_a_clusters_app() {
+    let dir = std::env::temp_dir().join(format!("cyan-cli-hold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("cyan.yaml");
+    std::fs::write(
+        &config,
+        "app: katk\nimage: ghcr.io/acme/katk\nport: 8080\nplatform: kubernetes\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let home = dir.join("home");
+    let home = home.to_str().unwrap();
+    for args in [
+        ["--home", home, "maintenance", "on", "-c", config],
+        ["--home", home, "hold", "on", "-c", config],
+    ] {
+        let out = cyan(&dir, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(9), "{args:?}: {stderr}");
+        assert!(stderr.contains("runs on Kubernetes"), "{args:?}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -48,10 +48,16 @@ fn a_closed_stdout_or_stderr_does_not_stop_cyan() {
     assert_eq!(out.status.code(), Some(2));
     // A result that cannot be written for another reason (a full disk)
     // is not a success: it says why, with the internal error's exit 1.
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let out = run(&good, Stdio::from(full), Stdio::piped());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("cannot write the result to stdout"), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the result to stdout"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,7 +16,7 @@ pub async fn hold(home: &Home, cmd: HoldCommand, out: &Output) -> Result<()> {
         HoldCommand::On { config, duration } => (config, Some(duration)),
         HoldCommand::Off { config } => (config, None),
     };
-    let cfg = session::load(&config.config)?;
+    let cfg = docker_only(session::load(&config.config)?)?;
     let route = cfg.config.route();
     AdminClient::new(home).hold(&route, duration).await?;
     out.result(&serde_json::json!({"app": route, "held": duration.is_some()}), || match duration {
@@ -27,6 +27,18 @@ pub async fn hold(home: &Home, cmd: HoldCommand, out: &Output) -> Result<()> {
         None => format!("{route}: released; requests go to the live color"),
     });
     Ok(())
+}
+
+/// `cfg`, unless its app runs on Kubernetes: holding and maintenance are
+/// the cyan proxy's, on Docker hosts (a cluster's Service has neither).
+fn docker_only(cfg: crate::config::Loaded) -> Result<crate::config::Loaded> {
+    match cfg.config.platform {
+        crate::config::PlatformKind::Docker => Ok(cfg),
+        crate::config::PlatformKind::Kubernetes => Err(Error::Refused(format!(
+            "{} runs on Kubernetes: holding requests and the maintenance page are the cyan proxy's, on Docker hosts",
+            cfg.config.route()
+        ))),
+    }
 }
 
 /// Parses `args` as `cyan proxy run` does, so a container or service that
@@ -120,7 +132,7 @@ pub async fn maintenance(home: &Home, cmd: MaintenanceCommand, out: &Output) -> 
         }
         MaintenanceCommand::Off { config } => (config, None),
     };
-    let cfg = session::load(&config.config)?;
+    let cfg = docker_only(session::load(&config.config)?)?;
     let route = cfg.config.route();
     let on = page.is_some();
     AdminClient::new(home).set_maintenance(&route, page).await?;

@@ -97,6 +97,9 @@ impl AdminClient {
             StatusCode::CONFLICT => Error::Refused(format!("proxy refused: {}", err.error)),
             // What was asked cannot be: a path prefix, TLS files (config).
             StatusCode::BAD_REQUEST => Error::Config(format!("proxy refused: {}", err.error)),
+            // No such route (the app is not deployed through this proxy),
+            // or an endpoint an older proxy does not have.
+            StatusCode::NOT_FOUND => Error::Refused(format!("proxy refused: {}", err.error)),
             _ => Error::Platform(format!("proxy error on {path} ({status}): {}", err.error)),
         })
     }

@@ -55,6 +55,14 @@ pub async fn boot(
             binary.display()
         )));
     }
+    if home.dir.to_string_lossy().contains(':') {
+        // The engine's bind-mount syntax is `host:container[:mode]`.
+        return Err(Error::Config(format!(
+            "{}: a home with ':' in its path cannot be bind-mounted into the proxy container; \
+             choose another --home",
+            home.dir.display()
+        )));
+    }
     home.create()
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
     let digest = hex(&Sha256::digest(&bytes));

@@ -15,12 +15,16 @@ pub struct Home {
 
 impl Home {
     /// `--home`, else `$CYAN_HOME`, else `/var/lib/cyan` for root, else
-    /// `$XDG_STATE_HOME/cyan` or `~/.local/state/cyan`.
+    /// `$XDG_STATE_HOME/cyan` or `~/.local/state/cyan`; made absolute, so
+    /// a relative `--home` names one folder wherever it is used from (a
+    /// proxy started from another folder, a container's bind mount, the
+    /// name of the home's proxy container).
     pub fn resolve(flag: Option<&Path>) -> Home {
         let dir = flag
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("CYAN_HOME").map(PathBuf::from))
             .unwrap_or_else(default_home);
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         Home { dir }
     }
     pub fn socket(&self) -> PathBuf {
@@ -70,4 +74,18 @@ pub(crate) fn lock_process(home: &Home) -> Result<std::fs::File> {
         )));
     }
     Ok(lock_file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_home_is_made_absolute() {
+        let home = Home::resolve(Some(Path::new("-rel/home")));
+        assert!(home.dir.is_absolute(), "{}", home.dir.display());
+        assert_eq!(home.dir, std::env::current_dir().unwrap().join("-rel/home"));
+        let given = Home::resolve(Some(Path::new("/srv/cyan")));
+        assert_eq!(given.dir, Path::new("/srv/cyan"));
+    }
 }

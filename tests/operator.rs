@@ -147,6 +147,22 @@ impl Cluster {
         );
     }
 
+    /// web:1 live, then web:2 rolled out with approval required and
+    /// `approval`'s fields in the spec (previewReplicas,
+    /// autoPromoteSeconds), until it waits for the approval.
+    async fn waiting_for_approval(&self, approval: Value) {
+        self.create(bgd("web:1"));
+        self.healthy_on("1").await;
+        self.edit(|o| {
+            o["spec"]["requireApproval"] = json!(true);
+            for (field, value) in approval.as_object().unwrap() {
+                o["spec"][field] = value.clone();
+            }
+            o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+        });
+        self.in_phase("AwaitingApproval").await;
+    }
+
     /// Runs until the status is `phase`.
     async fn in_phase(&self, phase: &str) -> Value {
         self.run_until(phase, |s| s["phase"] == phase).await
@@ -386,15 +402,8 @@ async fn auto_promote_switches_after_its_delay() {
 #[tokio::test]
 async fn auto_promote_scales_the_preview_up_and_switches_without_a_second_delay() {
     let c = Cluster::new();
-    c.create(bgd("web:1"));
-    c.healthy_on("1").await;
-    c.edit(|o| {
-        o["spec"]["requireApproval"] = json!(true);
-        o["spec"]["previewReplicas"] = json!(1);
-        o["spec"]["autoPromoteSeconds"] = json!(60);
-        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
-    });
-    c.in_phase("AwaitingApproval").await;
+    c.waiting_for_approval(json!({"previewReplicas": 1, "autoPromoteSeconds": 60}))
+        .await;
     assert_eq!(
         c.replicas("green"),
         Some(1),
@@ -965,19 +974,14 @@ async fn a_preview_with_http_gates_is_probed_at_its_own_size() {
 async fn a_promote_after_the_progress_deadline_is_switched_not_halted() {
     for (auto, blip) in [(false, false), (true, false), (false, true)] {
         let c = Cluster::new();
-        c.create(bgd("web:1"));
-        c.healthy_on("1").await;
-        c.edit(|o| {
-            o["spec"]["requireApproval"] = json!(true);
-            if !blip {
-                o["spec"]["previewReplicas"] = json!(1);
-            }
-            if auto {
-                o["spec"]["autoPromoteSeconds"] = json!(900);
-            }
-            o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
-        });
-        c.in_phase("AwaitingApproval").await;
+        let mut approval = json!({});
+        if !blip {
+            approval["previewReplicas"] = json!(1);
+        }
+        if auto {
+            approval["autoPromoteSeconds"] = json!(900);
+        }
+        c.waiting_for_approval(approval).await;
         c.advance(901);
         let case = format!("auto {auto}, blip {blip}");
         if blip {
@@ -1015,15 +1019,8 @@ async fn a_promote_after_the_progress_deadline_is_switched_not_halted() {
 #[tokio::test]
 async fn a_retry_after_an_abort_waits_for_approval_again() {
     let c = Cluster::new();
-    c.create(bgd("web:1"));
-    c.healthy_on("1").await;
-    c.edit(|o| {
-        o["spec"]["requireApproval"] = json!(true);
-        o["spec"]["previewReplicas"] = json!(1);
-        o["spec"]["autoPromoteSeconds"] = json!(60);
-        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
-    });
-    c.in_phase("AwaitingApproval").await;
+    c.waiting_for_approval(json!({"previewReplicas": 1, "autoPromoteSeconds": 60}))
+        .await;
     c.annotate_current("cyan.dev/abort");
     c.in_phase("Degraded").await;
     c.advance(3600);

@@ -119,13 +119,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(v: &str) -> ReleaseKey {
-        ReleaseKey {
-            version: v.into(),
-            config_hash: format!("h{v}"),
-        }
-    }
+    use cyan_plan::sim::key;
 
     /// A record as another cyan may have written it: for v2 an entry of
     /// another shape first, then a readable one; `runtimes` itself may not
@@ -149,7 +143,7 @@ mod tests {
 
         let history = serde_json::json!([{
             "release": {"version": "1", "revision": 1, "image_id": "sha256:1",
-                        "digest": null, "config_hash": "h1"},
+                        "digest": null, "config_hash": "c0ffee"},
             "event": "promoted", "color": "blue", "at": "2026-11-30T00:00:00Z"
         }]);
         let record: DeployRecord = serde_json::from_value(serde_json::json!({

@@ -45,93 +45,60 @@ pub fn abort(o: &Observed, release: &ReleaseKey) -> Abort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{DeployRecord, VerifyWindow};
-    use crate::{ImageState, LockState, SetState};
+    use crate::sim::{key, running, world, World};
     use Color::{Blue, Green};
 
-    fn key(v: &str) -> ReleaseKey {
-        ReleaseKey {
-            version: v.into(),
-            config_hash: format!("h{v}"),
-        }
-    }
-
-    fn set(v: &str) -> SetState {
-        SetState {
-            release: Some(key(v)),
-            total: 2,
-            running: 2,
-            created: 0,
-            exited: 0,
-            unavailable: 0,
-        }
-    }
-
     /// Blue runs `blue`, green runs `green` (when given); `live` is live.
-    fn world(blue: &str, green: Option<&str>, live: Option<Color>) -> Observed {
-        let mut sets = std::collections::BTreeMap::from([(Blue, set(blue))]);
+    fn sets(blue: &str, green: Option<&str>, live: Option<Color>) -> World {
+        let mut w = world().set(Blue, running(blue, 2));
         if let Some(v) = green {
-            sets.insert(Green, set(v));
+            w = w.set(Green, running(v, 2));
         }
-        Observed {
-            image: ImageState::Pushed,
-            live,
-            sets,
-            record: DeployRecord::default(),
-            lock: LockState::Ours,
-            now_ms: 10_000,
-            drift: Vec::new(),
-            progress_due_ms: None,
-            auto_promote_due_ms: None,
-        }
-    }
-
-    fn verifying(mut o: Observed, color: Color, until_ms: u64) -> Observed {
-        let release = o.sets[&color].release.clone().unwrap();
-        o.record.verify = Some(VerifyWindow {
-            color,
-            release,
-            until_ms,
-            deadline_ms: None,
-        });
-        o
+        w.0.live = live;
+        w
     }
 
     #[test]
     fn a_candidate_beside_live_is_removed_and_live_untouched() {
-        let o = world("1", Some("2"), Some(Blue));
+        let o = sets("1", Some("2"), Some(Blue)).0;
         assert_eq!(abort(&o, &key("2")), Abort::Remove(vec![Green]));
     }
 
     #[test]
     fn a_first_release_with_nothing_live_is_removed() {
-        let o = world("1", None, None);
+        let o = sets("1", None, None).0;
         assert_eq!(abort(&o, &key("1")), Abort::Remove(vec![Blue]));
     }
 
     #[test]
     fn a_release_running_nowhere_has_nothing_to_remove() {
-        let o = world("1", Some("2"), Some(Blue));
+        let o = sets("1", Some("2"), Some(Blue)).0;
         assert_eq!(abort(&o, &key("3")), Abort::Remove(vec![]));
     }
 
     #[test]
     fn a_live_release_in_its_window_is_switched_back() {
-        let o = verifying(world("1", Some("2"), Some(Green)), Green, 20_000);
+        let o = sets("1", Some("2"), Some(Green))
+            .verifying(Green, "2", 2_000)
+            .0;
         assert_eq!(abort(&o, &key("2")), Abort::SwitchBack(Green));
     }
 
     #[test]
     fn a_live_release_past_its_window_or_with_none_is_verified() {
-        let past = verifying(world("1", Some("2"), Some(Green)), Green, 10_000);
+        let past = sets("1", Some("2"), Some(Green))
+            .verifying(Green, "2", 1_000)
+            .0;
         assert_eq!(abort(&past, &key("2")), Abort::Verified);
-        let none = world("1", Some("2"), Some(Green));
+        let none = sets("1", Some("2"), Some(Green)).0;
         assert_eq!(abort(&none, &key("2")), Abort::Verified);
     }
 
     #[test]
     fn a_window_of_the_other_color_does_not_make_live_abortable() {
-        let o = verifying(world("1", Some("2"), Some(Green)), Blue, 20_000);
+        let o = sets("1", Some("2"), Some(Green))
+            .verifying(Blue, "1", 2_000)
+            .0;
         assert_eq!(abort(&o, &key("2")), Abort::Verified);
     }
 }

@@ -49,7 +49,8 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// The environment of the `cyan proxy run` process serving `home`.
 fn proxy_environ(home: &Path) -> Vec<u8> {
-    let wanted = format!("proxy\0run\0--home\0{}\0", home.display());
+    // As `cyan` starts its own proxy: the home as one `--home=` argument.
+    let wanted = format!("proxy\0run\0--home={}\0", home.display());
     for entry in std::fs::read_dir("/proc").unwrap().map(Result::unwrap) {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmdline).contains(&wanted) {

@@ -59,6 +59,41 @@ fn the_crd_files_are_the_generated_crd() {
         !crd_yaml().contains("prefixItems"),
         "the schema must stay structural"
     );
+    // kubectl's client-side validation fails on a `null` among an enum's
+    // values, and API servers before 1.23 reject the CRD: an optional enum
+    // is `nullable` instead.
+    fn enums_with_null(v: &Value, at: &str, found: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if map
+                    .get("enum")
+                    .and_then(Value::as_array)
+                    .is_some_and(|values| values.iter().any(Value::is_null))
+                {
+                    found.push(at.to_string());
+                }
+                for (k, v) in map {
+                    enums_with_null(v, &format!("{at}.{k}"), found);
+                }
+            }
+            Value::Array(items) => items
+                .iter()
+                .for_each(|v| enums_with_null(v, &format!("{at}[]"), found)),
+            _ => {}
+        }
+    }
+    let schema = &version["schema"]["openAPIV3Schema"];
+    let mut found = Vec::new();
+    enums_with_null(schema, "openAPIV3Schema", &mut found);
+    assert!(found.is_empty(), "null among an enum's values at {found:?}");
+    let status = &schema["properties"]["status"]["properties"];
+    for optional in ["liveColor", "phase"] {
+        assert_eq!(status[optional]["nullable"], json!(true), "{optional}");
+        assert!(
+            !status[optional]["enum"].as_array().unwrap().is_empty(),
+            "{optional}"
+        );
+    }
 }
 
 /// Renders the chart's plain substitutions, as `helm template` would for

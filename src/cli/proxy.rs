@@ -362,14 +362,7 @@ fn run_options(home: &Home, cmd: ProxyCommand, log_format: LogFormat) -> Result<
 /// listen flags anyway, since they say which addresses are the proxy's own
 /// (no route may take one, and deploy URLs name them).
 fn successor_args(home: &Home, opts: &proxy::RunOptions, log_format: LogFormat) -> Vec<OsString> {
-    // `--flag=value`, each one argument: a value that starts with `-` is
-    // not taken for a flag, and a path goes through as it is (a home that
-    // is not UTF-8 included).
-    let flag = |name: &str, value: &dyn AsRef<std::ffi::OsStr>| {
-        let mut arg = OsString::from(format!("--{name}="));
-        arg.push(value);
-        arg
-    };
+    let flag = |name: &str, value: &dyn AsRef<std::ffi::OsStr>| proxy::flag_arg(name, value);
     let d = |d| humantime::format_duration(d).to_string();
     let t = &opts.timeouts;
     let acme = &opts.acme;

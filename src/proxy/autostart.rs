@@ -46,11 +46,8 @@ pub async fn ensure_running(home: &Home, out: &Output) -> Result<AdminClient> {
         .try_clone()
         .map_err(|e| Error::Platform(format!("cannot open proxy log: {e}")))?;
     let mut cmd = std::process::Command::new(exe);
-    let mut home_flag = std::ffi::OsString::from("--home=");
-    home_flag.push(&home.dir);
-    // One argument: a home that starts with '-' is not taken for a flag.
     cmd.args(["proxy", "run"])
-        .arg(home_flag)
+        .arg(super::flag_arg("home", &home.dir))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)

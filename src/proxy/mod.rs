@@ -14,3 +14,12 @@ pub use cyan_proxy::*;
 pub mod autostart;
 pub mod boot;
 pub mod install;
+
+/// `--name=value` as one argument of a `cyan proxy run` cyan starts: a
+/// value that starts with `-` is not taken for a flag, and a path goes
+/// through as it is (not UTF-8 included).
+pub fn flag_arg(name: &str, value: impl AsRef<std::ffi::OsStr>) -> std::ffi::OsString {
+    let mut arg = std::ffi::OsString::from(format!("--{name}="));
+    arg.push(value);
+    arg
+}

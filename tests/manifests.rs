@@ -60,9 +60,11 @@ fn the_crd_files_are_the_generated_crd() {
         "the schema must stay structural"
     );
     // kubectl's client-side validation fails on a `null` among an enum's
-    // values, and API servers before 1.23 reject the CRD: an optional enum
-    // is `nullable` instead.
-    fn enums_with_null(v: &Value, at: &str, found: &mut Vec<String>) {
+    // values, API servers before 1.23 reject the CRD, and they publish a
+    // `nullable` field without its type and fields (so `kubectl explain`
+    // shows nothing inside `verify`): an optional field is one that is not
+    // required, nothing more.
+    fn nulls(v: &Value, at: &str, found: &mut Vec<String>) {
         match v {
             Value::Object(map) => {
                 if map
@@ -70,30 +72,37 @@ fn the_crd_files_are_the_generated_crd() {
                     .and_then(Value::as_array)
                     .is_some_and(|values| values.iter().any(Value::is_null))
                 {
-                    found.push(at.to_string());
+                    found.push(format!("{at}.enum"));
+                }
+                if map.contains_key("nullable") {
+                    found.push(format!("{at}.nullable"));
                 }
                 for (k, v) in map {
-                    enums_with_null(v, &format!("{at}.{k}"), found);
+                    nulls(v, &format!("{at}.{k}"), found);
                 }
             }
             Value::Array(items) => items
                 .iter()
-                .for_each(|v| enums_with_null(v, &format!("{at}[]"), found)),
+                .for_each(|v| nulls(v, &format!("{at}[]"), found)),
             _ => {}
         }
     }
     let schema = &version["schema"]["openAPIV3Schema"];
     let mut found = Vec::new();
-    enums_with_null(schema, "openAPIV3Schema", &mut found);
-    assert!(found.is_empty(), "null among an enum's values at {found:?}");
+    nulls(schema, "openAPIV3Schema", &mut found);
+    assert!(found.is_empty(), "null or nullable at {found:?}");
     let status = &schema["properties"]["status"]["properties"];
     for optional in ["liveColor", "phase"] {
-        assert_eq!(status[optional]["nullable"], json!(true), "{optional}");
         assert!(
             !status[optional]["enum"].as_array().unwrap().is_empty(),
             "{optional}"
         );
+        assert_eq!(status[optional]["type"], "string", "{optional}");
     }
+    let spec = &schema["properties"]["spec"];
+    assert_eq!(spec["properties"]["verify"]["type"], "object");
+    let required = spec["required"].as_array().unwrap();
+    assert!(!required.contains(&json!("verify")), "{required:?}");
 }
 
 /// Renders the chart's plain substitutions, as `helm template` would for

@@ -256,7 +256,9 @@ Elsewhere: cyan init --dir path/to/app --listen 127.0.0.1:8001 --app web\n\
         /// Where /metrics, /healthz and /readyz listen.
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,
-        /// Watch only this namespace (default: all).
+        /// Watch only this namespace (default: all). Replicas that watch the
+        /// same scope elect one leader: the Lease is `cyan-operator`, or
+        /// `cyan-operator-<namespace>` with this flag.
         #[arg(long, env = "CYAN_WATCH_NAMESPACE")]
         namespace: Option<String>,
         /// Namespace of the leader-election Lease.

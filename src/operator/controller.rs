@@ -94,8 +94,9 @@ const ATTEMPTS: usize = 4;
 /// The watch cache can lag behind the status this operator just wrote, and a
 /// status computed from a stale copy would undo it. So each attempt reads
 /// the object fresh and writes its status only on top of that exact
-/// resourceVersion; a conflict (the CLI annotated it, another write landed)
-/// starts the attempt over. Acts are idempotent, so repeating them is safe.
+/// resourceVersion. A conflict with another writer of the status starts the
+/// attempt over (acts are idempotent, so repeating them is safe); one with a
+/// writer of metadata or spec only is rebased (`finish`).
 async fn reconcile_fresh(cached: &BlueGreenDeployment, ctx: &Context) -> Result<Action> {
     let api: Api<BlueGreenDeployment> = Api::namespaced(
         ctx.client.clone(),
@@ -389,7 +390,16 @@ fn set_condition(
 }
 
 /// Writes the status on top of the object as read, and publishes an Event
-/// when the phase changed; `false` when the object changed meanwhile.
+/// when the phase changed; `false` when another writer changed the status
+/// meanwhile (the reconcile then starts over from a fresh read).
+///
+/// A write refused because the object changed since it was read (409) is
+/// made again on the object read afresh, as long as its status is still
+/// the one this reconcile started from: the other writer changed only
+/// metadata or spec (an annotation, a new template), which the next
+/// reconcile acts on, and the acts this status records are done. Starting
+/// over instead would repeat the acts, and a writer busier than one
+/// reconcile (a script annotating in a loop) would starve the rollout.
 async fn finish(
     api: &Api<BlueGreenDeployment>,
     bgd: &BlueGreenDeployment,
@@ -397,17 +407,8 @@ async fn finish(
     before: &BlueGreenDeploymentStatus,
     after: &BlueGreenDeploymentStatus,
 ) -> Result<bool> {
-    if before != after {
-        let mut obj = bgd.clone();
-        obj.status = Some(after.clone());
-        match api
-            .replace_status(&bgd.name_any(), &PostParams::default(), &obj)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_conflict(&e) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
+    if before != after && !write_status(api, bgd, ctx, before, after).await? {
+        return Ok(false);
     }
     if before.phase != after.phase {
         let phase = after.phase.unwrap_or(Phase::Progressing);
@@ -431,4 +432,36 @@ async fn finish(
         }
     }
     Ok(true)
+}
+
+/// Rewrites of one status onto a fresh read before the reconcile starts
+/// over.
+const REBASES: usize = 8;
+
+/// `after` as the object's status, rebased onto a fresh read after each
+/// 409 whose object still has the status `before` (see `finish`).
+async fn write_status(
+    api: &Api<BlueGreenDeployment>,
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    before: &BlueGreenDeploymentStatus,
+    after: &BlueGreenDeploymentStatus,
+) -> Result<bool> {
+    let mut obj = bgd.clone();
+    for _ in 0..REBASES {
+        obj.status = Some(after.clone());
+        match api
+            .replace_status(&bgd.name_any(), &PostParams::default(), &obj)
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(e) if is_conflict(&e) => ctx.metrics.conflicted(),
+            Err(e) => return Err(e.into()),
+        }
+        match api.get_opt(&bgd.name_any()).await? {
+            Some(fresh) if fresh.status.clone().unwrap_or_default() == *before => obj = fresh,
+            _ => return Ok(false),
+        }
+    }
+    Ok(false)
 }

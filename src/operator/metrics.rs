@@ -1,5 +1,5 @@
 //! The operator's Prometheus metrics: reconciles, failures by kind, reconcile
-//! durations, switches and rollbacks.
+//! durations, switches, rollbacks and status writes lost to another writer.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -16,6 +16,7 @@ pub struct Metrics {
     duration: Histogram,
     switches: Counter,
     rollbacks: Counter,
+    conflicts: Counter,
 }
 
 impl Default for Metrics {
@@ -26,6 +27,7 @@ impl Default for Metrics {
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let switches = Counter::default();
         let rollbacks = Counter::default();
+        let conflicts = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -47,6 +49,11 @@ impl Default for Metrics {
             "Switches back to a previous release (requested or after a failed verify)",
             rollbacks.clone(),
         );
+        registry.register(
+            "status_conflicts",
+            "Status writes refused with 409 because another writer changed the object first (each is retried on a fresh read)",
+            conflicts.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -54,6 +61,7 @@ impl Default for Metrics {
             duration,
             switches,
             rollbacks,
+            conflicts,
         }
     }
 }
@@ -76,6 +84,10 @@ impl Metrics {
 
     pub fn rolled_back(&self) {
         self.rollbacks.inc();
+    }
+
+    pub fn conflicted(&self) {
+        self.conflicts.inc();
     }
 
     /// The text exposition format.

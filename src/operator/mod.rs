@@ -33,7 +33,8 @@ use crd::{label, BlueGreenDeployment};
 use leader::LeaseLock;
 use metrics::Metrics;
 
-/// The Lease's name, in the operator's namespace.
+/// The Lease's name, in the operator's namespace, for an operator that
+/// watches every namespace.
 const LEASE: &str = "cyan-operator";
 const LEASE_SECONDS: i32 = 15;
 
@@ -46,6 +47,17 @@ pub struct OperatorOptions {
     pub lease_namespace: String,
     /// This replica's name in the Lease (the pod name).
     pub identity: String,
+}
+
+/// The Lease a replica competes for. Operators that watch different
+/// namespaces (one per team, say) reconcile different objects, so each
+/// scope has its own Lease: with one shared name, the operator of one
+/// namespace would stand by while another namespace's leads.
+fn lease_name(watched: Option<&str>) -> String {
+    match watched {
+        None => LEASE.to_string(),
+        Some(ns) => format!("{LEASE}-{ns}"),
+    }
 }
 
 pub async fn run(o: OperatorOptions) -> Result<()> {
@@ -68,7 +80,7 @@ pub async fn run(o: OperatorOptions) -> Result<()> {
     let lock = Arc::new(LeaseLock::new(
         client.clone(),
         &o.lease_namespace,
-        LEASE,
+        &lease_name(o.namespace.as_deref()),
         &o.identity,
         LEASE_SECONDS,
     ));

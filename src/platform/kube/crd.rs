@@ -101,37 +101,40 @@ pub fn crd_yaml() -> String {
 }
 
 /// The CustomResourceDefinition, its schema as every supported API server
-/// and `kubectl` take it: an optional enum (`liveColor`, `phase`) is
-/// `nullable: true` with its values only. schemars writes `null` among the
-/// values; kubectl's client-side validation fails on it ("unknown object
-/// type nil"), and API servers before kubernetes/kubernetes#104969 (1.23)
-/// reject the CRD.
+/// and `kubectl` take it: no `null` anywhere, and an optional field is one
+/// that is not `required` (see `without_null`).
 pub fn crd(
 ) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube::CustomResourceExt;
     let mut crd = BlueGreenDeployment::crd();
     let mut value = serde_json::to_value(&crd).expect("the CRD serializes");
-    nullable_enums(&mut value);
+    without_null(&mut value);
     crd = serde_json::from_value(value).expect("the rewritten CRD reads back");
     crd
 }
 
-/// Takes `null` out of every `enum` list in `schema`, marking that schema
-/// `nullable: true` instead (the OpenAPI v3.0 way, which structural
-/// schemas use).
-fn nullable_enums(schema: &mut serde_json::Value) {
+/// Makes every optional field optional by absence alone: takes `null` out
+/// of each `enum` list and drops each `nullable: true` that schemars writes
+/// for an `Option`. cyan never writes a null (each `Option` is skipped when
+/// `None`), and a v1 CRD prunes a null someone else writes to a field that
+/// is not nullable. Kept, both would cost users: kubectl's client-side
+/// validation fails on a null in an enum ("unknown object type nil"), API
+/// servers before 1.23 refuse the CRD (kubernetes/kubernetes#104969), and
+/// a nullable field loses its type and fields in the OpenAPI v2 that
+/// servers before 1.23 publish, so `kubectl explain` and kubectl's
+/// validation cannot see inside it.
+fn without_null(schema: &mut serde_json::Value) {
     match schema {
         serde_json::Value::Object(map) => {
             if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
-                let before = values.len();
                 values.retain(|v| !v.is_null());
-                if values.len() != before {
-                    map.insert("nullable".into(), serde_json::Value::Bool(true));
-                }
             }
-            map.values_mut().for_each(nullable_enums);
+            if map.get("nullable") == Some(&serde_json::Value::Bool(true)) {
+                map.remove("nullable");
+            }
+            map.values_mut().for_each(without_null);
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(nullable_enums),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_null),
         _ => {}
     }
 }
@@ -267,16 +270,23 @@ pub struct HistoryEntry {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreenDeploymentStatus {
+    /// Where the rollout stands: Progressing, Gating, AwaitingApproval,
+    /// Switching, Verifying, Healthy, Degraded or RolledBack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// Why, in words: what the rollout waits for, or what failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The color the active Service selects: blue or green.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_color: Option<Color>,
+    /// The revision (ControllerRevision number) that is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_revision: Option<i64>,
+    /// The live release's version (its image tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_version: Option<String>,
+    /// The revision being rolled out, until it is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate_revision: Option<i64>,
     /// The template hash the status describes.

@@ -12,7 +12,6 @@
 mod apiserver;
 mod util;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use cyan::operator::controller;
 use cyan::operator::crd::BlueGreenDeployment;
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
-use util::TestApp;
+use util::{reports, TestApp};
 
 /// What the operator Deployment and kube-controller-manager would do.
 async fn run_operator(api: ApiServer) {
@@ -228,56 +227,10 @@ fn docker_and_kubernetes_print_the_same_reports() {
     let scratch = docker.dir.join("github");
     std::fs::create_dir_all(&scratch).unwrap();
     // The cluster first: it builds and pushes; Docker then uses that image.
-    let k = Reports::collect("kubernetes", &scratch, kube_run);
-    let d = Reports::collect("docker", &scratch, docker_run);
+    let k = reports::Reports::collect("kubernetes", &scratch, kube_run);
+    let d = reports::Reports::collect("docker", &scratch, docker_run);
 
-    for (what, doc, kub) in [
-        ("deploy", &d.deploy, &k.deploy),
-        ("rollback", &d.rollback, &k.rollback),
-        ("status", &d.status, &k.status),
-        ("history", &d.history, &k.history),
-    ] {
-        same_keys(what, doc, kub);
-    }
-    assert!(d.status["live"].is_object() && k.status["live"].is_object());
-    assert!(d.history[0]["release"].is_object() && k.history[0]["release"].is_object());
-    for r in [&d, &k] {
-        assert_eq!(r.status["phase"], "live", "{}: {:#}", r.platform, r.status);
-        assert_eq!(
-            r.status["version"], "1.0.0",
-            "{}: {:#}",
-            r.platform, r.status
-        );
-        assert_eq!(r.history[0]["event"], "rolled-back", "{}", r.platform);
-    }
-
-    for (what, doc, kub) in [
-        ("deploy", &d.deploy_outputs, &k.deploy_outputs),
-        ("status", &d.status_outputs, &k.status_outputs),
-    ] {
-        assert_eq!(
-            doc.keys().collect::<Vec<_>>(),
-            kub.keys().collect::<Vec<_>>(),
-            "{what} step outputs differ:\ndocker: {doc:?}\nkubernetes: {kub:?}"
-        );
-        for declared in [
-            "version",
-            "image",
-            "digest",
-            "previous-version",
-            "url",
-            "phase",
-        ] {
-            assert!(doc.contains_key(declared), "{what}: no {declared}: {doc:?}");
-        }
-    }
-    for r in [&d, &k] {
-        let o = &r.deploy_outputs;
-        assert_eq!(o["version"], "2.0.0", "{}: {o:?}", r.platform);
-        assert_eq!(o["previous-version"], "1.0.0", "{}: {o:?}", r.platform);
-        assert_eq!(o["phase"], "live", "{}: {o:?}", r.platform);
-        assert_eq!(o["platform"], r.platform);
-    }
+    reports::same_contract(&d, &k);
     for key in ["image", "digest"] {
         assert_eq!(
             d.deploy_outputs[key], k.deploy_outputs[key],
@@ -297,111 +250,6 @@ fn docker_and_kubernetes_print_the_same_reports() {
         k.deploy_outputs["url"], "",
         "a Service has no URL cyan knows"
     );
-}
-
-/// What one platform printed for the same commands.
-struct Reports {
-    platform: &'static str,
-    deploy: Value,
-    rollback: Value,
-    status: Value,
-    history: Value,
-    deploy_outputs: BTreeMap<String, String>,
-    status_outputs: BTreeMap<String, String>,
-}
-
-impl Reports {
-    /// Deploys 1.0.0 (`-o json`), then 2.0.0 as the Action does (`-o
-    /// github`), rolls back, and reads status and history.
-    fn collect(
-        platform: &'static str,
-        scratch: &Path,
-        run: impl Fn(&[&str], &[(&str, &Path)]) -> Output,
-    ) -> Reports {
-        let json = |args: &[&str]| -> Value {
-            let out = run(args, &[]);
-            assert!(
-                out.status.success(),
-                "{platform}: cyan {args:?}:\n{}",
-                util::text(&out)
-            );
-            serde_json::from_slice(&out.stdout)
-                .unwrap_or_else(|e| panic!("{platform}: {args:?}: {e}\n{}", util::text(&out)))
-        };
-        let github = |args: &[&str]| -> BTreeMap<String, String> {
-            let file = scratch.join(format!("{platform}-{}", args[0]));
-            let summary = scratch.join(format!("{platform}-{}-summary", args[0]));
-            let out = run(
-                args,
-                &[("GITHUB_OUTPUT", &file), ("GITHUB_STEP_SUMMARY", &summary)],
-            );
-            assert!(
-                out.status.success(),
-                "{platform}: cyan {args:?}:\n{}",
-                util::text(&out)
-            );
-            step_outputs(&file)
-        };
-        let deploy = json(&["deploy", "--version", "1.0.0", "-o", "json"]);
-        let deploy_outputs = github(&["deploy", "--version", "2.0.0", "-o", "github"]);
-        let status_outputs = github(&["status", "-o", "github"]);
-        let rollback = json(&["rollback", "-o", "json"]);
-        Reports {
-            platform,
-            deploy,
-            rollback,
-            status: json(&["status", "-o", "json"]),
-            history: json(&["history", "-o", "json"]),
-            deploy_outputs,
-            status_outputs,
-        }
-    }
-}
-
-/// Asserts that `docker` and `kube` have the same keys wherever both hold
-/// an object (in arrays, their first elements); `what` names the place.
-fn same_keys(what: &str, docker: &Value, kube: &Value) {
-    match (docker, kube) {
-        (Value::Object(d), Value::Object(k)) => {
-            let (dk, kk): (BTreeSet<&String>, BTreeSet<&String>) =
-                (d.keys().collect(), k.keys().collect());
-            assert_eq!(
-                dk, kk,
-                "{what}: the keys differ\ndocker: {docker:#}\nkubernetes: {kube:#}"
-            );
-            for (key, value) in d {
-                same_keys(&format!("{what}.{key}"), value, &k[key]);
-            }
-        }
-        (Value::Array(d), Value::Array(k)) => {
-            if let (Some(d), Some(k)) = (d.first(), k.first()) {
-                same_keys(&format!("{what}[0]"), d, k);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The step outputs cyan wrote to a `$GITHUB_OUTPUT` file (`name=value`
-/// lines, or `name<<DELIMITER` blocks).
-fn step_outputs(file: &Path) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let mut outputs = BTreeMap::new();
-    let mut lines = text.lines();
-    let is_name = |n: &str| n.chars().all(|c| c.is_ascii_lowercase() || c == '-');
-    while let Some(line) = lines.next() {
-        match (line.split_once("<<"), line.split_once('=')) {
-            (Some((name, delimiter)), _) if is_name(name) => {
-                let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delimiter).collect();
-                outputs.insert(name.to_string(), value.join("\n"));
-            }
-            (_, Some((name, value))) => {
-                outputs.insert(name.to_string(), value.to_string());
-            }
-            _ => panic!("{}: not an output line: {line:?}", file.display()),
-        }
-    }
-    outputs
 }
 
 #[test]

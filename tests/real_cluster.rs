@@ -167,8 +167,8 @@ impl EndpointsWatch {
 /// spec that names it), with one operator running.
 fn first_release(tag: &str, spec: Value) -> Option<(Space, cluster::Operator)> {
     let s = Space::new(tag)?;
-    s.service("web", "web");
-    s.service("web-preview", "web");
+    s.service("web", json!({ "app": "web" }));
+    s.service("web-preview", json!({ "app": "web" }));
     let op = s.operator("op-1");
     s.apply(&web("web:1", None, spec));
     live_in(&s, "Healthy", "1");
@@ -472,7 +472,7 @@ fn a_failed_verify_switches_back_and_the_endpoints_follow() {
     let Some(s) = Space::new("verify") else {
         return;
     };
-    s.service("web", "web");
+    s.service("web", json!({ "app": "web" }));
     let vip = std::net::SocketAddr::from((s.plane.netns().address(), 80));
     let _proxy = {
         let _guard = s.rt.enter();
@@ -557,7 +557,7 @@ fn a_killed_leader_is_replaced_and_the_standby_finishes_the_rollout() {
     let Some(s) = Space::new("lease") else {
         return;
     };
-    s.service("web", "web");
+    s.service("web", json!({ "app": "web" }));
     let lease = format!("lease/cyan-operator-{}", s.ns);
     let holder = || {
         let out = cluster::kubectl_with(
@@ -661,4 +661,133 @@ fn a_second_writer_causes_conflicts_that_are_retried() {
     assert_eq!(selected(&s, "web").as_deref(), Some("green"));
     let history = status(&s)["history"].as_array().unwrap().len();
     assert_eq!(history, 2, "one entry per release, however many retries");
+}
+
+/// The real `cyan` CLI against the real API server, as ServiceAccount
+/// `cyan-cli` bound to `manifests/cli-role.yaml` and nothing more: deploy
+/// (built, pushed to the local registry), status, history, promote, abort
+/// and rollback, hot and cold, with the reports Docker prints key for key.
+#[test]
+fn the_cli_deploys_promotes_and_rolls_back_hot_and_cold() {
+    let registry = "127.0.0.1:5000";
+    let up = std::net::TcpStream::connect(registry).is_ok();
+    let provided = "CI must run one: .ci/run starts Debian's docker-registry";
+    if !util::present_or_skipped(up, &format!("no registry on {registry}"), provided) {
+        return;
+    }
+    let Some(s) = Space::new("cli") else {
+        return;
+    };
+    s.service("shop", json!({ "app.kubernetes.io/name": "shop" }));
+    let _op = s.operator("op-1");
+    let kubeconfig = s.cli_kubeconfig();
+    let image = format!("{registry}/cyan-test-{}", s.ns);
+    let config = s.dir.join("cyan.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "app: shop\nimage: {image}\nplatform: kubernetes\nbuild:\n  context: {ctx}\n\
+             replicas: 2\nport: 8080\nhealth:\n  http: {{ path: /healthz }}\n  interval: 1s\n\
+             kubernetes:\n  scale_down_delay: 8s\n  progress_deadline: 1m\n",
+            ctx = util::repo_root().join("examples/demo").display(),
+        ),
+    )
+    .unwrap();
+    let command = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cyan"));
+        cmd.args(args)
+            .arg("-c")
+            .arg(&config)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("CI", "true")
+            .env_remove("RUST_LOG");
+        cmd
+    };
+    let run = |args: &[&str]| command(args).output().unwrap();
+    let ok = |args: &[&str]| util::succeeded(args, &run(args));
+
+    // 1.0.0, then 2.0.0 as the Action deploys it, a hot rollback: the
+    // reports keep Docker's contract.
+    let scratch = s.dir.join("github");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let kube = util::reports::Reports::collect("kubernetes", &scratch, |args, vars| {
+        let mut cmd = command(args);
+        cmd.envs(vars.iter().copied());
+        cmd.output().unwrap()
+    });
+    let docker_app = util::TestApp::with_image("realk", "", Some(image.clone()));
+    let docker = util::reports::Reports::collect("docker", &scratch, |args, vars| {
+        let mut cmd = docker_app.command(args);
+        cmd.envs(vars.iter().copied());
+        cmd.output().unwrap()
+    });
+    util::reports::same_contract(&docker, &kube);
+    for key in ["image", "digest"] {
+        assert_eq!(
+            docker.deploy_outputs[key], kube.deploy_outputs[key],
+            "one image, one {key}"
+        );
+    }
+    assert_eq!(kube.status["namespace"], s.ns.as_str(), "{:#}", kube.status);
+    drop(docker_app);
+
+    // Approval, promote, a hot rollback to the very pods that served before.
+    let blue = s.pod_ips("blue");
+    assert_eq!(blue.len(), 2, "{}", s.report());
+    let out = ok(&["deploy", "--version", "3.0.0", "--require-approval"]);
+    assert!(out.contains("Approve with: cyan promote"), "{out}");
+    let st: Value = serde_json::from_str(&ok(&["status", "-o", "json"])).unwrap();
+    assert_eq!(st["phase"], "awaiting-approval", "{st:#}");
+    assert_eq!(st["candidate"]["version"], "3.0.0", "{st:#}");
+    assert_eq!(s.endpoints("shop"), blue, "no switch before approval");
+    let out = ok(&["promote"]);
+    assert!(out.contains("3.0.0 is live on green"), "{out}");
+    let green = s.pod_ips("green");
+    s.wait("the Endpoints on green", MINUTE, || {
+        (s.endpoints("shop") == green).then_some(())
+    });
+    let out = ok(&["rollback"]);
+    assert!(out.contains("1.0.0 is live on blue"), "{out}");
+    s.wait("the Endpoints back on blue", MINUTE, || {
+        (s.endpoints("shop") == blue).then_some(())
+    });
+    assert_eq!(s.pod_ips("blue"), blue, "a hot rollback restarts nothing");
+    let abort = run(&["abort"]);
+    assert_eq!(
+        abort.status.code(),
+        Some(9),
+        "nothing to abort: {}",
+        util::text(&abort)
+    );
+
+    // Cold: once green is scaled down, a rollback to 3.0.0 starts it
+    // again, gated, on new pods.
+    s.wait("green scaled down after its delay", MINUTE, || {
+        (s.get("deploy/shop-green")["spec"]["replicas"] == 0 && s.pod_ips("green").is_empty())
+            .then_some(())
+    });
+    let out = ok(&["rollback", "--to", "3.0.0"]);
+    assert!(out.contains("3.0.0 is live on green"), "{out}");
+    let fresh = s.pod_ips("green");
+    assert_eq!(fresh.len(), 2);
+    assert!(
+        fresh.iter().all(|ip| !green.contains(ip)),
+        "new pods: {fresh:?} vs {green:?}"
+    );
+    s.wait("the Endpoints on the restarted green", MINUTE, || {
+        (s.endpoints("shop") == fresh).then_some(())
+    });
+    let history: Value = serde_json::from_str(&ok(&["history", "-o", "json"])).unwrap();
+    let events: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["event"].as_str().unwrap(),
+                h["release"]["version"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(events[0], ("rolled-back", "3.0.0"), "{history:#}");
 }

@@ -336,13 +336,13 @@ impl Space {
         ips
     }
 
-    /// A Service `name` on port 80 to the pods' 8080, selecting `app`.
-    pub fn service(&self, name: &str, app: &str) {
+    /// A Service `name` on port 80 to the pods' 8080, with `selector`.
+    pub fn service(&self, name: &str, selector: Value) {
         self.apply(&serde_json::json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": { "name": name },
             "spec": {
-                "selector": { "app": app },
+                "selector": selector,
                 "ports": [{ "port": 80, "targetPort": 8080 }],
             },
         }));

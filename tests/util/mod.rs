@@ -4,8 +4,8 @@
 //!
 //! Beside it, what more than one test file needs, one concept a file: the
 //! proxy on its own (`proxy`), upstreams on loopback (`upstream`), raw
-//! HTTP/1.1 (`raw`), bounded load (`load`), TLS (`tls`) and bounded waits
-//! (`wait`). The Kubernetes API the operator tests talk to is
+//! HTTP/1.1 (`raw`), bounded load (`load`), TLS (`tls`), bounded waits
+//! (`wait`) and the CLI's report contract across platforms (`reports`). The Kubernetes API the operator tests talk to is
 //! `tests/apiserver`.
 
 #![allow(dead_code)]
@@ -13,6 +13,7 @@
 pub mod load;
 pub mod proxy;
 pub mod raw;
+pub mod reports;
 pub mod tls;
 pub mod upstream;
 pub mod wait;

@@ -519,6 +519,88 @@ async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
         .contains("cyan_operator_rollbacks_total 1"));
 }
 
+/// Refuses every status write from now on, as a killed operator or a long
+/// outage loses the write after an act.
+fn lose_status_writes(c: &Cluster) {
+    c.api
+        .fail_next(Method::PUT, "/bluegreendeployments/web/status", 409, 10_000);
+}
+
+/// A switch whose status write is lost: the Service already selects green.
+/// The next reconcile records the switch from the note the Service carries
+/// (history, live color, the verify window it opened), where before the
+/// status named blue for good and the window never opened.
+#[tokio::test]
+async fn a_switch_whose_status_write_was_lost_is_recorded_from_the_service() {
+    let (_backend, c) = verifying(json!({ "durationSeconds": 60 })).await;
+    c.advance(61);
+    c.healthy_on("1").await;
+    c.set_image("web:2");
+    c.run_until("green gated", |s| s["gated"]["green"].is_string())
+        .await;
+    lose_status_writes(&c);
+    let _ = c.reconcile().await;
+    assert_eq!(c.selected("web").as_deref(), Some("green"), "switched");
+    assert_eq!(c.status()["liveColor"], "blue", "the record of it was lost");
+
+    c.api.clear_faults();
+    c.reconcile().await.unwrap();
+    let s = c.status();
+    assert_eq!(
+        (&s["liveColor"], &s["liveVersion"]),
+        (&json!("green"), &json!("2")),
+        "{s:#}"
+    );
+    let last = s["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["version"], &last["outcome"]),
+        (&json!("2"), &json!("Promoted"))
+    );
+    assert_eq!(s["phase"], "Verifying", "its verify window is open: {s:#}");
+    assert!(s["verifyUntilMs"].as_u64().unwrap() > s["switchedAtMs"].as_u64().unwrap());
+}
+
+/// A switch back after a failed verify whose status write is lost: the
+/// Service is back on blue and green scaled down. The next reconciles record
+/// the failure and the halt from the Service's note; before, the status
+/// still said green was live and being verified, and the planner started
+/// the failed release again and switched back to it.
+#[tokio::test]
+async fn a_lost_switch_back_is_recorded_and_the_failed_release_stays_down() {
+    let (backend, c) = verifying(json!({ "durationSeconds": 60, "failureThreshold": 2 })).await;
+    c.advance(61);
+    c.healthy_on("1").await;
+    c.set_image("web:2");
+    c.live_in("Verifying", "2").await;
+    backend.set(500, "boom");
+    c.reconcile().await.unwrap();
+    lose_status_writes(&c);
+    let _ = c.reconcile().await;
+    assert_eq!(c.selected("web").as_deref(), Some("blue"), "switched back");
+    assert_eq!(
+        c.status()["liveColor"],
+        "green",
+        "the record of it was lost"
+    );
+
+    c.api.clear_faults();
+    c.rounds(4).await;
+    let s = c.status();
+    assert_eq!(s["phase"], "RolledBack", "{s:#}");
+    assert_eq!(s["liveVersion"], "1");
+    let last = s["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["version"], &last["outcome"]),
+        (&json!("2"), &json!("VerifyFailed"))
+    );
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+    assert_eq!(
+        c.replicas("green"),
+        Some(0),
+        "the failed release is not started again"
+    );
+}
+
 #[tokio::test]
 async fn abort_while_verifying_rolls_back_and_a_verified_release_is_left_alone() {
     let (_backend, c) = verifying(json!({ "durationSeconds": 60 })).await;

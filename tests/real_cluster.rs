@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster::Space;
+use cyan::operator::crd::BlueGreenDeployment;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Endpoints;
 use kube::api::Api;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use serde_json::{json, Value};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -115,52 +116,87 @@ fn annotate_current(s: &Space, key: &str) {
     patch(s, json!({ "metadata": { "annotations": { key: hash } } }));
 }
 
-/// Every list of ready addresses the Endpoints `name` went through while
-/// this runs, from its state when it starts.
-struct EndpointsWatch {
-    seen: Arc<Mutex<Vec<Vec<String>>>>,
+/// Every distinct value `project` made of object `name` (of kind `K`) while
+/// this runs, in order, from its state when it starts (if it exists): a
+/// watch, so no state the API server published is missed, however briefly
+/// it held.
+struct Watched<T> {
+    seen: Arc<Mutex<Vec<T>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl EndpointsWatch {
-    fn start(s: &Space, name: &str) -> EndpointsWatch {
-        let api: Api<Endpoints> = Api::namespaced(s.client.clone(), &s.ns);
+impl<T: PartialEq + Clone + Send + 'static> Watched<T> {
+    fn start<K>(s: &Space, name: &str, project: fn(K) -> T) -> Watched<T>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+        K: Clone + std::fmt::Debug + Send + 'static,
+        K: serde::de::DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(s.client.clone(), &s.ns);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = listed.clone();
         let task = s.rt.spawn(async move {
-            let mut events = std::pin::pin!(watcher(api, config).applied_objects());
-            while let Some(Ok(ep)) = events.next().await {
-                let mut ips: Vec<String> = ep
-                    .subsets
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|s| s.addresses.into_iter().flatten())
-                    .map(|a| a.ip)
-                    .collect();
-                ips.sort();
+            let mut events = std::pin::pin!(watcher(api, config));
+            while let Some(Ok(event)) = events.next().await {
+                let object = match event {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => o,
+                    watcher::Event::InitDone => {
+                        done.store(true, std::sync::atomic::Ordering::SeqCst);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let value = project(object);
                 let mut seen = record.lock().unwrap();
-                if seen.last() != Some(&ips) {
-                    seen.push(ips);
+                if seen.last() != Some(&value) {
+                    seen.push(value);
                 }
             }
         });
-        // The watch's first list takes a moment: until it has the current
-        // state, a change could be missed.
+        // Until the watch has listed the current state, a change could be
+        // missed.
         util::wait::until(
-            "the Endpoints watch's first state",
+            &format!("the watch's first list of {name}"),
             Duration::from_secs(10),
             Duration::from_millis(20),
-            || (!seen.lock().unwrap().is_empty()).then_some(()),
+            || {
+                listed
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then_some(())
+            },
             String::new,
         );
-        EndpointsWatch { seen, task }
+        Watched { seen, task }
     }
 
-    fn stop(self) -> Vec<Vec<String>> {
+    fn stop(self) -> Vec<T> {
         self.task.abort();
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// The ready addresses an Endpoints object lists, sorted.
+fn addresses(ep: Endpoints) -> Vec<String> {
+    let mut ips: Vec<String> = ep
+        .subsets
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s.addresses.into_iter().flatten())
+        .map(|a| a.ip)
+        .collect();
+    ips.sort();
+    ips
+}
+
+/// A BlueGreenDeployment's phase, as the status names it ("" before one).
+fn phase(bgd: BlueGreenDeployment) -> String {
+    bgd.status
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_default()
 }
 
 /// web:1 live on blue behind Service `web` (and `web-preview` there for a
@@ -358,7 +394,7 @@ fn a_rollout_moves_the_endpoints_from_blue_to_green_with_no_empty_moment() {
         (s.endpoints("web") == blue).then_some(())
     });
 
-    let watch = EndpointsWatch::start(&s, "web");
+    let watch = Watched::start(&s, "web", addresses);
     set_image(&s, "web:2");
     let st = live_in(&s, "Healthy", "2");
     assert_eq!(st["liveColor"], "green");
@@ -489,12 +525,25 @@ fn a_failed_verify_switches_back_and_the_endpoints_follow() {
         "http": { "path": "/", "url": format!("http://{vip}/") },
     }});
     let op = s.operator("op-1");
+    let phases = Watched::start(&s, "web", phase);
     s.apply(&web("web:1", None, verify.clone()));
     live_in(&s, "Healthy", "1");
     let blue = s.pod_ips("blue");
 
     set_pods(&s, "web:2", Some("broken"));
     let st = in_phase(&s, "RolledBack");
+    // Every phase a rollout with a verify window passes through, as the
+    // status published it, for the good release and then the bad one.
+    let phases = phases.stop();
+    let walk = ["Progressing", "Gating", "Switching", "Verifying"];
+    let expected: Vec<&str> = [""]
+        .into_iter()
+        .chain(walk)
+        .chain(["Healthy"])
+        .chain(walk)
+        .chain(["RolledBack"])
+        .collect();
+    assert_eq!(phases, expected, "the phases the status went through");
     assert!(
         st["message"]
             .as_str()
@@ -616,10 +665,11 @@ fn a_killed_leader_is_replaced_and_the_standby_finishes_the_rollout() {
     drop(third);
 }
 
-/// A second writer (a script annotating the object in a loop, as a CI job
-/// or a person might while the rollout runs) makes the operator's status
-/// writes lose races; each is retried on a fresh read and the rollout ends
-/// as it would alone.
+/// A second writer (a script annotating the object back to back, as a CI job
+/// or another controller might while the rollout runs) makes the
+/// operator's status writes and the CLI's spec write lose races; each is
+/// retried on a fresh read, and the rollout and a rollback end as they
+/// would alone.
 #[test]
 fn a_second_writer_causes_conflicts_that_are_retried() {
     let Some((s, op)) = first_release("conflict", json!({})) else {
@@ -646,10 +696,31 @@ fn a_second_writer_causes_conflicts_that_are_retried() {
                 "metadata": { "annotations": { "example.com/touched": i.to_string() } }
             }));
             let _ = api.patch("web", &Default::default(), &patch).await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });
     live_in(&s, "Healthy", "2");
+    // The CLI's spec write races the same writer (and the operator).
+    let config = s.dir.join("cyan.yaml");
+    std::fs::write(
+        &config,
+        "app: web\nimage: web\nplatform: kubernetes\nport: 8080\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(["rollback", "-c"])
+        .arg(&config)
+        .env("KUBECONFIG", s.cli_kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cyan rollback: {}\n{}",
+        util::text(&out),
+        s.report()
+    );
+    let rolled_back = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(rolled_back.contains("1 is live on blue"), "{rolled_back}");
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     s.rt.block_on(writer).unwrap();
     let conflicts = op.counter("cyan_operator_status_conflicts_total");
@@ -658,9 +729,24 @@ fn a_second_writer_causes_conflicts_that_are_retried() {
         "no status write lost a race: {}",
         op.metrics()
     );
-    assert_eq!(selected(&s, "web").as_deref(), Some("green"));
-    let history = status(&s)["history"].as_array().unwrap().len();
-    assert_eq!(history, 2, "one entry per release, however many retries");
+    assert_eq!(selected(&s, "web").as_deref(), Some("blue"));
+    let outcomes: Vec<String> = status(&s)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {}",
+                h["version"].as_str().unwrap(),
+                h["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["1 Promoted", "2 Promoted", "1 RolledBack"],
+        "one entry per step, however many retries"
+    );
 }
 
 /// The real `cyan` CLI against the real API server, as ServiceAccount

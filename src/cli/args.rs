@@ -258,7 +258,8 @@ Elsewhere: cyan init --dir path/to/app --listen 127.0.0.1:8001 --app web\n\
         listen: std::net::SocketAddr,
         /// Watch only this namespace (default: all). Replicas that watch the
         /// same scope elect one leader: the Lease is `cyan-operator`, or
-        /// `cyan-operator-<namespace>` with this flag.
+        /// `cyan-operator-<namespace>` with this flag. Scopes elect apart,
+        /// so never run one over all namespaces beside one over a namespace.
         #[arg(long, env = "CYAN_WATCH_NAMESPACE")]
         namespace: Option<String>,
         /// Namespace of the leader-election Lease.

@@ -239,8 +239,9 @@ async fn step(
             _ => {}
         }
     });
+    let switched_before = p.status().switched_at_ms;
     p.act(&step, d).await?;
-    if matches!(step, Step::Switch(_)) && p.status().switched_at_ms == Some(p.now_ms()) {
+    if matches!(step, Step::Switch(_)) && p.status().switched_at_ms != switched_before {
         match d.intent {
             Intent::Rollback => ctx.metrics.rolled_back(),
             _ => ctx.metrics.switched(),

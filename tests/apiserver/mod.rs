@@ -412,7 +412,8 @@ impl State {
 
     fn patch(&mut self, t: &Target, name: &str, ctype: &str, body: Value) -> Response<Full<Bytes>> {
         let apply = ctype.starts_with("application/apply-patch");
-        if !(apply || ctype.contains("merge-patch")) {
+        let json_patch = ctype.starts_with("application/json-patch+json");
+        if !(apply || json_patch || ctype.contains("merge-patch")) {
             return reply(415, &status_body(415, "UnsupportedMediaType", ctype));
         }
         let old = match self
@@ -431,7 +432,19 @@ impl State {
             None => return not_found(name),
         };
         let mut next = old.clone();
-        merge(&mut next, &body);
+        if json_patch {
+            // RFC 6902, as the API server applies it: a failed `test` or a
+            // path that is not there is 422.
+            let ops: json_patch::Patch = match serde_json::from_value(body) {
+                Ok(ops) => ops,
+                Err(e) => return reply(400, &status_body(400, "BadRequest", &e.to_string())),
+            };
+            if let Err(e) = json_patch::patch(&mut next, &ops) {
+                return reply(422, &status_body(422, "Invalid", &e.to_string()));
+            }
+        } else {
+            merge(&mut next, &body);
+        }
         self.store(t, name, &old, next, t.status)
     }
 }
@@ -577,6 +590,11 @@ impl ApiServer {
     }
 
     /// The next `times` requests with this method whose path contains `path` fail with `code`.
+    /// Ends every failure `fail_next` set that has not run out.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
     pub fn fail_next(&self, method: Method, path: &str, code: u16, times: u32) {
         self.state.lock().unwrap().faults.push(Fault {
             method,

@@ -9,9 +9,12 @@
 //! (`report.rs`).
 
 mod manifest;
+mod patch;
 mod report;
 
 use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -20,13 +23,13 @@ use serde_json::json;
 
 use crate::cli::report::{AbortReport, AppId, DeployReport, History, StatusReport};
 use crate::config::{Loaded, PlatformKind};
-use crate::error::{is_conflict, Error, Result};
+use crate::error::{Error, Result};
 use crate::image;
 use crate::output::Output;
 use crate::plan::Intent;
 use crate::platform::docker;
 use crate::platform::kube::crd::{
-    annotation, BlueGreenDeployment, BlueGreenDeploymentStatus, Outcome, Phase,
+    annotation, BlueGreenDeployment, BlueGreenDeploymentStatus, HistoryEntry, Outcome, Phase,
 };
 use crate::platform::kube::{objects, revisions};
 use crate::release;
@@ -99,26 +102,43 @@ impl Cluster {
         Ok(())
     }
 
-    /// Replaces the spec (and edits annotations) with optimistic
-    /// concurrency, retrying when the operator wrote in between.
+    /// Writes the spec (and cyan's annotations) as `edit` changes the object
+    /// read, on the condition that the spec is still the one read
+    /// (`patch::spec_patch`). A refused write (another spec landed, or an
+    /// annotation to remove went) is computed again from a fresh read,
+    /// after a short pause that grows, with jitter.
     async fn update(&self, edit: impl Fn(&mut BlueGreenDeployment)) -> Result<()> {
-        for _ in 0..5 {
-            let mut obj = self.get().await?;
-            edit(&mut obj);
-            match self
+        let mut pause = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_millis(500))
+            .with_max_times(UPDATE_ATTEMPTS)
+            .with_jitter()
+            .build();
+        loop {
+            let read = self.get().await?;
+            let mut edited = read.clone();
+            edit(&mut edited);
+            let write = Patch::Json::<()>(patch::spec_patch(&read, &edited));
+            let refused = match self
                 .api
-                .replace(&self.name, &PostParams::default(), &obj)
+                .patch(&self.name, &PatchParams::default(), &write)
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(e) if is_conflict(&e) => continue,
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => s.message,
                 Err(e) => return Err(e.into()),
+            };
+            match pause.next() {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => {
+                    return Err(Error::Platform(format!(
+                        "{} kept changing under cyan ({} writes refused, the last: {refused}); try again",
+                        self.what(),
+                        UPDATE_ATTEMPTS + 1
+                    )))
+                }
             }
         }
-        Err(Error::Platform(format!(
-            "{} kept changing under cyan; try again",
-            self.what()
-        )))
     }
 
     /// Prints the operator's progress on template `hash` until it settles:
@@ -343,6 +363,25 @@ pub async fn abort(cfg: &Loaded, out: &Output) -> Result<AbortReport> {
     }
 }
 
+/// Retries of a spec write another write got in before, after the first.
+const UPDATE_ATTEMPTS: usize = 9;
+
+/// The revisions an unnamed rollback may go to, newest first. Each revision
+/// is judged by its newest history entry, as `plan::rollback_target` judges
+/// a release on Docker: the live revision and one whose newest entry is a
+/// failed verification are left out (naming it with `--to` still reaches
+/// it); one that failed once and went live again later is a target.
+fn rollback_candidates(history: &[HistoryEntry], live: Option<i64>) -> Vec<i64> {
+    let mut judged = std::collections::BTreeSet::new();
+    history
+        .iter()
+        .rev()
+        .filter(|h| judged.insert(h.revision))
+        .filter(|h| h.outcome != Outcome::VerifyFailed && Some(h.revision) != live)
+        .map(|h| h.revision)
+        .collect()
+}
+
 pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<DeployReport> {
     let cluster = connect(cfg).await?;
     let obj = cluster.get().await?;
@@ -360,12 +399,9 @@ pub async fn rollback(cfg: &Loaded, to: Option<&str>, out: &Output) -> Result<De
             .iter()
             .find(|r| r.revision.to_string() == want)
             .or_else(|| kept.iter().rev().find(|r| version_of(r) == want)),
-        None => s
-            .history
-            .iter()
-            .rev()
-            .filter(|h| h.outcome != Outcome::VerifyFailed && Some(h.revision) != s.live_revision)
-            .find_map(|h| kept.iter().find(|r| r.revision == h.revision)),
+        None => rollback_candidates(&s.history, s.live_revision)
+            .into_iter()
+            .find_map(|rev| kept.iter().find(|r| r.revision == rev)),
     };
     let Some(target) = target else {
         let list: Vec<String> = kept
@@ -436,4 +472,68 @@ pub async fn history(cfg: &Loaded) -> Result<History> {
         route: cluster.what(),
         lines: report::history(&status),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::Color;
+
+    fn entry(revision: i64, outcome: Outcome) -> HistoryEntry {
+        HistoryEntry {
+            revision,
+            version: format!("{revision}.0.0"),
+            image: format!("web:{revision}.0.0"),
+            template_hash: format!("h{revision}"),
+            color: Color::Blue,
+            promoted_at: "2026-11-30T09:00:00Z".into(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn an_unnamed_rollback_judges_each_revision_by_its_newest_entry() {
+        use Outcome::*;
+        // (history, oldest first; the live revision; the candidates)
+        type Row = (&'static [(i64, Outcome)], i64, &'static [i64]);
+        let table: &[Row] = &[
+            // The one before live.
+            (&[(1, Promoted), (2, Promoted)], 2, &[1]),
+            // A failed verify is skipped; the one before it is the target.
+            (&[(1, Promoted), (2, VerifyFailed), (3, Promoted)], 3, &[1]),
+            // Rolled back to 2, which then failed its verify: 2 is skipped,
+            // although it went live once before.
+            (
+                &[
+                    (1, Promoted),
+                    (2, Promoted),
+                    (2, VerifyFailed),
+                    (1, RolledBack),
+                ],
+                1,
+                &[],
+            ),
+            // Failed once, live again later: a target.
+            (
+                &[
+                    (1, Promoted),
+                    (2, VerifyFailed),
+                    (2, Promoted),
+                    (3, Promoted),
+                ],
+                3,
+                &[2, 1],
+            ),
+            // A revision rolled back to is judged like any other.
+            (&[(1, Promoted), (2, Promoted), (1, RolledBack)], 1, &[2]),
+        ];
+        for (history, live, want) in table {
+            let history: Vec<HistoryEntry> = history.iter().map(|(r, o)| entry(*r, *o)).collect();
+            assert_eq!(
+                rollback_candidates(&history, Some(*live)),
+                want.to_vec(),
+                "{history:?} live {live}"
+            );
+        }
+    }
 }

@@ -25,6 +25,7 @@ pub mod revisions;
 mod gate;
 mod halt;
 mod launch;
+mod note;
 mod switch;
 mod verify;
 
@@ -163,6 +164,32 @@ impl KubePlatform {
         Ok(())
     }
 
+    /// The time a switch made now is noted at (Unix ms): now, or just after
+    /// the last switch when the clock has not moved past it, so each note
+    /// is later than the one before (`SwitchNote::apply` relies on it).
+    fn switch_ms(&self) -> u64 {
+        let last = self.status().switched_at_ms;
+        last.map_or(self.now_ms, |at| self.now_ms.max(at + 1))
+    }
+
+    /// Switches the active Service to `note.live_color`, writing `note` on
+    /// it in the same patch, then records it in the status (`note`).
+    async fn switch_to(&self, note: note::SwitchNote) -> Result<()> {
+        let service = &self.bgd.spec.active_service;
+        let svc = self.service(service, "activeService").await?;
+        objects::check_selector(&svc, &self.bgd).map_err(Error::Config)?;
+        let text = serde_json::to_string(&note).expect("a note serializes");
+        let patch = json!({
+            "metadata": { "annotations": { note::ANNOTATION: text } },
+            "spec": { "selector": { label::COLOR: note.live_color.as_str() } },
+        });
+        self.services
+            .patch(service, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        self.edit(|s| note.apply(s));
+        Ok(())
+    }
+
     /// Points the preview Service at `color`, which is never the live one.
     async fn preview(&self, color: Color) -> Result<()> {
         match &self.bgd.spec.preview_service {
@@ -178,6 +205,10 @@ impl Platform for KubePlatform {
             .service(&self.bgd.spec.active_service, "activeService")
             .await?;
         let live = objects::selected_color(&svc);
+        // A switch whose status write was lost is recorded from its note.
+        if let Some(note) = note::SwitchNote::of(&svc) {
+            self.edit(|s| note.apply(s));
+        }
         let mut sets = BTreeMap::new();
         for color in Color::ALL {
             if let Some(dep) = self.deployment(color).await? {

@@ -1,10 +1,12 @@
-//! The switch: one patch of the active Service's selector (the preview
-//! moves off first), recorded in the status's history, and the template
-//! revisions pruned to `revisionHistoryLimit` once it is done.
+//! The switch: one patch of the active Service's selector and its switch
+//! note (the preview moves off first), recorded in the status's history,
+//! and the template revisions pruned to `revisionHistoryLimit` once it is
+//! done.
 
 use kube::ResourceExt;
 
 use super::crd::{BlueGreenDeploymentStatus, HistoryEntry, Outcome};
+use super::note::SwitchNote;
 use super::{objects, revisions, KubePlatform};
 use crate::error::{Error, Result};
 use crate::plan::{Desired, Intent};
@@ -28,11 +30,9 @@ impl KubePlatform {
         })?;
         // The preview moves off first, so it never selects the live color.
         self.preview(color.other()).await?;
-        self.select(&self.bgd.spec.active_service, "activeService", color)
-            .await?;
         let rollback = d.intent == Intent::Rollback;
         let verify = self.bgd.spec.verify.as_ref().filter(|_| !rollback);
-        let now = self.now_ms;
+        let now = self.switch_ms();
         let entry = HistoryEntry {
             revision,
             version: key.version.clone(),
@@ -46,19 +46,20 @@ impl KubePlatform {
                 Outcome::Promoted
             },
         };
-        self.edit(|s| {
-            push_history(s, entry);
-            s.switched_at_ms = Some(now);
-            s.verify_until_ms = verify.map(|v| now + u64::from(v.duration_seconds) * 1000);
-            s.verify_failures = 0;
-            s.live_color = Some(color);
-            s.live_revision = Some(revision);
-            s.live_version = Some(key.version.clone());
-            s.message = Some(format!(
+        self.switch_to(SwitchNote {
+            at_ms: now,
+            live_color: color,
+            live_revision: Some(revision),
+            live_version: Some(key.version.clone()),
+            history: vec![entry],
+            verify_until_ms: verify.map(|v| now + u64::from(v.duration_seconds) * 1000),
+            halted: None,
+            message: format!(
                 "switched {} to {color} ({})",
                 self.bgd.spec.active_service, key.version
-            ));
-        });
+            ),
+        })
+        .await?;
         self.prune().await
     }
 

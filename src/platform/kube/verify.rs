@@ -4,6 +4,7 @@
 //! that is still scaled and gated.
 
 use super::crd::{HistoryEntry, Outcome, Phase};
+use super::note::SwitchNote;
 use super::switch::push_history;
 use super::{checks, objects, KubePlatform};
 use crate::error::Result;
@@ -90,8 +91,8 @@ impl KubePlatform {
             promoted_at: crate::clock::now_rfc3339(),
             outcome: Outcome::VerifyFailed,
         };
-        self.edit(|s| push_history(s, failed));
         if !can_return {
+            self.edit(|s| push_history(s, failed));
             self.halt(
                 d,
                 Phase::Degraded,
@@ -102,25 +103,21 @@ impl KubePlatform {
             );
             return Ok(());
         }
-        self.select(&self.bgd.spec.active_service, "activeService", back)
-            .await?;
-        self.scale_down(color).await?;
         let back_release = back_dep.as_ref().and_then(objects::release_of);
-        self.edit(|s| {
-            s.live_color = Some(back);
-            if let Some((k, rev)) = back_release {
-                s.live_revision = Some(rev);
-                s.live_version = Some(k.version);
-            }
-        });
-        self.halt(
-            d,
-            Phase::RolledBack,
-            format!(
+        self.switch_to(SwitchNote {
+            at_ms: self.switch_ms(),
+            live_color: back,
+            live_revision: back_release.as_ref().map(|(_, rev)| *rev),
+            live_version: back_release.map(|(k, _)| k.version),
+            history: vec![failed],
+            verify_until_ms: None,
+            halted: Some((d.target.config_hash.clone(), Phase::RolledBack)),
+            message: format!(
                 "{}: {why}; traffic is back on {back}, and {color} was scaled down",
                 d.target.version
             ),
-        );
-        Ok(())
+        })
+        .await?;
+        self.scale_down(color).await
     }
 }

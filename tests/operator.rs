@@ -519,6 +519,45 @@ async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
         .contains("cyan_operator_rollbacks_total 1"));
 }
 
+/// An approval is for one rollout: the promote annotation is consumed by
+/// the switch it allowed, and a rollback's by its switch. Left behind, the
+/// same template applied again after a rollback went live with no approval.
+#[tokio::test]
+async fn an_approval_is_consumed_by_the_switch_it_allowed() {
+    let c = Cluster::new();
+    let mut spec = bgd("web:1");
+    spec["spec"]["requireApproval"] = json!(true);
+    c.create(spec);
+    c.in_phase("AwaitingApproval").await;
+    c.annotate_current("cyan.dev/promote");
+    c.healthy_on("1").await;
+    let v1 = c.hash();
+    let v1_template = c.api.get(BGDS, "web").unwrap()["spec"]["template"].clone();
+    c.set_image("web:2");
+    c.in_phase("AwaitingApproval").await;
+    c.annotate_current("cyan.dev/promote");
+    c.healthy_on("2").await;
+    let annotations = || c.api.get(BGDS, "web").unwrap()["metadata"]["annotations"].clone();
+    assert!(
+        annotations().get("cyan.dev/promote").is_none(),
+        "{}",
+        annotations()
+    );
+
+    c.roll_back_to(&v1, v1_template);
+    c.healthy_on("1").await;
+    assert!(
+        annotations().get("cyan.dev/rollback").is_none(),
+        "{}",
+        annotations()
+    );
+    c.set_image("web:2");
+    c.in_phase("AwaitingApproval").await;
+    c.rounds(2).await;
+    assert_eq!(c.status()["phase"], "AwaitingApproval", "no approval given");
+    assert_eq!(c.selected("web").as_deref(), Some("blue"));
+}
+
 /// Refuses every status write from now on, as a killed operator or a long
 /// outage loses the write after an act.
 fn lose_status_writes(c: &Cluster) {

@@ -56,6 +56,18 @@ fn container(image: &str, behaviour: Option<&str>) -> Value {
     container
 }
 
+/// The namespace's BlueGreenDeployments as JSON, for writes the way
+/// another client would make them (a status subresource patch, a merge
+/// patch of annotations).
+fn bgd_api(s: &Space) -> Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk("cyan.dev", "v1alpha1", "BlueGreenDeployment");
+    Api::namespaced_with(
+        s.client.clone(),
+        &s.ns,
+        &kube::api::ApiResource::from_gvk(&gvk),
+    )
+}
+
 fn status(s: &Space) -> Value {
     s.get("bgd/web")["status"].clone()
 }
@@ -324,15 +336,7 @@ fn the_crd_applies_with_validation_and_every_field_round_trips() {
     );
 
     // The status, through its subresource, as the operator writes it.
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        s.client.clone(),
-        &s.ns,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "cyan.dev",
-            "v1alpha1",
-            "BlueGreenDeployment",
-        )),
-    );
+    let api = bgd_api(&s);
     let write = |status: Value| {
         let patch = kube::api::Patch::Merge(json!({ "status": status }));
         s.rt.block_on(api.patch_status("web", &Default::default(), &patch))
@@ -502,7 +506,8 @@ fn approval_holds_the_preview_until_promote_and_abort_leaves_live_alone() {
 /// A release that passes its gates but fails its users: the verify check,
 /// sent through the Service's Endpoints as traffic would be, fails after
 /// the switch, and the operator switches back to the hot blue, whose pods
-/// the Endpoints list again.
+/// the Endpoints list again. Then a careless user: a Service file that pins
+/// the failed color, and the object deleted and made again.
 #[test]
 fn a_failed_verify_switches_back_and_the_endpoints_follow() {
     let Some(s) = Space::new("verify") else {
@@ -565,6 +570,41 @@ fn a_failed_verify_switches_back_and_the_endpoints_follow() {
     let last = st["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["outcome"], "VerifyFailed", "{last}");
     assert!(op.counter("cyan_operator_rollbacks_total") >= 1.0);
+
+    // A careless `kubectl apply` of a Service file that pins green: the
+    // selector is put back on the live blue, and the halted release stays
+    // down (it was scaled up and served 500s again before).
+    s.service("web", json!({ "app": "web", "cyan.dev/color": "green" }));
+    s.wait("the selector back on blue", MINUTE, || {
+        (selected(&s, "web").as_deref() == Some("blue") && s.endpoints("web") == blue).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4)); // past scaleDownDelaySeconds
+    assert_eq!(
+        replicas(&s, "green"),
+        Some(0),
+        "the halted release stays down"
+    );
+    assert_eq!(replicas(&s, "blue"), Some(2), "live keeps serving");
+    assert_eq!(s.endpoints("web"), blue);
+
+    // Deleted and made again under its name: a new object, which neither
+    // starts halted nor inherits the old one's history from the Service.
+    s.kubectl(&[
+        "delete",
+        "bgd",
+        "web",
+        "--cascade=foreground",
+        "--wait=true",
+    ]);
+    s.apply(&web("web:1", None, json!({})));
+    let st = live_in(&s, "Healthy", "1");
+    let history: Vec<&str> = st["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["Promoted"], "{st:#}");
 }
 
 /// A candidate whose pods never become Ready is halted at its progress
@@ -675,15 +715,7 @@ fn a_second_writer_causes_conflicts_that_are_retried() {
     let Some((s, op)) = first_release("conflict", json!({})) else {
         return;
     };
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        s.client.clone(),
-        &s.ns,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "cyan.dev",
-            "v1alpha1",
-            "BlueGreenDeployment",
-        )),
-    );
+    let api = bgd_api(&s);
     set_image(&s, "web:2");
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = done.clone();
@@ -876,4 +908,55 @@ fn the_cli_deploys_promotes_and_rolls_back_hot_and_cold() {
         })
         .collect();
     assert_eq!(events[0], ("rolled-back", "3.0.0"), "{history:#}");
+}
+
+/// What the API server stores but cannot be a BlueGreenDeployment: an
+/// integer past its type is refused by the CRD; a pod template with a typo
+/// (the CRD keeps the template's schema open) fails its own object, marked
+/// Degraded, while the namespace's other objects roll out and the CLI
+/// still works for them.
+#[test]
+fn an_object_that_cannot_be_read_fails_alone() {
+    let Some((s, _op)) = first_release("unreadable", json!({})) else {
+        return;
+    };
+    let mut huge = web("web:1", None, json!({ "replicas": 3_000_000_000u64 }));
+    huge["metadata"]["name"] = json!("huge");
+    let out = s.kubectl_out(&["apply", "-f", "-"], Some(&huge.to_string()));
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && refused.contains("2147483647"),
+        "{refused}"
+    );
+
+    let mut typo = web("web:1", None, json!({}));
+    typo["metadata"]["name"] = json!("typo");
+    typo["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("8080");
+    s.apply(&typo);
+    s.wait("the typo reported on its own object", MINUTE, || {
+        let st = &s.get("bgd/typo")["status"];
+        (st["phase"] == "Degraded"
+            && st["message"]
+                .as_str()?
+                .contains("spec.template is not a pod template"))
+        .then_some(())
+    });
+    set_image(&s, "web:2");
+    live_in(&s, "Healthy", "2");
+
+    let config = s.dir.join("cyan.yaml");
+    std::fs::write(
+        &config,
+        "app: web\nimage: web\nplatform: kubernetes\nport: 8080\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(["status", "-o", "json", "-c"])
+        .arg(&config)
+        .env("KUBECONFIG", s.cli_kubeconfig())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", util::text(&out));
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["version"], "2", "{st:#}");
 }

@@ -154,17 +154,8 @@ async fn reconcile_once(
             if !finish(api, bgd, ctx, &before, &p.status()).await? {
                 return Ok(None);
             }
-            if bgd.annotations().contains_key(annotation::ABORT) {
-                // An abort is a one-shot command: consumed once the halt it
-                // caused is written, so a later retry is not aborted again.
-                let patch = serde_json::json!({ "metadata": { "annotations": { annotation::ABORT: null } } });
-                api.patch(
-                    &bgd.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
-            }
+            let switched = before.switched_at_ms != p.status().switched_at_ms;
+            consume_commands(api, bgd, switched).await?;
             Ok(Some(action))
         }
         Err(e @ Error::Config(_)) => {
@@ -179,6 +170,42 @@ async fn reconcile_once(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Removes the one-shot commands this reconcile carried out, once its
+/// status is written. An abort is consumed by the halt it caused, so a later
+/// retry is not aborted again. An approval and a rollback's request are
+/// consumed by the switch they asked for (`switched`): left on the object,
+/// a later rollout of the same template (a redeploy of the same digest, a
+/// re-apply after a rollback) would go live without approval, or be taken
+/// for a rollback and skip its verify window.
+async fn consume_commands(
+    api: &Api<BlueGreenDeployment>,
+    bgd: &BlueGreenDeployment,
+    switched: bool,
+) -> Result<()> {
+    let ann = bgd.annotations();
+    let mut done = serde_json::Map::new();
+    let mut consume = |key: &str| {
+        if ann.contains_key(key) {
+            done.insert(key.to_string(), serde_json::Value::Null);
+        }
+    };
+    consume(annotation::ABORT);
+    if switched {
+        consume(annotation::PROMOTE);
+        consume(annotation::ROLLBACK);
+    }
+    if !done.is_empty() {
+        let patch = serde_json::json!({ "metadata": { "annotations": done } });
+        api.patch(
+            &bgd.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A new template starts a new rollout (its own deadline, no halt); a new

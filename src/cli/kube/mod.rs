@@ -71,7 +71,9 @@ async fn connect(cfg: &Loaded) -> Result<Cluster> {
     };
     // Fail before building anything when the cluster cannot take the CR
     // (a type the API does not know lists as 404).
-    match cluster.api.list(&ListParams::default().limit(1)).await {
+    // Metadata only: another app's object that cannot be read must not
+    // fail this one's commands.
+    match cluster.api.list_metadata(&ListParams::default().limit(1)).await {
         Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::Config(
             "the BlueGreenDeployment CRD is not installed in this cluster: kubectl apply -f manifests/crd.yaml (or `cyan crd | kubectl apply -f -`), then run the operator (manifests/operator.yaml)".into(),
         )),
@@ -270,6 +272,8 @@ pub async fn deploy(cfg: &Loaded, version: Option<&str>, out: &Output) -> Result
                     let ann = obj.metadata.annotations.get_or_insert_default();
                     ann.remove(annotation::ROLLBACK);
                     ann.remove(annotation::ABORT);
+                    // An approval is for the rollout it was given to.
+                    ann.remove(annotation::PROMOTE);
                     if halted {
                         // The same release again: the user asks for a retry.
                         ann.insert(annotation::RETRY.into(), retry.clone());

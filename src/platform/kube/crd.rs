@@ -25,6 +25,9 @@ pub mod annotation {
     pub const ROLLBACK: &str = "cyan.dev/rollback";
     /// A token; a new value retries a halted rollout of the same template.
     pub const RETRY: &str = "cyan.dev/retry";
+    /// Never stored: on the empty template that stands for one that is not
+    /// a pod template, why (see `lenient_template`).
+    pub const INVALID_TEMPLATE: &str = "cyan.dev/invalid-template";
 }
 
 /// Labels and annotations on the objects the operator owns.
@@ -58,6 +61,7 @@ pub struct BlueGreenDeploymentSpec {
     pub selector: LabelSelector,
     /// The pod template. A change to it starts a new rollout.
     #[schemars(schema_with = "any_object")]
+    #[serde(deserialize_with = "lenient_template")]
     pub template: PodTemplateSpec,
     /// The Service whose selector is switched to the live color.
     pub active_service: String,
@@ -109,6 +113,7 @@ pub fn crd(
     let mut crd = BlueGreenDeployment::crd();
     let mut value = serde_json::to_value(&crd).expect("the CRD serializes");
     without_null(&mut value);
+    bounded_integers(&mut value);
     crd = serde_json::from_value(value).expect("the rewritten CRD reads back");
     crd
 }
@@ -139,6 +144,30 @@ fn without_null(schema: &mut serde_json::Value) {
     }
 }
 
+/// Gives each integer the bounds of its Rust type. schemars writes the
+/// `format` (int32, uint32) but no `maximum`, and the API server does not
+/// check formats: `replicas: 3000000000` was stored, and then failed every
+/// read of the object (the operator's list of its namespace, the CLI).
+fn bounded_integers(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            let bounds = match map.get("format").and_then(|f| f.as_str()) {
+                Some("int32") => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+                Some("uint32") => Some((0, i64::from(u32::MAX))),
+                Some("uint16") => Some((0, i64::from(u16::MAX))),
+                _ => None,
+            };
+            if let Some((min, max)) = bounds {
+                map.insert("minimum".into(), min.into());
+                map.insert("maximum".into(), max.into());
+            }
+            map.values_mut().for_each(bounded_integers);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(bounded_integers),
+        _ => {}
+    }
+}
+
 fn one() -> i32 {
     1
 }
@@ -156,6 +185,28 @@ fn three() -> u32 {
 }
 fn five() -> u32 {
     5
+}
+
+/// Reads `spec.template` so that one that is not a pod template fails its
+/// own object, not every read of the list it is in. The CRD keeps the
+/// template's schema open (see `any_object`), so the API server stores a
+/// typo such as `containerPort: "8080"`; read strictly, it failed the
+/// operator's list of the whole namespace (no object was reconciled) and
+/// every CLI command there. It reads as an empty template carrying why
+/// (`annotation::INVALID_TEMPLATE`), which `objects::validate` reports as
+/// the object's invalid spec.
+fn lenient_template<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PodTemplateSpec, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).unwrap_or_else(|e| {
+        let why = BTreeMap::from([(annotation::INVALID_TEMPLATE.to_string(), e.to_string())]);
+        PodTemplateSpec {
+            metadata: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                annotations: Some(why),
+                ..Default::default()
+            }),
+            spec: None,
+        }
+    }))
 }
 
 /// The pod template's schema is Kubernetes' own and is validated when the

@@ -164,6 +164,38 @@ impl KubePlatform {
         Ok(())
     }
 
+    /// The color the active Service sends traffic to once its selector is
+    /// cyan's again. The selector's color is cyan's to set: one someone
+    /// else moved (a `kubectl apply` of a Service file that names a color,
+    /// or none) is put back on the live color the status records while
+    /// that color is fully available, so a release that was halted never
+    /// goes back on the air because the Service names its color, and a
+    /// pinned color is not taken for a switch.
+    async fn restore_selector(&self, svc: &Service) -> Result<Option<Color>> {
+        let selected = objects::selected_color(svc);
+        let Some(recorded) = self.status().live_color.filter(|c| selected != Some(*c)) else {
+            return Ok(selected);
+        };
+        let serves = self.deployment(recorded).await?;
+        if !serves.as_ref().is_some_and(objects::fully_available) {
+            return Ok(selected);
+        }
+        tracing::warn!(
+            service = self.bgd.spec.active_service,
+            selected = selected.map(Color::as_str),
+            live = recorded.as_str(),
+            "the active Service's color was changed by someone else; putting it back on the live color"
+        );
+        self.select(&self.bgd.spec.active_service, "activeService", recorded)
+            .await?;
+        Ok(Some(recorded))
+    }
+
+    /// The object's `metadata.uid` (empty for one not read from a server).
+    fn uid(&self) -> String {
+        self.bgd.metadata.uid.clone().unwrap_or_default()
+    }
+
     /// The time a switch made now is noted at (Unix ms): now, or just after
     /// the last switch when the clock has not moved past it, so each note
     /// is later than the one before (`SwitchNote::apply` relies on it).
@@ -204,11 +236,11 @@ impl Platform for KubePlatform {
         let svc = self
             .service(&self.bgd.spec.active_service, "activeService")
             .await?;
-        let live = objects::selected_color(&svc);
         // A switch whose status write was lost is recorded from its note.
-        if let Some(note) = note::SwitchNote::of(&svc) {
+        if let Some(note) = note::SwitchNote::of(&svc, &self.uid()) {
             self.edit(|s| note.apply(s));
         }
+        let live = self.restore_selector(&svc).await?;
         let mut sets = BTreeMap::new();
         for color in Color::ALL {
             if let Some(dep) = self.deployment(color).await? {

@@ -27,6 +27,10 @@ pub const ANNOTATION: &str = "cyan.dev/switch";
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SwitchNote {
+    /// The BlueGreenDeployment that switched (`metadata.uid`): a note is
+    /// applied only to it, never to an object made again under its name
+    /// (which would start halted, with the old one's history).
+    pub uid: String,
     /// When the switch was made (Unix ms): the note's identity, kept in
     /// `status.switchedAtMs` once applied.
     pub at_ms: u64,
@@ -75,10 +79,13 @@ impl SwitchNote {
         true
     }
 
-    /// The note a Service carries, if it carries one cyan can read.
-    pub fn of(svc: &k8s_openapi::api::core::v1::Service) -> Option<SwitchNote> {
+    /// The note a Service carries for the object with `uid`, if it carries
+    /// one cyan can read.
+    pub fn of(svc: &k8s_openapi::api::core::v1::Service, uid: &str) -> Option<SwitchNote> {
         let text = svc.metadata.annotations.as_ref()?.get(ANNOTATION)?;
-        serde_json::from_str(text).ok()
+        serde_json::from_str::<SwitchNote>(text)
+            .ok()
+            .filter(|n| n.uid == uid)
     }
 }
 
@@ -101,6 +108,7 @@ mod tests {
 
     fn note(at_ms: u64) -> SwitchNote {
         SwitchNote {
+            uid: "u-1".into(),
             at_ms,
             live_color: Color::Green,
             live_revision: Some(2),
@@ -158,6 +166,7 @@ mod tests {
             "metadata": { "annotations": { ANNOTATION: serde_json::to_string(&n).unwrap() } }
         }))
         .unwrap();
-        assert_eq!(SwitchNote::of(&svc), Some(n));
+        assert_eq!(SwitchNote::of(&svc, "u-1"), Some(n));
+        assert_eq!(SwitchNote::of(&svc, "u-2"), None, "another object's note");
     }
 }

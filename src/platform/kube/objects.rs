@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::plan::SetState;
-use crate::platform::kube::crd::{label, BlueGreenDeployment};
+use crate::platform::kube::crd::{annotation, label, BlueGreenDeployment};
 use crate::release::{Color, ReleaseKey};
 
 /// `<name>-blue` or `<name>-green`.
@@ -88,6 +88,13 @@ pub fn pod_selector(bgd: &BlueGreenDeployment, color: Color) -> String {
 /// What the spec must satisfy before cyan writes anything: the selector must
 /// select the template's pods, or a switch could point a Service at nothing.
 pub fn validate(bgd: &BlueGreenDeployment) -> Result<(), String> {
+    let template = &bgd.spec.template.metadata;
+    if let Some(why) = template
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref()?.get(annotation::INVALID_TEMPLATE))
+    {
+        return Err(format!("spec.template is not a pod template: {why}"));
+    }
     let wanted = bgd.spec.selector.match_labels.clone().unwrap_or_default();
     if wanted.is_empty() {
         return Err("spec.selector.matchLabels is empty: it must name the app's pod labels".into());

@@ -47,6 +47,7 @@ impl KubePlatform {
             },
         };
         self.switch_to(SwitchNote {
+            uid: self.uid(),
             at_ms: now,
             live_color: color,
             live_revision: Some(revision),

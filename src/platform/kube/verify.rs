@@ -105,6 +105,7 @@ impl KubePlatform {
         }
         let back_release = back_dep.as_ref().and_then(objects::release_of);
         self.switch_to(SwitchNote {
+            uid: self.uid(),
             at_ms: self.switch_ms(),
             live_color: back,
             live_revision: back_release.as_ref().map(|(_, rev)| *rev),

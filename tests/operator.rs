@@ -703,9 +703,15 @@ async fn a_verify_that_passes_ends_healthy_after_its_duration() {
     c.advance(60);
     c.reconcile().await.unwrap();
     assert_eq!(c.status()["phase"], "Verifying");
+    assert!(
+        c.message().starts_with("verifying: 60s left"),
+        "{}",
+        c.message()
+    );
     c.advance(61);
     c.reconcile().await.unwrap();
     assert_eq!(c.status()["phase"], "Healthy");
+    assert_eq!(c.message(), "1 passed its verify window and is live");
 }
 
 #[tokio::test]

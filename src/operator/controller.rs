@@ -254,7 +254,15 @@ async fn step(
     let step = plan(d, &observed);
     tracing::debug!(object = %key(bgd), ?step, "planned");
     p.edit(|s| {
-        s.phase = Some(phase_of(&step, s, d));
+        let next = phase_of(&step, s, d);
+        if s.phase == Some(Phase::Verifying) && next == Phase::Healthy {
+            // The window's countdown would otherwise stay as the message.
+            s.message = Some(format!(
+                "{} passed its verify window and is live",
+                d.target.version
+            ));
+        }
+        s.phase = Some(next);
         match &step {
             Step::AwaitApproval(c) => {
                 s.message = Some(format!(

@@ -960,3 +960,40 @@ fn an_object_that_cannot_be_read_fails_alone() {
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["version"], "2", "{st:#}");
 }
+
+/// Two BlueGreenDeployments naming one active Service: the second is
+/// refused (Degraded, naming the first), and the Service's color stays
+/// where the first put it. Before, each put its own color back after the
+/// other's switch, and traffic went back and forth between two apps' pods
+/// many times a minute.
+#[test]
+fn two_objects_on_one_service_do_not_fight_over_it() {
+    let Some((s, _op)) = first_release("shared", json!({})) else {
+        return;
+    };
+    set_image(&s, "web:2");
+    live_in(&s, "Healthy", "2");
+    let colors = Watched::start(&s, "web", |svc: k8s_openapi::api::core::v1::Service| {
+        svc.spec
+            .and_then(|sp| sp.selector)
+            .and_then(|sel| sel.get("cyan.dev/color").cloned())
+    });
+    let mut other = web("other:1", None, json!({}));
+    other["metadata"]["name"] = json!("web2");
+    s.apply(&other);
+    s.wait("the second object refused", MINUTE, || {
+        let st = &s.get("bgd/web2")["status"];
+        (st["phase"] == "Degraded"
+            && st["message"]
+                .as_str()?
+                .contains("switched by BlueGreenDeployment web"))
+        .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        colors.stop(),
+        [Some("green".to_string())],
+        "the selector never moved"
+    );
+    assert_eq!(status(&s)["phase"], "Healthy");
+}

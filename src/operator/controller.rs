@@ -154,8 +154,7 @@ async fn reconcile_once(
             if !finish(api, bgd, ctx, &before, &p.status()).await? {
                 return Ok(None);
             }
-            let switched = before.switched_at_ms != p.status().switched_at_ms;
-            consume_commands(api, bgd, switched).await?;
+            consume_commands(api, bgd, &before, &p.status()).await?;
             Ok(Some(action))
         }
         Err(e @ Error::Config(_)) => {
@@ -173,37 +172,49 @@ async fn reconcile_once(
 }
 
 /// Removes the one-shot commands this reconcile carried out, once its
-/// status is written. An abort is consumed by the halt it caused, so a later
-/// retry is not aborted again. An approval and a rollback's request are
-/// consumed by the switch they asked for (`switched`): left on the object,
-/// a later rollout of the same template (a redeploy of the same digest, a
-/// re-apply after a rollback) would go live without approval, or be taken
-/// for a rollback and skip its verify window.
+/// status (`before` → `after`) is written. An abort is consumed by the halt
+/// it caused, so a later retry is not aborted again. An approval is for one
+/// rollout: consumed by its switch, by a halt, or once the template it
+/// approved is no longer the one rolling out; left on the object, the same
+/// template applied again later (after a rollback, or a retry) went live
+/// without approval. A rollback's request is consumed by its switch, or a
+/// later re-apply of that template would be taken for a rollback and skip
+/// its verify window. Each is removed only with the value this reconcile
+/// read (an RFC 6902 `test`): one written since is a new command.
 async fn consume_commands(
     api: &Api<BlueGreenDeployment>,
     bgd: &BlueGreenDeployment,
-    switched: bool,
+    before: &BlueGreenDeploymentStatus,
+    after: &BlueGreenDeploymentStatus,
 ) -> Result<()> {
+    let switched = before.switched_at_ms != after.switched_at_ms;
+    let halted = after.halted_hash.is_some() && before.halted_hash != after.halted_hash;
     let ann = bgd.annotations();
-    let mut done = serde_json::Map::new();
-    let mut consume = |key: &str| {
-        if ann.contains_key(key) {
-            done.insert(key.to_string(), serde_json::Value::Null);
+    let spent = |key: &str| match ann.get(key) {
+        Some(v) if key == annotation::ABORT => Some(v),
+        Some(v) if key == annotation::PROMOTE => {
+            (switched || halted || after.current_hash.as_ref() != Some(v)).then_some(v)
         }
+        Some(v) => switched.then_some(v),
+        None => None,
     };
-    consume(annotation::ABORT);
-    if switched {
-        consume(annotation::PROMOTE);
-        consume(annotation::ROLLBACK);
-    }
-    if !done.is_empty() {
-        let patch = serde_json::json!({ "metadata": { "annotations": done } });
-        api.patch(
-            &bgd.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+    for key in [annotation::ABORT, annotation::PROMOTE, annotation::ROLLBACK] {
+        let Some(value) = spent(key) else { continue };
+        let path = objects::annotation_path(key);
+        let ops = serde_json::json!([
+            { "op": "test", "path": path, "value": value },
+            { "op": "remove", "path": path },
+        ]);
+        let remove = Patch::Json::<()>(serde_json::from_value(ops).expect("RFC 6902 operations"));
+        match api
+            .patch(&bgd.name_any(), &PatchParams::default(), &remove)
+            .await
+        {
+            Ok(_) => {}
+            // Changed since it was read: a new command, for the next reconcile.
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use json_patch::Patch;
 use serde_json::{json, Value};
 
 use crate::platform::kube::crd::BlueGreenDeployment;
+use crate::platform::kube::objects::annotation_path;
 
 /// The patch that turns `read` into `edited` (its spec, and the annotations
 /// it sets or removes), applied only while the spec is still `read`'s.
@@ -51,14 +52,6 @@ pub fn spec_patch(read: &BlueGreenDeployment, edited: &BlueGreenDeployment) -> P
         }
     }
     serde_json::from_value(Value::Array(ops)).expect("the operations are RFC 6902's")
-}
-
-/// The JSON Pointer (RFC 6901) of annotation `key`: `~` and `/` escaped.
-fn annotation_path(key: &str) -> String {
-    format!(
-        "/metadata/annotations/{}",
-        key.replace('~', "~0").replace('/', "~1")
-    )
 }
 
 #[cfg(test)]

@@ -155,6 +155,11 @@ fn bounded_integers(schema: &mut serde_json::Value) {
                 Some("int32") => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
                 Some("uint32") => Some((0, i64::from(u32::MAX))),
                 Some("uint16") => Some((0, i64::from(u16::MAX))),
+                // The bounds are floats in the CRD: 2^53 is the largest
+                // that stays exact (i64::MAX rounds up, and the API server
+                // read it back as i64::MIN, refusing every value).
+                Some("int64") => Some((-(1 << 53), 1 << 53)),
+                Some("uint64") => Some((0, 1 << 53)),
                 _ => None,
             };
             if let Some((min, max)) = bounds {

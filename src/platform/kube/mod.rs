@@ -56,6 +56,7 @@ pub struct KubePlatform {
     ns: String,
     deployments: Api<Deployment>,
     services: Api<Service>,
+    bgds: Api<BlueGreenDeployment>,
     pods: Api<Pod>,
     revisions: Api<ControllerRevision>,
     probe: ProbeClient,
@@ -76,6 +77,7 @@ impl KubePlatform {
         KubePlatform {
             deployments: Api::namespaced(client.clone(), &ns),
             services: Api::namespaced(client.clone(), &ns),
+            bgds: Api::namespaced(client.clone(), &ns),
             pods: Api::namespaced(client.clone(), &ns),
             revisions: Api::namespaced(client, &ns),
             probe: probe_client(),
@@ -191,6 +193,25 @@ impl KubePlatform {
         Ok(Some(recorded))
     }
 
+    /// Refuses an active Service that another BlueGreenDeployment switches
+    /// (its note names another object that still exists): two objects on
+    /// one Service each put its color back on their own, and traffic went
+    /// back and forth between two apps' pods many times a minute. A note of
+    /// an object since deleted is no one's.
+    async fn check_owner(&self, svc: &Service) -> Result<()> {
+        let Some(note) = note::SwitchNote::read(svc).filter(|n| n.uid != self.uid()) else {
+            return Ok(());
+        };
+        let other = self.bgds.get_opt(&note.name).await?;
+        if other.is_some_and(|o| o.metadata.uid.as_deref() == Some(note.uid.as_str())) {
+            return Err(Error::Config(format!(
+                "activeService {} is switched by BlueGreenDeployment {}: each BlueGreenDeployment needs a Service of its own",
+                self.bgd.spec.active_service, note.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The object's `metadata.uid` (empty for one not read from a server).
     fn uid(&self) -> String {
         self.bgd.metadata.uid.clone().unwrap_or_default()
@@ -210,6 +231,7 @@ impl KubePlatform {
         let service = &self.bgd.spec.active_service;
         let svc = self.service(service, "activeService").await?;
         objects::check_selector(&svc, &self.bgd).map_err(Error::Config)?;
+        self.check_owner(&svc).await?;
         let text = serde_json::to_string(&note).expect("a note serializes");
         let patch = json!({
             "metadata": { "annotations": { note::ANNOTATION: text } },
@@ -237,7 +259,8 @@ impl Platform for KubePlatform {
             .service(&self.bgd.spec.active_service, "activeService")
             .await?;
         // A switch whose status write was lost is recorded from its note.
-        if let Some(note) = note::SwitchNote::of(&svc, &self.uid()) {
+        self.check_owner(&svc).await?;
+        if let Some(note) = note::SwitchNote::of(&svc, &self.uid(), self.now_ms) {
             self.edit(|s| note.apply(s));
         }
         let live = self.restore_selector(&svc).await?;

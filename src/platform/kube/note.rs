@@ -23,6 +23,10 @@ use crate::release::Color;
 /// The annotation on the active Service that holds the last switch's note.
 pub const ANNOTATION: &str = "cyan.dev/switch";
 
+/// How far past this replica's clock a note may be dated (ms): another
+/// replica's clock may run ahead by this much.
+pub const SKEW_MS: u64 = 5 * 60 * 1000;
+
 /// One switch of the active Service and what it means for the status.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -31,6 +35,10 @@ pub struct SwitchNote {
     /// applied only to it, never to an object made again under its name
     /// (which would start halted, with the old one's history).
     pub uid: String,
+    /// Its name, to tell a note of another object still there (a Service
+    /// two objects switch) from one of an object since deleted.
+    #[serde(default)]
+    pub name: String,
     /// When the switch was made (Unix ms): the note's identity, kept in
     /// `status.switchedAtMs` once applied.
     pub at_ms: u64,
@@ -79,13 +87,25 @@ impl SwitchNote {
         true
     }
 
-    /// The note a Service carries for the object with `uid`, if it carries
-    /// one cyan can read.
-    pub fn of(svc: &k8s_openapi::api::core::v1::Service, uid: &str) -> Option<SwitchNote> {
+    /// The note a Service carries, whoever wrote it, if cyan can read it.
+    pub fn read(svc: &k8s_openapi::api::core::v1::Service) -> Option<SwitchNote> {
         let text = svc.metadata.annotations.as_ref()?.get(ANNOTATION)?;
-        serde_json::from_str::<SwitchNote>(text)
-            .ok()
-            .filter(|n| n.uid == uid)
+        serde_json::from_str(text).ok()
+    }
+
+    /// The note a Service carries for the object with `uid`, as of `now_ms`:
+    /// one dated past `now_ms` by more than `SKEW_MS`, or past what the
+    /// status can hold (a hand-written `atMs`), is not one: applied, it
+    /// froze the status (a value the API server refuses) or pushed every
+    /// later switch and its verify window into the future.
+    pub fn of(
+        svc: &k8s_openapi::api::core::v1::Service,
+        uid: &str,
+        now_ms: u64,
+    ) -> Option<SwitchNote> {
+        Self::read(svc).filter(|n| {
+            n.uid == uid && n.at_ms <= now_ms.saturating_add(SKEW_MS) && n.at_ms <= i64::MAX as u64
+        })
     }
 }
 
@@ -109,6 +129,7 @@ mod tests {
     fn note(at_ms: u64) -> SwitchNote {
         SwitchNote {
             uid: "u-1".into(),
+            name: "web".into(),
             at_ms,
             live_color: Color::Green,
             live_revision: Some(2),
@@ -166,7 +187,31 @@ mod tests {
             "metadata": { "annotations": { ANNOTATION: serde_json::to_string(&n).unwrap() } }
         }))
         .unwrap();
-        assert_eq!(SwitchNote::of(&svc, "u-1"), Some(n));
-        assert_eq!(SwitchNote::of(&svc, "u-2"), None, "another object's note");
+        assert_eq!(SwitchNote::of(&svc, "u-1", 5), Some(n));
+        assert_eq!(
+            SwitchNote::of(&svc, "u-2", 5),
+            None,
+            "another object's note"
+        );
+    }
+
+    #[test]
+    fn a_note_from_the_future_is_not_one() {
+        let at = |at_ms: u64| {
+            let n = SwitchNote { at_ms, ..note(0) };
+            let text = serde_json::to_string(&n).unwrap();
+            let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(
+                serde_json::json!({ "metadata": { "annotations": { ANNOTATION: text } } }),
+            )
+            .unwrap();
+            SwitchNote::of(&svc, "u-1", 1_000_000).map(|n| n.at_ms)
+        };
+        assert_eq!(
+            at(1_000_000 + SKEW_MS),
+            Some(1_000_000 + SKEW_MS),
+            "within the skew"
+        );
+        assert_eq!(at(1_000_001 + SKEW_MS), None, "a year ahead, say");
+        assert_eq!(at(u64::MAX), None, "past what the status holds");
     }
 }

@@ -87,6 +87,15 @@ pub fn pod_selector(bgd: &BlueGreenDeployment, color: Color) -> String {
 
 /// What the spec must satisfy before cyan writes anything: the selector must
 /// select the template's pods, or a switch could point a Service at nothing.
+/// The JSON Pointer (RFC 6901) of annotation `key` in an object, for an
+/// RFC 6902 patch: `~` and `/` escaped.
+pub fn annotation_path(key: &str) -> String {
+    format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    )
+}
+
 pub fn validate(bgd: &BlueGreenDeployment) -> Result<(), String> {
     let template = &bgd.spec.template.metadata;
     if let Some(why) = template

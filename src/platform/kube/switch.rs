@@ -32,7 +32,7 @@ impl KubePlatform {
         self.preview(color.other()).await?;
         let rollback = d.intent == Intent::Rollback;
         let verify = self.bgd.spec.verify.as_ref().filter(|_| !rollback);
-        let now = self.switch_ms();
+        let (at, now) = (self.switch_ms(), self.now_ms);
         let entry = HistoryEntry {
             revision,
             version: key.version.clone(),
@@ -48,7 +48,8 @@ impl KubePlatform {
         };
         self.switch_to(SwitchNote {
             uid: self.uid(),
-            at_ms: now,
+            name: self.bgd.name_any(),
+            at_ms: at,
             live_color: color,
             live_revision: Some(revision),
             live_version: Some(key.version.clone()),

@@ -3,6 +3,8 @@
 //! take it off the air (`roll_back_live`), back to the previous color when
 //! that is still scaled and gated.
 
+use kube::ResourceExt;
+
 use super::crd::{HistoryEntry, Outcome, Phase};
 use super::note::SwitchNote;
 use super::switch::push_history;
@@ -106,6 +108,7 @@ impl KubePlatform {
         let back_release = back_dep.as_ref().and_then(objects::release_of);
         self.switch_to(SwitchNote {
             uid: self.uid(),
+            name: self.bgd.name_any(),
             at_ms: self.switch_ms(),
             live_color: back,
             live_revision: back_release.as_ref().map(|(_, rev)| *rev),

@@ -204,6 +204,16 @@ impl Cluster {
         self.annotate(key, &hash);
     }
 
+    /// web:1, with approval required, promoted and Healthy.
+    async fn approved_first_release(&self) {
+        let mut spec = bgd("web:1");
+        spec["spec"]["requireApproval"] = json!(true);
+        self.create(spec);
+        self.in_phase("AwaitingApproval").await;
+        self.annotate_current("cyan.dev/promote");
+        self.healthy_on("1").await;
+    }
+
     /// Releases web:1, then web:2, each until Healthy: revision 1's hash
     /// and template, for a rollback to it.
     async fn two_releases(&self) -> (String, Value) {
@@ -423,12 +433,7 @@ async fn auto_promote_scales_the_preview_up_and_switches_without_a_second_delay(
 #[tokio::test]
 async fn abort_scales_the_candidate_down_and_keeps_live_until_a_retry() {
     let c = Cluster::new();
-    let mut spec = bgd("web:1");
-    spec["spec"]["requireApproval"] = json!(true);
-    c.create(spec);
-    c.in_phase("AwaitingApproval").await;
-    c.annotate_current("cyan.dev/promote");
-    c.healthy_on("1").await;
+    c.approved_first_release().await;
 
     c.set_image("web:2");
     c.in_phase("AwaitingApproval").await;
@@ -525,12 +530,7 @@ async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
 #[tokio::test]
 async fn an_approval_is_consumed_by_the_switch_it_allowed() {
     let c = Cluster::new();
-    let mut spec = bgd("web:1");
-    spec["spec"]["requireApproval"] = json!(true);
-    c.create(spec);
-    c.in_phase("AwaitingApproval").await;
-    c.annotate_current("cyan.dev/promote");
-    c.healthy_on("1").await;
+    c.approved_first_release().await;
     let v1 = c.hash();
     let v1_template = c.api.get(BGDS, "web").unwrap()["spec"]["template"].clone();
     c.set_image("web:2");

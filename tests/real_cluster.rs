@@ -68,6 +68,24 @@ fn bgd_api(s: &Space) -> Api<kube::api::DynamicObject> {
     )
 }
 
+/// `cyan <args>` for app `web` (no build: the image is given), as the
+/// CLI's ServiceAccount.
+fn cli_on_web(s: &Space, args: &[&str]) -> std::process::Output {
+    let config = s.dir.join("cyan.yaml");
+    std::fs::write(
+        &config,
+        "app: web\nimage: web\nplatform: kubernetes\nport: 8080\n",
+    )
+    .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(args)
+        .arg("-c")
+        .arg(&config)
+        .env("KUBECONFIG", s.cli_kubeconfig())
+        .output()
+        .unwrap()
+}
+
 fn status(s: &Space) -> Value {
     s.get("bgd/web")["status"].clone()
 }
@@ -733,18 +751,7 @@ fn a_second_writer_causes_conflicts_that_are_retried() {
     });
     live_in(&s, "Healthy", "2");
     // The CLI's spec write races the same writer (and the operator).
-    let config = s.dir.join("cyan.yaml");
-    std::fs::write(
-        &config,
-        "app: web\nimage: web\nplatform: kubernetes\nport: 8080\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
-        .args(["rollback", "-c"])
-        .arg(&config)
-        .env("KUBECONFIG", s.cli_kubeconfig())
-        .output()
-        .unwrap();
+    let out = cli_on_web(&s, &["rollback"]);
     assert!(
         out.status.success(),
         "cyan rollback: {}\n{}",
@@ -944,18 +951,7 @@ fn an_object_that_cannot_be_read_fails_alone() {
     set_image(&s, "web:2");
     live_in(&s, "Healthy", "2");
 
-    let config = s.dir.join("cyan.yaml");
-    std::fs::write(
-        &config,
-        "app: web\nimage: web\nplatform: kubernetes\nport: 8080\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyan"))
-        .args(["status", "-o", "json", "-c"])
-        .arg(&config)
-        .env("KUBECONFIG", s.cli_kubeconfig())
-        .output()
-        .unwrap();
+    let out = cli_on_web(&s, &["status", "-o", "json"]);
     assert!(out.status.success(), "{}", util::text(&out));
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["version"], "2", "{st:#}");

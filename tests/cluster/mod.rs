@@ -371,8 +371,12 @@ impl Space {
     }
 
     /// A kubeconfig for this namespace as ServiceAccount `cyan-cli`, bound
-    /// to `manifests/cli-role.yaml` and nothing else.
+    /// to `manifests/cli-role.yaml` and nothing else (made on first use).
     pub fn cli_kubeconfig(&self) -> PathBuf {
+        let path = self.dir.join("cli.kubeconfig");
+        if path.exists() {
+            return path;
+        }
         let role = util::repo_root().join("manifests/cli-role.yaml");
         self.kubectl(&[
             "apply",
@@ -389,7 +393,6 @@ impl Space {
             &format!("--serviceaccount={}:cyan-cli", self.ns),
         ]);
         let token = self.plane.token(&self.ns, "cyan-cli");
-        let path = self.dir.join("cli.kubeconfig");
         std::fs::write(&path, self.plane.kubeconfig(&token, &self.ns)).unwrap();
         path
     }

@@ -470,6 +470,15 @@ async fn verifying(mut verify: Value) -> (Backend, Cluster) {
     (backend, c)
 }
 
+/// `verifying`, until release 1's window has passed and it is Healthy.
+async fn verified(verify: Value) -> (Backend, Cluster) {
+    let window = verify["durationSeconds"].as_u64().expect("durationSeconds");
+    let (backend, c) = verifying(verify).await;
+    c.advance(window + 1);
+    c.healthy_on("1").await;
+    (backend, c)
+}
+
 fn with_verify(image: &str, verify: Value) -> Value {
     let mut spec = bgd(image);
     spec["spec"]["verify"] = verify;
@@ -478,9 +487,7 @@ fn with_verify(image: &str, verify: Value) -> Value {
 
 #[tokio::test]
 async fn a_failed_verify_rolls_back_to_the_hot_previous_color() {
-    let (backend, c) = verifying(json!({ "durationSeconds": 60, "failureThreshold": 2 })).await;
-    c.advance(61);
-    c.healthy_on("1").await;
+    let (backend, c) = verified(json!({ "durationSeconds": 60, "failureThreshold": 2 })).await;
 
     c.set_image("web:2");
     c.live_in("Verifying", "2").await;
@@ -571,9 +578,7 @@ fn lose_status_writes(c: &Cluster) {
 /// status named blue for good and the window never opened.
 #[tokio::test]
 async fn a_switch_whose_status_write_was_lost_is_recorded_from_the_service() {
-    let (_backend, c) = verifying(json!({ "durationSeconds": 60 })).await;
-    c.advance(61);
-    c.healthy_on("1").await;
+    let (_backend, c) = verified(json!({ "durationSeconds": 60 })).await;
     c.set_image("web:2");
     c.run_until("green gated", |s| s["gated"]["green"].is_string())
         .await;
@@ -606,9 +611,7 @@ async fn a_switch_whose_status_write_was_lost_is_recorded_from_the_service() {
 /// the failed release again and switched back to it.
 #[tokio::test]
 async fn a_lost_switch_back_is_recorded_and_the_failed_release_stays_down() {
-    let (backend, c) = verifying(json!({ "durationSeconds": 60, "failureThreshold": 2 })).await;
-    c.advance(61);
-    c.healthy_on("1").await;
+    let (backend, c) = verified(json!({ "durationSeconds": 60, "failureThreshold": 2 })).await;
     c.set_image("web:2");
     c.live_in("Verifying", "2").await;
     backend.set(500, "boom");
@@ -642,9 +645,7 @@ async fn a_lost_switch_back_is_recorded_and_the_failed_release_stays_down() {
 
 #[tokio::test]
 async fn abort_while_verifying_rolls_back_and_a_verified_release_is_left_alone() {
-    let (_backend, c) = verifying(json!({ "durationSeconds": 60 })).await;
-    c.advance(61);
-    c.healthy_on("1").await;
+    let (_backend, c) = verified(json!({ "durationSeconds": 60 })).await;
 
     c.annotate_current("cyan.dev/abort");
     c.reconcile().await.unwrap();

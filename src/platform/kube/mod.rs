@@ -258,8 +258,8 @@ impl Platform for KubePlatform {
         let svc = self
             .service(&self.bgd.spec.active_service, "activeService")
             .await?;
-        // A switch whose status write was lost is recorded from its note.
         self.check_owner(&svc).await?;
+        // A switch whose status write was lost is recorded from its note.
         if let Some(note) = note::SwitchNote::of(&svc, &self.uid(), self.now_ms) {
             self.edit(|s| note.apply(s));
         }

@@ -23,19 +23,47 @@ use super::Home;
 use crate::error::{Error, Result};
 use cyan_plan::release::Color;
 
+/// How long one admin request may take, from connect to its last byte. The
+/// slowest answer the proxy gives is an upgrade's: up to 10 s for its
+/// predecessor to go quiet and 15 s for the successor to answer. A proxy
+/// that was stopped (SIGSTOP) or hangs still accepts on its socket: with
+/// no deadline, `cyan status` waited for ever.
+const DEADLINE: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     socket: PathBuf,
+    deadline: Duration,
 }
 
 impl AdminClient {
     pub fn new(home: &Home) -> AdminClient {
         AdminClient {
             socket: home.socket(),
+            deadline: DEADLINE,
         }
     }
 
+    /// One request and its whole answer, within `DEADLINE`;
+    /// `Error::Unreachable` when the proxy does not answer (in time).
     async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
+        tokio::time::timeout(self.deadline, self.exchange(method, path, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unreachable(format!(
+                    "the cyan proxy did not answer on {} within {}s: it may be stopped or hung (see its log; `cyan proxy status`)",
+                    self.socket.display(),
+                    self.deadline.as_secs()
+                )))
+            })
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
@@ -367,4 +395,41 @@ pub async fn wait_healthy(client: AdminClient, what: &str) -> Result<AdminClient
         "{what} did not answer on {} within 15s",
         client.socket.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A proxy that accepts on its socket and never answers (stopped with
+    /// SIGSTOP, or hung): the request ends at its deadline, as an outage.
+    #[tokio::test]
+    async fn a_proxy_that_never_answers_is_unreachable_at_the_deadline() {
+        let dir = std::env::temp_dir().join(format!("cyan-admin-deadline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("admin.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let client = AdminClient {
+            socket,
+            deadline: Duration::from_millis(300),
+        };
+        let started = Instant::now();
+        let err = client.health().await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+        assert!(err.to_string().contains("did not answer"), "{err}");
+        held.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

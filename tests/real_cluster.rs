@@ -596,6 +596,14 @@ fn a_failed_verify_switches_back_and_the_endpoints_follow() {
     s.wait("the selector back on blue", MINUTE, || {
         (selected(&s, "web").as_deref() == Some("blue") && s.endpoints("web") == blue).then_some(())
     });
+    let said = status(&s)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        said.contains("moved to green by someone else and put back on blue"),
+        "{said}"
+    );
     std::thread::sleep(Duration::from_secs(4)); // past scaleDownDelaySeconds
     assert_eq!(
         replicas(&s, "green"),

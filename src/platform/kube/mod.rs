@@ -172,7 +172,8 @@ impl KubePlatform {
     /// or none) is put back on the live color the status records while
     /// that color is fully available, so a release that was halted never
     /// goes back on the air because the Service names its color, and a
-    /// pinned color is not taken for a switch.
+    /// pinned color is not taken for a switch. The status's message says
+    /// so (the operator's log too).
     async fn restore_selector(&self, svc: &Service) -> Result<Option<Color>> {
         let selected = objects::selected_color(svc);
         let Some(recorded) = self.status().live_color.filter(|c| selected != Some(*c)) else {
@@ -190,6 +191,13 @@ impl KubePlatform {
         );
         self.select(&self.bgd.spec.active_service, "activeService", recorded)
             .await?;
+        self.edit(|s| {
+            s.message = Some(format!(
+                "activeService {} was moved to {} by someone else and put back on {recorded}, the live color: move traffic with cyan promote or cyan rollback",
+                self.bgd.spec.active_service,
+                selected.map_or("no color", Color::as_str)
+            ))
+        });
         Ok(Some(recorded))
     }
 

@@ -90,10 +90,6 @@ impl KubePlatform {
         }
     }
 
-    pub fn now_ms(&self) -> u64 {
-        self.now_ms
-    }
-
     pub fn status(&self) -> BlueGreenDeploymentStatus {
         self.status.lock().expect("status lock").clone()
     }

@@ -94,18 +94,16 @@ impl SwitchNote {
     }
 
     /// The note a Service carries for the object with `uid`, as of `now_ms`:
-    /// one dated past `now_ms` by more than `SKEW_MS`, or past what the
-    /// status can hold (a hand-written `atMs`), is not one: applied, it
-    /// froze the status (a value the API server refuses) or pushed every
-    /// later switch and its verify window into the future.
+    /// one dated past `now_ms` by more than `SKEW_MS` (a hand-written
+    /// `atMs`) is not one: applied, it froze the status (a value past what
+    /// the API server holds) or pushed every later switch and its verify
+    /// window into the future.
     pub fn of(
         svc: &k8s_openapi::api::core::v1::Service,
         uid: &str,
         now_ms: u64,
     ) -> Option<SwitchNote> {
-        Self::read(svc).filter(|n| {
-            n.uid == uid && n.at_ms <= now_ms.saturating_add(SKEW_MS) && n.at_ms <= i64::MAX as u64
-        })
+        Self::read(svc).filter(|n| n.uid == uid && n.at_ms <= now_ms.saturating_add(SKEW_MS))
     }
 }
 

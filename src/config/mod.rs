@@ -12,6 +12,7 @@ mod health;
 mod locate;
 mod proxy;
 mod runtime;
+mod secret_ref;
 mod secrets;
 mod values;
 mod verify;
@@ -30,6 +31,7 @@ pub use proxy::{
     ActiveCheckConfig, PassiveHealth, PreviewConfig, ProxyConfig, ProxyTls, TlsConfig,
 };
 pub use runtime::Runtime;
+pub use secret_ref::SecretRef;
 pub use secrets::{log_filter, Secrets};
 pub use values::{Dur, ImageRepo, Name, Ratio, StatusRange};
 pub use verify::{Inconclusive, VerifyConfig};

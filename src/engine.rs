@@ -1,8 +1,16 @@
 //! The engine: observe → plan → act until the planner says done.
 //!
 //! It has no deploy policy of its own, with one exception kept here on
-//! purpose: a candidate that fails its gate is removed before cyan exits, so
-//! a failed deploy leaves the host as it found it.
+//! purpose: a candidate that fails its gate (or whose switch is vetoed) is
+//! removed before cyan exits, so a failed deploy leaves the host as it
+//! found it.
+//!
+//! What runs beside the acts and decides no step (lifecycle hooks,
+//! notifications, a promotion's check of its source stage) comes in as an
+//! `Around`: called before and after each act, it can stop the walk but
+//! never choose another step.
+
+use std::future::Future;
 
 use crate::error::{Error, Result};
 use crate::output::Output;
@@ -20,7 +28,35 @@ pub enum Outcome {
     AwaitingApproval(Color),
 }
 
-pub async fn converge(p: &impl Platform, d: &Desired, out: &Output) -> Result<Outcome> {
+/// What runs around the engine's acts. Both calls may stop the walk with
+/// an error; neither can change the step.
+pub trait Around {
+    /// Before `step` is acted, and before the walk stops at
+    /// `AwaitApproval`. An error before a candidate's `Switch` or
+    /// `AwaitApproval` is a veto: the candidate is removed, live untouched.
+    fn before(&self, step: &Step, d: &Desired) -> impl Future<Output = Result<()>>;
+    /// After `step` took effect.
+    fn after(&self, step: &Step, d: &Desired) -> impl Future<Output = Result<()>>;
+}
+
+/// Nothing around the acts: the walk alone.
+pub struct Bare;
+
+impl Around for Bare {
+    async fn before(&self, _: &Step, _: &Desired) -> Result<()> {
+        Ok(())
+    }
+    async fn after(&self, _: &Step, _: &Desired) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub async fn converge(
+    p: &impl Platform,
+    d: &Desired,
+    around: &impl Around,
+    out: &Output,
+) -> Result<Outcome> {
     let mut last: Option<Step> = None;
     for _ in 0..MAX_STEPS {
         let observed = p.observe(d).await?;
@@ -28,7 +64,12 @@ pub async fn converge(p: &impl Platform, d: &Desired, out: &Output) -> Result<Ou
         tracing::debug!(?step, "planned");
         match &step {
             Step::Done => return Ok(Outcome::Done),
-            Step::AwaitApproval(c) => return Ok(Outcome::AwaitingApproval(*c)),
+            Step::AwaitApproval(c) => {
+                if let Err(e) = around.before(&step, d).await {
+                    return Err(veto(p, *c, d, e, out).await);
+                }
+                return Ok(Outcome::AwaitingApproval(*c));
+            }
             Step::Failed(why) => return Err(Error::Refused(why.clone())),
             Step::Blocked(holder) => {
                 return Err(Error::LockHeld(format!(
@@ -44,11 +85,18 @@ pub async fn converge(p: &impl Platform, d: &Desired, out: &Output) -> Result<Ou
             )));
         }
         out.phase(describe(&step, d));
+        if let Err(e) = around.before(&step, d).await {
+            return Err(match step {
+                Step::Switch(c) if d.intent != Intent::Rollback => veto(p, c, d, e, out).await,
+                _ => e,
+            });
+        }
         step_event(&step, d, "began");
         match p.act(&step, d).await {
             Ok(()) => {
                 step_event(&step, d, "done");
-                out.done(describe(&step, d))
+                out.done(describe(&step, d));
+                around.after(&step, d).await?;
             }
             Err(e @ Error::GateFailed(_)) => {
                 if let Step::Gate(color) = step {
@@ -64,6 +112,19 @@ pub async fn converge(p: &impl Platform, d: &Desired, out: &Output) -> Result<Ou
     Err(Error::Platform(format!(
         "no convergence after {MAX_STEPS} steps"
     )))
+}
+
+/// A candidate's switch vetoed by `Around::before` (`why`): the candidate
+/// is removed and live is left as it was. Returns the error to give.
+async fn veto(p: &impl Platform, candidate: Color, d: &Desired, why: Error, out: &Output) -> Error {
+    out.warn(format!(
+        "the switch to {candidate} ({}) was vetoed; removing it (live traffic was never touched)",
+        d.target.version
+    ));
+    match p.act(&Step::Clear(candidate), d).await {
+        Ok(()) => why,
+        Err(e) => why.annotate(&format!("removing the candidate failed too: {e}")),
+    }
 }
 
 /// The target of the structured step events: with `--log-format json`
@@ -209,7 +270,7 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_deploy_builds_launches_gates_and_switches() {
         let p = FakePlatform::new(world());
-        let outcome = converge(&p, &deploy("1"), &output()).await;
+        let outcome = converge(&p, &deploy("1"), &Bare, &output()).await;
         assert_eq!(outcome.expect("converges"), Outcome::Done);
         assert_eq!(
             p.take_acted(),
@@ -232,7 +293,7 @@ mod tests {
             require_approval: true,
             ..deploy("2")
         };
-        let outcome = converge(&p, &d, &output()).await;
+        let outcome = converge(&p, &d, &Bare, &output()).await;
         assert_eq!(outcome.expect("stops"), Outcome::AwaitingApproval(Green));
         assert_eq!(p.take_acted(), vec![Step::Launch(Green), Step::Gate(Green)]);
         assert_eq!(p.world().live, Some(Blue), "no switch before approval");
@@ -241,7 +302,7 @@ mod tests {
             intent: Intent::Promote,
             ..d
         };
-        let outcome = converge(&p, &promote, &output()).await;
+        let outcome = converge(&p, &promote, &Bare, &output()).await;
         assert_eq!(outcome.expect("converges"), Outcome::Done);
         assert_eq!(p.take_acted(), vec![Step::Switch(Green)]);
         assert_eq!(p.world().live, Some(Green));
@@ -251,7 +312,7 @@ mod tests {
     async fn a_failed_gate_clears_the_candidate_and_leaves_live_alone() {
         let start = world().built().live(Blue, "1");
         let p = FakePlatform::new(start.clone()).failing_gates();
-        let outcome = converge(&p, &deploy("2"), &output()).await;
+        let outcome = converge(&p, &deploy("2"), &Bare, &output()).await;
         assert!(matches!(outcome, Err(Error::GateFailed(_))), "{outcome:?}");
         assert_eq!(
             p.take_acted(),
@@ -267,7 +328,7 @@ mod tests {
     #[tokio::test]
     async fn an_act_that_does_not_take_effect_stops_the_loop() {
         let p = FakePlatform::new(world()).ignoring(Step::Launch(Blue));
-        let outcome = converge(&p, &deploy("1"), &output()).await;
+        let outcome = converge(&p, &deploy("1"), &Bare, &output()).await;
         match outcome {
             Err(Error::Platform(why)) => assert!(why.contains("did not take effect"), "{why}"),
             other => panic!("expected the platform error, got {other:?}"),
@@ -284,7 +345,7 @@ mod tests {
         let mut start = world().built().live(Blue, "1");
         start.0.lock = LockState::Other("pid 42 on ci-7".into());
         let p = FakePlatform::new(start.clone());
-        let outcome = converge(&p, &deploy("2"), &output()).await;
+        let outcome = converge(&p, &deploy("2"), &Bare, &output()).await;
         match outcome {
             Err(Error::LockHeld(why)) => assert!(why.contains("pid 42 on ci-7"), "{why}"),
             other => panic!("expected the lock error, got {other:?}"),
@@ -329,21 +390,21 @@ mod tests {
         ];
         for (d, start, full) in walks {
             let clean = FakePlatform::new(start.clone());
-            let outcome = converge(&clean, &d, &output()).await;
+            let outcome = converge(&clean, &d, &Bare, &output()).await;
             assert_eq!(outcome.expect("converges"), Outcome::Done);
             assert_eq!(clean.take_acted(), full);
             let end = clean.world();
 
             for k in 0..full.len() {
                 let p = FakePlatform::new(start.clone()).killed_after(k);
-                let outcome = converge(&p, &d, &output()).await;
+                let outcome = converge(&p, &d, &Bare, &output()).await;
                 assert!(
                     matches!(&outcome, Err(Error::Platform(why)) if why == "cyan was killed"),
                     "killed after {k}: {outcome:?}"
                 );
                 assert_eq!(p.take_acted(), full[..k]);
                 p.revive();
-                let outcome = converge(&p, &d, &output()).await;
+                let outcome = converge(&p, &d, &Bare, &output()).await;
                 assert_eq!(
                     outcome.expect("converges"),
                     Outcome::Done,

@@ -35,6 +35,10 @@ pub enum Error {
     /// The request makes no sense in the current state (nothing to roll back to, ...).
     #[error("{0}")]
     Refused(String),
+    /// A lifecycle hook failed (or vetoed the switch). What it did to
+    /// traffic is in the message.
+    #[error("{0}")]
+    HookFailed(String),
     /// A platform call failed in a way that is not one of the above.
     #[error("{0}")]
     Platform(String),
@@ -52,6 +56,7 @@ pub mod exit {
     pub const BUILD_FAILED: u8 = 7;
     pub const PUSH_FAILED: u8 = 8;
     pub const REFUSED: u8 = 9;
+    pub const HOOK_FAILED: u8 = 10;
 }
 
 impl Error {
@@ -65,6 +70,7 @@ impl Error {
             Error::Build(_) => exit::BUILD_FAILED,
             Error::Push(_) => exit::PUSH_FAILED,
             Error::Refused(_) => exit::REFUSED,
+            Error::HookFailed(_) => exit::HOOK_FAILED,
             Error::Platform(_) => exit::INTERNAL,
         })
     }
@@ -81,6 +87,7 @@ impl Error {
             Error::Build(_) => Error::Build(text),
             Error::Push(_) => Error::Push(text),
             Error::Refused(_) => Error::Refused(text),
+            Error::HookFailed(_) => Error::HookFailed(text),
             Error::Platform(_) => Error::Platform(text),
         }
     }
@@ -96,6 +103,7 @@ impl Error {
             Error::Build(_) => "build_failed",
             Error::Push(_) => "push_failed",
             Error::Refused(_) => "refused",
+            Error::HookFailed(_) => "hook_failed",
             Error::Platform(_) => "platform",
         }
     }

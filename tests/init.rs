@@ -76,7 +76,7 @@ fn init_writes_a_demo_config_that_loads_is_never_overwritten_and_deploys() {
     }
 
     // It loads: through cyan's library, and through `cyan config check`.
-    let loaded = cyan::config::Config::load(&app.config).unwrap();
+    let loaded = cyan::config::Config::load(&app.config, &Default::default()).unwrap();
     assert_eq!(
         (loaded.config.app.as_str(), loaded.config.port),
         (name.as_str(), 8080)
@@ -137,7 +137,7 @@ fn init_without_a_dockerfile_warns_and_still_writes_a_file_that_loads() {
         );
     }
     let config = dir.join("cyan.yaml");
-    let loaded = cyan::config::Config::load(&config).unwrap();
+    let loaded = cyan::config::Config::load(&config, &Default::default()).unwrap();
     assert_eq!(loaded.config.build.dockerfile, "Dockerfile");
     assert!(std::fs::read_to_string(&config)
         .unwrap()
@@ -187,7 +187,10 @@ fn init_writes_no_second_config_beside_a_cyan_yml_and_force_replaces_a_link_not_
     let written = dir.join("cyan.yaml");
     assert!(!written.symlink_metadata().unwrap().is_symlink());
     assert_eq!(
-        cyan::config::Config::load(&written).unwrap().config.port,
+        cyan::config::Config::load(&written, &Default::default())
+            .unwrap()
+            .config
+            .port,
         3000
     );
     assert_eq!(std::fs::read_to_string(dir.join("cyan.yml")).unwrap(), yml);

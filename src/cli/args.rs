@@ -26,7 +26,7 @@ rollback is one more atomic switch.\n\nA first deploy:\n  cyan deploy -c cyan.ya
 Then:\n  cyan status -c cyan.yaml\n  cyan rollback -c cyan.yaml",
     after_help = "Exit codes: 0 ok, 1 internal, 2 config, 3 health gate failed, 4 lock held, \
 5 Docker/proxy/registry unreachable, 6 verification failed (rolled back), 7 build failed, \
-8 push failed, 9 refused (e.g. nothing to roll back to)."
+8 push failed, 9 refused (e.g. nothing to roll back to), 10 a lifecycle hook failed."
 )]
 pub struct Cli {
     /// Output format for results (progress always goes to stderr).
@@ -57,6 +57,10 @@ pub struct ConfigArg {
     /// Path to the app's config.
     #[arg(short, long, default_value = "cyan.yaml")]
     pub config: PathBuf,
+    /// The environment (stage) to act on, one of cyan.yaml's `environments:`
+    /// (e.g. staging); required when the file has them.
+    #[arg(short, long, value_name = "NAME", env = "CYAN_ENVIRONMENT")]
+    pub environment: Option<String>,
 }
 
 /// Which platform to act on, when it is not cyan.yaml's.
@@ -137,10 +141,28 @@ pub enum Command {
         #[command(flatten)]
         lock: LockWait,
     },
-    /// Approve the gated candidate (require_approval: true) and switch to it.
+    /// Approve the gated candidate (require_approval: true) and switch to it;
+    /// or, with --from and --to, ship one environment's live, verified
+    /// image to another.
+    ///
+    /// `cyan promote -e production` approves production's candidate.
+    /// `cyan promote --from staging --to production` deploys to production
+    /// exactly the image digest live and verified in staging; it refuses
+    /// (exit 9) when staging's release did not pass verification, or when
+    /// staging moved on from --version since the promotion was asked for.
     Promote {
         #[command(flatten)]
         config: ConfigArg,
+        /// The environment whose live, verified release is shipped.
+        #[arg(long, value_name = "ENVIRONMENT", requires = "to")]
+        from: Option<String>,
+        /// The environment it is shipped to (with --from).
+        #[arg(long, value_name = "ENVIRONMENT", requires = "from")]
+        to: Option<String>,
+        /// With --from: the version expected live in the source; refused if
+        /// the source moved on.
+        #[arg(long = "version", value_name = "VERSION", requires = "from")]
+        release: Option<String>,
         #[command(flatten)]
         platform: PlatformArg,
         #[command(flatten)]

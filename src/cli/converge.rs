@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
+use super::lifecycle::{self, Lifecycle, Source};
 use super::report::{AbortReport, DeployReport};
 use super::session;
 use crate::config::Loaded;
 use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::lock::DeployLock;
+use crate::notify::EventKind;
 use crate::output::Output;
 use crate::plan::{rollback_target, Desired, Intent, KeptSet, Phase, RollbackTarget};
 use crate::platform::docker::{DockerPlatform, Managed};
@@ -50,6 +52,7 @@ pub async fn deploy(
         what: format!("deploy {version}"),
         lock_wait: o.lock_wait,
         rollback_on_failure: o.rollback_on_failure,
+        source: None,
     };
     run.go(&mut p, &desired, out).await
 }
@@ -261,11 +264,14 @@ async fn sides(p: &DockerPlatform<'_>) -> Result<(Option<Vec<Managed>>, Option<V
     Ok((live_set, other))
 }
 
-/// One converge under the app's lock, and the result it prints.
-struct Run {
-    what: String,
-    lock_wait: Duration,
-    rollback_on_failure: bool,
+/// One converge under the app's lock, with its hooks and notifications
+/// (`lifecycle`), and the result it prints.
+pub(super) struct Run {
+    pub what: String,
+    pub lock_wait: Duration,
+    pub rollback_on_failure: bool,
+    /// A promotion between stages: its source.
+    pub source: Option<Source>,
 }
 
 impl Run {
@@ -274,10 +280,11 @@ impl Run {
             what,
             lock_wait,
             rollback_on_failure: false,
+            source: None,
         }
     }
 
-    async fn go(
+    pub(super) async fn go(
         &self,
         p: &mut DockerPlatform<'_>,
         desired: &Desired,
@@ -291,10 +298,72 @@ impl Run {
             DeployLock::acquire(&p.proxy, &c.route(), &self.what, self.lock_wait, out).await?;
         p.lock_token = lock.token.clone();
         let previous = p.record().await?.live_releases().first().map(|r| r.key());
-        let mut outcome = engine::converge(&*p, desired, out).await;
+        let p = &*p;
+        let life = Lifecycle {
+            source: self.source.clone(),
+            ..Lifecycle::new(p, previous.clone())
+        };
+        if desired.intent == Intent::Deploy {
+            life.notify(EventKind::Started, desired, None).await;
+        }
+        let mut outcome = engine::converge(p, desired, &life, out).await;
+        if let Ok(Outcome::Done) = outcome {
+            if desired.intent != Intent::Rollback {
+                if let Err(e) = life.once("post_deploy", desired, None).await {
+                    outcome = Err(e);
+                }
+            }
+        }
         if let (Err(e), true) = (&outcome, self.rollback_on_failure) {
-            if let Some(note) = switch_back(p, desired, out).await {
+            if let Some(note) = switch_back(p, desired, &life, out).await {
                 outcome = Err(e.annotate(&note));
+            }
+        }
+        match &outcome {
+            Ok(Outcome::Done) if self.source.is_some() => {
+                life.notify(EventKind::Promoted, desired, None).await
+            }
+            Ok(Outcome::AwaitingApproval(_)) => {
+                life.notify(EventKind::AwaitingApproval, desired, None)
+                    .await
+            }
+            Ok(Outcome::Done) => {}
+            Err(e @ Error::VerifyFailed(_)) => {
+                life.notify(EventKind::VerifyFailed, desired, Some(e.to_string()))
+                    .await;
+                life.event("on_rollback", desired, Some(&e.to_string()))
+                    .await;
+            }
+            Err(e) => {
+                life.notify(EventKind::Failed, desired, Some(e.to_string()))
+                    .await;
+                life.event("on_failure", desired, Some(&e.to_string()))
+                    .await;
+            }
+        }
+        let notified = life.notifier.finish(lifecycle::NOTIFY_BOUND).await;
+        if !notified.is_empty() {
+            for n in notified.iter().filter(|n| !n.delivered) {
+                out.warn(format!(
+                    "notification {} to {} not delivered: {}",
+                    n.event, n.destination, n.detail
+                ));
+            }
+            let values = notified
+                .iter()
+                .map(|n| serde_json::to_value(n).expect("an outcome serializes"));
+            let kept = p
+                .update_record(|r| {
+                    r.notifications.extend(values);
+                    let excess = r
+                        .notifications
+                        .len()
+                        .saturating_sub(crate::record::HISTORY_LIMIT);
+                    r.notifications.drain(..excess);
+                })
+                .await;
+            if let Err(e) = kept {
+                out.warn(format!("could not record the notifications' outcomes: {e}"));
             }
         }
         lock.release().await;
@@ -351,7 +420,12 @@ impl Run {
 /// release, converge back to the release that was live before. Returns what
 /// it did, for the error message; `None` when traffic never moved (a failed
 /// gate, or a verify breach that already switched back).
-async fn switch_back(p: &DockerPlatform<'_>, failed: &Desired, out: &Output) -> Option<String> {
+async fn switch_back(
+    p: &DockerPlatform<'_>,
+    failed: &Desired,
+    life: &Lifecycle<'_>,
+    out: &Output,
+) -> Option<String> {
     let on_target = match p.observe(failed).await {
         Ok(o) => {
             o.live
@@ -389,7 +463,7 @@ async fn switch_back(p: &DockerPlatform<'_>, failed: &Desired, out: &Output) -> 
         retire_delay_ms: 0,
         ..failed.clone()
     };
-    match engine::converge(p, &back, out).await {
+    match engine::converge(p, &back, life, out).await {
         Ok(_) => Some(format!("rolled back: {} is live again", target.version)),
         Err(e) => Some(format!(
             "the rollback to {} failed too: {e}",

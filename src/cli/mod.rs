@@ -21,10 +21,12 @@ mod deployer;
 mod image;
 mod init;
 mod kube;
+mod lifecycle;
 mod proxy;
 mod remove;
 mod report;
 mod session;
+mod stages;
 mod status;
 
 use clap::Parser;
@@ -50,7 +52,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             rollback_on_failure,
             lock,
         } => {
-            let mut cfg = session::load_with(&config.config, &image, platform.platform)?;
+            let mut cfg = session::load_with(&config, &image, platform.platform)?;
             if let Some(required) = require_approval {
                 cfg.config.require_approval = required;
             }
@@ -70,7 +72,7 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             image,
             lock,
         } => {
-            let cfg = session::load_with(&config.config, &image, platform.platform)?;
+            let cfg = session::load_with(&config, &image, platform.platform)?;
             let on = Deployer::of(&home, &cfg);
             out.report(
                 &on.rollback(&cfg, to.as_deref(), lock.lock_wait, out)
@@ -80,11 +82,40 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Promote {
             config,
+            from: Some(from),
+            to: Some(to),
+            release,
             platform,
             image,
             lock,
         } => {
-            let cfg = session::load_with(&config.config, &image, platform.platform)?;
+            let stage = |name: &str| {
+                let arg = ConfigArg {
+                    environment: Some(name.to_string()),
+                    ..config.clone()
+                };
+                session::load_with(&arg, &image, platform.platform)
+            };
+            let (from, to) = (stage(&from)?, stage(&to)?);
+            if to.config.platform != crate::config::PlatformKind::Docker {
+                return Err(Error::Refused(
+                    "promote --from/--to runs on Docker hosts; on Kubernetes apply the same image to the other environment's BlueGreenDeployment".into(),
+                ));
+            }
+            out.report(
+                &stages::promote(&home, &from, &to, release.as_deref(), lock.lock_wait, out)
+                    .await?,
+            );
+            Ok(())
+        }
+        Command::Promote {
+            config,
+            platform,
+            image,
+            lock,
+            ..
+        } => {
+            let cfg = session::load_with(&config, &image, platform.platform)?;
             let on = Deployer::of(&home, &cfg);
             out.report(&on.promote(&cfg, lock.lock_wait, out).await?);
             Ok(())
@@ -94,37 +125,34 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             platform,
             lock,
         } => {
-            let cfg =
-                session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
+            let cfg = session::load_with(&config, &ImageOverride::default(), platform.platform)?;
             let on = Deployer::of(&home, &cfg);
             out.report(&on.abort(&cfg, lock.lock_wait, out).await?);
             Ok(())
         }
         Command::Remove { config, yes, lock } => {
-            let cfg = session::load(&config.config)?;
+            let cfg = session::load(&config)?;
             let on = Deployer::of(&home, &cfg);
             on.remove(&cfg, yes, lock.lock_wait, out).await
         }
         Command::Status { config, platform } => {
-            let cfg =
-                session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
+            let cfg = session::load_with(&config, &ImageOverride::default(), platform.platform)?;
             let on = Deployer::of(&home, &cfg);
             out.report(&on.status(&cfg, out).await?);
             Ok(())
         }
         Command::History { config, platform } => {
-            let cfg =
-                session::load_with(&config.config, &ImageOverride::default(), platform.platform)?;
+            let cfg = session::load_with(&config, &ImageOverride::default(), platform.platform)?;
             let on = Deployer::of(&home, &cfg);
             out.report(&on.history(&cfg, out).await?);
             Ok(())
         }
         Command::Build(step) => {
-            let cfg = session::load_with(&step.config.config, &step.image, None)?;
+            let cfg = session::load_shared(&step.config, &step.image)?;
             image::build(&cfg, step.release.as_deref(), out).await
         }
         Command::Push(step) => {
-            let cfg = session::load_with(&step.config.config, &step.image, None)?;
+            let cfg = session::load_shared(&step.config, &step.image)?;
             image::push(&cfg, step.release.as_deref(), out).await
         }
         Command::Init {
@@ -144,17 +172,19 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
-            let loaded = crate::config::Config::load(&config.config)?;
+            let checked = session::check(&config)?;
+            let first = &checked[0].config;
+            let names: Vec<&str> = checked
+                .iter()
+                .map(|l| l.config.environment.as_str())
+                .collect();
             out.result(
-                &serde_json::json!({"valid": true, "config": loaded.config}),
-                || {
-                    format!(
-                        "{}: ok ({} in {})",
-                        config.config.display(),
-                        loaded.config.app,
-                        loaded.config.environment
-                    )
-                },
+                &serde_json::json!({
+                    "valid": true,
+                    "config": first,
+                    "environments": checked.iter().map(|l| (l.config.environment.to_string(), &l.config)).collect::<std::collections::BTreeMap<_, _>>(),
+                }),
+                || format!("{}: ok ({} in {})", config.config.display(), first.app, names.join(", ")),
             );
             Ok(())
         }

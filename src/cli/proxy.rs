@@ -16,7 +16,7 @@ pub async fn hold(home: &Home, cmd: HoldCommand, out: &Output) -> Result<()> {
         HoldCommand::On { config, duration } => (config, Some(duration)),
         HoldCommand::Off { config } => (config, None),
     };
-    let cfg = docker_only(session::load(&config.config)?)?;
+    let cfg = docker_only(session::load(&config)?)?;
     let route = cfg.config.route();
     AdminClient::new(home).hold(&route, duration).await?;
     out.result(&serde_json::json!({"app": route, "held": duration.is_some()}), || match duration {
@@ -132,7 +132,7 @@ pub async fn maintenance(home: &Home, cmd: MaintenanceCommand, out: &Output) -> 
         }
         MaintenanceCommand::Off { config } => (config, None),
     };
-    let cfg = docker_only(session::load(&config.config)?)?;
+    let cfg = docker_only(session::load(&config)?)?;
     let route = cfg.config.route();
     let on = page.is_some();
     AdminClient::new(home).set_maintenance(&route, page).await?;

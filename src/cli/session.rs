@@ -3,10 +3,8 @@
 //! changes with a switch (`DockerPlatform::route_spec`), so reading
 //! commands never change routing.
 
-use std::path::Path;
-
-use super::ImageOverride;
-use crate::config::{Config, Loaded, PlatformKind, Secrets};
+use super::{ConfigArg, ImageOverride};
+use crate::config::{Config, Loaded, Pick, PlatformKind, Secrets};
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::platform::docker::{self, DockerPlatform};
@@ -47,17 +45,64 @@ async fn with_secrets<'a>(
         lock_token: String::new(),
         out,
         verdict: Default::default(),
+        promoted_from: None,
     })
 }
 
-pub fn load(path: &Path) -> Result<Loaded> {
-    Config::load(path)
+/// Loads `--config` for what every environment shares (`build`, `push`):
+/// `--environment` is not needed.
+pub fn load_shared(arg: &ConfigArg, o: &ImageOverride) -> Result<Loaded> {
+    let pick = Pick {
+        environment: arg.environment.clone(),
+        platform: None,
+        shared_only: true,
+    };
+    overridden(Config::load(&arg.config, &pick)?, o)
 }
 
-/// Loads config with `--image` / `--registry` applied over its `image`, and
-/// `--platform` over its `platform`.
-pub fn load_with(path: &Path, o: &ImageOverride, platform: Option<PlatformKind>) -> Result<Loaded> {
-    let mut cfg = Config::load_for(path, platform)?;
+/// `config check`: the environment named, else every one of the file's
+/// (the first error stops it), else the file as written.
+pub fn check(arg: &ConfigArg) -> Result<Vec<Loaded>> {
+    if arg.environment.is_some() {
+        return Ok(vec![load(arg)?]);
+    }
+    let first = load_shared(arg, &ImageOverride::default())?;
+    let names = first.config.environment_names();
+    if names.len() < 2 {
+        return Ok(vec![first]);
+    }
+    names
+        .into_iter()
+        .map(|environment| {
+            load(&ConfigArg {
+                environment: Some(environment),
+                ..arg.clone()
+            })
+        })
+        .collect()
+}
+
+/// Loads `--config` for `--environment`.
+pub fn load(arg: &ConfigArg) -> Result<Loaded> {
+    load_with(arg, &ImageOverride::default(), None)
+}
+
+/// Loads `--config` for `--environment`, with `--image` / `--registry`
+/// applied over its `image`, and `--platform` over its `platform`.
+pub fn load_with(
+    arg: &ConfigArg,
+    o: &ImageOverride,
+    platform: Option<PlatformKind>,
+) -> Result<Loaded> {
+    let pick = Pick {
+        environment: arg.environment.clone(),
+        platform,
+        shared_only: false,
+    };
+    overridden(Config::load(&arg.config, &pick)?, o)
+}
+
+fn overridden(mut cfg: Loaded, o: &ImageOverride) -> Result<Loaded> {
     if let Some(image) = &o.image {
         cfg.config.image = image.clone();
     }

@@ -8,7 +8,7 @@ use crate::error::Error;
 
 /// Describes a deserialization error with its location and key path.
 pub(super) fn describe(e: &serde_saphyr::Error, text: &str, origin: &str) -> Error {
-    let message = strip_position(&e.without_snippet().to_string());
+    let message = message_of(e);
     match e.location() {
         Some(loc) if loc.line() > 0 => {
             let line = loc.line() as usize;
@@ -43,6 +43,16 @@ pub(super) fn at_key(text: &str, origin: &str, path: &[&str], message: &str) -> 
         )),
         None => Error::Config(format!("{origin}: {dotted}: {message}")),
     }
+}
+
+/// A parser error's message, without saphyr's own position and snippet.
+pub(super) fn message_of(e: &serde_saphyr::Error) -> String {
+    strip_position(&e.without_snippet().to_string())
+}
+
+/// Whether the key at `path` is written in `text` (not only a parent).
+pub(super) fn is_written(text: &str, path: &[&str]) -> bool {
+    find_key(text, path).is_some()
 }
 
 /// saphyr adds "error: line L column C: " before and sometimes " at line L,

@@ -8,7 +8,9 @@
 //! span sections; a section with rules of its own has its file (`proxy`,
 //! `health`, `verify`), as has what a release records (`runtime`).
 
+mod environments;
 mod health;
+mod hooks;
 mod locate;
 mod proxy;
 mod runtime;
@@ -27,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 pub use crate::proxy::state::Balance;
 pub use health::{HealthConfig, HttpCheck, Probe};
+pub use hooks::{Hook, HookCommand, HooksConfig};
 pub use proxy::{
     ActiveCheckConfig, PassiveHealth, PreviewConfig, ProxyConfig, ProxyTls, TlsConfig,
 };
@@ -110,6 +113,17 @@ pub struct Config {
     pub require_approval: bool,
     #[serde(default)]
     pub keep: KeepConfig,
+    /// Where deploys are announced (chat, webhooks, mail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::Destination>,
+    /// Commands run at named points of a deploy (Docker).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub hooks: HooksConfig,
+    /// Stages of the app (staging, production, …): each a mapping of what
+    /// differs, merged over the rest of the file when `--environment` picks
+    /// it (`environments`' module doc).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<Name, environments::Overrides>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -173,6 +187,10 @@ impl Default for KeepConfig {
     }
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 fn default_environment() -> Name {
     Name::new("production")
 }
@@ -190,6 +208,17 @@ fn default_stop_timeout() -> Dur {
 }
 fn default_hot() -> u32 {
     1
+}
+
+/// Which stage of the file a command acts on, and on which platform: the
+/// `--environment` and `--platform` flags, over the file's own.
+#[derive(Debug, Clone, Default)]
+pub struct Pick {
+    pub environment: Option<String>,
+    pub platform: Option<PlatformKind>,
+    /// For what every environment shares (the image and its build): with
+    /// no `environment`, the file's first environment rather than an error.
+    pub shared_only: bool,
 }
 
 /// A config and where it came from.
@@ -214,40 +243,66 @@ impl Loaded {
 }
 
 impl Config {
-    /// Reads and validates a config file. Errors name file:line:column and the key path.
-    pub fn load(path: &Path) -> Result<Loaded> {
-        Self::load_for(path, None)
-    }
-
-    /// `load`, with `platform` (the `--platform` flag) in place of the file's.
-    pub fn load_for(path: &Path, platform: Option<PlatformKind>) -> Result<Loaded> {
+    /// Reads and validates a config file, for `pick.environment` when the
+    /// file has `environments:`. Errors name file:line:column and the key
+    /// path.
+    pub fn load(path: &Path, pick: &Pick) -> Result<Loaded> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read config {}: {e}", path.display())))?;
-        let config = Self::parse_for(&text, &path.display().to_string(), platform)?;
+        let config = Self::parse_for(&text, &path.display().to_string(), pick)?;
         Ok(Loaded {
             config,
             path: path.to_path_buf(),
         })
     }
 
-    /// Parses config text; `origin` names the file in errors.
+    /// Parses config text, a file without `environments:` (or one picked
+    /// with `parse_for`); `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        Self::parse_for(text, origin, None)
+        Self::parse_for(text, origin, &Pick::default())
     }
 
-    fn parse_for(text: &str, origin: &str, platform: Option<PlatformKind>) -> Result<Config> {
-        let mut config: Config =
+    /// Parses config text for `pick`: the environment's mapping merged over
+    /// the top level (`environments`), then `pick.platform` over `platform`.
+    pub fn parse_for(text: &str, origin: &str, pick: &Pick) -> Result<Config> {
+        let base: Config =
             serde_saphyr::from_str(text).map_err(|e| locate::describe(&e, text, origin))?;
-        if let Some(p) = platform {
+        environments::shared_key_set(&base, text, origin)?;
+        let wanted = match (&pick.environment, pick.shared_only) {
+            (None, true) => base.environments.keys().next().map(|n| n.to_string()),
+            (wanted, _) => wanted.clone(),
+        };
+        let chosen = environments::choose(&base, wanted.as_deref(), origin)?;
+        let at = environments::Locator {
+            text,
+            origin,
+            environment: chosen.as_ref().map(Name::as_str),
+        };
+        let mut config = match &chosen {
+            None => base,
+            Some(name) => {
+                let merged = environments::merged(text, &base, name)?;
+                let mut picked: Config =
+                    serde_saphyr::from_str(&merged).map_err(|e| at.parse_error(&e, &merged))?;
+                picked.environments = base.environments;
+                picked
+            }
+        };
+        if let Some(p) = pick.platform {
             config.platform = p;
         }
-        config.validate(text, origin)?;
+        config.validate(&at)?;
         Ok(config)
     }
 
+    /// The file's environments, by name (empty without `environments:`).
+    pub fn environment_names(&self) -> Vec<String> {
+        self.environments.keys().map(|n| n.to_string()).collect()
+    }
+
     /// Checks that span several keys, reported at the first key involved.
-    fn validate(&self, text: &str, origin: &str) -> Result<()> {
-        let fail = |path: &[&str], msg: String| Err(locate::at_key(text, origin, path, &msg));
+    fn validate(&self, at: &environments::Locator) -> Result<()> {
+        let fail = |path: &[&str], msg: String| Err(at.key(path, &msg));
         let routed = self.proxy.host.is_some() || self.proxy.listen.is_some();
         if !self.proxy.hosts.is_empty() && self.proxy.host.is_none() {
             return fail(
@@ -285,7 +340,7 @@ impl Config {
             }
         }
         if let Some(preview) = &self.proxy.preview {
-            self.validate_preview(preview, text, origin)?;
+            self.validate_preview(preview, at)?;
         }
         if let Some((key, why)) = self.health.conflict() {
             return fail(&["health", key], why);
@@ -325,19 +380,42 @@ impl Config {
                 ),
             );
         }
+        for (key, hook) in self.hooks.all() {
+            if hook.run.is_empty() {
+                return fail(&["hooks", key, "run"], "give the command to run".into());
+            }
+            if hook.timeout.0.is_zero() {
+                return fail(
+                    &["hooks", key, "timeout"],
+                    "a hook needs time to run".into(),
+                );
+            }
+            if hook.container && key == "pre_build" {
+                return fail(
+                    &["hooks", key, "container"],
+                    "pre_build runs before the image exists: it can only run on the host".into(),
+                );
+            }
+        }
         if self.platform == PlatformKind::Kubernetes {
-            return self.validate_kubernetes(text, origin);
+            return self.validate_kubernetes(at);
         }
         Ok(())
     }
 
     /// On Kubernetes Secrets are the cluster's: cyan does not carry them.
-    fn validate_kubernetes(&self, text: &str, origin: &str) -> Result<()> {
-        let fail = |path: &[&str], msg: String| Err(locate::at_key(text, origin, path, &msg));
+    fn validate_kubernetes(&self, at: &environments::Locator) -> Result<()> {
+        let fail = |path: &[&str], msg: String| Err(at.key(path, &msg));
         if !self.secrets.is_empty() {
             return fail(
                 &["secrets"],
                 "on Kubernetes, pass secrets with a Kubernetes Secret (envFrom in the BlueGreenDeployment's template), not through cyan".into(),
+            );
+        }
+        if self.hooks != HooksConfig::default() {
+            return fail(
+                &["hooks"],
+                "hooks run with the Docker platform's deploys; on Kubernetes the operator deploys, so use the cluster's own (a Job, an init container, a preview Service check)".into(),
             );
         }
         Ok(())
@@ -345,8 +423,8 @@ impl Config {
 
     /// `proxy.preview`: the cyan proxy's, so Docker's only, and on a host
     /// and listen address the app does not serve live.
-    fn validate_preview(&self, p: &PreviewConfig, text: &str, origin: &str) -> Result<()> {
-        let fail = |path: &[&str], msg: String| Err(locate::at_key(text, origin, path, &msg));
+    fn validate_preview(&self, p: &PreviewConfig, at: &environments::Locator) -> Result<()> {
+        let fail = |path: &[&str], msg: String| Err(at.key(path, &msg));
         if self.platform == PlatformKind::Kubernetes {
             return fail(
                 &["proxy", "preview"],

@@ -96,7 +96,9 @@ mod tests {
         assert!(err.to_string().contains("is empty"), "{err}");
 
         std::env::set_var("CYAN_TEST_SECRET_REF", " v ");
-        let got = SecretRef::Env("CYAN_TEST_SECRET_REF".into()).read().expect("reads");
+        let got = SecretRef::Env("CYAN_TEST_SECRET_REF".into())
+            .read()
+            .expect("reads");
         assert_eq!(got.expose_secret(), " v ");
         let err = SecretRef::Env("CYAN_TEST_SECRET_REF_UNSET".into())
             .read()

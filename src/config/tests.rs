@@ -510,3 +510,163 @@ fn a_preview_is_a_host_or_listen_address_of_its_own_and_docker_only() {
         "{e}"
     );
 }
+
+const STAGED: &str = "\
+app: web
+image: 127.0.0.1:5000/web
+port: 8080
+replicas: 2
+proxy: { host: web.example.com, drain_timeout: 20s }
+env:
+  LOG: info
+  REGION: eu
+require_approval: true
+environments:
+  staging:
+    replicas: 1
+    proxy: { host: staging.web.example.com }
+    env: { LOG: debug, FEATURE_X: \"1\" }
+    require_approval: false
+  production:
+    verify: { duration: 30s, max_5xx_ratio: 0.01 }
+";
+
+fn pick(text: &str, environment: Option<&str>) -> Result<Config> {
+    Config::parse_for(
+        text,
+        "cyan.yaml",
+        &Pick {
+            environment: environment.map(String::from),
+            ..Pick::default()
+        },
+    )
+}
+
+#[test]
+fn an_environment_is_merged_over_the_top_level_key_by_key() {
+    let s = pick(STAGED, Some("staging")).unwrap();
+    assert_eq!(s.environment.as_str(), "staging");
+    assert_eq!(s.route(), "web-staging");
+    assert_eq!(s.replicas.get(), 1);
+    assert_eq!(s.proxy.host.as_deref(), Some("staging.web.example.com"));
+    assert_eq!(
+        s.proxy.drain_timeout,
+        Dur::from_secs(20),
+        "the rest of proxy stays"
+    );
+    let env: Vec<_> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(env, ["FEATURE_X=1", "LOG=debug", "REGION=eu"]);
+    assert!(!s.require_approval);
+    assert!(s.verify.is_none());
+
+    let p = pick(STAGED, Some("production")).unwrap();
+    assert_eq!(p.route(), "web-production");
+    assert_eq!(p.replicas.get(), 2);
+    assert_eq!(p.proxy.host.as_deref(), Some("web.example.com"));
+    assert!(p.require_approval);
+    assert_eq!(p.verify.as_ref().unwrap().duration, Dur::from_secs(30));
+    assert_eq!(p.environment_names(), ["production", "staging"]);
+}
+
+#[test]
+fn null_puts_a_key_back_to_its_default_and_lists_replace() {
+    let text = STAGED.replace(
+        "    require_approval: false\n",
+        "    require_approval: null\n    secrets: [DB_URL]\n",
+    );
+    let text = text.replace(
+        "require_approval: true\nenv",
+        "require_approval: true\nsecrets: [A, B]\nenv",
+    );
+    let s = pick(&text, Some("staging")).unwrap();
+    assert!(!s.require_approval, "null: the default, false");
+    assert_eq!(s.secrets, ["DB_URL"]);
+    assert_eq!(pick(&text, Some("production")).unwrap().secrets, ["A", "B"]);
+}
+
+#[test]
+fn a_file_with_environments_asks_which_and_names_them() {
+    let e = pick(STAGED, None).unwrap_err().to_string();
+    assert!(
+        e.contains("defines the environments production, staging"),
+        "{e}"
+    );
+    assert!(e.contains("--environment"), "{e}");
+    let e = pick(STAGED, Some("prod")).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "cyan.yaml has no environment \"prod\"; it has production, staging"
+    );
+    // A file without environments: its own name is fine, another is not.
+    assert!(pick(GOOD, Some("production")).is_ok());
+    let e = pick(GOOD, Some("staging")).unwrap_err().to_string();
+    assert!(e.contains("has no environments: section"), "{e}");
+    // Build and push read what is shared: no name needed.
+    let shared = Config::parse_for(
+        STAGED,
+        "cyan.yaml",
+        &Pick {
+            shared_only: true,
+            ..Pick::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(shared.image.tag("1"), "127.0.0.1:5000/web:1");
+}
+
+#[test]
+fn errors_inside_an_environment_point_into_it() {
+    // A bad value written in the environment: its own line.
+    let text = STAGED.replace("    replicas: 1\n", "    replicas: 0\n");
+    let e = pick(&text, Some("staging")).unwrap_err().to_string();
+    assert!(
+        e.starts_with("cyan.yaml:12:") && e.contains("environments.staging.replicas"),
+        "{e}"
+    );
+    // Production does not read staging's mapping.
+    assert!(pick(&text, Some("production")).is_ok());
+    // A cross-key rule broken by the merge: at the environment's key.
+    let text = STAGED.replace(
+        "    proxy: { host: staging.web.example.com }\n",
+        "    proxy: { host: null }\n",
+    );
+    let e = pick(&text, Some("staging")).unwrap_err().to_string();
+    assert!(e.contains("environments.staging.proxy"), "{e}");
+    // A rule broken at the top level, seen through one environment.
+    let text = STAGED.replace("env:\n  LOG: info", "env:\n  \"1BAD\": x\n  LOG: info");
+    let e = pick(&text, Some("production")).unwrap_err().to_string();
+    assert!(e.contains("(in environment production)"), "{e}");
+    // Unknown keys are refused inside environments too.
+    let text = STAGED.replace("    replicas: 1\n", "    replica: 1\n");
+    let e = pick(&text, Some("staging")).unwrap_err().to_string();
+    assert!(
+        e.contains("environments.staging") && e.contains("replica"),
+        "{e}"
+    );
+}
+
+#[test]
+fn what_every_stage_shares_cannot_be_set_per_environment() {
+    for key in [
+        "app: api",
+        "image: other/web",
+        "build: { context: x }",
+        "environment: x",
+    ] {
+        let text = STAGED.replace("    replicas: 1\n", &format!("    {key}\n"));
+        let e = pick(&text, Some("production")).unwrap_err().to_string();
+        let name = key.split(':').next().unwrap();
+        assert!(
+            e.starts_with("cyan.yaml:12:") && e.contains("is the same in every environment"),
+            "{key}: {e}"
+        );
+        assert!(e.contains(&format!("environments.staging.{name}")), "{e}");
+    }
+    let e = pick(
+        &STAGED.replace("  production:\n", "  production: 3\n"),
+        Some("staging"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("an environment is a mapping"), "{e}");
+}

@@ -46,6 +46,54 @@ pub struct DeployRecord {
         deserialize_with = "readable_runtimes"
     )]
     pub runtimes: Vec<RecordedRuntime>,
+    /// Each lifecycle hook's latest run per release (Docker), so a deploy
+    /// killed during a hook and run again skips the hooks that passed.
+    /// Entries this cyan cannot read are dropped, never the record.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "readable_hooks"
+    )]
+    pub hooks: Vec<HookRun>,
+    /// What became of each notification (the deployer's `notify::Outcome`,
+    /// as JSON the planner never reads), newest last, at most
+    /// `HISTORY_LIMIT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<serde_json::Value>,
+}
+
+/// At most this many hook runs are kept (the newest).
+pub const HOOK_RUNS_LIMIT: usize = 32;
+
+/// One lifecycle hook's latest run for one release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRun {
+    /// The hook's key in cyan.yaml (`post_gate`, …).
+    pub hook: String,
+    pub release: ReleaseKey,
+    pub outcome: HookOutcome,
+    /// RFC 3339 time the outcome was written.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookOutcome {
+    /// Started and not finished: the cyan running it was killed (or runs
+    /// it now). It runs again.
+    Started,
+    Passed,
+    Failed,
+}
+
+fn readable_hooks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HookRun>, D::Error> {
+    let serde_json::Value::Array(values) = serde_json::Value::deserialize(d)? else {
+        return Ok(Vec::new());
+    };
+    Ok(values
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect())
 }
 
 /// The runtime config of one release, as the deployer recorded it (a JSON
@@ -102,9 +150,14 @@ pub struct HistoryEntry {
     pub release: Release,
     /// RFC 3339 time of the event.
     pub at: String,
-    /// What the verify window saw (`verify-failed`, `verify-inconclusive`).
+    /// What the verify window saw (`verify-failed`, `verify-inconclusive`;
+    /// on `promoted`, written when its window passed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyFigures>,
+    /// `promoted` by `cyan promote --from <environment>`: the stage whose
+    /// live, verified release this was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_environment: Option<String>,
 }
 
 /// What a verify window saw of the release it watched, and its verdict.
@@ -198,6 +251,60 @@ impl DeployRecord {
             .iter()
             .filter(move |r| &r.release == release)
             .map(|r| &r.runtime)
+    }
+
+    /// The latest run of `hook` for `release`, if any.
+    pub fn hook_run(&self, hook: &str, release: &ReleaseKey) -> Option<&HookRun> {
+        self.hooks
+            .iter()
+            .find(|r| r.hook == hook && &r.release == release)
+    }
+
+    /// Records `run` as its hook's latest for its release, keeping the
+    /// newest `HOOK_RUNS_LIMIT`.
+    pub fn record_hook(&mut self, run: HookRun) {
+        self.hooks
+            .retain(|r| !(r.hook == run.hook && r.release == run.release));
+        self.hooks.push(run);
+        let excess = self.hooks.len().saturating_sub(HOOK_RUNS_LIMIT);
+        self.hooks.drain(..excess);
+    }
+
+    /// Whether `release` went live and passed a verify window, and nothing
+    /// since judged it otherwise (its newest entry is not a failed or
+    /// inconclusive verification): what a promotion between stages needs.
+    /// A release rolled back to keeps the pass it had.
+    pub fn verified(&self, release: &ReleaseKey) -> bool {
+        let mut entries = self
+            .history
+            .iter()
+            .rev()
+            .filter(|e| &e.release.key() == release)
+            .peekable();
+        let judged_since = entries
+            .peek()
+            .is_some_and(|e| matches!(e.event, Event::VerifyFailed | Event::VerifyInconclusive));
+        !judged_since
+            && entries.any(|e| {
+                e.event == Event::Promoted
+                    && e.verify
+                        .as_ref()
+                        .is_some_and(|v| v.verdict == Verdict::Passed)
+            })
+    }
+
+    /// Marks the newest `promoted` entry of `release` as verified with
+    /// `figures` (its window passed).
+    pub fn mark_verified(&mut self, release: &ReleaseKey, figures: VerifyFigures) {
+        if let Some(e) = self
+            .history
+            .iter_mut()
+            .rev()
+            .find(|e| &e.release.key() == release)
+            .filter(|e| e.event == Event::Promoted)
+        {
+            e.verify = Some(figures);
+        }
     }
 
     /// Whether `key` was ever live (so a set holding it is a previous release,

@@ -124,6 +124,7 @@ mod tests {
                 },
                 at: String::new(),
                 verify: None,
+                from_environment: None,
             });
         }
         r

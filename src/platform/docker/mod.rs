@@ -56,6 +56,9 @@ pub struct DockerPlatform<'a> {
     pub out: &'a Output,
     /// What this run's verify window concluded, for the command's result.
     pub verdict: std::sync::Mutex<Option<VerifyFigures>>,
+    /// `cyan promote --from`: the stage whose release this deploy ships,
+    /// written into the switch's history entry.
+    pub promoted_from: Option<String>,
 }
 
 impl Platform for DockerPlatform<'_> {

@@ -27,7 +27,7 @@ impl DockerPlatform<'_> {
     /// even when created by id. So creation is serialized across cyan
     /// processes by a host-wide file lock, and duplicates left by older
     /// versions are healed: the oldest is kept, the empty others removed.
-    pub(super) async fn ensure_network(&self) -> Result<String> {
+    pub async fn ensure_network(&self) -> Result<String> {
         let name = name();
         let _lock = HostLock::take(&format!("cyan-network-{name}"))?;
         if let Some(id) = self.cyan_network(&name).await? {

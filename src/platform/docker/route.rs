@@ -97,6 +97,14 @@ impl DockerPlatform<'_> {
             .unwrap_or_default())
     }
 
+    /// Reads the record, changes it with `change`, and writes it back (under
+    /// the deploy lock, so nothing else writes between).
+    pub async fn update_record(&self, change: impl FnOnce(&mut DeployRecord)) -> Result<()> {
+        let mut record = self.record().await?;
+        change(&mut record);
+        self.put_record(&record).await
+    }
+
     pub(super) async fn put_record(&self, record: &DeployRecord) -> Result<()> {
         let value = serde_json::to_value(record).expect("record serializes");
         Ok(self.proxy.put_record(&self.route(), &value).await?)
@@ -159,6 +167,9 @@ impl DockerPlatform<'_> {
             release,
             at: crate::clock::now_rfc3339(),
             verify: None,
+            from_environment: (d.intent != Intent::Rollback)
+                .then(|| self.promoted_from.clone())
+                .flatten(),
         });
         let req = SwitchRequest {
             color,

@@ -311,7 +311,7 @@ impl Platform for KubePlatform {
                 history: Vec::new(),
                 switched_at_ms: status.switched_at_ms,
                 halted,
-                runtimes: Vec::new(),
+                ..DeployRecord::default()
             },
             lock: LockState::Ours,
             now_ms: self.now_ms,

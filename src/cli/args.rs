@@ -61,6 +61,12 @@ pub struct ConfigArg {
     /// (e.g. staging); required when the file has them.
     #[arg(short, long, value_name = "NAME", env = "CYAN_ENVIRONMENT")]
     pub environment: Option<String>,
+    /// Act on a branch's own copy of the environment: named
+    /// `<environment>-<BRANCH>`, served at `<BRANCH>.<proxy.host>`, one
+    /// replica, no approval (what `cyan serve` deploys per branch). BRANCH
+    /// is a DNS label: lowercase letters, digits and '-'.
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
 }
 
 /// Which platform to act on, when it is not cyan.yaml's.
@@ -119,6 +125,10 @@ pub enum Command {
         /// Stop at the gated candidate until `cyan promote` (overrides require_approval).
         #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         require_approval: Option<bool>,
+        /// Build from this folder instead of cyan.yaml's build.context (a
+        /// checkout of the commit being deployed).
+        #[arg(long, value_name = "DIR")]
+        context: Option<PathBuf>,
         /// If the deploy fails after traffic moved to the new release (a lost
         /// proxy during verify, say), switch back to the previous one. A
         /// verify breach always switches back.
@@ -290,6 +300,44 @@ Elsewhere: cyan init --dir path/to/app --listen 127.0.0.1:8001 --app web\n\
         /// This replica's identity in the Lease.
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+    },
+    /// Deploy on a git forge's push webhooks (cyan.yaml's `serve:`).
+    Serve {
+        #[command(subcommand)]
+        command: ServeCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServeCommand {
+    /// Take webhook deliveries and deploy what the rules say (foreground;
+    /// logs to stderr, RUST_LOG=info for every delivery; SIGTERM stops it).
+    Run {
+        /// Path to the app's config, with its `serve:` section.
+        #[arg(short, long, default_value = "cyan.yaml")]
+        config: PathBuf,
+        /// Where to take deliveries (HTTP; put TLS in front of it).
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// Folder of the deliveries log, the git cache and checkouts
+        /// (default: <cyan home>/serve/<app>).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// How long a running deploy gets to finish after SIGTERM (e.g. 80s).
+        #[arg(long, value_parser = parse_duration, default_value = "80s")]
+        stop_timeout: Duration,
+        /// The largest delivery taken, in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+        max_body: usize,
+    },
+    /// The deliveries taken, newest first, and what became of each.
+    Deliveries {
+        /// Path to the app's config, with its `serve:` section.
+        #[arg(short, long, default_value = "cyan.yaml")]
+        config: PathBuf,
+        /// The server's state folder (default: <cyan home>/serve/<app>).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
     },
 }
 

@@ -25,6 +25,7 @@ mod lifecycle;
 mod proxy;
 mod remove;
 mod report;
+mod serve;
 mod session;
 mod stages;
 mod status;
@@ -35,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::output::Output;
 pub use args::{
     AcmeArgs, Cli, Command, ConfigArg, ConfigCommand, HoldCommand, ImageOverride, ImageStep,
-    LockWait, LogFormat, MaintenanceCommand, PlatformArg, ProxyCommand,
+    LockWait, LogFormat, MaintenanceCommand, PlatformArg, ProxyCommand, ServeCommand,
 };
 use deployer::Deployer;
 
@@ -49,10 +50,16 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             release,
             image,
             require_approval,
+            context,
             rollback_on_failure,
             lock,
         } => {
             let mut cfg = session::load_with(&config, &image, platform.platform)?;
+            if let Some(dir) = context {
+                let dir = std::path::absolute(&dir)
+                    .map_err(|e| Error::Config(format!("--context {}: {e}", dir.display())))?;
+                cfg.config.build.context = dir;
+            }
             if let Some(required) = require_approval {
                 cfg.config.require_approval = required;
             }
@@ -201,6 +208,29 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
                 _ => Ok(()),
             }
         }
+        Command::Serve {
+            command:
+                ServeCommand::Run {
+                    config,
+                    listen,
+                    state,
+                    stop_timeout,
+                    max_body,
+                },
+        } => {
+            let opts = serve::RunOptions {
+                config,
+                listen,
+                state,
+                home_flag: cli.home.clone(),
+                stop_timeout,
+                body_max: max_body,
+            };
+            serve::run(&home, opts, out).await
+        }
+        Command::Serve {
+            command: ServeCommand::Deliveries { config, state },
+        } => serve::list(&home, &config, state.as_deref(), out),
         Command::Operator {
             listen,
             namespace,

@@ -99,7 +99,11 @@ pub fn load_with(
         platform,
         shared_only: false,
     };
-    overridden(Config::load(&arg.config, &pick)?, o)
+    let mut cfg = overridden(Config::load(&arg.config, &pick)?, o)?;
+    if let Some(branch) = &arg.branch {
+        cfg.config = cfg.config.for_branch(branch)?;
+    }
+    Ok(cfg)
 }
 
 fn overridden(mut cfg: Loaded, o: &ImageOverride) -> Result<Loaded> {

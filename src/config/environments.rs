@@ -187,3 +187,43 @@ impl Locator<'_> {
         self.key(&parts, &message)
     }
 }
+
+impl Config {
+    /// A branch's own copy of this environment (`--branch`): named
+    /// `<environment>-<branch>`, served at `<branch>.<proxy.host>` only (no
+    /// other host, listen address or preview, which the environment itself
+    /// holds), one replica, no approval.
+    ///
+    /// Errors (`Error::Config`): a branch that is not a DNS label, or an
+    /// environment with no `proxy.host` to put it under.
+    pub fn for_branch(mut self, branch: &str) -> Result<Config> {
+        let label = branch.len() <= 40
+            && !branch.is_empty()
+            && branch
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !branch.starts_with('-')
+            && !branch.ends_with('-');
+        if !label {
+            return Err(Error::Config(format!(
+                "--branch {branch:?} must be a DNS label: at most 40 lowercase letters, digits and '-', not starting or ending with '-'"
+            )));
+        }
+        let Some(host) = self.proxy.host.take() else {
+            return Err(Error::Config(format!(
+                "a branch's environment is served at <branch>.<proxy.host>, and {} has no proxy.host",
+                self.environment
+            )));
+        };
+        let name = format!("{}-{branch}", self.environment);
+        self.environment =
+            Name::parse(&name).map_err(|e| Error::Config(format!("--branch {branch}: {e}")))?;
+        self.proxy.host = Some(format!("{branch}.{host}"));
+        self.proxy.hosts.clear();
+        self.proxy.listen = None;
+        self.proxy.preview = None;
+        self.replicas = std::num::NonZeroU32::MIN;
+        self.require_approval = false;
+        Ok(self)
+    }
+}

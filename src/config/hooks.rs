@@ -58,6 +58,7 @@ pub struct Hook {
     pub timeout: Dur,
     /// Run in a one-off container of the candidate's image, with the app's
     /// env and secrets, on the `cyan` network, instead of on the host.
+    /// `run` replaces the image's entrypoint and command.
     #[serde(default)]
     pub container: bool,
 }

@@ -119,6 +119,9 @@ pub struct Config {
     /// Commands run at named points of a deploy (Docker).
     #[serde(default, skip_serializing_if = "is_default")]
     pub hooks: HooksConfig,
+    /// What `cyan serve` deploys, from which pushes (`serve::rules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<crate::serve::rules::ServeConfig>,
     /// Stages of the app (staging, production, …): each a mapping of what
     /// differs, merged over the rest of the file when `--environment` picks
     /// it (`environments`' module doc).

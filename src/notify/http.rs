@@ -177,16 +177,20 @@ impl Poster {
 }
 
 /// Whether the server's certificate was refused (untrusted, expired, for
-/// another name): another attempt would meet the same certificate.
+/// another name): another attempt would meet the same certificate. The
+/// rustls error sits in `io::Error`s (tokio-rustls wraps it in one, then
+/// hyper-rustls that in another), whose `source` skips it.
 fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
-        let tls = err
+        let mut inner = err;
+        while let Some(wrapped) = inner
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .or_else(|| err.downcast_ref::<rustls::Error>());
-        if let Some(rustls::Error::InvalidCertificate(_)) = tls {
+        {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(_)) = inner.downcast_ref::<rustls::Error>() {
             return true;
         }
         next = err.source();

@@ -194,13 +194,13 @@ pub fn verify(
                 },
                 e => e,
             })?;
-            let signed = form_payload(headers, body).ok_or(Refusal::NoPayload)?;
+            let signed = payload_json(headers, body).ok_or(Refusal::NoPayload)?;
             matches(&key, &signed, &tag, header)
         }
         Forge::Gogs => {
             let header = "X-Gogs-Signature";
             let tag = hex_signature(headers.get(header), header, None)?;
-            let signed = form_payload(headers, body).ok_or(Refusal::NoPayload)?;
+            let signed = payload_json(headers, body).ok_or(Refusal::NoPayload)?;
             matches(&key, &signed, &tag, header)
         }
         Forge::GitLab => {
@@ -365,7 +365,7 @@ pub fn parse(forge: Forge, headers: &HeaderMap, body: &[u8]) -> Result<Delivery,
     };
     let name = event_name(headers, event_header).map_err(unreadable)?;
     let json = match forge {
-        Forge::GitHub | Forge::Gitea | Forge::Gogs => form_payload(headers, body)
+        Forge::GitHub | Forge::Gitea | Forge::Gogs => payload_json(headers, body)
             .ok_or_else(|| unreadable("the delivery is a form with no payload field".into()))?,
         Forge::GitLab | Forge::Bitbucket => Cow::Borrowed(body),
     };
@@ -480,7 +480,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// (`application/x-www-form-urlencoded`) its first `payload` field, decoded
 /// as the WHATWG URL standard's form parser does (`+` is a space, `%XX` a
 /// byte, a stray `%` itself). `None` for a form without `payload`.
-fn form_payload<'b>(headers: &HeaderMap, body: &'b [u8]) -> Option<Cow<'b, [u8]>> {
+fn payload_json<'b>(headers: &HeaderMap, body: &'b [u8]) -> Option<Cow<'b, [u8]>> {
     let is_form = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())

@@ -91,12 +91,14 @@ fn listed_rules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(try_from = "RuleFields", into = "RuleFields")]
 pub struct Rule {
+    /// `branch:` or `tag:` and its glob.
     pub refs: Refs,
     /// The environment a matching push deploys (for a preview: the one it
     /// is a preview of).
     pub deploy: Name,
     /// The environment to promote to once the deploy is verified.
     pub then: Option<Name>,
+    /// `version:`, the commit's by default.
     pub version: VersionFrom,
     /// Each matching branch deploys its own preview of `deploy`, and its
     /// deletion removes it. Branch rules only.
@@ -170,23 +172,23 @@ impl TryFrom<RuleFields> for Rule {
         let is_tag = matches!(refs, Refs::Tag(_));
         if f.version == VersionFrom::Tag && !is_tag {
             return Err(format!(
-                "{refs}: version: tag needs a tag rule (a branch has no tag to name the version); use version: commit"
+                "rule ({refs}): version: tag needs a tag rule (a branch has no tag to name the version); use version: commit"
             ));
         }
         if f.preview && is_tag {
             return Err(format!(
-                "{refs}: preview: true is for branch rules (a preview lives as long as its branch)"
+                "rule ({refs}): preview: true is for branch rules (a preview lives as long as its branch)"
             ));
         }
         if let Some(then) = &f.then {
             if *then == f.deploy {
                 return Err(format!(
-                    "{refs}: then: {then} is the environment the rule deploys; name the one to promote to"
+                    "rule ({refs}): then: {then} is the environment the rule deploys; name the one to promote to"
                 ));
             }
             if f.preview {
                 return Err(format!(
-                    "{refs}: a preview is not promoted: drop then: or preview:"
+                    "rule ({refs}): a preview is not promoted: drop then: or preview:"
                 ));
             }
         }
@@ -228,6 +230,7 @@ pub struct Pattern {
 
 impl Pattern {
     /// Compiles a glob (`*` and `?` stop at `/`, `**` crosses it).
+    /// Errors: an empty glob, or one `globset` refuses (its reason).
     pub fn parse(text: &str) -> Result<Pattern, String> {
         if text.is_empty() {
             return Err("an empty glob matches nothing: write e.g. main or release/*".into());
@@ -242,6 +245,8 @@ impl Pattern {
         })
     }
 
+    /// Whether a branch or tag name (without `refs/heads/` or
+    /// `refs/tags/`) matches.
     pub fn is_match(&self, name: &str) -> bool {
         self.matcher.is_match(name)
     }
@@ -277,6 +282,7 @@ impl Serialize for Pattern {
 pub struct RepoName(String);
 
 impl RepoName {
+    /// Checks a name as written in cyan.yaml; the error says what to write.
     pub fn parse(s: &str) -> Result<RepoName, String> {
         let ok = s.len() <= 255
             && s.split('/').count() >= 2
@@ -291,6 +297,7 @@ impl RepoName {
         }
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -320,6 +327,7 @@ impl<'de> Deserialize<'de> for RepoName {
 pub struct Source(String);
 
 impl Source {
+    /// Checks a source as written in cyan.yaml; the error says what to write.
     pub fn parse(s: &str) -> Result<Source, String> {
         if s.is_empty() || s.starts_with('-') || s.chars().any(char::is_control) {
             return Err(format!(
@@ -329,6 +337,7 @@ impl Source {
         Ok(Source(s.to_string()))
     }
 
+    /// The URL or path as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }

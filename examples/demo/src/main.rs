@@ -65,6 +65,9 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("check") {
         std::process::exit(check(port));
     }
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        std::process::exit(migrate());
+    }
     if let Some(ms) = env_u64("START_DELAY_MS") {
         std::thread::sleep(Duration::from_millis(ms));
     }
@@ -94,6 +97,33 @@ fn main() {
 
 /// `cyan-demo check`: GET /healthz on this container; the exit code for
 /// Docker (0 healthy, 1 unhealthy) and a line saying why.
+/// `cyan-demo migrate`: what a one-off hook container of the release's
+/// image sees (its version, cyan's variables, whether a secret reached
+/// it); exits with MIGRATE_EXIT (default 0).
+fn migrate() -> i32 {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    println!(
+        "migrate version={} hook={} app={} environment={} color={} secret={}",
+        var("VERSION"),
+        var("CYAN_HOOK"),
+        var("CYAN_APP"),
+        var("CYAN_ENVIRONMENT"),
+        var("CYAN_COLOR"),
+        if var("DB_PASSWORD").is_empty() {
+            "unset"
+        } else {
+            "set"
+        },
+    );
+    match env_u64("MIGRATE_EXIT") {
+        Some(code) if code != 0 => {
+            eprintln!("migration failed: MIGRATE_EXIT={code}");
+            code as i32
+        }
+        _ => 0,
+    }
+}
+
 fn check(port: u64) -> i32 {
     if std::env::var("FAIL_CHECK").is_ok_and(|v| v == "1") {
         println!("check failed: FAIL_CHECK=1 (the app's own check says no)");

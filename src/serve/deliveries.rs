@@ -1,0 +1,211 @@
+//! The deliveries log: one JSON line per thing `cyan serve` did with a
+//! webhook delivery (refused it, ignored it, queued a deploy, and how that
+//! deploy ended), in `<state>/deliveries.jsonl`, readable by its owner only.
+//!
+//! A log, appended to and never rewritten: a deploy is a `queued` line and
+//! later a `deployed` / `failed` / `superseded` / `awaiting_approval` line
+//! with the same delivery id. [`Log::latest`] folds it into one line per
+//! delivery and target, newest first, for `cyan serve deliveries`; it also
+//! tells a redelivery of one that already deployed ([`Log::deployed`]).
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What became of a delivery (or of one of its pushed refs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Not taken: not a forge's, a forge not listed, a bad signature, unreadable.
+    Refused,
+    /// Taken, with nothing to do (a ping, another event, no rule, a redelivery).
+    Ignored,
+    /// A deploy (or a preview's removal) waits for its environment.
+    Queued,
+    /// A newer push to the same environment came first; this one never ran.
+    Superseded,
+    /// The deploy (and its `then` promotion) exited 0.
+    Deployed,
+    /// The fetch, the deploy or the promotion failed.
+    Failed,
+    /// The deploy stopped at the gated candidate, for `cyan promote`.
+    AwaitingApproval,
+}
+
+impl Verdict {
+    /// As written in the log: `queued`, `awaiting_approval`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Refused => "refused",
+            Verdict::Ignored => "ignored",
+            Verdict::Queued => "queued",
+            Verdict::Superseded => "superseded",
+            Verdict::Deployed => "deployed",
+            Verdict::Failed => "failed",
+            Verdict::AwaitingApproval => "awaiting_approval",
+        }
+    }
+}
+
+/// The deploy a line is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployRecord {
+    /// The environment deployed (for a preview, `<base>-<slug>`).
+    pub environment: String,
+    pub version: String,
+    /// The cyan subprocess's exit code (its `error::exit` codes); `None`
+    /// before it ran, or when it did not start or was killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Its `-o json` report (or `{"error": …}`), when it printed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+    /// What went wrong, in cyan serve's words (the fetch, a start failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The forge's delivery id (`forge::Delivery::id`); empty when refused
+    /// before it was read.
+    pub id: String,
+    /// `github`, `gitea`, …; `None` when no forge was recognized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The pushed ref (`refs/heads/main`).
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// The pushed object, full hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// When the delivery arrived, RFC 3339 UTC.
+    pub received_at: String,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployRecord>,
+}
+
+impl Entry {
+    /// What the line is about within its delivery: the deploy's
+    /// environment, else the ref, else nothing (a whole delivery).
+    fn target(&self) -> (&str, &str) {
+        let env = self.deploy.as_ref().map_or("", |d| d.environment.as_str());
+        (
+            self.id.as_str(),
+            if env.is_empty() {
+                self.git_ref.as_deref().unwrap_or("")
+            } else {
+                env
+            },
+        )
+    }
+}
+
+/// The log file, appended to by one server (a lock per line).
+#[derive(Debug)]
+pub struct Log {
+    path: PathBuf,
+    /// (delivery id, environment) of every deploy that ended `deployed`.
+    deployed: Mutex<HashSet<(String, String)>>,
+    write: Mutex<()>,
+}
+
+impl Log {
+    /// `<state>/deliveries.jsonl`, reading what it holds already (to know
+    /// the deliveries that deployed).
+    ///
+    /// Errors: the file exists and cannot be read (`Error::Platform`).
+    pub fn open(state: &Path) -> Result<Log> {
+        let path = state.join("deliveries.jsonl");
+        let deployed = read(&path)?
+            .into_iter()
+            .filter(|e| e.verdict == Verdict::Deployed)
+            .filter_map(|e| e.deploy.map(|d| (e.id, d.environment)))
+            .collect();
+        Ok(Log {
+            path,
+            deployed: Mutex::new(deployed),
+            write: Mutex::new(()),
+        })
+    }
+
+    /// Appends one line (the file is made 0600). A line that cannot be
+    /// written is logged, not fatal: the deploy it records went on.
+    pub fn append(&self, entry: &Entry) {
+        if entry.verdict == Verdict::Deployed {
+            if let Some(d) = &entry.deploy {
+                self.deployed
+                    .lock()
+                    .expect("log lock")
+                    .insert((entry.id.clone(), d.environment.clone()));
+            }
+        }
+        let mut line = serde_json::to_vec(entry).expect("serializable");
+        line.push(b'\n');
+        let _guard = self.write.lock().expect("log lock");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(&line));
+        if let Err(e) = written {
+            tracing::error!(path = %self.path.display(), "cannot write the deliveries log: {e}");
+        }
+    }
+
+    /// Whether delivery `id` already deployed `environment`.
+    pub fn deployed(&self, id: &str, environment: &str) -> bool {
+        self.deployed
+            .lock()
+            .expect("log lock")
+            .contains(&(id.to_string(), environment.to_string()))
+    }
+}
+
+/// Every line of `<state>/deliveries.jsonl`, oldest first; none when there
+/// is no file. A line that does not parse (a torn last write) is skipped.
+///
+/// Errors: the file cannot be read (`Error::Platform`).
+pub fn read(path: &Path) -> Result<Vec<Entry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Platform(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// The log folded for people: the last line of each delivery and target
+/// (a `queued` line gives way to how its deploy ended), newest first.
+pub fn latest(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<Entry> = Vec::new();
+    for e in entries.into_iter().rev() {
+        let (id, target) = e.target();
+        if id.is_empty() || seen.insert((id.to_string(), target.to_string())) {
+            out.push(e);
+        }
+    }
+    out
+}

@@ -74,6 +74,13 @@ pub async fn promote(
         )));
     };
     let c = &cfg.config;
+    // A candidate shipped from another stage: its source is checked again
+    // before the switch, and the history names it.
+    let source = record
+        .promotion
+        .clone()
+        .filter(|pr| pr.target == set[0].release.key());
+    p.promoted_from = source.as_ref().map(|pr| pr.environment.clone());
     let desired = Desired {
         intent: Intent::Promote,
         target: set[0].release.key(),
@@ -85,9 +92,11 @@ pub async fn promote(
         keep_hot: c.keep.hot == 1,
         retire_delay_ms: 0,
     };
-    Run::plain(format!("promote {}", desired.target.version), wait)
-        .go(&mut p, &desired, out)
-        .await
+    let run = Run {
+        source,
+        ..Run::plain(format!("promote {}", desired.target.version), wait)
+    };
+    run.go(&mut p, &desired, out).await
 }
 
 pub async fn rollback(
@@ -297,6 +306,10 @@ impl Run {
         let lock =
             DeployLock::acquire(&p.proxy, &c.route(), &self.what, self.lock_wait, out).await?;
         p.lock_token = lock.token.clone();
+        if let Some(promotion) = &self.source {
+            let kept = promotion.clone();
+            p.update_record(|r| r.promotion = Some(kept)).await?;
+        }
         let previous = p.record().await?.live_releases().first().map(|r| r.key());
         let p = &*p;
         let life = Lifecycle {

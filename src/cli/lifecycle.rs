@@ -34,14 +34,9 @@ use crate::release::{Color, ReleaseKey};
 /// How long a command waits at its end for notifications still in flight.
 pub const NOTIFY_BOUND: Duration = Duration::from_secs(30);
 
-/// A promotion's source: the stage whose live, verified release it ships.
-#[derive(Debug, Clone)]
-pub struct Source {
-    pub environment: String,
-    /// The source's route in the proxy (`<app>-<environment>`).
-    pub route: String,
-    pub release: ReleaseKey,
-}
+/// A promotion's source: the stage whose live, verified release it ships
+/// (`record::Promotion`, as the target's record keeps it).
+pub type Source = crate::record::Promotion;
 
 pub struct Lifecycle<'a> {
     pub p: &'a DockerPlatform<'a>,
@@ -279,14 +274,18 @@ impl<'a> Lifecycle<'a> {
         };
         let now = super::stages::live_verified(&self.p.proxy, &src.route).await?;
         match now {
-            Some((key, _)) if key == src.release => Ok(()),
+            Some((key, true)) if key == src.source => Ok(()),
+            Some((key, false)) if key == src.source => Err(Error::Refused(format!(
+                "{} in {} is no longer verified (cyan history -e {}); nothing was switched",
+                key.version, src.environment, src.environment
+            ))),
             Some((key, _)) => Err(Error::Refused(format!(
                 "{} moved on since this promotion was asked for: {} is live there now, not {}; nothing was switched. Promote again to ship {}",
-                src.environment, key.version, src.release.version, key.version
+                src.environment, key.version, src.source.version, key.version
             ))),
             None => Err(Error::Refused(format!(
                 "{} no longer serves a verified {}; nothing was switched",
-                src.environment, src.release.version
+                src.environment, src.source.version
             ))),
         }
     }

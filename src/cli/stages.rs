@@ -151,7 +151,8 @@ pub async fn promote(
         source: Some(Source {
             environment: src.to_string(),
             route,
-            release: live.key,
+            source: live.key,
+            target: desired.target.clone(),
         }),
     };
     run.go(&mut p, &desired, out).await

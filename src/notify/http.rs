@@ -30,7 +30,7 @@ pub(super) struct Endpoint {
     uri: Uri,
     /// `hooks.slack.com` (with `:port` if one is written), or
     /// `http://127.0.0.1:8080` when the scheme is not https.
-    pub shown: String,
+    shown: String,
     /// Pieces of the URL a detail must not repeat: the path and its
     /// longer segments, the query.
     hidden: Vec<String>,

@@ -60,6 +60,22 @@ pub struct DeployRecord {
     /// `HISTORY_LIMIT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<serde_json::Value>,
+    /// The latest promotion from another stage (`cyan promote --from`):
+    /// an approval given later (`cyan promote`) checks its source again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
+}
+
+/// A release shipped here from another environment's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// The source environment's name and its route (`<app>-<environment>`).
+    pub environment: String,
+    pub route: String,
+    /// The release live and verified there when it was asked for.
+    pub source: ReleaseKey,
+    /// The release it became here (the same version, this stage's config).
+    pub target: ReleaseKey,
 }
 
 /// At most this many hook runs are kept (the newest).

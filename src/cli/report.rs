@@ -292,8 +292,25 @@ pub struct HistoryLine {
     /// RFC 3339 time of the event.
     pub at: String,
     /// What the verify window saw (Docker's `verify-failed` and
-    /// `verify-inconclusive`; else `null`).
+    /// `verify-inconclusive`, and a `promoted` whose window passed; else
+    /// `null`).
     pub verify: Option<VerifyFigures>,
+    /// The environment this release was promoted from (`cyan promote
+    /// --from`); `null` for a deploy (and on Kubernetes).
+    pub from_environment: Option<String>,
+    /// Every environment of the file where this version went live, and
+    /// when (Docker, with `environments:`; else `[]`).
+    pub stages: Vec<StageVisit>,
+}
+
+/// A version's passage through one environment: when it went live there
+/// (newest), and whether a verify window passed for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageVisit {
+    pub environment: String,
+    /// RFC 3339 time it went live there.
+    pub at: String,
+    pub verified: bool,
 }
 
 /// The release of a history line.
@@ -324,6 +341,8 @@ impl From<&HistoryEntry> for HistoryLine {
             },
             at: e.at.clone(),
             verify: e.verify.clone(),
+            from_environment: e.from_environment.clone(),
+            stages: Vec::new(),
         }
     }
 }
@@ -350,8 +369,16 @@ impl Report for History {
         self.lines
             .iter()
             .map(|e| {
+                let stages: Vec<String> = e
+                    .stages
+                    .iter()
+                    .map(|s| {
+                        let mark = if s.verified { " ✓" } else { "" };
+                        format!("{} {}{mark}", s.environment, s.at)
+                    })
+                    .collect();
                 format!(
-                    "{}  r{:<4} {:<14} {:<6} {:?}  {}",
+                    "{}  r{:<4} {:<14} {:<6} {:?}  {}{}{}",
                     e.at,
                     e.release.revision,
                     e.release.version,
@@ -361,7 +388,14 @@ impl Report for History {
                         .digest
                         .as_deref()
                         .or(e.release.image_id.as_deref())
-                        .unwrap_or("")
+                        .unwrap_or(""),
+                    e.from_environment
+                        .as_ref()
+                        .map_or(String::new(), |f| format!("  from {f}")),
+                    match stages.is_empty() {
+                        true => String::new(),
+                        false => format!("  [{}]", stages.join(", ")),
+                    }
                 )
             })
             .collect::<Vec<_>>()

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::report::{
-    AppId, ColorView, ContainerView, History, HistoryLine, PreviewView, StatusReport,
+    AppId, ColorView, ContainerView, History, HistoryLine, PreviewView, StageVisit, StatusReport,
 };
 use super::session;
 use crate::config::{Loaded, PlatformKind};
@@ -15,6 +15,7 @@ use crate::output::Output;
 use crate::plan::{self, Phase, Seen};
 use crate::platform::docker::Managed;
 use crate::proxy::Home;
+use crate::record::Event;
 use crate::release::Color;
 
 /// The app's id in a Docker report.
@@ -171,8 +172,42 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<StatusRep
 pub async fn history(home: &Home, cfg: &Loaded, out: &Output) -> Result<History> {
     let p = session::open_to_read(home, cfg, out).await?;
     let record = p.record().await?;
+    let mut lines: Vec<HistoryLine> = record.history.iter().rev().map(HistoryLine::from).collect();
+    // Each environment's record is in this proxy: a version's passage
+    // through the stages is read from all of them.
+    let c = &cfg.config;
+    let mut records = Vec::new();
+    for env in c.environment_names() {
+        let route = format!("{}-{env}", c.app);
+        let record = match route == c.route() {
+            true => record.clone(),
+            false => p
+                .proxy
+                .route(&route)
+                .await?
+                .map(|v| crate::platform::docker::parse_record(&v.state.record))
+                .unwrap_or_default(),
+        };
+        records.push((env, record));
+    }
+    for line in &mut lines {
+        line.stages = records
+            .iter()
+            .filter_map(|(env, r)| {
+                let entry = r.history.iter().rev().find(|e| {
+                    e.release.version == line.release.version
+                        && matches!(e.event, Event::Promoted | Event::RolledBack)
+                })?;
+                Some(StageVisit {
+                    environment: env.clone(),
+                    at: entry.at.clone(),
+                    verified: r.verified(&entry.release.key()),
+                })
+            })
+            .collect();
+    }
     Ok(History {
-        route: cfg.config.route(),
-        lines: record.history.iter().rev().map(HistoryLine::from).collect(),
+        route: c.route(),
+        lines,
     })
 }

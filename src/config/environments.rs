@@ -27,13 +27,14 @@ use super::{Config, Name};
 use crate::error::{Error, Result};
 
 /// Keys every environment shares, and why.
-const SHARED: [(&str, &str); 5] = [
+const SHARED: [(&str, &str); 6] = [
     ("app", "containers, routes and records are named by it"),
     (
         "image",
         "a promotion runs the one digest every stage tested",
     ),
     ("build", "one image is built once for every stage"),
+    ("serve", "one cyan serve deploys every stage of the app"),
     (
         "environment",
         "the environment's name is its key under environments",

@@ -226,6 +226,8 @@ pub fn history(s: &BlueGreenDeploymentStatus) -> Vec<HistoryLine> {
             },
             at: h.promoted_at.clone(),
             verify: None,
+            from_environment: None,
+            stages: Vec::new(),
         })
         .collect()
 }

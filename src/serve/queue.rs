@@ -275,11 +275,7 @@ impl Queue {
                 }
                 deploy.extend(["-o".into(), "json".into()]);
                 let (code, report) = self.cyan(job, &deploy).await;
-                let awaiting = report
-                    .as_ref()
-                    .and_then(|v| v.get("phase"))
-                    .and_then(|p| p.as_str())
-                    == Some("awaiting-approval");
+                let awaiting = phase(report.as_ref()) == Some("awaiting-approval");
                 if code != Some(0) {
                     let reason = failure("deploy", code, report.as_ref());
                     return self.end(
@@ -320,13 +316,21 @@ impl Queue {
                     "json".into(),
                 ]);
                 let (pcode, preport) = self.cyan(job, &promote).await;
+                let waits = phase(preport.as_ref()) == Some("awaiting-approval");
                 if pcode == Some(0) {
                     let report = serde_json::json!({"deploy": report, "promote": preport});
+                    let (verdict, reason) = match waits {
+                        true => (
+                            Verdict::AwaitingApproval,
+                            format!("verified in {}; {then} waits for approval: cyan promote -c {} -e {then}", job.environment, r.config.display()),
+                        ),
+                        false => (Verdict::Deployed, format!("promoted to {then}")),
+                    };
                     self.end(
                         job,
-                        Verdict::Deployed,
+                        verdict,
                         Some(record(pcode, Some(report), None)),
-                        Some(format!("promoted to {then}")),
+                        Some(reason),
                     )
                 } else {
                     let reason = failure(&format!("promote to {then}"), pcode, preport.as_ref());
@@ -435,4 +439,9 @@ fn failure(what: &str, code: Option<i32>, report: Option<&serde_json::Value>) ->
         (Some(c), None) => format!("{what} exited {c}"),
         (None, None) => format!("{what} did not run to its end"),
     }
+}
+
+/// A command's JSON report's `phase` (`live`, `awaiting-approval`).
+fn phase(report: Option<&serde_json::Value>) -> Option<&str> {
+    report?.get("phase")?.as_str()
 }

@@ -46,7 +46,12 @@ environments:
 fn deploy_verified(app: &TestApp, staging_port: u16, version: &str) {
     let rt = load::runtime();
     let _guard = rt.enter();
-    let traffic = Load::start(staging_port, &format!("staging.{}.localhost", app.name), 1, 0);
+    let traffic = Load::start(
+        staging_port,
+        &format!("staging.{}.localhost", app.name),
+        1,
+        0,
+    );
     app.cyan_ok(&["deploy", "-e", "staging", "--version", version]);
     load::assert_none_failed(&rt.block_on(traffic.finish()), "in staging");
 }
@@ -54,7 +59,11 @@ fn deploy_verified(app: &TestApp, staging_port: u16, version: &str) {
 fn refused(app: &TestApp, args: &[&str], why: &str) {
     let out = app.cyan(args);
     assert_eq!(out.status.code(), Some(REFUSED), "{args:?}: {}", text(&out));
-    assert!(text(&out).contains(why), "{args:?} should say {why:?}: {}", text(&out));
+    assert!(
+        text(&out).contains(why),
+        "{args:?} should say {why:?}: {}",
+        text(&out)
+    );
 }
 
 fn live_image(app: &TestApp, environment: &str) -> (String, String) {
@@ -77,7 +86,11 @@ fn a_promotion_ships_the_sources_verified_image_and_refuses_anything_else() {
         return;
     }
     let name = format!("t{}-stages", std::process::id());
-    let app = TestApp::with_image("stages", "", Some(format!("127.0.0.1:5000/cyan-test-{name}")));
+    let app = TestApp::with_image(
+        "stages",
+        "",
+        Some(format!("127.0.0.1:5000/cyan-test-{name}")),
+    );
     let staging_port = free_port();
     staged(&app, staging_port, false);
     let promote = ["promote", "--from", "staging", "--to", "production"];
@@ -90,7 +103,11 @@ fn a_promotion_ships_the_sources_verified_image_and_refuses_anything_else() {
     // A name the file does not have, and a stage to itself.
     let out = app.cyan(&["promote", "--from", "staging", "--to", "prod"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("has no environment \"prod\""), "{}", text(&out));
+    assert!(
+        text(&out).contains("has no environment \"prod\""),
+        "{}",
+        text(&out)
+    );
     let out = app.cyan(&["promote", "--from", "staging", "--to", "staging"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
@@ -99,7 +116,11 @@ fn a_promotion_ships_the_sources_verified_image_and_refuses_anything_else() {
     deploy_verified(&app, staging_port, "v2");
     let mut asked = promote.to_vec();
     asked.extend(["--version", "v1"]);
-    refused(&app, &asked, "staging moved on since the promotion of v1 was asked for");
+    refused(
+        &app,
+        &asked,
+        "staging moved on since the promotion of v1 was asked for",
+    );
     let mut asked = promote.to_vec();
     asked.extend(["--version", "v2"]);
     app.cyan_ok(&asked);
@@ -128,7 +149,10 @@ fn a_promotion_ships_the_sources_verified_image_and_refuses_anything_else() {
     let after: serde_json::Value =
         serde_json::from_str(&app.cyan_ok(&["status", "-e", "production", "-o", "json"])).unwrap();
     assert_eq!(after["live"]["version"], "v2", "{after:#}");
-    assert!(after["candidate"].is_null(), "the candidate was removed: {after:#}");
+    assert!(
+        after["candidate"].is_null(),
+        "the candidate was removed: {after:#}"
+    );
     let (status, body) = util::http_get(
         &format!("127.0.0.1:{}", app.port),
         &format!("{}.localhost", app.name),

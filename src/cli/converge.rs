@@ -424,6 +424,7 @@ impl Run {
             rollback_command: (done && previous_color.is_some())
                 .then(|| format!("cyan rollback -c {config_path}")),
             verify: p.verdict.lock().expect("verdict lock").take(),
+            notifications: notified,
             config_path,
         })
     }

@@ -28,7 +28,7 @@ use crate::hooks::{self, OneOff, Ran};
 use crate::notify::{EventKind, Notice, Notifier};
 use crate::plan::{Desired, Intent, Step};
 use crate::platform::docker::DockerPlatform;
-use crate::record::{HookOutcome, HookRun};
+use crate::record::{HookOutcome, HookRun, Verdict};
 use crate::release::{Color, ReleaseKey};
 
 /// How long a command waits at its end for notifications still in flight.
@@ -326,7 +326,7 @@ impl Around for Lifecycle<'_> {
 
     async fn after(&self, step: &Step, d: &Desired) -> Result<()> {
         match step {
-            Step::Switch(c) if d.intent == Intent::Rollback => {
+            Step::Switch(_) if d.intent == Intent::Rollback => {
                 self.notify(EventKind::RolledBack, d, None).await;
                 self.event("on_rollback", d, None).await;
                 Ok(())
@@ -336,7 +336,16 @@ impl Around for Lifecycle<'_> {
                 self.once("post_switch", d, Some(*c)).await
             }
             Step::Verify(_) if self.p.cfg.config.verify.is_some() => {
-                self.notify(EventKind::Verified, d, None).await;
+                // An inconclusive window kept live (`on_inconclusive:
+                // pass`) is announced as such, not as a pass.
+                let seen = self.p.verdict.lock().expect("verdict lock").clone();
+                let why = seen.filter(|f| f.verdict != Verdict::Passed).map(|f| {
+                    format!(
+                        "verification inconclusive ({} requests, {} needed); kept live as verify.on_inconclusive: pass says",
+                        f.requests, f.min_requests
+                    )
+                });
+                self.notify(EventKind::Verified, d, why).await;
                 Ok(())
             }
             _ => Ok(()),

@@ -231,6 +231,11 @@ pub struct DeployReport {
     /// proxy counts requests; on Kubernetes it is `null` (the operator's
     /// checks are probes, not counts).
     pub verify: Option<VerifyFigures>,
+    /// What became of this run's notifications (`notify:`): destination,
+    /// event, delivered, attempts, detail. Also kept in the deploy record.
+    /// `[]` without destinations (and on Kubernetes, where the operator
+    /// deploys).
+    pub notifications: Vec<crate::notify::Outcome>,
     /// cyan.yaml's path, for the next commands the text suggests.
     #[serde(skip)]
     pub config_path: String,

@@ -282,6 +282,7 @@ pub fn deploy(id: AppId, d: Settled) -> DeployReport {
         rollback_command: (phase == Phase::Live && previous_color.is_some())
             .then(|| format!("cyan rollback -c {}", d.config_path)),
         verify: None,
+        notifications: Vec::new(),
         config_path: d.config_path,
     }
 }

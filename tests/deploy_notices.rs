@@ -103,9 +103,7 @@ fn a_deploys_events_reach_a_signed_webhook_and_a_dead_receiver_fails_nothing() {
     let (port, got) = receiver();
     let app = TestApp::new("notices", "");
     let dead = free_port();
-    let notify = format!(
-        "notify:\n  - webhook: {{ url: {{ env: CYAN_TEST_HOOK_URL }}, secret: {{ env: CYAN_TEST_HOOK_SECRET }} }}\n  - webhook: {{ url: {{ env: CYAN_TEST_DEAD_URL }}, secret: {{ env: CYAN_TEST_HOOK_SECRET }} }}\n    events: [failed]\n"
-    );
+    let notify = "notify:\n  - webhook: { url: { env: CYAN_TEST_HOOK_URL }, secret: { env: CYAN_TEST_HOOK_SECRET } }\n  - webhook: { url: { env: CYAN_TEST_DEAD_URL }, secret: { env: CYAN_TEST_HOOK_SECRET } }\n    events: [failed]\n";
     let run = |args: &[&str], extra: &str| {
         app.write_config(&format!("{notify}{extra}"));
         app.command(args)

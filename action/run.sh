@@ -62,6 +62,7 @@ fi
 
 command="${INPUT_COMMAND:-deploy}"
 args=(-c "${INPUT_CONFIG:-cyan.yaml}" --output github)
+[ -n "${INPUT_ENVIRONMENT:-}" ] && args+=(-e "$INPUT_ENVIRONMENT")
 image_args=()
 [ -n "${INPUT_IMAGE:-}" ] && image_args+=(--image "$INPUT_IMAGE")
 [ -n "${INPUT_REGISTRY:-}" ] && image_args+=(--registry "$INPUT_REGISTRY")
@@ -87,7 +88,14 @@ case "$command" in
     [ -n "${INPUT_VERSION:-}" ] && args+=(--to "$INPUT_VERSION")
     args+=("${image_args[@]}")
     ;;
-  promote) args+=("${image_args[@]}") ;;
+  promote)
+    if [ -n "${INPUT_FROM:-}" ]; then
+      [ -n "${INPUT_ENVIRONMENT:-}" ] || fail "from needs environment: the stage to promote to"
+      args+=(--from "$INPUT_FROM" --to "$INPUT_ENVIRONMENT")
+      [ -n "${INPUT_VERSION:-}" ] && args+=(--version "$INPUT_VERSION")
+    fi
+    args+=("${image_args[@]}")
+    ;;
   status) ;;
   *) fail "command must be deploy, rollback, promote or status, not '$command'" ;;
 esac

@@ -22,7 +22,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::health::printable;
 use crate::output::Output;
@@ -81,8 +81,19 @@ impl Tail {
     }
 }
 
+/// The variable every process of a host hook carries: the run's mark.
+pub const RUN_VAR: &str = "CYAN_HOOK_RUN";
+
+/// Bytes kept of one output line; the rest of it is dropped (`…`).
+const LINE_MAX: usize = 4096;
+
+/// After a hook exits, how long its output may still come: a background
+/// child it left holding the pipes does not hold the hook.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+
 /// Runs `argv` on the host in `dir` with `env` added to cyan's environment,
-/// for at most `timeout`; each output line is shown as progress.
+/// for at most `timeout`; each output line is shown as progress. Every
+/// process of the run carries `RUN_VAR=run` (`sweep` finds them).
 ///
 /// Errors: the command cannot be started (not found, not executable), as
 /// the message to give.
@@ -91,6 +102,7 @@ pub async fn on_host(
     env: &[(String, String)],
     dir: &Path,
     timeout: Duration,
+    run: &str,
     out: &Output,
 ) -> Result<Ran, String> {
     let (program, args) = argv.split_first().ok_or("no command to run")?;
@@ -98,11 +110,17 @@ pub async fn on_host(
     cmd.args(args)
         .current_dir(dir)
         .envs(env.iter().map(|(k, v)| (k, v)))
+        .env(RUN_VAR, run)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // One pipe for stdout and stderr, as `2>&1` does: the output in the
+    // order it was written.
+    let (reader, writer) = pipe().map_err(|e| format!("no pipe for {program}'s output: {e}"))?;
+    let second = writer
+        .try_clone()
+        .map_err(|e| format!("no pipe for {program}'s output: {e}"))?;
+    cmd.stdout(Stdio::from(writer)).stderr(Stdio::from(second));
     // SAFETY: prctl is async-signal-safe, and is the only call made
     // between fork and exec.
     unsafe {
@@ -114,21 +132,32 @@ pub async fn on_host(
         });
     }
     let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("{program} could not be started: {e}"))?;
+    let spawned = cmd.spawn();
+    // The write ends are the child's now: holding them, the reader would
+    // never see the end.
+    drop(cmd);
+    let mut child = spawned.map_err(|e| format!("{program} could not be started: {e}"))?;
+    let output = tokio::net::unix::pipe::Receiver::from_owned_fd(reader)
+        .map_err(|e| format!("cannot read {program}'s output: {e}"))?;
     let pgid = child.id().map(|p| p as i32);
     let tail = std::sync::Mutex::new(Tail::default());
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let outputs = async { tokio::join!(lines(stdout, &tail, out), lines(stderr, &tail, out)) };
-    let run = async {
-        outputs.await;
-        child.wait().await
-    };
-    let status = tokio::time::timeout(timeout, run).await;
+    let finished = tokio::time::timeout(timeout, async {
+        let mut output = std::pin::pin!(drain(output, &tail, out));
+        let exited = tokio::select! {
+            status = child.wait() => Some(status),
+            _ = &mut output => None,
+        };
+        match exited {
+            Some(status) => {
+                let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut output).await;
+                status
+            }
+            None => child.wait().await,
+        }
+    })
+    .await;
     let tail = tail.into_inner().expect("tail lock").0.into();
-    match status {
+    match finished {
         Ok(Ok(status)) => Ok(Ran {
             exit_code: status.code().map(i64::from),
             timed_out: false,
@@ -152,12 +181,83 @@ pub async fn on_host(
     }
 }
 
-async fn lines(from: impl AsyncRead + Unpin, tail: &std::sync::Mutex<Tail>, out: &Output) {
-    let mut lines = BufReader::new(from).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        out.detail(format!("| {}", printable(&line)));
-        tail.lock().expect("tail lock").push(&line);
+/// A pipe, both ends close-on-exec: (read, write).
+fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd as _;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`, which are then
+    // owned here and nowhere else.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: as above.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Reads `from` to its end, a line at a time as bytes (not UTF-8 checked:
+/// a hook's stray byte never stops the reading, which would end the hook by
+/// SIGPIPE), each line cut at `LINE_MAX`.
+async fn drain(mut from: impl AsyncRead + Unpin, tail: &std::sync::Mutex<Tail>, out: &Output) {
+    let emit = |line: &[u8], cut: bool| {
+        let mut text = String::from_utf8_lossy(line).into_owned();
+        if cut {
+            text.push('…');
+        }
+        out.detail(format!("| {}", printable(&text)));
+        tail.lock().expect("tail lock").push(&text);
+    };
+    let mut buf = [0u8; 8192];
+    let (mut line, mut cut) = (Vec::new(), false);
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        for &b in &buf[..n] {
+            match b {
+                b'\n' => {
+                    emit(&line, cut);
+                    line.clear();
+                    cut = false;
+                }
+                _ if line.len() < LINE_MAX => line.push(b),
+                _ => cut = true,
+            }
+        }
+    }
+    if !line.is_empty() {
+        emit(&line, cut);
+    }
+}
+
+/// Kills every process that carries `RUN_VAR=run` (what a killed cyan's
+/// hook left: PR_SET_PDEATHSIG reaches only its first process); the count.
+pub fn sweep(run: &str) -> usize {
+    let mark = format!("{RUN_VAR}={run}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == mark.as_bytes()) {
+            // SAFETY: a plain syscall on a process that carries our mark.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
 }
 
 /// A one-off container to run a hook in.
@@ -295,6 +395,7 @@ mod tests {
             &env,
             Path::new("/"),
             Duration::from_secs(10),
+            "t1",
             &out,
         )
         .await
@@ -325,6 +426,7 @@ mod tests {
             &[],
             Path::new("/"),
             Duration::from_millis(500),
+            "t2",
             &out,
         )
         .await
@@ -344,6 +446,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stray_bytes_long_lines_and_a_forked_child_do_not_change_the_verdict() {
+        let out = Output::new(Format::Text);
+        // A byte that is not UTF-8, a 1 MB line, then a daemon left holding
+        // the pipes: the hook itself exited 0 at once.
+        let script = "printf 'bad \\377 byte\\n'; head -c 1000000 /dev/zero | tr '\\0' x; echo; sleep 30 & echo forked; exit 0";
+        let started = Instant::now();
+        let ran = on_host(
+            &sh(script),
+            &[],
+            Path::new("/"),
+            Duration::from_secs(20),
+            "t4",
+            &out,
+        )
+        .await
+        .expect("runs");
+        assert!(ran.passed(), "{ran:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(ran.tail[0], "bad \u{fffd} byte");
+        assert_eq!(
+            ran.tail[1].chars().count(),
+            LINE_MAX + 1,
+            "cut, with its mark"
+        );
+        assert!(ran.tail[1].ends_with('…'));
+        assert_eq!(ran.tail[2], "forked");
+        // The daemon carries the run's mark: a sweep finds and stops it.
+        assert_eq!(sweep("t4"), 1);
+        assert_eq!(sweep("t4"), 0);
+    }
+
+    #[tokio::test]
     async fn a_command_that_is_not_there_is_an_error_not_a_run() {
         let out = Output::new(Format::Text);
         let e = on_host(
@@ -351,6 +489,7 @@ mod tests {
             &[],
             Path::new("/"),
             Duration::from_secs(1),
+            "t3",
             &out,
         )
         .await

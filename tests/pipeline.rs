@@ -29,12 +29,14 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A signed Gitea push delivery of `after` on main; (status, body).
-fn deliver(addr: &str, before: &str, after: &str) -> (u16, String) {
+/// A signed Gitea push delivery of `after` on `branch` (all zeros: the
+/// branch was deleted); (status, body).
+fn deliver(addr: &str, branch: &str, before: &str, after: &str) -> (u16, String) {
     let body = serde_json::json!({
-        "ref": "refs/heads/main",
+        "ref": format!("refs/heads/{branch}"),
         "before": before,
         "after": after,
+        "deleted": after.bytes().all(|b| b == b'0'),
         "repository": {"full_name": "acme/demo", "clone_url": "https://git.example.com/acme/demo.git"},
     })
     .to_string();
@@ -85,38 +87,44 @@ fn deliveries(app: &TestApp) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
-#[test]
-fn a_signed_push_deploys_staging_then_production_after_approval_with_no_failed_request() {
-    if !util::present_or_skipped(
-        TcpStream::connect("127.0.0.1:5000").is_ok(),
-        "a registry on 127.0.0.1:5000",
-        "Debian's docker-registry",
-    ) {
-        return;
-    }
-    let name = format!("t{}-pipeline", std::process::id());
-    let app = TestApp::with_image(
-        "pipeline",
-        "",
-        Some(format!("127.0.0.1:5000/cyan-test-{name}")),
-    );
-    let (staging_port, serve_port) = (free_port(), free_port());
-    // The app's repository: the demo's Dockerfile and static binary.
-    let work = app.dir.join("work");
-    std::fs::create_dir_all(work.join("build")).unwrap();
-    let demo = repo_root().join("examples/demo");
-    std::fs::copy(demo.join("Dockerfile"), work.join("Dockerfile")).unwrap();
-    std::fs::copy(demo.join("build/cyan-demo"), work.join("build/cyan-demo")).unwrap();
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "the demo"]);
-    let bare = app.dir.join("demo.git");
-    git(&app.dir, &["init", "-q", "--bare", bare.to_str().unwrap()]);
-    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
-    let first = git(&work, &["rev-parse", "HEAD"]);
+/// A repository, a cyan.yaml with staging and production, and a running
+/// `cyan serve` on a proxy of the test's own that also listens on a port
+/// for host-routed apps (a branch's environment).
+struct Pipeline {
+    app: TestApp,
+    work: std::path::PathBuf,
+    bare: std::path::PathBuf,
+    first: String,
+    staging_port: u16,
+    /// The proxy's listen address for host-routed apps.
+    shared: String,
+    serve_addr: String,
+    serve: std::process::Child,
+    _proxy: std::process::Child,
+}
 
-    let config = format!(
-        r#"app: {name}
+impl Pipeline {
+    fn new(tag: &str) -> Pipeline {
+        let name = format!("t{}-{tag}", std::process::id());
+        let app = TestApp::with_image(tag, "", Some(format!("127.0.0.1:5000/cyan-test-{name}")));
+        let (staging_port, serve_port, shared_port) = (free_port(), free_port(), free_port());
+        let shared = format!("127.0.0.1:{shared_port}");
+        let proxy = util::proxy::spawn_proxy(&app.home, &["--listen", &shared]);
+        // The app's repository: the demo's Dockerfile and static binary.
+        let work = app.dir.join("work");
+        std::fs::create_dir_all(work.join("build")).unwrap();
+        let demo = repo_root().join("examples/demo");
+        std::fs::copy(demo.join("Dockerfile"), work.join("Dockerfile")).unwrap();
+        std::fs::copy(demo.join("build/cyan-demo"), work.join("build/cyan-demo")).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-q", "-m", "the demo"]);
+        let bare = app.dir.join("demo.git");
+        git(&app.dir, &["init", "-q", "--bare", bare.to_str().unwrap()]);
+        git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+        let first = git(&work, &["rev-parse", "HEAD"]);
+        let config = format!(
+            r#"app: {name}
 image: {image}
 build: {{ context: work }}
 replicas: 2
@@ -144,40 +152,106 @@ serve:
     - branch: main
       deploy: staging
       then: production
+    - branch: "feature/*"
+      deploy: staging
+      preview: true
 "#,
-        image = app.image,
-        port = app.port,
-        bare = bare.display(),
-    );
-    std::fs::write(&app.config, config).unwrap();
+            image = app.image,
+            port = app.port,
+            bare = bare.display(),
+        );
+        std::fs::write(&app.config, config).unwrap();
+        let serve_addr = format!("127.0.0.1:{serve_port}");
+        let serve = app
+            .command(&["serve", "run", "--listen", &serve_addr])
+            .env("CYAN_TEST_HOOK_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = Instant::now();
+        while TcpStream::connect(&serve_addr).is_err() {
+            assert!(
+                up.elapsed() < Duration::from_secs(20),
+                "cyan serve did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Pipeline {
+            app,
+            work,
+            bare,
+            first,
+            staging_port,
+            shared,
+            serve_addr,
+            serve,
+            _proxy: proxy,
+        }
+    }
 
+    /// Commits a change on `branch` and pushes it: the commit.
+    fn push(&self, branch: &str, file: &str) -> String {
+        let work = &self.work;
+        if branch != "main" {
+            git(work, &["checkout", "-q", "-B", branch, "main"]);
+        }
+        std::fs::write(work.join(file), format!("{file}\n")).unwrap();
+        git(work, &["add", "."]);
+        git(work, &["commit", "-q", "-m", file]);
+        git(
+            work,
+            &["push", "-q", "-f", self.bare.to_str().unwrap(), branch],
+        );
+        let commit = git(work, &["rev-parse", "HEAD"]);
+        git(work, &["checkout", "-q", "main"]);
+        commit
+    }
+
+    /// Waits for a delivery row with `verdict`: the row. Fails on `failed`.
+    fn wait_for(&self, verdict: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let rows = deliveries(&self.app);
+            if let Some(row) = rows.iter().find(|r| r["verdict"] == verdict) {
+                return row.clone();
+            }
+            if let Some(row) = rows.iter().find(|r| r["verdict"] == "failed") {
+                panic!("the pipeline failed: {row:#}");
+            }
+            assert!(Instant::now() < deadline, "no {verdict}: {rows:#?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.serve.wait();
+    }
+}
+
+fn registry_up() -> bool {
+    util::present_or_skipped(
+        TcpStream::connect("127.0.0.1:5000").is_ok(),
+        "a registry on 127.0.0.1:5000",
+        "Debian's docker-registry",
+    )
+}
+
+#[test]
+fn a_signed_push_deploys_staging_then_production_after_approval_with_no_failed_request() {
+    if !registry_up() {
+        return;
+    }
+    let pipe = Pipeline::new("pipeline");
+    let (app, name, staging_port) = (&pipe.app, &pipe.app.name, pipe.staging_port);
     // v0, live in both, deployed by hand as the team did before.
     app.cyan_ok(&["deploy", "-e", "staging", "--version", "v0"]);
     app.cyan_ok(&["deploy", "-e", "production", "--version", "v0"]);
     app.cyan_ok(&["promote", "-e", "production"]);
-
-    let mut serve = app
-        .command(&[
-            "serve",
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{serve_port}"),
-        ])
-        .env("CYAN_TEST_HOOK_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let serve_addr = format!("127.0.0.1:{serve_port}");
-    let up = Instant::now();
-    while TcpStream::connect(&serve_addr).is_err() {
-        assert!(
-            up.elapsed() < Duration::from_secs(20),
-            "cyan serve did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let rt = load::runtime();
     let _guard = rt.enter();
@@ -185,14 +259,10 @@ serve:
     let production_load = Load::start(app.port, &format!("{name}.localhost"), 2, 1);
 
     // A new commit, pushed; the forge delivers the push.
-    std::fs::write(work.join("CHANGES"), "the second release\n").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "second"]);
-    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
-    let commit = git(&work, &["rev-parse", "HEAD"]);
+    let commit = pipe.push("main", "CHANGES");
     let version = commit[..12].to_string();
     let asked = Instant::now();
-    let (status, answer) = deliver(&serve_addr, &first, &commit);
+    let (status, answer) = deliver(&pipe.serve_addr, "main", &pipe.first, &commit);
     assert_eq!(status, 202, "{answer}");
     assert!(
         asked.elapsed() < Duration::from_secs(2),
@@ -201,18 +271,7 @@ serve:
     );
 
     // Staging deploys and verifies; production waits for approval.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let waiting = loop {
-        let rows = deliveries(&app);
-        if let Some(row) = rows.iter().find(|r| r["verdict"] == "awaiting_approval") {
-            break row.clone();
-        }
-        if let Some(row) = rows.iter().find(|r| r["verdict"] == "failed") {
-            panic!("the pipeline failed: {row:#}");
-        }
-        assert!(Instant::now() < deadline, "{rows:#?}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let waiting = pipe.wait_for("awaiting_approval");
     assert!(waiting.to_string().contains(&version), "{waiting:#}");
     app.cyan_ok(&["status", "-e", "staging"]);
     let (_, body) = util::http_get(
@@ -267,6 +326,50 @@ serve:
         "{history:#}"
     );
 
-    let _ = Command::new("kill").arg(serve.id().to_string()).status();
-    let _ = serve.wait();
+    // The forge delivers the same push again: deployed, so not again.
+    let (status, answer) = deliver(&pipe.serve_addr, "main", &pipe.first, &commit);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("already deployed"), "{answer}");
+}
+
+#[test]
+fn a_pushed_branch_gets_its_own_environment_until_it_is_deleted() {
+    if !registry_up() {
+        return;
+    }
+    let pipe = Pipeline::new("branches");
+    let commit = pipe.push("feature/login", "LOGIN");
+    let (status, answer) = deliver(&pipe.serve_addr, "feature/login", &pipe.first, &commit);
+    assert_eq!(status, 202, "{answer}");
+    let row = pipe.wait_for("deployed");
+    let environment = row["deploy"]["environment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(environment.starts_with("staging-feature-login-"), "{row:#}");
+    let slug = environment.trim_start_matches("staging-");
+    let host = format!("{slug}.staging.{}.localhost", pipe.app.name);
+    let (status, body) = util::http_get(&pipe.shared, &host, "/");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(identity(&body).1, commit[..12], "the branch's own release");
+    // Staging itself was never touched.
+    let staging = pipe.app.cyan(&["status", "-e", "staging", "-o", "json"]);
+    let staging: serde_json::Value = serde_json::from_slice(&staging.stdout).unwrap();
+    assert!(staging["live"].is_null(), "{staging:#}");
+
+    // The branch is deleted: its environment goes.
+    let zeros = "0".repeat(40);
+    let (status, answer) = deliver(&pipe.serve_addr, "feature/login", &commit, &zeros);
+    assert_eq!(status, 202, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while util::http_get(&pipe.shared, &host, "/").0 == 200 {
+        assert!(Instant::now() < deadline, "{:#?}", deliveries(&pipe.app));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=cyan.env={environment}"))
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "its containers are gone");
 }

@@ -65,29 +65,39 @@ impl<'a> Lifecycle<'a> {
         let out = self.p.out;
         let v = &d.target.version;
         let record = self.p.record().await?;
-        match record
-            .hook_run(hook, &d.target)
-            .map(|r| (r.outcome, r.at.clone()))
-        {
-            Some((HookOutcome::Passed, at)) => {
-                out.detail(format!("{hook} passed for {v} at {at}: not run again"));
+        match record.hook_run(hook, &d.target) {
+            Some(r) if r.outcome == HookOutcome::Passed => {
+                out.detail(format!("{hook} passed for {v} at {}: not run again", r.at));
                 return Ok(());
             }
-            Some((HookOutcome::Started, at)) => out.warn(format!(
-                "{hook} was started for {v} at {at} by a cyan that did not finish; running it again"
-            )),
+            Some(r) if r.outcome == HookOutcome::Started => {
+                out.warn(format!(
+                    "{hook} was started for {v} at {} by a cyan that did not finish; running it again",
+                    r.at
+                ));
+                // What the interrupted run left (a script's children) stops
+                // before the new run starts.
+                let left = r.run.as_deref().map_or(0, hooks::sweep);
+                if left > 0 {
+                    out.warn(format!(
+                        "stopped {left} process(es) the interrupted {hook} left running"
+                    ));
+                }
+            }
             _ => {}
         }
-        self.write(hook, &d.target, HookOutcome::Started).await?;
+        let run = run_id();
+        self.write(hook, &d.target, HookOutcome::Started, Some(run.clone()))
+            .await?;
         out.phase(format!("hook {hook} ({v})"));
-        let ran = self.run(hook, h, d, color, None).await;
+        let ran = self.run(hook, h, d, color, None, &run).await;
         let passed = matches!(&ran, Ok(r) if r.passed());
         let outcome = if passed {
             HookOutcome::Passed
         } else {
             HookOutcome::Failed
         };
-        self.write(hook, &d.target, outcome).await?;
+        self.write(hook, &d.target, outcome, Some(run)).await?;
         match ran {
             Ok(_) if passed => {
                 out.done(format!("hook {hook} ({v})"));
@@ -109,19 +119,26 @@ impl<'a> Lifecycle<'a> {
         };
         let out = self.p.out;
         out.phase(format!("hook {hook}"));
-        match self.run(hook, h, d, None, failure).await {
+        match self.run(hook, h, d, None, failure, &run_id()).await {
             Ok(r) if r.passed() => out.done(format!("hook {hook}")),
             Ok(r) => out.warn(format!("hook {hook} {}", r.failure(h.timeout.0))),
             Err(why) => out.warn(format!("hook {hook}: {why}")),
         }
     }
 
-    async fn write(&self, hook: &str, release: &ReleaseKey, outcome: HookOutcome) -> Result<()> {
+    async fn write(
+        &self,
+        hook: &str,
+        release: &ReleaseKey,
+        outcome: HookOutcome,
+        run: Option<String>,
+    ) -> Result<()> {
         let run = HookRun {
             hook: hook.into(),
             release: release.clone(),
             outcome,
             at: crate::clock::now_rfc3339(),
+            run,
         };
         self.p.update_record(|r| r.record_hook(run)).await
     }
@@ -133,11 +150,13 @@ impl<'a> Lifecycle<'a> {
         d: &Desired,
         color: Option<Color>,
         failure: Option<&str>,
+        run: &str,
     ) -> std::result::Result<Ran, String> {
         let env = self.env(hook, d, color, failure).await;
         let p = self.p;
         if !h.container {
-            return hooks::on_host(&h.run.argv(), &env, &p.cfg.dir(), h.timeout.0, p.out).await;
+            let dir = p.cfg.dir();
+            return hooks::on_host(&h.run.argv(), &env, &dir, h.timeout.0, run, p.out).await;
         }
         let c = &p.cfg.config;
         let image = crate::image::inspect(&p.docker, c.image.as_str(), &d.target.version)
@@ -289,6 +308,14 @@ impl<'a> Lifecycle<'a> {
             ))),
         }
     }
+}
+
+/// A fresh mark for one hook run: 16 hex digits.
+fn run_id() -> String {
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn v(d: &Desired) -> &str {

@@ -130,12 +130,26 @@ pub async fn promote(
     pin_image(&p.docker, to, &live.release, out).await?;
     p.promoted_from = Some(src.to_string());
     let c = &to.config;
+    let target = ReleaseKey {
+        version: live.key.version.clone(),
+        config_hash: c.runtime_hash(&p.secrets),
+    };
+    // A release is (version, config): one the target runs already from
+    // another image (its tag rebuilt on this host) would be taken as done.
+    if let Some(other) = p
+        .containers()
+        .await?
+        .into_iter()
+        .find(|m| m.release.key() == target && m.release.image_id != live.release.image_id)
+    {
+        return Err(Error::Refused(format!(
+            "{dst} runs {} from image {} already, not from {src}'s {}: the version's image was rebuilt on this host. Deploy a new version to {src} and promote that",
+            target.version, other.release.image_id, live.release.image_id
+        )));
+    }
     let desired = Desired {
         intent: Intent::Deploy,
-        target: ReleaseKey {
-            version: live.key.version.clone(),
-            config_hash: c.runtime_hash(&p.secrets),
-        },
+        target,
         replicas: c.replicas.get(),
         preview_replicas: None,
         build: false,

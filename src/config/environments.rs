@@ -21,6 +21,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+use sha2::Digest as _;
 
 use super::locate;
 use super::{Config, Name};
@@ -216,7 +217,21 @@ impl Config {
                 self.environment
             )));
         };
-        let name = format!("{}-{branch}", self.environment);
+        // A name's 40 characters: a long one keeps its start and a hash of
+        // the whole, so two branches never share an environment.
+        let mut name = format!("{}-{branch}", self.environment);
+        if name.len() > 40 {
+            let hash = sha2::Sha256::digest(name.as_bytes());
+            let mut head = name[..31].trim_end_matches('-').to_string();
+            head.push('-');
+            head.extend(hash.iter().take(4).map(|b| format!("{b:02x}")));
+            name = head;
+        }
+        if self.environments.keys().any(|e| e.as_str() == name) {
+            return Err(Error::Config(format!(
+                "--branch {branch}: its environment would be {name}, which is one of the file's environments; a branch never takes over a stage (rename the branch or the environment)"
+            )));
+        }
         self.environment =
             Name::parse(&name).map_err(|e| Error::Config(format!("--branch {branch}: {e}")))?;
         self.proxy.host = Some(format!("{branch}.{host}"));

@@ -670,3 +670,47 @@ fn what_every_stage_shares_cannot_be_set_per_environment() {
     .to_string();
     assert!(e.contains("an environment is a mapping"), "{e}");
 }
+
+#[test]
+fn a_branch_gets_its_own_environment_host_and_one_replica() {
+    let b = pick(STAGED, Some("staging"))
+        .unwrap()
+        .for_branch("feature-login")
+        .unwrap();
+    assert_eq!(b.route(), "web-staging-feature-login");
+    assert_eq!(
+        b.proxy.host.as_deref(),
+        Some("feature-login.staging.web.example.com")
+    );
+    assert_eq!(b.replicas.get(), 1);
+    assert!(!b.require_approval);
+    // Long names keep their start and a hash; two never collide.
+    let long = |branch: &str| {
+        pick(STAGED, Some("staging"))
+            .unwrap()
+            .for_branch(branch)
+            .unwrap()
+            .environment
+            .to_string()
+    };
+    let (a, b) = (
+        long("a-very-long-feature-branch-name-number-1"),
+        long("a-very-long-feature-branch-name-number-2"),
+    );
+    assert!(a.len() <= 40 && b.len() <= 40 && a != b, "{a} {b}");
+    assert!(a.starts_with("staging-a-very-long"), "{a}");
+    // A branch named after another stage's suffix never becomes that stage.
+    let text = STAGED.replace("  production:\n", "  staging-eu: {}\n  production:\n");
+    let e = pick(&text, Some("staging"))
+        .unwrap()
+        .for_branch("eu")
+        .unwrap_err();
+    assert!(e.to_string().contains("never takes over a stage"), "{e}");
+    for bad in ["Feature", "-x", "x-", "a/b", ""] {
+        let e = pick(STAGED, Some("staging"))
+            .unwrap()
+            .for_branch(bad)
+            .unwrap_err();
+        assert!(e.to_string().contains("must be a DNS label"), "{bad}: {e}");
+    }
+}

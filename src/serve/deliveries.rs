@@ -39,6 +39,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Whether the delivery's deploy happened: `deployed`, or a chain that
+    /// stopped where it was to, at an approval. A redelivery of it is not
+    /// deployed again.
+    pub fn deployed(self) -> bool {
+        matches!(self, Verdict::Deployed | Verdict::AwaitingApproval)
+    }
+
     /// As written in the log: `queued`, `awaiting_approval`, …
     pub fn as_str(self) -> &'static str {
         match self {
@@ -131,7 +138,7 @@ impl Log {
         let path = state.join("deliveries.jsonl");
         let deployed = read(&path)?
             .into_iter()
-            .filter(|e| e.verdict == Verdict::Deployed)
+            .filter(|e| e.verdict.deployed())
             .filter_map(|e| e.deploy.map(|d| (e.id, d.environment)))
             .collect();
         Ok(Log {
@@ -144,7 +151,8 @@ impl Log {
     /// Appends one line (the file is made 0600). A line that cannot be
     /// written is logged, not fatal: the deploy it records went on.
     pub fn append(&self, entry: &Entry) {
-        if entry.verdict == Verdict::Deployed {
+        // A chain that stopped for approval deployed what it was to.
+        if matches!(entry.verdict, Verdict::Deployed | Verdict::AwaitingApproval) {
             if let Some(d) = &entry.deploy {
                 self.deployed
                     .lock()

@@ -90,6 +90,10 @@ pub struct HookRun {
     pub outcome: HookOutcome,
     /// RFC 3339 time the outcome was written.
     pub at: String,
+    /// The run's mark (a host hook's processes carry it in their
+    /// environment), so a re-run can find what an interrupted run left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

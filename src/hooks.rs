@@ -370,7 +370,29 @@ async fn container_tail(docker: &Docker, name: &str) -> Vec<String> {
     text.lines().map(printable).collect()
 }
 
-async fn remove(docker: &Docker, name: &str) {
+/// The names of `route`'s hook containers (a killed cyan's leftovers).
+pub async fn leftovers(docker: &Docker, route: &str) -> crate::error::Result<Vec<String>> {
+    let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&HashMap::from([(
+            "label".to_string(),
+            vec![format!("{HOOK_LABEL}={route}")],
+        )]))
+        .build();
+    Ok(docker
+        .list_containers(Some(opts))
+        .await?
+        .into_iter()
+        .filter_map(|c| {
+            c.names?
+                .first()
+                .map(|n| n.trim_start_matches('/').to_string())
+        })
+        .collect())
+}
+
+/// Removes a container, running or not; one already gone is no error.
+pub async fn remove(docker: &Docker, name: &str) {
     let opts = RemoveContainerOptionsBuilder::default().force(true).build();
     let _ = docker.remove_container(name, Some(opts)).await;
 }

@@ -32,6 +32,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
 /// A signed Gitea push delivery of `after` on `branch` (all zeros: the
 /// branch was deleted); (status, body).
 fn deliver(addr: &str, branch: &str, before: &str, after: &str) -> (u16, String) {
+    deliver_as(addr, &format!("{after}-1"), branch, before, after)
+}
+
+/// `deliver` with the delivery id `id`.
+fn deliver_as(addr: &str, id: &str, branch: &str, before: &str, after: &str) -> (u16, String) {
     let body = serde_json::json!({
         "ref": format!("refs/heads/{branch}"),
         "before": before,
@@ -50,7 +55,7 @@ fn deliver(addr: &str, branch: &str, before: &str, after: &str) -> (u16, String)
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "POST /hooks HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Gitea-Event: push\r\nX-Gitea-Delivery: {after}-1\r\nX-Gitea-Signature: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /hooks HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Gitea-Event: push\r\nX-Gitea-Delivery: {id}\r\nX-Gitea-Signature: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -326,10 +331,17 @@ fn a_signed_push_deploys_staging_then_production_after_approval_with_no_failed_r
         "{history:#}"
     );
 
-    // The forge delivers the same push again: deployed, so not again.
+    // The forge delivers the same push again: deployed, so not again; nor
+    // the same push captured and sent under a new id.
     let (status, answer) = deliver(&pipe.serve_addr, "main", &pipe.first, &commit);
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("already deployed"), "{answer}");
+    let (status, answer) = deliver_as(&pipe.serve_addr, "replayed", "main", &pipe.first, &commit);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.contains("was deployed to staging already"),
+        "{answer}"
+    );
 }
 
 #[test]

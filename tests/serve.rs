@@ -468,6 +468,13 @@ fn too_many_requests_from_one_address() {
     // The first (the burst, 20, less the start-up probe's none) are answered.
     assert!(statuses[..19].iter().all(|s| *s == 405), "{statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
+    // Only refusals spend tokens: a signed delivery from the same address
+    // still gets through, and the flood did not fill the log.
+    let ping = Fixture::read("github-ping.http");
+    let a = send(serve.addr, "POST", &ping.headers, &ping.body);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let log = std::fs::read_to_string(dir.join("state/deliveries.jsonl")).unwrap_or_default();
+    assert!(log.lines().count() <= 21, "{log}");
 }
 
 #[test]

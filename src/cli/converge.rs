@@ -399,7 +399,11 @@ impl Run {
         let previous_color = color.map(Color::other).filter(|col| {
             previous.is_some() && release_in(Some(*col)).map(|r| r.key()) == previous
         });
-        let config_path = p.cfg.path.display().to_string();
+        // The next commands the result suggests name the environment too.
+        let config_path = match c.environments.is_empty() {
+            true => p.cfg.path.display().to_string(),
+            false => format!("{} -e {}", p.cfg.path.display(), c.environment),
+        };
         // The switch is done: a proxy that does not answer now costs the
         // URL its port, never the deploy its success.
         let url = c.url(&p.proxy.health().await.unwrap_or_default());

@@ -74,6 +74,12 @@ pub async fn remove(
                 out.done(format!("removed {color} containers"));
             }
         }
+        // A hook's one-off container that a killed cyan left running.
+        for left in crate::hooks::leftovers(&p.docker, &route).await? {
+            out.phase(format!("remove hook container {left}"));
+            crate::hooks::remove(&p.docker, &left).await;
+            out.done(format!("removed hook container {left}"));
+        }
         Ok::<_, Error>(())
     }
     .await;

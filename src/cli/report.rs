@@ -236,7 +236,8 @@ pub struct DeployReport {
     /// `[]` without destinations (and on Kubernetes, where the operator
     /// deploys).
     pub notifications: Vec<crate::notify::Outcome>,
-    /// cyan.yaml's path, for the next commands the text suggests.
+    /// cyan.yaml's path (with `-e <environment>` when the file has
+    /// environments), for the next commands the text suggests.
     #[serde(skip)]
     pub config_path: String,
 }

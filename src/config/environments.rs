@@ -121,31 +121,28 @@ pub(super) fn shared_key_set(base: &Config, text: &str, origin: &str) -> Result<
 /// The document for environment `name`: the file's top level with
 /// `environments` taken out, `environment: <name>`, and the environment's
 /// mapping merged over it; as YAML text, for the one parser.
-pub(super) fn merged(text: &str, base: &Config, name: &Name) -> Result<String> {
-    let mut doc: Map<String, Value> = serde_saphyr::from_str(text)
-        .map_err(|e| Error::Config(format!("cannot read the file as a mapping: {e}")))?;
-    doc.remove("environments");
-    doc.insert("environment".into(), Value::String(name.to_string()));
-    let overrides = base.environments.get(name).cloned().unwrap_or_default();
-    merge(&mut doc, overrides.0);
-    serde_saphyr::to_string(&Value::Object(doc))
-        .map_err(|e| Error::Config(format!("cannot merge environment {name}: {e}")))
-}
-
-/// Merges `over` into `into`: mappings key by key at every depth; any other
-/// value replaces; `null` removes the key (its default applies).
-fn merge(into: &mut Map<String, Value>, over: Map<String, Value>) {
-    for (key, value) in over {
-        match (into.get_mut(&key), value) {
-            (_, Value::Null) => {
-                into.remove(&key);
-            }
-            (Some(Value::Object(inner)), Value::Object(over)) => merge(inner, over),
-            (_, value) => {
-                into.insert(key, value);
-            }
-        }
-    }
+pub(super) fn merged(text: &str, name: &Name) -> Result<String> {
+    let Node::Map(mut doc) = Node::read(text)? else {
+        return Err(Error::Config("the file is not a mapping of keys".into()));
+    };
+    let overrides = doc
+        .iter()
+        .find(|(k, _)| k == "environments")
+        .and_then(|(_, envs)| match envs {
+            Node::Map(envs) => envs
+                .iter()
+                .find(|(k, _)| k == name.as_str())
+                .map(|(_, v)| v.clone()),
+            _ => None,
+        })
+        .unwrap_or(Node::Map(Vec::new()));
+    doc.retain(|(k, _)| k != "environments" && k != "environment");
+    doc.push(("environment".into(), Node::Str(name.to_string())));
+    let mut doc = Node::Map(doc);
+    doc.merge(overrides);
+    let mut out = String::new();
+    doc.emit(0, &mut out);
+    Ok(out)
 }
 
 /// Where a key of the picked document is written in the user's file.
@@ -241,5 +238,224 @@ impl Config {
         self.replicas = std::num::NonZeroU32::MIN;
         self.require_approval = false;
         Ok(self)
+    }
+}
+
+/// One node of the file as written: what the merge works on. A scalar
+/// YAML would read as a number or a boolean keeps its text (`1.10`,
+/// `0x10`, `yes`), so the merged document says what the file said, and a
+/// string field reads it as written, as it does at the top level.
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Map(Vec<(String, Node)>),
+    Seq(Vec<Node>),
+    /// A string, decoded (quoted, block or plain).
+    Str(String),
+    /// A plain scalar typed by YAML: its source text.
+    Raw(String),
+    Null,
+}
+
+/// A node as the parser gives it, with where it is written.
+#[derive(Debug)]
+enum Parsed {
+    Map(Vec<(String, serde_saphyr::Spanned<Parsed>)>),
+    Seq(Vec<serde_saphyr::Spanned<Parsed>>),
+    Str(String),
+    Typed,
+    Null,
+}
+
+impl<'de> Deserialize<'de> for Parsed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Any;
+        impl<'de> serde::de::Visitor<'de> for Any {
+            type Value = Parsed;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any YAML node")
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Str(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Str(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Typed)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Typed)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Typed)
+            }
+            fn visit_i128<E>(self, _: i128) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Typed)
+            }
+            fn visit_u128<E>(self, _: u128) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Typed)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Typed)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Null)
+            }
+            fn visit_none<E>(self) -> std::result::Result<Parsed, E> {
+                Ok(Parsed::Null)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Parsed, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Parsed::Seq(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Parsed, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, _>()? {
+                    entries.push((k, v));
+                }
+                Ok(Parsed::Map(entries))
+            }
+        }
+        d.deserialize_any(Any)
+    }
+}
+
+impl Node {
+    /// The file's tree, each typed scalar with its text from `text`.
+    fn read(text: &str) -> Result<Node> {
+        let parsed: serde_saphyr::Spanned<Parsed> = serde_saphyr::from_str(text)
+            .map_err(|e| Error::Config(format!("cannot read the file as a mapping: {e}")))?;
+        Ok(Node::of(parsed, text))
+    }
+
+    fn of(p: serde_saphyr::Spanned<Parsed>, text: &str) -> Node {
+        match p.value {
+            Parsed::Map(entries) => Node::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, Node::of(v, text)))
+                    .collect(),
+            ),
+            Parsed::Seq(items) => Node::Seq(items.into_iter().map(|i| Node::of(i, text)).collect()),
+            Parsed::Str(s) => Node::Str(s),
+            Parsed::Null => Node::Null,
+            Parsed::Typed => {
+                // Where it is defined (an alias's anchor, else itself).
+                let span = p.defined.span();
+                let written = span
+                    .byte_offset()
+                    .zip(span.byte_len())
+                    .and_then(|(at, len)| text.get(at as usize..(at + len) as usize))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty() && !t.contains(['\n', '#', '&', '*']));
+                match written {
+                    Some(t) => Node::Raw(t.to_string()),
+                    None => Node::Null,
+                }
+            }
+        }
+    }
+
+    /// Merges `over` into this mapping: mappings key by key at every
+    /// depth; any other node replaces; `null` removes the key.
+    fn merge(&mut self, over: Node) {
+        let (Node::Map(into), Node::Map(over)) = (self, over) else {
+            return;
+        };
+        for (key, value) in over {
+            let at = into.iter().position(|(k, _)| *k == key);
+            match (at, value) {
+                (Some(i), Node::Null) => {
+                    into.remove(i);
+                }
+                (None, Node::Null) => {}
+                (Some(i), value @ Node::Map(_)) if matches!(into[i].1, Node::Map(_)) => {
+                    into[i].1.merge(value)
+                }
+                (Some(i), value) => into[i].1 = value,
+                (None, value) => into.push((key, value)),
+            }
+        }
+    }
+
+    /// Block-style YAML, keys plain where they can be (so `locate` reads
+    /// the merged text's key paths), strings double-quoted (JSON's
+    /// escapes are YAML's), typed scalars as written.
+    fn emit(&self, indent: usize, out: &mut String) {
+        let pad = " ".repeat(indent);
+        match self {
+            Node::Map(entries) => {
+                for (k, v) in entries {
+                    out.push_str(&pad);
+                    out.push_str(&key(k));
+                    out.push(':');
+                    v.emit_value(indent, out);
+                }
+            }
+            Node::Seq(items) => {
+                for item in items {
+                    out.push_str(&pad);
+                    out.push('-');
+                    item.emit_value(indent, out);
+                }
+            }
+            scalar => {
+                out.push_str(&pad);
+                out.push_str(&scalar.inline());
+                out.push('\n');
+            }
+        }
+    }
+
+    /// A value after its key or dash: inline, or nested on the next lines.
+    fn emit_value(&self, indent: usize, out: &mut String) {
+        match self {
+            Node::Map(m) if !m.is_empty() => {
+                out.push('\n');
+                self.emit(indent + 2, out);
+            }
+            Node::Seq(s) if !s.is_empty() => {
+                out.push('\n');
+                self.emit(indent + 2, out);
+            }
+            other => {
+                out.push(' ');
+                out.push_str(&other.inline());
+                out.push('\n');
+            }
+        }
+    }
+
+    fn inline(&self) -> String {
+        match self {
+            Node::Map(_) => "{}".into(),
+            Node::Seq(_) => "[]".into(),
+            Node::Str(s) => serde_json::to_string(s).expect("a string serializes"),
+            Node::Raw(t) => t.clone(),
+            Node::Null => "null".into(),
+        }
+    }
+}
+
+/// A key as the merged text writes it: plain when it is a simple word.
+fn key(k: &str) -> String {
+    let simple = k
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
+    match simple {
+        true => k.to_string(),
+        false => serde_json::to_string(k).expect("a string serializes"),
     }
 }

@@ -284,7 +284,7 @@ impl Config {
         let mut config = match &chosen {
             None => base,
             Some(name) => {
-                let merged = environments::merged(text, &base, name)?;
+                let merged = environments::merged(text, name)?;
                 let mut picked: Config =
                     serde_saphyr::from_str(&merged).map_err(|e| at.parse_error(&e, &merged))?;
                 picked.environments = base.environments;

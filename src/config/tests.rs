@@ -714,3 +714,56 @@ fn a_branch_gets_its_own_environment_host_and_one_replica() {
         assert!(e.to_string().contains("must be a DNS label"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn an_environments_values_are_read_as_written_like_the_top_levels() {
+    let values = [
+        "X: 1.10",
+        "Y: yes",
+        "Z: 0x10",
+        "O: 0o17",
+        "F: 1e3",
+        "BIG: 12345678901234567890123",
+        "Q: \"007\"",
+        "T: 'it''s'",
+    ];
+    let indented = |n: usize| {
+        values
+            .iter()
+            .map(|v| format!("{}{v}\n", " ".repeat(n)))
+            .collect::<String>()
+    };
+    let top = STAGED.replace("  LOG: info\n", &indented(2));
+    let staged = STAGED.replace(
+        "    env: { LOG: debug, FEATURE_X: \"1\" }\n",
+        &format!("    env:\n{}", indented(6)),
+    );
+    let written = |c: &Config| {
+        ["X", "Y", "Z", "O", "F", "BIG", "Q", "T"]
+            .map(|k| c.env.get(k).cloned().unwrap_or_default())
+    };
+    let expected = [
+        "1.10",
+        "yes",
+        "0x10",
+        "0o17",
+        "1e3",
+        "12345678901234567890123",
+        "007",
+        "it's",
+    ];
+    assert_eq!(written(&pick(&top, Some("production")).unwrap()), expected);
+    assert_eq!(written(&pick(&top, Some("staging")).unwrap()), expected);
+    assert_eq!(written(&pick(&staged, Some("staging")).unwrap()), expected);
+    // Anchors and aliases, and a block scalar, keep their values too.
+    let text = STAGED.replace(
+        "    replicas: 1\n",
+        "    replicas: &one 1\n    command:\n      - sh\n      - |\n        echo a\n        echo b\n    stop_timeout: 5s\n",
+    );
+    let s = pick(&text, Some("staging")).unwrap();
+    assert_eq!(s.replicas.get(), 1);
+    assert_eq!(
+        s.command.unwrap(),
+        ["sh".to_string(), "echo a\necho b\n".to_string()]
+    );
+}

@@ -38,6 +38,20 @@ pub enum Verdict {
     AwaitingApproval,
 }
 
+impl Entry {
+    /// The keys a deployed entry adds to `Log::deployed`; none otherwise.
+    fn deployed_keys(&self) -> Vec<(String, String)> {
+        let Some(d) = self.deploy.as_ref().filter(|_| self.verdict.deployed()) else {
+            return Vec::new();
+        };
+        let mut keys = vec![(self.id.clone(), d.environment.clone())];
+        if let Some(c) = &self.commit {
+            keys.push((format!("commit {c}"), d.environment.clone()));
+        }
+        keys
+    }
+}
+
 impl Verdict {
     /// Whether the delivery's deploy happened: `deployed`, or a chain that
     /// stopped where it was to, at an approval. A redelivery of it is not
@@ -124,7 +138,9 @@ impl Entry {
 #[derive(Debug)]
 pub struct Log {
     path: PathBuf,
-    /// (delivery id, environment) of every deploy that ended `deployed`.
+    /// What deployed: (delivery id, environment) and (`commit <sha>`,
+    /// environment) of every deploy that ended `deployed` (or at an
+    /// approval).
     deployed: Mutex<HashSet<(String, String)>>,
     write: Mutex<()>,
 }
@@ -136,11 +152,7 @@ impl Log {
     /// Errors: the file exists and cannot be read (`Error::Platform`).
     pub fn open(state: &Path) -> Result<Log> {
         let path = state.join("deliveries.jsonl");
-        let deployed = read(&path)?
-            .into_iter()
-            .filter(|e| e.verdict.deployed())
-            .filter_map(|e| e.deploy.map(|d| (e.id, d.environment)))
-            .collect();
+        let deployed = read(&path)?.iter().flat_map(Entry::deployed_keys).collect();
         Ok(Log {
             path,
             deployed: Mutex::new(deployed),
@@ -151,15 +163,10 @@ impl Log {
     /// Appends one line (the file is made 0600). A line that cannot be
     /// written is logged, not fatal: the deploy it records went on.
     pub fn append(&self, entry: &Entry) {
-        // A chain that stopped for approval deployed what it was to.
-        if matches!(entry.verdict, Verdict::Deployed | Verdict::AwaitingApproval) {
-            if let Some(d) = &entry.deploy {
-                self.deployed
-                    .lock()
-                    .expect("log lock")
-                    .insert((entry.id.clone(), d.environment.clone()));
-            }
-        }
+        self.deployed
+            .lock()
+            .expect("log lock")
+            .extend(entry.deployed_keys());
         let mut line = serde_json::to_vec(entry).expect("serializable");
         line.push(b'\n');
         let _guard = self.write.lock().expect("log lock");
@@ -172,6 +179,15 @@ impl Log {
         if let Err(e) = written {
             tracing::error!(path = %self.path.display(), "cannot write the deliveries log: {e}");
         }
+    }
+
+    /// Whether `commit` was deployed to `environment` already (by any
+    /// delivery): a replay of an old push under a new id is no downgrade.
+    pub fn deployed_commit(&self, commit: &str, environment: &str) -> bool {
+        self.deployed
+            .lock()
+            .expect("log lock")
+            .contains(&(format!("commit {commit}"), environment.to_string()))
     }
 
     /// Whether delivery `id` already deployed `environment`.

@@ -144,15 +144,31 @@ impl Server {
         }
     }
 
+    /// One request. Only refusals spend the sender's tokens, so a flood of
+    /// bad requests from an address (or from everyone behind one proxy)
+    /// never turns away a delivery whose signature checks; past its
+    /// tokens, an address's refusals are answered 429 and not logged.
     async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if let Err(wait) = self.take_token(peer.ip()) {
-            let mut r = answer((
-                StatusCode::TOO_MANY_REQUESTS,
-                serde_json::json!({"error": "too many requests from this address"}),
-            ));
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(wait));
-            return r;
+        let response = self.answer(peer, req).await;
+        if !response.status().is_client_error()
+            || response.status() == StatusCode::TOO_MANY_REQUESTS
+        {
+            return response;
         }
+        match self.take_token(peer.ip()) {
+            Ok(()) => response,
+            Err(wait) => {
+                let mut r = closing(answer((
+                    StatusCode::TOO_MANY_REQUESTS,
+                    serde_json::json!({"error": "too many refused requests from this address"}),
+                )));
+                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(wait));
+                r
+            }
+        }
+    }
+
+    async fn answer(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::POST {
             let mut r = answer((
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -202,7 +218,16 @@ impl Server {
         answer(self.delivery(peer, &parts.headers, &body).await)
     }
 
-    /// Takes one request's token from `ip`'s bucket, or says how many
+    /// Whether `ip` has a token left (none is taken).
+    fn has_token(&self, ip: IpAddr) -> bool {
+        let buckets = self.buckets.lock().expect("bucket lock");
+        buckets.get(&ip).is_none_or(|b| {
+            let refill = Instant::now().duration_since(b.at).as_secs_f64() * self.limits.per_second;
+            b.tokens + refill >= 1.0
+        })
+    }
+
+    /// Takes one refusal's token from `ip`'s bucket, or says how many
     /// seconds until there is one.
     fn take_token(&self, ip: IpAddr) -> Result<(), u64> {
         let now = Instant::now();
@@ -242,9 +267,13 @@ impl Server {
             deploy: None,
         };
         let refuse = |mut entry: Entry, status: StatusCode, reason: String| {
-            tracing::warn!(%peer, delivery = %entry.id, forge = entry.forge.as_deref().unwrap_or("-"), "refused ({status}): {reason}");
-            entry.reason = Some(reason.clone());
-            self.log.append(&entry);
+            // Past the sender's tokens a refusal is answered 429 and left
+            // out of the log (`handle`), so a flood cannot fill it.
+            if self.has_token(peer.ip()) {
+                tracing::warn!(%peer, delivery = %entry.id, forge = entry.forge.as_deref().unwrap_or("-"), "refused ({status}): {reason}");
+                entry.reason = Some(reason.clone());
+                self.log.append(&entry);
+            }
             (
                 status,
                 serde_json::json!({"verdict": "refused", "reason": reason}),
@@ -267,8 +296,9 @@ impl Server {
         }
         let parsed = forge::parse(forge, headers, body);
         if let Ok(d) = &parsed {
+            // The id is the forge module's, at most 128 safe characters;
+            // the repository is written only once the signature checks.
             entry.id = d.id.clone();
-            entry.repo = d.repo.as_ref().map(|r| r.full_name.clone());
         }
         // The secret: the matching rule's, read from the unverified
         // delivery; serve.secret for one that cannot be read.
@@ -298,6 +328,7 @@ impl Server {
             Ok(d) => d,
             Err(e) => return refuse(entry, StatusCode::BAD_REQUEST, e.reason),
         };
+        entry.repo = delivery.repo.as_ref().map(|r| r.full_name.clone());
         self.decided(delivery, entry).await
     }
 
@@ -366,8 +397,19 @@ impl Server {
                 Action::Deploy { version, .. } => version.clone(),
                 Action::Remove => String::new(),
             };
-            if self.log.deployed(&entry.id, &target) {
-                let reason = format!("delivery {} already deployed {target}, not again", entry.id);
+            let redelivered = self
+                .log
+                .deployed(&entry.id, &target)
+                .then(|| format!("delivery {} already deployed {target}, not again", entry.id));
+            let replayed = || {
+                match (&job.action, &entry.commit) {
+                (Action::Deploy { .. }, Some(c)) if self.log.deployed_commit(c, &target) => {
+                    Some(format!("commit {c} was deployed to {target} already; a push does not deploy it twice (to go back to it: cyan rollback --to {version})"))
+                }
+                _ => None,
+            }
+            };
+            if let Some(reason) = redelivered.or_else(replayed) {
                 entry.verdict = Verdict::Ignored;
                 entry.reason = Some(reason.clone());
                 self.log.append(&entry);

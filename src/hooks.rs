@@ -272,6 +272,9 @@ pub struct OneOff<'a> {
     pub network: String,
     /// The app's route, as the container's `cyan.hook` label.
     pub route: String,
+    /// The app's secrets, which the container holds: their values are
+    /// taken out of its output.
+    pub secrets: &'a crate::config::Secrets,
 }
 
 /// Runs `job` to its end or `timeout`, then removes its container.
@@ -311,7 +314,11 @@ pub async fn in_container(
         Ok(_) => run_made(docker, &job.name, timeout, out).await,
         Err(e) => Err(e),
     };
-    let tail = container_tail(docker, &job.name).await;
+    let tail: Vec<String> = container_tail(docker, &job.name)
+        .await
+        .iter()
+        .map(|l| job.secrets.redact(l))
+        .collect();
     for line in &tail {
         out.detail(format!("| {line}"));
     }

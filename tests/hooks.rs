@@ -146,7 +146,9 @@ fn a_container_hook_runs_the_candidates_image_with_the_apps_env_and_secrets() {
     assert!(left.stdout.is_empty(), "the one-off container was removed");
 
     // A failing migration stops the deploy before any container starts.
-    app.write_config(&format!("{config}env: {{ MIGRATE_EXIT: \"3\" }}\n"));
+    app.write_config(&format!(
+        "{config}env: {{ MIGRATE_EXIT: \"3\", MIGRATE_PRINT_SECRET: \"1\" }}\n"
+    ));
     let before = app.containers();
     let out = app
         .command(&["deploy", "--version", "v2"])
@@ -157,6 +159,12 @@ fn a_container_hook_runs_the_candidates_image_with_the_apps_env_and_secrets() {
     let said = text(&out);
     assert!(said.contains("hook pre_deploy exited with 3"), "{said}");
     assert!(said.contains("migration failed: MIGRATE_EXIT=3"), "{said}");
+    // What it printed of the secret is redacted, in the progress and the error.
+    assert!(
+        said.contains("connecting with password [redacted DB_PASSWORD]"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2"), "{said}");
     assert_eq!(app.containers(), before);
     app.assert_all_answers_from("v1", 3);
 }

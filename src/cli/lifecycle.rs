@@ -177,6 +177,7 @@ impl<'a> Lifecycle<'a> {
                 .collect(),
             network,
             route: c.route(),
+            secrets: &p.secrets,
         };
         hooks::in_container(&p.docker, job, h.timeout.0, p.out).await
     }

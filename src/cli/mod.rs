@@ -300,8 +300,10 @@ fn init_tracing(format: LogFormat) {
         let steps = format!("{}=info", crate::engine::STEP_EVENTS);
         filter = filter.add_directive(steps.parse().expect("a valid directive"));
     }
+    // Colour only for a person: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // Over RUST_LOG: the Docker client's debug logs hold secret values.
     let secrets = tracing_subscriber::filter::filter_fn(crate::config::log_filter);

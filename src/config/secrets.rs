@@ -81,6 +81,21 @@ impl Secrets {
             .map(|(k, v)| format!("{k}={}", v.expose_secret()))
     }
 
+    /// `text` with every secret value (of 4 characters or more: shorter
+    /// ones would blank common words) replaced by `[redacted NAME]`: for
+    /// what a container that holds the values prints (a hook's output),
+    /// before it is shown, kept or sent.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (name, value) in &self.values {
+            let value = value.expose_secret();
+            if value.chars().count() >= 4 {
+                out = out.replace(value, &format!("[redacted {name}]"));
+            }
+        }
+        out
+    }
+
     /// HMAC-SHA256 over every name and value, under the host's key; `None`
     /// without secrets. Names and values are length-prefixed, so no two
     /// different sets give the same input.

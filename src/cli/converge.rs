@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::lifecycle::{self, Lifecycle, Source};
 use super::report::{AbortReport, DeployReport};
 use super::session;
-use crate::config::Loaded;
+use crate::config::{Config, Loaded};
 use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::lock::DeployLock;
@@ -34,19 +34,14 @@ pub async fn deploy(
     let version = release::resolve_version(o.version.as_deref(), &cfg.dir())?;
     let mut p = session::open(home, cfg, out).await?;
     let c = &cfg.config;
+    let target = ReleaseKey {
+        version: version.clone(),
+        config_hash: c.runtime_hash(&p.secrets),
+    };
     let desired = Desired {
-        intent: Intent::Deploy,
-        target: ReleaseKey {
-            version: version.clone(),
-            config_hash: c.runtime_hash(&p.secrets),
-        },
-        replicas: c.replicas.get(),
-        preview_replicas: None,
         build: true,
         push: c.image.registry().is_some(),
-        require_approval: c.require_approval,
-        keep_hot: c.keep.hot == 1,
-        retire_delay_ms: 0,
+        ..desired(c, Intent::Deploy, target, c.replicas.get())
     };
     let run = Run {
         what: format!("deploy {version}"),
@@ -81,17 +76,7 @@ pub async fn promote(
         .clone()
         .filter(|pr| pr.target == set[0].release.key());
     p.promoted_from = source.as_ref().map(|pr| pr.environment.clone());
-    let desired = Desired {
-        intent: Intent::Promote,
-        target: set[0].release.key(),
-        replicas: set.len() as u32,
-        preview_replicas: None,
-        build: false,
-        push: false,
-        require_approval: c.require_approval,
-        keep_hot: c.keep.hot == 1,
-        retire_delay_ms: 0,
-    };
+    let desired = desired(c, Intent::Promote, set[0].release.key(), set.len() as u32);
     let run = Run {
         source,
         ..Run::plain(format!("promote {}", desired.target.version), wait)
@@ -198,6 +183,23 @@ pub async fn rollback(
     Run::plain(format!("rollback to {}", desired.target.version), wait)
         .go(&mut p, &desired, out)
         .await
+}
+
+/// What a command wants of `target` on Docker, as the file says: nothing
+/// built or pushed (a deploy turns both on), approval and keep-hot from
+/// the config, the previous color retired at once.
+pub(super) fn desired(c: &Config, intent: Intent, target: ReleaseKey, replicas: u32) -> Desired {
+    Desired {
+        intent,
+        target,
+        replicas,
+        preview_replicas: None,
+        build: false,
+        push: false,
+        require_approval: c.require_approval,
+        keep_hot: c.keep.hot == 1,
+        retire_delay_ms: 0,
+    }
 }
 
 /// A secret `runtime` names that is not in cyan's environment, as the

@@ -17,14 +17,14 @@ use std::time::Duration;
 use bollard::query_parameters::{CreateImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 
-use super::converge::Run;
+use super::converge::{desired, Run};
 use super::lifecycle::Source;
 use super::report::DeployReport;
 use super::session;
 use crate::config::Loaded;
 use crate::error::{Error, Result};
 use crate::output::Output;
-use crate::plan::{Desired, Intent};
+use crate::plan::Intent;
 use crate::platform::docker::parse_record;
 use crate::proxy::client::AdminClient;
 use crate::proxy::Home;
@@ -147,17 +147,8 @@ pub async fn promote(
             target.version, other.release.image_id, live.release.image_id
         )));
     }
-    let desired = Desired {
-        intent: Intent::Deploy,
-        target,
-        replicas: c.replicas.get(),
-        preview_replicas: None,
-        build: false,
-        push: false,
-        require_approval: c.require_approval,
-        keep_hot: c.keep.hot == 1,
-        retire_delay_ms: 0,
-    };
+    // Nothing built or pushed: the image is the source's, pinned above.
+    let desired = desired(c, Intent::Deploy, target, c.replicas.get());
     let run = Run {
         what: format!("promote {} from {src}", live.key.version),
         lock_wait: wait,

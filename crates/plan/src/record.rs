@@ -43,7 +43,7 @@ pub struct DeployRecord {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "readable_runtimes"
+        deserialize_with = "readable"
     )]
     pub runtimes: Vec<RecordedRuntime>,
     /// Each lifecycle hook's latest run per release (Docker), so a deploy
@@ -52,7 +52,7 @@ pub struct DeployRecord {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "readable_hooks"
+        deserialize_with = "readable"
     )]
     pub hooks: Vec<HookRun>,
     /// What became of each notification (the deployer's `notify::Outcome`,
@@ -106,16 +106,6 @@ pub enum HookOutcome {
     Failed,
 }
 
-fn readable_hooks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HookRun>, D::Error> {
-    let serde_json::Value::Array(values) = serde_json::Value::deserialize(d)? else {
-        return Ok(Vec::new());
-    };
-    Ok(values
-        .into_iter()
-        .filter_map(|v| serde_json::from_value(v).ok())
-        .collect())
-}
-
 /// The runtime config of one release, as the deployer recorded it (a JSON
 /// object; the deployer's `config::Runtime`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,11 +114,12 @@ pub struct RecordedRuntime {
     pub runtime: serde_json::Value,
 }
 
-fn readable_runtimes<'de, D: serde::Deserializer<'de>>(
+/// A list of which only the entries this cyan can read are kept: not even
+/// a list (another cyan's shape) is an empty one, never a record that
+/// cannot be read.
+fn readable<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
     d: D,
-) -> Result<Vec<RecordedRuntime>, D::Error> {
-    // Not even a list (another cyan's shape): no runtimes, never a
-    // record that cannot be read.
+) -> Result<Vec<T>, D::Error> {
     let serde_json::Value::Array(values) = serde_json::Value::deserialize(d)? else {
         return Ok(Vec::new());
     };

@@ -171,6 +171,8 @@ pub async fn on_host(
                 // SAFETY: a plain syscall on a group this process made.
                 unsafe { libc::killpg(pgid, libc::SIGKILL) };
             }
+            // And what left the group (setsid) but carries the mark.
+            sweep(run);
             Ok(Ran {
                 exit_code: None,
                 timed_out: true,
@@ -314,11 +316,7 @@ pub async fn in_container(
         Ok(_) => run_made(docker, &job.name, timeout, out).await,
         Err(e) => Err(e),
     };
-    let tail: Vec<String> = container_tail(docker, &job.name)
-        .await
-        .iter()
-        .map(|l| job.secrets.redact(l))
-        .collect();
+    let tail = container_tail(docker, &job.name, job.secrets).await;
     for line in &tail {
         out.detail(format!("| {line}"));
     }
@@ -363,7 +361,14 @@ async fn run_made(
     }
 }
 
-async fn container_tail(docker: &Docker, name: &str) -> Vec<String> {
+/// The container's last `TAIL_LINES` lines, its secrets' values redacted
+/// in the whole text first (a value may span lines, or hold a tab that
+/// `printable` would change).
+async fn container_tail(
+    docker: &Docker,
+    name: &str,
+    secrets: &crate::config::Secrets,
+) -> Vec<String> {
     let opts = LogsOptionsBuilder::default()
         .stdout(true)
         .stderr(true)
@@ -374,7 +379,7 @@ async fn container_tail(docker: &Docker, name: &str) -> Vec<String> {
     while let Some(Ok(chunk)) = stream.next().await {
         text.push_str(&chunk.to_string());
     }
-    text.lines().map(printable).collect()
+    secrets.redact(&text).lines().map(printable).collect()
 }
 
 /// The names of `route`'s hook containers (a killed cyan's leftovers).

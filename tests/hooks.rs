@@ -169,28 +169,34 @@ fn a_container_hook_runs_the_candidates_image_with_the_apps_env_and_secrets() {
     app.assert_all_answers_from("v1", 3);
 }
 
-#[test]
-fn a_deploy_killed_during_a_hook_runs_again_only_the_hook_that_did_not_pass() {
-    let app = TestApp::new("hookkill", "");
-    app.deploy("v1");
-    let log = app.dir.join("hooks.log");
-    // The first run's child outlives the shell cyan started: it would
-    // write after the re-run began, unless the re-run stops it first.
+/// Deploys `version` with a slow `post_gate` (and a logged `pre_deploy`)
+/// and kills cyan with -9 inside the hook. The first run's hook leaves a
+/// child that would write `orphan` 8 s later, unless it is stopped. Returns
+/// when cyan was killed.
+fn killed_in_post_gate(app: &TestApp, log: &std::path::Path, version: &str) -> std::time::Instant {
     let first = app.dir.join("first-run");
     let slow = format!(
         "  post_gate: {{ run: 'echo start >> {log}; if [ ! -e {first} ]; then touch {first}; (sleep 8; echo orphan >> {log}) & fi; sleep 4; echo end >> {log}', timeout: 30s }}\n",
         log = log.display(),
         first = first.display(),
     );
-    app.write_config(&format!("hooks:\n{}{slow}", logging("pre_deploy", &log)));
-    let mut run = app.spawn(&["deploy", "--version", "v2"]);
+    app.write_config(&format!("hooks:\n{}{slow}", logging("pre_deploy", log)));
+    let mut run = app.spawn(&["deploy", "--version", version]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !lines(&log).iter().any(|l| l == "start") {
+    while !lines(log).iter().any(|l| l == "start") {
         assert!(std::time::Instant::now() < deadline, "{}", run.log());
         std::thread::sleep(Duration::from_millis(50));
     }
     run.kill9();
-    let killed = std::time::Instant::now();
+    std::time::Instant::now()
+}
+
+#[test]
+fn a_deploy_killed_during_a_hook_runs_again_only_the_hook_that_did_not_pass() {
+    let app = TestApp::new("hookkill", "");
+    app.deploy("v1");
+    let log = app.dir.join("hooks.log");
+    let killed = killed_in_post_gate(&app, &log, "v2");
     app.assert_all_answers_from("v1", 3);
 
     let out = app.cyan(&["deploy", "--version", "v2"]);
@@ -201,7 +207,7 @@ fn a_deploy_killed_during_a_hook_runs_again_only_the_hook_that_did_not_pass() {
         text(&out)
     );
     assert!(
-        text(&out).contains("the interrupted post_gate left running"),
+        text(&out).contains("an interrupted hook left running"),
         "and stops what the first run left: {}",
         text(&out)
     );
@@ -215,4 +221,25 @@ fn a_deploy_killed_during_a_hook_runs_again_only_the_hook_that_did_not_pass() {
         "pre_deploy passed: once; the first post_gate never ended, nor wrote again"
     );
     app.assert_all_answers_from("v2", 3);
+}
+
+#[test]
+fn what_a_killed_deploys_hook_left_stops_before_the_next_versions_hooks() {
+    let app = TestApp::new("hooknext", "");
+    app.deploy("v1");
+    let log = app.dir.join("hooks.log");
+    let killed = killed_in_post_gate(&app, &log, "v2");
+    // Another version now: its own hooks, and the old one's child stopped.
+    let out = app.cyan(&["deploy", "--version", "v3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("an interrupted hook left running"),
+        "{}",
+        text(&out)
+    );
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(killed.elapsed()));
+    let all = lines(&log);
+    assert!(all[2].starts_with("pre_deploy v=v3"), "{all:#?}");
+    assert_eq!(all[3..], ["start", "end"], "{all:#?}");
+    app.assert_all_answers_from("v3", 3);
 }

@@ -358,8 +358,11 @@ fn a_pushed_branch_gets_its_own_environment_until_it_is_deleted() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(environment.starts_with("staging-feature-login-"), "{row:#}");
-    let slug = environment.trim_start_matches("staging-");
+    assert!(
+        environment.starts_with("staging--feature-login-"),
+        "{row:#}"
+    );
+    let slug = environment.trim_start_matches("staging--");
     let host = format!("{slug}.staging.{}.localhost", pipe.app.name);
     let (status, body) = util::http_get(&pipe.shared, &host, "/");
     assert_eq!(status, 200, "{body}");

@@ -62,7 +62,7 @@ pub struct ConfigArg {
     #[arg(short, long, value_name = "NAME", env = "CYAN_ENVIRONMENT")]
     pub environment: Option<String>,
     /// Act on a branch's own copy of the environment: named
-    /// `<environment>-<BRANCH>`, served at `<BRANCH>.<proxy.host>`, one
+    /// `<environment>--<BRANCH>`, served at `<BRANCH>.<proxy.host>`, one
     /// replica, no approval (what `cyan serve` deploys per branch). BRANCH
     /// is a DNS label: lowercase letters, digits and '-'.
     #[arg(long, value_name = "BRANCH")]

@@ -65,6 +65,21 @@ impl<'a> Lifecycle<'a> {
         let out = self.p.out;
         let v = &d.target.version;
         let record = self.p.record().await?;
+        // Whatever a killed cyan's hooks left running (any hook, any
+        // release) stops before a new hook starts: two migrations never
+        // run at once.
+        let left: usize = record
+            .hooks
+            .iter()
+            .filter(|r| r.outcome == HookOutcome::Started)
+            .filter_map(|r| r.run.as_deref())
+            .map(hooks::sweep)
+            .sum();
+        if left > 0 {
+            out.warn(format!(
+                "stopped {left} process(es) an interrupted hook left running"
+            ));
+        }
         match record.hook_run(hook, &d.target) {
             Some(r) if r.outcome == HookOutcome::Passed => {
                 out.detail(format!("{hook} passed for {v} at {}: not run again", r.at));
@@ -75,14 +90,6 @@ impl<'a> Lifecycle<'a> {
                     "{hook} was started for {v} at {} by a cyan that did not finish; running it again",
                     r.at
                 ));
-                // What the interrupted run left (a script's children) stops
-                // before the new run starts.
-                let left = r.run.as_deref().map_or(0, hooks::sweep);
-                if left > 0 {
-                    out.warn(format!(
-                        "stopped {left} process(es) the interrupted {hook} left running"
-                    ));
-                }
             }
             _ => {}
         }

@@ -127,8 +127,6 @@ pub async fn promote(
     if let Some(why) = unverified(from, &live) {
         return Err(Error::Refused(format!("cannot promote to {dst}: {why}")));
     }
-    pin_image(&p.docker, to, &live.release, out).await?;
-    p.promoted_from = Some(src.to_string());
     let c = &to.config;
     let target = ReleaseKey {
         version: live.key.version.clone(),
@@ -147,6 +145,8 @@ pub async fn promote(
             target.version, other.release.image_id, live.release.image_id
         )));
     }
+    pin_image(&p.docker, to, &live.release, out).await?;
+    p.promoted_from = Some(src.to_string());
     // Nothing built or pushed: the image is the source's, pinned above.
     let desired = desired(c, Intent::Deploy, target, c.replicas.get());
     let run = Run {

@@ -20,8 +20,6 @@
 //! the environment named.
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
-use sha2::Digest as _;
 
 use super::locate;
 use super::{Config, Name};
@@ -43,21 +41,51 @@ const SHARED: [(&str, &str); 6] = [
     ("environments", "environments do not nest"),
 ];
 
-/// One environment's mapping, as written. Its values are checked when the
-/// environment is picked, by the same parser as the top level's.
+/// One environment's mapping, as the file's first read sees it: the keys
+/// it sets. Its values are read when the environment is picked (`merged`,
+/// then the one parser), so a value only one stage uses never stops
+/// another's commands.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Overrides(Map<String, Value>);
+pub struct Overrides(Vec<String>);
 
 impl<'de> Deserialize<'de> for Overrides {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        match Value::deserialize(d)? {
-            Value::Object(map) => Ok(Overrides(map)),
-            Value::Null => Ok(Overrides::default()),
-            _ => Err(serde::de::Error::custom(
-                "an environment is a mapping of the keys that differ from the top level (e.g. proxy: { host: staging.example.com })",
-            )),
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = Overrides;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an environment is a mapping of the keys that differ from the top level (e.g. proxy: { host: staging.example.com })")
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Overrides, E> {
+                Ok(Overrides::default())
+            }
+            fn visit_none<E>(self) -> std::result::Result<Overrides, E> {
+                Ok(Overrides::default())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Overrides, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(Overrides(keys))
+            }
         }
+        d.deserialize_any(Keys)
     }
+}
+
+/// How the file is read before an environment is picked: `.inf` and
+/// `.nan` are scalars like any other (a string field reads them as written,
+/// a number field refuses them), so a value one stage uses never stops
+/// another's commands.
+pub(super) fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    options
 }
 
 /// Which of the file's environments a command acts on: `Ok(None)` for a
@@ -104,7 +132,10 @@ pub(super) fn choose(base: &Config, wanted: Option<&str>, origin: &str) -> Resul
 /// The keys an environment may not set, as the error to give at the first.
 pub(super) fn shared_key_set(base: &Config, text: &str, origin: &str) -> Result<()> {
     for (name, overrides) in &base.environments {
-        if let Some((key, why)) = SHARED.iter().find(|(k, _)| overrides.0.contains_key(*k)) {
+        if let Some((key, why)) = SHARED
+            .iter()
+            .find(|(k, _)| overrides.0.iter().any(|o| o == k))
+        {
             return Err(locate::at_key(
                 text,
                 origin,
@@ -189,7 +220,7 @@ impl Locator<'_> {
 
 impl Config {
     /// A branch's own copy of this environment (`--branch`): named
-    /// `<environment>-<branch>`, served at `<branch>.<proxy.host>` only (no
+    /// `<environment>--<branch>`, served at `<branch>.<proxy.host>` only (no
     /// other host, listen address or preview, which the environment itself
     /// holds), one replica, no approval.
     ///
@@ -202,10 +233,11 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !branch.starts_with('-')
-            && !branch.ends_with('-');
+            && !branch.ends_with('-')
+            && !branch.contains("--");
         if !label {
             return Err(Error::Config(format!(
-                "--branch {branch:?} must be a DNS label: at most 40 lowercase letters, digits and '-', not starting or ending with '-'"
+                "--branch {branch:?} must be a DNS label: at most 40 lowercase letters, digits and single '-', not starting or ending with '-'"
             )));
         }
         let Some(host) = self.proxy.host.take() else {
@@ -214,23 +246,16 @@ impl Config {
                 self.environment
             )));
         };
-        // A name's 40 characters: a long one keeps its start and a hash of
-        // the whole, so two branches never share an environment.
-        let mut name = format!("{}-{branch}", self.environment);
-        if name.len() > 40 {
-            let hash = sha2::Sha256::digest(name.as_bytes());
-            let mut head = name[..31].trim_end_matches('-').to_string();
-            head.push('-');
-            head.extend(hash.iter().take(4).map(|b| format!("{b:02x}")));
-            name = head;
-        }
+        // `--` parts the environment from the branch, which has none, so
+        // no two (environment, branch) pairs make one name; it is longer
+        // than a name written in the file may be (up to 82), never cut.
+        let name = format!("{}--{branch}", self.environment);
         if self.environments.keys().any(|e| e.as_str() == name) {
             return Err(Error::Config(format!(
                 "--branch {branch}: its environment would be {name}, which is one of the file's environments; a branch never takes over a stage (rename the branch or the environment)"
             )));
         }
-        self.environment =
-            Name::parse(&name).map_err(|e| Error::Config(format!("--branch {branch}: {e}")))?;
+        self.environment = Name::new(&name);
         self.proxy.host = Some(format!("{branch}.{host}"));
         self.proxy.hosts.clear();
         self.proxy.listen = None;
@@ -332,8 +357,9 @@ impl<'de> Deserialize<'de> for Parsed {
 impl Node {
     /// The file's tree, each typed scalar with its text from `text`.
     fn read(text: &str) -> Result<Node> {
-        let parsed: serde_saphyr::Spanned<Parsed> = serde_saphyr::from_str(text)
-            .map_err(|e| Error::Config(format!("cannot read the file as a mapping: {e}")))?;
+        let parsed: serde_saphyr::Spanned<Parsed> =
+            serde_saphyr::from_str_with_options(text, yaml_options())
+                .map_err(|e| Error::Config(format!("cannot read the file as a mapping: {e}")))?;
         Ok(Node::of(parsed, text))
     }
 

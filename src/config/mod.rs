@@ -268,8 +268,8 @@ impl Config {
     /// Parses config text for `pick`: the environment's mapping merged over
     /// the top level (`environments`), then `pick.platform` over `platform`.
     pub fn parse_for(text: &str, origin: &str, pick: &Pick) -> Result<Config> {
-        let base: Config =
-            serde_saphyr::from_str(text).map_err(|e| locate::describe(&e, text, origin))?;
+        let base: Config = serde_saphyr::from_str_with_options(text, environments::yaml_options())
+            .map_err(|e| locate::describe(&e, text, origin))?;
         environments::shared_key_set(&base, text, origin)?;
         let wanted = match (&pick.environment, pick.shared_only) {
             (None, true) => base.environments.keys().next().map(|n| n.to_string()),

@@ -86,12 +86,17 @@ impl Secrets {
     /// what a container that holds the values prints (a hook's output),
     /// before it is shown, kept or sent.
     pub fn redact(&self, text: &str) -> String {
+        // Longest first: a value inside another's leaves none of it.
+        let mut values: Vec<(&String, &str)> = self
+            .values
+            .iter()
+            .map(|(name, v)| (name, v.expose_secret()))
+            .filter(|(_, v)| v.chars().count() >= 4)
+            .collect();
+        values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
         let mut out = text.to_string();
-        for (name, value) in &self.values {
-            let value = value.expose_secret();
-            if value.chars().count() >= 4 {
-                out = out.replace(value, &format!("[redacted {name}]"));
-            }
+        for (name, value) in values {
+            out = out.replace(value, &format!("[redacted {name}]"));
         }
         out
     }

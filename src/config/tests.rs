@@ -677,36 +677,31 @@ fn a_branch_gets_its_own_environment_host_and_one_replica() {
         .unwrap()
         .for_branch("feature-login")
         .unwrap();
-    assert_eq!(b.route(), "web-staging-feature-login");
+    assert_eq!(b.route(), "web-staging--feature-login");
     assert_eq!(
         b.proxy.host.as_deref(),
         Some("feature-login.staging.web.example.com")
     );
     assert_eq!(b.replicas.get(), 1);
     assert!(!b.require_approval);
-    // Long names keep their start and a hash; two never collide.
-    let long = |branch: &str| {
-        pick(STAGED, Some("staging"))
-            .unwrap()
-            .for_branch(branch)
-            .unwrap()
-            .environment
-            .to_string()
-    };
-    let (a, b) = (
-        long("a-very-long-feature-branch-name-number-1"),
-        long("a-very-long-feature-branch-name-number-2"),
+    // Long names are kept whole: two branches never share an environment.
+    let long = pick(STAGED, Some("staging"))
+        .unwrap()
+        .for_branch("a-very-long-feature-branch-name-number-1")
+        .unwrap();
+    assert_eq!(
+        long.route(),
+        "web-staging--a-very-long-feature-branch-name-number-1"
     );
-    assert!(a.len() <= 40 && b.len() <= 40 && a != b, "{a} {b}");
-    assert!(a.starts_with("staging-a-very-long"), "{a}");
     // A branch named after another stage's suffix never becomes that stage.
-    let text = STAGED.replace("  production:\n", "  staging-eu: {}\n  production:\n");
+    let text = STAGED.replace("  production:\n", "  staging--eu: {}\n  production:\n");
     let e = pick(&text, Some("staging"))
         .unwrap()
         .for_branch("eu")
         .unwrap_err();
     assert!(e.to_string().contains("never takes over a stage"), "{e}");
-    for bad in ["Feature", "-x", "x-", "a/b", ""] {
+    // No `--` in a branch: it parts the environment from the branch.
+    for bad in ["Feature", "-x", "x-", "a/b", "", "x--y"] {
         let e = pick(STAGED, Some("staging"))
             .unwrap()
             .for_branch(bad)
@@ -755,6 +750,16 @@ fn an_environments_values_are_read_as_written_like_the_top_levels() {
     assert_eq!(written(&pick(&top, Some("production")).unwrap()), expected);
     assert_eq!(written(&pick(&top, Some("staging")).unwrap()), expected);
     assert_eq!(written(&pick(&staged, Some("staging")).unwrap()), expected);
+    // `.inf` is a scalar like another: as written for a string, and one
+    // stage's value never stops another's commands.
+    let text = STAGED.replace(
+        "  production:\n",
+        "  lab:\n    env: { A: .inf, B: .NaN }\n  production:\n",
+    );
+    let lab = pick(&text, Some("lab")).unwrap();
+    assert_eq!(lab.env["A"], ".inf");
+    assert_eq!(lab.env["B"], ".NaN");
+    assert!(pick(&text, Some("staging")).is_ok());
     // Anchors and aliases, and a block scalar, keep their values too.
     let text = STAGED.replace(
         "    replicas: 1\n",
@@ -765,5 +770,23 @@ fn an_environments_values_are_read_as_written_like_the_top_levels() {
     assert_eq!(
         s.command.unwrap(),
         ["sh".to_string(), "echo a\necho b\n".to_string()]
+    );
+}
+
+#[test]
+fn a_containers_output_loses_every_secret_value_longest_first() {
+    let s = Secrets::with(
+        &[
+            ("KEY", "-----BEGIN KEY-----\nabc\tdef\n-----END KEY-----"),
+            ("DB", "hunter2"),
+            ("DB_URL", "postgres://app:hunter2@db"),
+            ("PIN", "123"),
+        ],
+        b"k",
+    );
+    let printed = "key: -----BEGIN KEY-----\nabc\tdef\n-----END KEY-----\nurl postgres://app:hunter2@db, pw hunter2, pin 123";
+    assert_eq!(
+        s.redact(printed),
+        "key: [redacted KEY]\nurl [redacted DB_URL], pw [redacted DB], pin 123"
     );
 }

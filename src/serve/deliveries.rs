@@ -8,7 +8,7 @@
 //! delivery and target, newest first, for `cyan serve deliveries`; it also
 //! tells a redelivery of one that already deployed ([`Log::deployed`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,17 @@ pub enum Verdict {
 }
 
 impl Entry {
+    /// Adds a queued deploy's commit to its environment's push order.
+    fn note_pushed(&self, pushed: &mut HashMap<String, Vec<String>>) {
+        let (Verdict::Queued, Some(d), Some(c)) = (self.verdict, &self.deploy, &self.commit) else {
+            return;
+        };
+        let order = pushed.entry(d.environment.clone()).or_default();
+        if !order.contains(c) {
+            order.push(c.clone());
+        }
+    }
+
     /// The keys a deployed entry adds to `Log::deployed`; none otherwise.
     fn deployed_keys(&self) -> Vec<(String, String)> {
         let Some(d) = self.deploy.as_ref().filter(|_| self.verdict.deployed()) else {
@@ -142,6 +153,9 @@ pub struct Log {
     /// environment) of every deploy that ended `deployed` (or at an
     /// approval).
     deployed: Mutex<HashSet<(String, String)>>,
+    /// Each environment's pushed commits, in the order they were first
+    /// queued: what tells a replayed old push from a new one.
+    pushed: Mutex<HashMap<String, Vec<String>>>,
     write: Mutex<()>,
 }
 
@@ -152,10 +166,16 @@ impl Log {
     /// Errors: the file exists and cannot be read (`Error::Platform`).
     pub fn open(state: &Path) -> Result<Log> {
         let path = state.join("deliveries.jsonl");
-        let deployed = read(&path)?.iter().flat_map(Entry::deployed_keys).collect();
+        let entries = read(&path)?;
+        let deployed = entries.iter().flat_map(Entry::deployed_keys).collect();
+        let mut pushed = HashMap::new();
+        for e in &entries {
+            e.note_pushed(&mut pushed);
+        }
         Ok(Log {
             path,
             deployed: Mutex::new(deployed),
+            pushed: Mutex::new(pushed),
             write: Mutex::new(()),
         })
     }
@@ -167,6 +187,7 @@ impl Log {
             .lock()
             .expect("log lock")
             .extend(entry.deployed_keys());
+        entry.note_pushed(&mut self.pushed.lock().expect("log lock"));
         let mut line = serde_json::to_vec(entry).expect("serializable");
         line.push(b'\n');
         let _guard = self.write.lock().expect("log lock");
@@ -188,6 +209,19 @@ impl Log {
             .lock()
             .expect("log lock")
             .contains(&(format!("commit {commit}"), environment.to_string()))
+    }
+
+    /// A commit pushed after `commit` and deployed to `environment`, if
+    /// there is one: then `commit` sent again (under any delivery id) is an
+    /// old push replayed, and deploying it would go back.
+    pub fn newer_deployed(&self, commit: &str, environment: &str) -> Option<String> {
+        let pushed = self.pushed.lock().expect("log lock");
+        let order = pushed.get(environment)?;
+        let at = order.iter().position(|c| c == commit)?;
+        order[at + 1..]
+            .iter()
+            .find(|c| self.deployed_commit(c, environment))
+            .cloned()
     }
 
     /// Whether delivery `id` already deployed `environment`.
@@ -232,4 +266,61 @@ pub fn latest(entries: Vec<Entry>) -> Vec<Entry> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: &str, commit: &str, verdict: Verdict) -> Entry {
+        Entry {
+            id: id.into(),
+            forge: Some("gitea".into()),
+            repo: Some("acme/web".into()),
+            git_ref: Some("refs/heads/main".into()),
+            commit: Some(commit.into()),
+            received_at: "2026-11-30T12:00:00Z".into(),
+            verdict,
+            reason: None,
+            deploy: Some(DeployRecord {
+                environment: "staging".into(),
+                version: commit[..4].into(),
+                exit_code: None,
+                report: None,
+                error: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn an_old_push_sent_again_is_told_from_a_failed_one_and_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("cyan-deliveries-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = Log::open(&dir).unwrap();
+        // A failed, then B deployed: A is older than a deployed push.
+        log.append(&line("1", "aaaa1", Verdict::Queued));
+        log.append(&line("1", "aaaa1", Verdict::Failed));
+        assert_eq!(
+            log.newer_deployed("aaaa1", "staging"),
+            None,
+            "A's redelivery may deploy"
+        );
+        log.append(&line("2", "bbbb2", Verdict::Queued));
+        log.append(&line("2", "bbbb2", Verdict::Deployed));
+        assert_eq!(
+            log.newer_deployed("aaaa1", "staging").as_deref(),
+            Some("bbbb2")
+        );
+        assert_eq!(log.newer_deployed("bbbb2", "staging"), None);
+        assert!(log.deployed_commit("bbbb2", "staging"));
+        assert_eq!(log.newer_deployed("aaaa1", "production"), None);
+        // Read again from the file, as a restarted server does.
+        let again = Log::open(&dir).unwrap();
+        assert_eq!(
+            again.newer_deployed("aaaa1", "staging").as_deref(),
+            Some("bbbb2")
+        );
+        assert!(again.deployed("2", "staging") && !again.deployed("1", "staging"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

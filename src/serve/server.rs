@@ -406,6 +406,9 @@ impl Server {
                 (Action::Deploy { .. }, Some(c)) if self.log.deployed_commit(c, &target) => {
                     Some(format!("commit {c} was deployed to {target} already; a push does not deploy it twice (to go back to it: cyan rollback --to {version})"))
                 }
+                (Action::Deploy { .. }, Some(c)) => self.log.newer_deployed(c, &target).map(|newer| {
+                    format!("commit {c} was pushed before {newer}, which is deployed to {target}; an old push sent again does not go back (cyan rollback does)")
+                }),
                 _ => None,
             }
             };

@@ -249,7 +249,7 @@ impl Config {
         // `--` parts the environment from the branch, which has none, so
         // no two (environment, branch) pairs make one name; it is longer
         // than a name written in the file may be (up to 82), never cut.
-        let name = format!("{}--{branch}", self.environment);
+        let name = branch_environment(self.environment.as_str(), branch);
         if self.environments.keys().any(|e| e.as_str() == name) {
             return Err(Error::Config(format!(
                 "--branch {branch}: its environment would be {name}, which is one of the file's environments; a branch never takes over a stage (rename the branch or the environment)"
@@ -264,6 +264,13 @@ impl Config {
         self.require_approval = false;
         Ok(self)
     }
+}
+
+/// The environment a branch of `environment` deploys to (`--branch`,
+/// `cyan serve`'s previews): `<environment>--<branch>`. A branch has no
+/// `--`, so no two pairs make one name.
+pub fn branch_environment(environment: &str, branch: &str) -> String {
+    format!("{environment}--{branch}")
 }
 
 /// One node of the file as written: what the merge works on. A scalar

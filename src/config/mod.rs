@@ -9,6 +9,7 @@
 //! `health`, `verify`), as has what a release records (`runtime`).
 
 mod environments;
+pub use environments::branch_environment;
 mod health;
 mod hooks;
 mod locate;

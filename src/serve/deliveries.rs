@@ -88,7 +88,7 @@ impl Verdict {
 /// The deploy a line is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployRecord {
-    /// The environment deployed (for a preview, `<base>-<slug>`).
+    /// The environment deployed (for a preview, `config::branch_environment`).
     pub environment: String,
     pub version: String,
     /// The cyan subprocess's exit code (its `error::exit` codes); `None`

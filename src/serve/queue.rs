@@ -50,11 +50,11 @@ pub struct Job {
 }
 
 impl Job {
-    /// The target's name: the environment, or `<base>-<slug>` for a preview
-    /// (the environment `cyan deploy --branch` makes).
+    /// The target's name: the environment, or for a preview the one
+    /// `cyan deploy --branch` makes (`config::branch_environment`).
     pub fn target(&self) -> String {
         match &self.preview {
-            Some(p) => format!("{}-{}", self.environment, p.slug),
+            Some(p) => crate::config::branch_environment(&self.environment, &p.slug),
             None => self.environment.clone(),
         }
     }

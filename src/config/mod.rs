@@ -384,6 +384,12 @@ impl Config {
                 ),
             );
         }
+        if self.verify.as_ref().is_some_and(|v| v.min_requests == 0) {
+            return fail(
+                &["verify", "min_requests"],
+                "must be at least 1: with no request there is nothing to judge (to keep a release that got too few, set on_inconclusive: pass)".into(),
+            );
+        }
         for (key, hook) in self.hooks.all() {
             if hook.run.is_empty() {
                 return fail(&["hooks", key, "run"], "give the command to run".into());

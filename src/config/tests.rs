@@ -790,3 +790,15 @@ fn a_containers_output_loses_every_secret_value_longest_first() {
         "key: [redacted KEY]\nurl [redacted DB_URL], pw [redacted DB], pin 123"
     );
 }
+
+#[test]
+fn verify_needs_at_least_one_request_to_judge() {
+    let e = err(&GOOD.replace(
+        "max_5xx_ratio: 0.01",
+        "max_5xx_ratio: 0.01, min_requests: 0",
+    ));
+    assert!(
+        e.starts_with("cyan.yaml:10:") && e.contains("verify.min_requests: must be at least 1"),
+        "{e}"
+    );
+}

@@ -102,9 +102,33 @@ impl Fetcher {
             .map_err(|e| format!("cannot write the checkout of {commit}: {e}"))?;
         std::fs::rename(&partial, &dir)
             .map_err(|e| format!("cannot move the checkout into {}: {e}", dir.display()))?;
+        self.prune();
         Ok(dir)
     }
+
+    /// Removes all but the newest `KEPT_CHECKOUTS` checkouts: a deploy
+    /// reads its checkout only while it builds (the context goes to the
+    /// engine whole), so an old one is never needed again.
+    fn prune(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.checkouts) else {
+            return;
+        };
+        let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, old) in dirs.into_iter().skip(KEPT_CHECKOUTS) {
+            if let Err(e) = std::fs::remove_dir_all(&old) {
+                tracing::warn!(path = %old.display(), "cannot remove an old checkout: {e}");
+            }
+        }
+    }
 }
+
+/// How many checkouts are kept (the newest).
+const KEPT_CHECKOUTS: usize = 10;
 
 /// Runs git (in `git_dir`, a bare repository, when given) and returns its
 /// stdout. No terminal prompt, no system or user config's credential
@@ -158,4 +182,54 @@ async fn git(
         out.status,
         tail.join(" / ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn each_commit_is_checked_out_as_pushed_and_only_the_newest_are_kept() {
+        let root = std::env::temp_dir().join(format!("cyan-fetch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git_in(&work, &["init", "-q", "-b", "main"]);
+        let fetcher = Fetcher::new(&root.join("state"));
+        let mut made = Vec::new();
+        for n in 0..KEPT_CHECKOUTS + 2 {
+            std::fs::write(work.join("n"), n.to_string()).unwrap();
+            git_in(&work, &["add", "."]);
+            git_in(&work, &["commit", "-q", "-m", &n.to_string()]);
+            let commit = git_in(&work, &["rev-parse", "HEAD"]);
+            let dir = fetcher
+                .checkout(work.to_str().unwrap(), "refs/heads/main", &commit, None)
+                .await
+                .expect("checks out");
+            assert_eq!(
+                std::fs::read_to_string(dir.join("n")).unwrap(),
+                n.to_string()
+            );
+            made.push(dir);
+            // Distinct modification times for the newest-first order.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            !made[0].exists() && !made[1].exists(),
+            "the oldest two went"
+        );
+        assert!(made[2..].iter().all(|d| d.exists()));
+        std::fs::remove_dir_all(&root).ok();
+    }
 }

@@ -118,7 +118,7 @@ impl Fetcher {
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .collect();
-        dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (_, old) in dirs.into_iter().skip(KEPT_CHECKOUTS) {
             if let Err(e) = std::fs::remove_dir_all(&old) {
                 tracing::warn!(path = %old.display(), "cannot remove an old checkout: {e}");

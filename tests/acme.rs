@@ -198,10 +198,12 @@ fn https_certificate(dir: &Path) -> PathBuf {
     root
 }
 
+/// Waits for `port` to take connections. Pebble makes its keys before it
+/// listens, which took over 10 s once on a loaded 2-core CI machine.
 async fn wait_listening(port: u16, logs: impl Fn() -> String) {
     wait::until_async(
         &format!("something to listen on {port}"),
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         Duration::from_millis(20),
         async || TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop),
         async || logs(),

@@ -170,20 +170,21 @@ fn a_container_hook_runs_the_candidates_image_with_the_apps_env_and_secrets() {
 }
 
 /// Deploys `version` with a slow `post_gate` (and a logged `pre_deploy`)
-/// and kills cyan with -9 inside the hook. The first run's hook leaves a
-/// child that would write `orphan` 8 s later, unless it is stopped. Returns
-/// when cyan was killed.
+/// and kills cyan with -9 inside the hook, once the first run's hook has
+/// left a child that would write `orphan` 8 s later unless it is stopped.
+/// Returns when cyan was killed.
 fn killed_in_post_gate(app: &TestApp, log: &std::path::Path, version: &str) -> std::time::Instant {
     let first = app.dir.join("first-run");
     let slow = format!(
-        "  post_gate: {{ run: 'echo start >> {log}; if [ ! -e {first} ]; then touch {first}; (sleep 8; echo orphan >> {log}) & fi; sleep 4; echo end >> {log}', timeout: 30s }}\n",
+        "  post_gate: {{ run: 'echo start >> {log}; if [ ! -e {first} ]; then touch {first}; (sleep 8; echo orphan >> {log}) & echo forked >> {log}; fi; sleep 4; echo end >> {log}', timeout: 30s }}\n",
         log = log.display(),
         first = first.display(),
     );
     app.write_config(&format!("hooks:\n{}{slow}", logging("pre_deploy", log)));
     let mut run = app.spawn(&["deploy", "--version", version]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !lines(log).iter().any(|l| l == "start") {
+    // Killed once the child is there: `forked` comes after it started.
+    while !lines(log).iter().any(|l| l == "forked") {
         assert!(std::time::Instant::now() < deadline, "{}", run.log());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -217,8 +218,8 @@ fn a_deploy_killed_during_a_hook_runs_again_only_the_hook_that_did_not_pass() {
     assert!(all[0].starts_with("pre_deploy v=v2"), "{all:#?}");
     assert_eq!(
         all[1..],
-        ["start", "start", "end"],
-        "pre_deploy passed: once; the first post_gate never ended, nor wrote again"
+        ["start", "forked", "start", "end"],
+        "pre_deploy passed: once; the first post_gate never ended, nor its child wrote"
     );
     app.assert_all_answers_from("v2", 3);
 }
@@ -239,7 +240,7 @@ fn what_a_killed_deploys_hook_left_stops_before_the_next_versions_hooks() {
     );
     std::thread::sleep(Duration::from_secs(10).saturating_sub(killed.elapsed()));
     let all = lines(&log);
-    assert!(all[2].starts_with("pre_deploy v=v3"), "{all:#?}");
-    assert_eq!(all[3..], ["start", "end"], "{all:#?}");
+    assert!(all[3].starts_with("pre_deploy v=v3"), "{all:#?}");
+    assert_eq!(all[4..], ["start", "end"], "{all:#?}");
     app.assert_all_answers_from("v3", 3);
 }

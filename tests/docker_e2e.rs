@@ -309,10 +309,12 @@ fn a_deploy_killed_while_verifying_is_interrupted_not_verifying() {
     app.write_config("verify: { duration: 2s, on_inconclusive: pass }\nenv:\n  FAIL_RATE: \"1\"\n");
     let mut deploy = app.spawn(&["deploy", "--version", "3"]);
     deploy.wait_for_step("verify", "began", Duration::from_secs(120));
+    // Killed before the requests: a live deploy's verify loop would judge
+    // the first 500 at once, and switch back before the kill.
+    deploy.kill9();
     for _ in 0..5 {
         assert_eq!(app.get("/").0, 500);
     }
-    deploy.kill9();
     std::thread::sleep(Duration::from_secs(3));
     let out = app.cyan(&["deploy", "--version", "3"]);
     let all = text(&out);

@@ -77,7 +77,11 @@ impl Error {
 
     /// The same kind of error with a note appended to its message.
     pub fn annotate(&self, note: &str) -> Error {
-        let text = format!("{self}; {note}");
+        self.with_text(format!("{self}; {note}"))
+    }
+
+    /// An error of the same kind (so the same exit code) saying `text`.
+    pub fn with_text(&self, text: String) -> Error {
         match self {
             Error::Config(_) => Error::Config(text),
             Error::GateFailed(_) => Error::GateFailed(text),

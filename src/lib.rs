@@ -16,6 +16,7 @@ pub use cyan_proxy::clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod health;
 pub mod hooks;
 pub mod image;

@@ -67,6 +67,11 @@ pub struct ConfigArg {
     /// is a DNS label: lowercase letters, digits and '-'.
     #[arg(long, value_name = "BRANCH")]
     pub branch: Option<String>,
+    /// Act on these of cyan.yaml's `hosts:` only (names, comma-separated):
+    /// to bring back a host that was down, or look at one. Hosts left out
+    /// keep what they run; `cyan status` shows them behind.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', env = "CYAN_HOSTS")]
+    pub hosts: Vec<String>,
 }
 
 /// Which platform to act on, when it is not cyan.yaml's.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::lifecycle::{self, Lifecycle, Source};
 use super::report::{AbortReport, DeployReport};
-use super::session;
+use super::session::{self, At};
 use crate::config::{Config, Loaded};
 use crate::engine::{self, Outcome};
 use crate::error::{Error, Result};
@@ -15,7 +15,6 @@ use crate::output::Output;
 use crate::plan::{rollback_target, Desired, Intent, KeptSet, Phase, RollbackTarget};
 use crate::platform::docker::{DockerPlatform, Managed};
 use crate::platform::Platform;
-use crate::proxy::Home;
 use crate::release::{self, Color, ReleaseKey};
 
 /// What `cyan deploy` was asked for beyond the config.
@@ -26,13 +25,13 @@ pub struct DeployOptions {
 }
 
 pub async fn deploy(
-    home: &Home,
+    at: At<'_>,
     cfg: &Loaded,
     o: &DeployOptions,
     out: &Output,
 ) -> Result<DeployReport> {
     let version = release::resolve_version(o.version.as_deref(), &cfg.dir())?;
-    let mut p = session::open(home, cfg, out).await?;
+    let mut p = session::open(at, cfg, out).await?;
     let c = &cfg.config;
     let target = ReleaseKey {
         version: version.clone(),
@@ -53,12 +52,12 @@ pub async fn deploy(
 }
 
 pub async fn promote(
-    home: &Home,
+    at: At<'_>,
     cfg: &Loaded,
     wait: Duration,
     out: &Output,
 ) -> Result<DeployReport> {
-    let mut p = session::open(home, cfg, out).await?;
+    let mut p = session::open(at, cfg, out).await?;
     let (live, other) = sides(&p).await?;
     let record = p.record().await?;
     let Some(set) = other.filter(|s| !record.was_live(&s[0].release.key())) else {
@@ -85,14 +84,14 @@ pub async fn promote(
 }
 
 pub async fn rollback(
-    home: &Home,
+    at: At<'_>,
     cfg: &Loaded,
     to: Option<&str>,
     wait: Duration,
     out: &Output,
 ) -> Result<DeployReport> {
     let (target, hot_replicas, recorded, instant) = {
-        let p = session::open_to_read(home, cfg, out).await?;
+        let p = session::open_to_read(at, cfg, out).await?;
         let record = p.record().await?;
         let (live, other) = sides(&p).await?;
         // A kept set that runs whole and passed its gate is only switched
@@ -156,8 +155,8 @@ pub async fn rollback(
         .and_then(|r| unset_secret(r, &cfg.config.secrets, &target.version));
     let cfg = restored.as_ref().unwrap_or(cfg);
     let mut p = match unset {
-        None => session::open(home, cfg, out).await?,
-        Some(_) if instant => session::open_to_read(home, cfg, out).await?,
+        None => session::open(at, cfg, out).await?,
+        Some(_) if instant => session::open_to_read(at, cfg, out).await?,
         Some(why) => return Err(why),
     };
     if restored.is_some()
@@ -224,23 +223,12 @@ fn unset_secret(
     )))
 }
 
-pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> Result<AbortReport> {
-    let mut p = session::open(home, cfg, out).await?;
+pub async fn abort(at: At<'_>, cfg: &Loaded, wait: Duration, out: &Output) -> Result<AbortReport> {
+    let mut p = session::open(at, cfg, out).await?;
     let lock = DeployLock::acquire(&p.proxy, &cfg.config.route(), "abort", wait, out).await?;
     p.lock_token = lock.token.clone();
     let result = async {
-        let (_, other) = sides(&p).await?;
-        let record = p.record().await?;
-        let Some(set) = other.filter(|s| !record.was_live(&s[0].release.key())) else {
-            return Err(Error::Refused(format!(
-                "{} has no candidate to abort",
-                cfg.config.route()
-            )));
-        };
-        let (color, version) = (set[0].color, set[0].release.version.clone());
-        out.phase(format!("remove candidate {color} ({version})"));
-        p.clear(color).await?;
-        out.done(format!("removed candidate {color} ({version})"));
+        let (color, version) = clear_candidate(&p, out).await?;
         Ok(AbortReport {
             id: super::status::docker_id(cfg),
             message: format!("aborted {version}; live traffic was not touched"),
@@ -251,6 +239,28 @@ pub async fn abort(home: &Home, cfg: &Loaded, wait: Duration, out: &Output) -> R
     .await;
     lock.release().await;
     result
+}
+
+/// Removes the candidate (a set never live) beside live, under the
+/// caller's lock; returns its color and version. `Error::Refused` when
+/// there is none.
+pub(super) async fn clear_candidate(
+    p: &DockerPlatform<'_>,
+    out: &Output,
+) -> Result<(Color, String)> {
+    let (_, other) = sides(p).await?;
+    let record = p.record().await?;
+    let Some(set) = other.filter(|s| !record.was_live(&s[0].release.key())) else {
+        return Err(Error::Refused(format!(
+            "{} has no candidate to abort",
+            p.cfg.config.route()
+        )));
+    };
+    let (color, version) = (set[0].color, set[0].release.version.clone());
+    out.phase(format!("remove candidate {color} ({version})"));
+    p.clear(color).await?;
+    out.done(format!("removed candidate {color} ({version})"));
+    Ok((color, version))
 }
 
 /// The live set and the other color's set, if they exist. The other set is
@@ -382,68 +392,81 @@ impl Run {
             }
         }
         lock.release().await;
-        let outcome = outcome?;
-        let observed = p.observe(desired).await?;
-        let color = match outcome {
-            Outcome::Done => observed.live,
-            Outcome::AwaitingApproval(c) => Some(c),
-        };
-        let containers = p.containers().await?;
-        let release_in = |col: Option<Color>| {
-            containers
-                .iter()
-                .find(|m| Some(m.color) == col)
-                .map(|m| m.release.clone())
-        };
-        let release = release_in(color);
-        let previous = previous.filter(|k| *k != desired.target);
-        // The previous release is hot when the other color still runs it.
-        let previous_color = color.map(Color::other).filter(|col| {
-            previous.is_some() && release_in(Some(*col)).map(|r| r.key()) == previous
-        });
-        // The next commands the result suggests name the environment too.
-        let config_path = match c.environments.is_empty() {
-            true => p.cfg.path.display().to_string(),
-            false => format!("{} -e {}", p.cfg.path.display(), c.environment),
-        };
-        // The switch is done: a proxy that does not answer now costs the
-        // URL its port, never the deploy its success.
-        let url = c.url(&p.proxy.health().await.unwrap_or_default());
-        let done = outcome == Outcome::Done;
-        Ok(DeployReport {
-            id: super::status::docker_id(p.cfg),
-            intent: desired.intent,
-            phase: if done {
-                Phase::Live
-            } else {
-                Phase::AwaitingApproval
-            },
-            version: desired.target.version.clone(),
-            revision: release.as_ref().map(|r| r.revision),
-            color,
-            url,
-            image: c.image.tag(&desired.target.version),
-            digest: release.as_ref().and_then(|r| r.digest.clone()),
-            image_id: release.map(|r| r.image_id),
-            previous_version: previous.map(|k| k.version),
-            previous_color,
-            rollback_command: (done && previous_color.is_some())
-                .then(|| format!("cyan rollback -c {config_path}")),
-            verify: p.verdict.lock().expect("verdict lock").take(),
-            notifications: notified,
-            config_path,
-        })
+        report(p, desired, outcome?, previous, notified).await
     }
+}
+
+/// What a converge that ended with `outcome` leaves, as the command's
+/// result: `previous` is the release that was live before it.
+pub(super) async fn report(
+    p: &DockerPlatform<'_>,
+    desired: &Desired,
+    outcome: Outcome,
+    previous: Option<ReleaseKey>,
+    notified: Vec<crate::notify::Outcome>,
+) -> Result<DeployReport> {
+    let c = &p.cfg.config;
+    let observed = p.observe(desired).await?;
+    let color = match outcome {
+        Outcome::Done => observed.live,
+        Outcome::AwaitingApproval(c) => Some(c),
+    };
+    let containers = p.containers().await?;
+    let release_in = |col: Option<Color>| {
+        containers
+            .iter()
+            .find(|m| Some(m.color) == col)
+            .map(|m| m.release.clone())
+    };
+    let release = release_in(color);
+    let previous = previous.filter(|k| *k != desired.target);
+    // The previous release is hot when the other color still runs it.
+    let previous_color = color.map(Color::other).filter(|col| {
+        previous.is_some() && release_in(Some(*col)).map(|r| r.key()) == previous
+    });
+    // The next commands the result suggests name the environment too.
+    let config_path = match c.environments.is_empty() {
+        true => p.cfg.path.display().to_string(),
+        false => format!("{} -e {}", p.cfg.path.display(), c.environment),
+    };
+    // The switch is done: a proxy that does not answer now costs the
+    // URL its port, never the deploy its success.
+    let url = c.url(&p.proxy.health().await.unwrap_or_default());
+    let done = outcome == Outcome::Done;
+    Ok(DeployReport {
+        id: super::status::docker_id(p.cfg),
+        intent: desired.intent,
+        phase: if done {
+            Phase::Live
+        } else {
+            Phase::AwaitingApproval
+        },
+        version: desired.target.version.clone(),
+        revision: release.as_ref().map(|r| r.revision),
+        color,
+        url,
+        image: c.image.tag(&desired.target.version),
+        digest: release.as_ref().and_then(|r| r.digest.clone()),
+        image_id: release.map(|r| r.image_id),
+        previous_version: previous.map(|k| k.version),
+        previous_color,
+        rollback_command: (done && previous_color.is_some())
+            .then(|| format!("cyan rollback -c {config_path}")),
+        verify: p.verdict.lock().expect("verdict lock").take(),
+        notifications: notified,
+        config_path,
+        fleet: None,
+    })
 }
 
 /// `--rollback-on-failure`: the deploy failed; if traffic is on the new
 /// release, converge back to the release that was live before. Returns what
 /// it did, for the error message; `None` when traffic never moved (a failed
 /// gate, or a verify breach that already switched back).
-async fn switch_back(
+pub(super) async fn switch_back(
     p: &DockerPlatform<'_>,
     failed: &Desired,
-    life: &Lifecycle<'_>,
+    life: &impl engine::Around,
     out: &Output,
 ) -> Option<String> {
     let on_target = match p.observe(failed).await {

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use super::converge::{self, DeployOptions};
 use super::report::{AbortReport, DeployReport, History, StatusReport};
-use super::{kube, remove, status};
+use super::session::At;
+use super::{fleet, kube, remove, status};
 use crate::config::{Loaded, PlatformKind};
 use crate::error::{Error, Result};
 use crate::output::Output;
@@ -25,6 +26,8 @@ use crate::proxy::Home;
 pub enum Deployer<'a> {
     /// This Docker host, through its cyan proxy (whose home this is).
     Docker(&'a Home),
+    /// cyan.yaml's `hosts:`, each through its own cyan proxy, over SSH.
+    Fleet,
     /// A cluster, through the BlueGreenDeployment the operator acts on.
     Kubernetes,
 }
@@ -33,6 +36,7 @@ impl<'a> Deployer<'a> {
     /// The platform `cfg` names.
     pub fn of(home: &'a Home, cfg: &Loaded) -> Deployer<'a> {
         match cfg.config.platform {
+            PlatformKind::Docker if !cfg.config.hosts.is_empty() => Deployer::Fleet,
             PlatformKind::Docker => Deployer::Docker(home),
             PlatformKind::Kubernetes => Deployer::Kubernetes,
         }
@@ -47,7 +51,8 @@ impl<'a> Deployer<'a> {
         out: &Output,
     ) -> Result<DeployReport> {
         match self {
-            Deployer::Docker(home) => converge::deploy(home, cfg, o, out).await,
+            Deployer::Docker(home) => converge::deploy(At::Here(home), cfg, o, out).await,
+            Deployer::Fleet => fleet::deploy(cfg, o, out).await,
             Deployer::Kubernetes => kube::deploy(cfg, o.version.as_deref(), out).await,
         }
     }
@@ -60,7 +65,8 @@ impl<'a> Deployer<'a> {
         out: &Output,
     ) -> Result<DeployReport> {
         match self {
-            Deployer::Docker(home) => converge::promote(home, cfg, wait, out).await,
+            Deployer::Docker(home) => converge::promote(At::Here(home), cfg, wait, out).await,
+            Deployer::Fleet => fleet::promote(cfg, wait, out).await,
             Deployer::Kubernetes => kube::promote(cfg, out).await,
         }
     }
@@ -74,7 +80,8 @@ impl<'a> Deployer<'a> {
         out: &Output,
     ) -> Result<DeployReport> {
         match self {
-            Deployer::Docker(home) => converge::rollback(home, cfg, to, wait, out).await,
+            Deployer::Docker(home) => converge::rollback(At::Here(home), cfg, to, wait, out).await,
+            Deployer::Fleet => fleet::rollback(cfg, to, wait, out).await,
             Deployer::Kubernetes => kube::rollback(cfg, to, out).await,
         }
     }
@@ -82,7 +89,8 @@ impl<'a> Deployer<'a> {
     /// `cyan abort`: the rollout in progress stops; live traffic stays.
     pub async fn abort(&self, cfg: &Loaded, wait: Duration, out: &Output) -> Result<AbortReport> {
         match self {
-            Deployer::Docker(home) => converge::abort(home, cfg, wait, out).await,
+            Deployer::Docker(home) => converge::abort(At::Here(home), cfg, wait, out).await,
+            Deployer::Fleet => fleet::abort(cfg, wait, out).await,
             Deployer::Kubernetes => kube::abort(cfg, out).await,
         }
     }
@@ -90,7 +98,8 @@ impl<'a> Deployer<'a> {
     /// `cyan status`.
     pub async fn status(&self, cfg: &Loaded, out: &Output) -> Result<StatusReport> {
         match self {
-            Deployer::Docker(home) => status::status(home, cfg, out).await,
+            Deployer::Docker(home) => status::status(At::Here(home), cfg, out).await,
+            Deployer::Fleet => fleet::status(cfg, out).await,
             Deployer::Kubernetes => kube::status(cfg).await,
         }
     }
@@ -98,7 +107,8 @@ impl<'a> Deployer<'a> {
     /// `cyan history`, newest first.
     pub async fn history(&self, cfg: &Loaded, out: &Output) -> Result<History> {
         match self {
-            Deployer::Docker(home) => status::history(home, cfg, out).await,
+            Deployer::Docker(home) => status::history(At::Here(home), cfg, out).await,
+            Deployer::Fleet => fleet::history(cfg, out).await,
             Deployer::Kubernetes => kube::history(cfg).await,
         }
     }
@@ -113,7 +123,8 @@ impl<'a> Deployer<'a> {
         out: &Output,
     ) -> Result<()> {
         match self {
-            Deployer::Docker(home) => remove::remove(home, cfg, yes, wait, out).await,
+            Deployer::Docker(home) => remove::remove(At::Here(home), cfg, yes, wait, out).await,
+            Deployer::Fleet => fleet::remove(cfg, yes, wait, out).await,
             Deployer::Kubernetes => Err(Error::Refused(format!(
                 "{} runs on Kubernetes: delete its BlueGreenDeployment instead (kubectl delete bgd {})",
                 cfg.config.route(),

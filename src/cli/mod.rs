@@ -18,6 +18,7 @@
 mod args;
 mod converge;
 mod deployer;
+mod fleet;
 mod image;
 mod init;
 mod kube;

@@ -5,13 +5,12 @@
 
 use serde::Serialize;
 
-use super::session;
+use super::session::{self, At};
 use crate::config::Loaded;
 use crate::error::{Error, Result};
 use crate::lock::DeployLock;
 use crate::output::Output;
 use crate::platform::docker::{DockerPlatform, Managed};
-use crate::proxy::Home;
 use crate::release::Color;
 
 #[derive(Serialize)]
@@ -33,13 +32,13 @@ struct Removed {
 /// that would remove (`Error::Config`, exit 2). Refused (`Error::LockHeld`)
 /// while a deploy holds the app's lock, after waiting up to `wait`.
 pub async fn remove(
-    home: &Home,
+    at: At<'_>,
     cfg: &Loaded,
     yes: bool,
     wait: std::time::Duration,
     out: &Output,
 ) -> Result<()> {
-    let p = session::open_to_read(home, cfg, out).await?;
+    let p = session::open_to_read(at, cfg, out).await?;
     let c = &cfg.config;
     let route = c.route();
     let (found, _) = survey(&p, cfg).await?;

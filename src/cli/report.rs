@@ -80,6 +80,26 @@ pub struct StatusReport {
     /// `status.message` on Kubernetes; `null` on Docker, whose deploy says
     /// it as it goes.
     pub message: Option<String>,
+    /// With `hosts:`, one line per host (the rest of the report is the
+    /// first host's that answered); absent on one host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostStatus>,
+}
+
+/// One host of a fleet, as `cyan status` sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStatus {
+    pub name: String,
+    pub url: String,
+    /// As `StatusReport::phase`; `null` when the host did not answer.
+    pub phase: Option<Phase>,
+    /// Its live version.
+    pub version: Option<String>,
+    /// Not on the version most hosts run live (or not answering): the
+    /// next `cyan deploy` of that version brings it level.
+    pub behind: bool,
+    /// Why it did not answer.
+    pub error: Option<String>,
 }
 
 /// The app's preview: where it is, and what it serves now.
@@ -189,6 +209,19 @@ impl Report for StatusReport {
         if let Some(m) = &self.message {
             let _ = writeln!(text, "  message: {m}");
         }
+        for h in &self.hosts {
+            let _ = match &h.error {
+                Some(e) => writeln!(text, "  host {}: unreachable: {e}", h.name),
+                None => writeln!(
+                    text,
+                    "  host {}: {} {}{}",
+                    h.name,
+                    h.phase.map_or("?".into(), |p| p.to_string()),
+                    h.version.as_deref().unwrap_or("-"),
+                    if h.behind { " (behind)" } else { "" }
+                ),
+            };
+        }
         for w in &self.warnings {
             let _ = writeln!(text, "  warning: {w}");
         }
@@ -240,6 +273,35 @@ pub struct DeployReport {
     /// environments), for the next commands the text suggests.
     #[serde(skip)]
     pub config_path: String,
+    /// With `hosts:`: every host's part, and the switch's skew. Absent on
+    /// one host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetReport>,
+}
+
+/// What a command did on each host of a fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    pub hosts: Vec<HostPart>,
+    /// The switch's spread, in milliseconds: from the first switch request
+    /// sent to the last host's answer. Both versions may answer (on
+    /// different hosts) within it, never outside it. `null` when no host
+    /// switched in this run.
+    pub skew_ms: Option<f64>,
+}
+
+/// One host's part in a fleet command.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPart {
+    pub name: String,
+    pub url: String,
+    /// The color the release runs on there.
+    pub color: Option<Color>,
+    /// prepared | switched | live | rolled-back | awaiting-approval.
+    pub outcome: String,
+    /// When its switch was answered, in milliseconds after the first
+    /// switch request was sent (`null` when it did not switch in this run).
+    pub switched_at_ms: Option<f64>,
 }
 
 impl Report for DeployReport {
@@ -250,7 +312,7 @@ impl Report for DeployReport {
             (Some(ns), _) => format!(" in namespace {ns}"),
             (None, _) => String::new(),
         };
-        match self.phase {
+        let main = match self.phase {
             Phase::AwaitingApproval => format!(
                 "{} {} is up on {color} and passed its health gate; live traffic is untouched.\n\
                  Approve with: cyan promote -c {path}\n\
@@ -263,7 +325,26 @@ impl Report for DeployReport {
                 "{} {} is live on {color}{where_}",
                 self.id.app, self.version
             ),
+        };
+        let Some(fleet) = &self.fleet else {
+            return main;
+        };
+        let mut text = main;
+        for h in &fleet.hosts {
+            text.push_str(&format!(
+                "\n  {}: {} on {}",
+                h.name,
+                h.outcome,
+                h.color.map_or("?", Color::as_str)
+            ));
         }
+        if let Some(skew) = fleet.skew_ms {
+            text.push_str(&format!(
+                "\nswitch skew across {} hosts: {skew:.1} ms",
+                fleet.hosts.len()
+            ));
+        }
+        text
     }
 }
 
@@ -443,6 +524,7 @@ mod tests {
             drift: vec![],
             preview: None,
             message: None,
+            hosts: Vec::new(),
         };
         let v = serde_json::to_value(&s).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();

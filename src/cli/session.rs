@@ -8,38 +8,55 @@ use crate::config::{Config, Loaded, Pick, PlatformKind, Secrets};
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::platform::docker::{self, DockerPlatform};
+use crate::fleet::Host;
 use crate::proxy::autostart;
 use crate::proxy::Home;
 
+/// Where a command acts: this machine (its engine and the proxy of this
+/// home), or one host of the app's fleet, already connected.
+#[derive(Clone, Copy)]
+pub enum At<'h> {
+    Here(&'h Home),
+    Host(&'h Host),
+}
+
 /// Loads and checks config, secrets, engine and proxy, in that order, so the
 /// cheapest mistakes are reported first.
-pub async fn open<'a>(home: &Home, cfg: &'a Loaded, out: &'a Output) -> Result<DockerPlatform<'a>> {
-    let secrets = read_secrets(home, &cfg.config)?;
-    with_secrets(home, cfg, out, secrets).await
+pub async fn open<'a>(at: At<'_>, cfg: &'a Loaded, out: &'a Output) -> Result<DockerPlatform<'a>> {
+    let secrets = read_secrets(at, &cfg.config)?;
+    with_secrets(at, cfg, out, secrets).await
 }
 
 /// `open` for commands that start no container (`status`, `history`,
 /// `remove`): they need no secret values, so a shell without them (an
 /// on-call engineer's) can still look and clean up.
 pub async fn open_to_read<'a>(
-    home: &Home,
+    at: At<'_>,
     cfg: &'a Loaded,
     out: &'a Output,
 ) -> Result<DockerPlatform<'a>> {
-    with_secrets(home, cfg, out, Secrets::default()).await
+    with_secrets(at, cfg, out, Secrets::default()).await
 }
 
 async fn with_secrets<'a>(
-    home: &Home,
+    at: At<'_>,
     cfg: &'a Loaded,
     out: &'a Output,
     secrets: Secrets,
 ) -> Result<DockerPlatform<'a>> {
-    let docker = docker::connect().await?;
-    let proxy = autostart::ensure_running(home, out).await?;
+    let (docker, proxy, tunnel) = match at {
+        At::Here(home) => (
+            docker::connect().await?,
+            autostart::ensure_running(home, out).await?,
+            None,
+        ),
+        At::Host(h) => (h.docker.clone(), h.proxy.clone(), Some(h.tunnel.clone())),
+    };
     Ok(DockerPlatform {
         docker,
         proxy,
+        tunnel,
+        peers: Vec::new(),
         cfg,
         secrets,
         lock_token: String::new(),
@@ -103,6 +120,17 @@ pub fn load_with(
     if let Some(branch) = &arg.branch {
         cfg.config = cfg.config.for_branch(branch)?;
     }
+    if !arg.hosts.is_empty() {
+        let known: Vec<&str> = cfg.config.hosts.iter().map(|h| h.name.as_str()).collect();
+        if let Some(unknown) = arg.hosts.iter().find(|h| !known.contains(&h.as_str())) {
+            return Err(Error::Config(format!(
+                "--hosts {unknown}: {} has no such host (its hosts: {})",
+                cfg.path.display(),
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            )));
+        }
+        cfg.config.hosts.retain(|h| arg.hosts.contains(&h.name));
+    }
     Ok(cfg)
 }
 
@@ -122,6 +150,12 @@ fn overridden(mut cfg: Loaded, o: &ImageOverride) -> Result<Loaded> {
 
 /// The values of `secrets:`, from cyan's environment, held as `Secrets`
 /// from here to the container's `Env`.
-fn read_secrets(home: &Home, c: &Config) -> Result<Secrets> {
+/// A fleet's hash key is this machine's (the default home's), where the
+/// command runs: the same for every host.
+fn read_secrets(at: At<'_>, c: &Config) -> Result<Secrets> {
+    let home = match at {
+        At::Here(home) => home.clone(),
+        At::Host(_) => Home::resolve(None),
+    };
     Secrets::from_env(&c.secrets, &home.dir)
 }

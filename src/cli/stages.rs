@@ -111,7 +111,7 @@ pub async fn promote(
             "--from and --to are both {src}: promote between two environments"
         )));
     }
-    let mut p = session::open(home, to, out).await?;
+    let mut p = session::open(session::At::Here(home), to, out).await?;
     let route = from.config.route();
     let Some(live) = live(&p.proxy, &route).await? else {
         return Err(Error::Refused(format!(

@@ -7,14 +7,13 @@ use std::collections::HashMap;
 use super::report::{
     AppId, ColorView, ContainerView, History, HistoryLine, PreviewView, StageVisit, StatusReport,
 };
-use super::session;
+use super::session::{self, At};
 use crate::config::{Loaded, PlatformKind};
 use crate::error::Result;
 use crate::health::{DockerHealth, HealthState, Replicas};
 use crate::output::Output;
 use crate::plan::{self, Phase, Seen};
 use crate::platform::docker::Managed;
-use crate::proxy::Home;
 use crate::record::Event;
 use crate::release::Color;
 
@@ -28,8 +27,8 @@ pub(super) fn docker_id(cfg: &Loaded) -> AppId {
     }
 }
 
-pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<StatusReport> {
-    let p = session::open_to_read(home, cfg, out).await?;
+pub async fn status(at: At<'_>, cfg: &Loaded, out: &Output) -> Result<StatusReport> {
+    let p = session::open_to_read(at, cfg, out).await?;
     let c = &cfg.config;
     let view = p.route_view().await?;
     let live = view.as_ref().and_then(|v| v.state.live);
@@ -165,12 +164,13 @@ pub async fn status(home: &Home, cfg: &Loaded, out: &Output) -> Result<StatusRep
         drift,
         preview,
         message: None,
+        hosts: Vec::new(),
     };
     Ok(status)
 }
 
-pub async fn history(home: &Home, cfg: &Loaded, out: &Output) -> Result<History> {
-    let p = session::open_to_read(home, cfg, out).await?;
+pub async fn history(at: At<'_>, cfg: &Loaded, out: &Output) -> Result<History> {
+    let p = session::open_to_read(at, cfg, out).await?;
     let record = p.record().await?;
     let mut lines: Vec<HistoryLine> = record.history.iter().rev().map(HistoryLine::from).collect();
     // Each environment's record is in this proxy: a version's passage

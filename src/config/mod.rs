@@ -10,6 +10,8 @@
 
 mod environments;
 pub use environments::branch_environment;
+mod fleet;
+pub use fleet::{FleetConfig, HostEntry, SshConfig, SshUrl};
 mod health;
 mod hooks;
 mod locate;
@@ -128,6 +130,13 @@ pub struct Config {
     /// it (`environments`' module doc).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environments: BTreeMap<Name, environments::Overrides>,
+    /// The Docker hosts the app runs on, each with its cyan proxy
+    /// (`crate::fleet`); empty: this host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostEntry>,
+    /// How a deploy moves `hosts`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub fleet: FleetConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -410,12 +419,51 @@ impl Config {
         if self.platform == PlatformKind::Kubernetes {
             return self.validate_kubernetes(at);
         }
+        self.validate_hosts(at)
+    }
+
+    /// A fleet's hosts have distinct names, and what runs beside a
+    /// one-host deploy only (hooks, notifications) is refused with them.
+    fn validate_hosts(&self, at: &environments::Locator) -> Result<()> {
+        let fail = |path: &[&str], msg: String| Err(at.key(path, &msg));
+        for (i, h) in self.hosts.iter().enumerate() {
+            if self.hosts[..i].iter().any(|o| o.name == h.name) {
+                return fail(
+                    &["hosts"],
+                    format!(
+                        "two hosts are called {:?}: give each a name (- name: web1, url: ssh://…)",
+                        h.name
+                    ),
+                );
+            }
+        }
+        if self.hosts.is_empty() {
+            return Ok(());
+        }
+        if self.hooks != HooksConfig::default() {
+            return fail(
+                &["hooks"],
+                "hooks run beside a one-host deploy; with hosts: they are not run yet, so they are refused rather than skipped".into(),
+            );
+        }
+        if !self.notify.is_empty() {
+            return fail(
+                &["notify"],
+                "notifications are sent by a one-host deploy; with hosts: they are not sent yet, so they are refused rather than skipped".into(),
+            );
+        }
         Ok(())
     }
 
     /// On Kubernetes Secrets are the cluster's: cyan does not carry them.
     fn validate_kubernetes(&self, at: &environments::Locator) -> Result<()> {
         let fail = |path: &[&str], msg: String| Err(at.key(path, &msg));
+        if !self.hosts.is_empty() {
+            return fail(
+                &["hosts"],
+                "hosts: are Docker hosts; a cluster's nodes are the scheduler's".into(),
+            );
+        }
         if !self.secrets.is_empty() {
             return fail(
                 &["secrets"],

@@ -44,18 +44,27 @@ impl Secrets {
     ///
     /// The variables are removed once read, so no process cyan starts (the
     /// proxy, started on demand and long-lived; a credential helper) inherits
-    /// them. Call it once per command, before other tasks run: it writes the
-    /// process environment.
+    /// them. The values read are kept in this process, so a command that
+    /// opens several hosts of a fleet reads the same values for each. Call
+    /// it before other tasks run: it writes the process environment.
     ///
     /// Errors: a name that is unset or not UTF-8 (`Error::Config`, naming the
     /// variable, never a value); a key file that cannot be read or made.
     pub fn from_env(names: &[String], home: &Path) -> Result<Secrets> {
+        static READ: std::sync::Mutex<BTreeMap<String, SecretString>> =
+            std::sync::Mutex::new(BTreeMap::new());
+        let mut read = READ.lock().expect("secrets lock");
         let values = names
             .iter()
             .map(|name| match std::env::var(name) {
                 Ok(v) => {
                     std::env::remove_var(name);
-                    Ok((name.clone(), SecretString::from(v)))
+                    let v = SecretString::from(v);
+                    read.insert(name.clone(), v.clone());
+                    Ok((name.clone(), v))
+                }
+                Err(std::env::VarError::NotPresent) if read.contains_key(name) => {
+                    Ok((name.clone(), read[name].clone()))
                 }
                 Err(std::env::VarError::NotPresent) => Err(Error::Config(format!(
                     "secret {name} is listed in cyan.yaml but not set in the environment: export it (or pass it to the action as an env var) and run again"

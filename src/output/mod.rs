@@ -76,6 +76,8 @@ pub struct Output {
     gates: Mutex<Vec<String>>,
     /// A result that could not be written to stdout (`put`).
     unwritten: Mutex<Option<std::io::Error>>,
+    /// Before every progress line: `[host] ` for one host of a fleet.
+    prefix: String,
 }
 
 struct Phase {
@@ -101,6 +103,26 @@ impl Output {
             steps: Mutex::new(Vec::new()),
             gates: Mutex::new(Vec::new()),
             unwritten: Mutex::new(None),
+            prefix: String::new(),
+        }
+    }
+
+    /// The progress of one host of a fleet, worked on beside the others:
+    /// plain lines, each starting `[name]`, on the same stderr.
+    pub fn for_host(&self, name: &str) -> Output {
+        Output {
+            format: match self.format {
+                Format::Github => Format::Text,
+                f => f,
+            },
+            fancy: false,
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            current: Mutex::new(None),
+            started: self.started,
+            steps: Mutex::new(Vec::new()),
+            gates: Mutex::new(Vec::new()),
+            unwritten: Mutex::new(None),
+            prefix: format!("[{name}] "),
         }
     }
 
@@ -117,7 +139,7 @@ impl Output {
             let _ = self.multi.println(text);
         } else {
             let t = self.started.elapsed().as_secs_f64();
-            err_line!("[{t:7.2}s] {text}");
+            err_line!("[{t:7.2}s] {}{text}", self.prefix);
         }
     }
 

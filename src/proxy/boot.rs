@@ -37,6 +37,32 @@ pub struct Booted {
     pub action: &'static str,
 }
 
+/// The host a proxy container is booted on, as this process reaches it.
+pub struct Site {
+    /// The proxy's home, a path on that host.
+    pub home: Home,
+    /// Its admin API, as this process reaches it.
+    pub admin: AdminClient,
+    /// The Docker engine's socket, a path on that host.
+    pub engine_socket: String,
+    /// This machine: the home is created here, and the CA roots are bound
+    /// only when this machine has them (another host's are bound as they
+    /// are).
+    pub here: bool,
+}
+
+impl Site {
+    /// This machine, with the engine `DOCKER_HOST` names (or the default).
+    pub fn here(home: &Home) -> Site {
+        Site {
+            home: home.clone(),
+            admin: AdminClient::new(home),
+            engine_socket: engine_socket(),
+            here: true,
+        }
+    }
+}
+
 /// Creates (or replaces, when the image changed) the proxy container for
 /// `home`, running `binary`, and waits until it answers.
 pub async fn boot(
@@ -46,6 +72,18 @@ pub async fn boot(
     args: &[String],
     out: &Output,
 ) -> Result<Booted> {
+    boot_at(docker, &Site::here(home), binary, args, out).await
+}
+
+/// `boot` on `site`, whose engine `docker` is.
+pub async fn boot_at(
+    docker: &Docker,
+    site: &Site,
+    binary: &Path,
+    args: &[String],
+    out: &Output,
+) -> Result<Booted> {
+    let home = &site.home;
     let bytes = std::fs::read(binary)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", binary.display())))?;
     if is_dynamic(&bytes) {
@@ -63,8 +101,11 @@ pub async fn boot(
             home.dir.display()
         )));
     }
-    home.create()
-        .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
+    if site.here {
+        home.create().map_err(|e| {
+            Error::Platform(format!("cannot create {}: {e}", home.dir.display()))
+        })?;
+    }
     let digest = hex(&Sha256::digest(&bytes));
     let image = format!("cyan-proxy:{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]);
     let name = container_name(home);
@@ -82,7 +123,7 @@ pub async fn boot(
         }
     }
     if current.is_none() {
-        if let Ok(h) = AdminClient::new(home).health().await {
+        if let Ok(h) = site.admin.health().await {
             return Err(Error::Refused(format!(
                 "a cyan proxy (pid {}) already serves {} as a host process; stop it first (cyan proxy stop)",
                 h.pid,
@@ -106,10 +147,10 @@ pub async fn boot(
     } else {
         out.phase(format!("start {name}"));
     }
-    create(docker, &name, &image, home, args).await?;
+    create(docker, &name, &image, site, args).await?;
     docker.start_container(&name, None).await?;
     super::client::wait_healthy(
-        AdminClient::new(home),
+        site.admin.clone(),
         &format!("the proxy container {name}"),
     )
     .await
@@ -164,10 +205,10 @@ async fn create(
     docker: &Docker,
     name: &str,
     image: &str,
-    home: &Home,
+    site: &Site,
     args: &[String],
 ) -> Result<()> {
-    let dir = home.dir.display().to_string();
+    let dir = site.home.dir.display().to_string();
     let mut cmd = vec![
         "proxy".to_string(),
         "run".into(),
@@ -178,7 +219,7 @@ async fn create(
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(cmd),
-        env: Some(vec![format!("DOCKER_HOST=unix://{}", engine_socket())]),
+        env: Some(vec![format!("DOCKER_HOST=unix://{}", site.engine_socket)]),
         labels: Some(HashMap::from([
             ("cyan.role".to_string(), "proxy".to_string()),
             ("cyan.home".to_string(), dir.clone()),
@@ -187,7 +228,7 @@ async fn create(
             network_mode: Some("host".into()),
             pid_mode: Some("host".into()),
             uts_mode: Some("host".into()),
-            binds: Some(binds(&dir)),
+            binds: Some(binds(&dir, site)),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
@@ -214,10 +255,10 @@ fn engine_socket() -> String {
 /// follows containers that restart on new ports (`platform::follow`); and
 /// the host's CA roots, read-only, where a FROM scratch image has none (the
 /// ACME CA's HTTPS needs them).
-fn binds(home: &str) -> Vec<String> {
-    let socket = engine_socket();
+fn binds(home: &str, site: &Site) -> Vec<String> {
+    let socket = &site.engine_socket;
     let mut binds = vec![format!("{home}:{home}"), format!("{socket}:{socket}")];
-    if Path::new(HOST_ROOTS).is_dir() {
+    if !site.here || Path::new(HOST_ROOTS).is_dir() {
         binds.push(format!("{HOST_ROOTS}:{HOST_ROOTS}:ro"));
     }
     binds

@@ -38,8 +38,14 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(home: &Home) -> AdminClient {
+        AdminClient::at(home.socket())
+    }
+
+    /// A client of the admin socket at `socket`: another host's proxy,
+    /// reached through a forwarded socket.
+    pub fn at(socket: PathBuf) -> AdminClient {
         AdminClient {
-            socket: home.socket(),
+            socket,
             deadline: DEADLINE,
         }
     }

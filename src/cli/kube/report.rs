@@ -206,6 +206,7 @@ pub fn status(id: AppId, bgd: Option<&BlueGreenDeployment>) -> StatusReport {
         drift: Vec::new(),
         preview: None,
         message: s.message.clone(),
+        hosts: Vec::new(),
     }
 }
 
@@ -284,6 +285,7 @@ pub fn deploy(id: AppId, d: Settled) -> DeployReport {
         verify: None,
         notifications: Vec::new(),
         config_path: d.config_path,
+        fleet: None,
     }
 }
 

@@ -47,7 +47,12 @@ impl DockerPlatform<'_> {
     /// The health gate over `set`, a color's replicas or some of them.
     pub(super) async fn gate_replicas(&self, color: Color, set: &[Managed]) -> Result<()> {
         let c = &self.cfg.config;
-        let targets = targets(set)?;
+        let mut targets = targets(set)?;
+        if let Some(tunnel) = &self.tunnel {
+            for t in &mut targets {
+                t.addr = tunnel.forward(t.addr).await?;
+            }
+        }
         let outcome =
             health::gate(&c.health, c.proxy.host.as_deref(), &targets, self, self.out).await;
         outcome.map_err(|f| {

@@ -49,6 +49,11 @@ pub use spec::{label, Managed};
 pub struct DockerPlatform<'a> {
     pub docker: Docker,
     pub proxy: AdminClient,
+    /// A fleet host's SSH connection: the gate reaches replicas through it.
+    pub tunnel: Option<std::sync::Arc<crate::fleet::Tunnel>>,
+    /// The other hosts' proxies of a fleet: verification counts their
+    /// requests too.
+    pub peers: Vec<AdminClient>,
     pub cfg: &'a Loaded,
     /// Values of `secrets`, read from cyan's environment.
     pub secrets: Secrets,

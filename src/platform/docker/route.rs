@@ -15,7 +15,7 @@ use super::DockerPlatform;
 use crate::config::ProxyTls;
 use crate::error::{Error, Result};
 use crate::plan::{Desired, Intent};
-use crate::proxy::api::{CandidateRequest, RouteSpec, SwitchRequest};
+use crate::proxy::api::{CandidateRequest, RouteSpec, SwitchRequest, SwitchResponse};
 use crate::proxy::router::RouteView;
 use crate::proxy::state::{TlsFiles, TlsSource, Upstream};
 use crate::record::{DeployRecord, Event, HistoryEntry, VerifyWindow};
@@ -138,6 +138,23 @@ impl DockerPlatform<'_> {
     /// the same request records the promotion (or rollback) and opens the
     /// verify window.
     pub(super) async fn switch(&self, color: Color, d: &Desired) -> Result<()> {
+        let req = self.prepare_switch(color, d).await?;
+        let started = Instant::now();
+        let resp = self.commit_switch(&req).await?;
+        self.out.detail(format!(
+            "switched {}: {} -> {color} ({}) in {}",
+            self.route(),
+            resp.previous.map_or("none".into(), |c| c.to_string()),
+            d.target.version,
+            crate::output::fmt_duration(started.elapsed())
+        ));
+        Ok(())
+    }
+
+    /// The switch to `color` as one request, read and written ahead
+    /// (`commit_switch` sends it): a fleet prepares every host's, then
+    /// sends them all at once.
+    pub async fn prepare_switch(&self, color: Color, d: &Desired) -> Result<SwitchRequest> {
         let set = self.color_set(color).await?;
         let upstreams = upstreams(&set)?;
         let release = set
@@ -177,16 +194,12 @@ impl DockerPlatform<'_> {
             record: Some(serde_json::to_value(&record).expect("record serializes")),
             route: Some(self.route_spec()),
         };
-        let started = Instant::now();
-        let resp = self.proxy.switch(&self.route(), &req).await?;
-        self.out.detail(format!(
-            "switched {}: {} -> {color} ({}) in {}",
-            self.route(),
-            resp.previous.map_or("none".into(), |c| c.to_string()),
-            d.target.version,
-            crate::output::fmt_duration(started.elapsed())
-        ));
-        Ok(())
+        Ok(req)
+    }
+
+    /// Sends a prepared switch: one admin request, the moment traffic moves.
+    pub async fn commit_switch(&self, req: &SwitchRequest) -> Result<SwitchResponse> {
+        Ok(self.proxy.switch(&self.route(), req).await?)
     }
 
     /// Takes `color` out of the proxy before its containers go: no longer

@@ -5,7 +5,8 @@
 //! failed, with traffic switched back to the previous color when it can be.
 //!
 //! The window is kept in the record, not in this process, so a deploy
-//! killed while verifying is judged when it is run again.
+//! killed while verifying is judged when it is run again. On a fleet each
+//! host judges the sum of every host's counts (`DockerPlatform::peers`).
 
 use std::time::Duration;
 
@@ -37,7 +38,18 @@ impl DockerPlatform<'_> {
             let Some(window) = record.verify.clone() else {
                 return Ok(());
             };
-            let stats = view.stats.get(&color).cloned().unwrap_or_default();
+            let mut stats = view.stats.get(&color).cloned().unwrap_or_default();
+            // A fleet judges the release by every host's traffic.
+            for peer in &self.peers {
+                if let Some(s) = peer
+                    .route(&self.route())
+                    .await?
+                    .and_then(|v| v.stats.get(&color).cloned())
+                {
+                    stats.requests += s.requests;
+                    stats.status_5xx += s.status_5xx;
+                }
+            }
             let figures = |verdict| VerifyFigures {
                 verdict,
                 requests: stats.requests,

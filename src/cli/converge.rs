@@ -421,9 +421,9 @@ pub(super) async fn report(
     let release = release_in(color);
     let previous = previous.filter(|k| *k != desired.target);
     // The previous release is hot when the other color still runs it.
-    let previous_color = color.map(Color::other).filter(|col| {
-        previous.is_some() && release_in(Some(*col)).map(|r| r.key()) == previous
-    });
+    let previous_color = color
+        .map(Color::other)
+        .filter(|col| previous.is_some() && release_in(Some(*col)).map(|r| r.key()) == previous);
     // The next commands the result suggests name the environment too.
     let config_path = match c.environments.is_empty() {
         true => p.cfg.path.display().to_string(),

@@ -67,7 +67,11 @@ pub async fn connect(cfg: &Loaded, out: &Output) -> Result<Vec<Host>> {
     }
     out.done(format!(
         "connected to {}",
-        hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
+        hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     Ok(hosts)
 }
@@ -109,10 +113,21 @@ pub async fn deploy(cfg: &Loaded, o: &DeployOptions, out: &Output) -> Result<Dep
             .map(|h| fleet::ship(&local, &image, h, cfg, &version, out)),
     )
     .await;
-    first_error(&hosts, shipped, "nothing was started or switched on any host")?;
+    first_error(
+        &hosts,
+        shipped,
+        "nothing was started or switched on any host",
+    )?;
     out.done(format!("{} is on every host", c.image.tag(&version)));
     let outs: Vec<Output> = hosts.iter().map(|h| out.for_host(&h.name)).collect();
-    let mut members = open(&hosts, &outs, cfg, &format!("deploy {version}"), o.lock_wait).await?;
+    let mut members = open(
+        &hosts,
+        &outs,
+        cfg,
+        &format!("deploy {version}"),
+        o.lock_wait,
+    )
+    .await?;
     let target = ReleaseKey {
         version,
         config_hash: c.runtime_hash(&members[0].p.secrets),
@@ -249,16 +264,23 @@ async fn together(
             let _ = converge::clear_candidate(&m.p, m.out).await;
         }))
         .await;
-        return Err(failed_on(&why, "nothing was switched on any host; live traffic is untouched"));
+        return Err(failed_on(
+            &why,
+            "nothing was switched on any host; live traffic is untouched",
+        ));
     }
     let colors: Vec<Option<Color>> = prepared.into_iter().map(|r| r.expect("checked")).collect();
-    out.done(format!(
-        "{} gated on every host",
-        desired.target.version
-    ));
+    out.done(format!("{} gated on every host", desired.target.version));
     if desired.require_approval && desired.intent == Intent::Deploy {
         return Ok((
-            Outcome::AwaitingApproval(colors.iter().flatten().next().copied().unwrap_or(Color::Green)),
+            Outcome::AwaitingApproval(
+                colors
+                    .iter()
+                    .flatten()
+                    .next()
+                    .copied()
+                    .unwrap_or(Color::Green),
+            ),
             Committed {
                 at: vec![None; members.len()],
                 skew: None,
@@ -308,7 +330,8 @@ async fn prepare_one(m: &Member<'_>, prepare: &Desired) -> Result<Option<Color>>
         .and_then(|l| observed.sets.get(&l))
         .and_then(|s| s.release.clone());
     if live_release.as_ref() == Some(&prepare.target) {
-        m.out.detail(format!("{} is live here already", prepare.target.version));
+        m.out
+            .detail(format!("{} is live here already", prepare.target.version));
         return Ok(None);
     }
     match engine::converge(&m.p, prepare, &Bare, m.out).await? {
@@ -414,10 +437,9 @@ async fn finish(
         let live = m.p.route_view().await?.and_then(|v| v.state.live);
         let color = match outcome {
             Outcome::Done => live,
-            Outcome::AwaitingApproval(_) => sets
-                .iter()
-                .find(|s| Some(s.color) != live)
-                .map(|s| s.color),
+            Outcome::AwaitingApproval(_) => {
+                sets.iter().find(|s| Some(s.color) != live).map(|s| s.color)
+            }
         };
         parts.push(HostPart {
             name: m.host.name.clone(),
@@ -434,22 +456,22 @@ async fn finish(
     }
     let m = &members[0];
     let first_color = parts[0].color.unwrap_or(Color::Green);
-    let target = m
-        .p
-        .containers()
-        .await?
-        .into_iter()
-        .find(|s| s.color == first_color)
-        .map(|s| s.release.key())
-        .ok_or_else(|| {
-            Error::Platform(format!("{}: nothing runs on {first_color}", m.host.name))
-        })?;
+    let target =
+        m.p.containers()
+            .await?
+            .into_iter()
+            .find(|s| s.color == first_color)
+            .map(|s| s.release.key())
+            .ok_or_else(|| {
+                Error::Platform(format!("{}: nothing runs on {first_color}", m.host.name))
+            })?;
     let desired = converge::desired(&m.p.cfg.config, intent, target, 1);
     let outcome = match outcome {
         Outcome::AwaitingApproval(_) => Outcome::AwaitingApproval(first_color),
         done => done,
     };
-    let mut report = converge::report(&m.p, &desired, outcome, m.previous.clone(), Vec::new()).await?;
+    let mut report =
+        converge::report(&m.p, &desired, outcome, m.previous.clone(), Vec::new()).await?;
     report.fleet = Some(FleetReport {
         hosts: parts,
         skew_ms: committed.skew.map(as_ms),
@@ -680,4 +702,3 @@ fn as_ms(d: Duration) -> f64 {
 fn fmt_ms(d: Duration) -> String {
     format!("{:.1} ms", as_ms(d))
 }
-

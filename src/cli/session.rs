@@ -6,9 +6,9 @@
 use super::{ConfigArg, ImageOverride};
 use crate::config::{Config, Loaded, Pick, PlatformKind, Secrets};
 use crate::error::{Error, Result};
+use crate::fleet::Host;
 use crate::output::Output;
 use crate::platform::docker::{self, DockerPlatform};
-use crate::fleet::Host;
 use crate::proxy::autostart;
 use crate::proxy::Home;
 
@@ -126,7 +126,11 @@ pub fn load_with(
             return Err(Error::Config(format!(
                 "--hosts {unknown}: {} has no such host (its hosts: {})",
                 cfg.path.display(),
-                if known.is_empty() { "none".into() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
         cfg.config.hosts.retain(|h| arg.hosts.contains(&h.name));

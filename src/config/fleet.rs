@@ -79,9 +79,7 @@ impl SshUrl {
                      authenticated connection. Write ssh://user@host"
                 ));
             }
-            return Err(format!(
-                "host {s:?}: write it as ssh://[user@]host[:port]"
-            ));
+            return Err(format!("host {s:?}: write it as ssh://[user@]host[:port]"));
         };
         if rest.contains('/') || rest.contains('?') || rest.contains('#') {
             return Err(format!(
@@ -98,7 +96,10 @@ impl SshUrl {
                 .ok_or_else(|| format!("host {s:?}: an unclosed '['"))?;
             let port = match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| format!("host {s:?}: junk after ']'"))?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("host {s:?}: junk after ']'"))?,
+                ),
             };
             (h.to_string(), port)
         } else {

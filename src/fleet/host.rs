@@ -48,7 +48,8 @@ impl Host {
             REMOTE_ENGINE.as_ref(),
             &home.socket(),
         )
-        .await?;
+        .await
+        .map_err(|e| e.with_text(format!("host {}: {e}", entry.name)))?;
         let at = |e: &dyn std::fmt::Display| {
             Error::Unreachable(format!("host {} ({}): {e}", entry.name, entry.url))
         };
@@ -71,7 +72,10 @@ impl Host {
             let booted = boot::boot_at(&docker, &site, &binary, &[], out)
                 .await
                 .map_err(|e| at(&format!("cannot start its cyan proxy: {e}")))?;
-            out.done(format!("{}: {} {}", entry.name, booted.action, booted.container));
+            out.done(format!(
+                "{}: {} {}",
+                entry.name, booted.action, booted.container
+            ));
         }
         Ok(Host {
             name: entry.name.clone(),

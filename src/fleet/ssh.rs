@@ -148,6 +148,11 @@ impl Tunnel {
         }
     }
 
+    /// The host, as cyan.yaml names it.
+    pub fn url(&self) -> &SshUrl {
+        &self.url
+    }
+
     /// The host's Docker engine, as a socket on this machine.
     pub fn engine_socket(&self) -> PathBuf {
         self.dir.join("docker.sock")
@@ -240,10 +245,7 @@ fn private_dir() -> Result<PathBuf> {
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!(
-        "cyan-ssh-{}",
-        &crate::clock::random_token()[..12]
-    ));
+    let dir = base.join(format!("cyan-ssh-{}", &crate::clock::random_token()[..12]));
     std::fs::create_dir(&dir)
         .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", dir.display())))?;

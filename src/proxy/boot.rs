@@ -102,9 +102,8 @@ pub async fn boot_at(
         )));
     }
     if site.here {
-        home.create().map_err(|e| {
-            Error::Platform(format!("cannot create {}: {e}", home.dir.display()))
-        })?;
+        home.create()
+            .map_err(|e| Error::Platform(format!("cannot create {}: {e}", home.dir.display())))?;
     }
     let digest = hex(&Sha256::digest(&bytes));
     let image = format!("cyan-proxy:{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]);
@@ -149,12 +148,9 @@ pub async fn boot_at(
     }
     create(docker, &name, &image, site, args).await?;
     docker.start_container(&name, None).await?;
-    super::client::wait_healthy(
-        site.admin.clone(),
-        &format!("the proxy container {name}"),
-    )
-    .await
-    .map_err(|e| Error::Platform(format!("{e}; see `docker logs {name}`")))?;
+    super::client::wait_healthy(site.admin.clone(), &format!("the proxy container {name}"))
+        .await
+        .map_err(|e| Error::Platform(format!("{e}; see `docker logs {name}`")))?;
     out.done(format!("{name} serves {}", home.dir.display()));
     Ok(Booted {
         container: name,

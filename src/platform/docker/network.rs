@@ -29,7 +29,18 @@ impl DockerPlatform<'_> {
     /// versions are healed: the oldest is kept, the empty others removed.
     pub async fn ensure_network(&self) -> Result<String> {
         let name = name();
-        let _lock = HostLock::take(&format!("cyan-network-{name}"))?;
+        // One lock per engine: a fleet's hosts are made at once, each by
+        // its own lock (one shared name deadlocked them in this process).
+        let engine = match &self.tunnel {
+            Some(t) => format!(
+                "-{}",
+                t.url()
+                    .to_string()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            ),
+            None => String::new(),
+        };
+        let _lock = HostLock::take(&format!("cyan-network-{name}{engine}"))?;
         if let Some(id) = self.cyan_network(&name).await? {
             return Ok(id);
         }
@@ -86,8 +97,10 @@ impl DockerPlatform<'_> {
     }
 }
 
-/// An exclusive lock shared by every cyan process on this host (flock on a
-/// file in the temp folder), released when dropped.
+/// An exclusive lock shared by every cyan process on this machine (flock
+/// on a file in the temp folder), released when dropped. For another
+/// host's engine it serializes this machine's cyan processes only; the
+/// duplicates another machine's could make are healed (`cyan_network`).
 struct HostLock {
     /// Held for its lifetime: closing it releases the lock.
     _file: std::fs::File,

@@ -14,8 +14,10 @@
 
 mod util;
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use util::load::{self, Load};
@@ -159,10 +161,34 @@ struct App {
 }
 
 impl App {
-    fn new(fleet: &Fleet) -> App {
+    /// The app on `fleet`; with `slow`, that host is reached over a slow
+    /// link (`tests/fleet/slow-link`, 0.4 s each way).
+    fn new(fleet: &Fleet, slow: Option<usize>) -> App {
         let name = format!("fleet{}", std::process::id());
         let dir = fleet.dir.join("app");
         std::fs::create_dir_all(&dir).unwrap();
+        let app = App {
+            config: dir.join("cyan.yaml"),
+            dir,
+            name,
+        };
+        let ssh_config = app.dir.join("ssh_config");
+        let slow_link = match slow {
+            Some(i) => format!(
+                "Host {}\n  ProxyCommand {} %h %p 0.4\n",
+                fleet.ip(i),
+                repo_root().join("tests/fleet/slow-link").display()
+            ),
+            None => String::new(),
+        };
+        std::fs::write(&ssh_config, slow_link).unwrap();
+        app.write(fleet, "");
+        app
+    }
+
+    /// Writes cyan.yaml with `extra` appended.
+    fn write(&self, fleet: &Fleet, extra: &str) {
+        let name = &self.name;
         let hosts: String = fleet
             .hosts
             .iter()
@@ -174,14 +200,13 @@ impl App {
 proxy:\n  listen: 0.0.0.0:{APP_PORT}\n  drain_timeout: 5s\n\
 health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout: 1s\n  healthy_threshold: 5\n  deadline: 20s\n\
 hosts:\n{hosts}\
-fleet:\n  ssh:\n    identity_file: {key}\n    known_hosts_file: {known}\n",
+fleet:\n  ssh:\n    identity_file: {key}\n    known_hosts_file: {known}\n    config_file: {ssh_config}\n{extra}",
             ctx = repo_root().join("examples/demo").display(),
             key = fleet.dir.join("key").display(),
             known = fleet.dir.join("known_hosts").display(),
+            ssh_config = self.dir.join("ssh_config").display(),
         );
-        let config = dir.join("cyan.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        App { dir, config, name }
+        std::fs::write(&self.config, yaml).unwrap();
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -200,11 +225,62 @@ fleet:\n  ssh:\n    identity_file: {key}\n    known_hosts_file: {known}\n",
         self.command(args).output().unwrap()
     }
 
+    /// Starts cyan; `until(pattern)` on the result waits for a progress
+    /// line holding `pattern`.
+    fn spawn(&self, args: &[&str]) -> Spawned {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Spawned { child, lines }
+    }
+
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
         let out = succeeded(&all, &self.cyan(&all));
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+}
+
+struct Spawned {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Spawned {
+    fn until(&self, pattern: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(pattern))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no {pattern:?} in {:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        (status.code(), self.lines.lock().unwrap().join("\n"))
     }
 }
 
@@ -299,12 +375,16 @@ fn crash_starting_containers(fleet: &Fleet, i: usize, app: &str) -> impl FnOnce(
     }
 }
 
+/// The tests of this file one at a time: each runs three servers.
+static ONE_FLEET: Mutex<()> = Mutex::new(());
+
 #[test]
 fn a_fleet_moves_together_behind_haproxy_with_no_failed_request() {
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
     util::demo_binary_present();
     static_cyan();
     let fleet = Fleet::start(3);
-    let app = App::new(&fleet);
+    let app = App::new(&fleet, None);
 
     // Two of the three hosts: the third is behind.
     let first = app.json(&["deploy", "--version", "v1", "--hosts", "h1,h2"]);
@@ -463,4 +543,96 @@ fn a_fleet_moves_together_behind_haproxy_with_no_failed_request() {
     }
     let _ = lb.kill();
     let _ = lb.wait();
+}
+
+/// Kills host `i`'s cyan proxy container.
+fn kill_proxy(fleet: &Fleet, i: usize) {
+    let id = fleet.inner(i, &["ps", "-q", "--filter", "label=cyan.role=proxy"]);
+    assert!(!id.is_empty(), "h{} runs no proxy", i + 1);
+    fleet.inner(i, &["kill", &id]);
+}
+
+#[test]
+fn a_failed_verify_or_commit_switches_every_host_back_and_a_killed_deploy_converges() {
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
+    util::demo_binary_present();
+    static_cyan();
+    let fleet = Fleet::start(3);
+    // h2 is behind a slow link: its switch request is on the wire for
+    // 0.4 s, long enough to kill its proxy, or cyan, meanwhile.
+    let app = App::new(&fleet, Some(1));
+    app.json(&["deploy", "--version", "v1"]);
+    all_live(&app, "v1");
+    let lb_port = free_port();
+    let mut lb = haproxy(&fleet, lb_port);
+    let rt = load::runtime();
+    let _guard = rt.enter();
+    let traffic = Load::start(lb_port, "fleet.test", 2, 2);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // v2 answers 500 to everything: the verify window, over the sum of
+    // every host's counts, fails, and every host goes back to v1.
+    app.write(
+        &fleet,
+        "verify: { duration: 5s, max_5xx_ratio: 0.05, min_requests: 10 }\nenv:\n  FAIL_RATE: \"1\"\n",
+    );
+    let bad_from = Instant::now();
+    let out = app.cyan(&["deploy", "--version", "v2"]);
+    let bad_until = Instant::now();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains("verification"), "{}", text(&out));
+    all_live(&app, "v1");
+    app.write(&fleet, "");
+
+    // The commit fails on h2 (its proxy killed while its switch is on the
+    // wire): h1 and h3 switch back, and the error says so.
+    let run = app.spawn(&["deploy", "--version", "v3"]);
+    run.until("▸ switch 3 hosts");
+    let killed_at = Instant::now();
+    kill_proxy(&fleet, 1);
+    let (code, said) = run.wait();
+    assert_ne!(code, Some(0), "{said}");
+    assert!(said.contains("h2:"), "names the host: {said}");
+    assert!(
+        said.contains("h1 switched back") && said.contains("h3 switched back"),
+        "{said}"
+    );
+    // The next command boots h2's proxy again, from its state.
+    all_live(&app, "v1");
+
+    // cyan killed between the hosts' commits (h2's still on the wire):
+    // run again, every host converges on v3.
+    let run = app.spawn(&["deploy", "--version", "v3"]);
+    run.until("▸ switch 3 hosts");
+    let mut run = run;
+    run.child.kill().unwrap();
+    let _ = run.child.wait();
+    let again = app.json(&["deploy", "--version", "v3"]);
+    assert_eq!(
+        again["fleet"]["hosts"].as_array().unwrap().len(),
+        3,
+        "{again}"
+    );
+    all_live(&app, "v3");
+    std::thread::sleep(Duration::from_millis(500));
+    let samples = rt.block_on(traffic.finish());
+    let _ = lb.kill();
+    let _ = lb.wait();
+
+    // Failures only where the test broke something: v2's own 500s while
+    // it was live, and requests in flight on h2's proxy when it was killed.
+    let unexpected: Vec<String> = samples
+        .iter()
+        .filter(|s| s.outcome.is_err())
+        .filter(|s| !(s.end >= bad_from && s.start <= bad_until))
+        .filter(|s| !(s.end >= killed_at && s.start <= killed_at + Duration::from_secs(2)))
+        .map(|s| format!("{:?}", s.outcome))
+        .collect();
+    let expected = load::failures(&samples).len() - unexpected.len();
+    eprintln!(
+        "{} requests; {expected} failed where v2 answered 500 or h2's proxy was killed; {} elsewhere",
+        samples.len(),
+        unexpected.len()
+    );
+    assert!(unexpected.is_empty(), "{unexpected:?}");
 }

@@ -200,6 +200,10 @@ pub struct SshConfig {
     /// are always checked: an unknown host is refused, never trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts_file: Option<PathBuf>,
+    /// An ssh config file read instead of `~/.ssh/config` (`ssh -F`): jump
+    /// hosts, a `ProxyCommand`, per-host users and keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
     /// Seconds `ssh` waits for a host to answer (`ConnectTimeout`).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: u32,

@@ -63,6 +63,9 @@ impl Tunnel {
             "-E".into(),
             dir.join("ssh.log").display().to_string(),
         ];
+        if let Some(config) = &ssh.config_file {
+            base.extend(["-F".into(), relative_to.join(config).display().to_string()]);
+        }
         if let Some(key) = &ssh.identity_file {
             base.extend([
                 "-i".into(),
@@ -104,6 +107,16 @@ impl Tunnel {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
+        // SAFETY: only prctl, async-signal-safe, runs between fork and exec.
+        // The connection dies with cyan, even by SIGKILL.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let master = cmd.spawn().map_err(|e| {
             Error::Unreachable(format!(
                 "{url}: cannot run ssh: {e}. cyan reaches hosts with the OpenSSH client (Debian: openssh-client)"

@@ -51,6 +51,20 @@ impl DeployLock {
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+                // Another host's proxy cannot see that a cyan on this
+                // machine is gone (killed): its lease is waited out.
+                Err(cyan_proxy::Error::LockHeld(msg))
+                    if orphaned(client, route).await.is_some_and(|left| left < TTL * 2) =>
+                {
+                    if !said {
+                        out.phase(format!(
+                            "waiting for the deploy lock of a cyan on this machine that is gone ({msg}): its lease ends within {}s",
+                            TTL.as_secs()
+                        ));
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
                 Err(cyan_proxy::Error::LockHeld(msg)) => {
                     return Err(Error::LockHeld(format!(
                         "{msg}. Another deploy of this app is running; wait for it, or pass --lock-wait 5m to queue behind it"
@@ -58,6 +72,9 @@ impl DeployLock {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if said {
+            out.done("took the deploy lock");
         }
         let heartbeat = {
             let client = client.clone();
@@ -92,4 +109,14 @@ impl DeployLock {
             tracing::warn!(error = %e, "could not release the deploy lock; it expires on its own");
         }
     }
+}
+
+/// How long the lease on `route` has left, when its holder is a cyan on
+/// this machine whose process is gone (a proxy on another host cannot see
+/// that, so it waits for the lease to end); `None` otherwise.
+async fn orphaned(client: &AdminClient, route: &str) -> Option<Duration> {
+    let lock = client.route(route).await.ok()??.state.lock?;
+    let gone = lock.host == crate::clock::hostname() && !crate::clock::pid_alive(lock.pid);
+    let ends = lock.renewed_ms + lock.ttl_ms;
+    gone.then(|| Duration::from_millis(ends.saturating_sub(crate::clock::now_ms())))
 }

@@ -161,8 +161,8 @@ struct App {
 }
 
 impl App {
-    /// The app on `fleet`; with `slow`, that host is reached over a slow
-    /// link (`tests/fleet/slow-link`, 0.4 s each way).
+    /// The app on `fleet`; with `slow`, that host is reached over a link
+    /// `slow_down` slows (`tests/fleet/slow-link`).
     fn new(fleet: &Fleet, slow: Option<usize>) -> App {
         let name = format!("fleet{}", std::process::id());
         let dir = fleet.dir.join("app");
@@ -175,15 +175,21 @@ impl App {
         let ssh_config = app.dir.join("ssh_config");
         let slow_link = match slow {
             Some(i) => format!(
-                "Host {}\n  ProxyCommand {} %h %p 0.4\n",
+                "Host {}\n  ProxyCommand {} %h %p {}\n",
                 fleet.ip(i),
-                repo_root().join("tests/fleet/slow-link").display()
+                repo_root().join("tests/fleet/slow-link").display(),
+                app.dir.join("delay").display()
             ),
             None => String::new(),
         };
         std::fs::write(&ssh_config, slow_link).unwrap();
         app.write(fleet, "");
         app
+    }
+
+    /// Every byte to and from the slow host is delayed `seconds` from now.
+    fn slow_down(&self, seconds: f64) {
+        std::fs::write(self.dir.join("delay"), seconds.to_string()).unwrap();
     }
 
     /// Writes cyan.yaml with `extra` appended.
@@ -198,13 +204,15 @@ impl App {
         let yaml = format!(
             "app: {name}\nimage: cyan-test-{name}\nbuild:\n  context: {ctx}\nport: 8080\ninit: true\nstop_timeout: 2s\n\
 proxy:\n  listen: 0.0.0.0:{APP_PORT}\n  drain_timeout: 5s\n\
-health:\n  http: {{ path: /healthz, expect: 200 }}\n  interval: 100ms\n  timeout: 1s\n  healthy_threshold: 5\n  deadline: 20s\n\
+{health}\
 hosts:\n{hosts}\
 fleet:\n  ssh:\n    identity_file: {key}\n    known_hosts_file: {known}\n    config_file: {ssh_config}\n{extra}",
             ctx = repo_root().join("examples/demo").display(),
             key = fleet.dir.join("key").display(),
             known = fleet.dir.join("known_hosts").display(),
             ssh_config = self.dir.join("ssh_config").display(),
+            // `extra` may bring its own.
+            health = if extra.contains("health:") { "" } else { GATE },
         );
         std::fs::write(&self.config, yaml).unwrap();
     }
@@ -545,6 +553,14 @@ fn a_fleet_moves_together_behind_haproxy_with_no_failed_request() {
     let _ = lb.wait();
 }
 
+/// The gate: five passes in a row, 100 ms apart (long enough for a test
+/// to crash a candidate as it starts).
+const GATE: &str = "health:\n  http: { path: /healthz, expect: 200 }\n  interval: 100ms\n  timeout: 1s\n  healthy_threshold: 5\n  deadline: 20s\n";
+
+/// Probes over a link with 0.8 s round trips: each opens an SSH channel
+/// first.
+const SLOW_GATE: &str = "health:\n  http: { path: /healthz, expect: 200 }\n  interval: 100ms\n  timeout: 4s\n  healthy_threshold: 2\n  deadline: 60s\n";
+
 /// Kills host `i`'s cyan proxy container.
 fn kill_proxy(fleet: &Fleet, i: usize) {
     let id = fleet.inner(i, &["ps", "-q", "--filter", "label=cyan.role=proxy"]);
@@ -558,8 +574,8 @@ fn a_failed_verify_or_commit_switches_every_host_back_and_a_killed_deploy_conver
     util::demo_binary_present();
     static_cyan();
     let fleet = Fleet::start(3);
-    // h2 is behind a slow link: its switch request is on the wire for
-    // 0.4 s, long enough to kill its proxy, or cyan, meanwhile.
+    // h2 is behind a link the test slows down: its switch request is then
+    // on the wire for 0.4 s, long enough to kill its proxy, or cyan.
     let app = App::new(&fleet, Some(1));
     app.json(&["deploy", "--version", "v1"]);
     all_live(&app, "v1");
@@ -582,10 +598,12 @@ fn a_failed_verify_or_commit_switches_every_host_back_and_a_killed_deploy_conver
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert!(text(&out).contains("verification"), "{}", text(&out));
     all_live(&app, "v1");
-    app.write(&fleet, "");
 
     // The commit fails on h2 (its proxy killed while its switch is on the
-    // wire): h1 and h3 switch back, and the error says so.
+    // wire): h1 and h3 switch back, and the error says so. Its probes take
+    // longer than a second over the slow link.
+    app.write(&fleet, SLOW_GATE);
+    app.slow_down(0.4);
     let run = app.spawn(&["deploy", "--version", "v3"]);
     run.until("▸ switch 3 hosts");
     let killed_at = Instant::now();

@@ -843,3 +843,70 @@ async fn active_checks_take_a_sick_replica_out_of_rotation() {
         );
     }
 }
+
+/// `/cyan/up`, where a load balancer checks a route on this host: 200 while
+/// it serves, 503 while it is drained out of the balancer (and after a
+/// restart, until put back), on the fast path and on hyper's (HTTP/2);
+/// under a route's path prefix; never forwarded, and nothing else is
+/// shadowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_balancers_up_check_says_draining_and_is_never_forwarded() {
+    let mut proxy = TestProxy::start("up").await;
+    let (blue, api) = (backend("blue").await, backend("api").await);
+    proxy
+        .route("up", RoutePolicy::default(), vec![blue], vec![])
+        .await;
+    let admin = proxy.admin();
+    let spec = RouteSpec {
+        path_prefix: Some("/api".into()),
+        ..host_route(&["up.localhost"])
+    };
+    admin.put_route("up-api", &spec).await.unwrap();
+    proxy.switch("up-api", Color::Blue, Some(vec![api])).await;
+    let addr = proxy.addr();
+    let status = |r: &str| r.split(' ').nth(1).unwrap_or("").to_string();
+    let up = get(&addr, "up.localhost", "/cyan/up").await;
+    assert_eq!(
+        (status(&up).as_str(), body(&up).trim()),
+        ("200", "up"),
+        "{up}"
+    );
+    let api_up = get(&addr, "up.localhost", "/api/cyan/up").await;
+    assert_eq!(body(&api_up).trim(), "up", "{api_up}");
+    // Only the route's own check path is the proxy's.
+    assert_eq!(
+        body(&get(&addr, "up.localhost", "/x/cyan/up").await),
+        "blue"
+    );
+    assert_eq!(body(&get(&addr, "up.localhost", "/cyan/upx").await), "blue");
+
+    admin.set_draining("up", true).await.unwrap();
+    let drained = get(&addr, "up.localhost", "/cyan/up?x=1").await;
+    assert_eq!(
+        (status(&drained).as_str(), body(&drained).trim()),
+        ("503", "draining"),
+        "{drained}"
+    );
+    // Requests that still come are served; the other route is still in.
+    assert_eq!(body(&get(&addr, "up.localhost", "/").await), "blue");
+    assert_eq!(
+        body(&get(&addr, "up.localhost", "/api/cyan/up").await).trim(),
+        "up"
+    );
+    // HTTP/2 (hyper's path) says the same.
+    let stream = TcpStream::connect(&addr).await.unwrap();
+    let url = format!("http://up.localhost:{}/cyan/up", proxy.port);
+    let resp = h2_get(stream, &url).await;
+    assert_eq!(resp.status(), 503);
+
+    // Kept across a crash: a host drained stays out until put back.
+    proxy.kill9();
+    proxy.child = spawn_proxy(&proxy.home, &[]);
+    proxy.wait_ready().await;
+    assert_eq!(status(&get(&addr, "up.localhost", "/cyan/up").await), "503");
+    proxy.admin().set_draining("up", false).await.unwrap();
+    assert_eq!(
+        body(&get(&addr, "up.localhost", "/cyan/up").await).trim(),
+        "up"
+    );
+}

@@ -15,9 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    CandidateRequest, ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec,
-    RefusedCert, ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest, UpgradeRequest,
-    UpgradeResponse,
+    CandidateRequest, ColorSpec, DrainingSpec, ErrorBody, Health, HoldRequest, LockRequest,
+    MaintenanceSpec, RefusedCert, ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest,
+    UpgradeRequest, UpgradeResponse,
 };
 use super::router::ChangeError;
 use super::Proxy;
@@ -106,6 +106,9 @@ async fn dispatch(
                 router.set_maintenance(name, spec.maintenance)
             })
         }
+        (&M::PUT, ["v1", "routes", name, "draining"]) => with_body(body, |spec: DrainingSpec| {
+            router.set_draining(name, spec.draining)
+        }),
         (&M::PUT, ["v1", "routes", name, "record"]) => {
             with_body(body, |record| router.put_record(name, record))
         }

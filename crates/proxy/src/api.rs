@@ -105,6 +105,13 @@ pub struct MaintenanceSpec {
     pub maintenance: Option<Maintenance>,
 }
 
+/// `PUT /v1/routes/{name}/draining`: out of the load balancer (`true`:
+/// `/cyan/up` answers 503) or back in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrainingSpec {
+    pub draining: bool,
+}
+
 /// `PUT /v1/routes/{name}/colors/{color}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ColorSpec {

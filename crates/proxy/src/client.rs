@@ -12,9 +12,9 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::api::{
-    CandidateRequest, ColorSpec, ErrorBody, Health, HoldRequest, LockRequest, MaintenanceSpec,
-    ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse, UpgradeRequest,
-    UpgradeResponse,
+    CandidateRequest, ColorSpec, DrainingSpec, ErrorBody, Health, HoldRequest, LockRequest,
+    MaintenanceSpec, ReloadResponse, RemoveRequest, RouteSpec, SwitchRequest, SwitchResponse,
+    UpgradeRequest, UpgradeResponse,
 };
 use super::lease::Lock;
 use super::router::RouteView;
@@ -255,6 +255,15 @@ impl AdminClient {
     ) -> Result<()> {
         let path = format!("/v1/routes/{name}/maintenance");
         self.call::<serde_json::Value>(Method::PUT, &path, Some(&MaintenanceSpec { maintenance }))
+            .await
+            .map(drop)
+    }
+
+    /// Takes the route out of the load balancer in front of this host
+    /// (`/cyan/up` answers 503), or puts it back.
+    pub async fn set_draining(&self, name: &str, draining: bool) -> Result<()> {
+        let path = format!("/v1/routes/{name}/draining");
+        self.call::<serde_json::Value>(Method::PUT, &path, Some(&DrainingSpec { draining }))
             .await
             .map(drop)
     }

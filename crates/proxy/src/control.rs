@@ -19,7 +19,7 @@
 //! | `set_candidate` / `clear_candidate` | the preview never serves the live color |
 //! | `switch` | never to a color with nothing in rotation; releases held requests; ends the candidate it makes live |
 //! | `hold` / `release_hold` | requests wait at most `MAX_HOLD_MS` |
-//! | `set_maintenance`, `put_record` | none: stored as given |
+//! | `set_maintenance`, `set_draining`, `put_record` | none: stored as given |
 //! | `lock` / `unlock` | the lease (`lease`) |
 //!
 //! Binding a listen address is the server's business, not the router's
@@ -237,6 +237,15 @@ impl Router {
     pub fn release_hold(&self, route: &str) -> Result<(), ChangeError> {
         self.change(route, false, |r| {
             r.hold_until_ms = None;
+            Ok(())
+        })
+    }
+
+    /// The route leaves (`true`) or rejoins the load balancer in front of
+    /// this host: what its `/cyan/up` answers.
+    pub fn set_draining(&self, route: &str, draining: bool) -> Result<(), ChangeError> {
+        self.change(route, false, |r| {
+            r.draining = draining;
             Ok(())
         })
     }

@@ -126,6 +126,10 @@ impl Forwarder {
             let Some(route) = table.route(host.as_deref(), local, path) else {
                 return Err(Page::no_route(host.as_deref()));
             };
+            let prefix = route.path_prefix.as_deref().unwrap_or("");
+            if path.strip_prefix(prefix.trim_end_matches('/')) == Some(UP_PATH) {
+                return Err(up(&route));
+            }
             if let Some(m) = &route.maintenance {
                 return Err(Page::maintenance(m));
             }
@@ -292,6 +296,27 @@ impl Forwarder {
 }
 
 /// One of cyan's pages, as hyper's path answers it.
+/// Where a load balancer checks a route on this host: the route's path
+/// prefix, then this (`/cyan/up` for a route without one). A path of the
+/// app's own by that name is shadowed.
+pub const UP_PATH: &str = "/cyan/up";
+
+/// `/cyan/up`: 200 while the route serves and is in the load balancer;
+/// 503 while it is drained out of it (`draining`), in maintenance, or has
+/// nothing live. Never forwarded.
+fn up(route: &super::router::RouteEntry) -> Page {
+    let (status, why) = if route.draining {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if route.maintenance.is_some() {
+        (StatusCode::SERVICE_UNAVAILABLE, "maintenance")
+    } else if route.live.is_none() {
+        (StatusCode::SERVICE_UNAVAILABLE, "nothing live")
+    } else {
+        (StatusCode::OK, "up")
+    };
+    Page::text(status, format!("{why}\n"))
+}
+
 fn respond(page: Page) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::Own(Full::new(Bytes::from(page.body))));
     *r.status_mut() = page.status;

@@ -515,6 +515,7 @@ impl Control {
                 policy: route.policy.clone(),
                 maintenance: route.maintenance.clone(),
                 hold_until_ms: route.hold_until_ms,
+                draining: route.draining,
             });
             for h in &route.hosts {
                 t.by_host
@@ -560,6 +561,7 @@ impl Control {
                 policy: route.policy.clone(),
                 maintenance: None,
                 hold_until_ms: None,
+                draining: false,
             });
             for h in &preview.hosts {
                 t.by_host

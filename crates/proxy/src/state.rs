@@ -47,6 +47,12 @@ pub struct RouteState {
     /// While set, every request gets a 503 with `Retry-After`.
     #[serde(default)]
     pub maintenance: Option<Maintenance>,
+    /// Taken out of the load balancer in front of this host: its
+    /// `/cyan/up` answers 503 (the LB stops sending), while the requests
+    /// that still come are served as ever. Kept across restarts, so a
+    /// deploy killed while the host was out leaves it out until the next.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
     /// Certificate and key for the route's hosts (and its own listener,
     /// which is then TLS): from files, or obtained by the proxy (ACME).
     #[serde(default)]

@@ -25,6 +25,8 @@ pub struct RouteEntry {
     pub policy: RoutePolicy,
     pub maintenance: Option<Maintenance>,
     pub hold_until_ms: Option<u64>,
+    /// Out of the load balancer (`RouteState::draining`).
+    pub draining: bool,
 }
 
 impl RouteEntry {

@@ -184,11 +184,10 @@ async fn open<'a>(
         p.claim_route().await?;
         let lock = DeployLock::acquire(&p.proxy, &cfg.config.route(), what, wait, out).await?;
         p.lock_token = lock.token.clone();
-        p.peers = hosts
-            .iter()
-            .filter(|o| o.name != h.name)
-            .map(|o| o.proxy.clone())
-            .collect();
+        // The first host judges the verify window over every host's traffic.
+        if std::ptr::eq(h, &hosts[0]) {
+            p.peers = hosts[1..].iter().map(|o| o.proxy.clone()).collect();
+        }
         let record = p.record().await?;
         let was_live = p.route_view().await?.and_then(|v| v.state.live);
         Ok(Member {
@@ -288,18 +287,12 @@ async fn together(
         ));
     }
     let committed = commit(members, &colors, desired, out).await?;
-    // Verify (over the sum of every host's counts) and finish everywhere.
     let finish = Desired {
         require_approval: false,
         ..desired.clone()
     };
-    let settled = join_all(
-        members
-            .iter()
-            .map(|m| engine::converge(&m.p, &finish, &Bare, m.out)),
-    )
-    .await;
-    let why = failures(members.iter().map(|m| m.host.name.as_str()), &settled);
+    let results = settle(members, &finish).await;
+    let why = failures(members.iter().map(|m| m.host.name.as_str()), &results);
     if !why.is_empty() {
         let back = join_all(
             members
@@ -319,6 +312,33 @@ async fn together(
         return Err(failed_on(&why, &after));
     }
     Ok((Outcome::Done, committed))
+}
+
+/// After the switch, on every host: the verify window, judged by the first
+/// host over every host's traffic (`peers`) and adopted by the others,
+/// then the rest of the converge (the previous color retired or kept).
+async fn settle(members: &[Member<'_>], finish: &Desired) -> Vec<Result<()>> {
+    let judge = &members[0];
+    let judged = engine::converge(&judge.p, finish, &Bare, judge.out)
+        .await
+        .map(drop);
+    let verdict = judge.p.verdict.lock().expect("verdict lock").clone();
+    let judged_ok = judged.is_ok();
+    let why = judged.as_ref().err().map(ToString::to_string).unwrap_or_default();
+    let others = join_all(members[1..].iter().map(|m| {
+        let (verdict, why) = (&verdict, &why);
+        async move {
+            if let Some(figures) = verdict {
+                m.p.adopt_verdict(figures, why).await?;
+            }
+            match judged_ok {
+                true => engine::converge(&m.p, finish, &Bare, m.out).await.map(drop),
+                false => Ok(()),
+            }
+        }
+    }))
+    .await;
+    std::iter::once(judged).chain(others).collect()
 }
 
 /// One host's prepare: its candidate's color, gated; `None` when the

@@ -5,8 +5,9 @@
 //! failed, with traffic switched back to the previous color when it can be.
 //!
 //! The window is kept in the record, not in this process, so a deploy
-//! killed while verifying is judged when it is run again. On a fleet each
-//! host judges the sum of every host's counts (`DockerPlatform::peers`).
+//! killed while verifying is judged when it is run again. On a fleet one
+//! host judges the sum of every host's counts (`DockerPlatform::peers`),
+//! and the others adopt its verdict.
 
 use std::time::Duration;
 
@@ -39,12 +40,18 @@ impl DockerPlatform<'_> {
                 return Ok(());
             };
             let mut stats = view.stats.get(&color).cloned().unwrap_or_default();
-            // A fleet judges the release by every host's traffic.
+            // A fleet's judge counts the traffic of every host that runs
+            // the release: on each, the color its own window names (hosts
+            // need not give a release the same color), open until the
+            // judge's verdict closes it (`adopt_verdict`).
             for peer in &self.peers {
-                if let Some(s) = peer
-                    .route(&self.route())
-                    .await?
-                    .and_then(|v| v.stats.get(&color).cloned())
+                let Some(v) = peer.route(&self.route()).await? else {
+                    continue;
+                };
+                let theirs = parse_record(&v.state.record).verify;
+                if let Some(s) = theirs
+                    .filter(|w| w.release == window.release)
+                    .and_then(|w| v.stats.get(&w.color))
                 {
                     stats.requests += s.requests;
                     stats.status_5xx += s.status_5xx;
@@ -103,12 +110,14 @@ impl DockerPlatform<'_> {
                 }
                 VerifyCall::Fail(why) => {
                     let seen = figures(Verdict::Failed);
+                    *self.verdict.lock().expect("verdict lock") = Some(seen.clone());
                     return self
                         .fail_verify(color, window, &view, record, why, seen)
                         .await;
                 }
                 VerifyCall::FailInconclusive(why) => {
                     let seen = figures(Verdict::Inconclusive);
+                    *self.verdict.lock().expect("verdict lock") = Some(seen.clone());
                     return self
                         .fail_verify(color, window, &view, record, why, seen)
                         .await;
@@ -123,6 +132,37 @@ impl DockerPlatform<'_> {
                 ));
             }
             tokio::time::sleep(health::VERIFY_POLL.min(Duration::from_millis(left))).await;
+        }
+    }
+
+    /// Closes this host's open window for `release` with a verdict another
+    /// host's window reached over the whole fleet's traffic (`peers`): kept
+    /// as passed or inconclusive, or failed (traffic back on the previous
+    /// color, `Error::VerifyFailed`). Nothing without an open window.
+    pub async fn adopt_verdict(&self, figures: &VerifyFigures, why: &str) -> Result<()> {
+        let Some(view) = self.route_view().await? else {
+            return Ok(());
+        };
+        let record = parse_record(&view.state.record);
+        let Some(window) = record.verify.clone() else {
+            return Ok(());
+        };
+        *self.verdict.lock().expect("verdict lock") = Some(figures.clone());
+        match figures.verdict {
+            Verdict::Passed => {
+                let mut record = record;
+                record.mark_verified(&window.release, figures.clone());
+                record.verify = None;
+                self.put_record(&record).await
+            }
+            Verdict::Inconclusive if why.is_empty() => {
+                self.pass_inconclusive(window.color, record, figures.clone())
+                    .await
+            }
+            _ => {
+                self.fail_verify(window.color, window.clone(), &view, record, why.to_string(), figures.clone())
+                    .await
+            }
         }
     }
 

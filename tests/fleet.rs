@@ -305,22 +305,27 @@ fn static_cyan() -> PathBuf {
 }
 
 /// Debian's HAProxy on loopback in front of the hosts, checking each
-/// host's port every 200 ms.
-fn haproxy(fleet: &Fleet, port: u16) -> Child {
+/// host every 200 ms: by connecting, or with `up_check` by `GET
+/// /cyan/up` (down after 2 failures, up after 2 passes).
+fn haproxy(fleet: &Fleet, port: u16, up_check: bool) -> Child {
     let servers: String = (0..fleet.hosts.len())
         .map(|i| {
             format!(
-                "  server h{} {}:{APP_PORT} check inter 200ms\n",
+                "  server h{} {}:{APP_PORT} check inter 200ms fall 2 rise 2\n",
                 i + 1,
                 fleet.ip(i)
             )
         })
         .collect();
+    let check = match up_check {
+        true => "  option httpchk GET /cyan/up\n  http-check expect status 200\n",
+        false => "",
+    };
     let cfg = format!(
         "global\n  maxconn 2000\n\
 defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  retries 3\n  option redispatch\n\
 frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
-backend be\n  balance roundrobin\n{servers}"
+backend be\n  balance roundrobin\n{check}{servers}"
     );
     let path = fleet.dir.join("haproxy.cfg");
     std::fs::write(&path, cfg).unwrap();
@@ -438,7 +443,7 @@ fn a_fleet_moves_together_behind_haproxy_with_no_failed_request() {
     }
 
     let lb_port = free_port();
-    let mut lb = haproxy(&fleet, lb_port);
+    let mut lb = haproxy(&fleet, lb_port, false);
     let rt = load::runtime();
     let _guard = rt.enter();
     let traffic = Load::start(lb_port, "fleet.test", 3, 3);
@@ -580,7 +585,7 @@ fn a_failed_verify_or_commit_switches_every_host_back_and_a_killed_deploy_conver
     app.json(&["deploy", "--version", "v1"]);
     all_live(&app, "v1");
     let lb_port = free_port();
-    let mut lb = haproxy(&fleet, lb_port);
+    let mut lb = haproxy(&fleet, lb_port, false);
     let rt = load::runtime();
     let _guard = rt.enter();
     let traffic = Load::start(lb_port, "fleet.test", 2, 2);
@@ -653,4 +658,109 @@ fn a_failed_verify_or_commit_switches_every_host_back_and_a_killed_deploy_conver
         unexpected.len()
     );
     assert!(unexpected.is_empty(), "{unexpected:?}");
+}
+
+/// `GET /cyan/up` on every host every 50 ms until stopped: (when, host,
+/// status) of each answer.
+fn watch_up(
+    fleet: &Fleet,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Instant, usize, u16)>> {
+    let ips: Vec<String> = (0..fleet.hosts.len())
+        .map(|i| fleet.ip(i).to_string())
+        .collect();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, ip) in ips.iter().enumerate() {
+                let (status, _) =
+                    util::http_get(&format!("{ip}:{APP_PORT}"), "fleet.test", "/cyan/up");
+                seen.push((Instant::now(), i, status));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen
+    })
+}
+
+#[test]
+fn a_rolling_deploy_drains_one_host_at_a_time_from_haproxy_with_no_failed_request() {
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
+    util::demo_binary_present();
+    static_cyan();
+    let fleet = Fleet::start(3);
+    let app = App::new(&fleet, None);
+    app.write(&fleet, "  strategy: rolling\n  drain_wait: 1s\n");
+    app.json(&["deploy", "--version", "v1"]);
+    all_live(&app, "v1");
+    let lb_port = free_port();
+    let mut lb = haproxy(&fleet, lb_port, true);
+    // HAProxy sees every host up (2 passes of /cyan/up).
+    std::thread::sleep(Duration::from_millis(800));
+    let rt = load::runtime();
+    let _guard = rt.enter();
+    let traffic = Load::start(lb_port, "fleet.test", 3, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    for v in ["v2", "v3"] {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = watch_up(&fleet, stop.clone());
+        let report = app.json(&["deploy", "--version", v]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        // Each host was out of the balancer, one at a time, in order.
+        let mut out_spans = Vec::new();
+        for host in 0..3 {
+            let out: Vec<Instant> = seen
+                .iter()
+                .filter(|(_, h, s)| *h == host && *s == 503)
+                .map(|(t, _, _)| *t)
+                .collect();
+            assert!(
+                !out.is_empty(),
+                "h{} never left the balancer in {v}",
+                host + 1
+            );
+            out_spans.push((out[0], *out.last().unwrap()));
+        }
+        for w in out_spans.windows(2) {
+            assert!(
+                w[0].1 < w[1].0,
+                "two hosts out at once in {v}: {out_spans:?}"
+            );
+        }
+        let at: Vec<f64> = report["fleet"]["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["switched_at_ms"].as_f64().unwrap())
+            .collect();
+        assert!(
+            at.windows(2).all(|w| w[0] + 1000.0 < w[1]),
+            "one after another: {at:?}"
+        );
+        all_live(&app, v);
+        // Rolling keeps one version per host: the previous one is stopped.
+        for i in 0..3 {
+            let running = fleet.inner(
+                i,
+                &[
+                    "ps",
+                    "--filter",
+                    &format!("label=cyan.app={}", app.name),
+                    "--format",
+                    "{{.Label \"cyan.version\"}}",
+                ],
+            );
+            assert_eq!(running.lines().collect::<Vec<_>>(), [v], "h{}", i + 1);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = rt.block_on(traffic.finish());
+    let _ = lb.kill();
+    let _ = lb.wait();
+    load::assert_none_failed(
+        &samples,
+        "across two rolling deploys of 3 hosts behind HAProxy",
+    );
+    eprintln!("rolling, 3 hosts: {} requests, 0 failed", samples.len());
 }

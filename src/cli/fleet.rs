@@ -32,7 +32,7 @@ use super::report::{
 };
 use super::session::{self, At};
 use super::status;
-use crate::config::Loaded;
+use crate::config::{Loaded, Strategy};
 use crate::engine::{self, Bare, Outcome};
 use crate::error::{Error, Result};
 use crate::fleet::{self, Host};
@@ -120,7 +120,7 @@ pub async fn deploy(cfg: &Loaded, o: &DeployOptions, out: &Output) -> Result<Dep
     )?;
     out.done(format!("{} is on every host", c.image.tag(&version)));
     let outs: Vec<Output> = hosts.iter().map(|h| out.for_host(&h.name)).collect();
-    let mut members = open(
+    let members = open(
         &hosts,
         &outs,
         cfg,
@@ -133,7 +133,7 @@ pub async fn deploy(cfg: &Loaded, o: &DeployOptions, out: &Output) -> Result<Dep
         config_hash: c.runtime_hash(&members[0].p.secrets),
     };
     let desired = converge::desired(c, Intent::Deploy, target, c.replicas.get());
-    let result = together(&mut members, &desired, out).await;
+    let result = walk(&members, &desired, cfg, out).await;
     finish(members, Intent::Deploy, result).await
 }
 
@@ -143,7 +143,7 @@ pub async fn promote(cfg: &Loaded, wait: Duration, out: &Output) -> Result<Deplo
     let c = &cfg.config;
     let hosts = connect(cfg, out).await?;
     let outs: Vec<Output> = hosts.iter().map(|h| out.for_host(&h.name)).collect();
-    let mut members = open(&hosts, &outs, cfg, "promote", wait).await?;
+    let members = open(&hosts, &outs, cfg, "promote", wait).await?;
     let target = async {
         let m = &members[0];
         let record = m.p.record().await?;
@@ -163,7 +163,7 @@ pub async fn promote(cfg: &Loaded, wait: Duration, out: &Output) -> Result<Deplo
     let result = match target {
         Ok(target) => {
             let desired = converge::desired(c, Intent::Promote, target, c.replicas.get());
-            together(&mut members, &desired, out).await
+            walk(&members, &desired, cfg, out).await
         }
         Err(e) => Err(e),
     };
@@ -233,10 +233,23 @@ struct Committed {
     skew: Option<Duration>,
 }
 
+/// The fleet's walk to `desired`, as `fleet.strategy` says.
+async fn walk(
+    members: &[Member<'_>],
+    desired: &Desired,
+    cfg: &Loaded,
+    out: &Output,
+) -> Result<(Outcome, Committed)> {
+    match cfg.config.fleet.strategy {
+        Strategy::Together => together(members, desired, out).await,
+        Strategy::Rolling => rolling(members, desired, cfg, out).await,
+    }
+}
+
 /// Prepare on every host, then commit on every host, then verify and
 /// finish on every host.
 async fn together(
-    members: &mut [Member<'_>],
+    members: &[Member<'_>],
     desired: &Desired,
     out: &Output,
 ) -> Result<(Outcome, Committed)> {
@@ -314,6 +327,145 @@ async fn together(
     Ok((Outcome::Done, committed))
 }
 
+/// `strategy: rolling`: `fleet.batch` hosts at a time, each out of the
+/// load balancer (`/cyan/up` answers 503) for `fleet.drain_wait` before
+/// its switch, back in after it, then verified on its own traffic with its
+/// previous release stopped. A failure stops the walk: the hosts done run
+/// the new release, the failing one its old one, back in the balancer,
+/// and the rest are untouched; the error says which are which.
+async fn rolling(
+    members: &[Member<'_>],
+    desired: &Desired,
+    cfg: &Loaded,
+    out: &Output,
+) -> Result<(Outcome, Committed)> {
+    let fleet = &cfg.config.fleet;
+    let wait = fleet.drain_wait.0;
+    // Each host gates, switches, then is verified and runs one version.
+    let prepare = Desired {
+        intent: Intent::Deploy,
+        require_approval: true,
+        keep_hot: false,
+        ..desired.clone()
+    };
+    let finish = Desired {
+        require_approval: false,
+        keep_hot: false,
+        ..desired.clone()
+    };
+    if desired.require_approval && desired.intent == Intent::Deploy {
+        // Nothing to roll until the approval: every host prepares now.
+        return together(members, desired, out).await;
+    }
+    let t0 = Instant::now();
+    let mut at = vec![None; members.len()];
+    let order: Vec<usize> = (0..members.len()).collect();
+    for batch in order.chunks(fleet.batch.get() as usize) {
+        let names = batch
+            .iter()
+            .map(|&i| members[i].host.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let done_so_far = |at: &[Option<Duration>]| {
+            let done: Vec<&str> = members
+                .iter()
+                .zip(at)
+                .filter(|(_, a)| a.is_some())
+                .map(|(m, _)| m.host.name.as_str())
+                .collect();
+            match done.is_empty() {
+                true => "no host runs it yet".to_string(),
+                false => format!("{} run it", done.join(", ")),
+            }
+        };
+        out.phase(format!(
+            "{names}: out of the load balancer for {}",
+            fleet.drain_wait
+        ));
+        let drained = join_all(batch.iter().map(|&i| set_draining(&members[i], true))).await;
+        let mut in_lb = false;
+        if drained.iter().all(Result::is_ok) {
+            tokio::time::sleep(wait).await;
+            out.done(format!("{names}: out of the load balancer"));
+            let switched = join_all(batch.iter().map(|&i| {
+                let (m, prepare, finish) = (&members[i], &prepare, &finish);
+                async move {
+                    let Some(color) = prepare_one(m, prepare).await? else {
+                        return Ok(None);
+                    };
+                    let req = m.p.prepare_switch(color, finish).await?;
+                    m.p.commit_switch(&req).await?;
+                    m.out.done(format!("switched to {color}"));
+                    Ok::<_, Error>(Some(t0.elapsed()))
+                }
+            }))
+            .await;
+            let back_in = join_all(batch.iter().map(|&i| set_draining(&members[i], false))).await;
+            in_lb = back_in.iter().all(Result::is_ok);
+            let names_of = |i: &usize| members[*i].host.name.as_str();
+            let failed = failures(batch.iter().map(names_of), &switched);
+            if !failed.is_empty() {
+                return Err(failed_on(
+                    &failed,
+                    &format!(
+                        "it keeps its live release; the rollout stopped ({})",
+                        done_so_far(&at)
+                    ),
+                ));
+            }
+            for (&i, r) in batch.iter().zip(&switched) {
+                at[i] = *r.as_ref().expect("checked");
+            }
+            if !in_lb {
+                let failed = failures(batch.iter().map(names_of), &back_in);
+                return Err(failed_on(
+                    &failed,
+                    "it is still out of the load balancer; run the deploy again",
+                ));
+            }
+            out.phase(format!("{names}: back in the load balancer; verify"));
+            tokio::time::sleep(wait).await;
+            let settled = join_all(
+                batch
+                    .iter()
+                    .map(|&i| engine::converge(&members[i].p, &finish, &Bare, members[i].out)),
+            )
+            .await;
+            let failed = failures(batch.iter().map(names_of), &settled);
+            if !failed.is_empty() {
+                return Err(failed_on(
+                    &failed,
+                    &format!("the rollout stopped ({})", done_so_far(&at)),
+                ));
+            }
+            out.done(format!("{names}: {} live", desired.target.version));
+            continue;
+        }
+        if !in_lb {
+            join_all(batch.iter().map(|&i| set_draining(&members[i], false))).await;
+        }
+        let failed = failures(
+            batch.iter().map(|i| members[*i].host.name.as_str()),
+            &drained,
+        );
+        return Err(failed_on(
+            &failed,
+            &format!("the rollout stopped before it ({})", done_so_far(&at)),
+        ));
+    }
+    Ok((Outcome::Done, Committed { at, skew: None }))
+}
+
+/// Takes a host's route out of the load balancer, or puts it back; nothing
+/// where the route serves nothing yet (a first deploy).
+async fn set_draining(m: &Member<'_>, draining: bool) -> Result<()> {
+    let route = m.p.route();
+    match m.p.route_view().await? {
+        Some(v) if v.state.live.is_some() => Ok(m.p.proxy.set_draining(&route, draining).await?),
+        _ => Ok(()),
+    }
+}
+
 /// After the switch, on every host: the verify window, judged by the first
 /// host over every host's traffic (`peers`) and adopted by the others,
 /// then the rest of the converge (the previous color retired or kept).
@@ -324,7 +476,11 @@ async fn settle(members: &[Member<'_>], finish: &Desired) -> Vec<Result<()>> {
         .map(drop);
     let verdict = judge.p.verdict.lock().expect("verdict lock").clone();
     let judged_ok = judged.is_ok();
-    let why = judged.as_ref().err().map(ToString::to_string).unwrap_or_default();
+    let why = judged
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let others = join_all(members[1..].iter().map(|m| {
         let (verdict, why) = (&verdict, &why);
         async move {
@@ -539,6 +695,7 @@ pub async fn rollback(
         })
         .collect();
     let (mut report, _) = reports.remove(0);
+    report.url = String::new();
     report.fleet = Some(FleetReport {
         hosts: parts,
         skew_ms: None,
@@ -641,6 +798,7 @@ pub async fn status(cfg: &Loaded, out: &Output) -> Result<StatusReport> {
         ));
     }
     report.hosts = lines;
+    report.url = String::new();
     Ok(report)
 }
 

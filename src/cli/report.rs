@@ -42,7 +42,8 @@ pub struct StatusReport {
     pub id: AppId,
     /// Where a script on this host reaches the app: the proxy's address for
     /// it on Docker (`""` when cyan.yaml routes it nowhere); `""` on
-    /// Kubernetes, where the app is reached through its active Service.
+    /// Kubernetes, where the app is reached through its active Service,
+    /// and with `hosts:`, where it is reached through the load balancer.
     pub url: String,
     /// not-deployed | progressing | interrupted | awaiting-approval |
     /// verifying | live. On Kubernetes it is the operator's phase in these

@@ -163,9 +163,35 @@ impl Serialize for SshUrl {
     }
 }
 
+/// How a deploy moves the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Every host gates its candidate, then every host switches at nearly
+    /// the same moment: the fleet answers with one version or the other.
+    #[default]
+    Together,
+    /// `batch` hosts at a time, each taken out of the load balancer first
+    /// (its `/cyan/up` answers 503 for `drain_wait`), switched, put back,
+    /// and its previous release stopped once the new one is verified: the
+    /// load balancer is never sent to a host serving two versions, and
+    /// each host runs one version again before the next batch.
+    Rolling,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetConfig {
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Hosts taken at a time by `strategy: rolling`.
+    #[serde(default = "one")]
+    pub batch: NonZeroU32,
+    /// `strategy: rolling`: how long the load balancer gets to see a
+    /// host's `/cyan/up` change (out before its switch, back in after),
+    /// e.g. its health check's interval times its `fall`.
+    #[serde(default = "default_drain_wait")]
+    pub drain_wait: super::Dur,
     /// Hosts worked on at once while preparing (connect, ship the image,
     /// start and gate the candidate).
     #[serde(default = "four")]
@@ -180,6 +206,9 @@ pub struct FleetConfig {
 impl Default for FleetConfig {
     fn default() -> Self {
         FleetConfig {
+            strategy: Strategy::default(),
+            batch: one(),
+            drain_wait: default_drain_wait(),
             parallel: four(),
             home: default_home(),
             ssh: SshConfig::default(),
@@ -207,6 +236,14 @@ pub struct SshConfig {
     /// Seconds `ssh` waits for a host to answer (`ConnectTimeout`).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: u32,
+}
+
+fn one() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+
+fn default_drain_wait() -> super::Dur {
+    super::Dur(std::time::Duration::from_secs(5))
 }
 
 fn four() -> NonZeroU32 {

@@ -11,7 +11,7 @@
 mod environments;
 pub use environments::branch_environment;
 mod fleet;
-pub use fleet::{FleetConfig, HostEntry, SshConfig, SshUrl};
+pub use fleet::{FleetConfig, HostEntry, SshConfig, SshUrl, Strategy};
 mod health;
 mod hooks;
 mod locate;

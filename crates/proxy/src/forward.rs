@@ -128,7 +128,7 @@ impl Forwarder {
             };
             let prefix = route.path_prefix.as_deref().unwrap_or("");
             if path.strip_prefix(prefix.trim_end_matches('/')) == Some(UP_PATH) {
-                return Err(up(&route));
+                return Err(up(route));
             }
             if let Some(m) = &route.maintenance {
                 return Err(Page::maintenance(m));

@@ -160,8 +160,15 @@ impl DockerPlatform<'_> {
                     .await
             }
             _ => {
-                self.fail_verify(window.color, window.clone(), &view, record, why.to_string(), figures.clone())
-                    .await
+                self.fail_verify(
+                    window.color,
+                    window.clone(),
+                    &view,
+                    record,
+                    why.to_string(),
+                    figures.clone(),
+                )
+                .await
             }
         }
     }

@@ -63,13 +63,14 @@ impl Tunnel {
             "-E".into(),
             dir.join("ssh.log").display().to_string(),
         ];
+        let at = |p: &Path| file(p, relative_to).display().to_string();
         if let Some(config) = &ssh.config_file {
-            base.extend(["-F".into(), relative_to.join(config).display().to_string()]);
+            base.extend(["-F".into(), at(config)]);
         }
         if let Some(key) = &ssh.identity_file {
             base.extend([
                 "-i".into(),
-                relative_to.join(key).display().to_string(),
+                at(key),
                 "-o".into(),
                 "IdentitiesOnly=yes".into(),
             ]);
@@ -77,7 +78,7 @@ impl Tunnel {
         if let Some(known) = &ssh.known_hosts_file {
             base.extend([
                 "-o".into(),
-                format!("UserKnownHostsFile={}", relative_to.join(known).display()),
+                format!("UserKnownHostsFile={}", at(known)),
                 "-o".into(),
                 "StrictHostKeyChecking=yes".into(),
             ]);
@@ -251,6 +252,15 @@ impl Drop for Tunnel {
     }
 }
 
+/// A path of cyan.yaml's `fleet.ssh`: `~/` is the user's home, a relative
+/// path is the config file's folder's.
+fn file(p: &Path, relative_to: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => relative_to.join(p),
+    }
+}
+
 /// A new folder only this user can enter, short enough for socket paths
 /// (108 bytes on Linux).
 fn private_dir() -> Result<PathBuf> {
@@ -263,4 +273,19 @@ fn private_dir() -> Result<PathBuf> {
         .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file;
+    use std::path::Path;
+
+    #[test]
+    fn key_and_config_paths_are_the_users_or_the_config_files() {
+        let cfg = Path::new("/srv/app");
+        let home = std::env::var("HOME").unwrap();
+        assert_eq!(file(Path::new("~/.ssh/deploy"), cfg), Path::new(&home).join(".ssh/deploy"));
+        assert_eq!(file(Path::new("keys/deploy"), cfg), Path::new("/srv/app/keys/deploy"));
+        assert_eq!(file(Path::new("/etc/ssh/k"), cfg), Path::new("/etc/ssh/k"));
+    }
 }

@@ -48,7 +48,14 @@ use crate::release::{self, Color, ReleaseKey};
 pub async fn connect(cfg: &Loaded, out: &Output) -> Result<Vec<Host>> {
     let c = &cfg.config;
     out.phase(format!("connect to {} hosts", c.hosts.len()));
-    let results = bounded(cfg, c.hosts.iter().map(|h| Host::connect(h, cfg, out))).await;
+    let results = bounded(
+        cfg,
+        c.hosts.iter().map(|h| async move {
+            let o = out.for_host(&h.name);
+            Host::connect(h, cfg, &o).await
+        }),
+    )
+    .await;
     let mut hosts = Vec::new();
     let mut failed = Vec::new();
     for r in results {
@@ -263,7 +270,8 @@ async fn together(
         desired.target.version,
         members.len()
     ));
-    let prepared = join_all(members.iter().map(|m| prepare_one(m, &prepare))).await;
+    let cfg = members[0].p.cfg;
+    let prepared = bounded(cfg, members.iter().map(|m| prepare_one(m, &prepare))).await;
     let why = failures(members.iter().map(|m| m.host.name.as_str()), &prepared);
     if !why.is_empty() {
         out.warn(format!(
@@ -283,20 +291,15 @@ async fn together(
     }
     let colors: Vec<Option<Color>> = prepared.into_iter().map(|r| r.expect("checked")).collect();
     out.done(format!("{} gated on every host", desired.target.version));
-    if desired.require_approval && desired.intent == Intent::Deploy {
+    let waiting = colors.iter().flatten().next().copied();
+    if let (Some(color), true) = (
+        waiting,
+        desired.require_approval && desired.intent == Intent::Deploy,
+    ) {
+        let at = vec![None; members.len()];
         return Ok((
-            Outcome::AwaitingApproval(
-                colors
-                    .iter()
-                    .flatten()
-                    .next()
-                    .copied()
-                    .unwrap_or(Color::Green),
-            ),
-            Committed {
-                at: vec![None; members.len()],
-                skew: None,
-            },
+            Outcome::AwaitingApproval(color),
+            Committed { at, skew: None },
         ));
     }
     let committed = commit(members, &colors, desired, out).await?;
@@ -382,76 +385,69 @@ async fn rolling(
             "{names}: out of the load balancer for {}",
             fleet.drain_wait
         ));
+        let names_of = |i: &usize| members[*i].host.name.as_str();
         let drained = join_all(batch.iter().map(|&i| set_draining(&members[i], true))).await;
-        let mut in_lb = false;
-        if drained.iter().all(Result::is_ok) {
-            tokio::time::sleep(wait).await;
-            out.done(format!("{names}: out of the load balancer"));
-            let switched = join_all(batch.iter().map(|&i| {
-                let (m, prepare, finish) = (&members[i], &prepare, &finish);
-                async move {
-                    let Some(color) = prepare_one(m, prepare).await? else {
-                        return Ok(None);
-                    };
-                    let req = m.p.prepare_switch(color, finish).await?;
-                    m.p.commit_switch(&req).await?;
-                    m.out.done(format!("switched to {color}"));
-                    Ok::<_, Error>(Some(t0.elapsed()))
-                }
-            }))
-            .await;
-            let back_in = join_all(batch.iter().map(|&i| set_draining(&members[i], false))).await;
-            in_lb = back_in.iter().all(Result::is_ok);
-            let names_of = |i: &usize| members[*i].host.name.as_str();
-            let failed = failures(batch.iter().map(names_of), &switched);
-            if !failed.is_empty() {
-                return Err(failed_on(
-                    &failed,
-                    &format!(
-                        "it keeps its live release; the rollout stopped ({})",
-                        done_so_far(&at)
-                    ),
-                ));
-            }
-            for (&i, r) in batch.iter().zip(&switched) {
-                at[i] = *r.as_ref().expect("checked");
-            }
-            if !in_lb {
-                let failed = failures(batch.iter().map(names_of), &back_in);
-                return Err(failed_on(
-                    &failed,
-                    "it is still out of the load balancer; run the deploy again",
-                ));
-            }
-            out.phase(format!("{names}: back in the load balancer; verify"));
-            tokio::time::sleep(wait).await;
-            let settled = join_all(
-                batch
-                    .iter()
-                    .map(|&i| engine::converge(&members[i].p, &finish, &Bare, members[i].out)),
-            )
-            .await;
-            let failed = failures(batch.iter().map(names_of), &settled);
-            if !failed.is_empty() {
-                return Err(failed_on(
-                    &failed,
-                    &format!("the rollout stopped ({})", done_so_far(&at)),
-                ));
-            }
-            out.done(format!("{names}: {} live", desired.target.version));
-            continue;
-        }
-        if !in_lb {
+        let failed = failures(batch.iter().map(names_of), &drained);
+        if !failed.is_empty() {
             join_all(batch.iter().map(|&i| set_draining(&members[i], false))).await;
+            return Err(failed_on(
+                &failed,
+                &format!("the rollout stopped before it ({})", done_so_far(&at)),
+            ));
         }
-        let failed = failures(
-            batch.iter().map(|i| members[*i].host.name.as_str()),
-            &drained,
-        );
-        return Err(failed_on(
-            &failed,
-            &format!("the rollout stopped before it ({})", done_so_far(&at)),
-        ));
+        tokio::time::sleep(wait).await;
+        out.done(format!("{names}: out of the load balancer"));
+        let switched = join_all(batch.iter().map(|&i| {
+            let (m, prepare, finish) = (&members[i], &prepare, &finish);
+            async move {
+                let Some(color) = prepare_one(m, prepare).await? else {
+                    return Ok(None);
+                };
+                let req = m.p.prepare_switch(color, finish).await?;
+                m.p.commit_switch(&req).await?;
+                m.out.done(format!("switched to {color}"));
+                Ok::<_, Error>(Some(t0.elapsed()))
+            }
+        }))
+        .await;
+        // Back in, switched or not: a host that failed serves its old release.
+        let back_in = join_all(batch.iter().map(|&i| set_draining(&members[i], false))).await;
+        let failed = failures(batch.iter().map(names_of), &switched);
+        if !failed.is_empty() {
+            return Err(failed_on(
+                &failed,
+                &format!(
+                    "it keeps its live release; the rollout stopped ({})",
+                    done_so_far(&at)
+                ),
+            ));
+        }
+        for (&i, r) in batch.iter().zip(&switched) {
+            at[i] = *r.as_ref().expect("checked");
+        }
+        let failed = failures(batch.iter().map(names_of), &back_in);
+        if !failed.is_empty() {
+            return Err(failed_on(
+                &failed,
+                "it is still out of the load balancer; run the deploy again",
+            ));
+        }
+        out.phase(format!("{names}: back in the load balancer; verify"));
+        tokio::time::sleep(wait).await;
+        let settled = join_all(
+            batch
+                .iter()
+                .map(|&i| engine::converge(&members[i].p, &finish, &Bare, members[i].out)),
+        )
+        .await;
+        let failed = failures(batch.iter().map(names_of), &settled);
+        if !failed.is_empty() {
+            return Err(failed_on(
+                &failed,
+                &format!("the rollout stopped ({})", done_so_far(&at)),
+            ));
+        }
+        out.done(format!("{names}: {} live", desired.target.version));
     }
     Ok((Outcome::Done, Committed { at, skew: None }))
 }

@@ -284,8 +284,14 @@ mod tests {
     fn key_and_config_paths_are_the_users_or_the_config_files() {
         let cfg = Path::new("/srv/app");
         let home = std::env::var("HOME").unwrap();
-        assert_eq!(file(Path::new("~/.ssh/deploy"), cfg), Path::new(&home).join(".ssh/deploy"));
-        assert_eq!(file(Path::new("keys/deploy"), cfg), Path::new("/srv/app/keys/deploy"));
+        assert_eq!(
+            file(Path::new("~/.ssh/deploy"), cfg),
+            Path::new(&home).join(".ssh/deploy")
+        );
+        assert_eq!(
+            file(Path::new("keys/deploy"), cfg),
+            Path::new("/srv/app/keys/deploy")
+        );
         assert_eq!(file(Path::new("/etc/ssh/k"), cfg), Path::new("/etc/ssh/k"));
     }
 }

@@ -158,6 +158,8 @@ struct App {
     dir: PathBuf,
     config: PathBuf,
     name: String,
+    /// `image:`, without a registry unless `in_registry` gave it one.
+    image: String,
 }
 
 impl App {
@@ -170,6 +172,7 @@ impl App {
         let app = App {
             config: dir.join("cyan.yaml"),
             dir,
+            image: format!("cyan-test-{name}"),
             name,
         };
         let ssh_config = app.dir.join("ssh_config");
@@ -187,6 +190,38 @@ impl App {
         app
     }
 
+    /// The image goes through the CI registry on 127.0.0.1:5000, which
+    /// each host reaches on its own loopback through an SSH tunnel the
+    /// test holds (`ssh -R`): pushed once here, pulled by digest there.
+    fn in_registry(&mut self, fleet: &Fleet) -> Vec<Child> {
+        self.image = format!("127.0.0.1:5000/cyan-test-{}", self.name);
+        (0..fleet.hosts.len())
+            .map(|i| {
+                Command::new("ssh")
+                    .arg("-i")
+                    .arg(fleet.dir.join("key"))
+                    .arg("-o")
+                    .arg(format!(
+                        "UserKnownHostsFile={}",
+                        fleet.dir.join("known_hosts").display()
+                    ))
+                    .args([
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "ExitOnForwardFailure=yes",
+                        "-N",
+                        "-R",
+                    ])
+                    .arg("127.0.0.1:5000:127.0.0.1:5000")
+                    .arg(format!("root@{}", fleet.ip(i)))
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect()
+    }
+
     /// Every byte to and from the slow host is delayed `seconds` from now.
     fn slow_down(&self, seconds: f64) {
         std::fs::write(self.dir.join("delay"), seconds.to_string()).unwrap();
@@ -202,7 +237,7 @@ impl App {
             .map(|(i, (_, ip))| format!("  - name: h{}\n    url: ssh://root@{ip}\n", i + 1))
             .collect();
         let yaml = format!(
-            "app: {name}\nimage: cyan-test-{name}\nbuild:\n  context: {ctx}\nport: 8080\ninit: true\nstop_timeout: 2s\n\
+            "app: {name}\nimage: {image}\nbuild:\n  context: {ctx}\nport: 8080\ninit: true\nstop_timeout: 2s\n\
 proxy:\n  listen: 0.0.0.0:{APP_PORT}\n  drain_timeout: 5s\n\
 {health}\
 hosts:\n{hosts}\
@@ -213,6 +248,7 @@ fleet:\n  ssh:\n    identity_file: {key}\n    known_hosts_file: {known}\n    con
             ssh_config = self.dir.join("ssh_config").display(),
             // `extra` may bring its own.
             health = if extra.contains("health:") { "" } else { GATE },
+            image = self.image,
         );
         std::fs::write(&self.config, yaml).unwrap();
     }
@@ -689,10 +725,33 @@ fn a_rolling_deploy_drains_one_host_at_a_time_from_haproxy_with_no_failed_reques
     util::demo_binary_present();
     static_cyan();
     let fleet = Fleet::start(3);
-    let app = App::new(&fleet, None);
+    let mut app = App::new(&fleet, None);
+    let mut tunnels = app.in_registry(&fleet);
     app.write(&fleet, "  strategy: rolling\n  drain_wait: 1s\n");
-    app.json(&["deploy", "--version", "v1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let first = app.json(&["deploy", "--version", "v1"]);
     all_live(&app, "v1");
+    // Pushed once, pulled by that digest on every host.
+    let digest = first["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no digest: {first}"));
+    for i in 0..3 {
+        let there = fleet.inner(
+            i,
+            &[
+                "image",
+                "inspect",
+                "-f",
+                "{{json .RepoDigests}}",
+                &format!("{}:v1", app.image),
+            ],
+        );
+        assert!(
+            there.contains(digest.split('@').nth(1).unwrap()),
+            "h{}: {there} lacks {digest}",
+            i + 1
+        );
+    }
     let lb_port = free_port();
     let mut lb = haproxy(&fleet, lb_port, true);
     // HAProxy sees every host up (2 passes of /cyan/up).
@@ -758,6 +817,10 @@ fn a_rolling_deploy_drains_one_host_at_a_time_from_haproxy_with_no_failed_reques
     let samples = rt.block_on(traffic.finish());
     let _ = lb.kill();
     let _ = lb.wait();
+    for t in &mut tunnels {
+        let _ = t.kill();
+        let _ = t.wait();
+    }
     load::assert_none_failed(
         &samples,
         "across two rolling deploys of 3 hosts behind HAProxy",

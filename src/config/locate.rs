@@ -91,7 +91,13 @@ fn key_on(line: &str) -> Option<(usize, &str)> {
         Some(rest) => (indent + 2, rest),
         None => (indent, trimmed),
     };
-    let key = body.split_once(':')?.0.trim();
+    // A key ends at ": " or at a ':' ending the line; a ':' inside a
+    // scalar (`- ssh://web1`, `127.0.0.1:5000`) is not one.
+    let key = match body.split_once(": ") {
+        Some((key, _)) => key,
+        None => body.trim_end().strip_suffix(':')?,
+    }
+    .trim();
     let is_key = !key.is_empty() && !key.contains(' ') && !key.starts_with(['{', '[', '"', '\'']);
     is_key.then_some((indent, key))
 }

@@ -802,3 +802,50 @@ fn verify_needs_at_least_one_request_to_judge() {
         "{e}"
     );
 }
+
+#[test]
+fn hosts_are_ssh_urls_named_once_and_mistakes_point_at_them() {
+    let fleet = format!(
+        "{GOOD}hosts:\n  - ssh://deploy@10.0.0.11\n  - name: web2\n    url: ssh://deploy@10.0.0.12:2222\nfleet: {{ strategy: rolling, drain_wait: 2s }}\n"
+    );
+    let c = Config::parse(&fleet, "cyan.yaml").unwrap();
+    let names: Vec<&str> = c.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["10.0.0.11", "web2"]);
+    assert_eq!(c.hosts[1].url.port, Some(2222));
+    assert_eq!(c.fleet.strategy, Strategy::Rolling);
+    assert_eq!(c.fleet.batch.get(), 1);
+    assert_eq!(c.fleet.home, PathBuf::from("/var/lib/cyan"));
+
+    let e = err(&format!(
+        "{GOOD}hosts:\n  - ssh://a\n  - tcp://10.0.0.5:2376\n"
+    ));
+    assert!(
+        e.contains("cyan.yaml:14:5: hosts: ") && e.contains("only ssh://"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{GOOD}hosts:\n  - ssh://a@web1\n  - ssh://b@web1\n"
+    ));
+    assert!(
+        e.contains("hosts") && e.contains("two hosts are called \"web1\""),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{GOOD}hosts:\n  - name: 'a b'\n    url: ssh://web1\n"
+    ));
+    assert!(e.contains("invalid host name"), "{e}");
+    let e = err(&format!(
+        "{GOOD}hosts: [ssh://web1]\nfleet: {{ strategy: sideways }}\n"
+    ));
+    assert!(e.contains("strategy") && e.contains("cyan.yaml:13"), "{e}");
+    let e = err(&format!(
+        "{GOOD}hosts: [ssh://web1]\nhooks:\n  post_switch: {{ run: [\"true\"] }}\n"
+    ));
+    assert!(
+        e.contains("hooks") && e.contains("refused rather than skipped"),
+        "{e}"
+    );
+    let kube = GOOD.replace("app: web", "app: web\nplatform: kubernetes");
+    let e = err(&format!("{kube}hosts: [ssh://web1]\n"));
+    assert!(e.contains("hosts") && e.contains("scheduler"), "{e}");
+}

@@ -144,6 +144,26 @@ impl Fleet {
         &self.hosts[i].0
     }
 
+    /// Refuses (`cut`) or lets in again SSH connections to host `i`; its
+    /// app port stays open.
+    fn cut_ssh(&self, i: usize, cut: bool) {
+        let op = if cut { "-I" } else { "-D" };
+        let rule = [
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "22",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ];
+        let mut args = vec!["exec", self.container(i), "iptables", op];
+        args.extend(rule);
+        docker_ok(&args);
+    }
+
     /// Runs `docker` inside host `i` (its own engine).
     fn inner(&self, i: usize, args: &[&str]) -> String {
         let mut all = vec!["exec", self.container(i), "docker"];
@@ -543,37 +563,9 @@ fn a_fleet_moves_together_behind_haproxy_with_no_failed_request() {
     }
 
     // One host's SSH is cut: refused before any switch, naming it.
-    docker_ok(&[
-        "exec",
-        fleet.container(2),
-        "iptables",
-        "-I",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "22",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    fleet.cut_ssh(2, true);
     let out = app.cyan(&["deploy", "--version", "v5"]);
-    docker_ok(&[
-        "exec",
-        fleet.container(2),
-        "iptables",
-        "-D",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        "22",
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    fleet.cut_ssh(2, false);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     let said = text(&out);
     assert!(

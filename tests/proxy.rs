@@ -909,4 +909,30 @@ async fn the_load_balancers_up_check_says_draining_and_is_never_forwarded() {
         body(&get(&addr, "up.localhost", "/cyan/up").await).trim(),
         "up"
     );
+
+    // A live color with no replica in rotation (its only one ejected after
+    // failed connects) is not up: the balancer takes the host out.
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let policy = RoutePolicy {
+        eject_after: 1,
+        eject_for_ms: 60_000,
+        ..RoutePolicy::default()
+    };
+    let own = format!("127.0.0.1:{}", free_port());
+    let spec = RouteSpec {
+        policy,
+        listen: Some(own.parse().unwrap()),
+        ..host_route(&["down.localhost"])
+    };
+    proxy.put_live("down", &spec, vec![dead]).await;
+    let up = get(&own, "down.localhost", "/cyan/up").await;
+    assert_eq!(status(&up), "200", "not ejected yet: {up}");
+    let failed = get(&own, "down.localhost", "/").await;
+    assert_eq!(status(&failed), "502", "{failed}");
+    let down = get(&own, "down.localhost", "/cyan/up").await;
+    assert_eq!(
+        (status(&down).as_str(), body(&down).trim()),
+        ("503", "no replica in rotation"),
+        "{down}"
+    );
 }

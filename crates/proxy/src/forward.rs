@@ -303,14 +303,16 @@ pub const UP_PATH: &str = "/cyan/up";
 
 /// `/cyan/up`: 200 while the route serves and is in the load balancer;
 /// 503 while it is drained out of it (`draining`), in maintenance, or has
-/// nothing live. Never forwarded.
+/// no replica of its live color in rotation (none live, all stopped or
+/// ejected by health checks). Never forwarded.
 fn up(route: &super::router::RouteEntry) -> Page {
+    let serving = route.live.as_ref().map_or(0, |b| b.in_rotation());
     let (status, why) = if route.draining {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if route.maintenance.is_some() {
         (StatusCode::SERVICE_UNAVAILABLE, "maintenance")
-    } else if route.live.is_none() {
-        (StatusCode::SERVICE_UNAVAILABLE, "nothing live")
+    } else if serving == 0 {
+        (StatusCode::SERVICE_UNAVAILABLE, "no replica in rotation")
     } else {
         (StatusCode::OK, "up")
     };

@@ -117,6 +117,16 @@ impl LoadBalancer {
         }
     }
 
+    /// How many upstreams are in rotation: not ejected (by passive or
+    /// active health) now.
+    pub fn in_rotation(&self) -> usize {
+        let now = self.now_ms();
+        self.upstreams
+            .iter()
+            .filter(|u| u.ejected_until_ms() <= now)
+            .count()
+    }
+
     /// Upstreams currently ejected by passive health.
     pub fn ejected(&self) -> Vec<SocketAddr> {
         let now = self.now_ms();

@@ -132,3 +132,65 @@ fn hold_and_maintenance_are_refused_for_a_clusters_app() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A fleet's app (`hosts:`) is refused what would act on this machine's
+/// proxy or engine instead of the hosts', before any connection.
+#[test]
+fn what_acts_on_one_proxy_is_refused_for_a_fleet() {
+    let dir = std::env::temp_dir().join(format!("cyan-cli-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("cyan.yaml");
+    std::fs::write(
+        &config,
+        "app: fatk\nimage: fatk\nport: 8080\nproxy: { listen: 0.0.0.0:18080 }\n\
+environments:\n  staging: {}\n  production:\n    hosts: [ssh://root@192.0.2.1]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let home = dir.join("home");
+    let home = home.to_str().unwrap();
+    let runs: [&[&str]; 3] = [
+        &[
+            "--home",
+            home,
+            "maintenance",
+            "on",
+            "-c",
+            config,
+            "-e",
+            "production",
+        ],
+        &[
+            "--home",
+            home,
+            "hold",
+            "on",
+            "-c",
+            config,
+            "-e",
+            "production",
+        ],
+        &[
+            "--home",
+            home,
+            "promote",
+            "-c",
+            config,
+            "--from",
+            "staging",
+            "--to",
+            "production",
+        ],
+    ];
+    for args in runs {
+        let out = cyan(&dir, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(9), "{args:?}: {stderr}");
+        assert!(stderr.contains("hosts:"), "{args:?}: {stderr}");
+    }
+    assert!(
+        !std::path::Path::new(home).exists(),
+        "no proxy was started here"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -110,6 +110,15 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
                     "promote --from/--to runs on Docker hosts; on Kubernetes apply the same image to the other environment's BlueGreenDeployment".into(),
                 ));
             }
+            if let Some(fleet) = [&from, &to]
+                .into_iter()
+                .find(|c| !c.config.hosts.is_empty())
+            {
+                return Err(Error::Refused(format!(
+                    "promote --from/--to ships one host's image to the same host; {} runs on hosts:, so deploy the version there instead (cyan deploy -e {} --version V: built or pulled once, and every host gets that image id)",
+                    fleet.config.environment, to.config.environment
+                )));
+            }
             out.report(
                 &stages::promote(&home, &from, &to, release.as_deref(), lock.lock_wait, out)
                     .await?,

@@ -33,6 +33,12 @@ pub async fn hold(home: &Home, cmd: HoldCommand, out: &Output) -> Result<()> {
 /// the cyan proxy's, on Docker hosts (a cluster's Service has neither).
 fn docker_only(cfg: crate::config::Loaded) -> Result<crate::config::Loaded> {
     match cfg.config.platform {
+        crate::config::PlatformKind::Docker if !cfg.config.hosts.is_empty() => {
+            Err(Error::Refused(format!(
+                "{} runs on hosts: holding requests and the maintenance page act on one proxy, so on a fleet they are not offered yet (they would act on this machine's proxy, not the hosts')",
+                cfg.config.route()
+            )))
+        }
         crate::config::PlatformKind::Docker => Ok(cfg),
         crate::config::PlatformKind::Kubernetes => Err(Error::Refused(format!(
             "{} runs on Kubernetes: holding requests and the maintenance page are the cyan proxy's, on Docker hosts",

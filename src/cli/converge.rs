@@ -90,38 +90,12 @@ pub async fn rollback(
     wait: Duration,
     out: &Output,
 ) -> Result<DeployReport> {
-    let (target, hot_replicas, recorded, instant) = {
-        let p = session::open_to_read(at, cfg, out).await?;
-        let record = p.record().await?;
-        let (live, other) = sides(&p).await?;
-        // A kept set that runs whole and passed its gate is only switched
-        // to: nothing is started, so no secret is needed.
-        let instant = other.as_ref().is_some_and(|s| {
-            s.iter().all(|m| m.state == "running")
-                && record.gated.get(&s[0].color) == Some(&s[0].release.key())
-        });
-        let kept = other.as_ref().map(|s| KeptSet {
-            color: s[0].color,
-            release: s[0].release.key(),
-            replicas: s.len() as u32,
-        });
-        let live = live.map(|s| s[0].release.key());
-        let route = cfg.config.route();
-        let RollbackTarget {
-            release: target,
-            kept: hot_replicas,
-        } = rollback_target(&route, &record, live.as_ref(), kept.as_ref(), to)
-            .map_err(Error::Refused)?;
-        // Recorded by an older or newer cyan in a shape this one cannot
-        // read: as if not recorded (a cold rollback with today's config).
-        let recorded = crate::config::Runtime::recorded(&record, &target);
-        (
-            target,
-            hot_replicas,
-            recorded,
-            instant && hot_replicas.is_some(),
-        )
-    };
+    let Rollback {
+        target,
+        hot_replicas,
+        recorded,
+        instant,
+    } = plan_rollback(at, cfg, to, out).await?;
     // A release is its image and its config: whatever the rollback has to
     // start or gate again (a cold release, a kept set that lost a replica,
     // a killed rollback's set never gated) runs with the config recorded
@@ -182,6 +156,56 @@ pub async fn rollback(
     Run::plain(format!("rollback to {}", desired.target.version), wait)
         .go(&mut p, &desired, out)
         .await
+}
+
+/// What a rollback goes to, read before anything is locked or started.
+pub(super) struct Rollback {
+    pub target: ReleaseKey,
+    /// Replicas of the kept set it switches to; `None`: a cold rollback.
+    hot_replicas: Option<u32>,
+    recorded: Option<crate::config::Runtime>,
+    /// Only a switch: the kept set runs whole and passed its gate.
+    instant: bool,
+}
+
+/// Reads what `cyan rollback [--to V]` would go to at `at`; `Error::Refused`
+/// when there is nothing (or no `V`) to go to.
+pub(super) async fn plan_rollback(
+    at: At<'_>,
+    cfg: &Loaded,
+    to: Option<&str>,
+    out: &Output,
+) -> Result<Rollback> {
+    let p = session::open_to_read(at, cfg, out).await?;
+    let record = p.record().await?;
+    let (live, other) = sides(&p).await?;
+    // A kept set that runs whole and passed its gate is only switched
+    // to: nothing is started, so no secret is needed.
+    let instant = other.as_ref().is_some_and(|s| {
+        s.iter().all(|m| m.state == "running")
+            && record.gated.get(&s[0].color) == Some(&s[0].release.key())
+    });
+    let kept = other.as_ref().map(|s| KeptSet {
+        color: s[0].color,
+        release: s[0].release.key(),
+        replicas: s.len() as u32,
+    });
+    let live = live.map(|s| s[0].release.key());
+    let route = cfg.config.route();
+    let RollbackTarget {
+        release: target,
+        kept: hot_replicas,
+    } = rollback_target(&route, &record, live.as_ref(), kept.as_ref(), to)
+        .map_err(Error::Refused)?;
+    // Recorded by an older or newer cyan in a shape this one cannot
+    // read: as if not recorded (a cold rollback with today's config).
+    let recorded = crate::config::Runtime::recorded(&record, &target);
+    Ok(Rollback {
+        target,
+        hot_replicas,
+        recorded,
+        instant: instant && hot_replicas.is_some(),
+    })
 }
 
 /// What a command wants of `target` on Docker, as the file says: nothing

@@ -327,6 +327,9 @@ async fn together(
         };
         return Err(failed_on(&why, &after));
     }
+    // A host a stopped rolling deploy left out of the balancer comes back.
+    let back_in = join_all(members.iter().map(|m| set_draining(m, false))).await;
+    first_error_of(members, back_in, "the release is live on every host")?;
     Ok((Outcome::Done, committed))
 }
 
@@ -457,7 +460,9 @@ async fn rolling(
 async fn set_draining(m: &Member<'_>, draining: bool) -> Result<()> {
     let route = m.p.route();
     match m.p.route_view().await? {
-        Some(v) if v.state.live.is_some() => Ok(m.p.proxy.set_draining(&route, draining).await?),
+        Some(v) if v.state.live.is_some() && v.state.draining != draining => {
+            Ok(m.p.proxy.set_draining(&route, draining).await?)
+        }
         _ => Ok(()),
     }
 }
@@ -660,6 +665,33 @@ pub async fn rollback(
 ) -> Result<DeployReport> {
     let hosts = connect(cfg, out).await?;
     let outs: Vec<Output> = hosts.iter().map(|h| out.for_host(&h.name)).collect();
+    // One release for the whole fleet: `--to`, else what the first host
+    // would go back to; every host must have it before any moves.
+    let version = match to {
+        Some(v) => v.to_string(),
+        None => {
+            converge::plan_rollback(At::Host(&hosts[0]), cfg, None, &outs[0])
+                .await
+                .map_err(|e| e.with_text(format!("{}: {e}", hosts[0].name)))?
+                .target
+                .version
+        }
+    };
+    let planned = join_all(
+        hosts
+            .iter()
+            .zip(&outs)
+            .map(|(h, o)| converge::plan_rollback(At::Host(h), cfg, Some(&version), o)),
+    )
+    .await;
+    first_error(
+        &hosts,
+        planned,
+        &format!(
+            "nothing was rolled back on any host: every host goes back to {version} or none does"
+        ),
+    )?;
+    let to = Some(version.as_str());
     let t0 = Instant::now();
     let results = join_all(hosts.iter().zip(&outs).map(|(h, o)| async move {
         let r = converge::rollback(At::Host(h), cfg, to, wait, o).await;
@@ -746,16 +778,19 @@ pub async fn status(cfg: &Loaded, out: &Output) -> Result<StatusReport> {
     let fleet_version = most_common(&versions);
     let mut lines = Vec::new();
     let mut first = None;
+    // Every host's warnings and drift, each naming its host.
+    let (mut warnings, mut drift) = (Vec::new(), Vec::new());
     for (r, e) in results.into_iter().zip(&c.hosts) {
         match r {
             Ok(s) => {
-                let behind = s.version != fleet_version;
+                warnings.extend(s.warnings.iter().map(|w| format!("{}: {w}", e.name)));
+                drift.extend(s.drift.iter().map(|d| format!("{}: {d}", e.name)));
                 lines.push(HostStatus {
                     name: e.name.clone(),
                     url: e.url.to_string(),
                     phase: Some(s.phase),
                     version: s.version.clone(),
-                    behind,
+                    behind: s.version != fleet_version,
                     error: None,
                 });
                 first.get_or_insert(s);
@@ -781,6 +816,8 @@ pub async fn status(cfg: &Loaded, out: &Output) -> Result<StatusReport> {
                 .join("\n  ")
         )));
     };
+    report.warnings = warnings;
+    report.drift = drift;
     if lines.iter().any(|l| l.behind) {
         report.warnings.push(format!(
             "not every host runs {}: {}",
@@ -834,6 +871,15 @@ fn failures<'r, T>(
         .zip(results)
         .filter_map(|(n, r)| r.as_ref().err().map(|e| (n, e)))
         .collect()
+}
+
+/// `first_error` over a deploy's members.
+fn first_error_of<T>(members: &[Member<'_>], results: Vec<Result<T>>, after: &str) -> Result<()> {
+    let failed = failures(members.iter().map(|m| m.host.name.as_str()), &results);
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(failed_on(&failed, after)),
+    }
 }
 
 /// `Err` naming every host that failed, when any did.

@@ -112,8 +112,13 @@ pub async fn status(at: At<'_>, cfg: &Loaded, out: &Output) -> Result<StatusRepo
         )),
         (None, None) => None,
     };
+    // A rolling deploy stopped while this host was out of the balancer.
+    let drained = view.as_ref().filter(|v| v.state.draining).map(|_| {
+        "out of the load balancer (its /cyan/up answers 503): a rolling deploy stopped while it was; the next `cyan deploy` puts it back".to_string()
+    });
     let warnings = interrupted
         .into_iter()
+        .chain(drained)
         .chain(live.iter()
         .flat_map(|l| all.iter().filter(move |m| m.color == *l))
         .filter_map(|m| {

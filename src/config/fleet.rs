@@ -45,10 +45,11 @@ impl<'de> Deserialize<'de> for HostEntry {
         if name.is_empty()
             || !name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+            || name.starts_with('-')
         {
             return Err(de::Error::custom(format!(
-                "invalid host name {name:?}: letters, digits, '-', '_' and '.' only"
+                "invalid host name {name:?}: letters, digits, '-', '_', '.' and ':' only"
             )));
         }
         Ok(HostEntry { name, url })
@@ -87,9 +88,20 @@ impl SshUrl {
             ));
         }
         let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, _)) if u.contains(':') => {
+                return Err(format!(
+                    "host {:?}: no password in a host's URL (it would be printed and logged): use a key (fleet.ssh.identity_file, or your ssh agent)",
+                    format!("ssh://{}:…@{}", u.split(':').next().unwrap_or(""), rest.rsplit_once('@').map_or("", |(_, h)| h))
+                ));
+            }
             Some((u, h)) => (Some(u.to_string()), h),
             None => (None, rest),
         };
+        if !hostport.starts_with('[') && hostport.matches(':').count() > 1 {
+            return Err(format!(
+                "host {s:?}: an IPv6 address goes in brackets: ssh://[{hostport}] (or ssh://[addr]:port)"
+            ));
+        }
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (h, after) = v6
                 .split_once(']')
@@ -218,7 +230,7 @@ impl Default for FleetConfig {
 
 /// What `ssh` is given beyond the user's own config and agent. Paths are
 /// relative to cyan.yaml.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshConfig {
     /// A private key file (`ssh -i`); without it, the agent and
@@ -236,6 +248,17 @@ pub struct SshConfig {
     /// Seconds `ssh` waits for a host to answer (`ConnectTimeout`).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: u32,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            identity_file: None,
+            known_hosts_file: None,
+            config_file: None,
+            connect_timeout: default_connect_timeout(),
+        }
+    }
 }
 
 fn one() -> NonZeroU32 {

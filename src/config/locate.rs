@@ -75,9 +75,34 @@ fn strip_position(s: &str) -> String {
 
 fn excerpt(text: &str, line: usize) -> String {
     match text.lines().nth(line.saturating_sub(1)) {
-        Some(l) => format!("  {line:>4} | {l}"),
+        Some(l) => format!("  {line:>4} | {}", without_url_passwords(l)),
         None => String::new(),
     }
+}
+
+/// `l` with the password of every `scheme://user:password@` blanked: an
+/// error's excerpt goes to logs the file does not.
+fn without_url_passwords(l: &str) -> String {
+    let mut out = String::new();
+    let mut rest = l;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || "/'\",]}".contains(c))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                out.push_str(&format!("{user}:…@{host}"));
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The key written on a line (`  key: value` or `- key: value`), and its indent.

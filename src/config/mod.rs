@@ -437,7 +437,35 @@ impl Config {
                 );
             }
         }
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Some(o) = self.hosts[..i].iter().find(|o| o.url == h.url) {
+                return fail(
+                    &["hosts"],
+                    format!(
+                        "{} and {} are the same host ({}): list each server once",
+                        o.name, h.name, h.url
+                    ),
+                );
+            }
+        }
+        if !self.fleet.home.is_absolute() {
+            return fail(
+                &["fleet", "home"],
+                format!(
+                    "{}: the proxy's home on every host is an absolute path (default /var/lib/cyan)",
+                    self.fleet.home.display()
+                ),
+            );
+        }
         if self.hosts.is_empty() {
+            // With environments, `fleet:` may be shared by stages of which
+            // only some have hosts.
+            if self.fleet != FleetConfig::default() && self.environments.is_empty() {
+                return fail(
+                    &["fleet"],
+                    "fleet: says how to deploy to hosts:, and there are none: list the servers under hosts: (without them the app is deployed on this machine)".into(),
+                );
+            }
             return Ok(());
         }
         if self.hooks != HooksConfig::default() {

@@ -845,6 +845,30 @@ fn hosts_are_ssh_urls_named_once_and_mistakes_point_at_them() {
         e.contains("hooks") && e.contains("refused rather than skipped"),
         "{e}"
     );
+    let e = err(&format!("{GOOD}hosts:\n  - ssh://root:hunter22@web1\n"));
+    assert!(e.contains("no password") && !e.contains("hunter22"), "{e}");
+    let e = err(&format!("{GOOD}hosts:\n  - ssh://root@fd00::2\n"));
+    assert!(e.contains("in brackets"), "{e}");
+    let v6 = Config::parse(
+        &format!("{GOOD}hosts: ['ssh://root@[fd00::2]']\n"),
+        "cyan.yaml",
+    )
+    .unwrap();
+    assert_eq!(v6.hosts[0].name, "fd00::2");
+    let e = err(&format!(
+        "{GOOD}hosts:\n  - ssh://root@web1\n  - {{ name: again, url: 'ssh://root@web1' }}\n"
+    ));
+    assert!(e.contains("same host"), "{e}");
+    let e = err(&format!(
+        "{GOOD}hosts: [ssh://web1]\nfleet: {{ home: relative }}\n"
+    ));
+    assert!(e.contains("fleet.home") && e.contains("absolute"), "{e}");
+    let e = err(&format!("{GOOD}fleet: {{ strategy: rolling }}\n"));
+    assert!(e.contains("there are none"), "{e}");
+    assert_eq!(
+        c.fleet.ssh.connect_timeout, 10,
+        "the default without fleet.ssh"
+    );
     let kube = GOOD.replace("app: web", "app: web\nplatform: kubernetes");
     let e = err(&format!("{kube}hosts: [ssh://web1]\n"));
     assert!(e.contains("hosts") && e.contains("scheduler"), "{e}");

@@ -66,10 +66,11 @@ pub async fn connect(cfg: &Loaded, out: &Output) -> Result<Vec<Host>> {
     }
     if !failed.is_empty() {
         return Err(Error::Unreachable(format!(
-            "{} of {} hosts cannot be reached, so nothing was changed on any host:\n  {}",
+            "{} of {} hosts cannot be reached, so nothing was changed on any host:\n  {}\n(to act on the others only: --hosts {})",
             failed.len(),
             c.hosts.len(),
-            failed.join("\n  ")
+            failed.join("\n  "),
+            hosts.iter().map(|h: &Host| h.name.as_str()).collect::<Vec<_>>().join(",")
         )));
     }
     out.done(format!(
@@ -151,20 +152,23 @@ pub async fn promote(cfg: &Loaded, wait: Duration, out: &Output) -> Result<Deplo
     let hosts = connect(cfg, out).await?;
     let outs: Vec<Output> = hosts.iter().map(|h| out.for_host(&h.name)).collect();
     let members = open(&hosts, &outs, cfg, "promote", wait).await?;
+    // The candidate waiting on any host (a host that lost its own gets it
+    // again by the prepare).
     let target = async {
-        let m = &members[0];
-        let record = m.p.record().await?;
-        let sets = m.p.containers().await?;
-        sets.iter()
-            .find(|s| Some(s.color) != m.was_live && !record.was_live(&s.release.key()))
-            .map(|s| s.release.key())
-            .ok_or_else(|| {
-                Error::Refused(format!(
-                    "nothing is waiting for approval for {} on {}",
-                    c.route(),
-                    m.host.name
-                ))
-            })
+        for m in &members {
+            let record = m.p.record().await?;
+            let sets = m.p.containers().await?;
+            let waiting = sets
+                .iter()
+                .find(|s| Some(s.color) != m.was_live && !record.was_live(&s.release.key()));
+            if let Some(s) = waiting {
+                return Ok(s.release.key());
+            }
+        }
+        Err(Error::Refused(format!(
+            "nothing is waiting for approval for {} on any host",
+            c.route()
+        )))
     }
     .await;
     let result = match target {
@@ -379,9 +383,10 @@ async fn rolling(
                 .filter(|(_, a)| a.is_some())
                 .map(|(m, _)| m.host.name.as_str())
                 .collect();
-            match done.is_empty() {
-                true => "no host runs it yet".to_string(),
-                false => format!("{} run it", done.join(", ")),
+            match done.len() {
+                0 => "no host runs it yet".to_string(),
+                1 => format!("{} runs it", done[0]),
+                _ => format!("{} run it", done.join(", ")),
             }
         };
         out.phase(format!(
@@ -537,6 +542,16 @@ async fn commit(
         return Err(failed_on(&failed, "nothing was switched on any host"));
     }
     let reqs: Vec<_> = requests.into_iter().map(|r| r.expect("checked")).collect();
+    if reqs.iter().all(Option::is_none) {
+        out.detail(format!(
+            "{} is live on every host already",
+            desired.target.version
+        ));
+        return Ok(Committed {
+            at: vec![None; members.len()],
+            skew: None,
+        });
+    }
     out.phase(format!(
         "switch {} hosts to {}",
         reqs.iter().flatten().count(),

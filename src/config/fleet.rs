@@ -237,8 +237,9 @@ pub struct SshConfig {
     /// `~/.ssh/config` decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_file: Option<PathBuf>,
-    /// A known-hosts file checked instead of `~/.ssh/known_hosts`. Host keys
-    /// are always checked: an unknown host is refused, never trusted.
+    /// A known-hosts file checked instead of `~/.ssh/known_hosts`, strictly:
+    /// an unknown or changed host key is refused. Without it, your ssh
+    /// config decides (cyan never answers a prompt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts_file: Option<PathBuf>,
     /// An ssh config file read instead of `~/.ssh/config` (`ssh -F`): jump

@@ -71,7 +71,11 @@ impl Host {
             };
             let booted = boot::boot_at(&docker, &site, &binary, &[], out)
                 .await
-                .map_err(|e| at(&format!("cannot start its cyan proxy: {e}")))?;
+                .map_err(|e| {
+                    at(&format!(
+                        "cannot start its cyan proxy: {e} (on a fleet, CYAN_PROXY_BINARY names the static cyan to boot it from)"
+                    ))
+                })?;
             out.done(format!(
                 "{}: {} {}",
                 entry.name, booted.action, booted.container

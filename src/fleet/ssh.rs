@@ -7,8 +7,9 @@
 //! as they do for `ssh` and `docker -H ssh://`, and cyan holds no
 //! credential. The connection is a control master (`ssh -M`) with two
 //! Unix-socket forwards; the gate's probes add TCP forwards to it on
-//! demand (`ssh -O forward`). Host keys are always checked
-//! (`BatchMode`: nothing is asked, an unknown host is refused).
+//! demand (`ssh -O forward`). Nothing is ever asked (`BatchMode`): an
+//! unknown host key is refused unless the user's ssh config says
+//! otherwise, and with `fleet.ssh.known_hosts_file` only that file counts.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +50,12 @@ impl Tunnel {
         remote_admin: &Path,
     ) -> Result<Tunnel> {
         let dir = private_dir()?;
+        // ssh's own words before `-E` takes over (a refused option) too.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("ssh.log"))
+            .map_err(|e| Error::Platform(format!("cannot create {}: {e}", dir.display())))?;
         let mut base = vec![
             "-S".to_string(),
             dir.join("ctl").display().to_string(),
@@ -106,7 +113,7 @@ impl Tunnel {
             .arg(url.destination())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true);
         // SAFETY: only prctl, async-signal-safe, runs between fork and exec.
         // The connection dies with cyan, even by SIGKILL.
@@ -262,13 +269,32 @@ fn file(p: &Path, relative_to: &Path) -> PathBuf {
 }
 
 /// A new folder only this user can enter, short enough for socket paths
-/// (108 bytes on Linux).
+/// (108 bytes on Linux), named after this process; those of cyan processes
+/// that are gone (killed, or stopped by Ctrl-C before they could clean up)
+/// are removed first.
 fn private_dir() -> Result<PathBuf> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("cyan-ssh-{}", &crate::clock::random_token()[..12]));
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("cyan-ssh-"))
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !crate::clock::pid_alive(p)) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = base.join(format!(
+        "cyan-ssh-{}-{}",
+        std::process::id(),
+        &crate::clock::random_token()[..8]
+    ));
     std::fs::create_dir(&dir)
         .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| Error::Platform(format!("cannot create {}: {e}", dir.display())))?;

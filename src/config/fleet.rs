@@ -25,21 +25,28 @@ pub struct HostEntry {
 impl<'de> Deserialize<'de> for HostEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Url(String),
-            Named(Named),
-        }
-        #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Named {
             name: String,
             url: String,
         }
-        let (name, url) = match Written::deserialize(d)? {
-            Written::Url(url) => (None, url),
-            Written::Named(n) => (Some(n.name), n.url),
-        };
+        /// A URL, or a mapping with its own errors (an unknown or missing
+        /// key named), where an untagged enum said only "no variant".
+        struct Written;
+        impl<'de> de::Visitor<'de> for Written {
+            type Value = (Option<String>, String);
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("ssh://[user@]host[:port], or { name: NAME, url: ssh://… }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok((None, v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let n = Named::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok((Some(n.name), n.url))
+            }
+        }
+        let (name, url) = d.deserialize_any(Written)?;
         let url = SshUrl::parse(&url).map_err(de::Error::custom)?;
         let name = name.unwrap_or_else(|| url.host.clone());
         if name.is_empty()

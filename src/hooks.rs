@@ -234,13 +234,18 @@ async fn drain(mut from: impl AsyncRead + Unpin, tail: &std::sync::Mutex<Tail>, 
 }
 
 /// Kills every process that carries `RUN_VAR=run` (what a killed cyan's
-/// hook left: PR_SET_PDEATHSIG reaches only its first process); the count.
+/// hook left: PR_SET_PDEATHSIG reaches only its first process), and waits
+/// (2 s at most) until none of them runs; the count.
 pub fn sweep(run: &str) -> usize {
     let mark = format!("{RUN_VAR}={run}");
+    let marked = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|e| e.split(|b| *b == 0).any(|v| v == mark.as_bytes()))
+    };
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    let mut killed = 0;
+    let mut killed = Vec::new();
     for entry in procs.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -249,17 +254,18 @@ pub fn sweep(run: &str) -> usize {
         else {
             continue;
         };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ.split(|b| *b == 0).any(|v| v == mark.as_bytes()) {
-            // SAFETY: a plain syscall on a process that carries our mark.
-            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
-                killed += 1;
-            }
+        // SAFETY: a plain syscall on a process that carries our mark.
+        if marked(pid) && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+            killed.push(pid);
         }
     }
-    killed
+    // A killed process runs on until the kernel has torn it down (a zombie
+    // has no environment left): the next hook must not start beside it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while killed.iter().any(|p| marked(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed.len()
 }
 
 /// A one-off container to run a hook in.

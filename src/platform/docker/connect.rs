@@ -44,8 +44,9 @@ fn check_local(docker_host: &str) -> Result<()> {
         return Ok(());
     }
     Err(Error::Config(format!(
-        "DOCKER_HOST={docker_host} is not on this machine. cyan drives the engine where its proxy runs, \
-         so run cyan on the Docker host itself (over ssh, or from a runner on that host)"
+        "DOCKER_HOST={docker_host} is not on this machine. cyan drives the engine where its proxy runs: \
+         to deploy to other machines, list them under hosts: in cyan.yaml (ssh://user@host; README, \
+         \"Several servers behind a load balancer\"), or run cyan on the Docker host itself"
     )))
 }
 

@@ -1,7 +1,9 @@
 //! The connection to the Docker engine, and the refusal of a remote one.
 //!
-//! Every Docker command starts here, and so does the proxy's check for its
-//! own container: one place decides which engines cyan will drive.
+//! Every Docker command on this machine starts here, and so does the
+//! proxy's check for its own container: one place decides which engine
+//! `DOCKER_HOST` may name. Other machines are a fleet's hosts, each reached
+//! with its proxy over one SSH connection (`fleet::Host`).
 
 use bollard::Docker;
 

@@ -55,12 +55,23 @@ pub fn present_or_skipped(found: bool, missing: &str, provided: &str) -> bool {
     found
 }
 
+/// A port free on 127.0.0.1 now, below the kernel's ephemeral range
+/// (32768 and up): the engine publishes containers' ports from that range,
+/// so a port the kernel handed out could be a container's after a restart
+/// (a survival test's proxy once found its app's port taken that way).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let port = (LOW + (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 pub struct TestApp {

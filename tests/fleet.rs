@@ -363,7 +363,7 @@ fn static_cyan() -> PathBuf {
 /// Debian's HAProxy on loopback in front of the hosts, checking each
 /// host every 200 ms: by connecting, or with `up_check` by `GET
 /// /cyan/up` (down after 2 failures, up after 2 passes).
-fn haproxy(fleet: &Fleet, port: u16, up_check: bool) -> Child {
+fn haproxy(fleet: &Fleet, port: u16, up_check: bool) -> Haproxy {
     let servers: String = (0..fleet.hosts.len())
         .map(|i| {
             format!(
@@ -398,7 +398,17 @@ backend be\n  balance roundrobin\n{check}{servers}"
         assert!(Instant::now() < deadline, "haproxy did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
+    Haproxy(child)
+}
+
+/// The HAProxy process, stopped when dropped (a failed test leaves none).
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Every host's live version, from `cyan status`.
@@ -499,7 +509,7 @@ fn a_fleet_moves_together_behind_haproxy_with_no_failed_request() {
     }
 
     let lb_port = free_port();
-    let mut lb = haproxy(&fleet, lb_port, false);
+    let lb = haproxy(&fleet, lb_port, false);
     let rt = load::runtime();
     let _guard = rt.enter();
     let traffic = Load::start(lb_port, "fleet.test", 3, 3);
@@ -582,8 +592,7 @@ fn a_fleet_moves_together_behind_haproxy_with_no_failed_request() {
         let v5 = fleet.inner(i, &["ps", "-aq", "--filter", "label=cyan.version=v5"]);
         assert!(v5.is_empty(), "h{}: nothing of v5 started", i + 1);
     }
-    let _ = lb.kill();
-    let _ = lb.wait();
+    drop(lb);
 }
 
 /// The gate: five passes in a row, 100 ms apart (long enough for a test
@@ -613,7 +622,7 @@ fn a_failed_verify_or_commit_switches_every_host_back_and_a_killed_deploy_conver
     app.json(&["deploy", "--version", "v1"]);
     all_live(&app, "v1");
     let lb_port = free_port();
-    let mut lb = haproxy(&fleet, lb_port, false);
+    let lb = haproxy(&fleet, lb_port, false);
     let rt = load::runtime();
     let _guard = rt.enter();
     let traffic = Load::start(lb_port, "fleet.test", 2, 2);
@@ -667,8 +676,7 @@ fn a_failed_verify_or_commit_switches_every_host_back_and_a_killed_deploy_conver
     all_live(&app, "v3");
     std::thread::sleep(Duration::from_millis(500));
     let samples = rt.block_on(traffic.finish());
-    let _ = lb.kill();
-    let _ = lb.wait();
+    drop(lb);
 
     // Failures only where the test broke something: v2's own 500s while
     // it was live, and requests in flight on h2's proxy when it was killed.
@@ -745,7 +753,7 @@ fn a_rolling_deploy_drains_one_host_at_a_time_from_haproxy_with_no_failed_reques
         );
     }
     let lb_port = free_port();
-    let mut lb = haproxy(&fleet, lb_port, true);
+    let lb = haproxy(&fleet, lb_port, true);
     // HAProxy sees every host up (2 passes of /cyan/up).
     std::thread::sleep(Duration::from_millis(800));
     let rt = load::runtime();
@@ -807,8 +815,7 @@ fn a_rolling_deploy_drains_one_host_at_a_time_from_haproxy_with_no_failed_reques
     }
     std::thread::sleep(Duration::from_millis(300));
     let samples = rt.block_on(traffic.finish());
-    let _ = lb.kill();
-    let _ = lb.wait();
+    drop(lb);
     for t in &mut tunnels {
         let _ = t.kill();
         let _ = t.wait();

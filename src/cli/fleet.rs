@@ -122,8 +122,8 @@ pub async fn deploy(cfg: &Loaded, o: &DeployOptions, out: &Output) -> Result<Dep
     )
     .await;
     first_error(
-        &hosts,
-        shipped,
+        hosts.iter().map(|h| h.name.as_str()),
+        &shipped,
         "nothing was started or switched on any host",
     )?;
     out.done(format!("{} is on every host", c.image.tag(&version)));
@@ -333,7 +333,11 @@ async fn together(
     }
     // A host a stopped rolling deploy left out of the balancer comes back.
     let back_in = join_all(members.iter().map(|m| set_draining(m, false))).await;
-    first_error_of(members, back_in, "the release is live on every host")?;
+    first_error(
+        members.iter().map(|m| m.host.name.as_str()),
+        &back_in,
+        "the release is live on every host",
+    )?;
     Ok((Outcome::Done, committed))
 }
 
@@ -700,8 +704,8 @@ pub async fn rollback(
     )
     .await;
     first_error(
-        &hosts,
-        planned,
+        hosts.iter().map(|h| h.name.as_str()),
+        &planned,
         &format!(
             "nothing was rolled back on any host: every host goes back to {version} or none does"
         ),
@@ -874,7 +878,11 @@ pub async fn remove(cfg: &Loaded, yes: bool, wait: Duration, out: &Output) -> Re
             .map(|(h, o)| super::remove::remove(At::Host(h), cfg, yes, wait, o)),
     )
     .await;
-    first_error(&hosts, results, "the other hosts removed it")
+    let after = match yes {
+        true => "the other hosts removed it",
+        false => "nothing was removed on any host",
+    };
+    first_error(hosts.iter().map(|h| h.name.as_str()), &results, after)
 }
 
 /// The failures of a per-host step, each with its host's name.
@@ -888,18 +896,14 @@ fn failures<'r, T>(
         .collect()
 }
 
-/// `first_error` over a deploy's members.
-fn first_error_of<T>(members: &[Member<'_>], results: Vec<Result<T>>, after: &str) -> Result<()> {
-    let failed = failures(members.iter().map(|m| m.host.name.as_str()), &results);
-    match failed.is_empty() {
-        true => Ok(()),
-        false => Err(failed_on(&failed, after)),
-    }
-}
-
-/// `Err` naming every host that failed, when any did.
-fn first_error<T>(hosts: &[Host], results: Vec<Result<T>>, after: &str) -> Result<()> {
-    let failed = failures(hosts.iter().map(|h| h.name.as_str()), &results);
+/// `Err` naming every host (by `names`, in the order of `results`) that
+/// failed, when any did.
+fn first_error<'n, T>(
+    names: impl Iterator<Item = &'n str>,
+    results: &'n [Result<T>],
+    after: &str,
+) -> Result<()> {
+    let failed = failures(names, results);
     match failed.is_empty() {
         true => Ok(()),
         false => Err(failed_on(&failed, after)),

@@ -148,9 +148,15 @@ pub async fn boot_at(
     }
     create(docker, &name, &image, site, args).await?;
     docker.start_container(&name, None).await?;
-    super::client::wait_healthy(site.admin.clone(), &format!("the proxy container {name}"))
-        .await
-        .map_err(|e| Error::Platform(format!("{e}; see `docker logs {name}`")))?;
+    // Another host's proxy starts over SSH, on that host's disk and cores.
+    let within = std::time::Duration::from_secs(if site.here { 15 } else { 60 });
+    super::client::wait_healthy_for(
+        site.admin.clone(),
+        &format!("the proxy container {name}"),
+        within,
+    )
+    .await
+    .map_err(|e| Error::Platform(format!("{e}; see `docker logs {name}`")))?;
     out.done(format!("{name} serves {}", home.dir.display()));
     Ok(Booted {
         container: name,

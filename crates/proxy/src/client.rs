@@ -399,7 +399,16 @@ pub fn own_session(cmd: &mut std::process::Command) {
 
 /// Polls the proxy's health for up to 15 s.
 pub async fn wait_healthy(client: AdminClient, what: &str) -> Result<AdminClient> {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    wait_healthy_for(client, what, Duration::from_secs(15)).await
+}
+
+/// Polls the proxy's health for up to `within`.
+pub async fn wait_healthy_for(
+    client: AdminClient,
+    what: &str,
+    within: Duration,
+) -> Result<AdminClient> {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if client.health().await.is_ok() {
             return Ok(client);
@@ -407,8 +416,9 @@ pub async fn wait_healthy(client: AdminClient, what: &str) -> Result<AdminClient
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(Error::Unreachable(format!(
-        "{what} did not answer on {} within 15s",
-        client.socket.display()
+        "{what} did not answer on {} within {}s",
+        client.socket.display(),
+        within.as_secs()
     )))
 }
 

@@ -715,11 +715,12 @@ fn proxy_log(home: &Path) -> String {
     std::fs::read_to_string(home.join("proxy.log")).unwrap_or_default()
 }
 
-/// The upstreams of `app`'s live color, from the proxy's state file:
-/// container id -> (address, why it is out of rotation).
+/// The upstreams of `app`'s live color, from the proxy's state files
+/// (snapshot and journal): container id -> (address, why it is out of
+/// rotation).
 fn routed(home: &Path, app: &str) -> BTreeMap<String, (SocketAddr, Option<String>)> {
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(home.join("proxy.json")).unwrap()).unwrap();
+    let state = cyan::proxy::journal::read(&home.join("proxy.json")).unwrap();
+    let state = serde_json::to_value(state).unwrap();
     let route = &state["routes"][format!("{app}-production")];
     let live = route["live"].as_str().expect("a live color");
     route["colors"][live]

@@ -198,7 +198,7 @@ async fn check_one(
     id: &str,
     event: Event,
 ) -> Result<(), String> {
-    if !router.containers().contains(id) {
+    if !router.names(id) {
         return Ok(());
     }
     let now = match event {

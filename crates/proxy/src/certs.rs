@@ -75,10 +75,25 @@ pub struct Refreshed {
     pub refused: Vec<(String, String)>,
 }
 
+/// The TLS routes' files as loaded (`CertStore::watched`).
+pub struct Watched(Vec<(String, TlsFiles, Option<Stamp>)>);
+
+impl Watched {
+    /// The routes whose files differ now from when they were loaded.
+    pub fn changed(self) -> Vec<(String, TlsFiles)> {
+        let differs = |(_, files, was): &(String, TlsFiles, Option<Stamp>)| {
+            let now = Stamp::of(files);
+            now.is_some() && now != *was
+        };
+        let changed = self.0.into_iter().filter(differs);
+        changed.map(|(route, files, _)| (route, files)).collect()
+    }
+}
+
 /// What tells a changed file: its length and modification time, for the
 /// certificate and the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp([(u64, Option<SystemTime>); 2]);
+pub struct Stamp([(u64, Option<SystemTime>); 2]);
 
 impl Stamp {
     fn of(files: &TlsFiles) -> Option<Stamp> {
@@ -105,9 +120,18 @@ impl CertStore {
     }
 
     /// A route's (new) files, as the admin API puts them: they must load.
-    /// On success they are kept (copied) and served.
+    /// On success they are kept (copied) and served. Files the route
+    /// serves already, unchanged since (same paths, length and
+    /// modification time), are not read again: every deploy puts its
+    /// route, and a host with thousands of TLS apps would otherwise parse
+    /// and copy a certificate per deploy of any of them.
     pub fn put(&mut self, route: &str, files: &TlsFiles) -> Result<(), String> {
         let stamp = Stamp::of(files);
+        let source = TlsSource::Files(files.clone());
+        let unchanged = |k: &Kept| k.source == source && k.stamp.is_some() && k.stamp == stamp;
+        if self.by_route.get(route).is_some_and(unchanged) {
+            return Ok(());
+        }
         let key = tls::load(files)?;
         self.keep_copy(route, files);
         self.by_route.insert(
@@ -115,7 +139,7 @@ impl CertStore {
             Kept {
                 key,
                 stamp,
-                source: TlsSource::Files(files.clone()),
+                source,
                 refused: None,
             },
         );
@@ -174,68 +198,71 @@ impl CertStore {
         }
     }
 
-    /// Makes the store match the routes: each TLS route gets its pair, from
+    /// Makes the store match one route: a TLS route gets its pair, from
     /// its files or else from the kept copy (a restarted proxy whose
-    /// routes' files are gone); routes without TLS lose theirs.
-    pub fn sync<'a>(&mut self, routes: impl Iterator<Item = (&'a String, Option<&'a TlsSource>)>) {
-        let mut wanted = HashMap::new();
-        for (route, source) in routes {
-            if let Some(source) = source {
-                wanted.insert(route.clone(), source.clone());
-            }
+    /// routes' files are gone); a route without TLS (or gone) loses its.
+    /// A pair kept for the same source is not loaded again.
+    pub fn sync_route(&mut self, route: &str, source: Option<&TlsSource>) {
+        let Some(source) = source else {
+            self.by_route.remove(route);
+            return;
+        };
+        if self
+            .by_route
+            .get(route)
+            .is_some_and(|k| &k.source == source)
+        {
+            return;
         }
-        self.by_route
-            .retain(|r, k| wanted.get(r) == Some(&k.source));
-        for (route, source) in wanted {
-            if self.by_route.contains_key(&route) {
-                continue;
+        self.by_route.remove(route);
+        let files = match source {
+            TlsSource::Files(files) => files,
+            TlsSource::Acme => return self.load_acme(route),
+        };
+        if self.put(route, files).is_ok() {
+            return;
+        }
+        match self.load_copy(route) {
+            Ok(key) => {
+                tracing::warn!(%route, cert = %files.cert.display(), "TLS files unreadable; serving the kept copy");
+                self.by_route.insert(
+                    route.to_string(),
+                    Kept {
+                        key,
+                        stamp: None,
+                        source: source.clone(),
+                        refused: None,
+                    },
+                );
             }
-            let files = match source {
-                TlsSource::Files(files) => files,
-                TlsSource::Acme => {
-                    self.load_acme(&route);
-                    continue;
-                }
-            };
-            if self.put(&route, &files).is_ok() {
-                continue;
-            }
-            match self.load_copy(&route) {
-                Ok(key) => {
-                    tracing::warn!(%route, cert = %files.cert.display(), "TLS files unreadable; serving the kept copy");
-                    self.by_route.insert(
-                        route,
-                        Kept {
-                            key,
-                            stamp: None,
-                            source: TlsSource::Files(files),
-                            refused: None,
-                        },
-                    );
-                }
-                Err(e) => tracing::error!(%route, error = %e, "no certificate to serve"),
-            }
+            Err(e) => tracing::error!(%route, error = %e, "no certificate to serve"),
         }
     }
 
-    /// Loads again every route whose files changed since (or that serves
-    /// its kept copy and whose files are back). A pair that does not load
-    /// is logged and the last good one stays. Returns the renewed routes.
-    pub fn refresh(&mut self) -> Refreshed {
+    /// Each route's files and how they were when loaded, to look at
+    /// without the store (`changed`): a look at thousands of files is not
+    /// made under the router's lock.
+    pub fn watched(&self) -> Watched {
+        let files = self.by_route.iter().filter_map(|(r, k)| {
+            // ACME's certificates are renewed by `acme`, not in place.
+            let TlsSource::Files(files) = &k.source else {
+                return None;
+            };
+            Some((r.clone(), files.clone(), k.stamp.clone()))
+        });
+        Watched(files.collect())
+    }
+
+    /// Loads again the routes whose files `changed` (or that serve their
+    /// kept copy and whose files are back), if they still name them. A
+    /// pair that does not load is logged and the last good one stays.
+    pub fn renew(&mut self, changed: Vec<(String, TlsFiles)>) -> Refreshed {
         let mut out = Refreshed::default();
-        let changed: Vec<(String, TlsFiles)> = self
-            .by_route
-            .iter()
-            .filter_map(|(r, k)| {
-                // ACME's certificates are renewed by `acme`, not in place.
-                let TlsSource::Files(files) = &k.source else {
-                    return None;
-                };
-                let now = Stamp::of(files);
-                (now.is_some() && now != k.stamp).then(|| (r.clone(), files.clone()))
-            })
-            .collect();
         for (route, files) in changed {
+            let same = TlsSource::Files(files.clone());
+            if self.by_route.get(&route).is_none_or(|k| k.source != same) {
+                continue;
+            }
             match self.put(&route, &files) {
                 Ok(()) => out.renewed.push(route),
                 Err(e) => {

@@ -40,7 +40,9 @@
 //!   renewed in place;
 //! - `acme`: certificates obtained and renewed from an ACME CA (Let's
 //!   Encrypt) for routes with `tls: acme`, and the challenges' answers;
-//! - `state`: the state file, written atomically, restored before listening;
+//! - `state`: routes as the proxy keeps them; `journal`: how they are kept
+//!   on disk (a snapshot and an append-only journal of changed routes),
+//!   restored before listening;
 //! - `tunnel`: upgraded connections (WebSocket); `drain`: how long-lived
 //!   connections and streamed responses on an old color end, spread;
 //! - `server`: a running proxy, its start (`run`), listeners and accept
@@ -77,6 +79,7 @@ pub mod handoff;
 pub mod headers;
 pub mod heads;
 mod home;
+pub mod journal;
 pub mod lease;
 pub mod load_balancer;
 pub mod metrics;

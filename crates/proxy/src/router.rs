@@ -16,7 +16,7 @@
 //! lease), are the control plane's, in `control`. The table itself is
 //! `table`; who may hold a host or listen address is `claims`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -30,12 +30,14 @@ mod claims;
 mod table;
 
 use super::certs::CertStore;
+use super::journal::Journal;
 use super::load_balancer::LoadBalancer;
 use super::state::{routable, ProxyState, RouteState, Upstream};
 use super::stats::StatsView;
-use claims::new_conflict;
+use claims::{new_conflict, Owners};
 use cyan_plan::release::Color;
 pub use table::{normalize_host, RouteEntry, Table};
+use table::{Keyed, Keys};
 
 /// What the engine says of one container now (`Router::retarget`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +97,6 @@ pub struct RouteView {
 pub struct Router {
     table: ArcSwap<Table>,
     inner: Mutex<Control>,
-    state_path: PathBuf,
     /// Set while a successor process takes over: the state file is theirs.
     frozen: std::sync::atomic::AtomicBool,
     /// Bumped after each new table: held requests wait on it.
@@ -107,6 +108,9 @@ pub struct Router {
 
 struct Control {
     state: ProxyState,
+    journal: Journal,
+    /// Who holds each host and listen address (`claims`).
+    owners: Owners,
     balancers: HashMap<(String, Color), Arc<LoadBalancer>>,
     /// Per route with a preview that serves a candidate: the candidate's
     /// load balancer for preview requests, with counters (and in-flight
@@ -115,23 +119,34 @@ struct Control {
     certs: CertStore,
 }
 
+/// Routes changed together: each one's new state, `None` when removed.
+type Changes = BTreeMap<String, Option<RouteState>>;
+
 impl Router {
-    /// Restores routes from the state file and builds the first table.
+    /// Restores routes from the state file (`journal`) and builds the
+    /// first table.
     pub fn restore(state_path: PathBuf) -> std::io::Result<Router> {
-        let state = ProxyState::load(&state_path)?;
+        let (journal, state) = Journal::open(&state_path)?;
         let mut control = Control {
-            state,
+            state: ProxyState::default(),
+            journal,
+            owners: Owners::default(),
             balancers: HashMap::new(),
             previews: HashMap::new(),
             certs: CertStore::new(state_path.with_file_name("certs")),
         };
-        control.sync_balancers();
-        control.sync_certs();
-        let table = control.build_table();
+        let mut table = Table::default();
+        for (name, route) in &state.routes {
+            control.owners.add(name, route);
+        }
+        control.state = state;
+        let names: Vec<String> = control.state.routes.keys().cloned().collect();
+        for name in &names {
+            control.sync_route(name, None, &mut table);
+        }
         Ok(Router {
             table: ArcSwap::from_pointee(table),
             inner: Mutex::new(control),
-            state_path,
             frozen: Default::default(),
             published: tokio::sync::watch::channel(0).0,
             acme: Default::default(),
@@ -151,18 +166,17 @@ impl Router {
     /// preview's never is).
     pub fn listen_addrs(&self) -> Vec<(SocketAddr, bool)> {
         let c = self.inner.lock().expect("router lock");
-        let routes = c.state.routes.values();
-        let own = routes
-            .clone()
-            .filter_map(|r| r.listen.map(|a| (a, r.tls.is_some())));
-        let previews = routes.filter_map(|r| Some((r.preview.as_ref()?.listen?, false)));
+        let routes = || c.state.routes.values();
+        let own = routes().filter_map(|r| r.listen.map(|a| (a, r.tls.is_some())));
+        let previews = routes().filter_map(|r| Some((r.preview.as_ref()?.listen?, false)));
         own.chain(previews).collect()
     }
 
     /// Applies a change to one route (made first when `create`), persists
-    /// it, and publishes a new table. The closure may refuse the change by
+    /// it, and publishes it. The closure may refuse the change by
     /// returning an error; then nothing changes. The verbs in `control` are
-    /// the changes the admin API makes.
+    /// the changes the admin API make. Costs that route, whatever the
+    /// number of routes: one entry of the table, one journal record.
     pub fn change<T>(
         &self,
         route: &str,
@@ -170,17 +184,17 @@ impl Router {
         f: impl FnOnce(&mut RouteState) -> Result<T, ChangeError>,
     ) -> Result<T, ChangeError> {
         let mut c = self.for_change()?;
-        let mut next = c.state.clone();
-        let entry = match next.routes.get_mut(route) {
-            Some(r) => r,
-            None if create => next.routes.entry(route.to_string()).or_default(),
+        let now = c.state.routes.get(route);
+        let mut next = match now {
+            Some(r) => r.clone(),
+            None if create => RouteState::default(),
             None => return Err(ChangeError::NotFound(format!("no route named {route:?}"))),
         };
-        let out = f(entry)?;
-        if let Some(conflict) = new_conflict(&c.state, &next, route) {
+        let out = f(&mut next)?;
+        if let Some(conflict) = new_conflict(&c.owners, now, &next, route) {
             return Err(ChangeError::Conflict(conflict));
         }
-        self.commit(&mut c, next)?;
+        self.commit(&mut c, BTreeMap::from([(route.to_string(), Some(next))]))?;
         Ok(out)
     }
 
@@ -188,34 +202,33 @@ impl Router {
     /// another app serves? Says whose, and how to free it. Changes nothing.
     pub fn check_claims(&self, route: &str, claim: &RouteState) -> Result<(), ChangeError> {
         let c = self.inner.lock().expect("router lock");
-        let mut next = c.state.clone();
-        let entry = next.routes.entry(route.to_string()).or_default();
-        entry.hosts = claim.hosts.clone();
-        entry.listen = claim.listen;
-        entry.path_prefix = claim.path_prefix.clone();
-        entry.preview = claim.preview.clone();
-        entry.live.get_or_insert(Color::Blue);
-        match new_conflict(&c.state, &next, route) {
+        let now = c.state.routes.get(route);
+        let mut next = now.cloned().unwrap_or_default();
+        next.hosts = claim.hosts.clone();
+        next.listen = claim.listen;
+        next.path_prefix = claim.path_prefix.clone();
+        next.preview = claim.preview.clone();
+        next.live.get_or_insert(Color::Blue);
+        match new_conflict(&c.owners, now, &next, route) {
             Some(conflict) => Err(ChangeError::Conflict(conflict)),
             None => Ok(()),
         }
     }
 
     /// Takes a route out, if `check` (given the route as it is) allows,
-    /// persists that and publishes a new table. Its upstreams' in-flight
-    /// requests finish; its tunnels close now.
+    /// persists that and publishes it. Its upstreams' in-flight requests
+    /// finish; its tunnels close now.
     pub fn discard(
         &self,
         route: &str,
         check: impl FnOnce(&RouteState) -> Result<(), ChangeError>,
     ) -> Result<(), ChangeError> {
         let mut c = self.for_change()?;
-        let mut next = c.state.clone();
-        let Some(gone) = next.routes.remove(route) else {
+        let Some(gone) = c.state.routes.get(route) else {
             return Err(ChangeError::NotFound(format!("no route named {route:?}")));
         };
-        check(&gone)?;
-        self.commit(&mut c, next)
+        check(gone)?;
+        self.commit(&mut c, BTreeMap::from([(route.to_string(), None)]))
     }
 
     /// The control side, unless a successor is taking over.
@@ -229,23 +242,57 @@ impl Router {
         Ok(c)
     }
 
-    /// Makes `next` the state, if it differs. Traffic moves first; the
-    /// caller hears back only once the state is on disk. If it cannot be
-    /// written, the old routes come back and the caller gets the error (a
-    /// crash in between restores the old routes too: the unacknowledged
-    /// change is simply redone).
-    fn commit(&self, c: &mut Control, next: ProxyState) -> Result<(), ChangeError> {
-        if next == c.state {
+    /// Makes `changes` the routes' states, where they differ. Traffic
+    /// moves first; the caller hears back only once the change is in the
+    /// journal. If it cannot be written, the old routes come back and the
+    /// caller gets the error (a crash in between restores the old routes
+    /// too: the unacknowledged change is simply redone).
+    fn commit(&self, c: &mut Control, mut changes: Changes) -> Result<(), ChangeError> {
+        changes.retain(|name, next| c.state.routes.get(name) != next.as_ref());
+        if changes.is_empty() {
             return Ok(());
         }
-        let previous = std::mem::replace(&mut c.state, next);
-        self.publish(c);
-        if let Err(e) = c.state.save(&self.state_path) {
-            c.state = previous;
-            self.publish(c);
+        let previous: Changes = changes
+            .keys()
+            .map(|name| (name.clone(), c.state.routes.get(name).cloned()))
+            .collect();
+        self.apply(c, &changes);
+        if let Err(e) = c.journal.append(&changes) {
+            self.apply(c, &previous);
             return Err(ChangeError::Io(format!("cannot write proxy state: {e}")));
         }
+        c.journal.compact_if_due(&c.state);
         Ok(())
+    }
+
+    /// Puts `changes` in the state and, for the routes whose routing
+    /// changed, in the table (one new version for all of them). A change
+    /// to the deployer's record or the lease alone publishes nothing: a
+    /// lease renewed every few seconds by every deploy must not cost a
+    /// table.
+    fn apply(&self, c: &mut Control, changes: &Changes) {
+        let mut table: Option<Table> = None;
+        for (name, next) in changes {
+            let before = match next {
+                Some(r) => c.state.routes.insert(name.clone(), r.clone()),
+                None => c.state.routes.remove(name),
+            };
+            if let Some(b) = &before {
+                c.owners.remove(name, b);
+            }
+            if let Some(r) = next {
+                c.owners.add(name, r);
+            }
+            if routes_alike(before.as_ref(), next.as_ref()) {
+                continue;
+            }
+            let table = table.get_or_insert_with(|| Table::clone(&self.table.load()));
+            c.sync_route(name, before.as_ref(), table);
+        }
+        if let Some(table) = table {
+            self.table.store(Arc::new(table));
+            self.published.send_modify(|n| *n += 1);
+        }
     }
 
     /// Is `container` in rotation at `addr`, wherever an upstream names it?
@@ -259,6 +306,18 @@ impl Router {
             .filter(|u| u.container.as_deref() == Some(container))
             .peekable();
         named.peek().is_some() && named.all(|u| u.addr == addr && u.up())
+    }
+
+    /// Does an upstream of any route name `container` (an engine id)? A
+    /// scan without copies: it is asked per engine event.
+    pub fn names(&self, container: &str) -> bool {
+        let c = self.inner.lock().expect("router lock");
+        let mut upstreams = c
+            .state
+            .routes
+            .values()
+            .flat_map(|r| r.colors.values().flatten());
+        upstreams.any(|u| u.container.as_deref() == Some(container))
     }
 
     /// The containers (engine ids) that upstreams name, over every route.
@@ -286,32 +345,32 @@ impl Router {
     ) -> Result<Vec<String>, ChangeError> {
         let mut c = self.for_change()?;
         let removed = Seen::Down("removed".into());
-        let mut next = c.state.clone();
+        let mut changes = Changes::new();
         let mut changed = Vec::new();
-        for (name, route) in &mut next.routes {
-            for (color, upstreams) in &mut route.colors {
-                for u in upstreams.iter_mut() {
-                    let Some(id) = u.container.clone() else {
+        for (name, route) in &c.state.routes {
+            let mut next: Option<RouteState> = None;
+            for (color, upstreams) in &route.colors {
+                for (i, u) in upstreams.iter().enumerate() {
+                    let Some(id) = &u.container else {
                         continue;
                     };
-                    let Some(now) = seen.get(&id).or(whole.then_some(&removed)) else {
+                    let Some(now) = seen.get(id).or(whole.then_some(&removed)) else {
                         continue;
                     };
-                    if let Some(what) = now.apply(u) {
-                        changed.push(format!("{name} {color} {}: {what}", short_id(&id)));
+                    let mut moved = u.clone();
+                    if let Some(what) = now.apply(&mut moved) {
+                        changed.push(format!("{name} {color} {}: {what}", short_id(id)));
+                        let next = next.get_or_insert_with(|| route.clone());
+                        next.colors.get_mut(color).expect("the same colors")[i] = moved;
                     }
                 }
             }
+            if let Some(next) = next {
+                changes.insert(name.clone(), Some(next));
+            }
         }
-        self.commit(&mut c, next)?;
+        self.commit(&mut c, changes)?;
         Ok(changed)
-    }
-
-    fn publish(&self, c: &mut Control) {
-        c.sync_balancers();
-        c.sync_certs();
-        self.table.store(Arc::new(c.build_table()));
-        self.published.send_modify(|n| *n += 1);
     }
 
     /// Checks a route's new TLS files, and keeps them (`certs`); the route
@@ -325,13 +384,26 @@ impl Router {
     /// publishes them. Returns the routes renewed, and those whose files
     /// do not load (they keep their last good pair).
     pub fn reload_certs(&self) -> super::certs::Refreshed {
+        let watched = self.inner.lock().expect("router lock").certs.watched();
+        let changed = watched.changed();
         let mut c = self.inner.lock().expect("router lock");
-        let refreshed = c.certs.refresh();
+        let refreshed = c.certs.renew(changed);
         if !refreshed.renewed.is_empty() {
             tracing::info!(renewed = ?refreshed.renewed, "TLS certificates renewed");
-            self.table.store(Arc::new(c.build_table()));
+            self.republish(&mut c, &refreshed.renewed);
         }
         refreshed
+    }
+
+    /// Makes `routes`' entries again (their certificates changed) in one
+    /// new table.
+    fn republish(&self, c: &mut Control, routes: &[String]) {
+        let mut table = Table::clone(&self.table.load());
+        for name in routes {
+            let now = c.state.routes.get(name).cloned();
+            c.sync_route(name, now.as_ref(), &mut table);
+        }
+        self.table.store(Arc::new(table));
     }
 
     /// The routes with `tls: acme`: each with its hosts and the certificate
@@ -355,7 +427,7 @@ impl Router {
             return Err(format!("{route} no longer asks for an ACME certificate"));
         }
         c.certs.put_acme(route, pem)?;
-        self.table.store(Arc::new(c.build_table()));
+        self.republish(&mut c, &[route.to_string()]);
         Ok(())
     }
 
@@ -395,9 +467,21 @@ impl Router {
     }
 
     /// Refuses (`true`) or allows changes. Taking the control lock makes
-    /// sure no change is half-way when it returns.
+    /// sure no change is half-way when it returns, and a compaction in
+    /// progress is waited for: the files are then the successor's to read.
+    /// Allowed again (a successor that did not take over may have
+    /// rewritten them), this proxy writes its own state afresh.
     pub fn freeze(&self, frozen: bool) {
-        let _c = self.inner.lock().expect("router lock");
+        let mut c = self.inner.lock().expect("router lock");
+        let c = &mut *c;
+        match frozen {
+            true => c.journal.settle(),
+            false => {
+                if let Err(e) = c.journal.rewrite(&c.state) {
+                    tracing::error!(error = %e, "cannot write the proxy's state afresh");
+                }
+            }
+        }
         self.frozen
             .store(frozen, std::sync::atomic::Ordering::SeqCst);
     }
@@ -414,73 +498,84 @@ impl Router {
 }
 
 impl Control {
-    /// Keeps one load balancer per (route, color) whose upstream list
+    /// Brings one route's load balancers, preview, certificate and table
+    /// entries in line with its state (gone: all of them go), where it
+    /// had entries under `before`'s keys.
+    fn sync_route(&mut self, name: &str, before: Option<&RouteState>, table: &mut Table) {
+        let route = self.state.routes.get(name).cloned();
+        self.sync_balancers(name, route.as_ref());
+        self.sync_preview(name, route.as_ref());
+        self.certs
+            .sync_route(name, route.as_ref().and_then(|r| r.tls.as_ref()));
+        let was = before.map(Keys::all).unwrap_or_default();
+        let now = route.map_or(Vec::new(), |r| self.entries(name, &r));
+        table.replace(name, &was, &now);
+    }
+
+    /// Keeps one load balancer per color of the route whose upstream list
     /// matches the state; one whose list is unchanged is kept, with its
     /// counters.
     ///
     /// A color that is not live gets a closing deadline (now + the route's
     /// drain timeout) for its long-lived connections; a live one has none, so
     /// a rollback to a color that is still draining keeps its WebSockets.
-    fn sync_balancers(&mut self) {
-        let mut balancers = HashMap::new();
-        for (name, route) in &self.state.routes {
-            for (color, upstreams) in &route.colors {
-                let k = (name.clone(), *color);
-                let addrs = routable(upstreams);
-                let balancer = match self.balancers.remove(&k) {
-                    Some(b) if b.addrs() == addrs => b,
-                    Some(b) => b.moved(&addrs),
-                    None => LoadBalancer::new(*color, &addrs),
-                };
-                if route.live == Some(*color) {
-                    balancer.keep_open();
-                } else {
-                    balancer.close_by(
-                        Duration::from_millis(route.policy.drain_timeout_ms),
-                        route.policy.drain_spread(),
-                    );
+    /// Removed colors close their tunnels now.
+    fn sync_balancers(&mut self, name: &str, route: Option<&RouteState>) {
+        for color in Color::ALL {
+            let k = (name.to_string(), color);
+            let old = self.balancers.remove(&k);
+            let (Some(route), Some(upstreams)) = (route, route.and_then(|r| r.colors.get(&color)))
+            else {
+                if let Some(gone) = old {
+                    gone.close_by(Duration::ZERO, Duration::ZERO);
                 }
-                balancers.insert(k, balancer);
+                continue;
+            };
+            let addrs = routable(upstreams);
+            let balancer = match old {
+                Some(b) if b.addrs() == addrs => b,
+                Some(b) => b.moved(&addrs),
+                None => LoadBalancer::new(color, &addrs),
+            };
+            if route.live == Some(color) {
+                balancer.keep_open();
+            } else {
+                balancer.close_by(
+                    Duration::from_millis(route.policy.drain_timeout_ms),
+                    route.policy.drain_spread(),
+                );
             }
+            self.balancers.insert(k, balancer);
         }
-        // Removed colors close their tunnels now.
-        for (_, gone) in self.balancers.drain() {
-            gone.close_by(Duration::ZERO, Duration::ZERO);
-        }
-        self.balancers = balancers;
-        self.sync_previews();
     }
 
-    /// One preview load balancer per route whose preview serves a
-    /// candidate, over the candidate's upstreams, kept (with its counters)
+    /// The route's preview load balancer, while its preview serves a
+    /// candidate: over the candidate's upstreams, kept (with its counters)
     /// while it previews the same color. One that stops previewing (its
     /// candidate went live, or was removed) lets its long-lived
     /// connections run to the route's drain deadline, as an old color's.
-    fn sync_previews(&mut self) {
-        let mut previews = HashMap::new();
-        for (name, route) in &self.state.routes {
-            let (Some(_), Some(color)) = (&route.preview, route.previewed()) else {
-                continue;
-            };
-            let addrs = route.colors.get(&color).map_or(Vec::new(), |u| routable(u));
-            let balancer = match self.previews.remove(name) {
-                Some(b) if b.color == color && b.addrs() == addrs => b,
-                Some(b) if b.color == color => b.moved(&addrs),
-                Some(b) => {
-                    Self::close_preview(&b, route);
-                    LoadBalancer::new(color, &addrs)
-                }
-                None => LoadBalancer::new(color, &addrs),
-            };
-            previews.insert(name.clone(), balancer);
-        }
-        for (name, gone) in self.previews.drain() {
-            match self.state.routes.get(&name) {
-                Some(route) => Self::close_preview(&gone, route),
-                None => gone.close_by(Duration::ZERO, Duration::ZERO),
+    fn sync_preview(&mut self, name: &str, route: Option<&RouteState>) {
+        let old = self.previews.remove(name);
+        let previewed = route.and_then(|r| Some((r, r.preview.as_ref()?, r.previewed()?)));
+        let Some((route, _, color)) = previewed else {
+            match (old, route) {
+                (Some(gone), Some(route)) => Self::close_preview(&gone, route),
+                (Some(gone), None) => gone.close_by(Duration::ZERO, Duration::ZERO),
+                (None, _) => {}
             }
-        }
-        self.previews = previews;
+            return;
+        };
+        let addrs = route.colors.get(&color).map_or(Vec::new(), |u| routable(u));
+        let balancer = match old {
+            Some(b) if b.color == color && b.addrs() == addrs => b,
+            Some(b) if b.color == color => b.moved(&addrs),
+            Some(b) => {
+                Self::close_preview(&b, route);
+                LoadBalancer::new(color, &addrs)
+            }
+            None => LoadBalancer::new(color, &addrs),
+        };
+        self.previews.insert(name.to_string(), balancer);
     }
 
     fn close_preview(balancer: &LoadBalancer, route: &RouteState) {
@@ -490,25 +585,15 @@ impl Control {
         );
     }
 
-    /// Each TLS route's certificate: kept from when its files were put or
-    /// last renewed, never loaded again just because the table changes.
-    fn sync_certs(&mut self) {
-        let routes = self.state.routes.iter().map(|(n, r)| (n, r.tls.as_ref()));
-        self.certs.sync(routes);
-    }
-
-    fn build_table(&self) -> Table {
-        let mut t = Table::default();
-        // A route that never went live holds no host (`claims`), unless it
-        // shows a maintenance page.
-        let serving = |r: &&RouteState| r.live.is_some() || r.maintenance.is_some();
-        let mut host_cert_depth: HashMap<String, usize> = HashMap::new();
-        for (name, route) in self.state.routes.iter().filter(|(_, r)| serving(r)) {
+    /// The route's table entries: its own while it serves, and its
+    /// preview's, each with the keys it is found under.
+    fn entries(&self, name: &str, route: &RouteState) -> Vec<Keyed> {
+        let own = Keys::own(route).map(|keys| {
             let live = route
                 .live
-                .and_then(|c| self.balancers.get(&(name.clone(), c)).cloned());
-            let entry = Arc::new(RouteEntry {
-                name: name.clone(),
+                .and_then(|c| self.balancers.get(&(name.to_string(), c)).cloned());
+            let entry = RouteEntry {
+                name: name.to_string(),
                 live,
                 preview: false,
                 path_prefix: route.path_prefix.clone(),
@@ -516,69 +601,32 @@ impl Control {
                 maintenance: route.maintenance.clone(),
                 hold_until_ms: route.hold_until_ms,
                 draining: route.draining,
-            });
-            for h in &route.hosts {
-                t.by_host
-                    .entry(normalize_host(h).into_owned())
-                    .or_default()
-                    .push(entry.clone());
-            }
-            if let Some(cert) = route.tls.as_ref().and(self.certs.get(name)) {
-                // SNI names a host, not a path: the certificate of a host
-                // shared by path prefix is that of the route serving its
-                // shortest prefix (the host's owner), never a sub-path's.
-                let depth = route
-                    .path_prefix
-                    .as_deref()
-                    .and_then(super::api::prefix_key);
-                let depth = depth.map_or(0, str::len);
-                for h in &route.hosts {
-                    let host = normalize_host(h).into_owned();
-                    let owner = host_cert_depth.get(&host).is_none_or(|d| depth < *d);
-                    if owner {
-                        host_cert_depth.insert(host.clone(), depth);
-                        t.certs_by_host.insert(host, cert.clone());
-                    }
-                }
-                if let Some(addr) = route.listen {
-                    t.certs_by_listen.insert(addr, cert);
-                }
-            }
-            if let Some(addr) = route.listen {
-                t.by_listen.entry(addr).or_default().push(entry.clone());
-            }
-        }
-        for (name, route) in &self.state.routes {
-            let Some(preview) = &route.preview else {
-                continue;
+                cert: route.tls.as_ref().and(self.certs.get(name)),
             };
-            // Never the live color's: the candidate's own, or none (503).
-            let entry = Arc::new(RouteEntry {
-                name: name.clone(),
+            Keyed {
+                entry: Arc::new(entry),
+                keys,
+            }
+        });
+        // Never the live color's: the candidate's own, or none (503).
+        let preview = Keys::preview(route).map(|keys| {
+            let entry = RouteEntry {
+                name: name.to_string(),
                 live: self.previews.get(name).cloned(),
                 preview: true,
-                path_prefix: preview.path_prefix.clone(),
+                path_prefix: route.preview.as_ref().and_then(|p| p.path_prefix.clone()),
                 policy: route.policy.clone(),
                 maintenance: None,
                 hold_until_ms: None,
                 draining: false,
-            });
-            for h in &preview.hosts {
-                t.by_host
-                    .entry(normalize_host(h).into_owned())
-                    .or_default()
-                    .push(entry.clone());
+                cert: None,
+            };
+            Keyed {
+                entry: Arc::new(entry),
+                keys,
             }
-            if let Some(addr) = preview.listen {
-                t.by_listen.entry(addr).or_default().push(entry.clone());
-            }
-        }
-        let longest_first = |rs: &mut Vec<Arc<RouteEntry>>| {
-            rs.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.as_ref().map_or(0, String::len)))
-        };
-        t.by_host.values_mut().for_each(longest_first);
-        t.by_listen.values_mut().for_each(longest_first);
-        t
+        });
+        own.into_iter().chain(preview).collect()
     }
 
     fn view(&self, name: &str, r: &RouteState) -> RouteView {
@@ -602,6 +650,55 @@ impl Control {
     }
 }
 
+/// Do two states of a route route alike? All but the deployer's record and
+/// the lease count, which no request reads. Every field is named, so a new
+/// one must be placed on one side or the other.
+fn routes_alike(a: Option<&RouteState>, b: Option<&RouteState>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return a.is_none() && b.is_none();
+    };
+    let RouteState {
+        hosts,
+        listen,
+        live,
+        colors,
+        record: _,
+        lock: _,
+        path_prefix,
+        policy,
+        maintenance,
+        draining,
+        tls,
+        hold_until_ms,
+        preview,
+        candidate,
+    } = a;
+    (hosts, listen, live, colors, path_prefix, policy)
+        == (
+            &b.hosts,
+            &b.listen,
+            &b.live,
+            &b.colors,
+            &b.path_prefix,
+            &b.policy,
+        )
+        && (
+            maintenance,
+            draining,
+            tls,
+            hold_until_ms,
+            preview,
+            candidate,
+        ) == (
+            &b.maintenance,
+            &b.draining,
+            &b.tls,
+            &b.hold_until_ms,
+            &b.preview,
+            &b.candidate,
+        )
+}
+
 /// Why a route change was refused.
 #[derive(Debug)]
 pub enum ChangeError {
@@ -623,9 +720,9 @@ impl Router {
             std::process::id(),
             std::thread::current().id()
         ));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("proxy.json");
-        let _ = std::fs::remove_file(&path);
         (Router::restore(path.clone()).unwrap(), path)
     }
 }
@@ -633,7 +730,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::RoutePolicy;
+    use crate::state::{Maintenance, RoutePolicy};
 
     const PEER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -727,7 +824,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        r.inner.lock().unwrap().journal.fail_writes();
         let out = r.change("web", false, |s| {
             s.live = Some(Color::Green);
             Ok(())
@@ -737,6 +834,9 @@ mod tests {
         let live = table.route(Some("web.localhost"), local, "/").unwrap();
         assert_eq!(live.live.as_ref().unwrap().color, Color::Blue);
         assert_eq!(r.view("web").unwrap().state.live, Some(Color::Blue));
+        drop(r);
+        let again = Router::restore(path).unwrap();
+        assert_eq!(again.view("web").unwrap().state.live, Some(Color::Blue));
     }
 
     #[test]
@@ -757,6 +857,125 @@ mod tests {
             s.live = Some(Color::Blue);
             Ok(())
         })
+    }
+
+    /// A table made from scratch out of the routes as they are now.
+    fn rebuilt(r: &Router) -> Table {
+        let c = r.inner.lock().unwrap();
+        let mut t = Table::default();
+        for (name, route) in &c.state.routes {
+            t.replace(name, &Keys::default(), &c.entries(name, route));
+        }
+        t
+    }
+
+    #[test]
+    fn a_table_changed_route_by_route_routes_as_one_made_from_scratch() {
+        let (r, path) = Router::scratch();
+        // xorshift: the same walk on every run.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let hosts = ["a.localhost", "B.localhost", "c.localhost"];
+        let prefixes = [None, Some("/api"), Some("/api/v1")];
+        let listens = [
+            None,
+            Some(addr("127.0.0.1:18301")),
+            Some(addr("127.0.0.1:18302")),
+        ];
+        let ups = [addr("127.0.0.1:1"), addr("127.0.0.1:2")];
+        let queries: Vec<(&str, SocketAddr, &str)> =
+            ["a.localhost", "b.localhost", "c.localhost", "p.localhost"]
+                .into_iter()
+                .flat_map(|h| {
+                    [
+                        addr(SHARED),
+                        addr("127.0.0.1:18301"),
+                        addr("127.0.0.1:18302"),
+                    ]
+                    .into_iter()
+                    .flat_map(move |l| ["/", "/api/x", "/api/v1/x"].map(|p| (h, l, p)))
+                })
+                .collect();
+        let answer = |t: &Table, (h, l, p): (&str, SocketAddr, &str)| {
+            t.route(Some(h), l, p).map(|e| {
+                (
+                    e.name.clone(),
+                    e.preview,
+                    e.live.as_ref().map(|b| b.addrs()),
+                )
+            })
+        };
+        let (mut applied, mut refused) = (0, 0);
+        for step in 0..600 {
+            let name = format!("r{}", next(5));
+            let roll = next(10);
+            let out = match roll {
+                0 => r.remove(&name, None),
+                _ => r.change(&name, true, |s| {
+                    match roll {
+                        1 => s.hosts = vec![hosts[next(3)].into()],
+                        2 => s.path_prefix = prefixes[next(3)].map(String::from),
+                        3 => s.listen = listens[next(3)],
+                        4 => {
+                            s.maintenance = s.maintenance.is_none().then_some(Maintenance {
+                                retry_after_s: 1,
+                                message: None,
+                            })
+                        }
+                        5 => {
+                            s.preview = (next(2) == 0).then(|| crate::state::Preview {
+                                hosts: vec!["p.localhost".into()],
+                                listen: listens[next(3)],
+                                path_prefix: s.path_prefix.clone(),
+                            })
+                        }
+                        6 => {
+                            let color = [Color::Blue, Color::Green][next(2)];
+                            let up: Upstream = ups[next(2)].into();
+                            match s.live == Some(color) {
+                                true => s.set_color(color, vec![up]),
+                                false => s
+                                    .set_candidate(color, vec![up], s.preview.clone())
+                                    .map_err(ChangeError::Conflict)?,
+                            }
+                        }
+                        7 => {
+                            let color = [Color::Blue, Color::Green][next(2)];
+                            s.colors.entry(color).or_insert_with(|| vec![ups[0].into()]);
+                            s.switch_to(color);
+                        }
+                        8 => s.record = serde_json::json!({ "step": step }),
+                        _ => s.draining = !s.draining,
+                    }
+                    Ok(())
+                }),
+            };
+            match out {
+                Ok(()) => applied += 1,
+                Err(_) => refused += 1,
+            }
+            let (now, fresh) = (r.table(), rebuilt(&r));
+            for q in &queries {
+                assert_eq!(answer(&now, *q), answer(&fresh, *q), "step {step}: {q:?}");
+            }
+        }
+        assert!(
+            applied > 300 && refused > 10,
+            "{applied} applied, {refused} refused"
+        );
+        // And a restart routes the same.
+        let names = |t: &Table| {
+            let answers = queries.iter().map(|q| answer(t, *q));
+            answers.map(|a| a.map(|a| (a.0, a.1))).collect::<Vec<_>>()
+        };
+        let before = names(&r.table());
+        drop(r);
+        assert_eq!(before, names(&Router::restore(path).unwrap().table()));
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! The proxy's persistent state: routes, their color sets, the deployer's
-//! record and the deploy lock (`lease`). Written atomically (temp file, fsync, rename,
-//! fsync of the folder) after every change, and read back before a restarted
-//! proxy accepts traffic.
+//! record and the deploy lock (`lease`). Kept on disk by `journal` (each
+//! change appended and fsynced before it is acknowledged) and read back
+//! before a restarted proxy accepts traffic.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +13,10 @@ use cyan_plan::release::Color;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyState {
+    /// By route name. A persistent map: a copy (a compaction's snapshot)
+    /// costs nothing, and a change copies only its own path.
     #[serde(default)]
-    pub routes: BTreeMap<String, RouteState>,
+    pub routes: imbl::OrdMap<String, RouteState>,
 }
 
 /// One app (in one environment) as the proxy knows it.
@@ -387,67 +387,9 @@ pub struct Maintenance {
     pub message: Option<String>,
 }
 
-impl ProxyState {
-    pub fn load(path: &Path) -> std::io::Result<ProxyState> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("corrupt state file {}: {e}", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProxyState::default()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Replaces the file atomically: a crash leaves the old or the new state, never half.
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn state_round_trips_through_the_file() {
-        let dir = std::env::temp_dir().join(format!("cyan-state-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("proxy.json");
-        assert_eq!(ProxyState::load(&path).unwrap(), ProxyState::default());
-        let mut s = ProxyState::default();
-        let mut r = RouteState {
-            hosts: vec!["web.localhost".into()],
-            live: Some(Color::Green),
-            record: serde_json::json!({"k": 1}),
-            ..RouteState::default()
-        };
-        r.colors.insert(
-            Color::Green,
-            vec![Upstream::of_container(
-                "127.0.0.1:9".parse().unwrap(),
-                "c0ffee",
-            )],
-        );
-        s.routes.insert("web-production".into(), r);
-        s.save(&path).unwrap();
-        assert_eq!(ProxyState::load(&path).unwrap(), s);
-        assert!(!path.with_extension("json.tmp").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn upstreams_read_bare_or_whole() {

@@ -1,11 +1,13 @@
 //! Owners: the keys (a host, a listen address, under a path prefix) that
 //! only one route may hold, and the check every routing change passes, that
-//! no route takes a key another holds.
+//! no route takes a key another holds. `Owners` indexes who holds each
+//! key, so the check costs the route's own keys, not every route's.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::normalize_host;
-use crate::state::{ProxyState, RouteState};
+use crate::state::RouteState;
 
 /// One key only one route may hold (`host a`, `listen address b`), with
 /// the path prefix it is held for.
@@ -64,29 +66,71 @@ pub(super) fn claims(r: &RouteState) -> Vec<Claim<'_>> {
         .collect()
 }
 
+/// A key and the path prefix it is held under.
+type Held = (String, Option<String>);
+
+/// Who holds each key: the routes, each with whether by its preview.
+/// Usually one holder; several only in a state from before owners were
+/// checked.
+#[derive(Default)]
+pub(super) struct Owners(HashMap<Held, Vec<(String, bool)>>);
+
+impl Owners {
+    pub fn add(&mut self, route: &str, r: &RouteState) {
+        for c in claims(r) {
+            let holders = self
+                .0
+                .entry((c.key, c.prefix.map(str::to_string)))
+                .or_default();
+            holders.push((route.to_string(), c.preview));
+        }
+    }
+
+    pub fn remove(&mut self, route: &str, r: &RouteState) {
+        for c in claims(r) {
+            let k = (c.key, c.prefix.map(str::to_string));
+            if let Some(holders) = self.0.get_mut(&k) {
+                holders.retain(|(name, _)| name != route);
+                if holders.is_empty() {
+                    self.0.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// A route other than `route` that holds `claim`'s key and path, and
+    /// whether by its preview.
+    fn other_than(&self, route: &str, claim: &Claim) -> Option<(&str, bool)> {
+        let k = (claim.key.clone(), claim.prefix.map(str::to_string));
+        let holders = self.0.get(&k)?;
+        let other = holders.iter().find(|(name, _)| name != route)?;
+        Some((other.0.as_str(), other.1))
+    }
+}
+
 /// A claim `route` makes in `next` that it did not make in `now` and that
 /// another route already makes: who holds it, and how to free it. Claims
 /// that were already shared (a state from before owners were checked) are
 /// left as they are. A preview on one of the route's own hosts or its
 /// listen address is refused too: a request there could not tell the
 /// candidate from live.
-pub(super) fn new_conflict(now: &ProxyState, next: &ProxyState, route: &str) -> Option<String> {
-    let held: Vec<_> = now.routes.get(route).map(claims).unwrap_or_default();
-    let r = next.routes.get(route)?;
-    if let Some(key) = own_preview_overlap(r) {
-        if now.routes.get(route).and_then(own_preview_overlap) != Some(key.clone()) {
+pub(super) fn new_conflict(
+    owners: &Owners,
+    now: Option<&RouteState>,
+    next: &RouteState,
+    route: &str,
+) -> Option<String> {
+    let held: Vec<_> = now.map(claims).unwrap_or_default();
+    if let Some(key) = own_preview_overlap(next) {
+        if now.and_then(own_preview_overlap) != Some(key.clone()) {
             return Some(format!(
                 "the preview's {key} is also {route}'s own: give the preview a host and listen address of its own"
             ));
         }
     }
-    let wanted = claims(r);
+    let wanted = claims(next);
     for claim in wanted.iter().filter(|c| !held.iter().any(|h| h.same(c))) {
-        let owner = next.routes.iter().find_map(|(name, r)| {
-            let theirs = claims(r).into_iter().find(|c| c.same(claim))?;
-            (name.as_str() != route).then_some((name, theirs.preview))
-        });
-        if let Some((owner, preview)) = owner {
+        if let Some((owner, preview)) = owners.other_than(route, claim) {
             let path = claim
                 .prefix
                 .map_or(String::new(), |p| format!(" (path prefix {p})"));

@@ -1,16 +1,21 @@
 //! The routing table the request path reads: one immutable version of
 //! every route, keyed by host and by listen address, and the host
 //! normalization both its keys and the requests' Host headers go through.
+//!
+//! A version is made from the last by replacing one route's entries
+//! (`Table::replace`): its maps are persistent (`imbl`), so the copy is
+//! O(1) and the change touches only that route's keys. Rebuilding every
+//! route per change made a switch cost O(apps).
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use fnv::FnvHashMap;
 use rustls::sign::CertifiedKey;
 
 use crate::load_balancer::LoadBalancer;
-use crate::state::{Maintenance, RoutePolicy};
+use crate::state::{Maintenance, RoutePolicy, RouteState};
 
 /// What the request path needs of one route, or of its preview.
 pub struct RouteEntry {
@@ -27,6 +32,56 @@ pub struct RouteEntry {
     pub hold_until_ms: Option<u64>,
     /// Out of the load balancer (`RouteState::draining`).
     pub draining: bool,
+    /// The certificate of the route's hosts and listen address (never a
+    /// preview's).
+    pub cert: Option<Arc<CertifiedKey>>,
+}
+
+/// One entry of a route and the keys it is found under.
+pub(super) struct Keyed {
+    pub entry: Arc<RouteEntry>,
+    pub keys: Keys,
+}
+
+/// The hosts (normalized) and listen addresses entries are found under.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Keys {
+    pub hosts: BTreeSet<String>,
+    pub listen: BTreeSet<SocketAddr>,
+}
+
+impl Keys {
+    fn of<'a>(hosts: impl IntoIterator<Item = &'a String>, listen: Option<SocketAddr>) -> Keys {
+        Keys {
+            hosts: hosts
+                .into_iter()
+                .map(|h| normalize_host(h).into_owned())
+                .collect(),
+            listen: listen.into_iter().collect(),
+        }
+    }
+
+    /// The route's own keys, while it serves (a route that never went live
+    /// holds no host, `claims`, unless it shows a maintenance page).
+    pub fn own(r: &RouteState) -> Option<Keys> {
+        let serving = r.live.is_some() || r.maintenance.is_some();
+        serving.then(|| Keys::of(&r.hosts, r.listen))
+    }
+
+    /// Its preview's keys, if it has one.
+    pub fn preview(r: &RouteState) -> Option<Keys> {
+        r.preview.as_ref().map(|p| Keys::of(&p.hosts, p.listen))
+    }
+
+    /// Every key the route's entries are found under.
+    pub fn all(r: &RouteState) -> Keys {
+        let mut all = Keys::default();
+        for k in [Keys::own(r), Keys::preview(r)].into_iter().flatten() {
+            all.hosts.extend(k.hosts);
+            all.listen.extend(k.listen);
+        }
+        all
+    }
 }
 
 impl RouteEntry {
@@ -38,21 +93,67 @@ impl RouteEntry {
     }
 }
 
-/// One immutable version of the routing table. Each key holds its routes
-/// longest path prefix first, so `/api` wins over the host's catch-all.
-///
+/// A key's entries, longest path prefix first, so `/api` wins over the
+/// host's catch-all.
+type Entries = Arc<[Arc<RouteEntry>]>;
+
 /// Keyed with FNV rather than SipHash: a look-up per request, over a few
 /// short keys that only the admin API inserts, so a client cannot flood a
 /// bucket; SipHash cost more than the rest of the route look-up.
-#[derive(Default)]
+type Map<K, V> =
+    imbl::GenericHashMap<K, V, fnv::FnvBuildHasher, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// One immutable version of the routing table.
+#[derive(Default, Clone)]
 pub struct Table {
-    pub(super) by_host: FnvHashMap<String, Vec<Arc<RouteEntry>>>,
-    pub(super) by_listen: FnvHashMap<SocketAddr, Vec<Arc<RouteEntry>>>,
-    pub(super) certs_by_host: FnvHashMap<String, Arc<CertifiedKey>>,
-    pub(super) certs_by_listen: FnvHashMap<SocketAddr, Arc<CertifiedKey>>,
+    by_host: Map<String, Entries>,
+    by_listen: Map<SocketAddr, Entries>,
+    certs_by_host: Map<String, Arc<CertifiedKey>>,
+    certs_by_listen: Map<SocketAddr, Arc<CertifiedKey>>,
 }
 
 impl Table {
+    /// Puts `route`'s entries `now` where it had entries under `before`:
+    /// only those keys' lists (and their certificates) are made again.
+    pub(super) fn replace(&mut self, route: &str, before: &Keys, now: &[Keyed]) {
+        let hosts: BTreeSet<&String> = before
+            .hosts
+            .iter()
+            .chain(now.iter().flat_map(|k| &k.keys.hosts))
+            .collect();
+        for host in hosts {
+            let list = merged(self.by_host.get(host), route, now, |k| {
+                k.hosts.contains(host)
+            });
+            let cert = host_cert(&list);
+            put(&mut self.by_host, host.clone(), list);
+            match cert {
+                Some(c) => self.certs_by_host.insert(host.clone(), c),
+                None => self.certs_by_host.remove(host),
+            };
+        }
+        let listen: BTreeSet<SocketAddr> = before
+            .listen
+            .iter()
+            .chain(now.iter().flat_map(|k| &k.keys.listen))
+            .copied()
+            .collect();
+        for addr in listen {
+            let list = merged(self.by_listen.get(&addr), route, now, |k| {
+                k.listen.contains(&addr)
+            });
+            let cert = list
+                .iter()
+                .find(|e| !e.preview)
+                .and_then(|e| e.cert.clone());
+            put(&mut self.by_listen, addr, list);
+            match cert {
+                Some(c) => self.certs_by_listen.insert(addr, c),
+                None => self.certs_by_listen.remove(&addr),
+            };
+        }
+    }
+
     pub fn cert_for_host(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         self.certs_by_host.get(host).cloned()
     }
@@ -79,10 +180,7 @@ impl Table {
         local: SocketAddr,
         path: &str,
     ) -> Option<&Arc<RouteEntry>> {
-        fn pick<'t>(
-            routes: Option<&'t Vec<Arc<RouteEntry>>>,
-            path: &str,
-        ) -> Option<&'t Arc<RouteEntry>> {
+        fn pick<'t>(routes: Option<&'t Entries>, path: &str) -> Option<&'t Arc<RouteEntry>> {
             routes.and_then(|rs| rs.iter().find(|r| r.matches(path)))
         }
         let by_host = host.and_then(|h| self.by_host.get(h));
@@ -99,6 +197,56 @@ impl Table {
             }
         }
     }
+}
+
+/// A key's entries with `route`'s replaced by those of `now` that `here`
+/// keys under it, longest path prefix first (then by name, a route's own
+/// before its preview, so a version does not depend on the order of
+/// changes).
+fn merged(
+    was: Option<&Entries>,
+    route: &str,
+    now: &[Keyed],
+    here: impl Fn(&Keys) -> bool,
+) -> Vec<Arc<RouteEntry>> {
+    let others = was
+        .into_iter()
+        .flat_map(|e| e.iter())
+        .filter(|e| e.name != route);
+    let mine = now.iter().filter(|k| here(&k.keys)).map(|k| &k.entry);
+    let mut list: Vec<_> = others.chain(mine).cloned().collect();
+    list.sort_by(|a, b| {
+        let len = |e: &RouteEntry| e.path_prefix.as_ref().map_or(0, String::len);
+        (len(b), &a.name, a.preview).cmp(&(len(a), &b.name, b.preview))
+    });
+    list
+}
+
+fn put<K: std::hash::Hash + Eq + Clone>(
+    map: &mut Map<K, Entries>,
+    key: K,
+    list: Vec<Arc<RouteEntry>>,
+) {
+    match list.is_empty() {
+        true => map.remove(&key),
+        false => map.insert(key, list.into()),
+    };
+}
+
+/// SNI names a host, not a path: the certificate of a host shared by path
+/// prefix is that of the route serving its shortest prefix (the host's
+/// owner), never a sub-path's.
+fn host_cert(list: &[Arc<RouteEntry>]) -> Option<Arc<CertifiedKey>> {
+    let depth = |e: &RouteEntry| {
+        e.path_prefix
+            .as_deref()
+            .and_then(crate::api::prefix_key)
+            .map_or(0, str::len)
+    };
+    list.iter()
+        .filter(|e| !e.preview && e.cert.is_some())
+        .min_by(|a, b| (depth(a), &a.name).cmp(&(depth(b), &b.name)))
+        .and_then(|e| e.cert.clone())
 }
 
 /// Lowercases a Host header and drops its port and a trailing dot. A

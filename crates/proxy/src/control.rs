@@ -758,8 +758,19 @@ mod tests {
             matches!(&refused, Err(ChangeError::Locked(held)) if held.token == "t1"),
             "{refused:?}"
         );
+        // A renewal (or the record) is kept, and costs no table: no
+        // request reads either.
+        live(&r, "web", "web.localhost");
+        let published = r.published();
+        let table = std::sync::Arc::as_ptr(&r.table());
         let renewed = r.lock("web", request("t1")).unwrap();
         assert_eq!(renewed.since, taken.since);
+        r.put_record("web", serde_json::json!({"n": 1})).unwrap();
+        assert!(!published.has_changed().unwrap(), "no new table");
+        assert_eq!(std::sync::Arc::as_ptr(&r.table()), table);
+        r.switch("web", switch_to(Color::Green, None), &Sockets::default())
+            .unwrap();
+        assert!(published.has_changed().unwrap(), "a switch publishes");
         r.unlock("web", "t2").unwrap();
         assert!(state(&r, "web").lock.is_some(), "not t2's to release");
         r.unlock("web", "t1").unwrap();

@@ -673,30 +673,18 @@ fn routes_alike(a: Option<&RouteState>, b: Option<&RouteState>) -> bool {
         preview,
         candidate,
     } = a;
-    (hosts, listen, live, colors, path_prefix, policy)
-        == (
-            &b.hosts,
-            &b.listen,
-            &b.live,
-            &b.colors,
-            &b.path_prefix,
-            &b.policy,
-        )
-        && (
-            maintenance,
-            draining,
-            tls,
-            hold_until_ms,
-            preview,
-            candidate,
-        ) == (
-            &b.maintenance,
-            &b.draining,
-            &b.tls,
-            &b.hold_until_ms,
-            &b.preview,
-            &b.candidate,
-        )
+    *hosts == b.hosts
+        && *listen == b.listen
+        && *live == b.live
+        && *colors == b.colors
+        && *path_prefix == b.path_prefix
+        && *policy == b.policy
+        && *maintenance == b.maintenance
+        && *draining == b.draining
+        && *tls == b.tls
+        && *hold_until_ms == b.hold_until_ms
+        && *preview == b.preview
+        && *candidate == b.candidate
 }
 
 /// Why a route change was refused.

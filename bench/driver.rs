@@ -7,7 +7,10 @@
 #[path = "../tests/util/load.rs"]
 #[allow(dead_code)]
 mod load;
+#[path = "percentile.rs"]
+mod percentile;
 
+use percentile::percentile;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -403,15 +406,6 @@ async fn naive_redeploys(demo: &Path) -> SwitchStats {
     }
     stats.outage_ms = Some(worst);
     stats
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[((p / 100.0) * (s.len() - 1) as f64).round() as usize]
 }
 
 fn switch_table(cyan: &SwitchStats, nginx: &SwitchStats, naive: &SwitchStats) -> String {

@@ -1271,6 +1271,61 @@ async fn a_certificate_renewed_in_place_is_served_after_cyan_proxy_reload() {
     eprintln!("renewed certificate served {took:?} after the reload");
 }
 
+/// A client that sends no SNI names only the listen address: it gets the
+/// certificate of the route that owns the address, never that of another
+/// app's path prefix on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sni_a_shared_listen_address_gives_its_owners_certificate() {
+    let (proxy, files) = tls_web("tls-no-sni", &[]).await;
+    let api_files = self_signed(&proxy.home.join("api"), "web.localhost");
+    let up = Upstream::named("api").await;
+    let spec = RouteSpec {
+        listen: Some(proxy.addr().parse().unwrap()),
+        path_prefix: Some("/api".into()),
+        tls: Some(api_files.clone().into()),
+        ..host_route(&["web.localhost"])
+    };
+    // "api" sorts before "web", and its longer prefix comes first in the
+    // address's list: neither makes it the owner.
+    proxy.put_live("api", &spec, vec![up.addr]).await;
+    let (leaf, _) = tls_get(&proxy.addr(), "127.0.0.1", "web.localhost")
+        .await
+        .unwrap();
+    assert_eq!(fingerprint(&leaf), fingerprint(&der(&files)), "the owner's");
+    serves(&proxy.addr(), &der(&files)).await.expect("SNI too");
+}
+
+/// Every deploy claims its route first. A claim of the files the route
+/// serves, renewed in place, serves them; a claim of other files (a
+/// deploy that is then refused) changes neither what is served nor which
+/// files a reload looks at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_serves_its_routes_renewed_files_and_a_claim_of_others_changes_nothing() {
+    let (proxy, files) = tls_web("tls-claim", &[]).await;
+    let spec = |files: &TlsFiles| RouteSpec {
+        listen: Some(proxy.addr().parse().unwrap()),
+        tls: Some(files.clone().into()),
+        ..host_route(&["web.localhost"])
+    };
+    let renewed = renew_with_new_pair(&proxy, &files, "renewed");
+    proxy.admin().claim("web", &spec(&files)).await.unwrap();
+    serves(&proxy.addr(), &der(&renewed))
+        .await
+        .expect("the renewed pair once a deploy claims the route");
+
+    let elsewhere = self_signed(&proxy.home.join("elsewhere"), "web.localhost");
+    proxy.admin().claim("web", &spec(&elsewhere)).await.unwrap();
+    serves(&proxy.addr(), &der(&renewed))
+        .await
+        .expect("a claim of other files serves nothing of them");
+    let again = renew_with_new_pair(&proxy, &files, "again");
+    let out = proxy_ctl("reload", &proxy.home).unwrap();
+    assert!(out.status.success(), "{}", util::text(&out));
+    serves_within(&proxy.addr(), &der(&again), Duration::from_secs(1))
+        .await
+        .expect("the route's own files are still the ones a reload looks at");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_renewed_in_place_is_served_within_the_check_interval() {
     let flags = ["--cert-check-interval", "1s"];

@@ -77,6 +77,70 @@ async fn kill_9_while_changes_stream_in_loses_no_acknowledged_change() {
     crash.summary();
 }
 
+/// A proxy that stops (or hands over to `cyan proxy upgrade`'s successor)
+/// leaves its state as one snapshot with an empty journal: what an older
+/// cyan, which knows no journal, reads after a downgrade. And a snapshot
+/// such a cyan wrote outranks a journal left beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_proxy_leaves_one_snapshot_that_an_older_cyan_reads() {
+    let mut proxy = TestProxy::start_listening("one-snapshot").await;
+    let admin = proxy.admin();
+    let up: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    for i in 0..20 {
+        let app = format!("app{i}");
+        proxy.route_by_host(&app, vec![up]).await;
+        admin.put_record(&app, &json!({ "n": i })).await.unwrap();
+    }
+    admin.remove_route("app3", None).await.unwrap();
+    let journal = proxy.home.join("proxy.journal");
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > 0,
+        "changes are journaled"
+    );
+    let out = util::proxy::proxy_ctl("stop", &proxy.home).unwrap();
+    assert!(out.status.success(), "{}", util::text(&out));
+    let _ = proxy.child.wait();
+    assert_eq!(
+        std::fs::metadata(&journal).unwrap().len(),
+        0,
+        "{}",
+        files(&proxy.home)
+    );
+    // Read as an older cyan reads it: the snapshot's routes, nothing else.
+    let older: Value =
+        serde_json::from_slice(&std::fs::read(proxy.home.join("proxy.json")).unwrap()).unwrap();
+    let routes = older["routes"].as_object().unwrap();
+    assert_eq!(routes.len(), 19);
+    assert!(!routes.contains_key("app3"));
+    assert_eq!(routes["app19"]["record"], json!({ "n": 19 }));
+
+    // That older cyan changes the snapshot, and a journal is left beside it.
+    let mut written = older.clone();
+    written.as_object_mut().unwrap().remove("seq");
+    written["routes"].as_object_mut().unwrap().remove("app4");
+    std::fs::write(proxy.home.join("proxy.json"), written.to_string()).unwrap();
+    std::fs::write(
+        &journal,
+        r#"{"seq":99,"routes":{"app3":{"hosts":["app3.localhost"]}}}
+"#,
+    )
+    .unwrap();
+    proxy.child = spawn_proxy(&proxy.home, &["--listen", &proxy.addr()]);
+    proxy.wait_ready().await;
+    let names: Vec<String> = admin
+        .routes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names.len(), 18, "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "app3" || n == "app4"),
+        "{names:?}"
+    );
+}
+
 /// A torn last record is a write that was never acknowledged: the proxy
 /// starts without it, keeps every acknowledged change, and what it appends
 /// after is kept too (checked at the next kill).

@@ -146,6 +146,23 @@ impl CertStore {
         Ok(())
     }
 
+    /// Do `files` load, for `route` about to name them? What the route
+    /// serves changes only when they are the very files it serves,
+    /// renewed in place since: they are served now, and `true` says so.
+    /// Other files are loaded (and kept) once the route names them
+    /// (`sync_route`): a claim that is then refused must not change what
+    /// is served, nor which files are watched for renewal.
+    pub fn check(&mut self, route: &str, files: &TlsFiles) -> Result<bool, String> {
+        let source = TlsSource::Files(files.clone());
+        match self.by_route.get(route) {
+            Some(k) if k.source == source && k.stamp.is_some() && k.stamp == Stamp::of(files) => {
+                Ok(false)
+            }
+            Some(k) if k.source == source => self.put(route, files).map(|()| true),
+            _ => tls::load(files).map(|_| false),
+        }
+    }
+
     /// A route's certificate chain and key (PEM, in one text) that `acme`
     /// obtained: kept in `<home>/acme/<route>.pem` (mode 0600; one rename
     /// replaces chain and key together) and served, if it loads. Until then

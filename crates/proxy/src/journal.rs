@@ -8,8 +8,10 @@
 //!
 //! - `proxy.json` is a snapshot: every route, and `seq`, the last journal
 //!   record it holds. Written whole (temp file, fsync, rename, fsync of
-//!   the folder), so it is the old one or the new one, never half. An
-//!   older proxy's state file is a snapshot with `seq` 0.
+//!   the folder), so it is the old one or the new one, never half. A
+//!   snapshot without `seq` was written by a cyan from before the journal
+//!   (which wrote every change into it, after a downgrade): it outranks
+//!   any journal beside it.
 //! - `proxy.journal` holds one JSON line per change since: `{"seq": n,
 //!   "routes": {name: state, or null when removed}}`, appended and
 //!   `fdatasync`ed before the admin API answers. A change to several
@@ -27,14 +29,21 @@
 //!   dropped. An unreadable record before the end is not a torn write, and
 //!   the proxy refuses to start rather than lose what follows it. Then the
 //!   whole state is written as a snapshot and the journal starts empty, so
-//!   a proxy starts from one file.
+//!   a proxy starts from one file; if that cannot be written (a full
+//!   disk), the proxy serves what it read and appends after the journal's
+//!   last whole record.
+//! - A proxy that stops, or hands over to `cyan proxy upgrade`'s
+//!   successor, leaves one snapshot and an empty journal (`Router::freeze`):
+//!   what any cyan, older ones included, reads.
 //!
 //! The costs, measured by `bench/scale`, are in bench/README.md.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,9 +56,11 @@ const COMPACT_AT_LEAST: u64 = 1 << 20;
 /// The snapshot file's shape.
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
-    /// The last journal record the snapshot holds.
+    /// The last journal record the snapshot holds. None: written by a cyan
+    /// from before the journal (a downgrade's proxy), which wrote every
+    /// change into it: a journal beside it is older, and not replayed.
     #[serde(default)]
-    seq: u64,
+    seq: Option<u64>,
     #[serde(flatten)]
     state: ProxyState,
 }
@@ -72,9 +83,10 @@ pub struct Journal {
     file: File,
     /// The last record written.
     seq: u64,
-    /// The journal's length, and the snapshot's when last written.
+    /// The journal's length, and the snapshot's when last written (by
+    /// the compaction's thread too).
     bytes: u64,
-    snapshot_bytes: u64,
+    snapshot_bytes: Arc<AtomicU64>,
     /// The last append failed: the file may end in part of it.
     torn: bool,
     /// The thread writing a snapshot, if one is: it owns the sealed part.
@@ -89,18 +101,28 @@ impl Journal {
     /// not JSON, or a journal record that cannot be read before its last
     /// (`InvalidData`, naming the file and line).
     pub fn open(snapshot: &Path) -> std::io::Result<(Journal, ProxyState)> {
-        let (state, seq) = read_at(snapshot)?;
-        let (file, snapshot_bytes) = start_over(snapshot, &state, seq)?;
-        let journal = Journal {
+        let found = read_at(snapshot)?;
+        let mut journal = Journal {
             snapshot: snapshot.to_path_buf(),
-            file,
-            seq,
+            file: File::open(dir_of(snapshot))?,
+            seq: found.seq,
             bytes: 0,
-            snapshot_bytes,
+            snapshot_bytes: Arc::new(AtomicU64::new(0)),
             torn: false,
             compacting: None,
         };
-        Ok((journal, state))
+        if let Err(e) = journal.rewrite(&found.state) {
+            // A full disk must not keep every app down: serve what was
+            // read, and append after the journal's last whole record.
+            tracing::warn!(error = %e, "cannot write a fresh snapshot; going on with the journal as it is");
+            journal.file = open_append(&journal_path(snapshot))?;
+            journal.file.set_len(found.journal_whole)?;
+            journal.bytes = found.journal_whole;
+            journal
+                .snapshot_bytes
+                .store(estimate(&found.state), Relaxed);
+        }
+        Ok((journal, found.state))
     }
 
     /// Appends one change (each route's new state, `None` when removed)
@@ -136,7 +158,7 @@ impl Journal {
     /// `state` (the state after the last record, a cheap copy) is written
     /// as the snapshot by a thread of its own.
     pub fn compact_if_due(&mut self, state: &ProxyState) {
-        let due = self.bytes > self.snapshot_bytes.max(COMPACT_AT_LEAST);
+        let due = self.bytes > self.snapshot_bytes.load(Relaxed).max(COMPACT_AT_LEAST);
         if !due || self.compacting.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
@@ -162,10 +184,11 @@ impl Journal {
         self.file = file;
         self.bytes = 0;
         let (state, seq, snapshot) = (state.clone(), self.seq, self.snapshot.clone());
-        self.snapshot_bytes = estimate(&state);
+        let size = self.snapshot_bytes.clone();
         self.compacting = Some(std::thread::spawn(move || {
             let written = write_snapshot(&snapshot, &state, seq)
-                .and_then(|_| std::fs::remove_file(&sealed))
+                .map(|bytes| size.store(bytes, Relaxed))
+                .and_then(|()| std::fs::remove_file(&sealed))
                 .and_then(|()| sync_dir(&snapshot));
             if let Err(e) = written {
                 tracing::warn!(error = %e, "cannot compact the proxy's journal; the next start will");
@@ -186,7 +209,9 @@ impl Journal {
     /// successor may have rewritten the files meanwhile).
     pub fn rewrite(&mut self, state: &ProxyState) -> std::io::Result<()> {
         self.settle();
-        (self.file, self.snapshot_bytes) = start_over(&self.snapshot, state, self.seq)?;
+        let (file, size) = start_over(&self.snapshot, state, self.seq)?;
+        self.file = file;
+        self.snapshot_bytes.store(size, Relaxed);
         self.bytes = 0;
         self.torn = false;
         Ok(())
@@ -218,23 +243,66 @@ impl Journal {
 }
 
 /// The state kept at `snapshot` and its journal, read only (a running
-/// proxy's files can be read so, with its last changes). Errors as
-/// `Journal::open`'s.
+/// proxy's files can be read so, with its last acknowledged changes).
+/// Errors as `Journal::open`'s.
 pub fn read(snapshot: &Path) -> std::io::Result<ProxyState> {
-    read_at(snapshot).map(|(state, _)| state)
+    read_at(snapshot).map(|found| found.state)
 }
 
-/// The state and the last record it holds.
-fn read_at(snapshot: &Path) -> std::io::Result<(ProxyState, u64)> {
-    let (mut state, mut seq) = match read_snapshot(snapshot)? {
-        Some(s) => (s.state, s.seq),
-        None => (ProxyState::default(), 0),
-    };
-    let held = seq;
-    for part in [sealed_path(snapshot), journal_path(snapshot)] {
-        replay(&part, held, &mut state, &mut seq)?;
+/// What a read of the files found: the state, the last record it holds,
+/// and how much of the journal is whole records (a torn tail follows).
+struct Found {
+    state: ProxyState,
+    seq: u64,
+    journal_whole: u64,
+}
+
+/// The state and the last record it holds. A compaction that replaces
+/// the snapshot while it is read (a running proxy's) may delete the
+/// sealed part before it is read: the read is then made again.
+fn read_at(snapshot: &Path) -> std::io::Result<Found> {
+    let mut tries = 0;
+    loop {
+        let before = identity(snapshot);
+        let found = read_once(snapshot)?;
+        tries += 1;
+        if identity(snapshot) == before || tries == 3 {
+            return Ok(found);
+        }
     }
-    Ok((state, seq))
+}
+
+/// Which file the snapshot is now: a compaction's rename makes another.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn read_once(snapshot: &Path) -> std::io::Result<Found> {
+    let (mut state, held) = match read_snapshot(snapshot)? {
+        Some(s) => (s.state, s.seq),
+        None => (ProxyState::default(), Some(0)),
+    };
+    let Some(held) = held else {
+        for part in [sealed_path(snapshot), journal_path(snapshot)] {
+            if part.exists() {
+                tracing::warn!(journal = %part.display(), "the state file was written by an older cyan; the journal beside it is older and not replayed");
+            }
+        }
+        return Ok(Found {
+            state,
+            seq: 0,
+            journal_whole: 0,
+        });
+    };
+    let mut seq = held;
+    replay(&sealed_path(snapshot), held, &mut state, &mut seq)?;
+    let journal_whole = replay(&journal_path(snapshot), held, &mut state, &mut seq)?;
+    Ok(Found {
+        state,
+        seq,
+        journal_whole,
+    })
 }
 
 /// `<home>/proxy.journal`, beside the snapshot.
@@ -260,8 +328,8 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// A snapshot's size, near enough to pace compactions: the JSON of the
-/// routes is not written twice to learn it.
+/// A snapshot's size, near enough to pace compactions until one is
+/// written and says.
 fn estimate(state: &ProxyState) -> u64 {
     // About what one route with two colors and a record takes.
     state.routes.len() as u64 * 700
@@ -300,43 +368,52 @@ fn write_snapshot(path: &Path, state: &ProxyState, seq: u64) -> std::io::Result<
     Ok(bytes.len() as u64)
 }
 
-/// Applies the records of one journal part newer than `held` to `state`.
-fn replay(part: &Path, held: u64, state: &mut ProxyState, seq: &mut u64) -> std::io::Result<()> {
-    let file = match File::open(part) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+/// Applies the records of one journal part newer than `held` to `state`;
+/// returns the length of its whole records. A last line without its
+/// newline, or that is not a record, is a write cut short: never
+/// acknowledged (the append had not returned), so dropped.
+fn replay(part: &Path, held: u64, state: &mut ProxyState, seq: &mut u64) -> std::io::Result<u64> {
+    let bytes = match std::fs::read(part) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let mut lines = std::io::BufReader::new(file)
-        .split(b'\n')
+    let mut whole = 0u64;
+    let mut lines = bytes
+        .split_inclusive(|b| *b == b'\n')
         .enumerate()
         .peekable();
     while let Some((n, line)) = lines.next() {
-        let line = line?;
-        if line.is_empty() {
-            continue;
-        }
-        let record = match serde_json::from_slice::<RecordIn>(&line) {
-            Ok(r) => r,
-            // Torn: the write that was cut was never acknowledged.
-            Err(_) if lines.peek().is_none() => {
-                tracing::warn!(journal = %part.display(), line = n + 1, "dropping a record cut short by a crash");
-                break;
-            }
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "corrupt journal {} at line {}: {e}; records follow it, so it is not a torn write",
-                        part.display(),
-                        n + 1
-                    ),
-                ))
-            }
+        let last = lines.peek().is_none();
+        let torn = || tracing::warn!(journal = %part.display(), line = n + 1, "dropping a record cut short by a crash");
+        let Some(text) = line.strip_suffix(b"\n") else {
+            torn();
+            break;
         };
-        if record.seq <= held {
+        let record = match text {
+            [] => None,
+            _ => match serde_json::from_slice::<RecordIn>(text) {
+                Ok(r) => Some(r),
+                Err(_) if last => {
+                    torn();
+                    break;
+                }
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "corrupt journal {} at line {}: {e}; records follow it, so it is not a torn write",
+                            part.display(),
+                            n + 1
+                        ),
+                    ))
+                }
+            },
+        };
+        whole += line.len() as u64;
+        let Some(record) = record.filter(|r| r.seq > held) else {
             continue;
-        }
+        };
         for (name, route) in record.routes {
             match route {
                 Some(r) => state.routes.insert(name, r),
@@ -345,7 +422,7 @@ fn replay(part: &Path, held: u64, state: &mut ProxyState, seq: &mut u64) -> std:
         }
         *seq = (*seq).max(record.seq);
     }
-    Ok(())
+    Ok(whole)
 }
 
 #[cfg(test)]
@@ -441,6 +518,11 @@ mod tests {
         assert!(sealed_once, "2.4 MB of journal compacted at least once");
         j.settle();
         assert!(!sealed_path(&path).exists(), "the sealed part is deleted");
+        assert_eq!(
+            j.snapshot_bytes.load(Relaxed),
+            std::fs::metadata(&path).unwrap().len(),
+            "the next compaction is paced on the snapshot's real size"
+        );
         assert!(std::fs::metadata(journal_path(&path)).unwrap().len() < 1 << 21);
         drop(j);
         assert_eq!(Journal::open(&path).unwrap().1, state);
@@ -471,6 +553,42 @@ mod tests {
         .unwrap();
         drop(j);
         assert_eq!(Journal::open(&path).unwrap().1, state);
+    }
+
+    #[test]
+    fn a_start_that_cannot_write_a_snapshot_goes_on_after_the_last_whole_record() {
+        let path = scratch("full");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.append(&one("a", Some(route(1)))).unwrap();
+        drop(j);
+        let mut f = open_append(&journal_path(&path)).unwrap();
+        f.write_all(br#"{"seq":2,"routes":{"b":nu"#).unwrap();
+        // The snapshot's temp file cannot be made, as on a full disk.
+        std::fs::create_dir(path.with_extension("json.tmp")).unwrap();
+        let (mut j, state) = Journal::open(&path).expect("serves what it read");
+        assert_eq!(state.routes.keys().collect::<Vec<_>>(), ["a"]);
+        j.append(&one("c", Some(route(3)))).unwrap();
+        drop(j);
+        std::fs::remove_dir(path.with_extension("json.tmp")).unwrap();
+        let (_, state) = Journal::open(&path).unwrap();
+        assert_eq!(state.routes.keys().collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    #[test]
+    fn a_state_file_of_an_older_cyan_outranks_a_journal_beside_it() {
+        // A downgrade: the older proxy wrote every change into proxy.json
+        // (no `seq`) and never read the journal left beside it.
+        let path = scratch("downgrade");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.append(&one("stale", Some(route(1)))).unwrap();
+        drop(j);
+        std::fs::write(
+            &path,
+            br#"{"routes": {"now": {"hosts": ["now.localhost"]}}}"#,
+        )
+        .unwrap();
+        let (_, state) = Journal::open(&path).unwrap();
+        assert_eq!(state.routes.keys().collect::<Vec<_>>(), ["now"]);
     }
 
     #[test]

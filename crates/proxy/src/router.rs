@@ -373,11 +373,16 @@ impl Router {
         Ok(changed)
     }
 
-    /// Checks a route's new TLS files, and keeps them (`certs`); the route
-    /// then serves them once changed to name them.
+    /// Checks that a route's TLS files load, before the change that names
+    /// them (which then serves them). The files the route serves already,
+    /// renewed in place since, are served at once.
     pub fn check_tls(&self, route: &str, files: &super::state::TlsFiles) -> Result<(), String> {
         let mut c = self.inner.lock().expect("router lock");
-        c.certs.put(route, files)
+        if c.certs.check(route, files)? {
+            tracing::info!(%route, "TLS certificate renewed");
+            self.republish(&mut c, &[route.to_string()]);
+        }
+        Ok(())
     }
 
     /// Loads again the certificates whose files changed (`certs`) and
@@ -467,20 +472,18 @@ impl Router {
     }
 
     /// Refuses (`true`) or allows changes. Taking the control lock makes
-    /// sure no change is half-way when it returns, and a compaction in
-    /// progress is waited for: the files are then the successor's to read.
-    /// Allowed again (a successor that did not take over may have
-    /// rewritten them), this proxy writes its own state afresh.
+    /// sure no change is half-way when it returns. Either way the state is
+    /// written afresh as one snapshot (a compaction in progress waited
+    /// for): frozen, the files are a successor's to read, and a successor
+    /// of an older cyan reads only the snapshot; allowed again, a
+    /// successor that did not take over may have rewritten them.
     pub fn freeze(&self, frozen: bool) {
         let mut c = self.inner.lock().expect("router lock");
         let c = &mut *c;
-        match frozen {
-            true => c.journal.settle(),
-            false => {
-                if let Err(e) = c.journal.rewrite(&c.state) {
-                    tracing::error!(error = %e, "cannot write the proxy's state afresh");
-                }
-            }
+        if let Err(e) = c.journal.rewrite(&c.state) {
+            // The journal still holds every change: a successor of this
+            // cyan reads it.
+            tracing::error!(error = %e, "cannot write the proxy's state as one snapshot");
         }
         self.frozen
             .store(frozen, std::sync::atomic::Ordering::SeqCst);
@@ -1356,5 +1359,54 @@ mod tests {
         // Removing the app frees its preview host.
         r.remove("web", None).unwrap();
         assert!(live_on(&r, "other", "preview.localhost", up.into()).is_ok());
+    }
+
+    /// A new self-signed pair for web.localhost in `dir`, named `n`.
+    fn pair(dir: &std::path::Path, n: &str) -> crate::state::TlsFiles {
+        let c = rcgen::generate_simple_self_signed(vec!["web.localhost".into()]).unwrap();
+        let (cert, key) = (dir.join(format!("{n}.crt")), dir.join(format!("{n}.key")));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        crate::state::TlsFiles { cert, key }
+    }
+
+    #[test]
+    fn a_shared_host_or_listen_address_gives_its_owners_certificate() {
+        let (r, path) = Router::scratch();
+        let dir = path.parent().unwrap();
+        let listen = addr("127.0.0.1:18303");
+        // "api" sorts first, and its longer prefix comes first in the
+        // keys' lists: neither makes it the owner.
+        for (name, prefix) in [("web", None), ("api", Some("/api"))] {
+            let files = pair(dir, name);
+            r.change(name, true, |s| {
+                s.hosts = vec!["web.localhost".into()];
+                s.listen = Some(listen);
+                s.path_prefix = prefix.map(String::from);
+                s.tls = Some(files.into());
+                s.colors
+                    .insert(Color::Blue, vec![addr("127.0.0.1:1").into()]);
+                s.live = Some(Color::Blue);
+                Ok(())
+            })
+            .unwrap();
+        }
+        let certs = |name| r.inner.lock().unwrap().certs.get(name).unwrap();
+        let (web, api) = (certs("web"), certs("api"));
+        assert!(!Arc::ptr_eq(&web, &api));
+        let table = r.table();
+        assert!(Arc::ptr_eq(&table.cert_for_listen(listen).unwrap(), &web));
+        assert!(Arc::ptr_eq(
+            &table.cert_for_host("web.localhost").unwrap(),
+            &web
+        ));
+        // The owner gone, the address and host are the sub-path's.
+        r.remove("web", None).unwrap();
+        let table = r.table();
+        assert!(Arc::ptr_eq(&table.cert_for_listen(listen).unwrap(), &api));
+        assert!(Arc::ptr_eq(
+            &table.cert_for_host("web.localhost").unwrap(),
+            &api
+        ));
     }
 }

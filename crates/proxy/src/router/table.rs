@@ -125,7 +125,7 @@ impl Table {
             let list = merged(self.by_host.get(host), route, now, |k| {
                 k.hosts.contains(host)
             });
-            let cert = host_cert(&list);
+            let cert = owner_cert(&list);
             put(&mut self.by_host, host.clone(), list);
             match cert {
                 Some(c) => self.certs_by_host.insert(host.clone(), c),
@@ -142,10 +142,7 @@ impl Table {
             let list = merged(self.by_listen.get(&addr), route, now, |k| {
                 k.listen.contains(&addr)
             });
-            let cert = list
-                .iter()
-                .find(|e| !e.preview)
-                .and_then(|e| e.cert.clone());
+            let cert = owner_cert(&list);
             put(&mut self.by_listen, addr, list);
             match cert {
                 Some(c) => self.certs_by_listen.insert(addr, c),
@@ -233,10 +230,11 @@ fn put<K: std::hash::Hash + Eq + Clone>(
     };
 }
 
-/// SNI names a host, not a path: the certificate of a host shared by path
-/// prefix is that of the route serving its shortest prefix (the host's
-/// owner), never a sub-path's.
-fn host_cert(list: &[Arc<RouteEntry>]) -> Option<Arc<CertifiedKey>> {
+/// SNI names a host (and a client without SNI, only the listen address),
+/// not a path: the certificate of a host or listen address shared by path
+/// prefix is that of the route serving its shortest prefix (its owner),
+/// never a sub-path's.
+fn owner_cert(list: &[Arc<RouteEntry>]) -> Option<Arc<CertifiedKey>> {
     let depth = |e: &RouteEntry| {
         e.path_prefix
             .as_deref()

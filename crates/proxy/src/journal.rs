@@ -204,9 +204,9 @@ impl Journal {
         }
     }
 
-    /// Writes `state` as the snapshot and starts an empty journal (at
-    /// open, and when a handover to a successor was called off: the
-    /// successor may have rewritten the files meanwhile).
+    /// Writes `state` as the snapshot and starts an empty journal: at
+    /// open, and when changes stop or start again around a stop or a
+    /// handover (`Router::freeze`).
     pub fn rewrite(&mut self, state: &ProxyState) -> std::io::Result<()> {
         self.settle();
         let (file, size) = start_over(&self.snapshot, state, self.seq)?;

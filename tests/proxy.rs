@@ -936,3 +936,37 @@ async fn the_load_balancers_up_check_says_draining_and_is_never_forwarded() {
         "{down}"
     );
 }
+
+/// A log that cannot be written (the disk under the proxy's log is full)
+/// takes nothing down: requests are answered, and an upstream that is gone
+/// gets the 502 page, not a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_takes_nothing_down() {
+    let (home, port) = TestProxy::new_home("full-log");
+    let listen = format!("127.0.0.1:{port}");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let child = util::proxy::proxy_run(&home)
+        .args(["--listen", &listen])
+        .env("RUST_LOG", "debug")
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let proxy = TestProxy { home, port, child };
+    proxy.wait_ready().await;
+    let up = util::upstream::Upstream::named("alive").await;
+    proxy.route_by_host("alive", vec![up.addr]).await;
+    let gone = free_port();
+    proxy
+        .route_by_host("gone", vec![SocketAddr::from(([127, 0, 0, 1], gone))])
+        .await;
+    for _ in 0..3 {
+        let answer = get(&proxy.addr(), "alive.localhost", "/").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let answer = get(&proxy.addr(), "gone.localhost", "/").await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    }
+    proxy.admin().health().await.expect("still running");
+}

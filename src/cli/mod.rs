@@ -314,6 +314,10 @@ fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log that cannot be written (a full disk under the proxy's
+        // log) must not take the process down: tracing would say so with
+        // `eprintln!` to the same failing stderr, which panics.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     // Over RUST_LOG: the Docker client's debug logs hold secret values.
     let secrets = tracing_subscriber::filter::filter_fn(crate::config::log_filter);

@@ -95,7 +95,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Hands over to `binary` (`cyan proxy run`); returns the successor's pid.
 pub async fn upgrade(proxy: &Arc<Proxy>, binary: &Path) -> Result<u32> {
-    proxy.router.freeze(true);
+    if let Err(e) = proxy.router.freeze(true) {
+        // A successor of an older cyan reads only the snapshot: it would
+        // come up without the changes since the last one.
+        let _ = proxy.router.freeze(false);
+        return Err(Error::Platform(format!(
+            "cannot write the proxy's state as one snapshot for the successor ({e}); \
+             free space in the proxy's home and try again. This proxy keeps serving"
+        )));
+    }
     proxy.stop_admin();
     if let Some(lock) = proxy.process_lock.lock().expect("lock").as_ref() {
         let _ = lock.unlock();
@@ -131,7 +139,7 @@ pub async fn upgrade(proxy: &Arc<Proxy>, binary: &Path) -> Result<u32> {
             if let Some(lock) = proxy.process_lock.lock().expect("lock").as_ref() {
                 let _ = lock.try_lock();
             }
-            proxy.router.freeze(false);
+            let _ = proxy.router.freeze(false);
             proxy.start_admin()?;
             Err(e)
         }

@@ -477,16 +477,18 @@ impl Router {
     /// for): frozen, the files are a successor's to read, and a successor
     /// of an older cyan reads only the snapshot; allowed again, a
     /// successor that did not take over may have rewritten them.
-    pub fn freeze(&self, frozen: bool) {
+    ///
+    /// Errors: the snapshot cannot be written (a full disk). Changes are
+    /// refused or allowed as asked all the same, and the journal still
+    /// holds every change for a successor of this cyan or a later one.
+    pub fn freeze(&self, frozen: bool) -> std::io::Result<()> {
         let mut c = self.inner.lock().expect("router lock");
         let c = &mut *c;
-        if let Err(e) = c.journal.rewrite(&c.state) {
-            // The journal still holds every change: a successor of this
-            // cyan reads it.
-            tracing::error!(error = %e, "cannot write the proxy's state as one snapshot");
-        }
         self.frozen
             .store(frozen, std::sync::atomic::Ordering::SeqCst);
+        c.journal.rewrite(&c.state).inspect_err(|e| {
+            tracing::error!(error = %e, "cannot write the proxy's state as one snapshot");
+        })
     }
 
     pub fn view(&self, route: &str) -> Option<RouteView> {
@@ -828,6 +830,31 @@ mod tests {
         drop(r);
         let again = Router::restore(path).unwrap();
         assert_eq!(again.view("web").unwrap().state.live, Some(Color::Blue));
+    }
+
+    #[test]
+    fn a_freeze_says_when_the_state_cannot_be_one_snapshot() {
+        let (r, path) = Router::scratch();
+        live_on(&r, "web", "web.localhost", addr("127.0.0.1:1").into()).unwrap();
+        r.freeze(true).unwrap();
+        assert!(
+            std::fs::metadata(crate::journal::journal_path(&path))
+                .unwrap()
+                .len()
+                == 0,
+            "frozen, the state is the snapshot alone"
+        );
+        r.freeze(false).unwrap();
+        // The snapshot's temp file cannot be made, as on a full disk: the
+        // handover that asked is refused (`handoff`).
+        std::fs::create_dir(path.with_extension("json.tmp")).unwrap();
+        assert!(r.freeze(true).is_err());
+        assert!(matches!(
+            live_on(&r, "api", "api.localhost", addr("127.0.0.1:1").into()),
+            Err(ChangeError::Conflict(_))
+        ));
+        assert!(r.freeze(false).is_err());
+        live_on(&r, "api", "api.localhost", addr("127.0.0.1:1").into()).unwrap();
     }
 
     #[test]

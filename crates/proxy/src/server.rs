@@ -280,8 +280,9 @@ pub async fn run(home: &Home, opts: &RunOptions, follow: Option<Follow>) -> Resu
     tracing::info!(?drain, "draining connections");
     if !proxy.handed_off.load(std::sync::atomic::Ordering::SeqCst) {
         let _ = std::fs::remove_file(home.socket());
-        // Stopped, the state is one snapshot: what any cyan reads.
-        proxy.router.freeze(true);
+        // Stopped, the state is one snapshot: what any cyan reads (on a
+        // full disk the journal keeps it, for this cyan and later ones).
+        let _ = proxy.router.freeze(true);
     }
     // Busy keep-alive connections close after their next response; what is
     // left after the linger (idle ones, HTTP/2) gets hyper's graceful close.

@@ -14,6 +14,7 @@
 pub mod cli;
 pub use cyan_proxy::clock;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod error;
 pub mod fleet;
@@ -30,3 +31,4 @@ pub mod proxy;
 pub use cyan_plan::record;
 pub mod release;
 pub mod serve;
+pub mod watch;

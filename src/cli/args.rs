@@ -226,6 +226,102 @@ pub enum Command {
         #[command(flatten)]
         platform: PlatformArg,
     },
+    /// Watch a deploy as it happens: an app of this host (-c), or any URL
+    /// (--url).
+    ///
+    /// With -c: the app's colors from this host's proxy, per second:
+    /// requests/s, 5xx/s, p50 and p99 latency, in-flight requests; which
+    /// is live; and the deploy's steps (gate passed, switched, verifying,
+    /// verified, rolled back, lock taken) as they happen, whoever deploys.
+    /// Redrawn in place on a terminal, plain lines otherwise (-o json: one
+    /// object per line). Ends at Ctrl-C, SIGTERM or --for.
+    ///
+    /// With --url: the shell loop `while true; do curl -s URL; sleep 1;
+    /// done`, made a tool. Says as it happens which version answers and
+    /// when errors start and stop, then sums up.
+    ///
+    /// One probe (GET) every --every, each with its own deadline
+    /// (--timeout), one at a time: a probe longer than --every delays the
+    /// next, they never pile up. Probes keep one connection alive, as
+    /// browsers and HTTP clients do, and open a new one when the server
+    /// closes it: so a server that resets kept connections as it stops is
+    /// seen (a new connection per probe would hide that). A request on a
+    /// kept connection that the server had closed before it was sent is
+    /// sent again on a new one, as clients do.
+    ///
+    /// A probe fails when the connection is refused (`refused`), reset
+    /// (`reset`) or closed before a whole answer (`closed`), no whole answer
+    /// came within --timeout (`timeout`), TLS failed (`tls`), another
+    /// connect error (`connect`), the answer is not HTTP (`invalid`), or
+    /// the status is 5xx (counted by status: `502`). A 4xx is an answer,
+    /// not an outage (the app said no, to that path or that client): it is
+    /// counted apart and opens no error window.
+    ///
+    /// Failed probes in a row make an error window: from the first failed
+    /// probe to the next answered one. Printed when it opens (so a long
+    /// outage shows while it lasts) and when it closes: start, end,
+    /// duration, failed probes by kind (`refused ×12, 502 ×3`).
+    ///
+    /// The answering version: the X-Version response header, else
+    /// X-App-Version (--version-header names another), else the top-level
+    /// field `version` of a JSON body (--version-field names another).
+    /// Neither: `-`, and only errors are followed. The first version is
+    /// printed, then each change (`1.0.0 -> 2.0.0`).
+    ///
+    /// The summary, at the end (Ctrl-C, SIGTERM, --for elapsed, --count
+    /// probes made): probes made, answered (4xx among them) and failed; the
+    /// error windows, their total and the longest; each version with its
+    /// answers. A probe cut short by the end is not counted. Each line is
+    /// written as it happens; `-o json` makes each one JSON object
+    /// (`event`: started, version, window_opened, window_closed, summary).
+    #[command(
+        after_help = "Example, the demo deployed by cyan on 127.0.0.1:8000 (examples/demo):\n  \
+cyan watch -c examples/demo/cyan.yaml     # in a terminal of its own: colors, traffic, steps\n  \
+cyan watch --url http://127.0.0.1:8000/ | tee watch.log &\n  \
+cyan deploy -c examples/demo/cyan.yaml --version 2.0.0\n  \
+kill -INT %1            # or Ctrl-C in its own terminal: the summary\n\
+In CI, beside a deploy: cyan watch --url URL --for 60s -o json > watch.jsonl\n\n\
+Exit codes (--url): 0 no probe failed; 6 some probe failed (as a failed verification: \
+the URL did not hold; watch only looks, nothing is rolled back), after the summary \
+(-o json adds an error object); 2 a bad flag or URL; 1 stdout cannot be written. \
+A reader that goes away (`| head`) ends the watch."
+    )]
+    Watch {
+        /// The URL to probe: http:// or https:// (verified against
+        /// Mozilla's roots and the host's; SSL_CERT_FILE adds others).
+        #[arg(long, value_name = "URL", conflicts_with_all = ["config", "environment"])]
+        url: Option<String>,
+        /// Watch the app of this cyan.yaml instead of a URL: its colors'
+        /// requests/s, 5xx/s, latency and in-flight requests (per second),
+        /// which is live, and the deploy's steps (gate passed, switched,
+        /// verified, rolled back) as they happen, read from this host's
+        /// proxy. Redrawn in place on a terminal; plain lines otherwise.
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// With -c: the environment to watch.
+        #[arg(short, long, value_name = "NAME")]
+        environment: Option<String>,
+        /// How often a probe starts (at least 10ms), e.g. 200ms, 1s.
+        #[arg(long, value_parser = parse_every, default_value = "200ms")]
+        every: Duration,
+        /// Each probe's deadline: connect, request, the whole answer.
+        #[arg(long, value_parser = parse_positive, default_value = "1s")]
+        timeout: Duration,
+        /// Stop after this long, e.g. 30s, 5m (default: at Ctrl-C or SIGTERM).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive, conflicts_with = "count")]
+        duration: Option<Duration>,
+        /// Stop after this many probes.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        /// The response header naming the version, instead of X-Version
+        /// then X-App-Version.
+        #[arg(long, value_name = "NAME")]
+        version_header: Option<String>,
+        /// The JSON body's top-level field naming the version, when no
+        /// header does.
+        #[arg(long, value_name = "NAME", default_value = "version")]
+        version_field: String,
+    },
     /// Build and tag the image (VERSION and latest) only.
     Build(ImageStep),
     /// Push VERSION and latest to the image's registry only.
@@ -311,6 +407,57 @@ Elsewhere: cyan init --dir path/to/app --listen 127.0.0.1:8001 --app web\n\
         #[command(subcommand)]
         command: ServeCommand,
     },
+    /// A web page of this host's apps: live and previous versions, the
+    /// candidate and its phase, the lock, drift; requests/s, 5xx/s,
+    /// latency and in-flight per color as they happen, with the switches
+    /// marked; the release history and webhook deliveries; promote, abort
+    /// and rollback buttons (the CLI's own commands, same lock, same exit
+    /// codes). Foreground; SIGTERM or Ctrl-C stops it.
+    ///
+    /// The apps of the -c files get buttons; the proxy's other routes are
+    /// listed. The page is compiled in and fetches nothing from elsewhere.
+    ///
+    /// Access: on loopback (the default) anyone on this machine may look
+    /// and act, as with the CLI. Any other address needs --token-file (a
+    /// login form; scripts may send `Authorization: Bearer TOKEN`) or
+    /// --trust-header (a reverse proxy in front authenticates). Every
+    /// action needs the page's CSRF token; --read-only removes them.
+    #[command(
+        after_help = "Examples:\n  cyan dashboard -c web/cyan.yaml -c api/cyan.yaml   # http://127.0.0.1:7070/\n  \
+cyan dashboard --listen 0.0.0.0:7070 --token-file /etc/cyan/dashboard.token\n  \
+cyan dashboard --listen 10.0.0.5:7070 --trust-header X-Forwarded-User --read-only"
+    )]
+    Dashboard {
+        /// An app's cyan.yaml (repeatable): all its environments are shown,
+        /// with buttons. Default: ./cyan.yaml when there is one.
+        #[arg(short, long = "config", value_name = "PATH")]
+        configs: Vec<PathBuf>,
+        /// Where the page is served (HTTP; put TLS in front of it).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        access: DashboardAccess,
+    },
+}
+
+/// Who may use the dashboard, and how often it reads the proxy.
+#[derive(Args, Debug, Clone)]
+pub struct DashboardAccess {
+    /// A file holding the dashboard's login token (16 characters or
+    /// more); needed off loopback unless --trust-header is given.
+    #[arg(long, value_name = "FILE", env = "CYAN_DASHBOARD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A reverse proxy in front of the dashboard authenticates and names
+    /// the user in this header (e.g. X-Forwarded-User); a request without
+    /// it is refused. Let only that proxy reach the dashboard.
+    #[arg(long, value_name = "HEADER")]
+    pub trust_header: Option<String>,
+    /// The dashboard shows, never acts: no buttons, actions refused (403).
+    #[arg(long)]
+    pub read_only: bool,
+    /// How often the dashboard reads the proxy's counters: each chart point.
+    #[arg(long = "every", value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    pub dashboard_every: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -334,6 +481,12 @@ pub enum ServeCommand {
         /// The largest delivery taken, in bytes.
         #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
         max_body: usize,
+        /// Also serve the dashboard (`cyan dashboard`) of this app, with
+        /// these deliveries, on this address (e.g. 127.0.0.1:7070).
+        #[arg(long, value_name = "ADDR")]
+        dashboard: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        access: DashboardAccess,
     },
     /// The deliveries taken, newest first, and what became of each.
     Deliveries {
@@ -570,6 +723,26 @@ fn fixed_port(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
 
 fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m)"))
+}
+
+/// A duration above zero.
+fn parse_positive(s: &str) -> std::result::Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0 (write e.g. 1s, 500ms)".into()),
+        d => Ok(d),
+    }
+}
+
+/// `cyan watch --every`: at least `MIN_EVERY`.
+fn parse_every(s: &str) -> std::result::Result<Duration, String> {
+    let min = crate::watch::probe::MIN_EVERY;
+    match parse_duration(s)? {
+        d if d < min => Err(format!(
+            "{s} is too often: at least {}ms (faster probes measure this machine more than the app)",
+            min.as_millis()
+        )),
+        d => Ok(d),
+    }
 }
 
 /// A flag's value parser for a type of the library (which knows no clap):

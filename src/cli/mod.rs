@@ -7,7 +7,7 @@
 //!   app commands (`deployer`) and hands each command plain values;
 //!   `main_with_args` (the async runtime, tracing, the exit code).
 //! - One module per command: `converge` (deploy, promote, rollback,
-//!   abort), `status` (status, history), `remove`, `image` (build, push),
+//!   abort), `status` (status, history), `dashboard`, `remove`, `image` (build, push),
 //!   `proxy` (proxy, maintenance, hold), `init`; `kube/` the same commands
 //!   against a cluster; `report` what they return, `session` what they set
 //!   up first.
@@ -17,6 +17,7 @@
 
 mod args;
 mod converge;
+mod dashboard;
 mod deployer;
 mod fleet;
 mod image;
@@ -36,8 +37,8 @@ use clap::Parser;
 use crate::error::{Error, Result};
 use crate::output::Output;
 pub use args::{
-    AcmeArgs, Cli, Command, ConfigArg, ConfigCommand, HoldCommand, ImageOverride, ImageStep,
-    LockWait, LogFormat, MaintenanceCommand, PlatformArg, ProxyCommand, ServeCommand,
+    AcmeArgs, Cli, Command, ConfigArg, ConfigCommand, DashboardAccess, HoldCommand, ImageOverride,
+    ImageStep, LockWait, LogFormat, MaintenanceCommand, PlatformArg, ProxyCommand, ServeCommand,
 };
 use deployer::Deployer;
 
@@ -226,9 +227,23 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
                     state,
                     stop_timeout,
                     max_body,
+                    dashboard,
+                    access,
                 },
         } => {
+            if dashboard.is_none()
+                && (access.token_file.is_some()
+                    || access.trust_header.is_some()
+                    || access.read_only)
+            {
+                return Err(Error::Config(
+                    "--token-file, --trust-header and --read-only are the dashboard's: add --dashboard ADDR".into(),
+                ));
+            }
             let opts = serve::RunOptions {
+                dashboard: dashboard.map(|at| {
+                    dashboard::Options::new(vec![config.clone()], at, access, cli.home.clone())
+                }),
                 config,
                 listen,
                 state,
@@ -238,9 +253,69 @@ pub async fn run(cli: Cli, out: &Output) -> Result<()> {
             };
             serve::run(&home, opts, out).await
         }
+        Command::Dashboard {
+            configs,
+            listen,
+            access,
+        } => {
+            let opts = dashboard::Options::new(configs, listen, access, cli.home.clone());
+            dashboard::run(&home, opts, serve::stopped(), out).await
+        }
         Command::Serve {
             command: ServeCommand::Deliveries { config, state },
         } => serve::list(&home, &config, state.as_deref(), out),
+        Command::Watch {
+            url: Some(url),
+            every,
+            timeout,
+            duration,
+            count,
+            version_header,
+            version_field,
+            ..
+        } => {
+            use crate::watch::probe::{Options, Until, VersionSource};
+            let until = match (duration, count) {
+                (Some(d), _) => Until::Elapsed(d),
+                (None, Some(n)) => Until::Probes(n),
+                (None, None) => Until::Stopped,
+            };
+            let opts = Options {
+                url,
+                every,
+                timeout,
+                until,
+                version: VersionSource {
+                    header: version_header,
+                    field: version_field,
+                },
+            };
+            crate::watch::probe::run(&opts, out.format()).await
+        }
+        Command::Watch {
+            url: None,
+            config,
+            environment,
+            every,
+            duration,
+            count,
+            version_header,
+            ..
+        } => {
+            if count.is_some() || version_header.is_some() {
+                return Err(Error::Config(
+                    "--count and --version-header are for --url; with -c, --for ends the watch"
+                        .into(),
+                ));
+            }
+            let cfg = session::load(&ConfigArg {
+                config: config.unwrap_or_else(|| "cyan.yaml".into()),
+                environment,
+                branch: None,
+                hosts: Vec::new(),
+            })?;
+            crate::watch::app::run(&home, &cfg, every, duration, out.format()).await
+        }
         Command::Operator {
             listen,
             namespace,

@@ -386,9 +386,26 @@ pub struct HistoryLine {
     /// The environment this release was promoted from (`cyan promote
     /// --from`); `null` for a deploy (and on Kubernetes).
     pub from_environment: Option<String>,
+    /// Who made it happen (`user@host` of the cyan that switched); `null`
+    /// on Kubernetes and for entries an older cyan wrote.
+    pub by: Option<String>,
+    /// The release's lifecycle hooks' latest runs, as the record keeps
+    /// them (Docker; `[]` on Kubernetes and with no hook).
+    pub hooks: Vec<HookLine>,
     /// Every environment of the file where this version went live, and
     /// when (Docker, with `environments:`; else `[]`).
     pub stages: Vec<StageVisit>,
+}
+
+/// One lifecycle hook's latest run for a history line's release.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HookLine {
+    /// Its key in cyan.yaml (`post_gate`, ...).
+    pub hook: String,
+    /// started (never finished: its cyan was killed) | passed | failed
+    pub outcome: crate::record::HookOutcome,
+    /// RFC 3339 time the outcome was written.
+    pub at: String,
 }
 
 /// A version's passage through one environment: when it went live there
@@ -430,6 +447,8 @@ impl From<&HistoryEntry> for HistoryLine {
             at: e.at.clone(),
             verify: e.verify.clone(),
             from_environment: e.from_environment.clone(),
+            by: e.by.clone(),
+            hooks: Vec::new(),
             stages: Vec::new(),
         }
     }
@@ -466,7 +485,7 @@ impl Report for History {
                     })
                     .collect();
                 format!(
-                    "{}  r{:<4} {:<14} {:<6} {:?}  {}{}{}",
+                    "{}  r{:<4} {:<14} {:<6} {:?}  {}{}{}{}",
                     e.at,
                     e.release.revision,
                     e.release.version,
@@ -483,7 +502,8 @@ impl Report for History {
                     match stages.is_empty() {
                         true => String::new(),
                         false => format!("  [{}]", stages.join(", ")),
-                    }
+                    },
+                    e.by.as_ref().map_or(String::new(), |b| format!("  by {b}")),
                 )
             })
             .collect::<Vec<_>>()

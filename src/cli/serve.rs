@@ -29,6 +29,8 @@ pub struct RunOptions {
     /// How long a running deploy may take to finish after SIGTERM.
     pub stop_timeout: Duration,
     pub body_max: usize,
+    /// `--dashboard`: the dashboard of this app beside the webhooks.
+    pub dashboard: Option<super::dashboard::Options>,
 }
 
 /// Loads cyan.yaml's `serve:` and checks its rules name environments of
@@ -123,14 +125,27 @@ pub async fn run(home: &crate::proxy::Home, opts: RunOptions, out: &Output) -> R
         ..Limits::default()
     };
     let server = Arc::new(Server::new(serve, log, Arc::clone(&queue), limits));
-    server.serve(listener, stopped()).await;
+    match opts.dashboard {
+        Some(mut dashboard) => {
+            dashboard.serve_state = Some(state.clone());
+            // The dashboard runs as long as the webhooks; one that cannot
+            // start (a taken address, a missing token) stops cyan serve.
+            tokio::select! {
+                () = server.serve(listener, stopped()) => {}
+                shown = super::dashboard::run(home, dashboard, std::future::pending(), out) => {
+                    shown?;
+                }
+            }
+        }
+        None => server.serve(listener, stopped()).await,
+    }
     out.phase("cyan serve: stopping; waiting for running deploys");
     queue.drain(opts.stop_timeout).await;
     Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn stopped() {
+pub(super) async fn stopped() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

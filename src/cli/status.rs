@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use super::report::{
-    AppId, ColorView, ContainerView, History, HistoryLine, PreviewView, StageVisit, StatusReport,
+    AppId, ColorView, ContainerView, History, HistoryLine, HookLine, PreviewView, StageVisit,
+    StatusReport,
 };
 use super::session::{self, At};
 use crate::config::{Loaded, PlatformKind};
@@ -196,6 +197,20 @@ pub async fn history(at: At<'_>, cfg: &Loaded, out: &Output) -> Result<History> 
         records.push((env, record));
     }
     for line in &mut lines {
+        let key = crate::release::ReleaseKey {
+            version: line.release.version.clone(),
+            config_hash: line.release.config_hash.clone(),
+        };
+        line.hooks = record
+            .hooks
+            .iter()
+            .filter(|h| h.release == key)
+            .map(|h| HookLine {
+                hook: h.hook.clone(),
+                outcome: h.outcome,
+                at: h.at.clone(),
+            })
+            .collect();
         line.stages = records
             .iter()
             .filter_map(|(env, r)| {

@@ -28,7 +28,7 @@ mod http;
 mod message;
 mod slack;
 mod teams;
-mod trust;
+pub(crate) mod trust;
 mod webhook;
 
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! The roots a notification's TLS connection is verified against, the same
-//! for HTTPS and SMTP: Mozilla's (webpki-root-certs, compiled in, since the
+//! for HTTPS and SMTP (and `cyan watch --url`'s https): Mozilla's (webpki-root-certs, compiled in, since the
 //! image is `FROM scratch` and has no `/etc/ssl`), the host's where it has
 //! some (rustls-native-certs: `SSL_CERT_FILE`, `SSL_CERT_DIR`, the
 //! distribution's bundle; a private CA installed there is trusted), and a
@@ -34,7 +34,7 @@ fn shared() -> &'static [CertificateDer<'static>] {
 ///
 /// Errors: `ca_file` cannot be read, holds no certificate, or one that is
 /// not a usable trust anchor; the message names the file.
-pub(super) fn roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut roots = shared().to_vec();
     if let Some(path) = ca_file {
         let extra: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)

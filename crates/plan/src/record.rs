@@ -169,6 +169,11 @@ pub struct HistoryEntry {
     /// live, verified release this was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_environment: Option<String>,
+    /// Who made it happen: the user and host of the cyan that switched
+    /// (`alice@build-7`); `None` when not known (the operator, and
+    /// entries written by an older cyan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// What a verify window saw of the release it watched, and its verdict.

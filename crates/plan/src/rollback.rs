@@ -125,6 +125,7 @@ mod tests {
                 at: String::new(),
                 verify: None,
                 from_environment: None,
+                by: None,
             });
         }
         r

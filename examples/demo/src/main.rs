@@ -3,6 +3,8 @@
 //!
 //! `GET /` answers `<hostname> <instance-uuid> <version>`: the uuid is new for
 //! every process, so a restarted or replaced instance is visible in responses.
+//! Every answer to `/` (an injected failure too) carries `X-Version:
+//! <version>`, where `cyan watch --url` reads the answering version.
 //! `GET /healthz` is the health check. `cyan-demo check` is the same check
 //! as a command, for an image's `HEALTHCHECK` (see `Dockerfile.healthcheck`):
 //! it exits 0 when this container's /healthz answers 200.
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 struct App {
     identity: String,
+    version: String,
     fail_health: bool,
     response_delay: Duration,
     crash_after: Option<u64>,
@@ -78,6 +81,7 @@ fn main() {
     let version = std::env::var("VERSION").unwrap_or_else(|_| "dev".into());
     let app = Arc::new(App {
         identity: format!("{hostname} {} {version}", instance_uuid()),
+        version,
         fail_health: std::env::var("FAIL_HEALTH").is_ok_and(|v| v == "1"),
         response_delay: Duration::from_millis(env_u64("RESPONSE_DELAY_MS").unwrap_or(0)),
         crash_after: env_u64("CRASH_AFTER"),
@@ -194,8 +198,12 @@ fn serve(stream: TcpStream, app: &App) -> std::io::Result<()> {
         }
         std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
         let (status, body) = respond(method, path, app);
+        let version = match path.split('?').next() {
+            Some("/") => format!("x-version: {}\r\n", app.version),
+            _ => String::new(),
+        };
         let head = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{version}{}\r\n",
             body.len(),
             if close { "connection: close\r\n" } else { "" }
         );

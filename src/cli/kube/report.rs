@@ -228,6 +228,8 @@ pub fn history(s: &BlueGreenDeploymentStatus) -> Vec<HistoryLine> {
             at: h.promoted_at.clone(),
             verify: None,
             from_environment: None,
+            by: None,
+            hooks: Vec::new(),
             stages: Vec::new(),
         })
         .collect()

@@ -30,6 +30,15 @@ pub fn parse_record(v: &serde_json::Value) -> DeployRecord {
     serde_json::from_value(v.clone()).unwrap_or_default()
 }
 
+/// Who a history entry written now is by: this cyan's user and host.
+pub(super) fn by() -> Option<String> {
+    Some(format!(
+        "{}@{}",
+        crate::clock::user(),
+        crate::clock::hostname()
+    ))
+}
+
 /// The set as the proxy's upstreams: each address tied to its container,
 /// so the proxy follows the container when it moves.
 pub(super) fn upstreams(set: &[Managed]) -> Result<Vec<Upstream>> {
@@ -187,6 +196,7 @@ impl DockerPlatform<'_> {
             from_environment: (d.intent != Intent::Rollback)
                 .then(|| self.promoted_from.clone())
                 .flatten(),
+            by: by(),
         });
         let req = SwitchRequest {
             color,

@@ -189,6 +189,7 @@ impl DockerPlatform<'_> {
                 at: crate::clock::now_rfc3339(),
                 verify: Some(seen),
                 from_environment: None,
+                by: super::route::by(),
             });
         }
         record.verify = None;
@@ -229,6 +230,7 @@ impl DockerPlatform<'_> {
                 at: crate::clock::now_rfc3339(),
                 verify: Some(seen),
                 from_environment: None,
+                by: super::route::by(),
             });
         }
         if !can_return {

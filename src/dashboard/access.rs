@@ -1,0 +1,422 @@
+//! Who may see the dashboard and who may act on it.
+//!
+//! The page shows every app on the host and has a rollback button, so it
+//! is guarded as an admin console:
+//! - **Loopback** (the default listen address): anyone on this machine
+//!   may look, as with `cyan status`; the `Host` header must be a
+//!   loopback name, so a web page elsewhere cannot reach it through DNS
+//!   rebinding (a name of its own that resolves to 127.0.0.1).
+//! - **A token** (`--token-file`): a login form exchanges it for a session
+//!   cookie (`HttpOnly`, `SameSite=Strict`, 12 h); scripts may send
+//!   `Authorization: Bearer <token>`. Repeated wrong tokens from one
+//!   address are refused for a minute.
+//! - **A reverse proxy's header** (`--trust-header X-Forwarded-User`): the
+//!   proxy in front authenticates and names the user in that header; a
+//!   request without it is refused. The dashboard must then be reachable
+//!   only through that proxy (listen on loopback or a private address).
+//!
+//! Any address other than loopback needs one of the last two: `cyan
+//! dashboard` refuses to start otherwise. Every action also needs the
+//! page's CSRF token in `X-CSRF-Token` (a cross-site form cannot set a
+//! header, and a cross-site script cannot read the page that holds it) and
+//! an `Origin`, when sent, of the page's own host.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::header::{HeaderMap, AUTHORIZATION, COOKIE, HOST, ORIGIN};
+use secrecy::{ExposeSecret as _, SecretString};
+
+/// How long a login lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// The session cookie's name.
+pub const COOKIE_NAME: &str = "cyan_session";
+/// Wrong tokens an address may send in a minute before it is refused.
+const FAILURES_PER_MINUTE: u32 = 5;
+/// Sessions kept at most (the oldest goes first).
+const MAX_SESSIONS: usize = 1000;
+
+/// How requests are let in.
+pub enum Mode {
+    /// Loopback only, no login.
+    Loopback,
+    /// A login with this token.
+    Token(SecretString),
+    /// A reverse proxy that authenticates, naming the user in this header.
+    Header(hyper::header::HeaderName),
+}
+
+/// Who a request is, once let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visitor {
+    /// The name shown (`local`, `token`, or the trusted header's value).
+    pub user: String,
+    /// The CSRF token the page carries and actions must send back.
+    pub csrf: String,
+}
+
+/// Why a request is not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No session or credentials: the login page (token mode), or 401.
+    LoginNeeded,
+    /// A `Host` that is not a loopback name on a loopback-only dashboard.
+    ForeignHost(String),
+    /// The trusted header is missing.
+    NoHeader(String),
+    /// Too many wrong tokens from this address lately.
+    TooMany,
+}
+
+impl Refusal {
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::LoginNeeded => "log in first: this dashboard needs its token".into(),
+            Refusal::ForeignHost(h) => format!(
+                "Host {h:?} is not a loopback name: this dashboard answers http://127.0.0.1, http://localhost and http://[::1] only (a name that resolves here from elsewhere is how DNS rebinding reaches loopback); give --token-file or --trust-header to serve other names"
+            ),
+            Refusal::NoHeader(h) => format!(
+                "no {h} header: this dashboard is served behind a reverse proxy that authenticates"
+            ),
+            Refusal::TooMany => "too many wrong tokens from this address: wait a minute".into(),
+        }
+    }
+}
+
+struct Session {
+    csrf: String,
+    until: Instant,
+}
+
+/// The dashboard's door: its mode, the sessions it gave, the wrong tokens
+/// it saw.
+pub struct Access {
+    mode: Mode,
+    /// The CSRF token of loopback and header visitors (one per process:
+    /// it guards against other sites, not against users of this one).
+    shared_csrf: String,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Access {
+    /// Errors: a listen address other than loopback in `Mode::Loopback`.
+    pub fn new(mode: Mode, listen: SocketAddr) -> Result<Access, String> {
+        if matches!(mode, Mode::Loopback) && !listen.ip().is_loopback() {
+            return Err(format!(
+                "--listen {listen} is not a loopback address: anyone who reaches it could roll back your apps. Give --token-file FILE (a login with the token in FILE) or --trust-header NAME (a reverse proxy in front authenticates and names the user in that header)"
+            ));
+        }
+        Ok(Access {
+            mode,
+            shared_csrf: random_hex(16),
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether a login form is what an unknown visitor gets.
+    pub fn has_login(&self) -> bool {
+        matches!(self.mode, Mode::Token(_))
+    }
+
+    /// Lets a request in, or says why not.
+    pub fn admit(&self, peer: IpAddr, headers: &HeaderMap) -> Result<Visitor, Refusal> {
+        match &self.mode {
+            Mode::Loopback => {
+                let host = header(headers, HOST).unwrap_or_default();
+                if !loopback_host(host) {
+                    return Err(Refusal::ForeignHost(host.to_string()));
+                }
+                Ok(Visitor {
+                    user: "local".into(),
+                    csrf: self.shared_csrf.clone(),
+                })
+            }
+            Mode::Header(name) => match header(headers, name.clone()).filter(|v| !v.is_empty()) {
+                Some(user) => Ok(Visitor {
+                    user: user.chars().take(64).collect(),
+                    csrf: self.shared_csrf.clone(),
+                }),
+                None => Err(Refusal::NoHeader(name.to_string())),
+            },
+            Mode::Token(token) => {
+                if let Some(id) = cookie(headers, COOKIE_NAME) {
+                    let mut sessions = self.sessions.lock().expect("sessions");
+                    match sessions.get(id) {
+                        Some(s) if s.until > Instant::now() => {
+                            return Ok(Visitor {
+                                user: "token".into(),
+                                csrf: s.csrf.clone(),
+                            })
+                        }
+                        Some(_) => {
+                            sessions.remove(id);
+                        }
+                        None => {}
+                    }
+                }
+                let bearer = header(headers, AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+                match bearer {
+                    Some(given) => {
+                        self.check_token(peer, token, given)?;
+                        // A script sends the token itself each time: the
+                        // token is its proof, no page involved.
+                        Ok(Visitor {
+                            user: "token".into(),
+                            csrf: String::new(),
+                        })
+                    }
+                    None => Err(Refusal::LoginNeeded),
+                }
+            }
+        }
+    }
+
+    /// A login: the token, exchanged for a session id (the cookie's
+    /// value). Errors: a wrong token, or too many from this address.
+    pub fn login(&self, peer: IpAddr, given: &str) -> Result<String, Refusal> {
+        let Mode::Token(token) = &self.mode else {
+            return Err(Refusal::LoginNeeded);
+        };
+        self.check_token(peer, token, given)?;
+        let id = random_hex(32);
+        let mut sessions = self.sessions.lock().expect("sessions");
+        let now = Instant::now();
+        sessions.retain(|_, s| s.until > now);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.until)
+                .map(|(k, _)| k.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                csrf: random_hex(16),
+                until: now + SESSION_TTL,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Ends the session a request carries.
+    pub fn logout(&self, headers: &HeaderMap) {
+        if let Some(id) = cookie(headers, COOKIE_NAME) {
+            self.sessions.lock().expect("sessions").remove(id);
+        }
+    }
+
+    fn check_token(&self, peer: IpAddr, token: &SecretString, given: &str) -> Result<(), Refusal> {
+        let mut failures = self.failures.lock().expect("failures");
+        let now = Instant::now();
+        failures.retain(|_, (_, since)| now.duration_since(*since) < Duration::from_secs(60));
+        if failures
+            .get(&peer)
+            .is_some_and(|(n, _)| *n >= FAILURES_PER_MINUTE)
+        {
+            return Err(Refusal::TooMany);
+        }
+        if same(token.expose_secret().as_bytes(), given.as_bytes()) {
+            return Ok(());
+        }
+        failures.entry(peer).or_insert((0, now)).0 += 1;
+        Err(Refusal::LoginNeeded)
+    }
+
+    /// Whether an action may be taken by `visitor`: the CSRF token it was
+    /// given is sent back in `X-CSRF-Token` (unless it came with the token
+    /// itself, as a script does), and an `Origin`, if any, is this host.
+    pub fn action_allowed(visitor: &Visitor, headers: &HeaderMap) -> Result<(), String> {
+        if !visitor.csrf.is_empty() {
+            let sent = header(headers, "x-csrf-token").unwrap_or_default();
+            if !same(sent.as_bytes(), visitor.csrf.as_bytes()) {
+                return Err("missing or wrong X-CSRF-Token: actions are taken from the dashboard's own page".into());
+            }
+        }
+        if let Some(origin) = header(headers, ORIGIN) {
+            let host = header(headers, HOST).unwrap_or_default();
+            let bare = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .unwrap_or(origin);
+            if bare != host {
+                return Err(format!(
+                    "Origin {origin} is not this dashboard's ({host}): cross-site actions are refused"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header<K: hyper::header::AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `localhost`, `127.0.0.1` (any of 127/8) or `[::1]`, with or without a
+/// port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Compares in time that does not depend on where the inputs differ
+/// (an HMAC of each under a fresh key; ring has no bare `memcmp`).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+        .expect("system randomness");
+    let tag = ring::hmac::sign(&key, a);
+    ring::hmac::verify(&key, b, tag.as_ref()).is_ok()
+}
+
+/// `n` random bytes as lowercase hex.
+fn random_hex(n: usize) -> String {
+    use ring::rand::SecureRandom as _;
+    let mut buf = vec![0u8; n];
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .expect("system randomness");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
+
+    #[test]
+    fn loopback_needs_a_loopback_host_and_only_loopback_may_go_without_a_login() {
+        let open: SocketAddr = "0.0.0.0:7070".parse().unwrap();
+        let refused = Access::new(Mode::Loopback, open).err().expect("refused");
+        assert!(refused.contains("not a loopback address"), "{refused}");
+        let a = Access::new(Mode::Loopback, "127.0.0.1:7070".parse().unwrap()).unwrap();
+        for ok in [
+            "127.0.0.1:7070",
+            "localhost:7070",
+            "LOCALHOST",
+            "[::1]:7070",
+            "127.0.0.2",
+        ] {
+            assert!(a.admit(PEER, &headers(&[("host", ok)])).is_ok(), "{ok}");
+        }
+        for bad in ["evil.example:7070", "127.0.0.1.nip.io", "[::2]:7070", ""] {
+            assert_eq!(
+                a.admit(PEER, &headers(&[("host", bad)])),
+                Err(Refusal::ForeignHost(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_login_gives_a_session_with_its_own_csrf_and_wrong_tokens_are_counted() {
+        let a = Access::new(
+            Mode::Token(SecretString::from("s3cret-token")),
+            "0.0.0.0:7070".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(a.admit(PEER, &headers(&[])), Err(Refusal::LoginNeeded));
+        let id = a.login(PEER, "s3cret-token").unwrap();
+        let cookie = format!("other=1; {COOKIE_NAME}={id}");
+        let v = a.admit(PEER, &headers(&[("cookie", &cookie)])).unwrap();
+        assert_eq!(v.csrf.len(), 32);
+        let forged = format!("{COOKIE_NAME}={}", "0".repeat(64));
+        assert_eq!(
+            a.admit(PEER, &headers(&[("cookie", &forged)])),
+            Err(Refusal::LoginNeeded)
+        );
+        // An action needs the session's CSRF token back.
+        assert!(Access::action_allowed(&v, &headers(&[])).is_err());
+        assert!(Access::action_allowed(&v, &headers(&[("x-csrf-token", "nope")])).is_err());
+        assert!(Access::action_allowed(&v, &headers(&[("x-csrf-token", &v.csrf)])).is_ok());
+        assert!(Access::action_allowed(
+            &v,
+            &headers(&[
+                ("x-csrf-token", &v.csrf),
+                ("host", "ops:7070"),
+                ("origin", "http://evil.example")
+            ])
+        )
+        .is_err());
+        assert!(Access::action_allowed(
+            &v,
+            &headers(&[
+                ("x-csrf-token", &v.csrf),
+                ("host", "ops:7070"),
+                ("origin", "https://ops:7070")
+            ])
+        )
+        .is_ok());
+        a.logout(&headers(&[("cookie", &cookie)]));
+        assert_eq!(
+            a.admit(PEER, &headers(&[("cookie", &cookie)])),
+            Err(Refusal::LoginNeeded)
+        );
+        // A script's bearer token works; five wrong ones lock the address out.
+        assert!(a
+            .admit(PEER, &headers(&[("authorization", "Bearer s3cret-token")]))
+            .is_ok());
+        for _ in 0..FAILURES_PER_MINUTE {
+            assert_eq!(a.login(PEER, "guess"), Err(Refusal::LoginNeeded));
+        }
+        assert_eq!(a.login(PEER, "s3cret-token"), Err(Refusal::TooMany));
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 10));
+        assert!(
+            a.login(other, "s3cret-token").is_ok(),
+            "another address is not locked out"
+        );
+    }
+
+    #[test]
+    fn a_trusted_header_names_the_user_and_its_absence_is_refused() {
+        let a = Access::new(
+            Mode::Header(hyper::header::HeaderName::from_static("x-forwarded-user")),
+            "10.0.0.1:7070".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            a.admit(PEER, &headers(&[])),
+            Err(Refusal::NoHeader("x-forwarded-user".into()))
+        );
+        let v = a
+            .admit(PEER, &headers(&[("x-forwarded-user", "alice")]))
+            .unwrap();
+        assert_eq!(v.user, "alice");
+        assert!(
+            !v.csrf.is_empty(),
+            "a page behind the proxy still needs CSRF"
+        );
+    }
+}

@@ -711,6 +711,30 @@ fn loopback_read_only_and_proxy_header_dashboards_refuse_what_they_must() {
     assert_eq!(hp.get("/", &[]).status, 401);
     let alice = ("X-Forwarded-User", "alice");
     assert_eq!(hp.get("/api/overview", &[alice]).status, 200);
+    // A hostile page rebound to this address (DNS rebinding) sends the
+    // header itself: its Host, a name of its own, keeps it out.
+    for path in ["/", "/api/overview"] {
+        let r = hp.get(path, &[alice, ("Host", "evil.example:7070")]);
+        assert_eq!(r.status, 421, "{path}: {r:?}");
+    }
+    drop(hp);
+    // A name the reverse proxy passes as Host is let in when given.
+    let hp = Dashboard::start(
+        &app,
+        "127.0.0.1",
+        &[
+            "--trust-header",
+            "X-Forwarded-User",
+            "--host",
+            "ops.example",
+        ],
+    );
+    assert_eq!(
+        hp.get("/api/overview", &[alice, ("Host", "ops.example")])
+            .status,
+        200
+    );
+    assert_eq!(hp.get("/api/overview", &[]).status, 401);
     let page = hp.get("/", &[alice]);
     assert_eq!(page.status, 200);
     assert!(

@@ -452,6 +452,13 @@ pub struct DashboardAccess {
     /// it is refused. Let only that proxy reach the dashboard.
     #[arg(long, value_name = "HEADER")]
     pub trust_header: Option<String>,
+    /// A name the dashboard is reached by, besides localhost and IP
+    /// addresses (repeatable; e.g. the name a reverse proxy passes as
+    /// Host). Without --token-file, another Host is refused (421): that is
+    /// what keeps a hostile page that rebinds its name to this address
+    /// (DNS rebinding) out.
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
     /// The dashboard shows, never acts: no buttons, actions refused (403).
     #[arg(long)]
     pub read_only: bool,

@@ -80,7 +80,8 @@ pub async fn run(
 ) -> Result<()> {
     let mode = mode(&opts.access)?;
     let apps = load(&opts.configs)?;
-    let access = Access::new(mode, opts.listen).map_err(Error::Config)?;
+    let access =
+        Access::new(mode, opts.listen, opts.access.hosts.clone()).map_err(Error::Config)?;
     let read_only = opts.access.read_only;
     let every = opts.access.dashboard_every;
     let exe = std::env::current_exe()

@@ -14,6 +14,14 @@
 //!   proxy in front authenticates and names the user in that header; a
 //!   request without it is refused. The dashboard must then be reachable
 //!   only through that proxy (listen on loopback or a private address).
+//!   Its `Host` is checked as on loopback: a browser that a hostile page
+//!   rebinds to the dashboard's address sends the header itself.
+//!
+//! Without a token, `Host` must be a loopback name, an IP address (no
+//! page can be rebound to an address: rebinding needs a name of the
+//! attacker's), or a name given with `--host`. With a token it is not
+//! checked: a rebound page holds no session cookie (cookies belong to the
+//! name they were set for) and does not know the token.
 //!
 //! Any address other than loopback needs one of the last two: `cyan
 //! dashboard` refuses to start otherwise. Every action also needs the
@@ -62,7 +70,7 @@ pub struct Visitor {
 pub enum Refusal {
     /// No session or credentials: the login page (token mode), or 401.
     LoginNeeded,
-    /// A `Host` that is not a loopback name on a loopback-only dashboard.
+    /// A `Host` that is none of the dashboard's names (without a token).
     ForeignHost(String),
     /// The trusted header is missing.
     NoHeader(String),
@@ -75,7 +83,7 @@ impl Refusal {
         match self {
             Refusal::LoginNeeded => "log in first: this dashboard needs its token".into(),
             Refusal::ForeignHost(h) => format!(
-                "Host {h:?} is not a loopback name: this dashboard answers http://127.0.0.1, http://localhost and http://[::1] only (a name that resolves here from elsewhere is how DNS rebinding reaches loopback); give --token-file or --trust-header to serve other names"
+                "Host {h:?} is not a name of this dashboard: it answers localhost, IP addresses and the names given with --host (a name that resolves here from elsewhere is how DNS rebinding reaches it)"
             ),
             Refusal::NoHeader(h) => format!(
                 "no {h} header: this dashboard is served behind a reverse proxy that authenticates"
@@ -94,6 +102,9 @@ struct Session {
 /// it saw.
 pub struct Access {
     mode: Mode,
+    /// `--host`: names, besides loopback ones and addresses, that `Host`
+    /// may be without a token (lowercase, no port).
+    names: Vec<String>,
     /// The CSRF token of loopback and header visitors (one per process:
     /// it guards against other sites, not against users of this one).
     shared_csrf: String,
@@ -103,7 +114,7 @@ pub struct Access {
 
 impl Access {
     /// Errors: a listen address other than loopback in `Mode::Loopback`.
-    pub fn new(mode: Mode, listen: SocketAddr) -> Result<Access, String> {
+    pub fn new(mode: Mode, listen: SocketAddr, names: Vec<String>) -> Result<Access, String> {
         if matches!(mode, Mode::Loopback) && !listen.ip().is_loopback() {
             return Err(format!(
                 "--listen {listen} is not a loopback address: anyone who reaches it could roll back your apps. Give --token-file FILE (a login with the token in FILE) or --trust-header NAME (a reverse proxy in front authenticates and names the user in that header)"
@@ -111,6 +122,7 @@ impl Access {
         }
         Ok(Access {
             mode,
+            names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
             shared_csrf: random_hex(16),
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
@@ -124,17 +136,17 @@ impl Access {
 
     /// Lets a request in, or says why not.
     pub fn admit(&self, peer: IpAddr, headers: &HeaderMap) -> Result<Visitor, Refusal> {
-        match &self.mode {
-            Mode::Loopback => {
-                let host = header(headers, HOST).unwrap_or_default();
-                if !loopback_host(host) {
-                    return Err(Refusal::ForeignHost(host.to_string()));
-                }
-                Ok(Visitor {
-                    user: "local".into(),
-                    csrf: self.shared_csrf.clone(),
-                })
+        if !matches!(self.mode, Mode::Token(_)) {
+            let host = header(headers, HOST).unwrap_or_default();
+            if !self.known_host(host) {
+                return Err(Refusal::ForeignHost(host.to_string()));
             }
+        }
+        match &self.mode {
+            Mode::Loopback => Ok(Visitor {
+                user: "local".into(),
+                csrf: self.shared_csrf.clone(),
+            }),
             Mode::Header(name) => match header(headers, name.clone()).filter(|v| !v.is_empty()) {
                 Some(user) => Ok(Visitor {
                     user: user.chars().take(64).collect(),
@@ -239,6 +251,12 @@ impl Access {
                 return Err("missing or wrong X-CSRF-Token: actions are taken from the dashboard's own page".into());
             }
         }
+        Access::same_origin(headers)
+    }
+
+    /// Whether a form or an action comes from the dashboard's own page: an
+    /// `Origin`, when the browser sends one, is this `Host`.
+    pub fn same_origin(headers: &HeaderMap) -> Result<(), String> {
         if let Some(origin) = header(headers, ORIGIN) {
             let host = header(headers, HOST).unwrap_or_default();
             let bare = origin
@@ -247,7 +265,7 @@ impl Access {
                 .unwrap_or(origin);
             if bare != host {
                 return Err(format!(
-                    "Origin {origin} is not this dashboard's ({host}): cross-site actions are refused"
+                    "Origin {origin} is not this dashboard's ({host}): cross-site requests are refused"
                 ));
             }
         }
@@ -271,15 +289,19 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// `localhost`, `127.0.0.1` (any of 127/8) or `[::1]`, with or without a
-/// port.
-fn loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+impl Access {
+    /// A `Host` (with or without a port) no rebound page can send:
+    /// `localhost`, an IP address (`127.0.0.1`, `[::1]`, `10.0.0.5`), or
+    /// one of `--host`'s names.
+    fn known_host(&self, host: &str) -> bool {
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or("", |(ip, _)| ip),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        name.eq_ignore_ascii_case("localhost")
+            || name.parse::<IpAddr>().is_ok()
+            || (!name.is_empty() && self.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+    }
 }
 
 /// Compares in time that does not depend on where the inputs differ
@@ -317,27 +339,45 @@ mod tests {
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
 
     #[test]
-    fn loopback_needs_a_loopback_host_and_only_loopback_may_go_without_a_login() {
+    fn without_a_token_the_host_must_be_one_no_rebound_page_can_send() {
         let open: SocketAddr = "0.0.0.0:7070".parse().unwrap();
-        let refused = Access::new(Mode::Loopback, open).err().expect("refused");
+        let refused = Access::new(Mode::Loopback, open, vec![])
+            .err()
+            .expect("refused");
         assert!(refused.contains("not a loopback address"), "{refused}");
-        let a = Access::new(Mode::Loopback, "127.0.0.1:7070".parse().unwrap()).unwrap();
+        let a = Access::new(
+            Mode::Loopback,
+            "127.0.0.1:7070".parse().unwrap(),
+            vec!["Ops.Example".into()],
+        )
+        .unwrap();
         for ok in [
             "127.0.0.1:7070",
             "localhost:7070",
             "LOCALHOST",
             "[::1]:7070",
             "127.0.0.2",
+            "ops.example:7070",
         ] {
             assert!(a.admit(PEER, &headers(&[("host", ok)])).is_ok(), "{ok}");
         }
-        for bad in ["evil.example:7070", "127.0.0.1.nip.io", "[::2]:7070", ""] {
+        for bad in [
+            "evil.example:7070",
+            "127.0.0.1.nip.io",
+            "ops.example.evil",
+            "[::1",
+            "",
+        ] {
             assert_eq!(
                 a.admit(PEER, &headers(&[("host", bad)])),
                 Err(Refusal::ForeignHost(bad.into())),
                 "{bad}"
             );
         }
+        assert_eq!(
+            a.admit(PEER, &headers(&[])),
+            Err(Refusal::ForeignHost(String::new()))
+        );
     }
 
     #[test]
@@ -345,6 +385,7 @@ mod tests {
         let a = Access::new(
             Mode::Token(SecretString::from("s3cret-token")),
             "0.0.0.0:7070".parse().unwrap(),
+            vec![],
         )
         .unwrap();
         assert_eq!(a.admit(PEER, &headers(&[])), Err(Refusal::LoginNeeded));
@@ -404,14 +445,27 @@ mod tests {
         let a = Access::new(
             Mode::Header(hyper::header::HeaderName::from_static("x-forwarded-user")),
             "10.0.0.1:7070".parse().unwrap(),
+            vec![],
         )
         .unwrap();
         assert_eq!(
-            a.admit(PEER, &headers(&[])),
+            a.admit(PEER, &headers(&[("host", "10.0.0.1:7070")])),
             Err(Refusal::NoHeader("x-forwarded-user".into()))
         );
+        // A page rebound to the dashboard's address sends the header itself:
+        // its Host, a name of the attacker's, gives it away.
+        assert_eq!(
+            a.admit(
+                PEER,
+                &headers(&[("host", "evil.example:7070"), ("x-forwarded-user", "alice")])
+            ),
+            Err(Refusal::ForeignHost("evil.example:7070".into()))
+        );
         let v = a
-            .admit(PEER, &headers(&[("x-forwarded-user", "alice")]))
+            .admit(
+                PEER,
+                &headers(&[("host", "10.0.0.1:7070"), ("x-forwarded-user", "alice")]),
+            )
             .unwrap();
         assert_eq!(v.user, "alice");
         assert!(

@@ -243,6 +243,10 @@ impl Dashboard {
         if !self.access.has_login() {
             return see_other("/");
         }
+        // Another site may not log a browser in with a token of its own.
+        if let Err(e) = Access::same_origin(req.headers()) {
+            return login_page(StatusCode::FORBIDDEN, &e);
+        }
         let body = match read_body(req).await {
             Ok(b) => b,
             Err(r) => return r,

@@ -152,7 +152,9 @@ pub fn changes(before: Option<&RouteView>, after: Option<&RouteView>) -> Vec<Cha
     }
     for color in Color::ALL {
         match (was.gated.get(&color), now.gated.get(&color)) {
-            (before_key, Some(key)) if before_key != Some(key) && a.live != Some(color) => {
+            // A new set gated: a candidate, or one switched to since the
+            // last read (the gate and the switch are milliseconds apart).
+            (before_key, Some(key)) if before_key != Some(key) && b.live != Some(color) => {
                 out.push(Change::GatePassed {
                     color,
                     version: key.version.clone(),
@@ -361,6 +363,25 @@ mod tests {
         assert!(
             changes(Some(&v4), Some(&v4)).is_empty(),
             "nothing new, nothing said"
+        );
+
+        // The gate and the switch of 3.0.0 between two reads: both said.
+        r.gated.insert(Color::Green, release("3.0.0").key());
+        r.push_history(entry(Event::Promoted, Color::Green, "3.0.0", "t3"));
+        let v5 = view(Some(Color::Green), &r);
+        assert_eq!(
+            changes(Some(&v4), Some(&v5)),
+            vec![
+                Change::GatePassed {
+                    color: Color::Green,
+                    version: "3.0.0".into()
+                },
+                Change::Switched {
+                    from: Some(Color::Blue),
+                    to: Color::Green,
+                    version: Some("3.0.0".into())
+                },
+            ]
         );
     }
 

@@ -43,35 +43,39 @@ pub struct Rates {
 /// Turns successive reads of the proxy's routes into per-interval rates.
 #[derive(Default)]
 pub struct Sampler {
-    last: HashMap<(String, Color), (Instant, StatsView)>,
+    last: HashMap<(String, Color), StatsView>,
+    /// When each route was last read.
+    read: HashMap<String, Instant>,
 }
 
 impl Sampler {
     /// The rates of every route and color in `views` since the previous
-    /// call, read at `at`. A color seen for the first time gives nothing
-    /// (there is no interval yet); counters that went down (the color's
-    /// set was replaced, so its counters started again) count from zero.
+    /// call, read at `at`. A route seen for the first time gives nothing
+    /// (there is no interval yet, and its counters hold what came before);
+    /// a color new to a route seen before counts from zero (its set was
+    /// just made, so its counters started with it), as do counters that
+    /// went down (the set was replaced).
     pub fn sample(&mut self, views: &[RouteView], at: Instant) -> Vec<Rates> {
+        let zero = StatsView::default();
         let mut out = Vec::new();
-        let mut seen = HashMap::with_capacity(self.last.len());
+        let mut last = HashMap::with_capacity(self.last.len());
+        let mut read = HashMap::with_capacity(views.len());
         for v in views {
-            for (color, now) in &v.stats {
-                let key = (v.name.clone(), *color);
-                if let Some((then, before)) = self.last.get(&key) {
-                    let secs = at.duration_since(*then).as_secs_f64().max(1e-3);
-                    out.push(rates(
-                        &v.name,
-                        *color,
-                        v.state.live == Some(*color),
-                        before,
-                        now,
-                        secs,
-                    ));
+            if let Some(then) = self.read.get(&v.name) {
+                let secs = at.duration_since(*then).as_secs_f64().max(1e-3);
+                for (color, now) in &v.stats {
+                    let before = self.last.get(&(v.name.clone(), *color)).unwrap_or(&zero);
+                    let live = v.state.live == Some(*color);
+                    out.push(rates(&v.name, *color, live, before, now, secs));
                 }
-                seen.insert(key, (at, now.clone()));
             }
+            for (color, now) in &v.stats {
+                last.insert((v.name.clone(), *color), now.clone());
+            }
+            read.insert(v.name.clone(), at);
         }
-        self.last = seen;
+        self.last = last;
+        self.read = read;
         out
     }
 }
@@ -240,6 +244,57 @@ mod tests {
             (green.requests, green.p50_ms, green.p99_ms, green.live),
             (0, None, None, true)
         );
+    }
+
+    /// A deploy replaces the standby color's set: for a read or more the
+    /// color is gone, then back with fresh counters. Its first interval
+    /// back is counted, not skipped.
+    #[test]
+    fn a_color_back_with_a_new_set_counts_its_first_interval() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        let blue = ColorStats::default();
+        s.sample(
+            &[view(
+                "web",
+                Color::Blue,
+                &[(Color::Blue, blue.snapshot(0, vec![]))],
+            )],
+            t0,
+        );
+        let green = ColorStats::default();
+        for _ in 0..30 {
+            green.record(200, Duration::from_millis(1));
+        }
+        let r = s.sample(
+            &[view(
+                "web",
+                Color::Green,
+                &[
+                    (Color::Blue, blue.snapshot(0, vec![])),
+                    (Color::Green, green.snapshot(2, vec![])),
+                ],
+            )],
+            t0 + Duration::from_millis(500),
+        );
+        let g = r
+            .iter()
+            .find(|r| r.color == Color::Green)
+            .expect("green's first interval");
+        assert_eq!((g.requests, g.inflight, g.live), (30, 2, true));
+        assert!((g.requests_per_s - 60.0).abs() < 1e-9);
+        // A route seen for the first time says nothing of its past.
+        let other = ColorStats::default();
+        other.record(200, Duration::from_millis(1));
+        let r = s.sample(
+            &[view(
+                "api",
+                Color::Blue,
+                &[(Color::Blue, other.snapshot(0, vec![]))],
+            )],
+            t0 + Duration::from_secs(1),
+        );
+        assert!(r.is_empty(), "{r:?}");
     }
 
     #[test]

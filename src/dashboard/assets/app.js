@@ -124,6 +124,7 @@ function fillActions(box, a) {
   const s = a.status;
   if (READ_ONLY || !a.actions || !s) {
     box.replaceChildren(READ_ONLY ? el("p", { class: "note" }, "Read-only dashboard: no actions.") : "");
+    box.dataset.key = "";
     return;
   }
   const versions = new Set(a.history.filter((h) => h.event !== "verify-failed").map((h) => h.release.version));
@@ -141,6 +142,10 @@ function fillActions(box, a) {
     buttons.push(["rollback", "Roll back to " + to,
       "Roll " + a.app + " (" + a.environment + ") back from " + s.live.version + " to " + to + "?" + (s.previous ? " It is running: the switch is instant." : " It is not running: it will be started and gated first."), null]);
   }
+  // Rebuilt only when they change, so a focused button keeps its focus.
+  const key = JSON.stringify(buttons);
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
   box.replaceChildren(...buttons.map(([verb, label, question]) =>
     el("button", { type: "button", class: verb === "rollback" ? "danger" : "", onclick: (ev) => confirmAction(ev.currentTarget, a, verb, question) }, label)));
 }
@@ -242,9 +247,21 @@ function drawCharts() {
 function drawRoute(box, route) {
   const now = state.points.length ? state.points[state.points.length - 1].at_ms : Date.now();
   const from = state.points.length ? state.points[0].at_ms : now - KEPT * 1000; // the kept points fill the width
+  // Per color, its points; a read without the color (its set was being
+  // replaced) breaks its line rather than joining across the gap.
   const series = { blue: [], green: [] };
+  const segments = { blue: [[]], green: [[]] };
   for (const p of state.points) {
-    for (const r of p.rates) if (r.route === route) series[r.color].push([p.at_ms, r]);
+    for (const c of ["blue", "green"]) {
+      const r = p.rates.find((r) => r.route === route && r.color === c);
+      const segs = segments[c];
+      if (r) {
+        series[c].push([p.at_ms, r]);
+        segs[segs.length - 1].push([p.at_ms, r]);
+      } else if (segs[segs.length - 1].length) {
+        segs.push([]);
+      }
+    }
   }
   const last = (color) => series[color].length ? series[color][series[color].length - 1][1] : null;
   const marks = switchMarks(route).filter((m) => m.at_ms >= from);
@@ -259,24 +276,27 @@ function drawRoute(box, route) {
     chart.append(svg("line", { x1: 0, y1: H, x2: W, y2: H, class: "axis" }));
     for (const m of marks) {
       chart.append(svg("line", { x1: x(m.at_ms), y1: 0, x2: x(m.at_ms), y2: H, class: "mark" }));
-      const label = svg("text", { x: Math.min(x(m.at_ms) + 2, W - 40), y: 10, class: "mark-label" });
+      const label = svg("text", { x: Math.min(x(m.at_ms) + 2, W - 60), y: 15, class: "mark-label" });
       label.textContent = "→" + m.change.to;
       chart.append(label);
     }
     for (const c of ["blue", "green"]) {
-      if (!series[c].length) continue;
-      chart.append(svg("polyline", {
-        class: "line " + c,
-        points: series[c].map(([t, r]) => x(t).toFixed(1) + "," + y(r[key]).toFixed(1)).join(" "),
-      }));
+      for (const seg of segments[c]) {
+        if (!seg.length) continue;
+        chart.append(svg("polyline", {
+          class: "line " + c,
+          points: seg.map(([t, r]) => x(t).toFixed(1) + "," + y(r[key]).toFixed(1)).join(" "),
+        }));
+      }
     }
     const legend = el("p", { class: "legend" }, ["blue", "green"].map((c) => {
       const r = last(c);
       return el("span", { class: "key " + c }, c + (r && r.live ? " (live)" : "") + ": " + (r ? fmt(r[key]) : "–"));
     }));
-    return el("figure", {}, el("figcaption", {}, title, " · top ", top > 1e-6 ? (top / 1.1).toFixed(1) : "0"), chart, legend);
+    return el("figure", {}, el("figcaption", {}, title, " (scale 0–", top > 1e-6 ? (top / 1.1).toFixed(1) : "0", ")"), chart, legend);
   });
-  box.replaceChildren(...figures, el("p", { class: "note" }, "Last 5 minutes; vertical lines mark switches."));
+  const since = state.points.length ? "Since " + time(from) : "Waiting for the first reads";
+  box.replaceChildren(...figures, el("p", { class: "note" }, since + "; dashed vertical lines mark switches (→ the color switched to)."));
 }
 
 // ---- steps -----------------------------------------------------------------

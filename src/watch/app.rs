@@ -22,6 +22,7 @@ use crate::proxy::Home;
 use crate::release::Color;
 
 use super::events::{self, Change};
+use super::probe::printable;
 use super::traffic::{Rates, Sampler};
 
 /// The interval traffic rates are taken over (reads at a shorter
@@ -159,7 +160,7 @@ impl View {
     /// A step: a line now (lines), or kept for the next draw (screen).
     /// False when stdout cannot be written.
     fn step(&mut self, change: &Change) -> bool {
-        let line = format!("{}  {}", clock(), change.describe());
+        let line = format!("{}  {}", clock(), printable(&change.describe(), 400));
         if self.screen {
             self.steps.push(line);
             let excess = self.steps.len().saturating_sub(STEPS_SHOWN);
@@ -235,7 +236,7 @@ impl View {
             .state
             .lock
             .as_ref()
-            .map_or("free".to_string(), |l| l.holder.clone());
+            .map_or("free".to_string(), |l| printable(&l.holder, 120));
         s.push_str(&format!(
             "live: {}   lock: {lock}{}{}\n\n",
             live.map_or("nothing".to_string(), |c| format!(
@@ -299,12 +300,13 @@ fn label(c: Color) -> String {
     }
 }
 
-/// Each color's version, from the record's gated sets.
+/// Each color's version, from the record's gated sets (as a terminal may
+/// show it: a record is written by whoever holds the admin socket).
 fn versions(route: Option<&RouteView>) -> impl Fn(Color) -> Option<String> {
     let record = route
         .map(|r| parse_record(&r.state.record))
         .unwrap_or_default();
-    move |c| record.gated.get(&c).map(|k| k.version.clone())
+    move |c| record.gated.get(&c).map(|k| printable(&k.version, 40))
 }
 
 fn rate_line(r: &Rates, version: Option<&str>) -> String {

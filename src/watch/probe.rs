@@ -35,6 +35,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::output::{fmt_duration, Format};
 
+/// Distinct versions counted by name; the rest are counted together as
+/// [`OTHER_VERSIONS`].
+pub const VERSIONS_KEPT: usize = 100;
+/// The summary's name for versions past [`VERSIONS_KEPT`].
+pub const OTHER_VERSIONS: &str = "(others)";
+
 /// The headers a version is read from when `--version-header` names none,
 /// in this order.
 pub const VERSION_HEADERS: [&str; 2] = ["x-version", "x-app-version"];
@@ -105,20 +111,47 @@ impl VersionSource {
             let value = headers.get(*name)?.to_str().ok()?.trim();
             (!value.is_empty()).then(|| value.to_string())
         });
-        from_header.or_else(|| {
-            let body = body?;
-            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                return None;
-            }
-            let json: serde_json::Value = serde_json::from_slice(body).ok()?;
-            let version = match json.get(&self.field)? {
-                serde_json::Value::String(s) => s.trim().to_string(),
-                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
-                _ => return None,
-            };
-            (!version.is_empty()).then_some(version)
-        })
+        from_header
+            .or_else(|| {
+                let body = body?;
+                if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                    return None;
+                }
+                let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+                let version = match json.get(&self.field)? {
+                    serde_json::Value::String(s) => s.trim().to_string(),
+                    v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                        v.to_string()
+                    }
+                    _ => return None,
+                };
+                (!version.is_empty()).then_some(version)
+            })
+            .map(|v| printable(&v, VERSION_MAX_CHARS))
     }
+}
+
+/// The longest version kept, in characters: a server's word is printed
+/// and counted, so it is held to a version's size.
+pub const VERSION_MAX_CHARS: usize = 128;
+
+/// `v` as it may reach a terminal: control characters (an escape
+/// sequence would rewrite the screen, a newline forge a line) shown as
+/// `\u{..}`, and at most `max` characters (then `…`).
+pub(crate) fn printable(v: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in v.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Why a probe failed: its `label` is what the windows count by.
@@ -302,6 +335,15 @@ impl Tracker {
                     events.push(Event::WindowClosed(window));
                 }
                 let key = version.as_deref().unwrap_or(UNKNOWN_VERSION);
+                // A server naming a new version every probe is counted,
+                // past a bound, as one: the summary stays a summary.
+                let key = if self.counts.versions.len() >= VERSIONS_KEPT
+                    && !self.counts.versions.contains_key(key)
+                {
+                    OTHER_VERSIONS
+                } else {
+                    key
+                };
                 *self.counts.versions.entry(key.to_string()).or_default() += 1;
                 if let Some(v) = version {
                     if self.current.as_ref() != Some(v) {
@@ -971,6 +1013,34 @@ mod tests {
 
     fn refused() -> Outcome {
         Outcome::Failed(Failure::Refused)
+    }
+
+    #[test]
+    fn a_hostile_version_is_printable_bounded_and_counted_in_bounds() {
+        let source = VersionSource {
+            header: None,
+            field: "version".into(),
+        };
+        let body = br#"{"version": "1.0\u001b[2J\u001b]0;owned\u0007\nfake line"}"#;
+        let v = source.find(&HeaderMap::new(), Some(body)).unwrap();
+        assert!(!v.chars().any(char::is_control), "{v:?}");
+        assert_eq!(v, "1.0\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{a}fake line");
+        let long = format!(r#"{{"version": "{}"}}"#, "9".repeat(100_000));
+        let v = source
+            .find(&HeaderMap::new(), Some(long.as_bytes()))
+            .unwrap();
+        assert_eq!(
+            v.chars().count(),
+            VERSION_MAX_CHARS + 1,
+            "128 characters and an ellipsis"
+        );
+        let mut t = Tracker::new();
+        for i in 0..(VERSIONS_KEPT as u64 + 50) {
+            t.record(ms(i), &Outcome::answer(200, Some(format!("v{i}"))));
+        }
+        let c = t.counts();
+        assert_eq!(c.versions.len(), VERSIONS_KEPT + 1);
+        assert_eq!(c.versions[OTHER_VERSIONS], 50);
     }
 
     #[test]

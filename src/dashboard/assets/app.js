@@ -6,11 +6,13 @@
 const CSRF = document.querySelector('meta[name="csrf"]').content;
 const READ_ONLY = document.querySelector('meta[name="read-only"]').content === "true";
 const KEPT = 300; // chart points: 5 minutes at 1 s
+// [the rates' field drawn, the chart's title, what the legend says of a color's last rates]
+const bound = (v) => (v == null ? "–" : "≤" + v);
 const CHARTS = [
-  ["requests_per_s", "requests/s", (v) => v.toFixed(1)],
-  ["errors_per_s", "5xx/s", (v) => v.toFixed(1)],
-  ["p99_ms", "p99 latency, ms", (v) => (v == null ? "–" : "≤" + v)],
-  ["inflight", "in flight", (v) => String(v)],
+  ["requests_per_s", "requests/s", (r) => r.requests_per_s.toFixed(1)],
+  ["errors_per_s", "5xx/s", (r) => r.errors_per_s.toFixed(1)],
+  ["p99_ms", "p99 latency, ms", (r) => "p50 " + bound(r.p50_ms) + ", p99 " + bound(r.p99_ms)],
+  ["inflight", "in flight", (r) => String(r.inflight)],
 ];
 
 const state = { overview: null, points: [], steps: [] };
@@ -272,7 +274,7 @@ function drawRoute(box, route) {
     const x = (t) => ((t - from) / (now - from || 1)) * W;
     const y = (v) => H - ((v || 0) / top) * H;
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
-      "aria-label": title + ": " + ["blue", "green"].map((c) => c + " " + (last(c) ? fmt(last(c)[key]) : "no traffic")).join(", ") });
+      "aria-label": title + ": " + ["blue", "green"].map((c) => c + " " + (last(c) ? fmt(last(c)) : "no traffic")).join(", ") });
     chart.append(svg("line", { x1: 0, y1: H, x2: W, y2: H, class: "axis" }));
     for (const m of marks) {
       chart.append(svg("line", { x1: x(m.at_ms), y1: 0, x2: x(m.at_ms), y2: H, class: "mark" }));
@@ -291,7 +293,7 @@ function drawRoute(box, route) {
     }
     const legend = el("p", { class: "legend" }, ["blue", "green"].map((c) => {
       const r = last(c);
-      return el("span", { class: "key " + c }, c + (r && r.live ? " (live)" : "") + ": " + (r ? fmt(r[key]) : "–"));
+      return el("span", { class: "key " + c }, c + (r && r.live ? " (live)" : "") + ": " + (r ? fmt(r) : "–"));
     }));
     return el("figure", {}, el("figcaption", {}, title, " (scale 0–", top > 1e-6 ? (top / 1.1).toFixed(1) : "0", ")"), chart, legend);
   });

@@ -32,6 +32,8 @@ struct Dashboard {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// The token a loopback dashboard made and printed in its URL.
+    token: Option<String>,
 }
 
 impl Dashboard {
@@ -45,7 +47,12 @@ impl Dashboard {
             .stderr(std::fs::File::options().append(true).open(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut d = Dashboard { child, port, log };
+        let mut d = Dashboard {
+            child,
+            port,
+            log,
+            token: None,
+        };
         let log = d.log.clone();
         let read = move || std::fs::read_to_string(&log).unwrap_or_default();
         wait::until(
@@ -56,15 +63,43 @@ impl Dashboard {
                 if let Ok(Some(status)) = d.child.try_wait() {
                     panic!("cyan dashboard exited ({status}):\n{}", read());
                 }
-                TcpStream::connect(("127.0.0.1", port)).ok()
+                // Connections taken, and the URL printed.
+                TcpStream::connect(("127.0.0.1", port)).ok()?;
+                read().contains("cyan dashboard on").then_some(())
             },
             read.clone(),
         );
+        d.token = d.log().split("?token=").nth(1).map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        });
         d
     }
 
+    /// The URL to open: with the made token, the one it prints.
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        match &self.token {
+            Some(t) => format!("http://127.0.0.1:{}/?token={t}", self.port),
+            None => format!("http://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// `headers`, and the made token as a script sends it unless they
+    /// carry credentials of their own.
+    fn with_token<'h>(
+        &'h self,
+        headers: &[(&'h str, &'h str)],
+        bearer: &'h str,
+    ) -> Vec<(&'h str, &'h str)> {
+        let mut all = headers.to_vec();
+        let own = headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("cookie")
+        });
+        if self.token.is_some() && !own {
+            all.push(("Authorization", bearer));
+        }
+        all
     }
 
     fn log(&self) -> String {
@@ -72,11 +107,25 @@ impl Dashboard {
     }
 
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        http(self.port, "GET", path, headers, "")
+        let bearer = format!("Bearer {}", self.token.as_deref().unwrap_or_default());
+        http(
+            self.port,
+            "GET",
+            path,
+            &self.with_token(headers, &bearer),
+            "",
+        )
     }
 
     fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        http(self.port, "POST", path, headers, body)
+        let bearer = format!("Bearer {}", self.token.as_deref().unwrap_or_default());
+        http(
+            self.port,
+            "POST",
+            path,
+            &self.with_token(headers, &bearer),
+            body,
+        )
     }
 }
 
@@ -447,6 +496,16 @@ fn the_page_follows_a_deploy_under_load_and_its_button_rolls_back_without_a_fail
     let rolled = page.phase("rolled-back", Duration::from_secs(90));
     assert_eq!(rolled["posts"], 1, "one action posted: {rolled:#}");
     assert_eq!(live_version(&app), "2.0.0");
+    // The history says who pressed it, through whose cyan.
+    let history: Value = serde_json::from_str(&app.cyan_ok(&["history", "-o", "json"])).unwrap();
+    let by = history[0]["by"].as_str().unwrap_or_default();
+    assert!(
+        history[0]["event"] == "rolled-back"
+            && by.starts_with("token (dashboard) via ")
+            && by.contains('@'),
+        "{:#}",
+        history[0]
+    );
     let done = page.phase("done", Duration::from_secs(30));
     let severe: Vec<&Value> = done["console"]
         .as_array()
@@ -585,16 +644,19 @@ fn a_token_dashboard_off_loopback_needs_a_login_and_each_action_its_csrf_token_a
     assert_eq!(outcome["meaning"], "done");
     assert_eq!(live_version(&app), "1.0.0");
 
-    // Five wrong tokens from one address (one above, four here) lock it
-    // out for a minute, the right token too; a session already given
-    // keeps working.
+    // Past five wrong tokens from one address (one above, four here)
+    // wrong ones get 429s for a minute; the right token still logs in (a
+    // hard lockout would let anyone behind the address lock the real
+    // users out), and a session already given keeps working.
     for n in 2..=5 {
         let r = dash.post("/login", &form, &format!("token=wrong-guess-number-{n}"));
         assert_eq!(r.status, 401, "guess {n}: {r:?}");
     }
-    let r = dash.post("/login", &form, &format!("token={token}"));
+    let r = dash.post("/login", &form, "token=wrong-guess-number-6");
     assert_eq!(r.status, 429, "{r:?}");
     assert!(r.body.contains("too many wrong tokens"), "{r:?}");
+    let r = dash.post("/login", &form, &format!("token={token}"));
+    assert_eq!(r.status, 303, "{r:?}");
     assert_eq!(dash.get("/api/overview", &cookie).status, 200);
 
     // Logging out ends the session.
@@ -644,8 +706,74 @@ fn loopback_read_only_and_proxy_header_dashboards_refuse_what_they_must() {
         "{said}"
     );
 
-    // Loopback: a Host that is not a loopback name is another site.
+    // Loopback: a token is made and printed in the URL; without it,
+    // another user of the machine (or a container on the host network)
+    // gets the login form and no data, and cannot act.
     let dash = Dashboard::start(&app, "127.0.0.1", &[]);
+    let token = dash
+        .token
+        .clone()
+        .expect("a loopback dashboard prints its token");
+    assert_eq!(token.len(), 32, "{}", dash.log());
+    assert_eq!(http(dash.port, "GET", "/api/overview", &[], "").status, 401);
+    let form = http(dash.port, "GET", "/", &[], "");
+    assert!(
+        form.status == 200 && form.body.contains(r#"name="token""#),
+        "{form:?}"
+    );
+    let r = http(dash.port, "POST", "/api/actions", &[json], &body);
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        http(dash.port, "GET", "/?token=0123456789abcdef", &[], "").status,
+        401
+    );
+    let entered = http(dash.port, "GET", &format!("/?token={token}"), &[], "");
+    assert_eq!(entered.status, 303, "{entered:?}");
+    let cookie = entered.header("set-cookie").expect("a session");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    assert_eq!(
+        dash.get("/api/overview", &[("Cookie", session.as_str())])
+            .status,
+        200
+    );
+    assert_eq!(
+        live_version(&app),
+        "2.0.0",
+        "nothing was done without the token"
+    );
+
+    // One address may hold 16 connections, idle ones included: the 17th
+    // is closed unanswered, and the slots come back when they close.
+    let idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", dash.port)).unwrap())
+        .collect();
+    wait::until(
+        "the 17th connection from one address to be turned away",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let mut s = TcpStream::connect(("127.0.0.1", dash.port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let _ = s.write_all(b"GET /app.js HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            let mut buf = [0u8; 16];
+            matches!(s.read(&mut buf), Ok(0) | Err(_)).then_some(())
+        },
+        String::new,
+    );
+    drop(idle);
+    wait::until(
+        "the slots to come back",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || (http(dash.port, "GET", "/app.js", &[], "").status == 200).then_some(()),
+        String::new,
+    );
+
+    // A Host that is not a loopback name is another site.
     for path in ["/", "/api/overview"] {
         let r = dash.get(path, &[("Host", "evil.example")]);
         assert_eq!(r.status, 421, "{path}: {r:?}");

@@ -417,13 +417,15 @@ Elsewhere: cyan init --dir path/to/app --listen 127.0.0.1:8001 --app web\n\
     /// The apps of the -c files get buttons; the proxy's other routes are
     /// listed. The page is compiled in and fetches nothing from elsewhere.
     ///
-    /// Access: on loopback (the default) anyone on this machine may look
-    /// and act, as with the CLI. Any other address needs --token-file (a
-    /// login form; scripts may send `Authorization: Bearer TOKEN`) or
-    /// --trust-header (a reverse proxy in front authenticates). Every
+    /// Access: a token, always. On loopback (the default) one is made and
+    /// printed in the URL to open (`http://127.0.0.1:7070/?token=…`): no
+    /// other user of the machine can look or act without it. Any other
+    /// address needs --token-file (a login form; scripts may send
+    /// `Authorization: Bearer TOKEN`) or --trust-header (a reverse proxy in
+    /// front authenticates; give the Host it passes with --host). Every
     /// action needs the page's CSRF token; --read-only removes them.
     #[command(
-        after_help = "Examples:\n  cyan dashboard -c web/cyan.yaml -c api/cyan.yaml   # http://127.0.0.1:7070/\n  \
+        after_help = "Examples:\n  cyan dashboard -c web/cyan.yaml -c api/cyan.yaml   # prints http://127.0.0.1:7070/?token=…\n  \
 cyan dashboard --listen 0.0.0.0:7070 --token-file /etc/cyan/dashboard.token\n  \
 cyan dashboard --listen 10.0.0.5:7070 --trust-header X-Forwarded-User --read-only"
     )]

@@ -31,6 +31,8 @@ use crate::proxy::client::AdminClient;
 use crate::proxy::Home;
 use crate::serve::deliveries;
 
+/// How long one app's status and history may take to read.
+const READ_WITHIN: Duration = Duration::from_secs(5);
 /// Deliveries shown per app.
 const DELIVERIES_SHOWN: usize = 20;
 
@@ -121,13 +123,17 @@ pub async fn run(
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(sources.overview().await));
     let feed = Feed::new(rx);
     tokio::spawn(Arc::clone(&feed).run(admin.clone(), every));
+    let url = match access.made_token() {
+        Some(token) => format!("http://{at}/?token={token}"),
+        None => format!("http://{at}/"),
+    };
     let dashboard = Arc::new(Dashboard::new(access, feed, actions, read_only));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(dashboard.serve(listener, async {
         let _ = stop_rx.await;
     }));
     out.phase(format!(
-        "cyan dashboard on http://{at}/ ({} app environment(s) with buttons{})",
+        "cyan dashboard on {url} ({} app environment(s) with buttons{})",
         apps.len(),
         if read_only { ", read-only" } else { "" }
     ));
@@ -138,7 +144,10 @@ pub async fn run(
             () = &mut stop => break,
             () = tokio::time::sleep(refresh) => {}
         }
-        let now = sources.overview().await;
+        let now = tokio::select! {
+            () = &mut stop => break,
+            now = sources.overview() => now,
+        };
         tx.send_if_modified(|v| {
             let changed = **v != now;
             if changed {
@@ -176,7 +185,7 @@ fn mode(opts: &DashboardAccess) -> Result<Mode> {
         (None, Some(name)) => hyper::header::HeaderName::from_bytes(name.as_bytes())
             .map(Mode::Header)
             .map_err(|_| Error::Config(format!("--trust-header {name:?} is not a header name"))),
-        (None, None) => Ok(Mode::Loopback),
+        (None, None) => Ok(Mode::made()),
     }
 }
 
@@ -235,45 +244,60 @@ impl Sources<'_> {
         let (home, apps, admin, read_only) = (self.home, self.apps, self.admin, self.read_only);
         // Reads print nothing a person needs here; their errors go on the page.
         let quiet = Output::new(Format::Json).for_host("dashboard");
-        let mut shown = Vec::new();
-        let mut routes = BTreeSet::new();
-        for (cfg, _) in apps {
+        let routes: BTreeSet<String> = apps.iter().map(|(cfg, _)| cfg.config.route()).collect();
+        // Every app at once, each within READ_WITHIN: a host that does not
+        // answer (a fleet's, over SSH) slows its own card, not the page.
+        let shown = futures_util::future::join_all(apps.iter().map(|(cfg, _)| async {
             let c = &cfg.config;
-            routes.insert(c.route());
             let on = Deployer::of(home, cfg);
-            let (status, history) = (on.status(cfg, &quiet).await, on.history(cfg, &quiet).await);
-            let error = status
-                .as_ref()
-                .err()
-                .or(history.as_ref().err())
-                .map(ToString::to_string);
+            let read = async { (on.status(cfg, &quiet).await, on.history(cfg, &quiet).await) };
+            let (status, history, error) = match tokio::time::timeout(READ_WITHIN, read).await {
+                Ok((status, history)) => {
+                    let error = status
+                        .as_ref()
+                        .err()
+                        .or(history.as_ref().err())
+                        .map(ToString::to_string);
+                    (status.ok(), history.ok(), error)
+                }
+                Err(_) => (
+                    None,
+                    None,
+                    Some(format!(
+                        "no answer within {} s from where {} runs",
+                        READ_WITHIN.as_secs(),
+                        c.app
+                    )),
+                ),
+            };
             let state = self
                 .serve_state
                 .map_or_else(|| home.dir.join("serve").join(c.app.as_str()), Into::into);
-            let deliveries_file = state.join("deliveries.jsonl");
-            let deliveries: Vec<deliveries::Entry> = deliveries::read(&deliveries_file)
-                .map(deliveries::latest)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|e| {
-                    e.deploy
-                        .as_ref()
-                        .is_none_or(|d| d.environment == c.environment.as_str())
-                })
-                .take(DELIVERIES_SHOWN)
-                .collect();
-            shown.push(serde_json::json!({
+            let deliveries: Vec<deliveries::Entry> =
+                deliveries::read(&state.join("deliveries.jsonl"))
+                    .map(deliveries::latest)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| {
+                        e.deploy
+                            .as_ref()
+                            .is_none_or(|d| d.environment == c.environment.as_str())
+                    })
+                    .take(DELIVERIES_SHOWN)
+                    .collect();
+            serde_json::json!({
                 "app": c.app.to_string(),
                 "environment": c.environment.to_string(),
                 "route": c.route(),
                 "config": cfg.path.display().to_string(),
                 "actions": !read_only,
-                "status": status.ok(),
-                "history": history.ok().map(|h| h.lines).unwrap_or_default(),
+                "status": status,
+                "history": history.map(|h| h.lines).unwrap_or_default(),
                 "deliveries": deliveries,
                 "error": error,
-            }));
-        }
+            })
+        }))
+        .await;
         let (others, proxy_error) = match admin.routes().await {
         Ok(views) => (
             views

@@ -503,7 +503,10 @@ impl Report for History {
                         true => String::new(),
                         false => format!("  [{}]", stages.join(", ")),
                     },
-                    e.by.as_ref().map_or(String::new(), |b| format!("  by {b}")),
+                    e.by.as_ref().map_or(String::new(), |b| format!(
+                        "  by {}",
+                        crate::output::printable(b, 120)
+                    )),
                 )
             })
             .collect::<Vec<_>>()

@@ -1,33 +1,35 @@
 //! Who may see the dashboard and who may act on it.
 //!
 //! The page shows every app on the host and has a rollback button, so it
-//! is guarded as an admin console:
-//! - **Loopback** (the default listen address): anyone on this machine
-//!   may look, as with `cyan status`; the `Host` header must be a
-//!   loopback name, so a web page elsewhere cannot reach it through DNS
-//!   rebinding (a name of its own that resolves to 127.0.0.1).
-//! - **A token** (`--token-file`): a login form exchanges it for a session
-//!   cookie (`HttpOnly`, `SameSite=Strict`, 12 h); scripts may send
-//!   `Authorization: Bearer <token>`. Repeated wrong tokens from one
-//!   address are refused for a minute.
-//! - **A reverse proxy's header** (`--trust-header X-Forwarded-User`): the
-//!   proxy in front authenticates and names the user in that header; a
+//! is guarded as an admin console, whose users can do what the CLI does
+//! only with the Docker engine's socket:
+//! - **A token, always.** Given with `--token-file`, or made at start and
+//!   printed in the URL (`http://127.0.0.1:7070/?token=…`, as Jupyter
+//!   does): opening that URL, or the login form, exchanges it for a
+//!   session cookie (`HttpOnly`, `SameSite=Strict`, 12 h); scripts may
+//!   send `Authorization: Bearer <token>`. So another user of the machine,
+//!   or a container on the host network, cannot act through a loopback
+//!   dashboard. Wrong tokens are answered 429 past 5 a minute from one
+//!   address (an IPv6 /64), but a right one is always let in: a token of
+//!   16 characters or more is not guessed, and a hard lockout would let
+//!   anyone behind the same address lock the real users out.
+//! - **Or a reverse proxy's header** (`--trust-header X-Forwarded-User`):
+//!   the proxy in front authenticates and names the user in that header; a
 //!   request without it is refused. The dashboard must then be reachable
 //!   only through that proxy (listen on loopback or a private address).
-//!   Its `Host` is checked as on loopback: a browser that a hostile page
-//!   rebinds to the dashboard's address sends the header itself.
 //!
-//! Without a token, `Host` must be a loopback name, an IP address (no
-//! page can be rebound to an address: rebinding needs a name of the
-//! attacker's), or a name given with `--host`. With a token it is not
-//! checked: a rebound page holds no session cookie (cookies belong to the
-//! name they were set for) and does not know the token.
+//! Without a token from a file, `Host` must be a loopback name, an IP
+//! address (no page can be rebound to an address: DNS rebinding needs a
+//! name of the attacker's), or a name given with `--host`: a browser that
+//! a hostile page rebinds to the dashboard's address sends a trusted
+//! header itself. Every action also needs the page's CSRF token in
+//! `X-CSRF-Token` (a cross-site form cannot set a header, and a
+//! cross-site script cannot read the page that holds it) and an `Origin`,
+//! when sent, of the page's own host.
 //!
-//! Any address other than loopback needs one of the last two: `cyan
-//! dashboard` refuses to start otherwise. Every action also needs the
-//! page's CSRF token in `X-CSRF-Token` (a cross-site form cannot set a
-//! header, and a cross-site script cannot read the page that holds it) and
-//! an `Origin`, when sent, of the page's own host.
+//! A session cookie, like any cookie, goes to every port of its host name
+//! (RFC 6265 §8.5): serve the dashboard under a name of its own, not one
+//! the host's apps answer on.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -48,18 +50,32 @@ const MAX_SESSIONS: usize = 1000;
 
 /// How requests are let in.
 pub enum Mode {
-    /// Loopback only, no login.
-    Loopback,
-    /// A login with this token.
+    /// A login with this token, from `--token-file`.
     Token(SecretString),
+    /// A login with this token, made at start and printed (loopback only).
+    Made(SecretString),
     /// A reverse proxy that authenticates, naming the user in this header.
     Header(hyper::header::HeaderName),
+}
+
+impl Mode {
+    /// A token made now: 32 hex characters (128 bits).
+    pub fn made() -> Mode {
+        Mode::Made(SecretString::from(random_hex(16)))
+    }
+
+    fn token(&self) -> Option<&SecretString> {
+        match self {
+            Mode::Token(t) | Mode::Made(t) => Some(t),
+            Mode::Header(_) => None,
+        }
+    }
 }
 
 /// Who a request is, once let in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visitor {
-    /// The name shown (`local`, `token`, or the trusted header's value).
+    /// The name shown (`token`, or the trusted header's value).
     pub user: String,
     /// The CSRF token the page carries and actions must send back.
     pub csrf: String,
@@ -74,7 +90,7 @@ pub enum Refusal {
     ForeignHost(String),
     /// The trusted header is missing.
     NoHeader(String),
-    /// Too many wrong tokens from this address lately.
+    /// A wrong token, past too many from this address lately.
     TooMany,
 }
 
@@ -88,7 +104,9 @@ impl Refusal {
             Refusal::NoHeader(h) => format!(
                 "no {h} header: this dashboard is served behind a reverse proxy that authenticates"
             ),
-            Refusal::TooMany => "too many wrong tokens from this address: wait a minute".into(),
+            Refusal::TooMany => {
+                "too many wrong tokens from this address in a minute: wait, then give the right one".into()
+            }
         }
     }
 }
@@ -109,15 +127,17 @@ pub struct Access {
     /// it guards against other sites, not against users of this one).
     shared_csrf: String,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Wrong tokens per address (`network`) in the last minute.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl Access {
-    /// Errors: a listen address other than loopback in `Mode::Loopback`.
+    /// Errors: a listen address other than loopback with a token made here
+    /// (`Mode::Made`).
     pub fn new(mode: Mode, listen: SocketAddr, names: Vec<String>) -> Result<Access, String> {
-        if matches!(mode, Mode::Loopback) && !listen.ip().is_loopback() {
+        if matches!(mode, Mode::Made(_)) && !listen.ip().is_loopback() {
             return Err(format!(
-                "--listen {listen} is not a loopback address: anyone who reaches it could roll back your apps. Give --token-file FILE (a login with the token in FILE) or --trust-header NAME (a reverse proxy in front authenticates and names the user in that header)"
+                "--listen {listen} is not a loopback address: give --token-file FILE (a login with the token in FILE, kept where you choose) or --trust-header NAME (a reverse proxy in front authenticates and names the user in that header)"
             ));
         }
         Ok(Access {
@@ -129,9 +149,17 @@ impl Access {
         })
     }
 
-    /// Whether a login form is what an unknown visitor gets.
+    /// Whether a login (form, `?token=`) is what an unknown visitor gets.
     pub fn has_login(&self) -> bool {
-        matches!(self.mode, Mode::Token(_))
+        self.mode.token().is_some()
+    }
+
+    /// The token made at start, to print in the URL.
+    pub fn made_token(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Made(t) => Some(t.expose_secret()),
+            _ => None,
+        }
     }
 
     /// Lets a request in, or says why not.
@@ -142,55 +170,61 @@ impl Access {
                 return Err(Refusal::ForeignHost(host.to_string()));
             }
         }
-        match &self.mode {
-            Mode::Loopback => Ok(Visitor {
-                user: "local".into(),
-                csrf: self.shared_csrf.clone(),
-            }),
-            Mode::Header(name) => match header(headers, name.clone()).filter(|v| !v.is_empty()) {
-                Some(user) => Ok(Visitor {
-                    user: user.chars().take(64).collect(),
-                    csrf: self.shared_csrf.clone(),
-                }),
-                None => Err(Refusal::NoHeader(name.to_string())),
-            },
-            Mode::Token(token) => {
-                if let Some(id) = cookie(headers, COOKIE_NAME) {
-                    let mut sessions = self.sessions.lock().expect("sessions");
-                    match sessions.get(id) {
-                        Some(s) if s.until > Instant::now() => {
-                            return Ok(Visitor {
-                                user: "token".into(),
-                                csrf: s.csrf.clone(),
-                            })
-                        }
-                        Some(_) => {
-                            sessions.remove(id);
-                        }
-                        None => {}
-                    }
-                }
-                let bearer = header(headers, AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-                match bearer {
-                    Some(given) => {
-                        self.check_token(peer, token, given)?;
-                        // A script sends the token itself each time: the
-                        // token is its proof, no page involved.
-                        Ok(Visitor {
+        let token = match &self.mode {
+            Mode::Header(name) => {
+                return match header(headers, name.clone()).filter(|v| !v.is_empty()) {
+                    Some(user) => Ok(Visitor {
+                        user: user.chars().take(64).collect(),
+                        csrf: self.shared_csrf.clone(),
+                    }),
+                    None => Err(Refusal::NoHeader(name.to_string())),
+                };
+            }
+            Mode::Token(t) | Mode::Made(t) => t,
+        };
+        {
+            let mut sessions = self.sessions.lock().expect("sessions");
+            let now = Instant::now();
+            // Every cookie of the name is tried: one planted by a sibling
+            // name or a longer path does not hide the real one.
+            for id in cookies(headers, COOKIE_NAME) {
+                match sessions.get(id) {
+                    Some(s) if s.until > now => {
+                        return Ok(Visitor {
                             user: "token".into(),
-                            csrf: String::new(),
+                            csrf: s.csrf.clone(),
                         })
                     }
-                    None => Err(Refusal::LoginNeeded),
+                    Some(_) => {
+                        sessions.remove(id);
+                    }
+                    None => {}
                 }
             }
+        }
+        // RFC 9110 §11.1: the scheme is case-insensitive.
+        let bearer = header(headers, AUTHORIZATION)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        match bearer {
+            Some(given) => {
+                self.check_token(peer, token, given)?;
+                // A script sends the token itself each time: the token is
+                // its proof, no page involved.
+                Ok(Visitor {
+                    user: "token".into(),
+                    csrf: String::new(),
+                })
+            }
+            None => Err(Refusal::LoginNeeded),
         }
     }
 
     /// A login: the token, exchanged for a session id (the cookie's
     /// value). Errors: a wrong token, or too many from this address.
     pub fn login(&self, peer: IpAddr, given: &str) -> Result<String, Refusal> {
-        let Mode::Token(token) = &self.mode else {
+        let Some(token) = self.mode.token() else {
             return Err(Refusal::LoginNeeded);
         };
         self.check_token(peer, token, given)?;
@@ -219,25 +253,30 @@ impl Access {
 
     /// Ends the session a request carries.
     pub fn logout(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, COOKIE_NAME) {
-            self.sessions.lock().expect("sessions").remove(id);
+        let mut sessions = self.sessions.lock().expect("sessions");
+        for id in cookies(headers, COOKIE_NAME) {
+            sessions.remove(id);
         }
     }
 
+    /// The right token is always let in; a wrong one is a 401, or a 429
+    /// past [`FAILURES_PER_MINUTE`] from its address.
     fn check_token(&self, peer: IpAddr, token: &SecretString, given: &str) -> Result<(), Refusal> {
-        let mut failures = self.failures.lock().expect("failures");
-        let now = Instant::now();
-        failures.retain(|_, (_, since)| now.duration_since(*since) < Duration::from_secs(60));
-        if failures
-            .get(&peer)
-            .is_some_and(|(n, _)| *n >= FAILURES_PER_MINUTE)
-        {
-            return Err(Refusal::TooMany);
-        }
         if same(token.expose_secret().as_bytes(), given.as_bytes()) {
             return Ok(());
         }
-        failures.entry(peer).or_insert((0, now)).0 += 1;
+        let mut failures = self.failures.lock().expect("failures");
+        let now = Instant::now();
+        failures.retain(|_, (_, since)| now.duration_since(*since) < Duration::from_secs(60));
+        if failures.len() >= MAX_SESSIONS {
+            // A flood from many addresses: counted as one.
+            failures.clear();
+        }
+        let count = &mut failures.entry(network(peer)).or_insert((0, now)).0;
+        *count += 1;
+        if *count > FAILURES_PER_MINUTE {
+            return Err(Refusal::TooMany);
+        }
         Err(Refusal::LoginNeeded)
     }
 
@@ -248,7 +287,7 @@ impl Access {
         if !visitor.csrf.is_empty() {
             let sent = header(headers, "x-csrf-token").unwrap_or_default();
             if !same(sent.as_bytes(), visitor.csrf.as_bytes()) {
-                return Err("missing or wrong X-CSRF-Token: actions are taken from the dashboard's own page".into());
+                return Err("missing or wrong X-CSRF-Token: actions are taken from the dashboard's own page (reload it: a restarted dashboard gives new tokens)".into());
             }
         }
         Access::same_origin(headers)
@@ -277,16 +316,28 @@ fn header<K: hyper::header::AsHeaderName>(headers: &HeaderMap, name: K) -> Optio
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// The values of cookie `name` in the request's `Cookie` headers.
+fn cookies<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The address wrong tokens and connections are counted by: an IPv4
+/// address, or an IPv6 /64 (what one host is usually given).
+pub fn network(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
 }
 
 impl Access {
@@ -339,18 +390,21 @@ mod tests {
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
 
     #[test]
-    fn without_a_token_the_host_must_be_one_no_rebound_page_can_send() {
+    fn a_made_token_is_for_loopback_and_its_host_must_be_one_no_rebound_page_can_send() {
         let open: SocketAddr = "0.0.0.0:7070".parse().unwrap();
-        let refused = Access::new(Mode::Loopback, open, vec![])
+        let refused = Access::new(Mode::made(), open, vec![])
             .err()
             .expect("refused");
         assert!(refused.contains("not a loopback address"), "{refused}");
         let a = Access::new(
-            Mode::Loopback,
+            Mode::made(),
             "127.0.0.1:7070".parse().unwrap(),
             vec!["Ops.Example".into()],
         )
         .unwrap();
+        let token = a.made_token().unwrap().to_string();
+        assert_eq!(token.len(), 32);
+        let bearer = format!("Bearer {token}");
         for ok in [
             "127.0.0.1:7070",
             "localhost:7070",
@@ -359,7 +413,13 @@ mod tests {
             "127.0.0.2",
             "ops.example:7070",
         ] {
-            assert!(a.admit(PEER, &headers(&[("host", ok)])).is_ok(), "{ok}");
+            let h = headers(&[("host", ok), ("authorization", &bearer)]);
+            assert!(a.admit(PEER, &h).is_ok(), "{ok}");
+            // Another user of the machine, without the token, is not let in.
+            assert_eq!(
+                a.admit(PEER, &headers(&[("host", ok)])),
+                Err(Refusal::LoginNeeded)
+            );
         }
         for bad in [
             "evil.example:7070",
@@ -369,15 +429,17 @@ mod tests {
             "",
         ] {
             assert_eq!(
-                a.admit(PEER, &headers(&[("host", bad)])),
+                a.admit(PEER, &headers(&[("host", bad), ("authorization", &bearer)])),
                 Err(Refusal::ForeignHost(bad.into())),
                 "{bad}"
             );
         }
-        assert_eq!(
-            a.admit(PEER, &headers(&[])),
-            Err(Refusal::ForeignHost(String::new()))
-        );
+        // The scheme is case-insensitive, and spaces around the token are not part of it.
+        let h = headers(&[
+            ("host", "localhost"),
+            ("authorization", &format!("bearer  {token} ")),
+        ]);
+        assert!(a.admit(PEER, &h).is_ok());
     }
 
     #[test]
@@ -425,18 +487,30 @@ mod tests {
             a.admit(PEER, &headers(&[("cookie", &cookie)])),
             Err(Refusal::LoginNeeded)
         );
-        // A script's bearer token works; five wrong ones lock the address out.
+        // A cookie of the same name planted before the real one hides nothing.
+        let id = a.login(PEER, "s3cret-token").unwrap();
+        let planted = format!("{COOKIE_NAME}=planted; {COOKIE_NAME}={id}");
+        assert!(a.admit(PEER, &headers(&[("cookie", &planted)])).is_ok());
+        // A script's bearer token works. Past five wrong ones a minute an
+        // address (an IPv6 /64) gets 429s, yet the right token still works:
+        // no one locks the real users out.
         assert!(a
             .admit(PEER, &headers(&[("authorization", "Bearer s3cret-token")]))
             .is_ok());
         for _ in 0..FAILURES_PER_MINUTE {
             assert_eq!(a.login(PEER, "guess"), Err(Refusal::LoginNeeded));
         }
-        assert_eq!(a.login(PEER, "s3cret-token"), Err(Refusal::TooMany));
-        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 10));
-        assert!(
-            a.login(other, "s3cret-token").is_ok(),
-            "another address is not locked out"
+        assert_eq!(a.login(PEER, "guess"), Err(Refusal::TooMany));
+        assert!(a.login(PEER, "s3cret-token").is_ok());
+        let v6 =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        for i in 0..FAILURES_PER_MINUTE as u16 {
+            assert_eq!(a.login(v6(i), "guess"), Err(Refusal::LoginNeeded));
+        }
+        assert_eq!(
+            a.login(v6(999), "guess"),
+            Err(Refusal::TooMany),
+            "one /64 is one address"
         );
     }
 

@@ -87,7 +87,10 @@ pub struct Target {
 impl Actions {
     /// Runs `req`. Errors: an app and environment the dashboard was not
     /// given, or a version with a character no version has.
-    pub async fn run(&self, req: &Request) -> Result<Outcome, String> {
+    ///
+    /// `by` is who pressed the button: the command records it in the
+    /// history (`CYAN_BY`), before its own user and host.
+    pub async fn run(&self, req: &Request, by: &str) -> Result<Outcome, String> {
         let target = self
             .targets
             .get(&(req.app.clone(), req.environment.clone()))
@@ -127,9 +130,10 @@ impl Actions {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .env("CYAN_BY", format!("{by} (dashboard)"))
             .process_group(0)
             .kill_on_drop(false);
-        tracing::info!("dashboard action: {command}");
+        tracing::warn!("dashboard action by {by}: {command}");
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
@@ -149,7 +153,7 @@ impl Actions {
             }
         };
         let code = out.status.code();
-        tracing::info!("dashboard action: {command} exited {code:?}");
+        tracing::warn!("dashboard action by {by}: {command} exited {code:?}");
         Ok(Outcome {
             command,
             exit_code: code,

@@ -80,7 +80,8 @@ impl Feed {
     /// overview each time it changes. Runs until the process ends.
     pub async fn run(self: Arc<Feed>, admin: AdminClient, every: Duration) {
         let mut sampler = Sampler::default();
-        let mut last: HashMap<String, RouteView> = HashMap::new();
+        // `None` until the first read: what is there then is no news.
+        let mut last: Option<HashMap<String, RouteView>> = None;
         let mut overview = self.overview.clone();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,17 +114,24 @@ impl Feed {
             let at_ms = crate::clock::now_ms();
             let rates = sampler.sample(&views, Instant::now());
             let mut steps = Vec::new();
-            for v in &views {
-                for change in events::changes(last.get(&v.name), Some(v)) {
-                    steps.push(Step {
-                        at_ms,
-                        route: v.name.clone(),
-                        text: change.describe(),
-                        change,
-                    });
+            if let Some(last) = &last {
+                let gone = last.keys().filter(|n| !views.iter().any(|v| &v.name == *n));
+                let pairs = views
+                    .iter()
+                    .map(|v| (v.name.clone(), last.get(&v.name), Some(v)))
+                    .chain(gone.map(|n| (n.clone(), last.get(n), None)));
+                for (route, before, now) in pairs {
+                    for change in events::changes(before, now) {
+                        steps.push(Step {
+                            at_ms,
+                            route: route.clone(),
+                            text: change.describe(),
+                            change,
+                        });
+                    }
                 }
             }
-            last = views.into_iter().map(|v| (v.name.clone(), v)).collect();
+            last = Some(views.into_iter().map(|v| (v.name.clone(), v)).collect());
             let point = Point { at_ms, rates };
             {
                 let mut kept = self.kept.lock().expect("feed");

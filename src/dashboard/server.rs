@@ -14,8 +14,9 @@
 //! allows nothing else. Header reads have a deadline, bodies a size and a
 //! deadline, and live feeds a number.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,6 +50,9 @@ connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 pub const MAX_FEEDS: usize = 64;
 /// Connections open at once; each has its header deadline (10 s).
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections open at once from one address (an IPv6 /64 counts as
+/// one): a browser opens 6 per host, and a page holds one feed.
+pub const PER_ADDRESS: usize = 16;
 /// The largest request body (a login or an action), in bytes.
 const BODY_MAX: usize = 4096;
 
@@ -88,6 +92,7 @@ impl Dashboard {
             .header_read_timeout(Duration::from_secs(10))
             .max_buf_size(64 * 1024);
         let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let per_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
         tokio::pin!(stop);
         loop {
             let (stream, peer) = tokio::select! {
@@ -107,6 +112,12 @@ impl Dashboard {
                 tracing::warn!(%peer, "dashboard: {MAX_CONNECTIONS} connections open; closing a new one");
                 continue;
             };
+            // One address may not take every slot (before any login, so
+            // the console stays reachable when someone floods it).
+            let Some(mine) = PerAddress::take(&per_address, peer.ip()) else {
+                tracing::warn!(%peer, "dashboard: {PER_ADDRESS} connections open from this address; closing a new one");
+                continue;
+            };
             let me = Arc::clone(&self);
             let service = hyper::service::service_fn(move |req| {
                 let me = Arc::clone(&me);
@@ -117,7 +128,7 @@ impl Dashboard {
                 if let Err(e) = conn.await {
                     tracing::debug!(%peer, "dashboard connection ended: {e}");
                 }
-                drop(permit);
+                drop((permit, mine));
             });
         }
     }
@@ -156,6 +167,15 @@ impl Dashboard {
                 );
                 r
             }
+            (Method::GET, "/") if self.access.has_login() && req.uri().query().is_some() => {
+                // `/?token=…`, the URL `cyan dashboard` prints: a login.
+                let query = req.uri().query().unwrap_or_default().as_bytes();
+                let token = form_urlencoded::parse(query)
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                self.session(peer, req.headers(), &token)
+            }
             (method, "/" | "/api/overview" | "/api/events" | "/api/actions") => {
                 let visitor = match self.access.admit(peer.ip(), req.headers()) {
                     Ok(v) => v,
@@ -180,21 +200,18 @@ impl Dashboard {
     }
 
     fn page(&self, visitor: &Visitor) -> Answer {
-        let html = PAGE
-            .replace("{{csrf}}", &escape(&visitor.csrf))
-            .replace("{{user}}", &escape(&visitor.user))
-            .replace(
-                "{{read_only}}",
-                if self.read_only { "true" } else { "false" },
-            )
-            .replace(
-                "{{logout}}",
-                if self.access.has_login() {
-                    ""
-                } else {
-                    "hidden"
-                },
-            );
+        let html = fill(PAGE, |name| match name {
+            "csrf" => escape(&visitor.csrf),
+            "user" => escape(&visitor.user),
+            "read_only" => (if self.read_only { "true" } else { "false" }).into(),
+            "logout" => (if self.access.has_login() {
+                ""
+            } else {
+                "hidden"
+            })
+            .into(),
+            _ => String::new(),
+        });
         asset_owned(html, "text/html; charset=utf-8")
     }
 
@@ -232,8 +249,7 @@ impl Dashboard {
             Ok(a) => a,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("not an action: {e}")),
         };
-        tracing::info!(user = %visitor.user, "dashboard: {:?} of {} ({})", asked.action, asked.app, asked.environment);
-        match self.actions.run(&asked).await {
+        match self.actions.run(&asked, &visitor.user).await {
             Ok(outcome) => json(StatusCode::OK, &outcome),
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         }
@@ -247,6 +263,7 @@ impl Dashboard {
         if let Err(e) = Access::same_origin(req.headers()) {
             return login_page(StatusCode::FORBIDDEN, &e);
         }
+        let parts = req.headers().clone();
         let body = match read_body(req).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -255,12 +272,25 @@ impl Dashboard {
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
+        self.session(peer, &parts, &token)
+    }
+
+    /// A session for `token`: its cookie, and the page (303 to `/`, which
+    /// also takes a `?token=` out of the address bar); else the login
+    /// form, saying why.
+    fn session(&self, peer: SocketAddr, headers: &hyper::HeaderMap, token: &str) -> Answer {
         match self.access.login(peer.ip(), token.trim()) {
             Ok(id) => {
                 let mut r = see_other("/");
+                // Served over TLS by a proxy in front: the cookie is never
+                // sent in the clear.
+                let secure = headers
+                    .get("x-forwarded-proto")
+                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
                 let cookie = format!(
-                    "{COOKIE_NAME}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict",
-                    SESSION_TTL.as_secs()
+                    "{COOKIE_NAME}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
+                    SESSION_TTL.as_secs(),
+                    if secure { "; Secure" } else { "" }
                 );
                 r.headers_mut()
                     .insert(SET_COOKIE, HeaderValue::from_str(&cookie).expect("cookie"));
@@ -327,6 +357,43 @@ impl FeedBody {
     }
 }
 
+/// Connections open per address: one is held until dropped.
+struct PerAddress {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    at: IpAddr,
+}
+
+impl PerAddress {
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        peer: IpAddr,
+    ) -> Option<PerAddress> {
+        let at = super::access::network(peer);
+        let mut c = counts.lock().expect("connections");
+        let n = c.entry(at).or_default();
+        if *n >= PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            counts: Arc::clone(counts),
+            at,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().expect("connections");
+        if let Some(n) = c.get_mut(&self.at) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.at);
+            }
+        }
+    }
+}
+
 /// Counts an open feed until it is dropped.
 struct Open(Arc<AtomicUsize>);
 
@@ -368,10 +435,7 @@ fn asset_owned(text: String, kind: &'static str) -> Answer {
 }
 
 fn login_page(status: StatusCode, message: &str) -> Answer {
-    let mut r = asset_owned(
-        LOGIN.replace("{{error}}", &escape(message)),
-        "text/html; charset=utf-8",
-    );
+    let mut r = asset_owned(fill(LOGIN, |_| escape(message)), "text/html; charset=utf-8");
     *r.status_mut() = status;
     r
 }
@@ -413,6 +477,23 @@ fn refused(r: &Refusal) -> Answer {
         Refusal::LoginNeeded | Refusal::NoHeader(_) => StatusCode::UNAUTHORIZED,
     };
     error(status, r.message())
+}
+
+/// `template` with each `{{name}}` replaced by `value(name)`, in one pass:
+/// a value is never read as a placeholder itself.
+fn fill(template: &str, value: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start..].find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&value(&rest[start + 2..start + len]));
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Text made safe inside HTML (element content and quoted attributes).

@@ -29,6 +29,45 @@ macro_rules! err_line {
     }};
 }
 
+/// `v` as it may reach a terminal: control characters (an escape
+/// sequence would rewrite the screen, a newline forge a line) shown as
+/// `\u{..}`, and at most `max` characters (then `…`).
+pub fn printable(v: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in v.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        // Control characters, and the invisible ones that reorder or hide
+        // text (bidi overrides, zero-width, BOM: a version shown reversed).
+        if c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+        {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether stdout is a pipe whose reader has gone (`cyan watch | head`
+/// after `head` had its lines): a command that prints only now and then
+/// asks, to end at once rather than at its next line. `poll(2)` reports
+/// `POLLERR` on such a pipe's write end, and nothing on a terminal or a
+/// file.
+pub fn reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the call's duration; no wait.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 /// How results are printed (`-o`): `text`, `json` or `github`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Loaded, PlatformKind};
 use crate::error::{Error, Result};
-use crate::output::Format;
+use crate::output::{printable, Format};
 use crate::platform::docker::parse_record;
 use crate::proxy::client::AdminClient;
 use crate::proxy::router::RouteView;
@@ -22,7 +22,6 @@ use crate::proxy::Home;
 use crate::release::Color;
 
 use super::events::{self, Change};
-use super::probe::printable;
 use super::traffic::{Rates, Sampler};
 
 /// The interval traffic rates are taken over (reads at a shorter
@@ -77,6 +76,10 @@ pub async fn run(
     let mut sampler = Sampler::default();
     let mut rated_at: Option<Instant> = None;
     let mut last: Option<RouteView> = None;
+    // Nothing read yet: the first read is the state, not news.
+    let mut first = true;
+    // The proxy's last failure, said once until it answers again.
+    let mut down: Option<String> = None;
     let started = Instant::now();
     let stop = stopped(until.map(|d| started + d));
     tokio::pin!(stop);
@@ -88,18 +91,40 @@ pub async fn run(
             () = &mut stop => break,
             _ = tick.tick() => {}
         }
+        // A reader that went away (`| head`) ends the watch now, not at
+        // the next line.
+        if !view.screen && crate::output::reader_gone() {
+            break;
+        }
         let now = match admin.route(&route).await {
             Ok(v) => v.map(events::as_read),
             Err(e) => {
-                if !view.note(&format!("the proxy did not answer: {e}")) {
+                let e = e.to_string();
+                if down.as_ref() != Some(&e)
+                    && !view.note(&format!("the proxy did not answer: {e}"))
+                {
                     break;
                 }
+                down = Some(e);
                 continue;
             }
         };
         let mut lines_ok = true;
-        for change in events::changes(last.as_ref(), now.as_ref()) {
-            lines_ok &= view.step(&change);
+        if down.take().is_some() {
+            lines_ok &= view.note("the proxy answers again");
+        }
+        if first {
+            first = false;
+            lines_ok &= view.note(&match &now {
+                None => format!(
+                    "{route} has no route in this host's proxy yet: the first deploy makes it"
+                ),
+                Some(v) => view.state_line(v),
+            });
+        } else {
+            for change in events::changes(last.as_ref(), now.as_ref()) {
+                lines_ok &= view.step(&change);
+            }
         }
         let at = Instant::now();
         if rated_at.is_none_or(|t| at.duration_since(t) >= RATE_EVERY) {
@@ -200,6 +225,37 @@ impl View {
                     ))
                 }
             })
+    }
+
+    /// What a route holds now, in one line: the first line of a watch.
+    fn state_line(&self, route: &RouteView) -> String {
+        let versions = versions(Some(route));
+        let record = parse_record(&route.state.record);
+        let live = route.state.live;
+        let other = live
+            .map(Color::other)
+            .filter(|c| record.gated.contains_key(c));
+        format!(
+            "live: {}{}; lock: {}",
+            live.map_or("nothing".into(), |c| format!(
+                "{c} {}",
+                versions(c).unwrap_or_default()
+            )),
+            other.map_or(String::new(), |c| format!(
+                "; {c}: {} ({})",
+                versions(c).unwrap_or_default(),
+                if record.gated.get(&c).is_some_and(|k| record.was_live(k)) {
+                    "previous, hot"
+                } else {
+                    "candidate"
+                }
+            )),
+            route
+                .state
+                .lock
+                .as_ref()
+                .map_or("free".to_string(), |l| printable(&l.holder, 120)),
+        )
     }
 
     fn note(&mut self, text: &str) -> bool {

@@ -22,6 +22,10 @@ use crate::release::Color;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Change {
+    /// The route was made: the app's first deploy on this proxy.
+    RouteCreated,
+    /// The route was removed (`cyan remove`): its traffic stopped.
+    RouteRemoved,
     /// A color's set passed its health gate for `version` (not live).
     GatePassed {
         color: Color,
@@ -83,6 +87,8 @@ impl Change {
     /// One line for a person.
     pub fn describe(&self) -> String {
         match self {
+            Change::RouteCreated => "route created: the first deploy here".into(),
+            Change::RouteRemoved => "route removed: this proxy no longer serves it".into(),
             Change::GatePassed { color, version } => {
                 format!("gate passed: {color} runs {version}, ready to switch")
             }
@@ -134,9 +140,24 @@ pub fn as_read(mut v: RouteView) -> RouteView {
 
 /// What happened to a route between two reads (`None`: no route then or
 /// now), each read through [`as_read`], in the order a deploy does it.
+/// A route made since is said, then what it holds (its lock, its gated
+/// set, its switch), as a change from nothing.
 pub fn changes(before: Option<&RouteView>, after: Option<&RouteView>) -> Vec<Change> {
-    let (Some(before), Some(after)) = (before, after) else {
-        return Vec::new();
+    let (before, after) = match (before, after) {
+        (Some(b), Some(a)) => (b, a),
+        (Some(_), None) => return vec![Change::RouteRemoved],
+        (None, None) => return Vec::new(),
+        (None, Some(a)) => {
+            let empty = RouteView {
+                name: a.name.clone(),
+                state: Default::default(),
+                stats: Default::default(),
+                preview_stats: None,
+            };
+            let mut out = vec![Change::RouteCreated];
+            out.extend(changes(Some(&empty), Some(a)));
+            return out;
+        }
     };
     let (was, now) = (
         parse_record(&before.state.record),
@@ -383,6 +404,42 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_route_made_and_removed_is_said_with_what_it_holds() {
+        let mut r = DeployRecord::default();
+        r.gated.insert(Color::Blue, release("6.0.0").key());
+        let mut made = view(Some(Color::Blue), &r);
+        made.state.lock = Some(Lock {
+            token: "t".into(),
+            holder: "deploy 6.0.0 by ci".into(),
+            pid: std::process::id(),
+            host: crate::clock::hostname(),
+            since: "now".into(),
+            renewed_ms: crate::clock::now_ms(),
+            ttl_ms: 60_000,
+        });
+        assert_eq!(
+            changes(None, Some(&made)),
+            vec![
+                Change::RouteCreated,
+                Change::Locked {
+                    holder: "deploy 6.0.0 by ci".into()
+                },
+                Change::GatePassed {
+                    color: Color::Blue,
+                    version: "6.0.0".into()
+                },
+                Change::Switched {
+                    from: None,
+                    to: Color::Blue,
+                    version: Some("6.0.0".into())
+                },
+            ]
+        );
+        assert_eq!(changes(Some(&made), None), vec![Change::RouteRemoved]);
+        assert!(changes(None, None).is_empty());
     }
 
     #[test]

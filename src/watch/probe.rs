@@ -127,32 +127,13 @@ impl VersionSource {
                 };
                 (!version.is_empty()).then_some(version)
             })
-            .map(|v| printable(&v, VERSION_MAX_CHARS))
+            .map(|v| crate::output::printable(&v, VERSION_MAX_CHARS))
     }
 }
 
 /// The longest version kept, in characters: a server's word is printed
 /// and counted, so it is held to a version's size.
 pub const VERSION_MAX_CHARS: usize = 128;
-
-/// `v` as it may reach a terminal: control characters (an escape
-/// sequence would rewrite the screen, a newline forge a line) shown as
-/// `\u{..}`, and at most `max` characters (then `…`).
-pub(crate) fn printable(v: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in v.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.push_str(&c.escape_unicode().to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// Why a probe failed: its `label` is what the windows count by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,6 +416,18 @@ pub fn parse_url(url: &str) -> Result<Uri> {
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(Error::Config(format!(
             "--url {url:?}: a user:password@ part is not sent; put credentials elsewhere"
+        )));
+    }
+    // A port past 65535 is not one (`Uri` takes it, and has no port
+    // then), nor is 0.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let after_host = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, rest)| rest);
+    let port = after_host.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+    if matches!(port, Some(Err(_) | Ok(0))) {
+        return Err(Error::Config(format!(
+            "--url {url:?}: the port is not one of 1 to 65535"
         )));
     }
     Ok(uri)
@@ -941,6 +934,11 @@ pub async fn run(opts: &Options, format: Format) -> Result<()> {
                 stopped = &mut stop => break 'watch stopped,
                 _ = tick.tick() => {}
             }
+            // A reader that went away (`| head`) ends the watch now, not
+            // at the next line, which may never come.
+            if crate::output::reader_gone() {
+                break 'watch Stopped::ClosedOutput;
+            }
             let at = whole_ms(started.elapsed());
             let outcome = tokio::select! {
                 biased;
@@ -1025,6 +1023,13 @@ mod tests {
         let v = source.find(&HeaderMap::new(), Some(body)).unwrap();
         assert!(!v.chars().any(char::is_control), "{v:?}");
         assert_eq!(v, "1.0\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{a}fake line");
+        let reversed = source
+            .find(
+                &HeaderMap::new(),
+                Some(r#"{"version": "2.0.0\u202e1.0.0"}"#.as_bytes()),
+            )
+            .unwrap();
+        assert_eq!(reversed, "2.0.0\\u{202e}1.0.0");
         let long = format!(r#"{{"version": "{}"}}"#, "9".repeat(100_000));
         let v = source
             .find(&HeaderMap::new(), Some(long.as_bytes()))
@@ -1220,6 +1225,12 @@ mod tests {
         ] {
             let e = parse_url(bad).unwrap_err();
             assert_eq!(e.kind(), "config", "{bad}: {e}");
+        }
+        for bad in ["http://127.0.0.1:99999/", "http://127.0.0.1:0/"] {
+            assert!(
+                matches!(parse_url(bad), Err(Error::Config(m)) if m.contains("65535")),
+                "{bad}"
+            );
         }
     }
 

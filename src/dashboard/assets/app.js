@@ -319,7 +319,13 @@ function connect() {
   const conn = document.getElementById("conn");
   const source = new EventSource("/api/events");
   source.onopen = () => { conn.textContent = "live"; conn.className = "conn live"; };
-  source.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn lost"; };
+  source.onerror = () => {
+    // A refused feed (the dashboard restarted: the session is gone) is not
+    // retried by the browser: say what to do.
+    const closed = source.readyState === EventSource.CLOSED;
+    conn.textContent = closed ? "disconnected: reload the page" : "reconnecting…";
+    conn.className = "conn lost";
+  };
   source.addEventListener("overview", (e) => { state.overview = JSON.parse(e.data); render(); });
   source.addEventListener("history", (e) => {
     const h = JSON.parse(e.data);

@@ -30,13 +30,21 @@ pub fn parse_record(v: &serde_json::Value) -> DeployRecord {
     serde_json::from_value(v.clone()).unwrap_or_default()
 }
 
-/// Who a history entry written now is by: this cyan's user and host.
+/// Who a history entry written now is by: this cyan's user and host,
+/// after whom it acts for when `CYAN_BY` says (the dashboard's visitor:
+/// `alice (dashboard) via root@ops-1`).
 pub(super) fn by() -> Option<String> {
-    Some(format!(
-        "{}@{}",
-        crate::clock::user(),
-        crate::clock::hostname()
-    ))
+    let here = format!("{}@{}", crate::clock::user(), crate::clock::hostname());
+    let on_behalf = std::env::var("CYAN_BY").ok().map(|v| {
+        v.chars()
+            .filter(|c| !c.is_control())
+            .take(80)
+            .collect::<String>()
+    });
+    Some(match on_behalf.filter(|v| !v.trim().is_empty()) {
+        Some(who) => format!("{} via {here}", who.trim()),
+        None => here,
+    })
 }
 
 /// The set as the proxy's upstreams: each address tied to its container,

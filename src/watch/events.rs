@@ -290,6 +290,19 @@ mod tests {
         }
     }
 
+    /// A lock this test process holds.
+    fn held_by(holder: &str) -> Lock {
+        Lock {
+            token: "t".into(),
+            holder: holder.into(),
+            pid: std::process::id(),
+            host: crate::clock::hostname(),
+            since: "now".into(),
+            renewed_ms: crate::clock::now_ms(),
+            ttl_ms: 60_000,
+        }
+    }
+
     fn entry(event: Event, color: Color, version: &str, at: &str) -> HistoryEntry {
         HistoryEntry {
             event,
@@ -411,15 +424,7 @@ mod tests {
         let mut r = DeployRecord::default();
         r.gated.insert(Color::Blue, release("6.0.0").key());
         let mut made = view(Some(Color::Blue), &r);
-        made.state.lock = Some(Lock {
-            token: "t".into(),
-            holder: "deploy 6.0.0 by ci".into(),
-            pid: std::process::id(),
-            host: crate::clock::hostname(),
-            since: "now".into(),
-            renewed_ms: crate::clock::now_ms(),
-            ttl_ms: 60_000,
-        });
+        made.state.lock = Some(held_by("deploy 6.0.0 by ci"));
         assert_eq!(
             changes(None, Some(&made)),
             vec![
@@ -449,15 +454,7 @@ mod tests {
         r.gated.insert(Color::Green, release("2.0.0").key());
         let mut v0 = view(Some(Color::Blue), &r);
         let mut v1 = v0.clone();
-        v1.state.lock = Some(Lock {
-            token: "t".into(),
-            holder: "deploy 3.0.0 by ci".into(),
-            pid: std::process::id(),
-            host: crate::clock::hostname(),
-            since: "now".into(),
-            renewed_ms: crate::clock::now_ms(),
-            ttl_ms: 60_000,
-        });
+        v1.state.lock = Some(held_by("deploy 3.0.0 by ci"));
         assert_eq!(
             changes(Some(&v0), Some(&v1)),
             vec![Change::Locked {

@@ -740,6 +740,12 @@ fn loopback_read_only_and_proxy_header_dashboards_refuse_what_they_must() {
             .status,
         200
     );
+    // A query that is not a token (a bookmark's, a tracker's) is no login.
+    let tagged = dash.get("/?utm_source=mail", &[("Cookie", session.as_str())]);
+    assert!(
+        tagged.status == 200 && tagged.body.contains(r#"name="csrf""#),
+        "{tagged:?}"
+    );
     assert_eq!(
         live_version(&app),
         "2.0.0",
@@ -882,6 +888,41 @@ fn loopback_read_only_and_proxy_header_dashboards_refuse_what_they_must() {
     );
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(live_version(&app), "2.0.0");
+
+    // `cyan proxy stop` holds: the dashboard's reads never start a proxy
+    // (`cyan status` would), its card says the proxy is not running.
+    let stop = Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(["proxy", "stop"])
+        .env("CYAN_HOME", &app.home)
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", text(&stop));
+    let not_running = || {
+        let o = hp.get("/api/overview", &[alice]).json();
+        o["apps"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is not running"))
+            .then_some(o)
+    };
+    wait::until(
+        "the card to say the proxy is not running",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        not_running,
+        || hp.log(),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(not_running().is_some(), "the proxy came back: {}", hp.log());
+    let proxy = Command::new(env!("CARGO_BIN_EXE_cyan"))
+        .args(["proxy", "status"])
+        .env("CYAN_HOME", &app.home)
+        .output()
+        .unwrap();
+    assert!(
+        !proxy.status.success(),
+        "a proxy runs again: {}",
+        text(&proxy)
+    );
 }
 
 /// What in the page's HTML, script and style could load something from

@@ -419,7 +419,8 @@ Elsewhere: cyan init --dir path/to/app --listen 127.0.0.1:8001 --app web\n\
     ///
     /// Access: a token, always. On loopback (the default) one is made and
     /// printed in the URL to open (`http://127.0.0.1:7070/?token=…`): no
-    /// other user of the machine can look or act without it. Any other
+    /// other user of the machine can look or act without it. It is new at
+    /// each start; --token-file gives a lasting one. Any other
     /// address needs --token-file (a login form; scripts may send
     /// `Authorization: Bearer TOKEN`) or --trust-header (a reverse proxy in
     /// front authenticates; give the Host it passes with --host). Every

@@ -245,14 +245,33 @@ impl Sources<'_> {
         // Reads print nothing a person needs here; their errors go on the page.
         let quiet = Output::new(Format::Json).for_host("dashboard");
         let routes: BTreeSet<String> = apps.iter().map(|(cfg, _)| cfg.config.route()).collect();
+        // `cyan status` starts a proxy that is not running (a deploy
+        // would); a dashboard must not undo a `cyan proxy stop`, so the
+        // apps of this host are read only while their proxy answers.
+        let proxy_up = admin.health().await.is_ok();
         // Every app at once, each within READ_WITHIN: a host that does not
         // answer (a fleet's, over SSH) slows its own card, not the page.
         let shown = futures_util::future::join_all(apps.iter().map(|(cfg, _)| async {
             let c = &cfg.config;
             let on = Deployer::of(home, cfg);
             let read = async { (on.status(cfg, &quiet).await, on.history(cfg, &quiet).await) };
-            let (status, history, error) = match tokio::time::timeout(READ_WITHIN, read).await {
-                Ok((status, history)) => {
+            let here = matches!(on, Deployer::Docker(_));
+            let read = async {
+                match here && !proxy_up {
+                    true => None,
+                    false => tokio::time::timeout(READ_WITHIN, read).await.ok(),
+                }
+            };
+            let (status, history, error) = match read.await {
+                None if here && !proxy_up => (
+                    None,
+                    None,
+                    Some(format!(
+                        "the cyan proxy of {} is not running (`cyan proxy run`, or the next deploy, starts it)",
+                        home.dir.display()
+                    )),
+                ),
+                Some((status, history)) => {
                     let error = status
                         .as_ref()
                         .err()
@@ -260,7 +279,7 @@ impl Sources<'_> {
                         .map(ToString::to_string);
                     (status.ok(), history.ok(), error)
                 }
-                Err(_) => (
+                None => (
                     None,
                     None,
                     Some(format!(

@@ -329,9 +329,10 @@ fn cookies<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'
 }
 
 /// The address wrong tokens and connections are counted by: an IPv4
-/// address, or an IPv6 /64 (what one host is usually given).
+/// address (an IPv4 client of a `[::]` listener included), or an IPv6 /64
+/// (what one host is usually given).
 pub fn network(peer: IpAddr) -> IpAddr {
-    match peer {
+    match peer.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();
             IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
@@ -512,6 +513,14 @@ mod tests {
             Err(Refusal::TooMany),
             "one /64 is one address"
         );
+        // IPv4 clients of a `[::]` listener are told apart as IPv4 ones.
+        let mapped = |d: u8| IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, d).to_ipv6_mapped());
+        assert_eq!(
+            network(mapped(1)),
+            IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1))
+        );
+        assert_ne!(network(mapped(1)), network(mapped(2)));
+        assert_eq!(a.login(mapped(1), "guess"), Err(Refusal::LoginNeeded));
     }
 
     #[test]

@@ -167,13 +167,9 @@ impl Dashboard {
                 );
                 r
             }
-            (Method::GET, "/") if self.access.has_login() && req.uri().query().is_some() => {
+            (Method::GET, "/") if self.access.has_login() && query_token(&req).is_some() => {
                 // `/?token=…`, the URL `cyan dashboard` prints: a login.
-                let query = req.uri().query().unwrap_or_default().as_bytes();
-                let token = form_urlencoded::parse(query)
-                    .find(|(k, _)| k == "token")
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default();
+                let token = query_token(&req).unwrap_or_default();
                 self.session(peer, req.headers(), &token)
             }
             (method, "/" | "/api/overview" | "/api/events" | "/api/actions") => {
@@ -302,6 +298,15 @@ impl Dashboard {
             Err(_) => login_page(StatusCode::UNAUTHORIZED, "That is not the token."),
         }
     }
+}
+
+/// The `token` of a request's query (`/?token=…`), if it has one; any
+/// other query (`/?utm=…`) is no login.
+fn query_token(req: &Request<Incoming>) -> Option<String> {
+    let query = req.uri().query()?.as_bytes();
+    form_urlencoded::parse(query)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// A request body of at most `BODY_MAX` bytes, in at most 10 s.

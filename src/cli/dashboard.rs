@@ -255,39 +255,31 @@ impl Sources<'_> {
             let c = &cfg.config;
             let on = Deployer::of(home, cfg);
             let read = async { (on.status(cfg, &quiet).await, on.history(cfg, &quiet).await) };
-            let here = matches!(on, Deployer::Docker(_));
-            let read = async {
-                match here && !proxy_up {
-                    true => None,
-                    false => tokio::time::timeout(READ_WITHIN, read).await.ok(),
+            let (status, history, error) = if matches!(on, Deployer::Docker(_)) && !proxy_up {
+                let why = format!(
+                    "the cyan proxy of {} is not running (`cyan proxy run`, or the next deploy, starts it)",
+                    home.dir.display()
+                );
+                (None, None, Some(why))
+            } else {
+                match tokio::time::timeout(READ_WITHIN, read).await {
+                    Ok((status, history)) => {
+                        let error = status
+                            .as_ref()
+                            .err()
+                            .or(history.as_ref().err())
+                            .map(ToString::to_string);
+                        (status.ok(), history.ok(), error)
+                    }
+                    Err(_) => {
+                        let why = format!(
+                            "no answer within {} s from where {} runs",
+                            READ_WITHIN.as_secs(),
+                            c.app
+                        );
+                        (None, None, Some(why))
+                    }
                 }
-            };
-            let (status, history, error) = match read.await {
-                None if here && !proxy_up => (
-                    None,
-                    None,
-                    Some(format!(
-                        "the cyan proxy of {} is not running (`cyan proxy run`, or the next deploy, starts it)",
-                        home.dir.display()
-                    )),
-                ),
-                Some((status, history)) => {
-                    let error = status
-                        .as_ref()
-                        .err()
-                        .or(history.as_ref().err())
-                        .map(ToString::to_string);
-                    (status.ok(), history.ok(), error)
-                }
-                None => (
-                    None,
-                    None,
-                    Some(format!(
-                        "no answer within {} s from where {} runs",
-                        READ_WITHIN.as_secs(),
-                        c.app
-                    )),
-                ),
             };
             let state = self
                 .serve_state

@@ -380,10 +380,11 @@ fn rate_line(r: &Rates, version: Option<&str>) -> String {
     )
 }
 
-/// `HH:MM:SS` (UTC) now.
+/// `HH:MM:SS` now, in local time (as `cyan watch --url` prints).
 fn clock() -> String {
-    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    t.get(11..19).unwrap_or(&t).to_string()
+    let s = (crate::clock::now_ms() / 1000) as i64;
+    let day = (s + super::probe::utc_offset_ms(s) / 1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", day / 3600, day / 60 % 60, day % 60)
 }
 
 /// A line to stdout, flushed; false when it cannot be written.

@@ -836,7 +836,7 @@ struct ClosedLine<'a> {
 
 /// Local time's offset from UTC at `unix_s`, in milliseconds (0 where the
 /// zone is not known: a `FROM scratch` container is on UTC).
-fn utc_offset_ms(unix_s: i64) -> i64 {
+pub(crate) fn utc_offset_ms(unix_s: i64) -> i64 {
     let t = unix_s as libc::time_t;
     // SAFETY: a plain C struct, all zeroes is a valid value; localtime_r
     // writes only into it, and both outlive the call.

@@ -80,7 +80,8 @@ impl Dashboard {
         }
     }
 
-    /// Accepts connections until `stop` resolves; open feeds end with it.
+    /// Accepts connections until `stop` resolves; connections already open
+    /// (live feeds) end with the process.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -109,13 +110,13 @@ impl Dashboard {
             // Past the bound, a connection is closed at once: the page
             // is for a few people, not for whoever opens sockets.
             let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                tracing::warn!(%peer, "dashboard: {MAX_CONNECTIONS} connections open; closing a new one");
+                tracing::debug!(%peer, "dashboard: {MAX_CONNECTIONS} connections open; closing a new one");
                 continue;
             };
             // One address may not take every slot (before any login, so
             // the console stays reachable when someone floods it).
             let Some(mine) = PerAddress::take(&per_address, peer.ip()) else {
-                tracing::warn!(%peer, "dashboard: {PER_ADDRESS} connections open from this address; closing a new one");
+                tracing::debug!(%peer, "dashboard: {PER_ADDRESS} connections open from this address; closing a new one");
                 continue;
             };
             let me = Arc::clone(&self);
